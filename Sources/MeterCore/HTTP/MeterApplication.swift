@@ -1,0 +1,232 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Everything `meterctl serve` needs to answer HTTP; shared by the executable and the tests.
+public struct ServeConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var limits = IngestLimits()
+    /// The OpenAPI document served at GET /openapi.yaml.
+    public var openAPIPath: String?
+    /// version → checksum of the migrations this build expects (for /readyz).
+    public var expectedLedger: [Int: String] = [:]
+    public init() {}
+}
+
+public enum MeterApplication {
+    public static let contentTypes: [String: EventFormat] = [
+        "application/json": .native,
+        "application/cloudevents+json": .cloudEvent,
+        "application/cloudevents-batch+json": .cloudEventBatch,
+    ]
+
+    public enum EventFormat: Sendable { case native, cloudEvent, cloudEventBatch }
+
+    /// The routes of the API, exactly as docs/openapi.yaml lists them (a test compares the two).
+    public static let routes: [(method: String, path: String)] = [
+        ("POST", "/v1/events"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.yaml"),
+    ]
+
+    public static func buildRouter(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
+                                   logger: Logger) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: RequestIDMiddleware(metrics: metrics))
+        let ingest = IngestService(pool: pool, limits: config.limits, metrics: metrics)
+        let openAPI = config.openAPIPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }
+
+        router.post("/v1/events") { request, context in
+            try await postEvents(request: request, context: context, ingest: ingest)
+        }
+        router.get("/healthz") { _, _ in
+            APIResponse.json(.ok, "{\"status\":\"ok\"}")
+        }
+        router.get("/readyz") { _, _ in
+            let expected = config.expectedLedger
+            do {
+                let current = try await pool.withConnection { conn in
+                    try Migrator.isCurrent(conn, expected: expected)
+                }
+                return current
+                    ? APIResponse.json(.ok, "{\"status\":\"ready\"}")
+                    : APIResponse.error(.serviceUnavailable, code: "migrations_pending",
+                                        message: "the database schema does not match this build; run meterctl migrate")
+            } catch {
+                return APIResponse.error(.serviceUnavailable, code: "database_unavailable",
+                                         message: "database not reachable: \(error)")
+            }
+        }
+        router.get("/metrics") { _, _ in
+            metrics.update(pool: await pool.stats)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
+        }
+        router.get("/openapi.yaml") { _, _ in
+            guard let openAPI else {
+                return APIResponse.error(.notFound, code: "not_found", message: "OpenAPI document not installed")
+            }
+            return Response(status: .ok, headers: [.contentType: "application/yaml"],
+                            body: .init(byteBuffer: ByteBuffer(string: openAPI)))
+        }
+        return router
+    }
+
+    public static func buildApplication(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
+                                        logger: Logger,
+                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
+        -> some ApplicationProtocol {
+        let router = buildRouter(config: config, pool: pool, metrics: metrics, logger: logger)
+        return Application(router: router,
+                           configuration: .init(address: .hostname(config.host, port: config.port),
+                                                serverName: "meter"),
+                           onServerRunning: onServerRunning,
+                           logger: logger)
+    }
+
+    // MARK: POST /v1/events
+
+    static func postEvents(request: Request, context: BasicRequestContext, ingest: IngestService) async throws -> Response {
+        let limits = ingest.limits
+        // 1. Who is calling. A bad key is refused before the body is read.
+        guard let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer "),
+              case let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespacesAndNewlines),
+              !token.isEmpty else {
+            return APIResponse.error(.unauthorized, code: "unauthorized",
+                                     message: "missing API key: send Authorization: Bearer <key>",
+                                     headers: [.wwwAuthenticate: "Bearer"])
+        }
+        let keyID: Int64?
+        do {
+            keyID = try await ingest.authenticate(token: token)
+        } catch {
+            return unavailable(error, context: context)
+        }
+        guard keyID != nil else {
+            return APIResponse.error(.unauthorized, code: "unauthorized", message: "unknown or revoked API key",
+                                     headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+        }
+
+        // 2. What it sent.
+        let mediaType = (request.headers[.contentType] ?? "").split(separator: ";").first
+            .map { String($0).trimmingCharacters(in: .whitespacesAndNewlines).lowercased() } ?? ""
+        guard let format = contentTypes[mediaType] else {
+            return APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
+                                     message: "Content-Type must be one of \(contentTypes.keys.sorted().joined(separator: ", ")); got \(mediaType.isEmpty ? "none" : mediaType)",
+                                     field: "Content-Type")
+        }
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
+            return tooLarge(limits)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limits.maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            return tooLarge(limits)
+        }
+        let json: JSONValue
+        do {
+            json = try JSONParser.parse(Array(buffer: body))
+        } catch {
+            return APIResponse.error(.badRequest, code: "malformed_json", message: "body is not valid JSON: \(error)")
+        }
+
+        // 3. One event or a batch.
+        let elements: [JSONValue]
+        let isBatch: Bool
+        switch (format, json) {
+        case (.native, .array(let a)), (.cloudEventBatch, .array(let a)):
+            elements = a; isBatch = true
+        case (.native, .object) where json["events"] != nil && json.objectValue?.count == 1:
+            guard let a = json["events"]?.arrayValue else {
+                return APIResponse.error(.badRequest, code: "invalid_body", message: "\"events\" must be an array", field: "events")
+            }
+            elements = a; isBatch = true
+        case (.native, .object), (.cloudEvent, .object):
+            elements = [json]; isBatch = false
+        case (.cloudEventBatch, _):
+            return APIResponse.error(.badRequest, code: "invalid_body",
+                                     message: "application/cloudevents-batch+json takes a JSON array of CloudEvents")
+        default:
+            return APIResponse.error(.badRequest, code: "invalid_body",
+                                     message: "body must be an event object, a JSON array of events, or {\"events\": [...]}")
+        }
+        if isBatch && elements.isEmpty {
+            return APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no events")
+        }
+        if elements.count > limits.maxBatchEvents {
+            return APIResponse.error(.contentTooLarge, code: "batch_too_large",
+                                     message: "the batch holds \(elements.count) events; at most \(limits.maxBatchEvents) per request")
+        }
+        let decoded = elements.map { e in
+            format == .native ? EventDecoder.decodeNative(e, limits: limits) : EventDecoder.decodeCloudEvent(e, limits: limits)
+        }
+
+        // 4. Store. Returns only after COMMIT (synchronous_commit on).
+        let verdicts: [IngestVerdict]
+        do {
+            verdicts = try await ingest.ingest(decoded)
+        } catch {
+            return unavailable(error, context: context)
+        }
+        return isBatch ? APIResponse.batch(verdicts) : APIResponse.single(verdicts[0])
+    }
+
+    static func tooLarge(_ limits: IngestLimits) -> Response {
+        APIResponse.error(.contentTooLarge, code: "body_too_large",
+                          message: "request body exceeds \(limits.maxBodyBytes) bytes")
+    }
+
+    /// The database failed (not the client): 503, retryable with the same idempotency keys, when
+    /// the connection or the pool failed; 500 for anything else (a bug on our side, logged).
+    static func unavailable(_ error: any Error, context: BasicRequestContext) -> Response {
+        context.logger.error("ingest.database_error", metadata: ["error": "\(error)"])
+        if let pg = error as? PGError, !pg.isConnectionLevel, pg.kind != .poolClosed {
+            return APIResponse.error(.internalServerError, code: "internal_error",
+                                     message: "internal error (logged with this request's X-Request-Id)")
+        }
+        return APIResponse.error(.serviceUnavailable, code: "database_unavailable",
+                                 message: "the event store is unavailable; retry with the same idempotency keys",
+                                 headers: [.retryAfter: "1"])
+    }
+}
+
+/// Gives every request an id (the caller's X-Request-Id when it sends a sane one), echoes it in
+/// the response, puts it in every log line of the request, and records count and latency.
+struct RequestIDMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let metrics: MeterMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        var context = context
+        let incoming = request.headers[.init("X-Request-Id")!]
+        let id = incoming.flatMap { $0.count <= 128 && $0.allSatisfy { $0.isASCII && !$0.isWhitespace } ? $0 : nil }
+            ?? UUID().uuidString.lowercased()
+        context.logger[metadataKey: "request_id"] = .string(id)
+        let route = context.endpointPath ?? "unmatched"
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as HTTPResponseError {
+            response = APIResponse.error(error.status, code: error.status == .notFound ? "not_found" : "http_error",
+                                         message: "\(error.status.code) \(error.status.reasonPhrase)")
+        } catch {
+            context.logger.error("http.unhandled", metadata: ["error": "\(error)"])
+            response = APIResponse.error(.internalServerError, code: "internal_error", message: "internal error")
+        }
+        response.headers[.init("X-Request-Id")!] = id
+        let elapsed = ContinuousClock.now - start
+        metrics.request(route: route, status: response.status.code).increment()
+        metrics.latency(route: route).record(elapsed)
+        context.logger.info("http.request", metadata: [
+            "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+            "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000.0)",
+        ])
+        return response
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// Runs the HTTP service: a pool, the application, and graceful shutdown. SIGTERM/SIGINT (when
+/// `handleSignals`) or cancelling the calling task stops accepting connections, lets in-flight
+/// requests finish (their events are committed or not, never half), then closes the pool.
+public enum MeterServer {
+    /// Lets an embedding program (demo, bench, tests) stop the server gracefully.
+    public final class Handle: @unchecked Sendable {
+        private let lock = NSLock()
+        private var group: ServiceGroup?
+        private var stopRequested = false
+        public init() {}
+        func attach(_ g: ServiceGroup) async {
+            let stop = lock.withLock { group = g; return stopRequested }
+            if stop { await g.triggerGracefulShutdown() }
+        }
+        public func stop() async {
+            let g = lock.withLock { stopRequested = true; return group }
+            await g?.triggerGracefulShutdown()
+        }
+    }
+
+    public static func run(config: ServeConfiguration, conninfo: String, poolSize: Int,
+                           logger: Logger, handleSignals: Bool = true, handle: Handle? = nil,
+                           onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let pool = PGPool(conninfo: conninfo, maxConnections: poolSize, logger: logger)
+        let metrics = MeterMetrics()
+        let app = MeterApplication.buildApplication(
+            config: config, pool: pool, metrics: metrics, logger: logger,
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? config.port
+                logger.info("serve.listening", metadata: ["host": "\(config.host)", "port": "\(port)"])
+                await onRunning(port)
+            })
+        let group = ServiceGroup(configuration: .init(
+            services: [app],
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+            logger: logger))
+        await handle?.attach(group)
+        do {
+            try await group.run()
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
+        logger.info("serve.stopped", metadata: ["reason": "graceful shutdown"])
+        await pool.shutdown()
+    }
+
+    /// The checksums /readyz compares the database's ledger with.
+    public static func expectedLedger(conninfo: String, sqlDir: String) throws -> [Int: String] {
+        let conn = try PGConnection(conninfo: conninfo)
+        defer { conn.close() }
+        return try Migrator(sqlDirectory: sqlDir).expectedLedger(conn)
+    }
+}

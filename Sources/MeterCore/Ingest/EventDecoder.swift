@@ -1,0 +1,212 @@
+/// Turns request JSON into normalized events, one verdict per element, before anything touches
+/// the database. What needs the database (does the customer exist? is the key new?) is decided
+/// by `meter.ingest_events()`; everything else is decided here, with a stable code and the field.
+
+/// Limits on what one request may carry. All configurable (`meterctl serve --help`).
+public struct IngestLimits: Sendable {
+    public var maxBatchEvents = 1000
+    public var maxBodyBytes = 1 << 20
+    public var maxPropertiesBytes = 8192
+    public var maxStringLength = 255
+    /// occurred_at may be this far ahead of the database clock.
+    public var maxFutureSeconds = 300
+    /// occurred_at may be this far behind the database clock.
+    public var maxPastSeconds = 35 * 86_400
+    public init() {}
+}
+
+/// An event that passed every check that does not need the database.
+public struct NormalizedEvent: Sendable, Equatable {
+    public var customer: String
+    public var meter: String
+    public var idempotencyKey: String
+    public var occurredAt: RFC3339Timestamp
+    public var value: ExactDecimal
+    /// Always a JSON object.
+    public var properties: JSONValue
+
+    /// The element sent to `meter.ingest_events()`.
+    var sqlJSON: String {
+        "{\"customer\":\(JSONWriter.quote(customer)),\"meter\":\(JSONWriter.quote(meter)),"
+            + "\"idempotency_key\":\(JSONWriter.quote(idempotencyKey)),"
+            + "\"occurred_at\":\"\(occurredAt.utcString)\",\"value\":\"\(value.description)\","
+            + "\"properties\":\(JSONWriter.serialize(properties))}"
+    }
+}
+
+/// Why one event (or a whole request) was refused: a stable code, the field to blame, a reason.
+public struct FieldError: Error, Sendable, Equatable {
+    public var code: String
+    public var field: String?
+    public var message: String
+    public init(code: String, field: String?, message: String) {
+        self.code = code
+        self.field = field
+        self.message = message
+    }
+}
+
+public enum DecodedEvent: Sendable {
+    case valid(NormalizedEvent)
+    case invalid(FieldError)
+}
+
+public enum EventDecoder {
+    static let nativeFields: Set<String> = ["customer", "meter", "idempotency_key", "occurred_at", "value", "properties"]
+
+    /// Our own format: {customer, meter, idempotency_key, occurred_at, value?, properties?}.
+    public static func decodeNative(_ json: JSONValue, limits: IngestLimits) -> DecodedEvent {
+        guard let members = json.objectValue else {
+            return .invalid(FieldError(code: "invalid_type", field: nil, message: "an event must be a JSON object"))
+        }
+        do {
+            for (k, _) in members where !nativeFields.contains(k) {
+                throw FieldError(code: "unknown_field", field: k,
+                                 message: "unknown member \"\(k)\"; expected \(nativeFields.sorted().joined(separator: ", "))")
+            }
+            let customer = try requiredString(json, "customer", limits: limits)
+            let meter = try requiredString(json, "meter", limits: limits)
+            let key = try requiredString(json, "idempotency_key", limits: limits)
+            let occurredAt = try timestamp(json, "occurred_at")
+            let value = try decimal(json["value"], field: "value")
+            let properties = try propertiesObject(json["properties"], field: "properties", limits: limits)
+            return .valid(NormalizedEvent(customer: customer, meter: meter, idempotencyKey: key,
+                                          occurredAt: occurredAt, value: value, properties: properties))
+        } catch let error as FieldError {
+            return .invalid(error)
+        } catch {
+            return .invalid(FieldError(code: "invalid_value", field: nil, message: "\(error)"))
+        }
+    }
+
+    /// CloudEvents 1.0 structured JSON, as OpenMeter clients send it:
+    /// id → idempotency_key, subject → customer, type → meter, time → occurred_at,
+    /// data.value → value (default 1), data (less `value`) → properties. `time` is required:
+    /// defaulting it to the receipt time would make a retried event conflict with itself.
+    public static func decodeCloudEvent(_ json: JSONValue, limits: IngestLimits) -> DecodedEvent {
+        guard json.objectValue != nil else {
+            return .invalid(FieldError(code: "invalid_type", field: nil, message: "a CloudEvent must be a JSON object"))
+        }
+        do {
+            guard let spec = json["specversion"] else {
+                throw FieldError(code: "missing_field", field: "specversion", message: "specversion is required")
+            }
+            guard spec.stringValue == "1.0" else {
+                throw FieldError(code: "invalid_value", field: "specversion", message: "only CloudEvents specversion \"1.0\" is supported")
+            }
+            _ = try requiredString(json, "source", limits: limits, maxLength: 2048)
+            if let dct = json["datacontenttype"], !dct.isNull {
+                guard let s = dct.stringValue, s.lowercased().hasPrefix("application/json") else {
+                    throw FieldError(code: "invalid_value", field: "datacontenttype",
+                                     message: "data must be JSON (datacontenttype application/json)")
+                }
+            }
+            let key = try requiredString(json, "id", limits: limits)
+            let customer = try requiredString(json, "subject", limits: limits)
+            let meter = try requiredString(json, "type", limits: limits)
+            let occurredAt = try timestamp(json, "time")
+            var value = try decimal(nil, field: "data.value")
+            var properties = JSONValue.object([])
+            if let data = json["data"], !data.isNull {
+                guard let members = data.objectValue else {
+                    throw FieldError(code: "invalid_type", field: "data", message: "data must be a JSON object")
+                }
+                value = try decimal(data["value"], field: "data.value")
+                properties = try propertiesObject(.object(members.filter { $0.0 != "value" }), field: "data", limits: limits)
+            }
+            return .valid(NormalizedEvent(customer: customer, meter: meter, idempotencyKey: key,
+                                          occurredAt: occurredAt, value: value, properties: properties))
+        } catch let error as FieldError {
+            return .invalid(error)
+        } catch {
+            return .invalid(FieldError(code: "invalid_value", field: nil, message: "\(error)"))
+        }
+    }
+
+    // MARK: field checks
+
+    static func requiredString(_ json: JSONValue, _ field: String, limits: IngestLimits,
+                               maxLength: Int? = nil) throws(FieldError) -> String {
+        guard let v = json[field], !v.isNull else {
+            throw FieldError(code: "missing_field", field: field, message: "\(field) is required")
+        }
+        guard let s = v.stringValue else {
+            throw FieldError(code: "invalid_type", field: field, message: "\(field) must be a string")
+        }
+        try checkText(s, field: field, max: maxLength ?? limits.maxStringLength)
+        return s
+    }
+
+    static func checkText(_ s: String, field: String, max: Int) throws(FieldError) {
+        let n = s.unicodeScalars.count
+        if n == 0 { throw FieldError(code: "invalid_value", field: field, message: "\(field) must not be empty") }
+        if n > max {
+            throw FieldError(code: "too_long", field: field, message: "\(field) is \(n) characters; at most \(max) allowed")
+        }
+        if s.unicodeScalars.contains(where: { $0.value == 0 }) {
+            throw FieldError(code: "invalid_value", field: field, message: "\(field) must not contain NUL (\\u0000)")
+        }
+    }
+
+    static func timestamp(_ json: JSONValue, _ field: String) throws(FieldError) -> RFC3339Timestamp {
+        guard let v = json[field], !v.isNull else {
+            throw FieldError(code: "missing_field", field: field, message: "\(field) is required (RFC 3339, e.g. 2026-11-25T13:45:00Z)")
+        }
+        guard let s = v.stringValue else {
+            throw FieldError(code: "invalid_type", field: field, message: "\(field) must be an RFC 3339 string")
+        }
+        do {
+            return try RFC3339Timestamp(parsing: s)
+        } catch {
+            throw FieldError(code: "invalid_timestamp", field: field, message: "\(field): \(error.reason)")
+        }
+    }
+
+    static func decimal(_ v: JSONValue?, field: String) throws(FieldError) -> ExactDecimal {
+        let text: String
+        switch v {
+        case nil, .null?: return try! ExactDecimal(parsing: "1")
+        case .number(let lexeme)?: text = lexeme
+        case .string(let s)?: text = s
+        default:
+            throw FieldError(code: "invalid_type", field: field, message: "\(field) must be a number or a decimal string")
+        }
+        let d: ExactDecimal
+        do {
+            d = try ExactDecimal(parsing: text)
+        } catch {
+            throw FieldError(code: "invalid_decimal", field: field, message: "\(field): \(error.reason)")
+        }
+        if d.isNegative {
+            throw FieldError(code: "negative_value", field: field,
+                             message: "\(field) must not be negative; retract an event by cancelling it instead")
+        }
+        return d
+    }
+
+    static func propertiesObject(_ v: JSONValue?, field: String, limits: IngestLimits) throws(FieldError) -> JSONValue {
+        guard let v, !v.isNull else { return .object([]) }
+        guard v.objectValue != nil else {
+            throw FieldError(code: "invalid_type", field: field, message: "\(field) must be a JSON object")
+        }
+        if containsNUL(v) {
+            throw FieldError(code: "invalid_value", field: field,
+                             message: "\(field) must not contain NUL (\\u0000) characters")
+        }
+        let size = JSONWriter.serialize(v).utf8.count
+        if size > limits.maxPropertiesBytes {
+            throw FieldError(code: "too_large", field: field,
+                             message: "\(field) is \(size) bytes serialized; at most \(limits.maxPropertiesBytes) allowed")
+        }
+        return v
+    }
+
+    static func containsNUL(_ v: JSONValue) -> Bool {
+        switch v {
+        case .string(let s): return s.unicodeScalars.contains { $0.value == 0 }
+        case .array(let a): return a.contains(where: containsNUL)
+        case .object(let o): return o.contains { $0.0.unicodeScalars.contains { $0.value == 0 } || containsNUL($0.1) }
+        default: return false
+        }
+    }
+}

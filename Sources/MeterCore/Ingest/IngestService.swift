@@ -1,0 +1,81 @@
+import Logging
+
+/// One event's outcome, by its position in the request.
+public struct IngestVerdict: Sendable, Equatable {
+    public enum Status: String, Sendable { case accepted, duplicate, conflict, rejected }
+    public var index: Int
+    public var status: Status
+    public var eventID: Int64?
+    public var error: FieldError?
+}
+
+/// Calls `meter.ingest_events()` for the valid events of a request and merges its verdicts with
+/// those decided before the database (syntax, limits). The SQL function is the single place
+/// where idempotency is decided (UNIQUE constraint); this type only moves data.
+public struct IngestService: Sendable {
+    public let pool: PGPool
+    public let limits: IngestLimits
+    public let metrics: MeterMetrics
+
+    public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics) {
+        self.pool = pool
+        self.limits = limits
+        self.metrics = metrics
+    }
+
+    static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
+    static let ingestSQL = """
+        select ord, status, event_id, code, field, reason
+        from meter.ingest_events($1::jsonb, make_interval(secs => $2::int), make_interval(secs => $3::int))
+        """
+
+    /// The live API key id for a bearer token, or nil.
+    public func authenticate(token: String) async throws -> Int64? {
+        try await pool.withConnection { conn in
+            try conn.executePrepared(Self.authenticateSQL, [token]).single().optionalInt("id")
+        }
+    }
+
+    /// Stores the valid events (one autocommit statement = one transaction, committed with
+    /// synchronous_commit on before this returns) and returns every element's verdict in order.
+    public func ingest(_ decoded: [DecodedEvent]) async throws -> [IngestVerdict] {
+        var verdicts: [IngestVerdict?] = Array(repeating: nil, count: decoded.count)
+        var payload = "["
+        var positions: [Int] = []
+        for (i, d) in decoded.enumerated() {
+            switch d {
+            case .invalid(let e):
+                verdicts[i] = IngestVerdict(index: i, status: .rejected, eventID: nil, error: e)
+            case .valid(let ev):
+                if !positions.isEmpty { payload += "," }
+                payload += ev.sqlJSON
+                positions.append(i)
+            }
+        }
+        payload += "]"
+        if !positions.isEmpty {
+            let future = limits.maxFutureSeconds, past = limits.maxPastSeconds
+            let payload = payload
+            let rows = try await pool.withConnection { conn in
+                try conn.executePrepared(Self.ingestSQL, [payload, future, past]).rows
+            }
+            for r in rows {
+                let ord = Int(try r.int("ord"))
+                let i = positions[ord]
+                let status = IngestVerdict.Status(rawValue: try r.string("status")) ?? .rejected
+                var error: FieldError?
+                if let code = try r.optionalString("code") {
+                    error = FieldError(code: code, field: try r.optionalString("field"),
+                                       message: try r.optionalString("reason") ?? code)
+                }
+                verdicts[i] = IngestVerdict(index: i, status: status, eventID: try r.optionalInt("event_id"), error: error)
+            }
+        }
+        let out = verdicts.enumerated().map { i, v in
+            v ?? IngestVerdict(index: i, status: .rejected, eventID: nil,
+                               error: FieldError(code: "internal_inconsistency", field: nil, message: "no verdict; retry"))
+        }
+        for v in out { metrics.events(v.status).increment() }
+        return out
+    }
+}

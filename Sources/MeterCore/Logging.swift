@@ -1,0 +1,44 @@
+import Foundation
+import Logging
+
+/// One JSON object per line on stderr: {"ts","level","label","msg",...metadata}. Structured
+/// enough for any log shipper; `--log-format text` gives swift-log's plain stream handler.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    let label: String
+    private static let lock = NSLock()
+
+    public init(label: String) { self.label = label }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
+                    source: String, file: String, function: String, line: UInt) {
+        var s = "{\"ts\":\"\(RFC3339Timestamp(epochMicroseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)).iso8601)\""
+        s += ",\"level\":\"\(level.rawValue)\",\"label\":\(JSONWriter.quote(label)),\"msg\":\(JSONWriter.quote(message.description))"
+        let merged = metadata.merging(explicit ?? [:]) { $1 }
+        for (k, v) in merged.sorted(by: { $0.key < $1.key }) {
+            s += ",\(JSONWriter.quote(k)):\(JSONWriter.quote(v.description))"
+        }
+        s += "}\n"
+        Self.lock.withLock { FileHandle.standardError.write(s.data(using: .utf8)!) }
+    }
+
+    /// Bootstraps swift-log once per process.
+    public static func bootstrap(format: String, level: Logger.Level) {
+        LoggingSystem.bootstrap { label in
+            if format == "text" {
+                var h = StreamLogHandler.standardError(label: label)
+                h.logLevel = level
+                return h
+            }
+            var h = JSONLogHandler(label: label)
+            h.logLevel = level
+            return h
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import Prometheus
+
+/// The service's Prometheus metrics, on a registry of its own (no global bootstrap, so tests can
+/// build many applications in one process). Exposed at GET /metrics.
+public final class MeterMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    let accepted, duplicate, conflict, rejected: Counter
+    let poolOpen, poolInUse, poolWaiting: Gauge
+
+    public init() {
+        let registry = self.registry
+        func events(_ s: String) -> Counter {
+            registry.makeCounter(name: "meter_ingest_events_total", labels: [("status", s)],
+                                 help: "Events by ingest verdict")
+        }
+        accepted = events("accepted")
+        duplicate = events("duplicate")
+        conflict = events("conflict")
+        rejected = events("rejected")
+        poolOpen = registry.makeGauge(name: "meter_db_pool_connections", labels: [("state", "open")],
+                                      help: "Database pool connections")
+        poolInUse = registry.makeGauge(name: "meter_db_pool_connections", labels: [("state", "in_use")],
+                                       help: "Database pool connections")
+        poolWaiting = registry.makeGauge(name: "meter_db_pool_waiters",
+                                         help: "Requests waiting for a database connection")
+    }
+
+    func events(_ status: IngestVerdict.Status) -> Counter {
+        switch status {
+        case .accepted: accepted
+        case .duplicate: duplicate
+        case .conflict: conflict
+        case .rejected: rejected
+        }
+    }
+
+    /// Requests by route and status code.
+    public func request(route: String, status: Int) -> Counter {
+        registry.makeCounter(name: "meter_http_requests_total", labels: [("route", route), ("status", String(status))],
+                             help: "HTTP requests by route and status")
+    }
+
+    public func latency(route: String) -> DurationHistogram {
+        registry.makeDurationHistogram(
+            name: "meter_http_request_duration_seconds", labels: [("route", route)],
+            buckets: [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+                      .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+                      .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5)],
+            help: "HTTP request latency")
+    }
+
+    public func update(pool: PGPool.Stats) {
+        poolOpen.set(Double(pool.open))
+        poolInUse.set(Double(pool.inUse))
+        poolWaiting.set(Double(pool.waiting))
+    }
+}

@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import MeterCore
+
+struct Customers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage customers (who is billed).",
+                                                    subcommands: [Add.self, List.self])
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create or update a customer (idempotent).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The customer's external id (what events send as `customer`).") var externalID: String
+        @Option(help: "Display name.") var name: String?
+        @Option(help: "Billing timezone (IANA name). Default: UTC") var timezone: String = "UTC"
+        func run() async throws {
+            let id = try global.withConnection { c in
+                try c.execute("select meter.upsert_customer($1, $2, $3) as id", [externalID, name, timezone]).single().int("id")
+            }
+            print("customer \(externalID) (id \(id))")
+        }
+    }
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List customers.")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let rows = try global.withConnection { c in
+                try c.execute("select id, external_id, coalesce(name, '') as name, billing_timezone from meter.customers order by id").rows
+            }
+            printTable(["id", "external_id", "name", "timezone"],
+                       try rows.map { [String(try $0.int("id")), try $0.string("external_id"), try $0.string("name"),
+                                       try $0.string("billing_timezone")] })
+        }
+    }
+}
+
+struct Meters: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage meters (what is measured).",
+                                                    subcommands: [Add.self, List.self])
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a meter (idempotent for an identical definition).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The meter code (what events send as `meter`, the event type).") var code: String
+        @Option(help: "count|sum|max|unique_count. Default: count") var aggregation: String = "count"
+        @Option(name: .customLong("unique-property"), help: "Property counted by unique_count.") var uniqueProperty: String?
+        @Option(help: "Display name.") var name: String?
+        @Option(help: "Unit, e.g. requests, GB.") var unit: String?
+        func run() async throws {
+            let id = try global.withConnection { c in
+                try c.execute("select meter.upsert_meter($1, $2, $3, $4, $5) as id",
+                              [code, aggregation, uniqueProperty, name, unit]).single().int("id")
+            }
+            print("meter \(code) (id \(id), \(aggregation))")
+        }
+    }
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List meters.")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let rows = try global.withConnection { c in
+                try c.execute("""
+                    select id, code, aggregation, coalesce(unique_property, '') as up, coalesce(unit, '') as unit
+                    from meter.meters order by id
+                    """).rows
+            }
+            printTable(["id", "code", "aggregation", "unique_property", "unit"],
+                       try rows.map { [String(try $0.int("id")), try $0.string("code"), try $0.string("aggregation"),
+                                       try $0.string("up"), try $0.string("unit")] })
+        }
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage ingest API keys (stored as SHA-256 only).",
+                                                    subcommands: [Create.self, List.self, Revoke.self])
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a key; the token is printed once.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "What the key is for.") var name: String
+        @Flag(help: "Print only the token (for scripts).") var quiet = false
+        func run() async throws {
+            let token = APIKeys.generate()
+            let id = try global.withConnection { c in
+                try c.execute("select meter.create_api_key($1, $2) as id", [name, token]).single().int("id")
+            }
+            if quiet { print(token); return }
+            print("API key \(id) (\(name)) created. Token, shown only now:")
+            print(token)
+        }
+    }
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List keys (never their tokens).")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let rows = try global.withConnection { c in
+                try c.execute("""
+                    select id, name, prefix, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS') as created,
+                           coalesce(to_char(revoked_at, 'YYYY-MM-DD HH24:MI:SS'), '') as revoked
+                    from meter.api_keys_public order by id
+                    """).rows
+            }
+            printTable(["id", "name", "prefix", "created", "revoked"],
+                       try rows.map { [String(try $0.int("id")), try $0.string("name"), try $0.string("prefix"),
+                                       try $0.string("created"), try $0.string("revoked")] })
+        }
+    }
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a key by id or prefix; effective at once.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Key id or prefix.") var key: String
+        func run() async throws {
+            let n = try global.withConnection { c in
+                try c.execute("select meter.revoke_api_key($1) as n", [key]).single().int("n")
+            }
+            if n == 0 { throw ValidationFailure(description: "no active key matches \(key)") }
+            print("revoked \(n) key(s)")
+        }
+    }
+}
+
+struct Seed: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create customers and meters from a JSON seed file (idempotent).",
+        discussion: #"Format: {"customers":[{"external_id","name","billing_timezone"}], "meters":[{"code","aggregation","unique_property","name","unit"}]}"#)
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Seed file. Default: examples/seed.json") var file: String = "examples/seed.json"
+    func run() async throws {
+        let seed = try SeedFile.load(path: file)
+        let counts = try global.withConnection(migrate: false) { c in try seed.apply(c) }
+        print("seeded \(counts.customers) customers and \(counts.meters) meters from \(file)")
+    }
+}

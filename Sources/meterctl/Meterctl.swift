@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MeterCore
+
+/// meterctl: the one executable of meter: service (`serve`) and operator CLI.
+@main
+struct Meterctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "meterctl",
+        abstract: "meter: exact, idempotent usage metering on Postgres.",
+        discussion: """
+            Without DATABASE_URL every command uses the embedded Postgres under .meter/pg (started and \
+            migrated on demand). Every option can also be set through the environment variable named \
+            in its help.
+            """,
+        subcommands: [DB.self, Migrate.self, Customers.self, Meters.self, Keys.self, Seed.self,
+                      Serve.self, Demo.self, Bench.self]
+    )
+}
+
+/// Options shared by every command that talks to the database.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .customLong("database-url"),
+            help: "libpq conninfo or postgres:// URL (env DATABASE_URL). Default: the embedded Postgres.")
+    var databaseURL: String?
+
+    @Option(name: .customLong("data-dir"), help: "Embedded Postgres directory (env METER_DATA_DIR). Default: .meter/pg")
+    var dataDir: String?
+
+    @Option(name: .customLong("pg-port"), help: "Embedded Postgres port, socket only (env METER_PG_PORT). Default: 54329")
+    var pgPort: Int?
+
+    @Option(name: .customLong("sql-dir"), help: "The sql/ directory (env METER_SQL_DIR). Default: found above the working directory")
+    var sqlDir: String?
+
+    @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error|critical (env LOG_LEVEL). Default: info")
+    var logLevel: String?
+
+    @Option(name: .customLong("log-format"), help: "json|text (env METER_LOG_FORMAT). Default: json")
+    var logFormat: String?
+
+    static let env = ProcessInfo.processInfo.environment
+
+    var target: DatabaseTarget {
+        DatabaseTarget(databaseURL: databaseURL ?? Self.env["DATABASE_URL"],
+                       dataDir: dataDir ?? Self.env["METER_DATA_DIR"] ?? ".meter/pg",
+                       port: pgPort ?? Self.env["METER_PG_PORT"].flatMap(Int.init) ?? 54329,
+                       sqlDir: sqlDir)
+    }
+
+    func bootstrapLogging() -> Logger {
+        let level = Logger.Level(rawValue: logLevel ?? Self.env["LOG_LEVEL"] ?? "info") ?? .info
+        LoggingBootstrap.once(format: logFormat ?? Self.env["METER_LOG_FORMAT"] ?? "json", level: level)
+        return Logger(label: "meter")
+    }
+
+    /// A conninfo for the database, starting/migrating the embedded one when needed.
+    func conninfo(migrate: Bool = false) throws -> String {
+        let logger = bootstrapLogging()
+        return try target.resolve(migrate: migrate, logger: logger, say: { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) })
+    }
+
+    /// Runs `body` on a fresh connection off the main thread's executor... CLI commands are short
+    /// and synchronous, so a plain blocking connection is right here.
+    func withConnection<T>(migrate: Bool = false, _ body: (PGConnection) throws -> T) throws -> T {
+        let conn = try PGConnection(conninfo: try conninfo(migrate: migrate))
+        defer { conn.close() }
+        return try body(conn)
+    }
+}
+
+enum LoggingBootstrap {
+    nonisolated(unsafe) static var done = false
+    static func once(format: String, level: Logger.Level) {
+        if done { return }
+        done = true
+        JSONLogHandler.bootstrap(format: format, level: level)
+    }
+}
+
+/// Prints rows as an aligned text table.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+    }
+    print(line(header))
+    print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "))
+    for r in rows { print(line(r)) }
+}
+
+struct ValidationFailure: Error, CustomStringConvertible { let description: String }

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MeterCore
+
+/// Options of the HTTP service, shared by serve, demo and bench.
+struct ServiceOptions: ParsableArguments {
+    @Option(help: "Listen address (env METER_HOST). Default: 127.0.0.1") var host: String?
+    @Option(help: "Listen port, 0 = any free port (env METER_PORT). Default: 8080") var port: Int?
+    @Option(name: .customLong("pool-size"), help: "Database connections (env METER_POOL_SIZE). Default: 16")
+    var poolSize: Int?
+    @Option(name: .customLong("max-batch"), help: "Events per request (env METER_MAX_BATCH). Default: 1000")
+    var maxBatch: Int?
+    @Option(name: .customLong("max-body-bytes"), help: "Request body limit (env METER_MAX_BODY_BYTES). Default: 1048576")
+    var maxBodyBytes: Int?
+    @Option(name: .customLong("max-properties-bytes"), help: "Serialized properties limit per event (env METER_MAX_PROPERTIES_BYTES). Default: 8192")
+    var maxPropertiesBytes: Int?
+    @Option(name: .customLong("future-tolerance"), help: "Seconds occurred_at may lead the database clock (env METER_FUTURE_TOLERANCE). Default: 300")
+    var futureTolerance: Int?
+    @Option(name: .customLong("past-tolerance"), help: "Seconds occurred_at may trail the database clock (env METER_PAST_TOLERANCE). Default: 3024000 (35 days)")
+    var pastTolerance: Int?
+    @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
+    var openAPI: String?
+
+    func configuration(sqlDir: String) -> ServeConfiguration {
+        let env = GlobalOptions.env
+        var c = ServeConfiguration()
+        c.host = host ?? env["METER_HOST"] ?? "127.0.0.1"
+        c.port = port ?? env["METER_PORT"].flatMap(Int.init) ?? 8080
+        if let v = maxBatch ?? env["METER_MAX_BATCH"].flatMap(Int.init) { c.limits.maxBatchEvents = v }
+        if let v = maxBodyBytes ?? env["METER_MAX_BODY_BYTES"].flatMap(Int.init) { c.limits.maxBodyBytes = v }
+        if let v = maxPropertiesBytes ?? env["METER_MAX_PROPERTIES_BYTES"].flatMap(Int.init) { c.limits.maxPropertiesBytes = v }
+        if let v = futureTolerance ?? env["METER_FUTURE_TOLERANCE"].flatMap(Int.init) { c.limits.maxFutureSeconds = v }
+        if let v = pastTolerance ?? env["METER_PAST_TOLERANCE"].flatMap(Int.init) { c.limits.maxPastSeconds = v }
+        c.openAPIPath = openAPI ?? env["METER_OPENAPI"]
+            ?? URL(fileURLWithPath: sqlDir).deletingLastPathComponent().appendingPathComponent("docs/openapi.yaml").path
+        return c
+    }
+
+    var pool: Int { poolSize ?? GlobalOptions.env["METER_POOL_SIZE"].flatMap(Int.init) ?? 16 }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the ingest API (POST /v1/events, /healthz, /readyz, /metrics, /openapi.yaml).",
+        discussion: """
+            SIGTERM or SIGINT: stop accepting, finish in-flight requests, close the pool. With the \
+            embedded Postgres, migrations are applied at start; with DATABASE_URL only with --migrate \
+            (deploys run `meterctl migrate` first; /readyz stays 503 while the schema is behind).
+            """)
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var service: ServiceOptions
+    @Flag(help: "Apply migrations before serving (always done for the embedded Postgres).") var migrate = false
+
+    func run() async throws {
+        let logger = global.bootstrapLogging()
+        let sqlDir = try global.target.locateSQL()
+        let conninfo = try global.conninfo(migrate: migrate || global.target.isEmbedded)
+        var config = service.configuration(sqlDir: sqlDir)
+        config.expectedLedger = try MeterServer.expectedLedger(conninfo: conninfo, sqlDir: sqlDir)
+        try await MeterServer.run(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
+    }
+}

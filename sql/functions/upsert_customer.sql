@@ -1,0 +1,34 @@
+-- meter.upsert_customer(external_id, name, billing_timezone): creates the customer or updates its
+-- name and timezone; returns its id. Idempotent, so seed files can be applied repeatedly.
+-- The timezone must be one Postgres knows (pg_timezone_names); it is checked here.
+create or replace function meter.upsert_customer(
+    p_external_id      text,
+    p_name             text default null,
+    p_billing_timezone text default 'UTC'
+)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_id bigint;
+begin
+    if not exists (select 1 from pg_catalog.pg_timezone_names where name = p_billing_timezone) then
+        raise exception 'unknown billing timezone %', pg_catalog.quote_literal(p_billing_timezone)
+            using errcode = '22023', hint = 'use an IANA name such as UTC or Europe/Paris';
+    end if;
+    insert into meter.customers (external_id, name, billing_timezone)
+    values (p_external_id, p_name, p_billing_timezone)
+    on conflict (external_id) do update
+        set name = coalesce(excluded.name, meter.customers.name),
+            billing_timezone = excluded.billing_timezone
+    returning id into v_id;
+    return v_id;
+end;
+$$;
+
+comment on function meter.upsert_customer(text, text, text) is
+    'Creates or updates a customer by external_id; returns its id.';
+
+revoke all on function meter.upsert_customer(text, text, text) from public;
