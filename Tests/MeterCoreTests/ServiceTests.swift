@@ -1,0 +1,124 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import XCTest
+@testable import MeterCore
+
+/// Health, readiness, metrics, the OpenAPI document against the routes, request ids, and a live
+/// server that drains an in-flight request on shutdown.
+final class ServiceTests: XCTestCase {
+    typealias T = APIHarness
+
+    func testHealthReadinessAndMetrics() async throws {
+        try await T.withApp { client, fx in
+            let h = try await client.execute(uri: "/healthz", method: .get)
+            XCTAssertEqual(h.status, .ok)
+            let r = try await client.execute(uri: "/readyz", method: .get)
+            XCTAssertEqual(r.status, .ok)
+            XCTAssertEqual(String(buffer: r.body), #"{"status":"ready"}"#)
+            let once = T.event(fx, key: "m1")
+            _ = try await T.post(client, once, token: fx.token)
+            _ = try await T.post(client, once, token: fx.token)
+            _ = try await T.post(client, T.event(fx, key: "m2", value: "-1"), token: fx.token)
+            let m = try await client.execute(uri: "/metrics", method: .get)
+            XCTAssertEqual(m.status, .ok)
+            let text = String(buffer: m.body)
+            XCTAssertTrue(text.contains(#"meter_ingest_events_total{status="accepted"} 1"#), text)
+            XCTAssertTrue(text.contains(#"meter_ingest_events_total{status="duplicate"} 1"#), text)
+            XCTAssertTrue(text.contains(#"meter_ingest_events_total{status="rejected"} 1"#), text)
+            XCTAssertTrue(text.contains(#"meter_http_request_duration_seconds_bucket{route="/v1/events""#), text)
+            XCTAssertTrue(text.contains(#"meter_db_pool_connections{state="open"}"#), text)
+        }
+    }
+
+    func testReadinessFailsWhenTheSchemaIsNotWhatThisBuildExpects() async throws {
+        try await T.withApp({ $0.expectedLedger[9999] = "not-applied" }) { client, _ in
+            let r = try await client.execute(uri: "/readyz", method: .get)
+            XCTAssertEqual(r.status, .serviceUnavailable)
+            XCTAssertTrue(String(buffer: r.body).contains("migrations_pending"))
+        }
+    }
+
+    func testRequestIDIsEchoedOrGenerated() async throws {
+        try await T.withApp { client, _ in
+            let given = try await client.execute(uri: "/healthz", method: .get, headers: [.init("X-Request-Id")!: "abc-123"])
+            XCTAssertEqual(given.headers[.init("X-Request-Id")!], "abc-123")
+            let made = try await client.execute(uri: "/healthz", method: .get)
+            XCTAssertEqual(made.headers[.init("X-Request-Id")!]?.count, 36)
+            let missing = try await client.execute(uri: "/nope", method: .get)
+            XCTAssertEqual(missing.status, .notFound)
+            XCTAssertTrue(String(buffer: missing.body).contains(#""code":"not_found""#))
+        }
+    }
+
+    /// docs/openapi.yaml lists exactly the routes the router serves, and every one is routed.
+    func testOpenAPIDocumentAgreesWithTheRoutes() async throws {
+        let yaml = try String(contentsOfFile: TestDatabase.repoRoot + "/docs/openapi.yaml", encoding: .utf8)
+        var documented: Set<String> = []
+        var inPaths = false
+        var current: String?
+        for line in yaml.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("paths:") { inPaths = true; continue }
+            if inPaths, let f = line.first, !f.isWhitespace, f != "#" { inPaths = false }
+            guard inPaths else { continue }
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("  /"), !line.hasPrefix("   "), t.hasSuffix(":") { current = String(t.dropLast()) }
+            if line.hasPrefix("    "), !line.hasPrefix("     "), let p = current,
+               let m = ["get", "post", "put", "patch", "delete"].first(where: { t == "\($0):" }) {
+                documented.insert("\(m.uppercased()) \(p)")
+            }
+        }
+        let served = Set(MeterApplication.routes.map { "\($0.method) \($0.path)" })
+        XCTAssertEqual(documented, served)
+        try await T.withApp { client, _ in
+            for route in MeterApplication.routes {
+                let r = try await client.execute(uri: route.path, method: .init(route.method)!)
+                XCTAssertNotEqual(r.status, .notFound, "\(route) is documented but not routed")
+            }
+            let doc = try await client.execute(uri: "/openapi.yaml", method: .get)
+            XCTAssertEqual(String(buffer: doc.body), yaml)
+        }
+    }
+
+    /// A real listening server: a request held up inside the database is still answered (and its
+    /// event committed) after shutdown was requested; then the server stops.
+    func testShutdownDrainsInFlightRequests() async throws {
+        let fx = try T.makeFixture()
+        var config = ServeConfiguration()
+        config.port = 0
+        let handle = MeterServer.Handle()
+        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+        let server = Task {
+            try await MeterServer.run(config: config, conninfo: fx.conninfo, poolSize: 4, logger: TestDatabase.logger,
+                                      handleSignals: false, handle: handle, onRunning: { portSink.yield($0) })
+        }
+        var it = ports.makeAsyncIterator()
+        guard let port = await it.next() else { return XCTFail("server did not start") }
+
+        // Block ingest: hold a lock that the insert into meter.events must wait for.
+        let blocker = try PGConnection(conninfo: fx.conninfo)
+        try blocker.execute("begin")
+        try blocker.execute("lock table meter.events in share row exclusive mode")
+        let body = T.event(fx, key: "inflight")
+        let token = fx.token
+        let reply = Task {
+            try await onDedicatedThread {
+                try LoadClient(port: port).request("POST", "/v1/events",
+                                                   headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")],
+                                                   body: body)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let stopping = Task { await handle.stop() }
+        try await Task.sleep(for: .milliseconds(300))
+        try blocker.execute("commit")
+        let r = try await reply.value
+        XCTAssertEqual(r.status, 201, r.body)
+        await stopping.value
+        try await server.value
+        XCTAssertEqual(try T.count(fx), 1)
+        // And it no longer listens.
+        XCTAssertThrowsError(try LoadClient(port: port).request("GET", "/healthz"))
+    }
+}
