@@ -8,6 +8,7 @@ packages=(
   postgresql-client-15                   # psql
   libpq-dev                              # libpq headers + pkg-config file for Sources/CLibpq
   pkg-config
+  curl                                   # the service smoke test in scripts/test.sh
   postgresql-15-pgtap                    # pgTAP, SQL unit tests
   libtap-parser-sourcehandler-pgtap-perl # pg_prove
 )

@@ -18,22 +18,46 @@ test -x .build/debug/meterctl || { echo "build failed"; exit 1; }
 
 export METER_TEST_DATA_DIR="$root/.meter/test-pg"
 export METER_TEST_PG_PORT=54339
-meterctl=(.build/debug/meterctl --data-dir "$METER_TEST_DATA_DIR" --pg-port "$METER_TEST_PG_PORT" --log-level warning)
+test_pg=(--data-dir "$METER_TEST_DATA_DIR" --pg-port "$METER_TEST_PG_PORT" --log-level warning)
 
 echo "== test Postgres"
-"${meterctl[@]}" db start >/dev/null
-conninfo=$("${meterctl[@]}" db status | sed -n 's/^open with: *psql "\(.*\)"$/\1/p')
+.build/debug/meterctl db start "${test_pg[@]}" >/dev/null
+conninfo=$(.build/debug/meterctl db status "${test_pg[@]}" | sed -n 's/^open with: *psql "\(.*\)"$/\1/p')
 db="meter_tap_$$"
 psql -X -q "$conninfo" -c "drop database if exists $db" -c "create database $db"
 tap_conninfo="${conninfo/dbname=meter/dbname=$db}"
 DATABASE_URL="$tap_conninfo" .build/debug/meterctl migrate --log-level warning >/dev/null
-psql -X -q "$tap_conninfo" -c "create extension if not exists pgtap"
+psql -X -q "$tap_conninfo" -c "create extension if not exists pgtap schema public"
 
 echo "== SQL tests (pgTAP)"
 pg_prove --failures --dbname "$db" --host "$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$conninfo")" \
-  --port "$METER_TEST_PG_PORT" --username meter Tests/sql/*.sql
+  --port "$METER_TEST_PG_PORT" --username meter Tests/sql/*.sql | tee .meter/pg_prove.log
+sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.log)
+
+echo "== service smoke test: serve, readiness, SIGTERM drains and exits 0"
+port=18089
+DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info 2>.meter/serve-smoke.log &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/readyz"; echo
+kill -TERM "$pid"
+wait "$pid" && echo "serve exited 0 after SIGTERM"
+grep -q '"msg":"serve.stopped"' .meter/serve-smoke.log || { echo "no serve.stopped log line"; cat .meter/serve-smoke.log; exit 1; }
 psql -X -q "$conninfo" -c "drop database if exists $db"
 
 echo "== Swift tests (XCTest)"
-swift test --skip-build 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' | tee .meter/swift-test.log
-grep -qE "Executed [0-9]+ tests?, with 0 failures" .meter/swift-test.log
+set +e
+swift test --skip-build --disable-swift-testing 2>&1 | grep -vE "^\[[0-9]+/[0-9]+\]|^Test Case '.*' started" | tee .meter/swift-test.log
+set -e
+summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .meter/swift-test.log | tail -1)
+swift_tests=$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) failures\{0,1\}.*/\1/p' <<<"$summary")
+swift_failed=$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) failures\{0,1\}.*/\2/p' <<<"$summary")
+[[ -n "$swift_tests" ]] || { echo "XCTest printed no summary"; exit 1; }
+
+echo
+echo "pgTAP: $sql_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed"
+echo "tests: $((sql_tests + swift_tests - swift_failed)) passed, $swift_failed failed"
+[[ "$swift_failed" == 0 ]]

@@ -266,4 +266,28 @@ final class IngestValidationTests: XCTestCase {
             XCTAssertEqual(try T.count(fx), 2)
         }
     }
+
+    /// Regressions found in review: a repeated key whose second copy is out of the time window is
+    /// a conflict, not a second "accepted"; a property number Postgres cannot store is refused for
+    /// that event alone instead of failing the request.
+    func testRepeatedKeyOutOfWindowAndUnstorablePropertyNumbers() async throws {
+        try await api.withApp { client, fx in
+            let batch = "[" + [T.event(fx, key: "w"), T.event(fx, key: "w", occurredAt: T.now(offsetSeconds: -40 * 86_400)),
+                               T.event(fx, key: "big", properties: #"{"x":1e200000}"#),
+                               T.event(fx, key: "fine", properties: #"{"x":1e300,"y":[-0.5]}"#)].joined(separator: ",") + "]"
+            let r = try await T.post(client, batch, token: fx.token)
+            XCTAssertEqual(r.status, 207)
+            XCTAssertEqual(r.results().map { $0["status"]?.stringValue }, ["accepted", "conflict", "rejected", "accepted"])
+            XCTAssertEqual(r.results()[2]["error"]?["code"]?.stringValue, "invalid_value")
+            XCTAssertEqual(r.results()[2]["error"]?["field"]?.stringValue, "properties")
+            XCTAssertEqual(r.summary("accepted"), 2)
+            XCTAssertEqual(try T.count(fx), 2)
+            // CloudEvents errors name CloudEvents attributes, also when the database decided.
+            let ce = #"{"specversion":"1.0","id":"u1","source":"s","type":"\#(fx.prefix).gb","subject":"nobody-\#(fx.prefix)","time":"\#(T.now())"}"#
+            let unknown = try await T.post(client, ce, token: fx.token, contentType: "application/cloudevents+json")
+            XCTAssertEqual(unknown.status, 422)
+            XCTAssertEqual(unknown.json["error"]?["code"]?.stringValue, "unknown_customer")
+            XCTAssertEqual(unknown.json["error"]?["field"]?.stringValue, "subject")
+        }
+    }
 }

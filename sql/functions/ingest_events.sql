@@ -34,17 +34,19 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_now       timestamptz := pg_catalog.now();
-    v_new_ids   bigint[];
-    v_verdicts  meter.ingest_verdict[];
+    v_now      timestamptz := pg_catalog.now();
+    v_verdicts meter.ingest_verdict[];
 begin
     if p_events is null or pg_catalog.jsonb_typeof(p_events) <> 'array' then
         raise exception 'meter.ingest_events: p_events must be a JSON array'
             using errcode = '22023';
     end if;
 
-    -- Step 1: insert the first valid occurrence of every key. ON CONFLICT DO NOTHING leaves keys
-    -- that already exist (or that a concurrent transaction is inserting: we wait for it) alone.
+    -- Step 1, one statement: classify every element, insert the first valid occurrence of each
+    -- key (ON CONFLICT DO NOTHING: a key that exists, or that a concurrent transaction is
+    -- inserting, is skipped after waiting for that transaction), and give each element its verdict
+    -- when this statement can: accepted, or rejected for a reason that needs no stored row.
+    -- Elements left with status NULL ("pending") need a look at the stored row: step 2.
     with input as (
         select (e.ord - 1)::integer as ord, e.customer, e.meter, e.idempotency_key,
                e.occurred_at, coalesce(e.value, 1) as value,
@@ -54,111 +56,118 @@ begin
                             value numeric, properties jsonb))
              with ordinality as e(customer, meter, idempotency_key, occurred_at, value, properties, ord)
     ),
-    valid as (
-        select distinct on (c.id, i.idempotency_key)
-               c.id as customer_id, m.id as meter_id, i.*
-        from input i
-        join meter.customers c on c.external_id = i.customer
-        join meter.meters m on m.code = i.meter
-        where i.occurred_at between v_now - p_max_past and v_now + p_max_future
-        order by c.id, i.idempotency_key, i.ord
-    ),
-    inserted as (
-        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-        select customer_id, meter_id, idempotency_key, occurred_at, value, properties
-        from valid
-        order by ord
-        on conflict (customer_id, idempotency_key) do nothing
-        returning id
-    )
-    select pg_catalog.array_agg(id) into v_new_ids from inserted;
-
-    -- Step 2: a fresh snapshot (new statement, READ COMMITTED) sees every row that made step 1
-    -- skip a key, including rows committed by a concurrent request while we waited. Give every
-    -- input element its verdict.
-    with input as (
-        select (e.ord - 1)::integer as ord, e.customer, e.meter, e.idempotency_key,
-               e.occurred_at, coalesce(e.value, 1) as value,
-               coalesce(e.properties, '{}'::jsonb) as properties
-        from rows from (pg_catalog.jsonb_to_recordset(p_events)
-                        as (customer text, meter text, idempotency_key text, occurred_at timestamptz,
-                            value numeric, properties jsonb))
-             with ordinality as e(customer, meter, idempotency_key, occurred_at, value, properties, ord)
-    ),
-    classified as (
+    checked as (
         select i.*, c.id as customer_id, m.id as meter_id,
                case
                    when c.id is null then 'unknown_customer'
                    when m.id is null then 'unknown_meter'
                    when i.occurred_at > v_now + p_max_future then 'occurred_at_in_future'
                    when i.occurred_at < v_now - p_max_past then 'occurred_at_too_old'
-               end as error,
-               -- the first valid occurrence of its key within this request?
-               pg_catalog.row_number() over (
-                   partition by c.id, i.idempotency_key,
-                                (c.id is null or m.id is null
-                                 or i.occurred_at not between v_now - p_max_past and v_now + p_max_future)
-                   order by i.ord) = 1 as first_of_key
+               end as error
         from input i
         left join meter.customers c on c.external_id = i.customer
         left join meter.meters m on m.code = i.meter
     ),
-    -- A key that is already stored is judged against the stored event even when its occurred_at
-    -- has since left the window: a late retry of a stored event is a duplicate, not an error.
-    judged as (
-        select k.ord,
-               case when ev.id is null or k.error not like 'occurred_at%' then k.error end as error,
-               case
-                   when k.error is not null and (ev.id is null or k.error not like 'occurred_at%') then 'rejected'
-                   when ev.id is null then 'rejected'  -- cannot happen while events are never deleted
-                   when k.first_of_key and ev.id = any (coalesce(v_new_ids, '{}')) then 'accepted'
-                   when ev.meter_id = k.meter_id and ev.occurred_at = k.occurred_at
-                        and ev.value = k.value and ev.properties = k.properties then 'duplicate'
-                   else 'conflict'
-               end as status,
-               ev.id as event_id,
-               k.customer, k.meter
-        from classified k
-        left join meter.events ev
-               on ev.customer_id = k.customer_id and ev.idempotency_key = k.idempotency_key
+    classified as (
+        select k.*,
+               -- the first valid occurrence of its key within this request: the one inserted
+               k.error is null
+               and pg_catalog.row_number() over (
+                       partition by k.customer_id, k.idempotency_key, k.error is null
+                       order by k.ord) = 1 as first_of_key
+        from checked k
+    ),
+    inserted as (
+        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+        select customer_id, meter_id, idempotency_key, occurred_at, value, properties
+        from classified
+        where first_of_key
+        order by ord
+        on conflict (customer_id, idempotency_key) do nothing
+        returning id, customer_id, idempotency_key
     )
     select pg_catalog.array_agg(
-               row(j.ord, j.status,
-                   case when j.status <> 'rejected' then j.event_id end,
+               row(k.ord,
                    case
-                       when j.status = 'conflict' then 'idempotency_key_conflict'
-                       when j.status = 'rejected' then coalesce(j.error, 'internal_inconsistency')
+                       when k.first_of_key and n.id is not null then 'accepted'
+                       when k.error in ('unknown_customer', 'unknown_meter') then 'rejected'
+                       -- an out-of-window element may be the retry of a stored event: pending
                    end,
-                   case
-                       when j.error = 'unknown_customer' then 'customer'
-                       when j.error = 'unknown_meter' then 'meter'
-                       when j.error like 'occurred_at%' then 'occurred_at'
-                       when j.status in ('conflict', 'rejected') then 'idempotency_key'
+                   n.id, k.error,
+                   case k.error
+                       when 'unknown_customer' then 'customer'
+                       when 'unknown_meter' then 'meter'
+                       when 'occurred_at_in_future' then 'occurred_at'
+                       when 'occurred_at_too_old' then 'occurred_at'
                    end,
-                   case
-                       when j.error = 'unknown_customer' then
-                           pg_catalog.format('no customer with external id %L; create it first', j.customer)
-                       when j.error = 'unknown_meter' then
-                           pg_catalog.format('no meter with code %L; create it first', j.meter)
-                       when j.error = 'occurred_at_in_future' then
-                           pg_catalog.format('occurred_at is more than %s ahead of the server clock', pg_catalog.justify_interval(p_max_future))
-                       when j.error = 'occurred_at_too_old' then
-                           pg_catalog.format('occurred_at is more than %s behind the server clock', pg_catalog.justify_interval(p_max_past))
-                       when j.status = 'conflict' then
-                           'this idempotency key was already used for an event with different content'
-                       when j.status = 'rejected' then 'key neither inserted nor found; retry the request'
+                   case k.error
+                       when 'unknown_customer' then
+                           pg_catalog.format('no customer with external id %L; create it first', k.customer)
+                       when 'unknown_meter' then
+                           pg_catalog.format('no meter with code %L; create it first', k.meter)
+                       when 'occurred_at_in_future' then
+                           pg_catalog.format('occurred_at is more than %s ahead of the server clock',
+                                             pg_catalog.justify_hours(p_max_future))
+                       when 'occurred_at_too_old' then
+                           pg_catalog.format('occurred_at is more than %s behind the server clock',
+                                             pg_catalog.justify_hours(p_max_past))
                    end
                )::meter.ingest_verdict
-               order by j.ord)
+               order by k.ord)
       into v_verdicts
-    from judged j;
+    from classified k
+    left join inserted n
+           on k.first_of_key and n.customer_id = k.customer_id and n.idempotency_key = k.idempotency_key;
 
-    -- Step 3: keep an audit row for every redelivery (reconciliation counts duplicates from it).
-    insert into meter.event_redeliveries (event_id, verdict, offered)
-    select v.event_id, v.status,
-           case when v.status = 'conflict' then p_events -> v.ord end
-    from pg_catalog.unnest(v_verdicts) as v
-    where v.status in ('duplicate', 'conflict');
+    -- Step 2, only when something is pending (the common all-new batch skips it). A new statement
+    -- takes a fresh snapshot (READ COMMITTED), so it sees every row that made step 1 skip a key,
+    -- including rows a concurrent request committed while we waited. Pending elements are judged
+    -- against the stored event: same content = duplicate, else conflict. An out-of-window element
+    -- whose key is stored is judged the same way (a late retry is a duplicate, not an error).
+    if exists (select 1 from pg_catalog.unnest(v_verdicts) v where v.status is null) then
+        select pg_catalog.array_agg(
+                   case
+                       when v.status is not null then v
+                       -- out of window and not a redelivery: nothing stored under its key before
+                       -- this call, or only by a later element of it (a batch behaves as its
+                       -- elements sent one by one, in order)
+                       when v.code is not null and (ev.id is null or acc.ord > v.ord) then
+                           row(v.ord, 'rejected', null, v.code, v.field, v.reason)::meter.ingest_verdict
+                       when ev.id is null then
+                           -- cannot happen while events are never deleted; fail loudly if it does
+                           row(v.ord, 'rejected', null, 'internal_inconsistency', 'idempotency_key',
+                               'key neither inserted nor found; retry the request')::meter.ingest_verdict
+                       when ev.meter_id = m.id and ev.occurred_at = e.occurred_at
+                            and ev.value = coalesce(e.value, 1)
+                            and ev.properties = coalesce(e.properties, '{}'::jsonb) then
+                           row(v.ord, 'duplicate', ev.id, null, null, null)::meter.ingest_verdict
+                       else
+                           row(v.ord, 'conflict', ev.id, 'idempotency_key_conflict', 'idempotency_key',
+                               'this idempotency key was already used for an event with different content'
+                              )::meter.ingest_verdict
+                   end
+                   order by v.ord)
+          into v_verdicts
+        from pg_catalog.unnest(v_verdicts) as v
+        left join lateral pg_catalog.jsonb_to_record(p_events -> v.ord)
+             as e(customer text, meter text, idempotency_key text, occurred_at timestamptz,
+                  value numeric, properties jsonb)
+               on v.status is null
+        left join meter.customers c on c.external_id = e.customer
+        left join meter.meters m on m.code = e.meter
+        left join meter.events ev on ev.customer_id = c.id and ev.idempotency_key = e.idempotency_key
+        left join lateral (
+            select a.ord from pg_catalog.unnest(v_verdicts) as a
+            where a.status = 'accepted' and a.event_id = ev.id
+        ) as acc on true;
+
+        -- Step 3: an audit row for every redelivery (reconciliation counts duplicates from it).
+        insert into meter.event_redeliveries (event_id, verdict, offered)
+        select v.event_id, v.status,
+               case when v.status = 'conflict' then p_events -> v.ord end
+        from pg_catalog.unnest(v_verdicts) as v
+        where v.status in ('duplicate', 'conflict');
+    end if;
 
     return query select * from pg_catalog.unnest(v_verdicts);
 end;

@@ -92,47 +92,44 @@ public enum MeterApplication {
 
     static func postEvents(request: Request, context: BasicRequestContext, ingest: IngestService) async throws -> Response {
         let limits = ingest.limits
-        // 1. Who is calling. A bad key is refused before the body is read.
+        // 1. Who is calling. The key is checked before anything else is answered: inside the
+        // ingest call itself for a valid request (one round trip), by `refuse` otherwise.
         guard let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer "),
               case let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespacesAndNewlines),
               !token.isEmpty else {
-            return APIResponse.error(.unauthorized, code: "unauthorized",
-                                     message: "missing API key: send Authorization: Bearer <key>",
-                                     headers: [.wwwAuthenticate: "Bearer"])
+            return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
-        let keyID: Int64?
-        do {
-            keyID = try await ingest.authenticate(token: token)
-        } catch {
-            return unavailable(error, context: context)
-        }
-        guard keyID != nil else {
-            return APIResponse.error(.unauthorized, code: "unauthorized", message: "unknown or revoked API key",
-                                     headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+        /// A request-level refusal, unless the key is bad: then 401 wins.
+        func refuse(_ response: Response) async -> Response {
+            do {
+                return try await ingest.authenticate(token: token) == nil ? unauthorized() : response
+            } catch {
+                return unavailable(error, context: context)
+            }
         }
 
         // 2. What it sent.
         let mediaType = (request.headers[.contentType] ?? "").split(separator: ";").first
             .map { String($0).trimmingCharacters(in: .whitespacesAndNewlines).lowercased() } ?? ""
         guard let format = contentTypes[mediaType] else {
-            return APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
+            return await refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
                                      message: "Content-Type must be one of \(contentTypes.keys.sorted().joined(separator: ", ")); got \(mediaType.isEmpty ? "none" : mediaType)",
-                                     field: "Content-Type")
+                                     field: "Content-Type"))
         }
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
-            return tooLarge(limits)
+            return await refuse(tooLarge(limits))
         }
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limits.maxBodyBytes)
         } catch is NIOTooManyBytesError {
-            return tooLarge(limits)
+            return await refuse(tooLarge(limits))
         }
         let json: JSONValue
         do {
             json = try JSONParser.parse(Array(buffer: body))
         } catch {
-            return APIResponse.error(.badRequest, code: "malformed_json", message: "body is not valid JSON: \(error)")
+            return await refuse(APIResponse.error(.badRequest, code: "malformed_json", message: "body is not valid JSON: \(error)"))
         }
 
         // 3. One event or a batch.
@@ -143,37 +140,57 @@ public enum MeterApplication {
             elements = a; isBatch = true
         case (.native, .object) where json["events"] != nil && json.objectValue?.count == 1:
             guard let a = json["events"]?.arrayValue else {
-                return APIResponse.error(.badRequest, code: "invalid_body", message: "\"events\" must be an array", field: "events")
+                return await refuse(APIResponse.error(.badRequest, code: "invalid_body", message: "\"events\" must be an array", field: "events"))
             }
             elements = a; isBatch = true
         case (.native, .object), (.cloudEvent, .object):
             elements = [json]; isBatch = false
         case (.cloudEventBatch, _):
-            return APIResponse.error(.badRequest, code: "invalid_body",
-                                     message: "application/cloudevents-batch+json takes a JSON array of CloudEvents")
+            return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+                                     message: "application/cloudevents-batch+json takes a JSON array of CloudEvents"))
+        case (.cloudEvent, _):
+            return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+                                     message: "application/cloudevents+json takes one CloudEvent object; send arrays as application/cloudevents-batch+json"))
         default:
-            return APIResponse.error(.badRequest, code: "invalid_body",
-                                     message: "body must be an event object, a JSON array of events, or {\"events\": [...]}")
+            return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+                                     message: "body must be an event object, a JSON array of events, or {\"events\": [...]}"))
         }
         if isBatch && elements.isEmpty {
-            return APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no events")
+            return await refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no events"))
         }
         if elements.count > limits.maxBatchEvents {
-            return APIResponse.error(.contentTooLarge, code: "batch_too_large",
-                                     message: "the batch holds \(elements.count) events; at most \(limits.maxBatchEvents) per request")
+            return await refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
+                                     message: "the batch holds \(elements.count) events; at most \(limits.maxBatchEvents) per request"))
         }
         let decoded = elements.map { e in
             format == .native ? EventDecoder.decodeNative(e, limits: limits) : EventDecoder.decodeCloudEvent(e, limits: limits)
         }
 
         // 4. Store. Returns only after COMMIT (synchronous_commit on).
-        let verdicts: [IngestVerdict]
+        var verdicts: [IngestVerdict]
         do {
-            verdicts = try await ingest.ingest(decoded)
+            switch try await ingest.ingest(decoded, token: token) {
+            case .unauthorized: return unauthorized()
+            case .stored(let v): verdicts = v
+            }
         } catch {
             return unavailable(error, context: context)
         }
+        if format != .native {
+            // Name the CloudEvents attribute the client actually sent.
+            for i in verdicts.indices {
+                if let f = verdicts[i].error?.field, let ce = cloudEventField[f] { verdicts[i].error?.field = ce }
+            }
+        }
         return isBatch ? APIResponse.batch(verdicts) : APIResponse.single(verdicts[0])
+    }
+
+    static let cloudEventField = ["customer": "subject", "meter": "type", "occurred_at": "time",
+                                  "idempotency_key": "id", "value": "data.value", "properties": "data"]
+
+    static func unauthorized(message: String = "unknown or revoked API key") -> Response {
+        APIResponse.error(.unauthorized, code: "unauthorized", message: message,
+                          headers: [.wwwAuthenticate: message.hasPrefix("missing") ? "Bearer" : "Bearer error=\"invalid_token\""])
     }
 
     static func tooLarge(_ limits: IngestLimits) -> Response {

@@ -91,12 +91,16 @@ public enum EventDecoder {
             guard let spec = json["specversion"] else {
                 throw FieldError(code: "missing_field", field: "specversion", message: "specversion is required")
             }
-            guard spec.stringValue == "1.0" else {
+            guard let specText = spec.stringValue else {
+                throw FieldError(code: "invalid_type", field: "specversion", message: "specversion must be the string \"1.0\"")
+            }
+            guard specText == "1.0" else {
                 throw FieldError(code: "invalid_value", field: "specversion", message: "only CloudEvents specversion \"1.0\" is supported")
             }
             _ = try requiredString(json, "source", limits: limits, maxLength: 2048)
             if let dct = json["datacontenttype"], !dct.isNull {
-                guard let s = dct.stringValue, s.lowercased().hasPrefix("application/json") else {
+                guard let s = dct.stringValue,
+                      s.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() == "application/json" else {
                     throw FieldError(code: "invalid_value", field: "datacontenttype",
                                      message: "data must be JSON (datacontenttype application/json)")
                 }
@@ -193,12 +197,28 @@ public enum EventDecoder {
             throw FieldError(code: "invalid_value", field: field,
                              message: "\(field) must not contain NUL (\\u0000) characters")
         }
+        if let bad = firstUnstorableNumber(v) {
+            throw FieldError(code: "invalid_value", field: field,
+                             message: "\(field) holds the number \(bad.prefix(40)), outside the range Postgres can store")
+        }
         let size = JSONWriter.serialize(v).utf8.count
         if size > limits.maxPropertiesBytes {
             throw FieldError(code: "too_large", field: field,
                              message: "\(field) is \(size) bytes serialized; at most \(limits.maxPropertiesBytes) allowed")
         }
         return v
+    }
+
+    /// jsonb stores numbers as numeric (at most 131072 integer and 16383 fractional digits); a
+    /// number beyond that would fail the whole request in the database, so it is refused here.
+    static func firstUnstorableNumber(_ v: JSONValue) -> String? {
+        switch v {
+        case .number(let n):
+            return (try? ExactDecimal(parsing: n, maxIntegerDigits: 10_000, maxScale: 10_000)) == nil ? n : nil
+        case .array(let a): return a.lazy.compactMap(firstUnstorableNumber).first
+        case .object(let o): return o.lazy.compactMap { firstUnstorableNumber($0.1) }.first
+        default: return nil
+        }
     }
 
     static func containsNUL(_ v: JSONValue) -> Bool {

@@ -26,8 +26,13 @@ public struct IngestService: Sendable {
     static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
     static let ingestSQL = """
         select ord, status, event_id, code, field, reason
-        from meter.ingest_events($1::jsonb, make_interval(secs => $2::int), make_interval(secs => $3::int))
+        from meter.ingest_events_with_key($4, $1::jsonb, make_interval(secs => $2::int), make_interval(secs => $3::int))
         """
+
+    public enum Outcome: Sendable {
+        case stored([IngestVerdict])
+        case unauthorized
+    }
 
     /// The live API key id for a bearer token, or nil.
     public func authenticate(token: String) async throws -> Int64? {
@@ -36,9 +41,10 @@ public struct IngestService: Sendable {
         }
     }
 
-    /// Stores the valid events (one autocommit statement = one transaction, committed with
-    /// synchronous_commit on before this returns) and returns every element's verdict in order.
-    public func ingest(_ decoded: [DecodedEvent]) async throws -> [IngestVerdict] {
+    /// Authenticates `token` and stores the valid events, in one round trip (one autocommit
+    /// statement = one transaction, committed with synchronous_commit on before this returns);
+    /// returns every element's verdict in order, or `.unauthorized` (nothing stored).
+    public func ingest(_ decoded: [DecodedEvent], token: String) async throws -> Outcome {
         var verdicts: [IngestVerdict?] = Array(repeating: nil, count: decoded.count)
         var payload = "["
         var positions: [Int] = []
@@ -53,11 +59,19 @@ public struct IngestService: Sendable {
             }
         }
         payload += "]"
-        if !positions.isEmpty {
+        if positions.isEmpty {
+            // Nothing for the database to store; the key must still be valid.
+            if try await authenticate(token: token) == nil { return .unauthorized }
+        } else {
             let future = limits.maxFutureSeconds, past = limits.maxPastSeconds
             let payload = payload
-            let rows = try await pool.withConnection { conn in
-                try conn.executePrepared(Self.ingestSQL, [payload, future, past]).rows
+            let rows: [PGRow]
+            do {
+                rows = try await pool.withConnection { conn in
+                    try conn.executePrepared(Self.ingestSQL, [payload, future, past, token]).rows
+                }
+            } catch let e as PGError where e.sqlState == "28000" {
+                return .unauthorized
             }
             for r in rows {
                 let ord = Int(try r.int("ord"))
@@ -76,6 +90,6 @@ public struct IngestService: Sendable {
                                error: FieldError(code: "internal_inconsistency", field: nil, message: "no verdict; retry"))
         }
         for v in out { metrics.events(v.status).increment() }
-        return out
+        return .stored(out)
     }
 }

@@ -36,6 +36,10 @@ public final class PGConnection: @unchecked Sendable {
         conn = c
         // Protocol-level settings every meter connection relies on.
         _ = try? execute("select pg_catalog.set_config('TimeZone', 'UTC', false)")
+        // A 2xx promises a durable commit: never run with synchronous_commit = off, whatever the
+        // server's default (stronger settings such as remote_apply are kept).
+        _ = try? execute("select pg_catalog.set_config('synchronous_commit', 'on', false) "
+                         + "where pg_catalog.current_setting('synchronous_commit') = 'off'")
     }
 
     deinit { PQfinish(conn) }

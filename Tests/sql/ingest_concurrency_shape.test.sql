@@ -1,0 +1,125 @@
+-- The shape that makes meter.ingest_events() safe under concurrency, checked in one session:
+--   * exactly-once is the UNIQUE (customer_id, idempotency_key) constraint, not a lookup;
+--   * a row that another request stored first (simulated here by inserting it directly, as a
+--     concurrent winner's committed row would appear to step 2) is reported duplicate/conflict
+--     with ITS id, never accepted a second time;
+--   * a rolled-back attempt does not consume the key.
+-- Real two-session interleavings (loser waits on the winner's commit / rollback) need an
+-- isolation spec with explicit permutations; they are not expressible inside one pgTAP transaction.
+begin;
+select plan(13);
+
+create temp table fx as
+select meter.upsert_customer('tap-cc-cust') as cust,
+       meter.upsert_meter('tap.cc.calls')   as m_calls,
+       meter.upsert_meter('tap.cc.bytes', 'sum') as m_bytes;
+
+-- ---------------------------------------------------------------------------------------------
+-- The guarantee is a constraint usable as an ON CONFLICT arbiter.
+-- ---------------------------------------------------------------------------------------------
+select col_is_unique('meter', 'events', array['customer_id', 'idempotency_key']::name[],
+                     'meter.events is UNIQUE on (customer_id, idempotency_key)');
+
+select results_eq(
+    $$select conname::text collate "default", contype::text, condeferrable
+      from pg_catalog.pg_constraint
+      where conrelid = 'meter.events'::regclass and contype in ('p', 'u') order by conname$$,
+    $$values ('events_customer_key', 'u', false), ('events_pkey', 'p', false)$$,
+    'the only unique constraints on meter.events are the pkey and the immediate (non-deferrable) idempotency key');
+
+select is_indexed('meter', 'events', array['customer_id', 'idempotency_key']::name[],
+                  'the idempotency constraint is backed by an index on (customer_id, idempotency_key)');
+
+select fk_ok('meter', 'event_redeliveries', 'event_id', 'meter', 'events', 'id',
+             'every redelivery points at the stored event');
+
+-- ---------------------------------------------------------------------------------------------
+-- A second row for the same key is impossible, whoever tries.
+-- ---------------------------------------------------------------------------------------------
+insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+values ((select cust from fx), (select m_bytes from fx), 'tap-cc-winner',
+        pg_catalog.now() - interval '1 minute', 42, '{"src": "winner"}');
+
+create temp table winner as
+select id from meter.events where customer_id = (select cust from fx) and idempotency_key = 'tap-cc-winner';
+
+select throws_ok(
+    $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at)
+      values ((select cust from fx), (select m_calls from fx), 'tap-cc-winner', pg_catalog.now())$$,
+    '23505', 'duplicate key value violates unique constraint "events_customer_key"',
+    'a direct second insert of a used (customer, key) fails with 23505');
+
+-- ---------------------------------------------------------------------------------------------
+-- The "someone else stored it first" path: step 1 inserts nothing, step 2 finds the other row.
+-- ---------------------------------------------------------------------------------------------
+create temp table run_same as
+select * from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    'customer', 'tap-cc-cust', 'meter', 'tap.cc.bytes', 'idempotency_key', 'tap-cc-winner',
+    'occurred_at', pg_catalog.now() - interval '1 minute', 'value', '42.000',
+    'properties', '{"src": "winner"}'::jsonb)));
+
+select results_eq(
+    'select ord, status, event_id, code from run_same',
+    $$values (0, 'duplicate'::text, (select id from winner), null::text)$$,
+    'same content as the winner''s row: duplicate carrying the winner''s id');
+
+create temp table run_diff as
+select * from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    'customer', 'tap-cc-cust', 'meter', 'tap.cc.bytes', 'idempotency_key', 'tap-cc-winner',
+    'occurred_at', pg_catalog.now() - interval '1 minute', 'value', '43',
+    'properties', '{"src": "winner"}'::jsonb)));
+
+select results_eq(
+    'select ord, status, event_id, code from run_diff',
+    $$values (0, 'conflict'::text, (select id from winner), 'idempotency_key_conflict'::text)$$,
+    'different content from the winner''s row: conflict carrying the winner''s id');
+
+select results_eq(
+    $$select id, value, properties from meter.events
+      where customer_id = (select cust from fx) and idempotency_key = 'tap-cc-winner'$$,
+    $$values ((select id from winner), 42::numeric, '{"src": "winner"}'::jsonb)$$,
+    'still exactly one row for the key, the winner''s, unchanged');
+
+select results_eq(
+    $$select verdict from meter.event_redeliveries where event_id = (select id from winner) order by id$$,
+    $$values ('duplicate'::text), ('conflict')$$,
+    'both losing deliveries are audited against the winner''s row');
+
+-- ---------------------------------------------------------------------------------------------
+-- A rolled-back attempt (a winner that aborts) leaves the key free for the next delivery.
+-- ---------------------------------------------------------------------------------------------
+savepoint attempt;
+-- The attempt itself must be accepted (a failed DO aborts the script, which pg_prove reports).
+do $$
+begin
+    if (select status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'customer', 'tap-cc-cust', 'meter', 'tap.cc.calls', 'idempotency_key', 'tap-cc-aborted',
+            'occurred_at', pg_catalog.now())))) is distinct from 'accepted' then
+        raise exception 'setup: the attempt that is about to be rolled back was not accepted';
+    end if;
+end
+$$;
+rollback to savepoint attempt;
+
+select is((select pg_catalog.count(*) from meter.events
+           where customer_id = (select cust from fx) and idempotency_key = 'tap-cc-aborted'),
+          0::bigint, 'after the attempt rolled back, the key is not stored');
+
+select results_eq(
+    $$select ord, status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+          'customer', 'tap-cc-cust', 'meter', 'tap.cc.calls', 'idempotency_key', 'tap-cc-aborted',
+          'occurred_at', pg_catalog.now())))$$,
+    $$values (0, 'accepted'::text)$$,
+    'the next delivery of a key whose first attempt rolled back is accepted, not duplicate');
+
+-- ---------------------------------------------------------------------------------------------
+-- Function properties the design relies on.
+-- ---------------------------------------------------------------------------------------------
+select volatility_is('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[], 'volatile',
+                     'ingest_events is VOLATILE (each call sees fresh snapshots per statement)');
+
+select is_definer('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+                  'ingest_events is SECURITY DEFINER');
+
+select * from finish();
+rollback;

@@ -1,0 +1,169 @@
+-- Least privilege: meter_ingest may only authenticate a key and ingest (through SECURITY DEFINER
+-- functions); meter_analyst may only read the reporting views; PUBLIC gets nothing.
+-- First the catalog (what is granted), then behaviour under SET LOCAL ROLE (what actually works).
+begin;
+-- Under SET ROLE, "$user" no longer names the schema pgTAP may live in: pin search_path (for this
+-- transaction) to pgTAP's own schema so its unqualified functions resolve for every role.
+do $$
+begin
+    perform pg_catalog.set_config('search_path',
+        (select pg_catalog.quote_ident(n.nspname) from pg_catalog.pg_extension e
+         join pg_catalog.pg_namespace n on n.oid = e.extnamespace where e.extname = 'pgtap') || ', pg_catalog',
+        true);
+end
+$$;
+select plan(53);
+
+-- ---------------------------------------------------------------------------------------------
+-- Roles.
+-- ---------------------------------------------------------------------------------------------
+select has_role('meter_ingest', 'role meter_ingest exists');
+select has_role('meter_analyst', 'role meter_analyst exists');
+select results_eq(
+    $$select rolname::text collate "default", rolcanlogin, rolsuper, rolinherit from pg_catalog.pg_roles
+      where rolname in ('meter_ingest', 'meter_analyst') order by rolname$$,
+    $$values ('meter_analyst', false, false, true), ('meter_ingest', false, false, true)$$,
+    'both are NOLOGIN, non-superuser group roles');
+
+-- ---------------------------------------------------------------------------------------------
+-- Schema.
+-- ---------------------------------------------------------------------------------------------
+select schema_privs_are('meter', 'meter_ingest',  array['USAGE']::name[], 'meter_ingest: USAGE on schema meter only');
+select schema_privs_are('meter', 'meter_analyst', array['USAGE']::name[], 'meter_analyst: USAGE on schema meter only');
+select schema_privs_are('meter', 'public',        array[]::name[],        'PUBLIC: nothing on schema meter');
+
+-- ---------------------------------------------------------------------------------------------
+-- Functions.
+-- ---------------------------------------------------------------------------------------------
+select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute ingest_events');
+select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute authenticate_api_key');
+select function_privs_are('meter', 'create_api_key', array['text', 'text']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute create_api_key');
+select function_privs_are('meter', 'revoke_api_key', array['text']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute revoke_api_key');
+select function_privs_are('meter', 'upsert_customer', array['text', 'text', 'text']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_customer');
+select function_privs_are('meter', 'upsert_meter', array['text', 'text', 'text', 'text', 'text']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_meter');
+select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute ingest_events');
+select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute authenticate_api_key');
+select function_privs_are('meter', 'create_api_key', array['text', 'text']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute create_api_key');
+select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute ingest_events');
+select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute authenticate_api_key');
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables and views.
+-- ---------------------------------------------------------------------------------------------
+select table_privs_are('meter', 'events',             'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.events');
+select table_privs_are('meter', 'customers',          'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.customers');
+select table_privs_are('meter', 'api_keys',           'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.api_keys');
+select table_privs_are('meter', 'meters',             'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.meters');
+select table_privs_are('meter', 'event_redeliveries', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.event_redeliveries');
+select table_privs_are('meter', 'event_daily',        'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.event_daily');
+select table_privs_are('meter', 'schema_migrations',  'meter_ingest', array['SELECT']::name[], 'meter_ingest: SELECT only on meter.schema_migrations');
+
+select table_privs_are('meter', 'event_daily',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.event_daily');
+select table_privs_are('meter', 'api_keys_public',    'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.api_keys_public');
+select table_privs_are('meter', 'api_keys',           'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.api_keys');
+select table_privs_are('meter', 'events',             'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.events');
+select table_privs_are('meter', 'event_redeliveries', 'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.event_redeliveries');
+select table_privs_are('meter', 'schema_migrations',  'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.schema_migrations');
+
+-- ---------------------------------------------------------------------------------------------
+-- Behaviour as meter_ingest.
+-- ---------------------------------------------------------------------------------------------
+create temp table fx as
+select meter.upsert_customer('tap-pv-cust') as cust,
+       meter.upsert_meter('tap.pv.calls')   as m_calls,
+       meter.create_api_key('tap-pv-key', 'mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS') as key_id;
+grant select on fx to public;
+
+set local role meter_ingest;
+
+select is(current_user::text, 'meter_ingest', 'now running as meter_ingest');
+
+select is(meter.authenticate_api_key('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select key_id from fx),
+          'meter_ingest can authenticate a key (security definer reads meter.api_keys)');
+
+select results_eq(
+    $$select ord, status, code from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+          'customer', 'tap-pv-cust', 'meter', 'tap.pv.calls', 'idempotency_key', 'tap-pv-k1',
+          'occurred_at', pg_catalog.now())))$$,
+    $$values (0, 'accepted'::text, null::text)$$,
+    'meter_ingest can ingest through meter.ingest_events (security definer)');
+
+select results_eq(
+    $$select ord, status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+          'customer', 'tap-pv-cust', 'meter', 'tap.pv.calls', 'idempotency_key', 'tap-pv-k1',
+          'occurred_at', pg_catalog.now())))$$,
+    $$values (0, 'duplicate'::text)$$,
+    'and a retry as meter_ingest is a duplicate (it may write the redelivery audit row via the function)');
+
+select throws_ok(
+    $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at)
+      values ((select cust from fx), (select m_calls from fx), 'tap-pv-direct', pg_catalog.now())$$,
+    '42501', 'permission denied for table events',
+    'meter_ingest cannot insert into meter.events directly');
+select throws_ok($$select * from meter.events$$, '42501', 'permission denied for table events',
+                 'meter_ingest cannot select meter.events');
+select throws_ok($$update meter.events set value = 0$$, '42501', 'permission denied for table events',
+                 'meter_ingest cannot update meter.events');
+select throws_ok($$delete from meter.events$$, '42501', 'permission denied for table events',
+                 'meter_ingest cannot delete from meter.events');
+select throws_ok($$select * from meter.customers$$, '42501', 'permission denied for table customers',
+                 'meter_ingest cannot select meter.customers');
+select throws_ok($$insert into meter.customers (external_id) values ('tap-pv-sneaky')$$, '42501',
+                 'permission denied for table customers', 'meter_ingest cannot insert into meter.customers');
+select throws_ok($$select * from meter.api_keys$$, '42501', 'permission denied for table api_keys',
+                 'meter_ingest cannot select meter.api_keys');
+select throws_ok($$update meter.api_keys set revoked_at = null$$, '42501', 'permission denied for table api_keys',
+                 'meter_ingest cannot un-revoke keys');
+select throws_ok($$select meter.create_api_key('tap-pv-sneaky', 'mk_SneakyTapKey0123456789ABCDEFGHIJKLMNOP')$$,
+                 '42501', 'permission denied for function create_api_key',
+                 'meter_ingest cannot create API keys');
+select throws_ok($$select meter.upsert_customer('tap-pv-sneaky')$$, '42501',
+                 'permission denied for function upsert_customer', 'meter_ingest cannot create customers');
+select throws_ok($$select * from meter.event_daily$$, '42501', 'permission denied for view event_daily',
+                 'meter_ingest cannot read the analyst views');
+
+reset role;
+
+select is(current_user::text, 'meter', 'back to the owner after RESET ROLE');
+select results_eq(
+    $$select idempotency_key, value from meter.events where customer_id = (select cust from fx)$$,
+    $$values ('tap-pv-k1'::text, 1::numeric)$$,
+    'exactly the event ingested as meter_ingest is stored');
+
+-- ---------------------------------------------------------------------------------------------
+-- Behaviour as meter_analyst.
+-- ---------------------------------------------------------------------------------------------
+set local role meter_analyst;
+
+select results_eq(
+    $$select customer, meter, events, duplicates from meter.event_daily where customer = 'tap-pv-cust'$$,
+    $$values ('tap-pv-cust'::text, 'tap.pv.calls'::text, 1::bigint, 1::bigint)$$,
+    'meter_analyst reads meter.event_daily');
+select results_eq(
+    $$select name, prefix, active from meter.api_keys_public where id = (select key_id from fx)$$,
+    $$values ('tap-pv-key'::text, 'mk_PrivTapKe'::text, true)$$,
+    'meter_analyst reads meter.api_keys_public');
+select throws_ok($$select * from meter.api_keys$$, '42501', 'permission denied for table api_keys',
+                 'meter_analyst cannot select meter.api_keys');
+select throws_ok($$select * from meter.events$$, '42501', 'permission denied for table events',
+                 'meter_analyst cannot select meter.events');
+select throws_ok($$select * from meter.ingest_events('[]'::jsonb)$$, '42501',
+                 'permission denied for function ingest_events', 'meter_analyst cannot ingest');
+select throws_ok($$select meter.authenticate_api_key('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$, '42501',
+                 'permission denied for function authenticate_api_key', 'meter_analyst cannot probe tokens');
+
+reset role;
+
+select * from finish();
+rollback;
