@@ -82,12 +82,11 @@ select results_eq(
     $$select signature from own_functions order by signature$$,
     $$values ('authenticate_api_key(p_token text)'),
              ('create_api_key(p_name text, p_token text)'),
-             ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval)'),
-             ('ingest_events_with_key(p_token text, p_events jsonb, p_max_future interval, p_max_past interval)'),
+             ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
              ('revoke_api_key(p_key text)'),
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
              ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text)')$$,
-    'schema meter has exactly the seven documented functions');
+    'schema meter has exactly the six documented functions');
 
 select is_empty(
     $$select signature from own_functions
@@ -101,8 +100,8 @@ select is_empty(
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('authenticate_api_key'::text), ('ingest_events'), ('ingest_events_with_key')$$,
-    'only authenticate_api_key, ingest_events and ingest_events_with_key are SECURITY DEFINER');
+    $$values ('authenticate_api_key'::text), ('ingest_events')$$,
+    'only authenticate_api_key and ingest_events are SECURITY DEFINER');
 
 select is_empty(
     $$select signature from own_functions f

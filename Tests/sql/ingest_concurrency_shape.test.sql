@@ -115,10 +115,10 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Function properties the design relies on.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[], 'volatile',
+select volatility_is('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[], 'volatile',
                      'ingest_events is VOLATILE (each call sees fresh snapshots per statement)');
 
-select is_definer('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+select is_definer('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
                   'ingest_events is SECURITY DEFINER');
 
 select * from finish();

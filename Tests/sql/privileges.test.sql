@@ -35,7 +35,7 @@ select schema_privs_are('meter', 'public',        array[]::name[],        'PUBLI
 -- ---------------------------------------------------------------------------------------------
 -- Functions.
 -- ---------------------------------------------------------------------------------------------
-select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute ingest_events');
 select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute authenticate_api_key');
@@ -47,13 +47,13 @@ select function_privs_are('meter', 'upsert_customer', array['text', 'text', 'tex
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_customer');
 select function_privs_are('meter', 'upsert_meter', array['text', 'text', 'text', 'text', 'text']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_meter');
-select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute ingest_events');
 select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute authenticate_api_key');
 select function_privs_are('meter', 'create_api_key', array['text', 'text']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute create_api_key');
-select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval']::name[],
+select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute ingest_events');
 select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute authenticate_api_key');

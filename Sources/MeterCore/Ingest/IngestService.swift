@@ -26,7 +26,7 @@ public struct IngestService: Sendable {
     static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
     static let ingestSQL = """
         select ord, status, event_id, code, field, reason
-        from meter.ingest_events_with_key($4, $1::jsonb, make_interval(secs => $2::int), make_interval(secs => $3::int))
+        from meter.ingest_events($1::jsonb, make_interval(secs => $2::int), make_interval(secs => $3::int), $4)
         """
 
     public enum Outcome: Sendable {
