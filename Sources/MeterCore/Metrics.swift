@@ -1,3 +1,4 @@
+import Foundation
 import Prometheus
 
 /// The service's Prometheus metrics, on a registry of its own (no global bootstrap, so tests can
@@ -34,13 +35,28 @@ public final class MeterMetrics: Sendable {
         }
     }
 
-    /// Requests by route and status code.
+    private let lock = NSLock()
+    nonisolated(unsafe) private var counters: [String: Counter] = [:]
+    nonisolated(unsafe) private var histograms: [String: DurationHistogram] = [:]
+
+    /// Requests by route and status code (created once per label set, then cached).
     public func request(route: String, status: Int) -> Counter {
-        registry.makeCounter(name: "meter_http_requests_total", labels: [("route", route), ("status", String(status))],
-                             help: "HTTP requests by route and status")
+        let key = "\(route) \(status)"
+        if let c = lock.withLock({ counters[key] }) { return c }
+        let c = registry.makeCounter(name: "meter_http_requests_total", labels: [("route", route), ("status", String(status))],
+                                     help: "HTTP requests by route and status")
+        lock.withLock { counters[key] = c }
+        return c
     }
 
     public func latency(route: String) -> DurationHistogram {
+        if let h = lock.withLock({ histograms[route] }) { return h }
+        let h = makeLatency(route: route)
+        lock.withLock { histograms[route] = h }
+        return h
+    }
+
+    private func makeLatency(route: String) -> DurationHistogram {
         registry.makeDurationHistogram(
             name: "meter_http_request_duration_seconds", labels: [("route", route)],
             buckets: [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),

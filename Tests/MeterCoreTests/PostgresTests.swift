@@ -109,7 +109,7 @@ final class PostgresTests: XCTestCase {
         XCTAssertNotEqual(pid1, pid2)
         let v = try await pool.withConnection { try $0.execute("select 41 + 1 as v").single().int("v") }
         XCTAssertEqual(v, 42)
-        let stats = await pool.stats
+        let stats = pool.stats
         XCTAssertLessThanOrEqual(stats.open, 2)
         await pool.shutdown()
     }
@@ -121,7 +121,7 @@ final class PostgresTests: XCTestCase {
         async let a: Void = pool.withConnection { _ = try $0.execute("select pg_sleep(1.5)") }
         async let b: Void = pool.withConnection { _ = try $0.execute("select pg_sleep(1.5)") }
         try await Task.sleep(for: .milliseconds(300))
-        let stats = await pool.stats
+        let stats = pool.stats
         XCTAssertEqual(stats.open, 2)
         XCTAssertEqual(stats.inUse, 2)
         do {

@@ -80,13 +80,14 @@ where p.pronamespace = 'meter'::regnamespace
 
 select results_eq(
     $$select signature from own_functions order by signature$$,
-    $$values ('authenticate_api_key(p_token text)'),
+    $$values ('_refuse_delete()'),
+             ('authenticate_api_key(p_token text)'),
              ('create_api_key(p_name text, p_token text)'),
              ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
              ('revoke_api_key(p_key text)'),
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
              ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text)')$$,
-    'schema meter has exactly the six documented functions');
+    'schema meter has exactly the seven documented functions');
 
 select is_empty(
     $$select signature from own_functions

@@ -62,7 +62,7 @@ public enum MeterApplication {
             }
         }
         router.get("/metrics") { _, _ in
-            metrics.update(pool: await pool.stats)
+            metrics.update(pool: pool.stats)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
         }

@@ -1,6 +1,7 @@
+import Foundation
 import Logging
-import NIOPosix
 import NIOCore
+import NIOPosix
 
 /// A bounded pool of libpq connections with its own threads.
 ///
@@ -13,7 +14,10 @@ import NIOCore
 /// checkout; a connection left inside a transaction is rolled back. When the first statement
 /// on a reused connection fails at the connection level (the server restarted while it idled),
 /// the work is retried once on a fresh connection; callers opt out for non-idempotent work.
-public actor PGPool {
+///
+/// Bookkeeping is a few lines under a lock (no actor hop on the hot path); only a caller that
+/// must wait for a connection suspends.
+public final class PGPool: @unchecked Sendable {
     public struct Stats: Sendable {
         public var open: Int
         public var inUse: Int
@@ -21,15 +25,17 @@ public actor PGPool {
         public var max: Int
     }
 
-    public nonisolated let conninfo: String
-    public nonisolated let maxConnections: Int
-    public nonisolated let acquireTimeout: Duration
-    private nonisolated let threads: NIOThreadPool
+    public let conninfo: String
+    public let maxConnections: Int
+    public let acquireTimeout: Duration
+    private let threads: NIOThreadPool
     private let logger: Logger
 
+    private let lock = NSLock()
+    // All below guarded by `lock`.
     private var idle: [PGConnection] = []
     private var open = 0
-    private var waiters: [(id: Int, continuation: CheckedContinuation<PGConnection, any Error>)] = []
+    private var waiters: [(id: Int, continuation: CheckedContinuation<PGConnection?, any Error>)] = []
     private var nextWaiterID = 0
     private var closed = false
 
@@ -45,11 +51,11 @@ public actor PGPool {
     }
 
     public var stats: Stats {
-        Stats(open: open, inUse: open - idle.count, waiting: waiters.count, max: maxConnections)
+        lock.withLock { Stats(open: open, inUse: open - idle.count, waiting: waiters.count, max: maxConnections) }
     }
 
     /// Runs `body` with a pooled connection on a pool thread.
-    public nonisolated func withConnection<T: Sendable>(
+    public func withConnection<T: Sendable>(
         retryStaleConnection: Bool = true,
         _ body: @escaping @Sendable (PGConnection) throws -> T
     ) async throws -> T {
@@ -57,9 +63,11 @@ public actor PGPool {
         while true {
             attempt += 1
             let conn = try await acquire()
-            conn.statementsSinceCheckout = 0
             do {
-                let value = try await threads.runIfActive { try body(conn) }
+                let value: T = try await threads.runIfActive {
+                    conn.statementsSinceCheckout = 0
+                    return try body(conn)
+                }
                 await release(conn)
                 return value
             } catch let error as PGError {
@@ -78,50 +86,73 @@ public actor PGPool {
         }
     }
 
-    /// Runs a blocking closure on the pool's threads without a connection (e.g. `connect`).
-    public nonisolated func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await threads.runIfActive(body)
-    }
-
     /// Closes every connection and stops the threads; waiting callers get `poolClosed`.
     public func shutdown() async {
-        closed = true
-        for w in waiters { w.continuation.resume(throwing: PGError(kind: .poolClosed, message: "pool is shut down")) }
-        waiters.removeAll()
-        for c in idle { c.close() }
-        open -= idle.count
-        idle.removeAll()
+        let (toClose, toFail) = lock.withLock { () -> ([PGConnection], [CheckedContinuation<PGConnection?, any Error>]) in
+            closed = true
+            let c = idle, w = waiters.map(\.continuation)
+            open -= idle.count
+            idle.removeAll()
+            waiters.removeAll()
+            return (c, w)
+        }
+        for w in toFail { w.resume(throwing: PGError(kind: .poolClosed, message: "pool is shut down")) }
+        for c in toClose { c.close() }
         try? await threads.shutdownGracefully()
     }
 
     // MARK: internals
 
+    private enum Checkout {
+        case ready(PGConnection)
+        case connect
+        case wait
+        case closed
+    }
+
     private func acquire() async throws -> PGConnection {
-        if closed { throw PGError(kind: .poolClosed, message: "pool is shut down") }
-        while let c = idle.popLast() {
-            if c.isHealthy { return c }
-            open -= 1
-            logger.warning("pg.connection.dropped", metadata: ["pid": "\(c.backendPID)"])
-        }
-        if open < maxConnections {
-            open += 1
-            do {
-                return try await connect()
-            } catch {
-                open -= 1
-                throw error
+        while true {
+            let decision: Checkout = lock.withLock {
+                if closed { return .closed }
+                while let c = idle.popLast() {
+                    if c.isHealthy { return .ready(c) }
+                    open -= 1
+                }
+                if open < maxConnections { open += 1; return .connect }
+                return .wait
+            }
+            switch decision {
+            case .ready(let c): return c
+            case .closed: throw PGError(kind: .poolClosed, message: "pool is shut down")
+            case .connect:
+                do {
+                    return try await connect()
+                } catch {
+                    lock.withLock { open -= 1 }
+                    throw error
+                }
+            case .wait:
+                // nil = a slot was freed by a discarded connection: loop and open one.
+                if let c = try await waitForConnection() { return c }
             }
         }
-        let id = nextWaiterID
-        nextWaiterID += 1
+    }
+
+    private func waitForConnection() async throws -> PGConnection? {
+        let id = lock.withLock { () -> Int in nextWaiterID += 1; return nextWaiterID }
         let timeout = acquireTimeout
         let timer = Task { [weak self] in
             try await Task.sleep(for: timeout)
-            await self?.expire(waiter: id)
+            self?.expire(waiter: id)
         }
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { cont in
-            waiters.append((id, cont))
+            let stillOpen = lock.withLock { () -> Bool in
+                if closed { return false }
+                waiters.append((id, cont))
+                return true
+            }
+            if !stillOpen { cont.resume(throwing: PGError(kind: .poolClosed, message: "pool is shut down")) }
         }
     }
 
@@ -131,9 +162,11 @@ public actor PGPool {
     }
 
     private func expire(waiter id: Int) {
-        guard let i = waiters.firstIndex(where: { $0.id == id }) else { return }
-        let w = waiters.remove(at: i)
-        w.continuation.resume(throwing: PGError(
+        let w = lock.withLock { () -> CheckedContinuation<PGConnection?, any Error>? in
+            guard let i = waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return waiters.remove(at: i).continuation
+        }
+        w?.resume(throwing: PGError(
             kind: .poolExhausted,
             message: "no database connection free within \(acquireTimeout) (pool of \(maxConnections))"))
     }
@@ -144,36 +177,26 @@ public actor PGPool {
             // Left inside a (possibly failed) transaction: roll back before reuse.
             usable = (try? await threads.runIfActive { try conn.execute("rollback") }) != nil && conn.isIdle
         }
-        if closed {
-            conn.close()
-            open -= 1
-            return
-        }
-        if usable {
-            if !waiters.isEmpty {
-                waiters.removeFirst().continuation.resume(returning: conn)
-            } else {
+        enum Next { case handTo(CheckedContinuation<PGConnection?, any Error>), keep, close, closeAndWake(CheckedContinuation<PGConnection?, any Error>?) }
+        let next: Next = lock.withLock {
+            if closed { open -= 1; return .close }
+            if usable {
+                if !waiters.isEmpty { return .handTo(waiters.removeFirst().continuation) }
                 idle.append(conn)
+                return .keep
             }
-            return
+            open -= 1
+            // A slot is free: wake one waiter so that it opens a replacement itself.
+            return .closeAndWake(waiters.isEmpty ? nil : waiters.removeFirst().continuation)
         }
-        conn.close()
-        open -= 1
-        logger.warning("pg.connection.discarded", metadata: ["reason": "unhealthy"])
-        // Someone is waiting: open a replacement for them.
-        if !waiters.isEmpty {
-            open += 1
-            do {
-                let fresh = try await connect()
-                if !waiters.isEmpty {
-                    waiters.removeFirst().continuation.resume(returning: fresh)
-                } else {
-                    idle.append(fresh)
-                }
-            } catch {
-                open -= 1
-                if !waiters.isEmpty { waiters.removeFirst().continuation.resume(throwing: error) }
-            }
+        switch next {
+        case .handTo(let w): w.resume(returning: conn)
+        case .keep: break
+        case .close: conn.close()
+        case .closeAndWake(let w):
+            conn.close()
+            logger.warning("pg.connection.discarded", metadata: ["reason": "unhealthy"])
+            w?.resume(returning: nil)
         }
     }
 }
