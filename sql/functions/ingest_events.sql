@@ -43,45 +43,49 @@ as $$
 declare
     v_now      timestamptz := pg_catalog.now();
     v_verdicts meter.ingest_verdict[];
-    v_one      record;
+    v_one      meter.ingest_verdict;
     v_id       bigint;
 begin
     if p_events is null or pg_catalog.jsonb_typeof(p_events) <> 'array' then
         raise exception 'meter.ingest_events: p_events must be a JSON array'
             using errcode = '22023';
     end if;
+    -- Fast path for the most common request: one new, valid event from a live key, stored by one
+    -- INSERT ... SELECT that also checks the key (one statement on the hottest path). Anything
+    -- else (unknown key, customer or meter, out of window, key already stored) inserts nothing
+    -- here and falls through to the checks and the general path below, which alone decide those
+    -- verdicts: the fast path only ever answers "accepted".
+    if pg_catalog.jsonb_array_length(p_events) = 1 then
+        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+        select c.id, m.id, e.idempotency_key, e.occurred_at,
+               coalesce(e.value, 1), coalesce(e.properties, '{}'::jsonb)
+        from pg_catalog.jsonb_to_record(p_events -> 0)
+             as e(customer text, meter text, idempotency_key text, occurred_at timestamptz,
+                  value numeric, properties jsonb)
+        join meter.customers c on c.external_id = e.customer
+        join meter.meters m on m.code = e.meter
+        where e.occurred_at between v_now - p_max_past and v_now + p_max_future
+          and (p_api_token is null
+               or exists (select 1 from meter.api_keys k
+                          where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(p_api_token, 'UTF8'))
+                            and k.revoked_at is null))
+        on conflict (customer_id, idempotency_key) do nothing
+        returning id into v_id;
+        if v_id is not null then
+            v_one := row(0, 'accepted', v_id, null, null, null)::meter.ingest_verdict;
+            return next v_one;
+            return;
+        end if;
+    end if;
+
+    -- The key (the same check as meter.authenticate_api_key(), inlined: a nested call would cost
+    -- a search_path switch per request).
     if p_api_token is not null then
         perform 1 from meter.api_keys k
         where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(p_api_token, 'UTF8'))
           and k.revoked_at is null;
         if not found then
             raise exception 'unknown or revoked API key' using errcode = '28000';
-        end if;
-    end if;
-
-    -- Fast path for the most common request, one new valid event: a plain INSERT. Anything else
-    -- (unknown customer or meter, out of window, key already stored) falls through to the general
-    -- path below, which alone decides those verdicts; the fast path only ever answers "accepted".
-    if pg_catalog.jsonb_array_length(p_events) = 1 then
-        select c.id as customer_id, m.id as meter_id, e.idempotency_key, e.occurred_at,
-               coalesce(e.value, 1) as value, coalesce(e.properties, '{}'::jsonb) as properties
-          into v_one
-        from pg_catalog.jsonb_to_record(p_events -> 0)
-             as e(customer text, meter text, idempotency_key text, occurred_at timestamptz,
-                  value numeric, properties jsonb)
-        join meter.customers c on c.external_id = e.customer
-        join meter.meters m on m.code = e.meter
-        where e.occurred_at between v_now - p_max_past and v_now + p_max_future;
-        if found then
-            insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-            values (v_one.customer_id, v_one.meter_id, v_one.idempotency_key, v_one.occurred_at,
-                    v_one.value, v_one.properties)
-            on conflict (customer_id, idempotency_key) do nothing
-            returning id into v_id;
-            if v_id is not null then
-                return query select 0, 'accepted'::text, v_id, null::text, null::text, null::text;
-                return;
-            end if;
         end if;
     end if;
 

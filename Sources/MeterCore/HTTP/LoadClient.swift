@@ -18,6 +18,7 @@ public final class LoadClient {
     let port: Int
     private var fd: Int32 = -1
     private var buffer: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 65536)
 
     public init(host: String = "127.0.0.1", port: Int) {
         self.host = host
@@ -70,7 +71,7 @@ public final class LoadClient {
         // Read headers.
         var headerEnd: Int?
         while headerEnd == nil {
-            if let r = find(Array("\r\n\r\n".utf8)) { headerEnd = r; break }
+            if let r = findHeaderEnd() { headerEnd = r; break }
             try fill()
         }
         let headerText = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
@@ -95,19 +96,19 @@ public final class LoadClient {
     }
 
     private func fill() throws {
-        var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         guard n > 0 else { throw Failure(description: "connection closed by server") }
         buffer.append(contentsOf: chunk[0..<n])
     }
 
-    private func find(_ needle: [UInt8]) -> Int? {
-        guard buffer.count >= needle.count else { return nil }
-        var i = 0
-        while i <= buffer.count - needle.count {
-            if buffer[i] == needle[0] && Array(buffer[i..<(i + needle.count)]) == needle { return i }
-            i += 1
+    /// Offset of the first CR LF CR LF in the buffer.
+    private func findHeaderEnd() -> Int? {
+        buffer.withUnsafeBufferPointer { b in
+            guard b.count >= 4 else { return nil }
+            for i in 0...(b.count - 4) where b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 {
+                return i
+            }
+            return nil
         }
-        return nil
     }
 }
