@@ -34,6 +34,19 @@ pg_prove --failures --dbname "$db" --host "$(sed -n 's/.*host=\([^ ]*\).*/\1/p' 
   --port "$METER_TEST_PG_PORT" --username meter Tests/sql/*.sql | tee .meter/pg_prove.log
 sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.log)
 
+echo "== CLI smoke test: migrate --status, customers, meters, keys"
+m() { DATABASE_URL="$tap_conninfo" .build/debug/meterctl "$@" --log-level warning; }
+m migrate --status | tail -1 | grep -q "0 pending, 0 changed/missing"
+m customers add cli-smoke --name "CLI smoke" --timezone Europe/Paris | grep -q "customer cli-smoke"
+m customers list | grep -q "cli-smoke .*Europe/Paris"
+m meters add cli.smoke --aggregation sum | grep -q "meter cli.smoke"
+if m meters add cli.smoke --aggregation max 2>/dev/null; then echo "changing a meter's aggregation must fail"; exit 1; fi
+key_id=$(m keys create --name cli-smoke | sed -n 's/^API key \([0-9]*\) .*/\1/p')
+m keys list | grep -q "cli-smoke"
+m keys revoke "$key_id" | grep -q "revoked 1 key"
+if m keys revoke "$key_id" 2>/dev/null; then echo "revoking twice must fail"; exit 1; fi
+echo "CLI smoke test passed"
+
 echo "== service smoke test: serve, readiness, SIGTERM drains and exits 0"
 port=18089
 DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info 2>.meter/serve-smoke.log &

@@ -258,9 +258,10 @@ final class IngestValidationTests: XCTestCase {
                 ce("ce-3").replacingOccurrences(of: #""specversion":"1.0""#, with: #""specversion":"0.3""#),
                 ce("ce-4").replacingOccurrences(of: #""time":"#, with: #""notime":"#),
                 #"{"specversion":"1.0","id":"ce-5","source":"s","type":"\#(fx.prefix).gb","subject":\#(JSONWriter.quote(fx.customers[2])),"time":"\#(T.now())","data":[1]}"#,
+                #"{"specversion":"1.0","id":"ce-6","source":"s","type":"\#(fx.prefix).gb","subject":\#(JSONWriter.quote(fx.customers[2])),"time":"\#(T.now())","data_base64":"AAEC"}"#,
             ].joined(separator: ",") + "]", token: fx.token, contentType: "application/cloudevents-batch+json")
             XCTAssertEqual(bad.status, 207)
-            XCTAssertEqual(bad.results().map { $0["error"]?["field"]?.stringValue }, ["specversion", "time", "data"])
+            XCTAssertEqual(bad.results().map { $0["error"]?["field"]?.stringValue }, ["specversion", "time", "data", "data_base64"])
             let notArray = try await T.post(client, ce("x"), token: fx.token, contentType: "application/cloudevents-batch+json")
             XCTAssertEqual(notArray.status, 400)
             XCTAssertEqual(try T.count(fx), 2)

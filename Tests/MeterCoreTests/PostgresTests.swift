@@ -151,4 +151,18 @@ final class PostgresTests: XCTestCase {
         XCTAssertTrue(n.1)
         await pool.shutdown()
     }
+
+    func testConnectsWithAPostgresURLAsWellAsConninfo() throws {
+        let pg = TestDatabase.cluster
+        let db = try TestDatabase.connect().execute("select current_database() as d").single().string("d")
+        let socket = pg.socketDir.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? pg.socketDir
+        let url = "postgresql://\(pg.superuser)@/\(db)?host=\(socket)&port=\(pg.port)"
+        let c = try PGConnection(conninfo: url)
+        XCTAssertEqual(try c.execute("select current_database() as d").single().string("d"), db)
+        XCTAssertEqual(try c.execute("show synchronous_commit").single().string("synchronous_commit"), "on")
+        XCTAssertEqual(try c.execute("show timezone").single().string("TimeZone"), "UTC")
+        XCTAssertThrowsError(try PGConnection(conninfo: "postgresql://nobody@/\(db)?host=/nonexistent&port=1")) { e in
+            XCTAssertEqual((e as? PGError)?.kind, .connection)
+        }
+    }
 }

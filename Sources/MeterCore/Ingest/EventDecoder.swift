@@ -105,6 +105,10 @@ public enum EventDecoder {
                                      message: "data must be JSON (datacontenttype application/json)")
                 }
             }
+            if let b = json["data_base64"], !b.isNull {
+                throw FieldError(code: "invalid_value", field: "data_base64",
+                                 message: "binary data (data_base64) is not supported; send data as a JSON object")
+            }
             let key = try requiredString(json, "id", limits: limits)
             let customer = try requiredString(json, "subject", limits: limits)
             let meter = try requiredString(json, "type", limits: limits)
