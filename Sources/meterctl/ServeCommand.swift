@@ -22,6 +22,25 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
     var openAPI: String?
 
+    mutating func validate() throws {
+        let env = GlobalOptions.env
+        func positive(_ v: Int?, _ envName: String, _ flag: String, min: Int = 1) throws {
+            if let n = v ?? env[envName].flatMap(Int.init), n < min {
+                throw ValidationError("--\(flag) (\(envName)) must be at least \(min); got \(n)")
+            }
+            if v == nil, let raw = env[envName], Int(raw) == nil {
+                throw ValidationError("\(envName) must be a whole number; got \(raw)")
+            }
+        }
+        try positive(port, "METER_PORT", "port", min: 0)
+        try positive(poolSize, "METER_POOL_SIZE", "pool-size")
+        try positive(maxBatch, "METER_MAX_BATCH", "max-batch")
+        try positive(maxBodyBytes, "METER_MAX_BODY_BYTES", "max-body-bytes", min: 64)
+        try positive(maxPropertiesBytes, "METER_MAX_PROPERTIES_BYTES", "max-properties-bytes", min: 2)
+        try positive(futureTolerance, "METER_FUTURE_TOLERANCE", "future-tolerance", min: 0)
+        try positive(pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance", min: 0)
+    }
+
     func configuration(sqlDir: String) -> ServeConfiguration {
         let env = GlobalOptions.env
         var c = ServeConfiguration()

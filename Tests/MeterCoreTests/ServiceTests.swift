@@ -121,4 +121,29 @@ final class ServiceTests: XCTestCase {
         // And it no longer listens.
         XCTAssertThrowsError(try LoadClient(port: port).request("GET", "/healthz"))
     }
+
+    /// With the database unreachable: liveness stays up, readiness and ingest answer 503 (ingest
+    /// with Retry-After and the advice to retry with the same keys), never 500.
+    func testDatabaseDownIsA503NotA500() async throws {
+        let pool = PGPool(conninfo: "host=/nonexistent-meter-socket port=1 dbname=meter user=meter connect_timeout=2",
+                          maxConnections: 2, logger: TestDatabase.logger)
+        let router = MeterApplication.buildRouter(config: ServeConfiguration(), pool: pool, metrics: MeterMetrics(),
+                                                  logger: TestDatabase.logger)
+        let app = Application(router: router, logger: TestDatabase.logger)
+        try await app.test(.router) { client in
+            let h = try await client.execute(uri: "/healthz", method: .get)
+            XCTAssertEqual(h.status, .ok)
+            let r = try await client.execute(uri: "/readyz", method: .get)
+            XCTAssertEqual(r.status, .serviceUnavailable)
+            XCTAssertTrue(String(buffer: r.body).contains("database_unavailable"))
+            let body = #"{"customer":"c","meter":"m","idempotency_key":"k","occurred_at":"\#(T.now())"}"#
+            let e = try await client.execute(uri: "/v1/events", method: .post,
+                                             headers: [.authorization: "Bearer mk_x", .contentType: "application/json"],
+                                             body: ByteBuffer(string: body))
+            XCTAssertEqual(e.status, .serviceUnavailable)
+            XCTAssertEqual(e.headers[.retryAfter], "1")
+            XCTAssertTrue(String(buffer: e.body).contains(#""code":"database_unavailable""#))
+        }
+        await pool.shutdown()
+    }
 }
