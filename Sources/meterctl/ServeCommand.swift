@@ -39,6 +39,12 @@ struct ServiceOptions: ParsableArguments {
         try positive(maxPropertiesBytes, "METER_MAX_PROPERTIES_BYTES", "max-properties-bytes", min: 2)
         try positive(futureTolerance, "METER_FUTURE_TOLERANCE", "future-tolerance", min: 0)
         try positive(pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance", min: 0)
+        for (v, envName, flag) in [(futureTolerance, "METER_FUTURE_TOLERANCE", "future-tolerance"),
+                                   (pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance")] {
+            if let n = v ?? env[envName].flatMap(Int.init), n > 3650 * 86_400 {
+                throw ValidationError("--\(flag) (\(envName)) must be at most 315360000 seconds (10 years); got \(n)")
+            }
+        }
     }
 
     func configuration(sqlDir: String) -> ServeConfiguration {

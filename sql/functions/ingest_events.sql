@@ -50,6 +50,12 @@ begin
         raise exception 'meter.ingest_events: p_events must be a JSON array'
             using errcode = '22023';
     end if;
+
+    -- Durability is per transaction, not per session: behind a transaction-pooling proxy a
+    -- session setting would not follow. Never commit an ingest with synchronous_commit = off.
+    if pg_catalog.current_setting('synchronous_commit') = 'off' then
+        perform pg_catalog.set_config('synchronous_commit', 'on', true);
+    end if;
     -- Fast path for the most common request: one new, valid event from a live key, stored by one
     -- INSERT ... SELECT that also checks the key (one statement on the hottest path). Anything
     -- else (unknown key, customer or meter, out of window, key already stored) inserts nothing
@@ -129,7 +135,10 @@ begin
         select customer_id, meter_id, idempotency_key, occurred_at, value, properties
         from classified
         where first_of_key
-        order by ord
+        -- One global lock order: ON CONFLICT waits on a key that another transaction holds while
+        -- keeping the keys it already inserted, so two batches inserting overlapping keys in
+        -- different orders could deadlock. Sorted by the unique key, they cannot.
+        order by customer_id, idempotency_key
         on conflict (customer_id, idempotency_key) do nothing
         returning id, customer_id, idempotency_key
     )

@@ -27,11 +27,20 @@ public struct EmbeddedPostgres: Sendable {
         self.database = database
     }
 
-    /// libpq conninfo for the embedded cluster.
-    public var conninfo: String { "host=\(socketDir) port=\(port) dbname=\(database) user=\(superuser)" }
+    /// libpq conninfo for the embedded cluster (values quoted: checkout paths may hold spaces).
+    public var conninfo: String { conninfo(database: database) }
     public func conninfo(database other: String) -> String {
-        "host=\(socketDir) port=\(port) dbname=\(other) user=\(superuser)"
+        "host=\(Self.quoteConninfo(socketDir)) port=\(port) dbname=\(Self.quoteConninfo(other)) user=\(superuser)"
     }
+
+    /// libpq conninfo quoting: plain when safe, else single quotes with \\ and \' escaped.
+    static func quoteConninfo(_ v: String) -> String {
+        if !v.isEmpty, v.allSatisfy({ $0.isLetter || $0.isNumber || "/._-:".contains($0) }) { return v }
+        return "'" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
+
+    /// postgresql.conf string literal.
+    static func quoteConf(_ v: String) -> String { "'" + v.replacingOccurrences(of: "'", with: "''") + "'" }
     public var psqlCommand: String { "psql \"\(conninfo)\"" }
 
     /// Socket directory: inside the cluster directory, unless that path is too long for a Unix
@@ -82,8 +91,6 @@ public struct EmbeddedPostgres: Sendable {
 
                     # --- meter embedded defaults (written by meterctl) ---
                     listen_addresses = ''
-                    port = \(port)
-                    unix_socket_directories = '\(socketDir)'
                     unix_socket_permissions = 0700
                     max_connections = 200
                     shared_buffers = 256MB
@@ -95,6 +102,8 @@ public struct EmbeddedPostgres: Sendable {
                     log_timezone = 'UTC'
                     log_min_duration_statement = 1000
                     log_line_prefix = '%m [%p] %q%u@%d '
+                    # port and socket directory, rewritten at every start (the checkout may move)
+                    include_if_exists = 'meter_runtime.conf'
                     """
                 let confPath = realDataDir + "/postgresql.conf"
                 let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: confPath))
@@ -102,11 +111,16 @@ public struct EmbeddedPostgres: Sendable {
                 handle.write(conf.data(using: .utf8)!)
                 try handle.close()
             }
-            try FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true)
-            if Self.isRoot { try chownToPostgres(socketDir) }
+            try Self.secureDirectory(socketDir, mode: 0o700)
+            let runtime = "port = \(port)\nunix_socket_directories = \(Self.quoteConf(socketDir))\n"
+            try runtime.write(toFile: realDataDir + "/meter_runtime.conf", atomically: false, encoding: .utf8)
+            if Self.isRoot {
+                try chownToPostgres(socketDir)
+                try chownToPostgres(realDataDir + "/meter_runtime.conf")
+            }
             log("starting PostgreSQL on \(socketDir) port \(port)")
-            let r = try run(["pg_ctl", "start", "-D", realDataDir, "-w", "-t", "60", "-l", realDataDir + "/server.log",
-                             "-o", "-c port=\(port) -c unix_socket_directories='\(socketDir)'"], check: false)
+            let r = try run(["pg_ctl", "start", "-D", realDataDir, "-w", "-t", "60", "-l", realDataDir + "/server.log"],
+                            check: false)
             if r.status != 0 {
                 let tail = (try? String(contentsOfFile: realDataDir + "/server.log", encoding: .utf8))?
                     .split(separator: "\n").suffix(10).joined(separator: "\n") ?? ""
@@ -152,8 +166,8 @@ public struct EmbeddedPostgres: Sendable {
                 try fm.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
             } else {
                 let relocated = "/var/tmp/meter-pg/\(Self.shortHash(dataDir))"
-                try fm.createDirectory(atPath: relocated, withIntermediateDirectories: true)
-                chmod("/var/tmp/meter-pg", 0o755)
+                try Self.secureDirectory("/var/tmp/meter-pg", mode: 0o755)
+                try Self.secureDirectory(relocated, mode: 0o700)
                 try fm.createSymbolicLink(atPath: dataDir, withDestinationPath: relocated)
             }
         }
@@ -169,7 +183,29 @@ public struct EmbeddedPostgres: Sendable {
         guard let pw = getpwnam("postgres") else {
             throw Failure(description: "running as root but there is no 'postgres' user (install postgresql-15)")
         }
-        chown(path, pw.pointee.pw_uid, pw.pointee.pw_gid)
+        // lchown: never follow a symlink someone may have planted.
+        guard lchown(path, pw.pointee.pw_uid, pw.pointee.pw_gid) == 0 else {
+            throw Failure(description: "cannot hand \(path) to the postgres user (errno \(errno))")
+        }
+    }
+
+    /// Creates a directory, or accepts an existing one only when it is a real directory (not a
+    /// symlink) owned by us or by `postgres`: these paths live in world-writable /tmp and
+    /// /var/tmp, where another local user could have prepared them.
+    static func secureDirectory(_ path: String, mode: mode_t) throws {
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            let isDir = (st.st_mode & S_IFMT) == S_IFDIR
+            let pgUID = getpwnam("postgres")?.pointee.pw_uid
+            guard isDir, st.st_uid == geteuid() || st.st_uid == pgUID else {
+                throw Failure(description: "refusing to use \(path): not a directory owned by this user or postgres")
+            }
+            return
+        }
+        guard mkdir(path, mode) == 0 || errno == EEXIST else {
+            throw Failure(description: "cannot create \(path) (errno \(errno))")
+        }
+        chmod(path, mode)
     }
 
     private func withLock<T>(_ body: () throws -> T) throws -> T {

@@ -57,8 +57,9 @@ public enum MeterApplication {
                     : APIResponse.error(.serviceUnavailable, code: "migrations_pending",
                                         message: "the database schema does not match this build; run meterctl migrate")
             } catch {
+                logger.warning("readyz.database_error", metadata: ["error": "\(error)"])
                 return APIResponse.error(.serviceUnavailable, code: "database_unavailable",
-                                         message: "database not reachable: \(error)")
+                                         message: "database not reachable (details in the service log)")
             }
         }
         router.get("/metrics") { _, _ in
@@ -116,8 +117,18 @@ public enum MeterApplication {
                                      message: "Content-Type must be one of \(contentTypes.keys.sorted().joined(separator: ", ")); got \(mediaType.isEmpty ? "none" : mediaType)",
                                      field: "Content-Type"))
         }
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
+        let declaredLength = request.headers[.contentLength].flatMap(Int.init)
+        if let length = declaredLength, length > limits.maxBodyBytes {
             return await refuse(tooLarge(limits))
+        }
+        // A large body from an unknown key is not worth reading: check the key first (one extra
+        // round trip, only for bodies over 64 KiB or without a Content-Length).
+        if declaredLength.map({ $0 > 65_536 }) ?? true {
+            do {
+                if try await ingest.authenticate(token: token) == nil { return unauthorized() }
+            } catch {
+                return unavailable(error, context: context)
+            }
         }
         let body: ByteBuffer
         do {
@@ -202,7 +213,7 @@ public enum MeterApplication {
     /// the connection or the pool failed; 500 for anything else (a bug on our side, logged).
     static func unavailable(_ error: any Error, context: BasicRequestContext) -> Response {
         context.logger.error("ingest.database_error", metadata: ["error": "\(error)"])
-        if let pg = error as? PGError, !pg.isConnectionLevel, pg.kind != .poolClosed {
+        if let pg = error as? PGError, !pg.isTransient, pg.kind != .poolClosed {
             return APIResponse.error(.internalServerError, code: "internal_error",
                                      message: "internal error (logged with this request's X-Request-Id)")
         }
@@ -242,7 +253,7 @@ struct RequestIDMiddleware: RouterMiddleware {
         metrics.latency(route: route).record(elapsed)
         context.logger.info("http.request", metadata: [
             "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
-            "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000.0)",
+            "duration_ms": "\(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)",
         ])
         return response
     }

@@ -26,7 +26,7 @@ public struct IngestService: Sendable {
     static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
     static let ingestSQL = """
         select ord, status, event_id, code, field, reason
-        from meter.ingest_events($1::jsonb, make_interval(secs => $2::int), make_interval(secs => $3::int), $4)
+        from meter.ingest_events($1::jsonb, $2::bigint * interval '1 second', $3::bigint * interval '1 second', $4)
         """
 
     public enum Outcome: Sendable {

@@ -19,27 +19,41 @@ public final class PGConnection: @unchecked Sendable {
     private var conn: OpaquePointer?
     /// Statement name per SQL text, prepared on first use (`PQprepare`), reused after.
     private var preparedStatements: [String: String] = [:]
-    /// Statements run since the pool last handed the connection out; lets the pool tell a stale
-    /// connection (failed on its first statement) from a failure mid-work.
-    var statementsSinceCheckout = 0
     public let conninfo: String
 
-    /// Connects with a libpq conninfo string or a `postgres://` URL.
-    public init(conninfo: String) throws(PGError) {
+    /// Connects with a libpq conninfo string or a `postgres://` URL. Defaults that the string
+    /// does not set itself: `connect_timeout=10` (an unreachable host fails in seconds, not after
+    /// the OS TCP timeout), `client_encoding=UTF8`, `application_name=meter`. Then the session is
+    /// set up (TimeZone UTC, synchronous_commit never off, optional statement_timeout); a failure
+    /// there fails the connection instead of leaving it half set up.
+    public init(conninfo: String, statementTimeout: String? = nil) throws(PGError) {
         self.conninfo = conninfo
-        let c = PQconnectdb(conninfo)
+        // Defaults first, the caller's string last: with expand_dbname, later values win.
+        let keys = ["connect_timeout", "client_encoding", "application_name", "dbname"]
+        let values = ["10", "UTF8", "meter", conninfo]
+        let c: OpaquePointer? = keys.withCStringArray { k in
+            values.withCStringArray { v in PQconnectdbParams(k, v, 1) }
+        }
         guard let c, PQstatus(c) == CONNECTION_OK else {
             let err = PGError.from(result: nil, connection: c)
             PQfinish(c)
             throw err
         }
         conn = c
-        // Protocol-level settings every meter connection relies on.
-        _ = try? execute("select pg_catalog.set_config('TimeZone', 'UTC', false)")
         // A 2xx promises a durable commit: never run with synchronous_commit = off, whatever the
         // server's default (stronger settings such as remote_apply are kept).
-        _ = try? execute("select pg_catalog.set_config('synchronous_commit', 'on', false) "
-                         + "where pg_catalog.current_setting('synchronous_commit') = 'off'")
+        do {
+            try execute("""
+                select pg_catalog.set_config('TimeZone', 'UTC', false),
+                       pg_catalog.set_config('statement_timeout', coalesce($1, pg_catalog.current_setting('statement_timeout')), false),
+                       case when pg_catalog.current_setting('synchronous_commit') = 'off'
+                            then pg_catalog.set_config('synchronous_commit', 'on', false) end
+                """, [statementTimeout])
+        } catch {
+            PQfinish(c)
+            conn = nil
+            throw error
+        }
     }
 
     deinit { PQfinish(conn) }
@@ -51,6 +65,17 @@ public final class PGConnection: @unchecked Sendable {
 
     /// False once the server or network has dropped the connection.
     public var isHealthy: Bool { conn != nil && PQstatus(conn) == CONNECTION_OK }
+
+    /// Detects, without a round trip, a connection the server has closed while it sat idle
+    /// (restart, pg_terminate_backend, idle timeout): the server's last words (a FATAL error) and
+    /// the end of the stream make the socket readable, while libpq alone only notices at the next
+    /// query. An idle pooled connection (it never LISTENs) has nothing to read in normal life, so
+    /// anything pending counts as a dead connection; at worst a healthy one is replaced.
+    public func isAliveWithoutRoundTrip() -> Bool {
+        guard let conn, PQstatus(conn) == CONNECTION_OK else { return false }
+        var pfd = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, 0) == 0
+    }
 
     /// True when idle outside a transaction (safe to return to the pool).
     public var isIdle: Bool { conn != nil && PQtransactionStatus(conn) == PQTRANS_IDLE }
@@ -65,7 +90,6 @@ public final class PGConnection: @unchecked Sendable {
     @discardableResult
     public func execute(_ sql: String, _ params: [any PGParameter] = []) throws(PGError) -> PGResult {
         guard let conn else { throw PGError(kind: .connection, message: "connection is closed") }
-        statementsSinceCheckout += 1
         let res = withParams(params) { values, count in
             PQexecParams(conn, sql, count, nil, values, nil, nil, 0)
         }
@@ -77,7 +101,6 @@ public final class PGConnection: @unchecked Sendable {
     @discardableResult
     public func executePrepared(_ sql: String, _ params: [any PGParameter] = []) throws(PGError) -> PGResult {
         guard let conn else { throw PGError(kind: .connection, message: "connection is closed") }
-        statementsSinceCheckout += 1
         let name: String
         if let existing = preparedStatements[sql] {
             name = existing
@@ -97,7 +120,6 @@ public final class PGConnection: @unchecked Sendable {
     /// text from the repository (migrations, function files), never for user data.
     public func executeScript(_ sql: String) throws(PGError) {
         guard let conn else { throw PGError(kind: .connection, message: "connection is closed") }
-        statementsSinceCheckout += 1
         var failure: PGError?
         guard PQsendQuery(conn, sql) == 1 else { throw PGError.from(result: nil, connection: conn) }
         while let res = PQgetResult(conn) {
@@ -132,7 +154,6 @@ public final class PGConnection: @unchecked Sendable {
     @discardableResult
     public func copyIn(_ copySQL: String, chunks: some Sequence<String>) throws(PGError) -> Int {
         guard let conn else { throw PGError(kind: .connection, message: "connection is closed") }
-        statementsSinceCheckout += 1
         let start = PQexec(conn, copySQL)
         guard PQresultStatus(start) == PGRES_COPY_IN else { _ = try consume(start); return 0 }
         PQclear(start)
@@ -228,5 +249,15 @@ public final class PGConnection: @unchecked Sendable {
         defer { cstrings.forEach { free($0) } }
         let ptrs: [UnsafePointer<CChar>?] = cstrings.map { $0.map { UnsafePointer($0) } }
         return ptrs.withUnsafeBufferPointer { body($0.baseAddress, Int32(params.count)) }
+    }
+}
+
+extension Array where Element == String {
+    /// Calls `body` with a C array of C strings (NULL-terminated), valid only during the call.
+    func withCStringArray<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+        let dup: [UnsafeMutablePointer<CChar>?] = map { strdup($0) } + [nil]
+        defer { dup.forEach { free($0) } }
+        let ptrs: [UnsafePointer<CChar>?] = dup.map { $0.map { UnsafePointer($0) } }
+        return ptrs.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }

@@ -38,7 +38,16 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
         return s
     }
 
-    /// True when retrying the same work on a fresh connection may succeed.
+    /// True when the same work may well succeed if simply tried again: the connection or pool
+    /// failed, or the server gave up for a passing reason (deadlock 40P01, serialization 40001,
+    /// lock_timeout 55P03, statement_timeout 57014, insufficient resources 53xxx, shutdown 57P0x).
+    public var isTransient: Bool {
+        if isConnectionLevel { return true }
+        guard let s = sqlState else { return false }
+        return ["40P01", "40001", "55P03", "57014"].contains(s) || s.hasPrefix("53")
+    }
+
+    /// True when the connection itself failed (its statement's outcome may be unknown).
     public var isConnectionLevel: Bool {
         kind == .connection || kind == .poolExhausted
             || (sqlState.map { $0.hasPrefix("08") || $0 == "57P01" || $0 == "57P02" || $0 == "57P03" } ?? false)

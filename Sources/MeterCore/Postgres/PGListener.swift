@@ -18,6 +18,9 @@ public final class PGListener: @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLock()
     private var stopped = false
+    private var droppedCount = 0
+    /// Notifications dropped because the consumer fell more than 1,024 behind.
+    public var dropped: Int { lock.withLock { droppedCount } }
     private var thread: Thread?
 
     /// Channel names must be plain identifiers (they are quoted, but keep them simple).
@@ -53,7 +56,11 @@ public final class PGListener: @unchecked Sendable {
                 continuation.yield(.reconnected)
                 while !isStopped {
                     for n in try conn.waitForNotifications(timeoutMilliseconds: 200) {
-                        continuation.yield(.notification(n))
+                        if case .dropped = continuation.yield(.notification(n)) {
+                            // The consumer is 1,024 behind: it must poll anyway (NOTIFY is only
+                            // a hint); count it so that it shows.
+                            lock.withLock { droppedCount += 1 }
+                        }
                     }
                 }
                 conn.close()

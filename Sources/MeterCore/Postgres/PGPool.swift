@@ -9,11 +9,14 @@ import NIOPosix
 /// so a slow statement never stalls the others and never touches a SwiftNIO event loop).
 /// `withConnection` hands the body a connection on such a thread; the body is synchronous.
 ///
-/// Connections are opened lazily up to `maxConnections`. A connection that the server or the
-/// network dropped is detected on return (`PQstatus`) and replaced by a new one on the next
-/// checkout; a connection left inside a transaction is rolled back. When the first statement
-/// on a reused connection fails at the connection level (the server restarted while it idled),
-/// the work is retried once on a fresh connection; callers opt out for non-idempotent work.
+/// Connections are opened lazily up to `maxConnections`, each with the pool's `statement_timeout`
+/// (so a statement stuck behind someone's open transaction frees its connection). A connection
+/// the server closed while it sat idle (restart, terminate, idle timeout) is detected at checkout
+/// without a round trip (`isAliveWithoutRoundTrip`) and replaced; one that fails during work is
+/// discarded on return, and then every idle connection is checked the same way. Work is never
+/// retried here: after a connection failure the outcome of a statement may be unknown, so the
+/// error goes to the caller (HTTP answers 503; clients retry with the same idempotency keys).
+/// A connection left inside a transaction is rolled back before reuse.
 ///
 /// Bookkeeping is a few lines under a lock (no actor hop on the hot path); only a caller that
 /// must wait for a connection suspends.
@@ -28,6 +31,7 @@ public final class PGPool: @unchecked Sendable {
     public let conninfo: String
     public let maxConnections: Int
     public let acquireTimeout: Duration
+    public let statementTimeout: String?
     private let threads: NIOThreadPool
     private let logger: Logger
 
@@ -40,9 +44,10 @@ public final class PGPool: @unchecked Sendable {
     private var closed = false
 
     public init(conninfo: String, maxConnections: Int = 16, acquireTimeout: Duration = .seconds(5),
-                logger: Logger = Logger(label: "meter.pg")) {
+                statementTimeout: String? = "30s", logger: Logger = Logger(label: "meter.pg")) {
         precondition(maxConnections > 0)
         self.conninfo = conninfo
+        self.statementTimeout = statementTimeout
         self.maxConnections = maxConnections
         self.acquireTimeout = acquireTimeout
         self.logger = logger
@@ -55,34 +60,15 @@ public final class PGPool: @unchecked Sendable {
     }
 
     /// Runs `body` with a pooled connection on a pool thread.
-    public func withConnection<T: Sendable>(
-        retryStaleConnection: Bool = true,
-        _ body: @escaping @Sendable (PGConnection) throws -> T
-    ) async throws -> T {
-        var attempt = 0
-        while true {
-            attempt += 1
-            let conn = try await acquire()
-            do {
-                let value: T = try await threads.runIfActive {
-                    conn.statementsSinceCheckout = 0
-                    return try body(conn)
-                }
-                await release(conn)
-                return value
-            } catch let error as PGError {
-                let staleOnFirstStatement = error.isConnectionLevel && conn.statementsSinceCheckout <= 1
-                    && !conn.isHealthy
-                await release(conn)
-                if retryStaleConnection, staleOnFirstStatement, attempt == 1 {
-                    logger.warning("pg.connection.stale_retry", metadata: ["error": "\(error)"])
-                    continue
-                }
-                throw error
-            } catch {
-                await release(conn)
-                throw error
-            }
+    public func withConnection<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
+        let conn = try await acquire()
+        do {
+            let value: T = try await threads.runIfActive { try body(conn) }
+            await release(conn)
+            return value
+        } catch {
+            await release(conn)
+            throw error
         }
     }
 
@@ -115,7 +101,8 @@ public final class PGPool: @unchecked Sendable {
             let decision: Checkout = lock.withLock {
                 if closed { return .closed }
                 while let c = idle.popLast() {
-                    if c.isHealthy { return .ready(c) }
+                    if c.isAliveWithoutRoundTrip() { return .ready(c) }
+                    c.close()
                     open -= 1
                 }
                 if open < maxConnections { open += 1; return .connect }
@@ -147,18 +134,35 @@ public final class PGPool: @unchecked Sendable {
         }
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { cont in
-            let stillOpen = lock.withLock { () -> Bool in
-                if closed { return false }
+            // Decide again under the lock: a connection may have been released, or a slot freed,
+            // between the first look and now; waiting then would sleep next to a free connection.
+            enum Now { case closed, take(PGConnection), retry, wait }
+            let now: Now = lock.withLock {
+                if closed { return .closed }
+                if let c = idle.popLast() { return .take(c) }
+                if open < maxConnections { return .retry }
                 waiters.append((id, cont))
-                return true
+                return .wait
             }
-            if !stillOpen { cont.resume(throwing: PGError(kind: .poolClosed, message: "pool is shut down")) }
+            switch now {
+            case .closed: cont.resume(throwing: PGError(kind: .poolClosed, message: "pool is shut down"))
+            case .take(let c):
+                if c.isAliveWithoutRoundTrip() {
+                    cont.resume(returning: c)
+                } else {
+                    c.close()
+                    lock.withLock { open -= 1 }
+                    cont.resume(returning: nil)
+                }
+            case .retry: cont.resume(returning: nil)
+            case .wait: break
+            }
         }
     }
 
     private func connect() async throws -> PGConnection {
-        let info = conninfo
-        return try await threads.runIfActive { try PGConnection(conninfo: info) }
+        let info = conninfo, timeout = statementTimeout
+        return try await threads.runIfActive { try PGConnection(conninfo: info, statementTimeout: timeout) }
     }
 
     private func expire(waiter id: Int) {
@@ -197,6 +201,15 @@ public final class PGPool: @unchecked Sendable {
             conn.close()
             logger.warning("pg.connection.discarded", metadata: ["reason": "unhealthy"])
             w?.resume(returning: nil)
+            // One connection died: its siblings likely did too (server restart). Weed them out now
+            // rather than failing one request per dead connection.
+            let dead: [PGConnection] = lock.withLock {
+                let d = idle.filter { !$0.isAliveWithoutRoundTrip() }
+                idle.removeAll { c in d.contains { $0 === c } }
+                open -= d.count
+                return d
+            }
+            for c in dead { c.close() }
         }
     }
 }
