@@ -7,6 +7,8 @@ public final class MeterMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     let accepted, duplicate, conflict, rejected: Counter
     let poolOpen, poolInUse, poolWaiting: Gauge
+    /// Requests stored per COMMIT by the group-commit coalescer (1 = alone).
+    let requestsPerCommit: ValueHistogram
 
     public init() {
         let registry = self.registry
@@ -24,6 +26,9 @@ public final class MeterMetrics: Sendable {
                                        help: "Database pool connections")
         poolWaiting = registry.makeGauge(name: "meter_db_pool_waiters",
                                          help: "Requests waiting for a database connection")
+        requestsPerCommit = registry.makeValueHistogram(name: "meter_ingest_requests_per_commit",
+                                                        buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+                                                        help: "Ingest requests stored together in one COMMIT (group commit)")
     }
 
     func events(_ status: IngestVerdict.Status) -> Counter {

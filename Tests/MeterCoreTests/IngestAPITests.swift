@@ -137,7 +137,7 @@ enum APIHarness {
         return Fixture(prefix: prefix, token: token, customers: customers, conninfo: info)
     }
 
-    static func withApp(_ configure: (inout ServeConfiguration) -> Void = { _ in },
+    static func withApp(_ configure: (inout ServeConfiguration) -> Void = { _ in }, poolSize: Int = 8,
                  _ test: @escaping @Sendable (any TestClientProtocol, Fixture) async throws -> Void) async throws {
         let fx = try makeFixture()
         var config = ServeConfiguration()
@@ -147,7 +147,7 @@ enum APIHarness {
             return try Migrator(sqlDirectory: TestDatabase.sqlDir).expectedLedger(c)
         }()
         configure(&config)
-        let pool = PGPool(conninfo: fx.conninfo, maxConnections: 8, logger: TestDatabase.logger)
+        let pool = PGPool(conninfo: fx.conninfo, maxConnections: poolSize, logger: TestDatabase.logger)
         let router = MeterApplication.buildRouter(config: config, pool: pool, metrics: MeterMetrics(), logger: TestDatabase.logger)
         let app = Application(router: router, logger: TestDatabase.logger)
         do {

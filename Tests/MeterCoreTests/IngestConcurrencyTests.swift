@@ -62,7 +62,56 @@ final class IngestConcurrencyTests: XCTestCase {
             XCTAssertEqual(try APIHarness.count(fx, "e.idempotency_key = '\(key)'"), 1, outcome)
         }
     }
+
+    /// Group commit: with a pool of 2 and 60 concurrent single-event requests, requests are stored
+    /// in shared statements; every caller still gets the verdict and id of its own event, a
+    /// revoked key among them is refused alone, and identical events are accepted once.
+    func testGroupedRequestsEachGetTheirOwnVerdict() async throws {
+        try await APIHarness.withApp(poolSize: 2) { client, fx in
+            let other = APIKeys.generate()
+            let c = try PGConnection(conninfo: fx.conninfo)
+            try c.execute("select meter.create_api_key($1, $2)", ["revoked", other])
+            try c.execute("select meter.revoke_api_key(left($1, 12))", [other])
+            let t = APIHarness.now(offsetSeconds: -30)
+            let results = try await withThrowingTaskGroup(of: (Int, APIHarness.Reply).self) { g in
+                for i in 0..<60 {
+                    g.addTask {
+                        // 0..<50: distinct events; 50..<55: one identical event five times; 55..<60: revoked key
+                        let key = i < 50 ? "g\(i)" : (i < 55 ? "same" : "revoked\(i)")
+                        let value = i < 50 ? "\(i).25" : "7"
+                        let body = APIHarness.event(fx, key: key, customer: i < 50 ? i % 3 : 0, value: value, occurredAt: t)
+                        return (i, try await APIHarness.post(client, body, token: i < 55 ? fx.token : other))
+                    }
+                }
+                var all: [(Int, APIHarness.Reply)] = []
+                for try await r in g { all.append(r) }
+                return all.sorted { $0.0 < $1.0 }
+            }
+            for (i, r) in results where i < 50 {
+                XCTAssertEqual(r.status, 201, "request \(i)")
+                let id = try XCTUnwrap(r.json["id"]?.numberLexeme.flatMap { Int64($0) })
+                let row = try c.execute("select idempotency_key, value::text as v from meter.events where id = $1", [id]).single()
+                XCTAssertEqual(try row.string("idempotency_key"), "g\(i)", "request \(i) got another request's id")
+                XCTAssertEqual(try row.string("v"), "\(i).25")
+            }
+            let same = results.filter { (50..<55).contains($0.0) }.map(\.1)
+            XCTAssertEqual(same.filter { $0.status == 201 }.count, 1)
+            XCTAssertEqual(same.filter { $0.status == 200 }.count, 4)
+            XCTAssertEqual(Set(same.map { $0.json["id"]?.numberLexeme }).count, 1)
+            XCTAssertTrue(results.filter { $0.0 >= 55 }.allSatisfy { $0.1.status == 401 })
+            XCTAssertEqual(try APIHarness.count(fx), 51)
+            // And requests really were grouped: some COMMIT held more than one request.
+            let m = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
+            let single = m.split(separator: "\n").first { $0.hasPrefix(#"meter_ingest_requests_per_commit_bucket{le="1.0"}"#) }
+            let total = m.split(separator: "\n").first { $0.hasPrefix("meter_ingest_requests_per_commit_count") }
+            let alone = Int(single?.split(separator: " ").last ?? "") ?? -1
+            let commits = Int(total?.split(separator: " ").last ?? "") ?? -1
+            XCTAssertGreaterThan(commits, 0, m)
+            XCTAssertLessThan(alone, commits, "no COMMIT grouped requests: \(single ?? "") / \(total ?? "")")
+        }
+    }
 }
+
 
 /// Runs one ingest call on a connection of its own and returns the statuses in order.
 func ingestStatuses(_ info: String, _ sql: String, _ body: String) throws -> [String] {

@@ -17,16 +17,19 @@ public struct IngestService: Sendable {
     public let limits: IngestLimits
     public let metrics: MeterMetrics
 
+    let coalescer: IngestCoalescer
+
     public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics) {
         self.pool = pool
         self.limits = limits
         self.metrics = metrics
+        self.coalescer = IngestCoalescer(pool: pool, sql: Self.ingestSQL, maxEvents: max(limits.maxBatchEvents, 1000), metrics: metrics)
     }
 
     static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
     static let ingestSQL = """
         select ord, status, event_id, code, field, reason
-        from meter.ingest_events($1::jsonb, $2::bigint * interval '1 second', $3::bigint * interval '1 second', $4)
+        from meter.ingest_events($1::jsonb, $3::bigint * interval '1 second', $4::bigint * interval '1 second', $2)
         """
 
     public enum Outcome: Sendable {
@@ -46,35 +49,31 @@ public struct IngestService: Sendable {
     /// returns every element's verdict in order, or `.unauthorized` (nothing stored).
     public func ingest(_ decoded: [DecodedEvent], token: String) async throws -> Outcome {
         var verdicts: [IngestVerdict?] = Array(repeating: nil, count: decoded.count)
-        var payload = "["
+        var items: [String] = []
         var positions: [Int] = []
         for (i, d) in decoded.enumerated() {
             switch d {
             case .invalid(let e):
                 verdicts[i] = IngestVerdict(index: i, status: .rejected, eventID: nil, error: e)
             case .valid(let ev):
-                if !positions.isEmpty { payload += "," }
-                payload += ev.sqlJSON
+                items.append(ev.sqlJSON)
                 positions.append(i)
             }
         }
-        payload += "]"
         if positions.isEmpty {
             // Nothing for the database to store; the key must still be valid.
             if try await authenticate(token: token) == nil { return .unauthorized }
         } else {
-            let future = limits.maxFutureSeconds, past = limits.maxPastSeconds
-            let payload = payload
-            let rows: [PGRow]
+            // Stored through the group-commit coalescer: alone when a connection is free, with
+            // the other queued requests of the same key when all are busy.
+            let rows: IngestCoalescer.Rows
             do {
-                rows = try await pool.withConnection { conn in
-                    try conn.executePrepared(Self.ingestSQL, [payload, future, past, token]).rows
-                }
+                rows = try await coalescer.submit(token: token, items: items,
+                                                  params: [limits.maxFutureSeconds, limits.maxPastSeconds])
             } catch let e as PGError where e.sqlState == "28000" {
                 return .unauthorized
             }
-            for r in rows {
-                let ord = Int(try r.int("ord"))
+            for (ord, r) in rows {
                 let i = positions[ord]
                 let status = IngestVerdict.Status(rawValue: try r.string("status")) ?? .rejected
                 var error: FieldError?
