@@ -59,7 +59,7 @@ public enum EventDecoder {
         guard let members = json.objectValue else {
             return .invalid(FieldError(code: "invalid_type", field: nil, message: "an event must be a JSON object"))
         }
-        do {
+        do throws(FieldError) {
             for (k, _) in members where !nativeFields.contains(k) {
                 throw FieldError(code: "unknown_field", field: k,
                                  message: "unknown member \"\(k)\"; expected \(nativeFields.sorted().joined(separator: ", "))")
@@ -72,10 +72,8 @@ public enum EventDecoder {
             let properties = try propertiesObject(json["properties"], field: "properties", limits: limits)
             return .valid(NormalizedEvent(customer: customer, meter: meter, idempotencyKey: key,
                                           occurredAt: occurredAt, value: value, properties: properties))
-        } catch let error as FieldError {
-            return .invalid(error)
         } catch {
-            return .invalid(FieldError(code: "invalid_value", field: nil, message: "\(error)"))
+            return .invalid(error)
         }
     }
 
@@ -87,7 +85,7 @@ public enum EventDecoder {
         guard json.objectValue != nil else {
             return .invalid(FieldError(code: "invalid_type", field: nil, message: "a CloudEvent must be a JSON object"))
         }
-        do {
+        do throws(FieldError) {
             guard let spec = json["specversion"] else {
                 throw FieldError(code: "missing_field", field: "specversion", message: "specversion is required")
             }
@@ -124,10 +122,8 @@ public enum EventDecoder {
             }
             return .valid(NormalizedEvent(customer: customer, meter: meter, idempotencyKey: key,
                                           occurredAt: occurredAt, value: value, properties: properties))
-        } catch let error as FieldError {
-            return .invalid(error)
         } catch {
-            return .invalid(FieldError(code: "invalid_value", field: nil, message: "\(error)"))
+            return .invalid(error)
         }
     }
 
