@@ -16,11 +16,16 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
-                    source: String, file: String, function: String, line: UInt) {
+    public func log(event: LogEvent) {
+        write(level: event.level, message: event.message, metadata: event.metadata, error: event.error)
+    }
+
+    private func write(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
+                       error: (any Error)?) {
         var s = "{\"ts\":\"\(RFC3339Timestamp(epochMicroseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)).iso8601)\""
         s += ",\"level\":\"\(level.rawValue)\",\"label\":\(JSONWriter.quote(label)),\"msg\":\(JSONWriter.quote(message.description))"
-        let merged = metadata.merging(explicit ?? [:]) { $1 }
+        var merged = metadata.merging(explicit ?? [:]) { $1 }
+        if let error { merged["error"] = "\(error)" }
         for (k, v) in merged.sorted(by: { $0.key < $1.key }) {
             s += ",\(JSONWriter.quote(k)):\(JSONWriter.quote(v.description))"
         }
