@@ -88,7 +88,9 @@ public struct IngestService: Sendable {
             v ?? IngestVerdict(index: i, status: .rejected, eventID: nil,
                                error: FieldError(code: "internal_inconsistency", field: nil, message: "no verdict; retry"))
         }
-        for v in out { metrics.events(v.status).increment() }
+        var counts: [IngestVerdict.Status: Int64] = [:]
+        for v in out { counts[v.status, default: 0] += 1 }
+        for (status, n) in counts { metrics.events(status).increment(by: n) }
         return .stored(out)
     }
 }
