@@ -9,15 +9,10 @@ import XCTest
 /// response and in the database.
 final class IngestAPITests: XCTestCase {
     typealias T = APIHarness
-    func withApp(_ configure: (inout ServeConfiguration) -> Void = { _ in },
-                 _ test: @escaping @Sendable (any TestClientProtocol, T.Fixture) async throws -> Void) async throws {
-        try await T.withApp(configure, test)
-    }
-
     // MARK: idempotency
 
     func testSameBatchSentThreeTimesIsStoredOnce() async throws {
-        try await withApp { client, fx in
+        try await T.withApp { client, fx in
             let batch = "[" + (0..<50).map { T.event(fx, key: "k\($0)", customer: $0 % 3, meter: $0 % 2 == 0 ? "calls" : "gb", value: "\"\($0).5\"") }
                 .joined(separator: ",") + "]"
             let first = try await T.post(client, batch, token: fx.token)
@@ -43,7 +38,7 @@ final class IngestAPITests: XCTestCase {
     }
 
     func testConflictChangesNothing() async throws {
-        try await withApp { client, fx in
+        try await T.withApp { client, fx in
             let t = T.now(offsetSeconds: -60)
             let original = try await T.post(client, T.event(fx, key: "c1", value: "2", occurredAt: t), token: fx.token)
             XCTAssertEqual(original.status, 201)
@@ -70,7 +65,7 @@ final class IngestAPITests: XCTestCase {
     }
 
     func testIdenticalRequestsRacingGiveExactlyOneAccepted() async throws {
-        try await withApp { client, fx in
+        try await T.withApp { client, fx in
             let body = T.event(fx, key: "race", value: "7")
             let replies = try await withThrowingTaskGroup(of: T.Reply.self) { g in
                 for _ in 0..<24 { g.addTask { try await T.post(client, body, token: fx.token) } }
@@ -99,7 +94,7 @@ final class IngestAPITests: XCTestCase {
     }
 
     func testKeyRepeatedInsideOneBatch() async throws {
-        try await withApp { client, fx in
+        try await T.withApp { client, fx in
             let t = T.now(offsetSeconds: -5)
             let batch = "[" + [T.event(fx, key: "r", value: "1", occurredAt: t),
                                T.event(fx, key: "r", value: "1", occurredAt: t),

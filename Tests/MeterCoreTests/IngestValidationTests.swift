@@ -9,15 +9,9 @@ import XCTest
 /// events sent along are stored, and nothing a client sends yields a 5xx.
 final class IngestValidationTests: XCTestCase {
     typealias T = APIHarness
-    enum api {
-        static func withApp(_ c: (inout ServeConfiguration) -> Void = { _ in },
-                            _ t: @escaping @Sendable (any TestClientProtocol, T.Fixture) async throws -> Void) async throws {
-            try await T.withApp(c, t)
-        }
-    }
 
     func testMixedBatchStoresTheValidAndReportsTheInvalidByIndex() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let batch = "[" + [
                 T.event(fx, key: "m0"),
                 T.event(fx, key: "m1", occurredAt: "yesterday"),
@@ -61,7 +55,7 @@ final class IngestValidationTests: XCTestCase {
     }
 
     func testRequestLevelErrors() async throws {
-        try await api.withApp({ $0.limits.maxBodyBytes = 4096 }) { client, fx in
+        try await T.withApp({ $0.limits.maxBodyBytes = 4096 }) { client, fx in
             let ok = T.event(fx, key: "x")
             // 401: missing, malformed, unknown key.
             for token in [nil, "", "mk_doesnotexist"] as [String?] {
@@ -103,7 +97,7 @@ final class IngestValidationTests: XCTestCase {
     }
 
     func testRevokedKeyIsRefusedAtOnce() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let r1 = try await T.post(client, T.event(fx, key: "before"), token: fx.token)
             XCTAssertEqual(r1.status, 201)
             let c = try PGConnection(conninfo: fx.conninfo)
@@ -116,7 +110,7 @@ final class IngestValidationTests: XCTestCase {
     }
 
     func testBatchOfOneThousandAndOneMore() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let thousand = "[" + (0..<1000).map { T.event(fx, key: "n\($0)", customer: $0 % 3, value: "\($0)") }.joined(separator: ",") + "]"
             let r = try await T.post(client, thousand, token: fx.token)
             XCTAssertEqual(r.status, 200)
@@ -141,7 +135,7 @@ final class IngestValidationTests: XCTestCase {
     }
 
     func testTimeWindowUsesTheDatabaseClock() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let future = try await T.post(client, T.event(fx, key: "f", occurredAt: T.now(offsetSeconds: 600)), token: fx.token)
             XCTAssertEqual(future.status, 422)
             XCTAssertEqual(future.code, "occurred_at_in_future")
@@ -170,7 +164,7 @@ final class IngestValidationTests: XCTestCase {
     }
 
     func testNonASCIIOverlongAndNULStrings() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let key = "ключ-🔑-" + String(repeating: "é", count: 240)
             XCTAssertEqual(key.unicodeScalars.count, 247)
             let props = #"{"région":"Île-de-France","emoji":"🚀","nested":{"日本":[1,2.50,"x"]}}"#
@@ -211,7 +205,7 @@ final class IngestValidationTests: XCTestCase {
     }
 
     func testExactDecimalsNeverTouchFloatingPoint() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let batch = "[" + [T.event(fx, key: "d1", meter: "gb", value: "0.1"),
                                T.event(fx, key: "d2", meter: "gb", value: "0.2"),
                                T.event(fx, key: "d3", meter: "gb", value: "12345678901234567890.123456789012"),
@@ -233,7 +227,7 @@ final class IngestValidationTests: XCTestCase {
     }
 
     func testCloudEventsStructuredAndBatch() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let time = T.now()
             func ce(_ id: String, _ extra: String = "") -> String {
                 #"{"specversion":"1.0","id":"\#(id)","source":"//svc/test","type":"\#(fx.prefix).gb","subject":\#(JSONWriter.quote(fx.customers[2])),"time":"\#(time)","datacontenttype":"application/json","data":{"value":"2.5","region":"eu","pod":"p-1"}\#(extra)}"#
@@ -272,7 +266,7 @@ final class IngestValidationTests: XCTestCase {
     /// a conflict, not a second "accepted"; a property number Postgres cannot store is refused for
     /// that event alone instead of failing the request.
     func testRepeatedKeyOutOfWindowAndUnstorablePropertyNumbers() async throws {
-        try await api.withApp { client, fx in
+        try await T.withApp { client, fx in
             let batch = "[" + [T.event(fx, key: "w"), T.event(fx, key: "w", occurredAt: T.now(offsetSeconds: -40 * 86_400)),
                                T.event(fx, key: "big", properties: #"{"x":1e200000}"#),
                                T.event(fx, key: "fine", properties: #"{"x":1e300,"y":[-0.5]}"#)].joined(separator: ",") + "]"

@@ -108,6 +108,7 @@ public struct Migrator: Sendable {
         }
     }
 
+    /// SHA-256 (hex) of a file's text, computed by the server: the one definition of a checksum.
     static func checksum(_ conn: PGConnection, _ text: String) throws -> String {
         try conn.execute("select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')), 'hex') as h",
                          [text]).single().string("h")
@@ -176,8 +177,8 @@ public struct Migrator: Sendable {
                              + (ContinuousClock.now - start).components.attoseconds / 1_000_000_000_000_000)
                 try c.execute("""
                     insert into meter.schema_migrations (version, name, checksum, execution_ms)
-                    values ($1, $2, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'), $4)
-                    """, [f.version, f.name, f.sql, ms])
+                    values ($1, $2, $3, $4)
+                    """, [f.version, f.name, try Self.checksum(c, f.sql), ms])
                 return true
             }
             if done {
@@ -196,10 +197,9 @@ public struct Migrator: Sendable {
                     throw MigrationError(description: "function file \(f.name) failed (nothing applied): \(e)")
                 }
                 try c.execute("""
-                    insert into meter.schema_functions (name, checksum)
-                    values ($1, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($2, 'UTF8')), 'hex'))
+                    insert into meter.schema_functions (name, checksum) values ($1, $2)
                     on conflict (name) do update set checksum = excluded.checksum, applied_at = now()
-                    """, [f.name, f.sql])
+                    """, [f.name, try Self.checksum(c, f.sql)])
             }
         }
         report.functions = functions.count

@@ -30,14 +30,17 @@ final class IngestCoalescer: @unchecked Sendable {
 
     private let pool: PGPool
     private let sql: String
+    /// The statement's parameters after $1 (events) and $2 (token); the same for every request.
+    private let params: [any PGParameter]
     private let maxEvents: Int
     private let metrics: MeterMetrics?
     private let lock = NSLock()
     private var queue: [Pending] = []
 
     /// `sql` takes $1 = the JSON array of events, $2 = the token, then `params`.
-    init(pool: PGPool, sql: String, maxEvents: Int, metrics: MeterMetrics? = nil) {
+    init(pool: PGPool, sql: String, params: [any PGParameter], maxEvents: Int, metrics: MeterMetrics? = nil) {
         self.pool = pool
+        self.params = params
         self.metrics = metrics
         self.sql = sql
         self.maxEvents = maxEvents
@@ -45,10 +48,10 @@ final class IngestCoalescer: @unchecked Sendable {
 
     /// Stores `items` (serialized events) for `token`; returns the rows of `meter.ingest_events()`
     /// for them, with `ord` relative to `items`.
-    func submit(token: String, items: [String], params: [any PGParameter]) async throws -> Rows {
+    func submit(token: String, items: [String]) async throws -> Rows {
         try await withCheckedThrowingContinuation { cont in
             lock.withLock { queue.append(Pending(token: token, items: items, continuation: cont)) }
-            Task { await self.drive(params: params) }
+            Task { await self.drive() }
         }
     }
 
@@ -71,8 +74,8 @@ final class IngestCoalescer: @unchecked Sendable {
         }
     }
 
-    private func drive(params: [any PGParameter]) async {
-        let sql = self.sql
+    private func drive() async {
+        let sql = self.sql, params = self.params
         do {
             let done: [(Pending, Result<Rows, any Error>)] = try await pool.withConnection { conn in
                 let group = self.takeGroup()

@@ -23,7 +23,8 @@ public struct IngestService: Sendable {
         self.pool = pool
         self.limits = limits
         self.metrics = metrics
-        self.coalescer = IngestCoalescer(pool: pool, sql: Self.ingestSQL, maxEvents: max(limits.maxBatchEvents, 1000), metrics: metrics)
+        self.coalescer = IngestCoalescer(pool: pool, sql: Self.ingestSQL,
+                                         params: [limits.maxFutureSeconds, limits.maxPastSeconds], maxEvents: max(limits.maxBatchEvents, 1000), metrics: metrics)
     }
 
     static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
@@ -68,8 +69,7 @@ public struct IngestService: Sendable {
             // the other queued requests of the same key when all are busy.
             let rows: IngestCoalescer.Rows
             do {
-                rows = try await coalescer.submit(token: token, items: items,
-                                                  params: [limits.maxFutureSeconds, limits.maxPastSeconds])
+                rows = try await coalescer.submit(token: token, items: items)
             } catch let e as PGError where e.sqlState == "28000" {
                 return .unauthorized
             }

@@ -1,4 +1,5 @@
 import CLibpq
+import Foundation
 
 /// An error from Postgres or from the client side of a connection. Always carries the SQLSTATE
 /// when the server sent one, so callers branch on codes (e.g. `55P03` lock_not_available), never
@@ -71,17 +72,4 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
         }
         return PGError(kind: .connection, message: text)
     }
-}
-
-extension String {
-    func trimmingCharacters(in set: Set<Character>) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s.removeFirst() }
-        while let l = s.last, set.contains(l) { s.removeLast() }
-        return String(s)
-    }
-}
-
-extension Set where Element == Character {
-    static let whitespacesAndNewlines: Set<Character> = [" ", "\n", "\t", "\r"]
 }
