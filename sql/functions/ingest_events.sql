@@ -15,6 +15,8 @@
 --     duplicate or conflict against it.
 --   * Time policy uses the database clock (now() of this transaction), so an application host with
 --     a skewed clock cannot misjudge it: occurred_at must lie in [now() - max_past, now() + max_future].
+--   * Wakes the rollup: NOTIFY meter_events when something was accepted (delivered at commit;
+--     a hint only, the rollup also polls).
 --   * Durability is the caller's commit: the HTTP layer answers 2xx only after this call's
 --     transaction committed with synchronous_commit = on.
 --
@@ -78,6 +80,7 @@ begin
         on conflict (customer_id, idempotency_key) do nothing
         returning id into v_id;
         if v_id is not null then
+            perform pg_catalog.pg_notify('meter_events', '');
             v_one := row(0, 'accepted', v_id, null, null, null)::meter.ingest_verdict;
             return next v_one;
             return;
@@ -225,6 +228,9 @@ begin
         where v.status in ('duplicate', 'conflict');
     end if;
 
+    if exists (select 1 from pg_catalog.unnest(v_verdicts) v where v.status = 'accepted') then
+        perform pg_catalog.pg_notify('meter_events', '');
+    end if;
     return query select * from pg_catalog.unnest(v_verdicts);
 end;
 $$;

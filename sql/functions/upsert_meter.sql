@@ -1,13 +1,23 @@
--- meter.upsert_meter(code, aggregation, unique_property, name, unit): creates a meter, or returns
--- the existing one when its definition is identical. A different definition for an existing
--- code is refused (SQLSTATE 23505): changing how a meter aggregates must never silently rewrite
--- history (meter versioning is its own migration).
+-- meter.upsert_meter(code, aggregation, unique_property, name, unit, effective_from): creates a
+-- meter, confirms an identical one, or adds a new version of its definition. Returns the meter id.
+--
+-- Guarantees
+--   * History is never rewritten. A definition (aggregation, unique_property) that differs from
+--     the meter's latest version becomes a new version in force from effective_from, which must be
+--     a UTC hour boundary in the future and after the latest version's start. Default: the next
+--     UTC hour.
+--   * Every hour has one definition, also in the rollups already made: the new version is refused
+--     while any event of this meter at or after effective_from has been rolled up (an event up to
+--     max_future ahead can be). This check holds the rollup lock (meter.rollup_run's advisory
+--     lock, waiting for a running rollup), so no rollup can fold such an event in between.
+--   * Name and unit are descriptive: a non-null value replaces the stored one, in place.
 create or replace function meter.upsert_meter(
     p_code            text,
     p_aggregation     text default 'count',
     p_unique_property text default null,
     p_name            text default null,
-    p_unit            text default null
+    p_unit            text default null,
+    p_effective_from  timestamptz default null
 )
 returns bigint
 language plpgsql
@@ -15,31 +25,68 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_existing meter.meters;
+    v_id     bigint;
+    v_latest meter.meter_versions;
+    v_from   timestamptz;
 begin
-    select * into v_existing from meter.meters where code = p_code;
-    if found then
-        if v_existing.aggregation is distinct from p_aggregation
-           or v_existing.unique_property is distinct from p_unique_property then
-            raise exception 'meter % exists with aggregation % (unique_property %)',
-                pg_catalog.quote_literal(p_code), v_existing.aggregation,
-                coalesce(v_existing.unique_property, 'none')
-                using errcode = '23505',
-                      hint = 'a meter''s aggregation cannot be changed in place; create a new meter code';
-        end if;
-        update meter.meters
-        set name = coalesce(p_name, name), unit = coalesce(p_unit, unit)
-        where id = v_existing.id;
-        return v_existing.id;
+    select id into v_id from meter.meters where code = p_code for update;
+    if not found then
+        insert into meter.meters (code, name, unit)
+        values (p_code, p_name, p_unit)
+        returning id into v_id;
+        -- Version 1 is in force since forever, so every event of the meter has a definition.
+        insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from)
+        values (v_id, 1, p_aggregation, p_unique_property, '-infinity');
+        return v_id;
     end if;
-    insert into meter.meters (code, aggregation, unique_property, name, unit)
-    values (p_code, p_aggregation, p_unique_property, p_name, p_unit)
-    returning id into v_existing.id;
-    return v_existing.id;
+
+    update meter.meters
+    set name = coalesce(p_name, name), unit = coalesce(p_unit, unit)
+    where id = v_id;
+
+    select * into v_latest from meter.meter_versions
+    where meter_id = v_id order by version desc limit 1;
+    if v_latest.aggregation = p_aggregation
+       and v_latest.unique_property is not distinct from p_unique_property then
+        return v_id;
+    end if;
+
+    -- A new version.
+    v_from := coalesce(p_effective_from, pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC') + interval '1 hour');
+    if pg_catalog.date_trunc('hour', v_from, 'UTC') <> v_from then
+        raise exception 'effective_from % is not on a UTC hour boundary', v_from
+            using errcode = '22023', hint = 'meter definitions change at the start of an hour';
+    end if;
+    if v_from <= pg_catalog.now() then
+        raise exception 'effective_from % is not in the future', v_from
+            using errcode = '22023',
+                  hint = 'a meter definition cannot change for hours that may already hold events';
+    end if;
+    if v_from <= v_latest.effective_from then
+        raise exception 'effective_from % is not after version %''s start (%)',
+            v_from, v_latest.version, v_latest.effective_from
+            using errcode = '22023';
+    end if;
+
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
+    if exists (
+        select 1
+        from meter.events e, meter.rollup_watermark w
+        where e.meter_id = v_id and e.occurred_at >= v_from
+          and (e.xid, e.id) < (w.position_xid, w.position_id)
+    ) then
+        raise exception 'meter % already has rolled-up events at or after %',
+            pg_catalog.quote_literal(p_code), v_from
+            using errcode = '55000', hint = 'choose a later effective_from';
+    end if;
+
+    insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from)
+    values (v_id, v_latest.version + 1, p_aggregation, p_unique_property, v_from);
+    return v_id;
 end;
 $$;
 
-comment on function meter.upsert_meter(text, text, text, text, text) is
-    'Creates a meter or confirms an identical one; refuses to change an aggregation in place.';
+comment on function meter.upsert_meter(text, text, text, text, text, timestamptz) is
+    'Creates a meter, or adds a version of its definition in force from a future UTC hour; returns its id.';
 
-revoke all on function meter.upsert_meter(text, text, text, text, text) from public;
+revoke all on function meter.upsert_meter(text, text, text, text, text, timestamptz) from public;

@@ -1,0 +1,107 @@
+-- meter.cancel_events(cancellations, api_token): retract stored events, idempotently.
+--
+-- Guarantees
+--   * Exactly once per event: the primary key of meter.event_cancellations. Cancelling again (a
+--     retry, or a concurrent request) answers already_cancelled and changes nothing.
+--   * The event row is never touched: its idempotency key stays taken, so a cancelled event
+--     cannot come back under the same key (a retry of it is a duplicate, a different event under
+--     the key a conflict). meter.rollup_run() subtracts the event once.
+--   * Per-element verdicts, by position:
+--       cancelled          - retracted now
+--       already_cancelled  - retracted before (or earlier in this request)
+--       rejected           - unknown_customer, or event_not_found (no committed event under this
+--                            key: it may still be in flight; retrying later is safe)
+--   * Wakes the rollup (NOTIFY meter_events) when something was cancelled.
+--
+-- Input: a JSON array of objects {customer, idempotency_key, reason?}; the HTTP layer has checked
+-- their syntax. api_token: as for meter.ingest_events (SQLSTATE 28000 when not a live key).
+create or replace function meter.cancel_events(
+    p_cancellations jsonb,
+    p_api_token     text default null
+)
+returns setof meter.cancel_verdict
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_verdicts meter.cancel_verdict[];
+begin
+    if p_cancellations is null or pg_catalog.jsonb_typeof(p_cancellations) <> 'array' then
+        raise exception 'meter.cancel_events: p_cancellations must be a JSON array'
+            using errcode = '22023';
+    end if;
+    if pg_catalog.current_setting('synchronous_commit') = 'off' then
+        perform pg_catalog.set_config('synchronous_commit', 'on', true);
+    end if;
+    if p_api_token is not null then
+        perform 1 from meter.api_keys k
+        where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(p_api_token, 'UTF8'))
+          and k.revoked_at is null;
+        if not found then
+            raise exception 'unknown or revoked API key' using errcode = '28000';
+        end if;
+    end if;
+
+    with input as (
+        select (i.ord - 1)::integer as ord, i.customer, i.idempotency_key, i.reason
+        from rows from (pg_catalog.jsonb_to_recordset(p_cancellations)
+                        as (customer text, idempotency_key text, reason text))
+             with ordinality as i(customer, idempotency_key, reason, ord)
+    ),
+    found as (
+        select i.*, c.id as customer_id, e.id as event_id,
+               e.id is not null
+               and pg_catalog.row_number() over (partition by e.id order by i.ord) = 1 as first_of_event
+        from input i
+        left join meter.customers c on c.external_id = i.customer
+        left join meter.events e on e.customer_id = c.id and e.idempotency_key = i.idempotency_key
+    ),
+    inserted as (
+        insert into meter.event_cancellations (event_id, reason)
+        select f.event_id, f.reason from found f
+        where f.first_of_event
+        order by f.event_id  -- one lock order for concurrent batches: no deadlock
+        on conflict (event_id) do nothing
+        returning event_id
+    )
+    select pg_catalog.array_agg(row(
+           f.ord,
+           case
+               when f.customer_id is null or f.event_id is null then 'rejected'
+               when f.first_of_event and n.event_id is not null then 'cancelled'
+               else 'already_cancelled'
+           end,
+           f.event_id,
+           case
+               when f.customer_id is null then 'unknown_customer'
+               when f.event_id is null then 'event_not_found'
+           end,
+           case
+               when f.customer_id is null then 'customer'
+               when f.event_id is null then 'idempotency_key'
+           end,
+           case
+               when f.customer_id is null then
+                   pg_catalog.format('no customer with external id %L', f.customer)
+               when f.event_id is null then
+                   pg_catalog.format('no stored event of customer %L has idempotency key %L',
+                                     f.customer, f.idempotency_key)
+           end)::meter.cancel_verdict order by f.ord)
+      into v_verdicts
+    from found f
+    left join inserted n on f.first_of_event and n.event_id = f.event_id;
+
+    if exists (select 1 from pg_catalog.unnest(v_verdicts) v where v.status = 'cancelled') then
+        perform pg_catalog.pg_notify('meter_events', 'cancel');
+    end if;
+    return query select * from pg_catalog.unnest(v_verdicts);
+end;
+$$;
+
+comment on function meter.cancel_events(jsonb, text) is
+    'Cancels stored events by (customer, idempotency_key), idempotently; one verdict per input element.';
+
+revoke all on function meter.cancel_events(jsonb, text) from public;
+grant execute on function meter.cancel_events(jsonb, text) to meter_ingest;
