@@ -9,6 +9,10 @@ public final class MeterMetrics: Sendable {
     let poolOpen, poolInUse, poolWaiting: Gauge
     /// Requests stored per COMMIT by the group-commit coalescer (1 = alone).
     let requestsPerCommit: ValueHistogram
+    let rollupRuns, rollupSkipped, rollupFailures, rollupEvents, rollupCancellations: Counter
+    let rollupDuration: DurationHistogram
+    let rollupLagSeconds, rollupPendingEvents, rollupWaitingOnHorizon, rollupPendingCancellations: Gauge
+    let cancelled, alreadyCancelled, cancelRejected: Counter
 
     public init() {
         let registry = self.registry
@@ -29,6 +33,56 @@ public final class MeterMetrics: Sendable {
         requestsPerCommit = registry.makeValueHistogram(name: "meter_ingest_requests_per_commit",
                                                         buckets: [1, 2, 4, 8, 16, 32, 64, 128],
                                                         help: "Ingest requests stored together in one COMMIT (group commit)")
+        func runs(_ r: String) -> Counter {
+            registry.makeCounter(name: "meter_rollup_runs_total", labels: [("result", r)],
+                                 help: "Rollup runs: ran, skipped (another run held the lock), failed")
+        }
+        rollupRuns = runs("ran")
+        rollupSkipped = runs("skipped")
+        rollupFailures = runs("failed")
+        rollupEvents = registry.makeCounter(name: "meter_rollup_events_total", help: "Events folded into the hourly rollups")
+        rollupCancellations = registry.makeCounter(name: "meter_rollup_cancellations_total",
+                                                   help: "Cancellations subtracted from the hourly rollups")
+        rollupDuration = registry.makeDurationHistogram(
+            name: "meter_rollup_run_duration_seconds",
+            buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(100),
+                      .milliseconds(500), .seconds(1), .seconds(5), .seconds(30)],
+            help: "Duration of one rollup run (round trip)")
+        rollupLagSeconds = registry.makeGauge(name: "meter_rollup_lag_seconds",
+                                              help: "Age of the oldest committed event or cancellation not yet rolled up (0 = none)")
+        rollupPendingEvents = registry.makeGauge(name: "meter_rollup_pending_events",
+                                                 help: "Committed events past the rollup watermark")
+        rollupWaitingOnHorizon = registry.makeGauge(name: "meter_rollup_waiting_on_horizon_events",
+                                                    help: "Pending events held back by an older open transaction")
+        rollupPendingCancellations = registry.makeGauge(name: "meter_rollup_pending_cancellations",
+                                                        help: "Cancellations not yet subtracted")
+        func cancels(_ s: String) -> Counter {
+            registry.makeCounter(name: "meter_cancel_events_total", labels: [("status", s)],
+                                 help: "Event cancellations by verdict")
+        }
+        cancelled = cancels("cancelled")
+        alreadyCancelled = cancels("already_cancelled")
+        cancelRejected = cancels("rejected")
+    }
+
+    func rollupRun(_ r: Rollup.RunResult, duration: Duration) {
+        if r.ran {
+            rollupRuns.increment()
+            rollupEvents.increment(by: r.eventsFolded)
+            rollupCancellations.increment(by: r.cancellationsFolded)
+            rollupDuration.record(duration)
+        } else {
+            rollupSkipped.increment()
+        }
+    }
+
+    func rollupFailed() { rollupFailures.increment() }
+
+    func rollupLag(_ lag: Rollup.Lag) {
+        rollupLagSeconds.set(lag.lagSeconds)
+        rollupPendingEvents.set(Double(lag.pendingEvents))
+        rollupWaitingOnHorizon.set(Double(lag.waitingOnHorizon))
+        rollupPendingCancellations.set(Double(lag.pendingCancellations))
     }
 
     func events(_ status: IngestVerdict.Status) -> Counter {

@@ -36,19 +36,35 @@ struct Meters: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Manage meters (what is measured).",
                                                     subcommands: [Add.self, List.self])
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a meter (idempotent for an identical definition).")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a meter, or add a version of its definition.",
+            discussion: """
+                Idempotent for an identical definition. A different aggregation or unique property \
+                becomes a new version, in force from --effective-from (a future UTC hour; default the \
+                next one): hours before it keep the old definition.
+                """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The meter code (what events send as `meter`, the event type).") var code: String
         @Option(help: "count|sum|max|unique_count. Default: count") var aggregation: String = "count"
         @Option(name: .customLong("unique-property"), help: "Property counted by unique_count.") var uniqueProperty: String?
         @Option(help: "Display name.") var name: String?
         @Option(help: "Unit, e.g. requests, GB.") var unit: String?
+        @Option(name: .customLong("effective-from"), help: "For a changed definition: the UTC hour it starts (RFC 3339).")
+        var effectiveFrom: String?
         func run() async throws {
-            let id = try global.withConnection { c in
-                try c.execute("select meter.upsert_meter($1, $2, $3, $4, $5) as id",
-                              [code, aggregation, uniqueProperty, name, unit]).single().int("id")
+            let (id, latest) = try global.withConnection { c in
+                let id = try c.execute("select meter.upsert_meter($1, $2, $3, $4, $5, $6::timestamptz) as id",
+                                       [code, aggregation, uniqueProperty, name, unit, effectiveFrom]).single().int("id")
+                let latest = try c.execute("""
+                    select 'version ' || version || ', ' || aggregation || coalesce(' of ' || unique_property, '')
+                           || case when effective_from = '-infinity' then ''
+                                   else ', from ' || to_char(effective_from at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                              end as d
+                    from meter.meter_versions where meter_id = $1 order by version desc limit 1
+                    """, [id]).single().string("d")
+                return (id, latest)
             }
-            print("meter \(code) (id \(id), \(aggregation))")
+            print("meter \(code) (id \(id), \(latest))")
         }
     }
     struct List: AsyncParsableCommand {
@@ -57,13 +73,18 @@ struct Meters: AsyncParsableCommand {
         func run() async throws {
             let rows = try global.withConnection { c in
                 try c.execute("""
-                    select id, code, aggregation, coalesce(unique_property, '') as up, coalesce(unit, '') as unit
-                    from meter.meters order by id
+                    select m.id, m.code, v.version, v.aggregation, coalesce(v.unique_property, '') as up,
+                           case when v.effective_from = '-infinity' then 'always'
+                                else to_char(v.effective_from at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') end as since,
+                           coalesce(m.unit, '') as unit
+                    from meter.meters m join meter.meter_versions v on v.meter_id = m.id
+                    order by m.id, v.version
                     """).rows
             }
-            printTable(["id", "code", "aggregation", "unique_property", "unit"],
-                       try rows.map { [String(try $0.int("id")), try $0.string("code"), try $0.string("aggregation"),
-                                       try $0.string("up"), try $0.string("unit")] })
+            printTable(["id", "code", "version", "aggregation", "unique_property", "in force from", "unit"],
+                       try rows.map { [String(try $0.int("id")), try $0.string("code"), String(try $0.int("version")),
+                                       try $0.string("aggregation"), try $0.string("up"), try $0.string("since"),
+                                       try $0.string("unit")] })
         }
     }
 }

@@ -19,6 +19,12 @@ struct ServiceOptions: ParsableArguments {
     var futureTolerance: Int?
     @Option(name: .customLong("past-tolerance"), help: "Seconds occurred_at may trail the database clock (env METER_PAST_TOLERANCE). Default: 3024000 (35 days)")
     var pastTolerance: Int?
+    @Option(name: .customLong("rollup-interval-ms"), help: "Longest pause between rollup runs; ingest wakes the loop earlier via NOTIFY (env METER_ROLLUP_INTERVAL_MS). Default: 1000")
+    var rollupIntervalMs: Int?
+    @Option(name: .customLong("rollup-max-events"), help: "Events folded per rollup run at most (env METER_ROLLUP_MAX_EVENTS). Default: 1000000")
+    var rollupMaxEvents: Int?
+    @Flag(name: .customLong("no-rollup"), help: "Do not run the rollup loop in this process (env METER_ROLLUP=off).")
+    var noRollup = false
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
     var openAPI: String?
 
@@ -39,6 +45,11 @@ struct ServiceOptions: ParsableArguments {
         try positive(maxPropertiesBytes, "METER_MAX_PROPERTIES_BYTES", "max-properties-bytes", min: 2)
         try positive(futureTolerance, "METER_FUTURE_TOLERANCE", "future-tolerance", min: 0)
         try positive(pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance", min: 0)
+        try positive(rollupIntervalMs, "METER_ROLLUP_INTERVAL_MS", "rollup-interval-ms", min: 10)
+        try positive(rollupMaxEvents, "METER_ROLLUP_MAX_EVENTS", "rollup-max-events")
+        if let v = env["METER_ROLLUP"], !["on", "off"].contains(v) {
+            throw ValidationError("METER_ROLLUP must be on or off; got \(v)")
+        }
         for (v, envName, flag) in [(futureTolerance, "METER_FUTURE_TOLERANCE", "future-tolerance"),
                                    (pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance")] {
             if let n = v ?? env[envName].flatMap(Int.init), n > 3650 * 86_400 {
@@ -57,6 +68,17 @@ struct ServiceOptions: ParsableArguments {
         if let v = maxPropertiesBytes ?? env["METER_MAX_PROPERTIES_BYTES"].flatMap(Int.init) { c.limits.maxPropertiesBytes = v }
         if let v = futureTolerance ?? env["METER_FUTURE_TOLERANCE"].flatMap(Int.init) { c.limits.maxFutureSeconds = v }
         if let v = pastTolerance ?? env["METER_PAST_TOLERANCE"].flatMap(Int.init) { c.limits.maxPastSeconds = v }
+        if noRollup || env["METER_ROLLUP"] == "off" {
+            c.rollup = nil
+        } else {
+            var r = RollupWorker.Configuration()
+            if let v = rollupIntervalMs ?? env["METER_ROLLUP_INTERVAL_MS"].flatMap(Int.init) {
+                r.interval = .milliseconds(v)
+                r.minGap = min(r.minGap, .milliseconds(v))
+            }
+            if let v = rollupMaxEvents ?? env["METER_ROLLUP_MAX_EVENTS"].flatMap(Int.init) { r.maxEvents = v }
+            c.rollup = r
+        }
         c.openAPIPath = openAPI ?? env["METER_OPENAPI"]
             ?? URL(fileURLWithPath: sqlDir).deletingLastPathComponent().appendingPathComponent("docs/openapi.yaml").path
         return c
@@ -67,7 +89,7 @@ struct ServiceOptions: ParsableArguments {
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the ingest API (POST /v1/events, /healthz, /readyz, /metrics, /openapi.yaml).",
+        abstract: "Run the service: the HTTP API (events, cancellations, usage, health, metrics) and the rollup loop.",
         discussion: """
             SIGTERM or SIGINT: stop accepting, finish in-flight requests, close the pool. With the \
             embedded Postgres, migrations are applied at start; with DATABASE_URL only with --migrate \

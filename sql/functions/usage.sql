@@ -11,7 +11,8 @@
 --     row's actual interval.
 --   * Only buckets with rolled-up rows appear (sparse). Events not yet rolled up are not counted:
 --     see meter.rollup_lag for how fresh the figures are.
---   * Quantities are exact numerics; nothing is rounded.
+--   * Quantities are exact numerics, nothing is rounded; trailing fractional zeros are trimmed
+--     (2.50 after a cancellation reads 2.5).
 create or replace function meter.usage(
     p_customer    text,
     p_meter       text,
@@ -81,7 +82,7 @@ begin
         where r.customer_id = v_customer_id and r.hour >= p_from and r.hour < p_to
     )
     select p_customer, m.code, h.seg_start, h.seg_end, h.version, h.aggregation,
-           case h.aggregation
+           pg_catalog.trim_scale(case h.aggregation
                when 'count' then pg_catalog.sum(h.event_count)::numeric
                when 'sum' then pg_catalog.sum(h.quantity)
                when 'max' then coalesce(pg_catalog.max(h.max_value), 0)
@@ -90,7 +91,7 @@ begin
                    from meter.rollup_hourly_unique u
                    where u.customer_id = v_customer_id and u.meter_id = h.meter_id
                      and u.hour >= h.seg_start and u.hour < h.seg_end and u.event_count > 0)
-           end,
+           end),
            pg_catalog.sum(h.event_count)::bigint
     from hours h
     join meter.meters m on m.id = h.meter_id

@@ -12,6 +12,8 @@ public struct ServeConfiguration: Sendable {
     public var openAPIPath: String?
     /// version → checksum of the migrations this build expects (for /readyz).
     public var expectedLedger: [Int: String] = [:]
+    /// The rollup loop run beside the HTTP server; nil = none (e.g. a dedicated ingest tier).
+    public var rollup: RollupWorker.Configuration? = .init()
     public init() {}
 }
 
@@ -27,6 +29,8 @@ public enum MeterApplication {
     /// The routes of the API, exactly as docs/openapi.yaml lists them (a test compares the two).
     public static let routes: [(method: String, path: String)] = [
         ("POST", "/v1/events"),
+        ("POST", "/v1/events/cancel"),
+        ("GET", "/v1/usage"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
@@ -40,8 +44,15 @@ public enum MeterApplication {
         let ingest = IngestService(pool: pool, limits: config.limits, metrics: metrics)
         let openAPI = config.openAPIPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }
 
+        let cancel = CancelService(pool: pool, limits: config.limits, metrics: metrics)
         router.post("/v1/events") { request, context in
             try await postEvents(request: request, context: context, ingest: ingest)
+        }
+        router.post("/v1/events/cancel") { request, context in
+            try await postCancel(request: request, context: context, service: cancel, ingest: ingest)
+        }
+        router.get("/v1/usage") { request, context in
+            try await getUsage(request: request, context: context, pool: pool, ingest: ingest)
         }
         router.get("/healthz") { _, _ in
             APIResponse.json(.ok, "{\"status\":\"ok\"}")
@@ -95,9 +106,7 @@ public enum MeterApplication {
         let limits = ingest.limits
         // 1. Who is calling. The key is checked before anything else is answered: inside the
         // ingest call itself for a valid request (one round trip), by `refuse` otherwise.
-        guard let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer "),
-              case let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespacesAndNewlines),
-              !token.isEmpty else {
+        guard let token = bearerToken(request) else {
             return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
         /// A request-level refusal, unless the key is bad: then 401 wins.

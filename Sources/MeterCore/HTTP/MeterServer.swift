@@ -36,8 +36,15 @@ public enum MeterServer {
                 logger.info("serve.listening", metadata: ["host": "\(config.host)", "port": "\(port)"])
                 await onRunning(port)
             })
+        // Services stop in reverse order: the HTTP server first (drains requests), then the
+        // rollup loop (its current run commits or rolls back).
+        var services: [any Service] = []
+        if let rollup = config.rollup {
+            services.append(RollupWorker(conninfo: conninfo, configuration: rollup, metrics: metrics, logger: logger))
+        }
+        services.append(app)
         let group = ServiceGroup(configuration: .init(
-            services: [app],
+            services: services,
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
         await handle?.attach(group)

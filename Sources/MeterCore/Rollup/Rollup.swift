@@ -1,0 +1,136 @@
+import Foundation
+
+/// The Swift side of the hourly rollup. The work (locking, the (xid, id) watermark, folding,
+/// cancellations) is `meter.rollup_run()` in sql/functions/rollup_run.sql; these are thin,
+/// typed calls to it and to the `meter.rollup_lag` view and `meter.rollup_verify()`.
+public enum Rollup {
+    /// What one `meter.rollup_run()` did.
+    public struct RunResult: Sendable, Equatable {
+        /// false: another run held the advisory lock, nothing was done.
+        public var ran: Bool
+        public var eventsFolded: Int64
+        public var cancellationsFolded: Int64
+        public var hoursTouched: Int64
+        /// The watermark after the run, as "xid/id" (nil when the run did not happen).
+        public var position: String?
+        public var horizon: String?
+        /// max_events stopped the run early: call again.
+        public var morePending: Bool
+        public var durationMs: Double
+    }
+
+    /// The `meter.rollup_lag` view.
+    public struct Lag: Sendable {
+        public var lagSeconds: Double
+        public var pendingEvents: Int64
+        public var waitingOnHorizon: Int64
+        public var pendingCancellations: Int64
+        public var position: String
+        public var horizon: String
+        public var lastRunAt: String?
+        public var runsTotal: Int64
+        public var eventsTotal: Int64
+        public var cancellationsTotal: Int64
+        /// The backend whose open transaction holds the horizon back, when one does.
+        public var horizonHeldByPID: Int64?
+        public var horizonState: String?
+        public var horizonXactStart: String?
+        public var horizonQuery: String?
+    }
+
+    /// One hour whose rollup differs from raw events (`meter.rollup_verify()`).
+    public struct Difference: Sendable, CustomStringConvertible {
+        public var customerID: Int64
+        public var meterID: Int64
+        public var hour: String
+        public var rollupEvents: String
+        public var rawEvents: String
+        public var rollupQuantity: String
+        public var rawQuantity: String
+        public var rollupMax: String
+        public var rawMax: String
+        public var uniqueValuesDiffering: Int64
+        public var description: String {
+            "customer \(customerID) meter \(meterID) hour \(hour): events \(rollupEvents) vs raw \(rawEvents), "
+                + "quantity \(rollupQuantity) vs raw \(rawQuantity), max \(rollupMax) vs raw \(rawMax), "
+                + "unique values differing \(uniqueValuesDiffering)"
+        }
+    }
+
+    public static let defaultMaxEvents = 1_000_000
+
+    /// One pass: `select * from meter.rollup_run(maxEvents)`, in its own transaction (autocommit).
+    public static func run(_ conn: PGConnection, maxEvents: Int = defaultMaxEvents) throws -> RunResult {
+        let r = try conn.executePrepared("""
+            select ran, events_folded, cancellations_folded, hours_touched,
+                   position_xid || '/' || position_id as position, horizon_xid::text as horizon,
+                   more_pending, duration_ms::float8 as duration_ms
+            from meter.rollup_run($1)
+            """, [maxEvents]).single()
+        return RunResult(ran: try r.bool("ran"), eventsFolded: try r.int("events_folded"),
+                         cancellationsFolded: try r.int("cancellations_folded"),
+                         hoursTouched: try r.int("hours_touched"),
+                         position: try r.optionalString("position"), horizon: try r.optionalString("horizon"),
+                         morePending: try r.bool("more_pending"),
+                         durationMs: Double(try r.string("duration_ms")) ?? 0)
+    }
+
+    /// Runs until nothing is left below the horizon (or `maxRuns`); `progress` sees every run.
+    @discardableResult
+    public static func drain(_ conn: PGConnection, maxEvents: Int = defaultMaxEvents, maxRuns: Int = .max,
+                             progress: (RunResult) -> Void = { _ in }) throws -> (runs: Int, events: Int64, cancellations: Int64) {
+        var runs = 0, events: Int64 = 0, cancellations: Int64 = 0
+        while runs < maxRuns {
+            let r = try run(conn, maxEvents: maxEvents)
+            runs += 1
+            events += r.eventsFolded
+            cancellations += r.cancellationsFolded
+            progress(r)
+            if r.ran && !r.morePending { break }
+            if !r.ran { usleep(50_000) }  // someone else is running: let it finish
+        }
+        return (runs, events, cancellations)
+    }
+
+    public static func lag(_ conn: PGConnection) throws -> Lag {
+        let r = try conn.executePrepared("""
+            select lag_seconds::float8 as lag_seconds, pending_events, waiting_on_horizon, pending_cancellations,
+                   position_xid || '/' || position_id as position, horizon_xid::text as horizon,
+                   to_char(last_run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as last_run_at,
+                   runs_total, events_total, cancellations_total,
+                   horizon_held_by_pid, horizon_state,
+                   to_char(horizon_xact_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as horizon_xact_start,
+                   left(horizon_query, 200) as horizon_query
+            from meter.rollup_lag
+            """).single()
+        return Lag(lagSeconds: Double(try r.string("lag_seconds")) ?? 0,
+                   pendingEvents: try r.int("pending_events"), waitingOnHorizon: try r.int("waiting_on_horizon"),
+                   pendingCancellations: try r.int("pending_cancellations"),
+                   position: try r.string("position"), horizon: try r.string("horizon"),
+                   lastRunAt: try r.optionalString("last_run_at"), runsTotal: try r.int("runs_total"),
+                   eventsTotal: try r.int("events_total"), cancellationsTotal: try r.int("cancellations_total"),
+                   horizonHeldByPID: try r.optionalInt("horizon_held_by_pid"),
+                   horizonState: try r.optionalString("horizon_state"),
+                   horizonXactStart: try r.optionalString("horizon_xact_start"),
+                   horizonQuery: try r.optionalString("horizon_query"))
+    }
+
+    /// `meter.rollup_verify(from, to)`: empty when the rollups agree with raw events.
+    public static func verify(_ conn: PGConnection, from: String, to: String) throws -> [Difference] {
+        try conn.execute("""
+            select customer_id, meter_id,
+                   to_char(hour at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as hour,
+                   coalesce(rollup_events::text, '-') as rollup_events, raw_events::text as raw_events,
+                   coalesce(rollup_quantity::text, '-') as rollup_quantity, raw_quantity::text as raw_quantity,
+                   coalesce(rollup_max::text, '-') as rollup_max, coalesce(raw_max::text, '-') as raw_max,
+                   unique_values_differing
+            from meter.rollup_verify($1::timestamptz, $2::timestamptz)
+            """, [from, to]).rows.map { r in
+            Difference(customerID: try r.int("customer_id"), meterID: try r.int("meter_id"), hour: try r.string("hour"),
+                       rollupEvents: try r.string("rollup_events"), rawEvents: try r.string("raw_events"),
+                       rollupQuantity: try r.string("rollup_quantity"), rawQuantity: try r.string("raw_quantity"),
+                       rollupMax: try r.string("rollup_max"), rawMax: try r.string("raw_max"),
+                       uniqueValuesDiffering: try r.int("unique_values_differing"))
+        }
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The rollup loop of `meterctl serve`: calls `meter.rollup_run()` every `interval`, and early
+/// when ingest or a cancellation NOTIFYs `meter_events`.
+///
+/// NOTIFY is only a latency hint (lost while the listener is disconnected): the interval is the
+/// guarantee. Correctness does not depend on this loop at all: every run is one transaction of
+/// `meter.rollup_run()`, which may run in several processes at once (the advisory lock lets one
+/// through) and may be killed at any instant (its transaction rolls back).
+///
+/// The loop uses its own one-connection pool, so a saturated ingest pool never delays rollups.
+public final class RollupWorker: Service, @unchecked Sendable {
+    public struct Configuration: Sendable {
+        /// Longest wait between runs when nothing wakes the loop.
+        public var interval: Duration = .seconds(1)
+        /// Shortest gap between two runs: notifications arriving during a gap fold into one run.
+        public var minGap: Duration = .milliseconds(50)
+        public var maxEvents = Rollup.defaultMaxEvents
+        /// How often the lag gauges are refreshed from `meter.rollup_lag`.
+        public var lagRefresh: Duration = .seconds(1)
+        public init() {}
+    }
+
+    public let configuration: Configuration
+    private let conninfo: String
+    private let pool: PGPool
+    private let metrics: MeterMetrics
+    private let logger: Logger
+    private let wake = WakeSignal()
+
+    public init(conninfo: String, configuration: Configuration = .init(), metrics: MeterMetrics, logger: Logger) {
+        self.conninfo = conninfo
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+        // Runs are bounded by max_events, but a large backlog can make one take seconds.
+        self.pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30),
+                           statementTimeout: "300s", logger: logger)
+    }
+
+    public func run() async throws {
+        let listener = PGListener(conninfo: conninfo, channels: ["meter_events"], logger: logger)
+        listener.start()
+        let wake = self.wake
+        let relay = Task {
+            // Every notification (and every reconnect, after which some may have been missed)
+            // wakes the loop; repeated wakes before it runs collapse into one.
+            for await _ in listener.events { wake.signal() }
+        }
+        logger.info("rollup.worker.started", metadata: [
+            "interval_ms": "\(configuration.interval.milliseconds)", "max_events": "\(configuration.maxEvents)",
+        ])
+        await cancelWhenGracefulShutdown { [self] in await loop() }
+        listener.stop()
+        relay.cancel()
+        await pool.shutdown()
+        logger.info("rollup.worker.stopped")
+    }
+
+    private func loop() async {
+        var lastLag = ContinuousClock.now - configuration.lagRefresh
+        var failures = 0
+        while !Task.isCancelled {
+            let started = ContinuousClock.now
+            var more = false
+            do {
+                let maxEvents = configuration.maxEvents
+                let r = try await pool.withConnection { conn in try Rollup.run(conn, maxEvents: maxEvents) }
+                metrics.rollupRun(r, duration: ContinuousClock.now - started)
+                if r.ran && (r.eventsFolded > 0 || r.cancellationsFolded > 0) {
+                    logger.debug("rollup.run", metadata: [
+                        "events": "\(r.eventsFolded)", "cancellations": "\(r.cancellationsFolded)",
+                        "hours": "\(r.hoursTouched)", "position": "\(r.position ?? "")", "ms": "\(r.durationMs)",
+                    ])
+                }
+                more = r.morePending
+                failures = 0
+            } catch {
+                failures += 1
+                metrics.rollupFailed()
+                logger.warning("rollup.run_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
+            }
+            if ContinuousClock.now - lastLag >= configuration.lagRefresh {
+                lastLag = ContinuousClock.now
+                if let lag = try? await pool.withConnection({ conn in try Rollup.lag(conn) }) {
+                    metrics.rollupLag(lag)
+                    if lag.waitingOnHorizon > 0, let pid = lag.horizonHeldByPID, lag.lagSeconds > 60 {
+                        logger.warning("rollup.horizon_held", metadata: [
+                            "pid": "\(pid)", "state": "\(lag.horizonState ?? "")",
+                            "xact_start": "\(lag.horizonXactStart ?? "")", "lag_seconds": "\(lag.lagSeconds)",
+                        ])
+                    }
+                }
+            }
+            if more { continue }
+            // After a failure, wait the full interval (at most 30 s with repeated failures).
+            let wait = failures > 0
+                ? min(configuration.interval * min(failures, 30), .seconds(30))
+                : configuration.interval
+            try? await Task.sleep(for: configuration.minGap)
+            await wake.wait(timeout: wait - configuration.minGap)
+        }
+    }
+}
+
+/// A wake-up flag a task can wait on with a timeout. Signals that arrive while nobody waits are
+/// remembered (once), so a notification arriving during a run triggers the next one at once.
+final class WakeSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending = false
+    private var waiter: (id: Int, continuation: CheckedContinuation<Void, Never>)?
+    private var nextID = 0
+    /// A timeout that fired before its wait registered.
+    private var fired = 0
+
+    func signal() {
+        let w: CheckedContinuation<Void, Never>? = lock.withLock {
+            if let w = waiter { waiter = nil; return w.continuation }
+            pending = true
+            return nil
+        }
+        w?.resume()
+    }
+
+    /// Returns on a signal, after `timeout`, or when the calling task is cancelled.
+    func wait(timeout: Duration) async {
+        let id = lock.withLock { nextID += 1; return nextID }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                try? await Task.sleep(for: max(timeout, .zero))  // throws at once when cancelled
+                fire(id)
+            }
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = lock.withLock {
+                    if pending { pending = false; return true }
+                    if fired == id { return true }
+                    waiter = (id, c)
+                    return false
+                }
+                if now { c.resume() }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Ends wait number `id` if it is still waiting (the timeout of an earlier wait is ignored).
+    private func fire(_ id: Int) {
+        let w: CheckedContinuation<Void, Never>? = lock.withLock {
+            guard let w = waiter, w.id == id else { fired = id; return nil }
+            waiter = nil
+            return w.continuation
+        }
+        w?.resume()
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}

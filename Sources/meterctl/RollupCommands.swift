@@ -1,0 +1,93 @@
+import ArgumentParser
+import Foundation
+import MeterCore
+
+/// `meterctl rollup run|status|verify`: the hourly rollup by hand. `meterctl serve` runs the same
+/// `meter.rollup_run()` in its loop; running both at once is safe (one waits its turn).
+struct RollupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollup",
+        abstract: "Run, inspect and verify the hourly rollups.",
+        subcommands: [Run.self, Status.self, Verify.self])
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fold pending events into the hourly rollups, until caught up.",
+            discussion: """
+                Calls meter.rollup_run(max_events) repeatedly until nothing is left below the horizon \
+                (the oldest open transaction), printing each run. With --once, one run only. If another \
+                worker holds the rollup lock, waits for it by retrying.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .customLong("max-events"), help: "Events per run at most. Default: 1000000") var maxEvents = Rollup.defaultMaxEvents
+        @Flag(help: "One run only.") var once = false
+        func validate() throws {
+            if maxEvents < 1 { throw ValidationError("--max-events must be at least 1; got \(maxEvents)") }
+        }
+        func run() async throws {
+            let started = ContinuousClock.now
+            let total = try global.withConnection(migrate: global.target.isEmbedded) { conn in
+                try Rollup.drain(conn, maxEvents: maxEvents, maxRuns: once ? 1 : .max) { r in
+                    if r.ran {
+                        print("run: \(r.eventsFolded) events, \(r.cancellationsFolded) cancellations, "
+                              + "\(r.hoursTouched) hours in \(r.durationMs) ms; watermark \(r.position ?? "?")"
+                              + (r.morePending ? " (more pending)" : ""))
+                    } else {
+                        print("run: skipped, another rollup holds the lock")
+                    }
+                }
+            }
+            let seconds = (ContinuousClock.now - started).seconds
+            print("rollup: \(total.runs) run(s), \(total.events) events and \(total.cancellations) cancellations folded in "
+                  + String(format: "%.2f s", seconds))
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the watermark, the lag and what holds it (meter.rollup_lag).")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let lag = try global.withConnection { conn in try Rollup.lag(conn) }
+            print("watermark:             \(lag.position)  (xid/id: events below it are rolled up)")
+            print("horizon:               \(lag.horizon)  (oldest open transaction)")
+            print("lag:                   \(lag.lagSeconds) s")
+            print("pending events:        \(lag.pendingEvents) (\(lag.waitingOnHorizon) waiting for an older transaction)")
+            print("pending cancellations: \(lag.pendingCancellations)")
+            print("last run:              \(lag.lastRunAt ?? "never")")
+            print("totals:                \(lag.runsTotal) runs, \(lag.eventsTotal) events, \(lag.cancellationsTotal) cancellations")
+            if let pid = lag.horizonHeldByPID {
+                print("horizon held by:       pid \(pid), \(lag.horizonState ?? "?") since \(lag.horizonXactStart ?? "?"): \(lag.horizonQuery ?? "")")
+            }
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Recompute rollups from raw events and list every hour that differs (meter.rollup_verify).",
+            discussion: "Exit status 0 when all agree, 1 when any hour differs.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Start (RFC 3339 or any Postgres timestamptz). Default: 35 days ago") var from: String?
+        @Option(help: "End, exclusive. Default: now + 1 day") var to: String?
+        func run() async throws {
+            let (diffs, range) = try global.withConnection { conn in
+                let r = try conn.execute("""
+                    select coalesce($1::timestamptz, now() - interval '35 days')::text as f,
+                           coalesce($2::timestamptz, now() + interval '1 day')::text as t
+                    """, [from, to]).single()
+                let f = try r.string("f"), t = try r.string("t")
+                return (try Rollup.verify(conn, from: f, to: t), "\(f) .. \(t)")
+            }
+            if diffs.isEmpty {
+                print("rollup verify: every hour in \(range) agrees with raw events")
+                return
+            }
+            for d in diffs { print(d) }
+            print("rollup verify: \(diffs.count) hour(s) differ in \(range)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
