@@ -28,7 +28,14 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
+-- The hours of the changed rows travel as text (v_event_keys, v_cancel_keys) and are read back in
+-- step 4: pin the output style too. Under the caller's DateStyle = SQL an hour would print as
+-- 'MM/DD/YYYY ...', whose slashes break the 'customer/meter/hour' key (every run with a
+-- cancellation failed with 22007, and the rollup stalled).
+set datestyle = 'ISO, YMD'
 set work_mem = '256MB'
+-- JIT compilation costs ~0.4 s per run on large batches and saves less than that here.
+set jit = off
 as $$
 declare
     v_started        timestamptz := pg_catalog.clock_timestamp();
@@ -42,8 +49,8 @@ declare
     v_pos_id         bigint;
     v_more           boolean := false;
     v_cancellations  bigint := 0;
-    -- rollup rows changed, as 'customer_id/meter_id/hour' (hour printed in UTC, this function's
-    -- time zone, so that it reads back exactly)
+    -- rollup rows changed, as 'customer_id/meter_id/hour' (hour printed in ISO style and UTC, this
+    -- function's DateStyle and time zone, so that it reads back exactly)
     v_event_keys     text[];
     v_cancel_keys    text[];
     v_hours          bigint;
@@ -69,24 +76,38 @@ begin
     from meter.meter_versions where aggregation = 'unique_count';
 
     -- 1. Events past the watermark and below the horizon, in (xid, id) order, at most max_events.
+    -- For meters counting distinct values, the value of the unique_property of the version in
+    -- force at the event's hour (a hash join with the few versions, not a lookup per event).
     with batch as materialized (
-        select e.id, e.xid, e.customer_id, e.meter_id,
-               pg_catalog.date_trunc('hour', e.occurred_at) as hour,
-               e.value,
-               case when e.meter_id = any (v_unique_meters) then e.properties end as properties
-        from meter.events e
-        where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
-          and e.xid < v_horizon
-        order by e.xid, e.id
-        limit p_max_events
+        select e.id, e.xid, e.customer_id, e.meter_id, e.hour, e.value,
+               e.properties ->> uv.unique_property as unique_value
+        from (
+            select e.id, e.xid, e.customer_id, e.meter_id,
+                   pg_catalog.date_trunc('hour', e.occurred_at) as hour,
+                   e.value,
+                   case when e.meter_id = any (v_unique_meters) then e.properties end as properties
+            from meter.events e
+            where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
+              and e.xid < v_horizon
+            order by e.xid, e.id
+            limit p_max_events
+        ) e
+        left join meter.meter_version_ranges uv
+               on e.properties is not null
+              and uv.meter_id = e.meter_id and uv.unique_property is not null
+              and e.hour >= uv.effective_from and e.hour < uv.effective_until
+    ),
+    agg as (
+        select b.customer_id, b.meter_id, b.hour, pg_catalog.count(*) as n, pg_catalog.sum(b.value) as q,
+               pg_catalog.max(b.value) as mx
+        from batch b
+        group by b.customer_id, b.meter_id, b.hour
     ),
     hourly as (
         insert into meter.rollup_hourly as r
                (customer_id, meter_id, hour, event_count, quantity, max_value)
-        select b.customer_id, b.meter_id, b.hour, pg_catalog.count(*), pg_catalog.sum(b.value),
-               pg_catalog.max(b.value)
-        from batch b
-        group by b.customer_id, b.meter_id, b.hour
+        select a.customer_id, a.meter_id, a.hour, a.n, a.q, a.mx
+        from agg a
         on conflict (customer_id, meter_id, hour) do update
             set event_count = r.event_count + excluded.event_count,
                 quantity    = r.quantity + excluded.quantity,
@@ -98,31 +119,28 @@ begin
     uniques as (
         insert into meter.rollup_hourly_unique as u
                (customer_id, meter_id, hour, unique_value, event_count)
-        select b.customer_id, b.meter_id, b.hour, b.properties ->> v.unique_property, pg_catalog.count(*)
+        select b.customer_id, b.meter_id, b.hour, b.unique_value, pg_catalog.count(*)
         from batch b
-        join lateral (
-            select mv.unique_property from meter.meter_versions mv
-            where mv.meter_id = b.meter_id and mv.effective_from <= b.hour
-            order by mv.effective_from desc
-            limit 1
-        ) v on v.unique_property is not null
-        where b.properties is not null
-          and b.properties ->> v.unique_property is not null
+        where b.unique_value is not null
         group by 1, 2, 3, 4
         on conflict (customer_id, meter_id, hour, unique_value) do update
             set event_count = u.event_count + excluded.event_count
         returning 1
     ),
     -- (uniques is not read below: a data-modifying CTE runs to completion all the same)
+    counted as (
+        select coalesce(pg_catalog.sum(a.n), 0)::bigint as n from agg a
+    ),
+    -- where a full batch ends; only looked for when the batch is full (an initplan runs lazily)
     last as (
         select b.xid, b.id from batch b order by b.xid desc, b.id desc limit 1
     )
-    select (select pg_catalog.count(*) from batch),
+    select counted.n,
            (select pg_catalog.array_agg(h.customer_id || '/' || h.meter_id || '/' || h.hour) from hourly h),
-           last.xid, last.id
+           case when counted.n = p_max_events then (select l.xid from last l) end,
+           case when counted.n = p_max_events then (select l.id from last l) end
       into v_events, v_event_keys, v_last_xid, v_last_id
-    from (select 1) as one
-    left join last on true;
+    from counted;
 
     -- 2. The new watermark. A full batch ends right after its last event (the rest of that
     -- transaction's events, if any, have larger ids); a partial one means everything below the
@@ -166,16 +184,13 @@ begin
     uniques as (
         update meter.rollup_hourly_unique u
         set event_count = u.event_count - d.n
-        from (select du.customer_id, du.meter_id, du.hour, du.properties ->> v.unique_property as unique_value,
+        from (select du.customer_id, du.meter_id, du.hour, du.properties ->> uv.unique_property as unique_value,
                      pg_catalog.count(*) as n
               from due du
-              join lateral (
-                  select mv.unique_property from meter.meter_versions mv
-                  where mv.meter_id = du.meter_id and mv.effective_from <= du.hour
-                  order by mv.effective_from desc
-                  limit 1
-              ) v on v.unique_property is not null
-              where du.properties is not null and du.properties ->> v.unique_property is not null
+              join meter.meter_version_ranges uv
+                on uv.meter_id = du.meter_id and uv.unique_property is not null
+               and du.hour >= uv.effective_from and du.hour < uv.effective_until
+              where du.properties is not null and du.properties ->> uv.unique_property is not null
               group by 1, 2, 3, 4) d
         where u.customer_id = d.customer_id and u.meter_id = d.meter_id and u.hour = d.hour
           and u.unique_value = d.unique_value

@@ -29,6 +29,8 @@ stable
 security definer  -- analysts may run it without reading raw events themselves
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
+set jit = off
+set work_mem = '256MB'
 as $$
 with bounds as (
     select pg_catalog.date_trunc('hour', p_from) as lo,
@@ -59,12 +61,9 @@ raw_unique as (
     select f.customer_id, f.meter_id, f.hour, f.properties ->> v.unique_property as unique_value,
            pg_catalog.count(*) as events
     from folded f
-    join lateral (
-        select mv.unique_property from meter.meter_versions mv
-        where mv.meter_id = f.meter_id and mv.effective_from <= f.hour
-        order by mv.effective_from desc
-        limit 1
-    ) v on v.unique_property is not null
+    join meter.meter_version_ranges v
+      on v.meter_id = f.meter_id and v.unique_property is not null
+     and f.hour >= v.effective_from and f.hour < v.effective_until
     where not f.cancelled and f.properties ->> v.unique_property is not null
     group by 1, 2, 3, 4
 ),

@@ -65,11 +65,9 @@ begin
 
     return query
     with versions as (
-        select mv.meter_id, mv.version, mv.aggregation, mv.effective_from,
-               coalesce(pg_catalog.lead(mv.effective_from) over (partition by mv.meter_id order by mv.version),
-                        'infinity') as effective_until
-        from meter.meter_versions mv
-        join meter.meters m on m.id = mv.meter_id
+        select v.meter_id, v.version, v.aggregation, v.effective_from, v.effective_until
+        from meter.meter_version_ranges v
+        join meter.meters m on m.id = v.meter_id
         where p_meter is null or m.code = p_meter
     ),
     hours as (

@@ -34,6 +34,15 @@ comment on table meter.meter_versions is
 insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from, created_at)
 select id, 1, aggregation, unique_property, '-infinity', created_at from meter.meters;
 
+-- Each version with the end of its validity: the next version's start, or infinity.
+create view meter.meter_version_ranges as
+select mv.meter_id, mv.version, mv.aggregation, mv.unique_property, mv.effective_from,
+       coalesce(lead(mv.effective_from) over (partition by mv.meter_id order by mv.version),
+                'infinity') as effective_until
+from meter.meter_versions mv;
+comment on view meter.meter_version_ranges is
+    'Meter versions with their validity [effective_from, effective_until).';
+
 alter table meter.meters drop constraint meters_unique_property;
 alter table meter.meters drop constraint meters_aggregation;
 alter table meter.meters drop column aggregation;
@@ -98,7 +107,6 @@ create table meter.rollup_hourly (
     constraint rollup_hourly_hour_aligned check (date_trunc('hour', hour, 'UTC') = hour),
     constraint rollup_hourly_non_negative check (event_count >= 0 and quantity >= 0)
 );
-create index rollup_hourly_hour_idx on meter.rollup_hourly (hour);
 comment on table meter.rollup_hourly is
     'Per customer, meter and UTC hour: events, sum and max of value, net of cancellations.';
 
@@ -168,7 +176,7 @@ create type meter.cancel_verdict as (
 -- Privileges. The ingest role cancels events and reads usage through functions (SECURITY
 -- DEFINER); analysts read rollups, versions and cancellations.
 -- ---------------------------------------------------------------------------------------------
-grant select on meter.meter_versions, meter.rollup_hourly, meter.rollup_hourly_unique,
+grant select on meter.meter_versions, meter.meter_version_ranges, meter.rollup_hourly, meter.rollup_hourly_unique,
     meter.rollup_watermark, meter.event_cancellations to meter_analyst;
 
 -- meter.upsert_meter gains an effective_from parameter (sql/functions/upsert_meter.sql); the old
