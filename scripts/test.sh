@@ -34,17 +34,24 @@ pg_prove --failures --dbname "$db" --host "$(sed -n 's/.*host=\([^ ]*\).*/\1/p' 
   --port "$METER_TEST_PG_PORT" --username meter Tests/sql/*.sql | tee .meter/pg_prove.log
 sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.log)
 
-echo "== CLI smoke test: migrate --status, customers, meters, keys"
+echo "== CLI smoke test: migrate --status, customers, meters and versions, keys, rollup"
 m() { DATABASE_URL="$tap_conninfo" .build/debug/meterctl "$@" --log-level warning; }
 m migrate --status | tail -1 | grep -q "0 pending, 0 changed/missing"
 m customers add cli-smoke --name "CLI smoke" --timezone Europe/Paris | grep -q "customer cli-smoke"
 m customers list | grep -q "cli-smoke .*Europe/Paris"
 m meters add cli.smoke --aggregation sum | grep -q "meter cli.smoke"
-if m meters add cli.smoke --aggregation max 2>/dev/null; then echo "changing a meter's aggregation must fail"; exit 1; fi
+m meters add cli.smoke --aggregation max | grep -q "version 2, max, from "
+m meters list | grep -Eq "cli.smoke +2 +max"
+if m meters add cli.smoke --aggregation count --effective-from 2020-01-01T00:00:00Z 2>/dev/null; then
+  echo "a meter version starting in the past must be refused"; exit 1
+fi
 key_id=$(m keys create --name cli-smoke | sed -n 's/^API key \([0-9]*\) .*/\1/p')
 m keys list | grep -q "cli-smoke"
 m keys revoke "$key_id" | grep -q "revoked 1 key"
 if m keys revoke "$key_id" 2>/dev/null; then echo "revoking twice must fail"; exit 1; fi
+m rollup run | tail -1 | grep -q "^rollup: "
+m rollup status | grep -q "^watermark:"
+m rollup verify | grep -q "agrees with raw events"
 echo "CLI smoke test passed"
 
 echo "== service smoke test: serve, readiness, SIGTERM drains and exits 0"
@@ -58,7 +65,9 @@ done
 curl -fsS "http://127.0.0.1:$port/readyz"; echo
 kill -TERM "$pid"
 wait "$pid" && echo "serve exited 0 after SIGTERM"
-grep -q '"msg":"serve.stopped"' .meter/serve-smoke.log || { echo "no serve.stopped log line"; cat .meter/serve-smoke.log; exit 1; }
+for line in serve.stopped rollup.worker.started rollup.worker.stopped; do
+  grep -q "\"msg\":\"$line\"" .meter/serve-smoke.log || { echo "no $line log line"; cat .meter/serve-smoke.log; exit 1; }
+done
 psql -X -q "$conninfo" -c "drop database if exists $db"
 
 echo "== Swift tests (XCTest)"

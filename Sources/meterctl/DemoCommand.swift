@@ -21,13 +21,21 @@ func startInProcessServer(config: ServeConfiguration, conninfo: String, poolSize
 }
 
 struct Demo: AsyncParsableCommand {
+    /// The UTC hour `offset` hours from now, as RFC 3339 (whole hour).
+    static func hourText(_ offset: Int) -> String {
+        let h = (Date().timeIntervalSince1970 / 3600).rounded(.down) * 3600 + Double(offset) * 3600
+        return RFC3339Timestamp(epochMicroseconds: Int64(h) * 1_000_000).iso8601.replacingOccurrences(of: ".000000Z", with: "Z")
+    }
+
     static let configuration = CommandConfiguration(
-        abstract: "The main job: embedded Postgres, migrations, seed, the API, a sample ingested over HTTP.",
+        abstract: "The main job: embedded Postgres, migrations, seed, the API, a sample ingested, cancelled and rolled up.",
         discussion: """
             Starts (or reuses) the embedded Postgres, migrates it, seeds examples/seed.json, creates an API \
             key, starts the service on a free loopback port, then sends a sample over HTTP: batches of \
             events, the same batches again (all duplicates), a conflict, a batch with invalid events, and \
-            CloudEvents. Prints each response's verdicts and then what the database holds.
+            CloudEvents, then cancellations. The service's rollup loop folds it all into hourly rollups; \
+            the demo reads them back through GET /v1/usage, compares them with raw events and runs \
+            meter.rollup_verify. Prints each response's verdicts and then what the database holds.
             """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var service: ServiceOptions
@@ -122,6 +130,44 @@ struct Demo: AsyncParsableCommand {
             show("application/cloudevents-batch+json", try client.request("POST", "/v1/events",
                 headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/cloudevents-batch+json")],
                 body: "[" + ce.replacingOccurrences(of: "ce1", with: "ce2") + "," + ce + "]"))
+
+            print("\n-- cancellations (POST /v1/events/cancel): the rollup subtracts each once --")
+            let cancels = "[" + (0..<3).map { j in
+                #"{"customer":\#(JSONWriter.quote(customers[j % customers.count])),"idempotency_key":"demo-\#(runID)-\#(j)","reason":"demo refund"}"#
+            }.joined(separator: ",") + "]"
+            show("cancel 3 events", try client.request("POST", "/v1/events/cancel", headers: auth, body: cancels))
+            show("cancel the same 3 again", try client.request("POST", "/v1/events/cancel", headers: auth, body: cancels))
+        }
+
+        print("\n-- hourly rollups: the service's rollup loop, woken by NOTIFY --")
+        let waitStart = ContinuousClock.now
+        while true {
+            let lag = try {
+                let c = try PGConnection(conninfo: conninfo)
+                defer { c.close() }
+                return try Rollup.lag(c)
+            }()
+            if lag.pendingEvents == 0 && lag.pendingCancellations == 0 {
+                print("  caught up \(ContinuousClock.now - waitStart) after the last request: watermark \(lag.position), \(lag.runsTotal) runs so far")
+                break
+            }
+            if ContinuousClock.now - waitStart > .seconds(30) {
+                throw ValidationFailure(description: "the rollup loop did not catch up in 30 s (pending \(lag.pendingEvents))")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let usagePath = "/v1/usage?customer=acme&granularity=hour&from=\(Self.hourText(-3))&to=\(Self.hourText(1))"
+        let usage = try await onDedicatedThread {
+            try LoadClient(port: port).request("GET", usagePath, headers: [("Authorization", "Bearer \(token)")])
+        }
+        print("  GET \(usagePath): HTTP \(usage.status)")
+        if let json = try? JSONParser.parse(usage.body), let data = json["data"]?.arrayValue {
+            for row in data {
+                print("    \((row["from"]?.stringValue ?? "").padding(toLength: 22, withPad: " ", startingAt: 0)) "
+                      + "\((row["meter"]?.stringValue ?? "").padding(toLength: 18, withPad: " ", startingAt: 0)) "
+                      + "\((row["aggregation"]?.stringValue ?? "").padding(toLength: 13, withPad: " ", startingAt: 0)) "
+                      + "quantity \(row["quantity"]?.stringValue ?? "?") (\(row["events"]?.numberLexeme ?? "?") events)")
+            }
         }
         await server()
 
@@ -144,6 +190,40 @@ struct Demo: AsyncParsableCommand {
         let expected = n + 1 + 2 + 2
         print("\nstored \(total) distinct events for this run (expected \(expected): \(n) sample + 1 single + 2 valid of the mixed batch + 2 CloudEvents)")
         if total != expected { throw ValidationFailure(description: "stored \(total) events, expected \(expected)") }
+
+        print("\n-- raw events vs rollups, last 4 hours, the seeded customers (and meter.rollup_verify over everything) --")
+        let window = try conn.execute("""
+            with w as (select date_trunc('hour', now(), 'UTC') - interval '3 hours' as f,
+                              date_trunc('hour', now(), 'UTC') + interval '1 hour' as t),
+            raw as (
+                select e.customer_id, e.meter_id, count(*) as n, sum(e.value) as q
+                from meter.events e, w
+                where e.occurred_at >= w.f and e.occurred_at < w.t
+                  and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
+                group by 1, 2),
+            rolled as (
+                select r.customer_id, r.meter_id, sum(r.event_count) as n, sum(r.quantity) as q
+                from meter.rollup_hourly r, w where r.hour >= w.f and r.hour < w.t
+                group by 1, 2)
+            select c.external_id as customer, m.code as meter,
+                   coalesce(raw.n, 0)::text as raw_n, coalesce(rolled.n, 0)::text as rolled_n,
+                   trim_scale(coalesce(raw.q, 0))::text as raw_q, trim_scale(coalesce(rolled.q, 0))::text as rolled_q,
+                   (coalesce(raw.n, 0) = coalesce(rolled.n, 0) and coalesce(raw.q, 0) = coalesce(rolled.q, 0)) as same
+            from raw full join rolled using (customer_id, meter_id)
+            join meter.customers c on c.id = customer_id join meter.meters m on m.id = meter_id
+            where c.external_id in (select jsonb_array_elements_text($1::jsonb))
+            order by 1, 2
+            """, ["[" + seed.customers.map { JSONWriter.quote($0.externalID) }.joined(separator: ",") + "]"]).rows
+        printTable(["customer", "meter", "raw events", "rolled up", "raw sum", "rolled-up sum", ""],
+                   try window.map { [try $0.string("customer"), try $0.string("meter"), try $0.string("raw_n"),
+                                     try $0.string("rolled_n"), try $0.string("raw_q"), try $0.string("rolled_q"),
+                                     try $0.bool("same") ? "ok" : "DIFFERENT"] })
+        let diffs = try Rollup.verify(conn, from: "-infinity", to: "infinity")
+        print("rollup_verify: \(diffs.isEmpty ? "no differing hour" : "\(diffs.count) differing hours")")
+        let differing = try window.filter { try !$0.bool("same") }.count
+        if !diffs.isEmpty || differing > 0 {
+            throw ValidationFailure(description: "rollups differ from raw events")
+        }
         print("open the database with: \(global.target.isEmbedded ? global.target.embedded.psqlCommand : "psql \"$DATABASE_URL\"")")
     }
 }
