@@ -1,10 +1,11 @@
 -- The schema as `meterctl migrate` leaves it: ledger tables and their content, the tables, views
--- and type of 0001_init, and the function set with its hardening (search_path pinned on every
--- function, SECURITY DEFINER only where documented).
+-- and types of 0001_init and 0002_rollups, and the function set with its hardening (search_path
+-- pinned on every function, no other setting than the documented ones, SECURITY DEFINER only
+-- where documented).
 -- Functions that belong to an extension (e.g. pgTAP, if it was installed into schema meter) are
 -- not the project's and are left out of the function checks.
 begin;
-select plan(26);
+select plan(37);
 
 -- ---------------------------------------------------------------------------------------------
 -- Migration ledger.
@@ -15,9 +16,9 @@ select col_is_pk('meter', 'schema_migrations', 'version', 'schema_migrations is 
 select col_is_pk('meter', 'schema_functions', 'name', 'schema_functions is keyed by file name');
 
 select results_eq(
-    $$select version, name from meter.schema_migrations where version = 1$$,
-    $$values (1, '0001_init.sql'::text)$$,
-    'migration version 1 (0001_init.sql) is recorded once');
+    $$select version, name from meter.schema_migrations where version in (1, 2) order by version$$,
+    $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql')$$,
+    'migrations 1 (0001_init.sql) and 2 (0002_rollups.sql) are recorded once each');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -25,9 +26,10 @@ select is_empty(
 
 select set_has(
     $$select name from meter.schema_functions$$,
-    $$values ('authenticate_api_key.sql'::text), ('create_api_key.sql'), ('ingest_events.sql'),
-             ('revoke_api_key.sql'), ('upsert_customer.sql'), ('upsert_meter.sql'),
-             ('v_api_keys_public.sql'), ('v_event_daily.sql')$$,
+    $$values ('_refuse_delete.sql'::text), ('authenticate_api_key.sql'), ('cancel_events.sql'),
+             ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_run.sql'),
+             ('rollup_verify.sql'), ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
+             ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_rollup_lag.sql')$$,
     'every sql/functions file is recorded in schema_functions');
 
 select is_empty(
@@ -35,12 +37,13 @@ select is_empty(
     'every recorded function file has a SHA-256 hex checksum');
 
 -- ---------------------------------------------------------------------------------------------
--- Tables, views, type.
+-- Tables, views, types.
 -- ---------------------------------------------------------------------------------------------
 select tables_are('meter',
     array['schema_migrations', 'schema_functions', 'customers', 'meters', 'api_keys', 'events',
-          'event_redeliveries']::name[],
-    'schema meter holds exactly the ledger and the 0001 tables');
+          'event_redeliveries', 'meter_versions', 'event_cancellations', 'rollup_hourly',
+          'rollup_hourly_unique', 'rollup_watermark']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables and the 0002 tables');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -50,9 +53,23 @@ select col_is_pk('meter', 'event_redeliveries', 'id', 'event_redeliveries.id is 
 select col_is_unique('meter', 'customers', 'external_id', 'customers.external_id is unique');
 select col_is_unique('meter', 'meters', 'code', 'meters.code is unique');
 select col_is_unique('meter', 'api_keys', 'key_hash', 'api_keys.key_hash is unique');
+select col_is_pk('meter', 'meter_versions', array['meter_id', 'version']::name[],
+                 'meter_versions is keyed by (meter_id, version)');
+select col_is_pk('meter', 'event_cancellations', 'event_id',
+                 'event_cancellations is keyed by event_id (one cancellation per event)');
+select col_is_pk('meter', 'rollup_hourly', array['customer_id', 'meter_id', 'hour']::name[],
+                 'rollup_hourly is keyed by (customer_id, meter_id, hour)');
+select col_is_pk('meter', 'rollup_hourly_unique', array['customer_id', 'meter_id', 'hour', 'unique_value']::name[],
+                 'rollup_hourly_unique is keyed by (customer_id, meter_id, hour, unique_value)');
+select results_eq(
+    $$select name from meter.rollup_watermark$$, $$values ('events'::text)$$,
+    'rollup_watermark holds exactly one row, named events');
+select columns_are('meter', 'meters', array['id', 'code', 'name', 'unit', 'created_at']::name[],
+                   'meters no longer holds a definition (aggregation, unique_property moved to meter_versions)');
+select col_not_null('meter', 'events', 'xid', 'events.xid (the inserting transaction) is NOT NULL');
 
-select has_view('meter', 'event_daily', 'view meter.event_daily exists');
-select has_view('meter', 'api_keys_public', 'view meter.api_keys_public exists');
+select views_are('meter', array['event_daily', 'api_keys_public', 'rollup_lag', 'meter_version_ranges']::name[],
+                 'schema meter has exactly the views event_daily, api_keys_public, rollup_lag and meter_version_ranges');
 
 select has_composite('meter', 'ingest_verdict', 'composite type meter.ingest_verdict exists');
 select results_eq(
@@ -65,6 +82,31 @@ select results_eq(
     $$values ('ord', 'integer'), ('status', 'text'), ('event_id', 'bigint'),
              ('code', 'text'), ('field', 'text'), ('reason', 'text')$$,
     'ingest_verdict is (ord integer, status text, event_id bigint, code text, field text, reason text)');
+
+select has_composite('meter', 'cancel_verdict', 'composite type meter.cancel_verdict exists');
+select results_eq(
+    $$select a.attname::text collate "default", pg_catalog.format_type(a.atttypid, a.atttypmod)
+      from pg_catalog.pg_attribute a
+      where a.attrelid = (select typrelid from pg_catalog.pg_type
+                          where oid = 'meter.cancel_verdict'::regtype)
+        and a.attnum > 0 and not a.attisdropped
+      order by a.attnum$$,
+    $$values ('ord', 'integer'), ('status', 'text'), ('event_id', 'bigint'),
+             ('code', 'text'), ('field', 'text'), ('reason', 'text')$$,
+    'cancel_verdict is (ord integer, status text, event_id bigint, code text, field text, reason text)');
+
+select has_composite('meter', 'rollup_result', 'composite type meter.rollup_result exists');
+select results_eq(
+    $$select a.attname::text collate "default", pg_catalog.format_type(a.atttypid, a.atttypmod)
+      from pg_catalog.pg_attribute a
+      where a.attrelid = (select typrelid from pg_catalog.pg_type
+                          where oid = 'meter.rollup_result'::regtype)
+        and a.attnum > 0 and not a.attisdropped
+      order by a.attnum$$,
+    $$values ('ran', 'boolean'), ('events_folded', 'bigint'), ('cancellations_folded', 'bigint'),
+             ('hours_touched', 'bigint'), ('position_xid', 'xid8'), ('position_id', 'bigint'),
+             ('horizon_xid', 'xid8'), ('more_pending', 'boolean'), ('duration_ms', 'numeric')$$,
+    'rollup_result has the documented fields, in order');
 
 -- ---------------------------------------------------------------------------------------------
 -- Functions.
@@ -82,27 +124,49 @@ select results_eq(
     $$select signature from own_functions order by signature$$,
     $$values ('_refuse_delete()'),
              ('authenticate_api_key(p_token text)'),
+             ('cancel_events(p_cancellations jsonb, p_api_token text)'),
              ('create_api_key(p_name text, p_token text)'),
              ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
              ('revoke_api_key(p_key text)'),
+             ('rollup_run(p_max_events integer)'),
+             ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
-             ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text)')$$,
-    'schema meter has exactly the seven documented functions');
+             ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
+             ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)')$$,
+    'schema meter has exactly the eleven documented functions (no leftover five-argument upsert_meter)');
 
 select is_empty(
     $$select signature from own_functions
       where not exists (select 1 from pg_catalog.unnest(coalesce(proconfig, '{}')) c where c like 'search_path=%')$$,
     'every function in schema meter sets search_path in proconfig');
 
+-- Functions may carry other settings besides search_path (rollup_run, rollup_verify and usage pin
+-- their time zone, rollup_run its DateStyle, both rollup functions jit and work_mem): the
+-- search_path entry must be there all the same, exactly once, and every other entry must be one of
+-- the documented ones.
 select is_empty(
     $$select signature from own_functions
-      where not ('search_path=pg_catalog, pg_temp' = any (coalesce(proconfig, '{}')))$$,
-    'every function pins search_path to exactly pg_catalog, pg_temp (pg_temp last, no public)');
+      where not ('search_path=pg_catalog, pg_temp' = any (coalesce(proconfig, '{}')))
+         or (select pg_catalog.count(*) from pg_catalog.unnest(coalesce(proconfig, '{}')) c
+             where c like 'search_path=%') <> 1$$,
+    'every function pins search_path to exactly pg_catalog, pg_temp (pg_temp last, no public), once');
+
+select results_eq(
+    $$select proname, c collate "default"
+      from own_functions, pg_catalog.unnest(proconfig) c
+      where c not like 'search_path=%'
+      order by proname, c collate "C"$$,
+    $$values ('rollup_run'::text, 'DateStyle=ISO, YMD'::text), ('rollup_run', 'TimeZone=UTC'),
+             ('rollup_run', 'jit=off'), ('rollup_run', 'work_mem=256MB'),
+             ('rollup_verify', 'TimeZone=UTC'), ('rollup_verify', 'jit=off'), ('rollup_verify', 'work_mem=256MB'),
+             ('usage', 'TimeZone=UTC')$$,
+    'the only other settings: TimeZone=UTC on rollup_run, rollup_verify and usage (UTC hours), '
+    'DateStyle on rollup_run, jit and work_mem on rollup_run and rollup_verify');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('authenticate_api_key'::text), ('ingest_events')$$,
-    'only authenticate_api_key and ingest_events are SECURITY DEFINER');
+    $$values ('authenticate_api_key'::text), ('cancel_events'), ('ingest_events'), ('rollup_verify'), ('usage')$$,
+    'only authenticate_api_key, cancel_events, ingest_events, rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(
     $$select signature from own_functions f

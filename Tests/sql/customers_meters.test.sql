@@ -1,7 +1,9 @@
 -- The billing catalog: meter.upsert_customer and meter.upsert_meter (idempotent creation,
--- validation, refusal to change a meter's aggregation in place).
+-- validation; a meter's definition lives in meter.meter_versions, and a changed definition becomes
+-- a new version instead of being changed in place: the version rules are in
+-- meter_versions.test.sql).
 begin;
-select plan(25);
+select plan(27);
 
 -- ---------------------------------------------------------------------------------------------
 -- upsert_customer
@@ -70,46 +72,61 @@ select is(meter.upsert_meter('tap.cm.calls', 'count'), (select calls from m),
           'same definition without name and unit: same id');
 
 select results_eq(
-    $$select code, aggregation, unique_property, name, unit from meter.meters where id = (select calls from m)$$,
-    $$values ('tap.cm.calls'::text, 'count'::text, null::text, 'API calls'::text, 'call'::text)$$,
-    'default aggregation is count; name and unit are kept when later calls omit them');
+    $$select m.code, v.version, v.aggregation, v.unique_property, v.effective_from, m.name, m.unit
+      from meter.meters m join meter.meter_versions v on v.meter_id = m.id
+      where m.id = (select calls from m)$$,
+    $$values ('tap.cm.calls'::text, 1, 'count'::text, null::text, '-infinity'::timestamptz,
+              'API calls'::text, 'call'::text)$$,
+    'default aggregation is count, as version 1 in force since -infinity; name and unit are kept '
+    'when later calls omit them');
 
 select is(meter.upsert_meter('tap.cm.users', 'unique_count', 'user_id'), (select users from m),
           'unique_count with the same unique_property: same id');
 
-select throws_ok(
-    $$select meter.upsert_meter('tap.cm.calls', 'sum')$$,
-    '23505', 'meter ''tap.cm.calls'' exists with aggregation count (unique_property none)',
-    'a different aggregation for an existing code raises 23505');
+select results_eq(
+    $$select m.code, v.version, v.aggregation, v.unique_property, v.effective_from
+      from meter.meters m join meter.meter_versions v on v.meter_id = m.id
+      where m.code like 'tap.cm.%' order by m.code, v.version$$,
+    $$values ('tap.cm.calls'::text, 1, 'count'::text, null::text, '-infinity'::timestamptz),
+             ('tap.cm.users', 1, 'unique_count', 'user_id', '-infinity')$$,
+    'identical upserts add no version: one version per meter');
 
-select throws_ok(
-    $$select meter.upsert_meter('tap.cm.users', 'unique_count', 'account_id')$$,
-    '23505', 'meter ''tap.cm.users'' exists with aggregation unique_count (unique_property user_id)',
-    'a different unique_property for an existing code raises 23505');
+select is(meter.upsert_meter('tap.cm.calls', 'sum'), (select calls from m),
+          'a different aggregation for an existing code is no error: same id (a new version)');
 
 select results_eq(
-    $$select code, aggregation, unique_property from meter.meters
-      where id in ((select calls from m), (select users from m)) order by code$$,
-    $$values ('tap.cm.calls'::text, 'count'::text, null::text), ('tap.cm.users', 'unique_count', 'user_id')$$,
-    'refused changes leave both definitions as they were');
+    $$select version, aggregation, effective_from from meter.meter_versions
+      where meter_id = (select calls from m) order by version$$,
+    $$values (1, 'count'::text, '-infinity'::timestamptz),
+             (2, 'sum', pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC') + interval '1 hour')$$,
+    'version 1 is kept as it was; version 2 is in force from the next UTC hour');
 
 select is((select pg_catalog.count(*) from meter.meters where code like 'tap.cm.%'), 2::bigint,
           'no extra meter rows were created');
 
 select throws_ok(
     $$select meter.upsert_meter('tap.cm.uniq', 'unique_count')$$,
-    '23514', 'new row for relation "meters" violates check constraint "meters_unique_property"',
+    '23514', 'new row for relation "meter_versions" violates check constraint "meter_versions_unique_property"',
     'unique_count without unique_property is refused (23514)');
 
 select throws_ok(
     $$select meter.upsert_meter('tap.cm.sum-prop', 'sum', 'user_id')$$,
-    '23514', 'new row for relation "meters" violates check constraint "meters_unique_property"',
+    '23514', 'new row for relation "meter_versions" violates check constraint "meter_versions_unique_property"',
     'a unique_property on a non-unique_count meter is refused (23514)');
 
 select throws_ok(
     $$select meter.upsert_meter('tap.cm.avg', 'avg')$$,
-    '23514', 'new row for relation "meters" violates check constraint "meters_aggregation"',
+    '23514', 'new row for relation "meter_versions" violates check constraint "meter_versions_aggregation"',
     'an unknown aggregation is refused (23514)');
+
+select is((select pg_catalog.count(*) from meter.meters where code in ('tap.cm.uniq', 'tap.cm.sum-prop', 'tap.cm.avg')),
+          0::bigint, 'a meter whose definition is refused is not created either');
+
+select throws_ok(
+    $$select meter.upsert_meter('tap.cm.users', 'avg', null, null, null,
+                                pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC') + interval '5 hours')$$,
+    '23514', 'new row for relation "meter_versions" violates check constraint "meter_versions_aggregation"',
+    'an unknown aggregation as a new version of an existing meter is refused too (23514)');
 
 select throws_ok(
     $$select meter.upsert_meter('tap cm spaces')$$,

@@ -1,5 +1,7 @@
--- Least privilege: meter_ingest may only authenticate a key and ingest (through SECURITY DEFINER
--- functions); meter_analyst may only read the reporting views; PUBLIC gets nothing.
+-- Least privilege: meter_ingest may only authenticate a key, ingest, cancel events and read usage
+-- (through SECURITY DEFINER functions); meter_analyst may only read the reporting views, the
+-- rollup tables and meter.rollup_lag, and call meter.usage and meter.rollup_verify; nobody but the
+-- owner runs meter.rollup_run or changes the catalog; PUBLIC gets nothing.
 -- First the catalog (what is granted), then behaviour under SET LOCAL ROLE (what actually works).
 begin;
 -- Under SET ROLE, "$user" no longer names the schema pgTAP may live in: pin search_path (for this
@@ -12,7 +14,7 @@ begin
         true);
 end
 $$;
-select plan(53);
+select plan(99);
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles.
@@ -45,8 +47,35 @@ select function_privs_are('meter', 'revoke_api_key', array['text']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute revoke_api_key');
 select function_privs_are('meter', 'upsert_customer', array['text', 'text', 'text']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_customer');
-select function_privs_are('meter', 'upsert_meter', array['text', 'text', 'text', 'text', 'text']::name[],
+select function_privs_are('meter', 'upsert_meter', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_meter');
+select function_privs_are('meter', 'upsert_meter', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute upsert_meter');
+select function_privs_are('meter', 'cancel_events', array['jsonb', 'text']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute cancel_events');
+select function_privs_are('meter', 'cancel_events', array['jsonb', 'text']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute cancel_events');
+select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute usage');
+select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text']::name[],
+                          'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute usage');
+select function_privs_are('meter', 'rollup_verify', array['timestamptz', 'timestamptz']::name[],
+                          'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute rollup_verify');
+select function_privs_are('meter', 'rollup_verify', array['timestamptz', 'timestamptz']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute rollup_verify');
+select function_privs_are('meter', 'rollup_run', array['integer']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute rollup_run');
+select function_privs_are('meter', 'rollup_run', array['integer']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute rollup_run');
+select function_privs_are('meter', 'rollup_run', array['integer']::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute rollup_run');
+select is((select pg_catalog.array_agg(r.rolname::text order by r.rolname)
+           from pg_catalog.pg_roles r
+           where pg_catalog.has_function_privilege(r.oid, 'meter.rollup_run(integer)', 'EXECUTE')
+             and not r.rolsuper
+             and r.oid <> (select proowner from pg_catalog.pg_proc where oid = 'meter.rollup_run(integer)'::regprocedure)),
+          null::text[],
+          'no role but the owner (and superusers) may execute rollup_run');
 select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute ingest_events');
 select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
@@ -68,6 +97,13 @@ select table_privs_are('meter', 'meters',             'meter_ingest', array[]::n
 select table_privs_are('meter', 'event_redeliveries', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.event_redeliveries');
 select table_privs_are('meter', 'event_daily',        'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.event_daily');
 select table_privs_are('meter', 'schema_migrations',  'meter_ingest', array['SELECT']::name[], 'meter_ingest: SELECT only on meter.schema_migrations');
+select table_privs_are('meter', 'meter_versions',       'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.meter_versions');
+select table_privs_are('meter', 'event_cancellations',  'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.event_cancellations');
+select table_privs_are('meter', 'rollup_hourly',        'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly');
+select table_privs_are('meter', 'rollup_hourly_unique', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly_unique');
+select table_privs_are('meter', 'rollup_watermark',     'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_watermark');
+select table_privs_are('meter', 'rollup_lag',           'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_lag');
+select table_privs_are('meter', 'meter_version_ranges', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.meter_version_ranges');
 
 select table_privs_are('meter', 'event_daily',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.event_daily');
 select table_privs_are('meter', 'api_keys_public',    'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.api_keys_public');
@@ -75,6 +111,14 @@ select table_privs_are('meter', 'api_keys',           'meter_analyst', array[]::
 select table_privs_are('meter', 'events',             'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.events');
 select table_privs_are('meter', 'event_redeliveries', 'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.event_redeliveries');
 select table_privs_are('meter', 'schema_migrations',  'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.schema_migrations');
+select table_privs_are('meter', 'meter_versions',       'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.meter_versions');
+select table_privs_are('meter', 'event_cancellations',  'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.event_cancellations');
+select table_privs_are('meter', 'rollup_hourly',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly');
+select table_privs_are('meter', 'rollup_hourly_unique', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly_unique');
+select table_privs_are('meter', 'rollup_watermark',     'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_watermark');
+select table_privs_are('meter', 'rollup_lag',           'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_lag');
+select table_privs_are('meter', 'meter_version_ranges', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.meter_version_ranges');
+select table_privs_are('meter', 'meters',               'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.meters');
 
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_ingest.
@@ -133,6 +177,26 @@ select throws_ok($$select meter.upsert_customer('tap-pv-sneaky')$$, '42501',
 select throws_ok($$select * from meter.event_daily$$, '42501', 'permission denied for view event_daily',
                  'meter_ingest cannot read the analyst views');
 
+select results_eq(
+    $$select ord, status from meter.cancel_events('[{"customer": "tap-pv-cust", "idempotency_key": "tap-pv-k1"}]')$$,
+    $$values (0, 'cancelled'::text)$$,
+    'meter_ingest can cancel an event through meter.cancel_events (security definer)');
+select is_empty(
+    $$select * from meter.usage('tap-pv-cust', 'tap.pv.calls', '2024-01-01 00:00+00', '2024-02-01 00:00+00', 'day')$$,
+    'meter_ingest can read usage through meter.usage (security definer)');
+select throws_ok($$select * from meter.rollup_run()$$, '42501', 'permission denied for function rollup_run',
+                 'meter_ingest cannot run the rollup');
+select throws_ok($$select * from meter.rollup_verify('2024-01-01 00:00+00', '2024-02-01 00:00+00')$$, '42501',
+                 'permission denied for function rollup_verify', 'meter_ingest cannot run rollup_verify');
+select throws_ok($$select * from meter.rollup_hourly$$, '42501', 'permission denied for table rollup_hourly',
+                 'meter_ingest cannot select meter.rollup_hourly');
+select throws_ok($$select * from meter.event_cancellations$$, '42501', 'permission denied for table event_cancellations',
+                 'meter_ingest cannot select meter.event_cancellations');
+select throws_ok($$select * from meter.rollup_lag$$, '42501', 'permission denied for view rollup_lag',
+                 'meter_ingest cannot read meter.rollup_lag');
+select throws_ok($$update meter.rollup_watermark set position_id = 0$$, '42501',
+                 'permission denied for table rollup_watermark', 'meter_ingest cannot move the watermark');
+
 reset role;
 
 select is(current_user::text, 'meter', 'back to the owner after RESET ROLE');
@@ -140,6 +204,10 @@ select results_eq(
     $$select idempotency_key, value from meter.events where customer_id = (select cust from fx)$$,
     $$values ('tap-pv-k1'::text, 1::numeric)$$,
     'exactly the event ingested as meter_ingest is stored');
+
+create temp table pv_event as
+select id from meter.events where customer_id = (select cust from fx) and idempotency_key = 'tap-pv-k1';
+grant select on pv_event to public;
 
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_analyst.
@@ -162,6 +230,36 @@ select throws_ok($$select * from meter.ingest_events('[]'::jsonb)$$, '42501',
                  'permission denied for function ingest_events', 'meter_analyst cannot ingest');
 select throws_ok($$select meter.authenticate_api_key('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$, '42501',
                  'permission denied for function authenticate_api_key', 'meter_analyst cannot probe tokens');
+
+select lives_ok($$select * from meter.rollup_hourly$$, 'meter_analyst reads meter.rollup_hourly');
+select lives_ok($$select * from meter.rollup_hourly_unique$$, 'meter_analyst reads meter.rollup_hourly_unique');
+select lives_ok($$select * from meter.rollup_watermark$$, 'meter_analyst reads meter.rollup_watermark');
+select results_eq(
+    $$select v.version, v.aggregation from meter.meter_versions v where v.meter_id = (select m_calls from fx)$$,
+    $$values (1, 'count'::text)$$,
+    'meter_analyst reads meter.meter_versions');
+select results_eq(
+    $$select c.event_id from meter.event_cancellations c where c.event_id = (select id from pv_event)$$,
+    $$select id from pv_event$$,
+    'meter_analyst reads meter.event_cancellations (the cancellation made as meter_ingest)');
+select results_eq(
+    $$select pending_cancellations >= 1, pending_events >= 1 from meter.rollup_lag$$,
+    $$values (true, true)$$,
+    'meter_analyst reads meter.rollup_lag (its view reads meter.events with the owner''s rights)');
+select is_empty(
+    $$select * from meter.usage('tap-pv-cust', null, '2024-01-01 00:00+00', '2024-02-01 00:00+00', 'month')$$,
+    'meter_analyst can read usage through meter.usage');
+select is_empty(
+    $$select * from meter.rollup_verify('2024-01-01 00:00+00', '2024-02-01 00:00+00')$$,
+    'meter_analyst can run rollup_verify (security definer: no access to raw events needed)');
+select throws_ok($$select * from meter.rollup_run()$$, '42501', 'permission denied for function rollup_run',
+                 'meter_analyst cannot run the rollup');
+select throws_ok($$select * from meter.cancel_events('[]')$$, '42501', 'permission denied for function cancel_events',
+                 'meter_analyst cannot cancel events');
+select throws_ok($$select meter.upsert_meter('tap.pv.sneaky')$$, '42501', 'permission denied for function upsert_meter',
+                 'meter_analyst cannot create or change meters');
+select throws_ok($$delete from meter.rollup_hourly$$, '42501', 'permission denied for table rollup_hourly',
+                 'meter_analyst cannot change the rollups');
 
 reset role;
 

@@ -69,6 +69,11 @@ begin
     end if;
 
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
+    -- Under REPEATABLE READ or SERIALIZABLE, this transaction's snapshot can predate a rollup that
+    -- committed before the lock was granted, and the check below would read the old watermark
+    -- (and add a version over hours already rolled up). Locking the watermark row raises 40001
+    -- (retry) when it changed after the snapshot; under READ COMMITTED it just reads the latest.
+    perform 1 from meter.rollup_watermark where name = 'events' for share;
     if exists (
         select 1
         from meter.events e, meter.rollup_watermark w
