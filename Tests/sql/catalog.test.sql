@@ -141,7 +141,7 @@ select is_empty(
     'every function in schema meter sets search_path in proconfig');
 
 -- Functions may carry other settings besides search_path (rollup_run, rollup_verify and usage pin
--- their time zone, rollup_run its DateStyle, both rollup functions jit and work_mem): the
+-- their time zone, both rollup functions jit and work_mem, rollup_run enable_sort): the
 -- search_path entry must be there all the same, exactly once, and every other entry must be one of
 -- the documented ones.
 select is_empty(
@@ -156,12 +156,12 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('rollup_run'::text, 'DateStyle=ISO, YMD'::text), ('rollup_run', 'TimeZone=UTC'),
+    $$values ('rollup_run'::text, 'TimeZone=UTC'::text), ('rollup_run', 'enable_sort=off'),
              ('rollup_run', 'jit=off'), ('rollup_run', 'work_mem=256MB'),
              ('rollup_verify', 'TimeZone=UTC'), ('rollup_verify', 'jit=off'), ('rollup_verify', 'work_mem=256MB'),
              ('usage', 'TimeZone=UTC')$$,
     'the only other settings: TimeZone=UTC on rollup_run, rollup_verify and usage (UTC hours), '
-    'DateStyle on rollup_run, jit and work_mem on rollup_run and rollup_verify');
+    'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,

@@ -40,7 +40,8 @@ with bounds as (
 ),
 folded as (
     -- the events the rollups must hold: folded by the watermark, not subtracted by a cancellation
-    select e.customer_id, e.meter_id, pg_catalog.date_trunc('hour', e.occurred_at) as hour,
+    select e.customer_id, e.meter_id,
+           pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
            e.value, e.properties,
            exists (select 1 from meter.event_cancellations c
                    where c.event_id = e.id and c.rolled_up_at is not null) as cancelled

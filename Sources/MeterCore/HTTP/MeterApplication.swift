@@ -220,14 +220,15 @@ public enum MeterApplication {
 
     /// The database failed (not the client): 503, retryable with the same idempotency keys, when
     /// the connection or the pool failed; 500 for anything else (a bug on our side, logged).
-    static func unavailable(_ error: any Error, context: BasicRequestContext) -> Response {
+    static func unavailable(_ error: any Error, context: BasicRequestContext,
+                            message: String = "the event store is unavailable; retry with the same idempotency keys") -> Response {
         context.logger.error("ingest.database_error", metadata: ["error": "\(error)"])
         if let pg = error as? PGError, !pg.isTransient, pg.kind != .poolClosed {
             return APIResponse.error(.internalServerError, code: "internal_error",
                                      message: "internal error (logged with this request's X-Request-Id)")
         }
         return APIResponse.error(.serviceUnavailable, code: "database_unavailable",
-                                 message: "the event store is unavailable; retry with the same idempotency keys",
+                                 message: message,
                                  headers: [.retryAfter: "1"])
     }
 }

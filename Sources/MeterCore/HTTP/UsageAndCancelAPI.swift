@@ -130,40 +130,40 @@ extension MeterApplication {
         }
         func hourBoundary(_ name: String) -> Result<RFC3339Timestamp?, FieldError> {
             guard let raw = query[Substring(name)].map(String.init) else { return .success(nil) }
-            do {
+            do throws(TimestampError) {
                 let t = try RFC3339Timestamp(parsing: raw)
                 if t.epochMicroseconds % 3_600_000_000 != 0 {
                     return .failure(FieldError(code: "not_hour_aligned", field: name,
                                                message: "\(name) must lie on a UTC hour boundary (rollups are hourly); got \(raw)"))
                 }
                 return .success(t)
-            } catch let error as TimestampError {
-                return .failure(FieldError(code: "invalid_timestamp", field: name, message: "\(name): \(error.reason)"))
             } catch {
-                return .failure(FieldError(code: "invalid_timestamp", field: name, message: "\(name): \(error)"))
+                return .failure(FieldError(code: "invalid_timestamp", field: name, message: "\(name): \(error.reason)"))
             }
         }
-        let fromArg: RFC3339Timestamp?, toArg: RFC3339Timestamp?
+        let from: RFC3339Timestamp, to: RFC3339Timestamp
         switch (hourBoundary("from"), hourBoundary("to")) {
         case (.failure(let e), _), (_, .failure(let e)):
             return invalid(e.field ?? "", e.code, e.message)
         case (.success(let f), .success(let t)):
-            fromArg = f; toArg = t
+            // Defaults: the current UTC month, up to the start of the next hour.
+            let hour: Int64 = 3_600_000_000
+            let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            to = t ?? RFC3339Timestamp(epochMicroseconds: (now / hour + 1) * hour)
+            from = f ?? RFC3339Timestamp.startOfMonth(containing: now)
         }
-        if let f = fromArg, let t = toArg {
-            if f >= t { return invalid("to", "invalid_range", "to must be after from") }
-            if t.epochMicroseconds - f.epochMicroseconds > maxUsageSpanMicros {
-                return invalid("to", "range_too_large", "from and to may be at most 366 days apart")
-            }
+        if from >= to {
+            return invalid(query["to"] == nil ? "from" : "to", "invalid_range", "to (\(to.iso8601)) must be after from (\(from.iso8601))")
         }
-        let params: [any PGParameter] = [customer, meter, fromArg?.utcString, toArg?.utcString, granularity]
+        if to.epochMicroseconds - from.epochMicroseconds > maxUsageSpanMicros {
+            return invalid(query["to"] == nil ? "from" : "to", "range_too_large",
+                           "from (\(from.iso8601)) and to (\(to.iso8601)) may be at most 366 days apart")
+        }
+        let params: [any PGParameter] = [customer, meter, from.utcString, to.utcString, granularity]
         do {
             let result = try await pool.withConnection { conn in
                 try conn.executePrepared("""
-                    with bounds as (
-                        select coalesce($3::timestamptz, date_trunc('month', now(), 'UTC')) as f,
-                               coalesce($4::timestamptz, date_trunc('hour', now(), 'UTC') + interval '1 hour') as t
-                    )
+                    with bounds as (select $3::timestamptz as f, $4::timestamptz as t)
                     select to_char(b.f at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as range_from,
                            to_char(b.t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as range_to,
                            u.meter,
@@ -177,13 +177,23 @@ extension MeterApplication {
             }
             return APIResponse.usage(customer: customer, granularity: granularity, rows: result.rows)
         } catch let e as PGError where e.sqlState == "P0002" {
-            let field = e.message.contains("meter") ? "meter" : "customer"
+            // meter.usage() raises "no customer with ..." or "no meter with ..."
+            let field = e.message.hasPrefix("no meter") ? "meter" : "customer"
             return APIResponse.error(.notFound, code: "\(field)_not_found", message: e.message, field: field)
         } catch let e as PGError where e.sqlState == "22023" {
             return invalid(e.message.contains("granularity") ? "granularity" : "from", "invalid_value", e.message)
         } catch {
-            return unavailable(error, context: context)
+            return unavailable(error, context: context, message: "usage is unavailable; retry later")
         }
+    }
+}
+
+extension RFC3339Timestamp {
+    /// 00:00 UTC on the first day of the month containing `micros` (microseconds since the epoch).
+    static func startOfMonth(containing micros: Int64) -> RFC3339Timestamp {
+        let day = Int(micros / microsPerDay)
+        let (y, m, _) = civilFromDays(day)
+        return RFC3339Timestamp(epochMicroseconds: Int64(daysFromCivil(year: y, month: m, day: 1)) * microsPerDay)
     }
 }
 
