@@ -26,7 +26,7 @@ select is_empty(
 
 select set_has(
     $$select name from meter.schema_functions$$,
-    $$values ('_refuse_delete.sql'::text), ('authenticate_api_key.sql'), ('cancel_events.sql'),
+    $$values ('_refuse_delete.sql'::text), ('_rollup_pending.sql'), ('authenticate_api_key.sql'), ('cancel_events.sql'),
              ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_run.sql'),
              ('rollup_verify.sql'), ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
              ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_rollup_lag.sql')$$,
@@ -123,6 +123,7 @@ where p.pronamespace = 'meter'::regnamespace
 select results_eq(
     $$select signature from own_functions order by signature$$,
     $$values ('_refuse_delete()'),
+             ('_rollup_pending(OUT events bigint, OUT waiting bigint, OUT oldest timestamp with time zone)'),
              ('authenticate_api_key(p_token text)'),
              ('cancel_events(p_cancellations jsonb, p_api_token text)'),
              ('create_api_key(p_name text, p_token text)'),
@@ -133,7 +134,7 @@ select results_eq(
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
              ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)')$$,
-    'schema meter has exactly the eleven documented functions (no leftover five-argument upsert_meter)');
+    'schema meter has exactly the twelve documented functions (no leftover five-argument upsert_meter)');
 
 select is_empty(
     $$select signature from own_functions
@@ -141,7 +142,8 @@ select is_empty(
     'every function in schema meter sets search_path in proconfig');
 
 -- Functions may carry other settings besides search_path (rollup_run, rollup_verify and usage pin
--- their time zone, both rollup functions jit and work_mem, rollup_run enable_sort): the
+-- their time zone, both rollup functions jit and work_mem, rollup_run enable_sort, rollup_run and
+-- _rollup_pending plan_cache_mode): the
 -- search_path entry must be there all the same, exactly once, and every other entry must be one of
 -- the documented ones.
 select is_empty(
@@ -156,17 +158,22 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('rollup_run'::text, 'TimeZone=UTC'::text), ('rollup_run', 'enable_sort=off'),
-             ('rollup_run', 'jit=off'), ('rollup_run', 'work_mem=256MB'),
+    $$values ('_rollup_pending'::text, 'plan_cache_mode=force_custom_plan'::text),
+             ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
+             ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
+             ('rollup_run', 'work_mem=256MB'),
              ('rollup_verify', 'TimeZone=UTC'), ('rollup_verify', 'jit=off'), ('rollup_verify', 'work_mem=256MB'),
              ('usage', 'TimeZone=UTC')$$,
     'the only other settings: TimeZone=UTC on rollup_run, rollup_verify and usage (UTC hours), '
-    'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run');
+    'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
+    'for rollup_run and _rollup_pending');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('authenticate_api_key'::text), ('cancel_events'), ('ingest_events'), ('rollup_verify'), ('usage')$$,
-    'only authenticate_api_key, cancel_events, ingest_events, rollup_verify and usage are SECURITY DEFINER');
+    $$values ('_rollup_pending'::text), ('authenticate_api_key'), ('cancel_events'), ('ingest_events'),
+             ('rollup_verify'), ('usage')$$,
+    'only _rollup_pending, authenticate_api_key, cancel_events, ingest_events, rollup_verify and usage '
+    'are SECURITY DEFINER');
 
 select is_empty(
     $$select signature from own_functions f

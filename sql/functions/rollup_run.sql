@@ -41,6 +41,9 @@ set jit = off
 -- the groups and sorts 1M rows for a GroupAggregate (measured: twice as slow as hashing). Hash
 -- aggregation spills to disk when it must, so forbidding sorts here is safe.
 set enable_sort = off
+-- Every run is planned with its actual watermark and batch end: a generic plan cannot know that
+-- the range is small (or large) and may pick a full scan of the events.
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_started        timestamptz := pg_catalog.clock_timestamp();

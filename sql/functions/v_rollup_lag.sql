@@ -17,11 +17,7 @@ h as (
     select pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) as horizon
 ),
 pending as (
-    select pg_catalog.count(*) as events,
-           pg_catalog.count(*) filter (where e.xid >= h.horizon) as waiting,
-           pg_catalog.min(e.received_at) as oldest
-    from meter.events e, w, h
-    where (e.xid, e.id) >= (w.position_xid, w.position_id)
+    select p.events, p.waiting, p.oldest from meter._rollup_pending() p
 ),
 cancels as (
     select pg_catalog.count(*) as n, pg_catalog.min(c.cancelled_at) as oldest
