@@ -81,7 +81,11 @@ public struct EmbeddedPostgres: Sendable {
         try FileManager.default.createDirectory(atPath: (dataDir as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         return try withLock {
-            if try isRunning() { return false }
+            if try isRunning() {
+                // Reused: the cluster is up, but its database may have been dropped meanwhile.
+                try ensureDatabase(database)
+                return false
+            }
             try prepareDirectory()
             if !FileManager.default.fileExists(atPath: realDataDir + "/PG_VERSION") {
                 log("initializing a PostgreSQL cluster in \(realDataDir)")
