@@ -22,7 +22,9 @@ struct RollupCommand: AsyncParsableCommand {
         @Option(name: .customLong("max-events"), help: "Events per run at most. Default: 1000000") var maxEvents = Rollup.defaultMaxEvents
         @Flag(help: "One run only.") var once = false
         func validate() throws {
-            if maxEvents < 1 { throw ValidationError("--max-events must be at least 1; got \(maxEvents)") }
+            if maxEvents < 1 || maxEvents > Int(Int32.max) {
+                throw ValidationError("--max-events must be between 1 and \(Int32.max); got \(maxEvents)")
+            }
         }
         func run() async throws {
             let started = ContinuousClock.now

@@ -47,6 +47,9 @@ struct ServiceOptions: ParsableArguments {
         try positive(pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance", min: 0)
         try positive(rollupIntervalMs, "METER_ROLLUP_INTERVAL_MS", "rollup-interval-ms", min: 10)
         try positive(rollupMaxEvents, "METER_ROLLUP_MAX_EVENTS", "rollup-max-events")
+        if let n = rollupMaxEvents ?? env["METER_ROLLUP_MAX_EVENTS"].flatMap(Int.init), n > Int(Int32.max) {
+            throw ValidationError("--rollup-max-events (METER_ROLLUP_MAX_EVENTS) must be at most \(Int32.max); got \(n)")
+        }
         if let v = env["METER_ROLLUP"], !["on", "off"].contains(v) {
             throw ValidationError("METER_ROLLUP must be on or off; got \(v)")
         }

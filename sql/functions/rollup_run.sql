@@ -70,6 +70,15 @@ begin
             using errcode = '22023';
     end if;
 
+    -- The design needs a fresh snapshot per statement (the meter versions and cancellations read
+    -- after the lock must be the latest): READ COMMITTED, Postgres' default.
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+        raise exception 'meter.rollup_run() must run in a READ COMMITTED transaction, not %',
+            pg_catalog.current_setting('transaction_isolation')
+            using errcode = '0A000',
+                  hint = 'call it outside an explicit REPEATABLE READ/SERIALIZABLE transaction, and check default_transaction_isolation';
+    end if;
+
     if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('meter.rollup')) then
         return row(false, 0, 0, 0, null, null, null, false,
                    round(extract(epoch from pg_catalog.clock_timestamp() - v_started) * 1000, 3)
@@ -95,10 +104,14 @@ begin
         v_end_xid := v_horizon;
         v_end_id  := 0;
     end if;
-    -- never backwards (the horizon only grows; this guards the invariant anyway)
+    -- Never backwards. In a healthy cluster the horizon only grows, so a watermark ahead of it
+    -- means transaction ids from another cluster (a restore, a move): stop loudly rather than
+    -- skip the events this cluster writes below it.
     if (v_end_xid, v_end_id) < (v_wm.position_xid, v_wm.position_id) then
-        v_end_xid := v_wm.position_xid;
-        v_end_id  := v_wm.position_id;
+        raise exception 'the rollup watermark (%/%) is ahead of this cluster''s oldest running transaction (%)',
+            v_wm.position_xid, v_wm.position_id, v_horizon
+            using errcode = '55000',
+                  hint = 'the database was restored or moved from another cluster: rebase the watermark (docs/runbook.md) before rolling up';
     end if;
 
     -- Meters that count distinct values in some version: only their events' properties are read.
@@ -144,11 +157,12 @@ begin
     ),
     uniques as (
         insert into meter.rollup_hourly_unique as u
-               (customer_id, meter_id, hour, unique_value, event_count)
-        select f.customer_id, f.meter_id, f.hour, f.unique_value, f.n
+               (customer_id, meter_id, hour, value_hash, unique_value, event_count)
+        select f.customer_id, f.meter_id, f.hour, pg_catalog.sha256(pg_catalog.convert_to(f.unique_value, 'UTF8')),
+               f.unique_value, f.n
         from fine f
         where f.unique_value is not null
-        on conflict (customer_id, meter_id, hour, unique_value) do update
+        on conflict (customer_id, meter_id, hour, value_hash) do update
             set event_count = u.event_count + excluded.event_count
         returning 1
     )
@@ -194,7 +208,7 @@ begin
               where du.properties is not null and du.properties ->> uv.unique_property is not null
               group by 1, 2, 3, 4) d
         where u.customer_id = d.customer_id and u.meter_id = d.meter_id and u.hour = d.hour
-          and u.unique_value = d.unique_value
+          and u.value_hash = pg_catalog.sha256(pg_catalog.convert_to(d.unique_value, 'UTF8'))
         returning 1
     )
     select (select pg_catalog.count(*) from due),

@@ -85,7 +85,7 @@ begin
                when 'sum' then pg_catalog.sum(h.quantity)
                when 'max' then coalesce(pg_catalog.max(h.max_value), 0)
                when 'unique_count' then (
-                   select pg_catalog.count(distinct u.unique_value)::numeric
+                   select pg_catalog.count(distinct u.value_hash)::numeric
                    from meter.rollup_hourly_unique u
                    where u.customer_id = v_customer_id and u.meter_id = h.meter_id
                      and u.hour >= h.seg_start and u.hour < h.seg_end and u.event_count > 0)

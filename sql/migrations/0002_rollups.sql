@@ -112,14 +112,18 @@ comment on table meter.rollup_hourly is
 
 -- What unique_count needs: per hour, each distinct value of the meter's unique_property and the
 -- number of (not cancelled) events that carried it. Distinct values over any period are
--- count(distinct unique_value) over its hours where event_count > 0: exact, not a sketch.
+-- count(distinct value_hash) over its hours where event_count > 0: exact, not a sketch.
+-- Keyed by the value's SHA-256, not the value: a property value may be longer than a B-tree key
+-- can be (about 2.7 kB), and one such event must not stop every rollup.
 create table meter.rollup_hourly_unique (
     customer_id  bigint not null,
     meter_id     bigint not null,
     hour         timestamptz not null,
+    value_hash   bytea not null,   -- sha256(convert_to(unique_value, 'UTF8'))
     unique_value text not null,
     event_count  bigint not null,
-    constraint rollup_hourly_unique_pkey primary key (customer_id, meter_id, hour, unique_value),
+    constraint rollup_hourly_unique_pkey primary key (customer_id, meter_id, hour, value_hash),
+    constraint rollup_hourly_unique_hash_length check (length(value_hash) = 32),
     constraint rollup_hourly_unique_non_negative check (event_count >= 0)
 );
 comment on table meter.rollup_hourly_unique is

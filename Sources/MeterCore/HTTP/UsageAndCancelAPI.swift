@@ -110,8 +110,11 @@ extension MeterApplication {
             APIResponse.error(.unprocessableContent, code: code, message: message, field: field)
         }
         var seen: Set<String> = []
-        for (k, _) in query {
+        for (k, v) in query {
             let name = String(k)
+            if v.contains("\u{0}") {
+                return invalid(name, "invalid_value", "\(name) must not contain NUL (%00)")
+            }
             if !usageParameters.contains(name) {
                 return invalid(name, "unknown_parameter",
                                "unknown query parameter \"\(name)\"; expected \(usageParameters.sorted().joined(separator: ", "))")
@@ -170,7 +173,7 @@ extension MeterApplication {
                            to_char(u.bucket_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_start,
                            to_char(u.bucket_end at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_end,
                            u.meter_version, u.aggregation, u.quantity::text as quantity, u.event_count,
-                           (select lag_seconds::text from meter.rollup_lag) as lag_seconds
+                           meter.rollup_lag_seconds()::text as lag_seconds
                     from bounds b
                     left join lateral meter.usage($1, $2, b.f, b.t, $5) u on true
                     """, params)

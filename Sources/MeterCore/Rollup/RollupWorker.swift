@@ -82,7 +82,8 @@ public final class RollupWorker: Service, @unchecked Sendable {
                 metrics.rollupFailed()
                 logger.warning("rollup.run_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
             }
-            if ContinuousClock.now - lastLag >= configuration.lagRefresh {
+            // Not while catching up a backlog: the next run matters more than the gauge.
+            if !more && ContinuousClock.now - lastLag >= configuration.lagRefresh {
                 lastLag = ContinuousClock.now
                 if let lag = try? await pool.withConnection({ conn in try Rollup.lag(conn) }) {
                     metrics.rollupLag(lag)
