@@ -27,7 +27,7 @@ select is_empty(
 select set_has(
     $$select name from meter.schema_functions$$,
     $$values ('_refuse_delete.sql'::text), ('_rollup_pending.sql'), ('authenticate_api_key.sql'), ('cancel_events.sql'),
-             ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_run.sql'),
+             ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_lag_seconds.sql'), ('rollup_run.sql'),
              ('rollup_verify.sql'), ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
              ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_rollup_lag.sql')$$,
     'every sql/functions file is recorded in schema_functions');
@@ -59,8 +59,8 @@ select col_is_pk('meter', 'event_cancellations', 'event_id',
                  'event_cancellations is keyed by event_id (one cancellation per event)');
 select col_is_pk('meter', 'rollup_hourly', array['customer_id', 'meter_id', 'hour']::name[],
                  'rollup_hourly is keyed by (customer_id, meter_id, hour)');
-select col_is_pk('meter', 'rollup_hourly_unique', array['customer_id', 'meter_id', 'hour', 'unique_value']::name[],
-                 'rollup_hourly_unique is keyed by (customer_id, meter_id, hour, unique_value)');
+select col_is_pk('meter', 'rollup_hourly_unique', array['customer_id', 'meter_id', 'hour', 'value_hash']::name[],
+                 'rollup_hourly_unique is keyed by (customer_id, meter_id, hour, value_hash): a value may be too long for a B-tree key');
 select results_eq(
     $$select name from meter.rollup_watermark$$, $$values ('events'::text)$$,
     'rollup_watermark holds exactly one row, named events');
@@ -123,18 +123,19 @@ where p.pronamespace = 'meter'::regnamespace
 select results_eq(
     $$select signature from own_functions order by signature$$,
     $$values ('_refuse_delete()'),
-             ('_rollup_pending(OUT events bigint, OUT waiting bigint, OUT oldest timestamp with time zone)'),
+             ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('authenticate_api_key(p_token text)'),
              ('cancel_events(p_cancellations jsonb, p_api_token text)'),
              ('create_api_key(p_name text, p_token text)'),
              ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
              ('revoke_api_key(p_key text)'),
+             ('rollup_lag_seconds()'),
              ('rollup_run(p_max_events integer)'),
              ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
              ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)')$$,
-    'schema meter has exactly the twelve documented functions (no leftover five-argument upsert_meter)');
+    'schema meter has exactly the thirteen documented functions (no leftover five-argument upsert_meter)');
 
 select is_empty(
     $$select signature from own_functions
@@ -159,6 +160,7 @@ select results_eq(
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
     $$values ('_rollup_pending'::text, 'plan_cache_mode=force_custom_plan'::text),
+             ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
              ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'work_mem=256MB'),
@@ -166,14 +168,14 @@ select results_eq(
              ('usage', 'TimeZone=UTC')$$,
     'the only other settings: TimeZone=UTC on rollup_run, rollup_verify and usage (UTC hours), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
-    'for rollup_run and _rollup_pending');
+    'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
     $$values ('_rollup_pending'::text), ('authenticate_api_key'), ('cancel_events'), ('ingest_events'),
-             ('rollup_verify'), ('usage')$$,
-    'only _rollup_pending, authenticate_api_key, cancel_events, ingest_events, rollup_verify and usage '
-    'are SECURITY DEFINER');
+             ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
+    'only _rollup_pending, authenticate_api_key, cancel_events, ingest_events, rollup_lag_seconds, '
+    'rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(
     $$select signature from own_functions f

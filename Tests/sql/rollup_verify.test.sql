@@ -142,9 +142,9 @@ select results_eq(
     'a wrong count of one unique value lists its hour (1 value differing; count, sum and max agree)');
 
 delete from meter.rollup_hourly_unique where customer_id = (select cust from fx) and unique_value = 'bob';
-insert into meter.rollup_hourly_unique values
-    ((select cust from fx), (select m_users from fx), '2024-03-10 10:00+00', 'zed', 1),
-    ((select cust from fx), (select m_users from fx), '2024-03-10 15:00+00', 'zed', 1);
+insert into meter.rollup_hourly_unique (customer_id, meter_id, hour, value_hash, unique_value, event_count) values
+    ((select cust from fx), (select m_users from fx), '2024-03-10 10:00+00', pg_catalog.sha256('zed'), 'zed', 1),
+    ((select cust from fx), (select m_users from fx), '2024-03-10 15:00+00', pg_catalog.sha256('zed'), 'zed', 1);
 
 select results_eq(
     $$select meter, hour, rollup_events, raw_events, unique_values_differing
