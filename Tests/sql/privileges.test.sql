@@ -1,7 +1,8 @@
--- Least privilege: meter_ingest may only authenticate a key, ingest, cancel events and read usage
--- (through SECURITY DEFINER functions); meter_analyst may only read the reporting views, the
--- rollup tables and meter.rollup_lag, and call meter.usage and meter.rollup_verify; nobody but the
--- owner runs meter.rollup_run or changes the catalog; PUBLIC gets nothing.
+-- Least privilege: meter_ingest may only authenticate a key, ingest, cancel events, read usage and
+-- the rollup lag in seconds (through SECURITY DEFINER functions); meter_analyst may only read the
+-- reporting views, the rollup tables and meter.rollup_lag, and call meter.usage,
+-- meter.rollup_verify and meter.rollup_lag_seconds; nobody but the owner runs meter.rollup_run or
+-- changes the catalog; PUBLIC gets nothing.
 -- First the catalog (what is granted), then behaviour under SET LOCAL ROLE (what actually works).
 begin;
 -- Under SET ROLE, "$user" no longer names the schema pgTAP may live in: pin search_path (for this
@@ -14,7 +15,7 @@ begin
         true);
 end
 $$;
-select plan(99);
+select plan(104);
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles.
@@ -76,6 +77,12 @@ select is((select pg_catalog.array_agg(r.rolname::text order by r.rolname)
              and r.oid <> (select proowner from pg_catalog.pg_proc where oid = 'meter.rollup_run(integer)'::regprocedure)),
           null::text[],
           'no role but the owner (and superusers) may execute rollup_run');
+select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute rollup_lag_seconds');
+select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
+                          'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute rollup_lag_seconds');
+select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute rollup_lag_seconds');
 select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute ingest_events');
 select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
@@ -194,6 +201,8 @@ select throws_ok($$select * from meter.event_cancellations$$, '42501', 'permissi
                  'meter_ingest cannot select meter.event_cancellations');
 select throws_ok($$select * from meter.rollup_lag$$, '42501', 'permission denied for view rollup_lag',
                  'meter_ingest cannot read meter.rollup_lag');
+select lives_ok($$select meter.rollup_lag_seconds()$$,
+                'meter_ingest can call meter.rollup_lag_seconds (security definer: it reads the events for it)');
 select throws_ok($$update meter.rollup_watermark set position_id = 0$$, '42501',
                  'permission denied for table rollup_watermark', 'meter_ingest cannot move the watermark');
 
@@ -246,6 +255,8 @@ select results_eq(
     $$select pending_cancellations >= 1, pending_events >= 1 from meter.rollup_lag$$,
     $$values (true, true)$$,
     'meter_analyst reads meter.rollup_lag (its view reads meter.events with the owner''s rights)');
+select lives_ok($$select meter.rollup_lag_seconds()$$,
+                'meter_analyst can call meter.rollup_lag_seconds');
 select is_empty(
     $$select * from meter.usage('tap-pv-cust', null, '2024-01-01 00:00+00', '2024-02-01 00:00+00', 'month')$$,
     'meter_analyst can read usage through meter.usage');

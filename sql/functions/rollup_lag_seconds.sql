@@ -9,7 +9,7 @@
 create or replace function meter.rollup_lag_seconds()
 returns numeric
 language plpgsql
-stable
+volatile  -- reads clock_timestamp()
 security definer  -- callers (meter_ingest for GET /v1/usage, meter_analyst) need not read raw events
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
