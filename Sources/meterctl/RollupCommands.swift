@@ -16,11 +16,13 @@ struct RollupCommand: AsyncParsableCommand {
             discussion: """
                 Calls meter.rollup_run(max_events) repeatedly until nothing is left below the horizon \
                 (the oldest open transaction), printing each run. With --once, one run only. If another \
-                worker holds the rollup lock, waits for it by retrying.
+                worker holds the rollup lock, retries every 50 ms for --lock-wait seconds, then fails.
                 """)
         @OptionGroup var global: GlobalOptions
         @Option(name: .customLong("max-events"), help: "Events per run at most. Default: 1000000") var maxEvents = Rollup.defaultMaxEvents
         @Flag(help: "One run only.") var once = false
+        @Option(name: .customLong("lock-wait"), help: "Seconds to wait while another rollup holds the lock. Default: 300")
+        var lockWait: Double = 300
         func validate() throws {
             if maxEvents < 1 || maxEvents > Int(Int32.max) {
                 throw ValidationError("--max-events must be between 1 and \(Int32.max); got \(maxEvents)")
@@ -29,7 +31,7 @@ struct RollupCommand: AsyncParsableCommand {
         func run() async throws {
             let started = ContinuousClock.now
             let total = try global.withConnection(migrate: global.target.isEmbedded) { conn in
-                try Rollup.drain(conn, maxEvents: maxEvents, maxRuns: once ? 1 : .max) { r in
+                try Rollup.drain(conn, maxEvents: maxEvents, maxRuns: once ? 1 : .max, lockWait: lockWait) { r in
                     if r.ran {
                         print("run: \(r.eventsFolded) events, \(r.cancellationsFolded) cancellations, "
                               + "\(r.hoursTouched) hours in \(r.durationMs) ms; watermark \(r.position ?? "?")"

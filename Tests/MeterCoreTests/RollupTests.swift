@@ -113,6 +113,9 @@ final class RollupTests: XCTestCase {
         XCTAssertFalse(second.ran, "the lock is held by the open transaction of the first run")
         XCTAssertEqual(second.eventsFolded, 0)
         XCTAssertLessThan(Date().timeIntervalSince(started), 5, "it does not wait for the lock")
+        XCTAssertThrowsError(try Rollup.drain(b, lockWait: 0.3), "drain gives up on a lock held too long") { error in
+            XCTAssertTrue(error is Rollup.LockHeld, "\(error)")
+        }
         try a.execute("commit")
         XCTAssertTrue(try Rollup.run(b).ran)
         XCTAssertEqual(try db.hour(b, 1).events, 1)

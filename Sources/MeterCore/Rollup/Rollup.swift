@@ -75,11 +75,23 @@ public enum Rollup {
                          durationMs: Double(try r.string("duration_ms")) ?? 0)
     }
 
+    /// Another caller held the rollup lock for longer than `drain` was willing to wait.
+    public struct LockHeld: Error, CustomStringConvertible {
+        public let waitedSeconds: Double
+        public var description: String {
+            "another rollup has held the lock for \(Int(waitedSeconds)) s (a long run, or a session "
+                + "that called meter.rollup_run() inside a transaction it has not ended): see meterctl rollup status"
+        }
+    }
+
     /// Runs until nothing is left below the horizon (or `maxRuns`); `progress` sees every run.
+    /// While another caller holds the lock, retries every 50 ms, for `lockWait` seconds at most.
     @discardableResult
     public static func drain(_ conn: PGConnection, maxEvents: Int = defaultMaxEvents, maxRuns: Int = .max,
+                             lockWait: Double = 300,
                              progress: (RunResult) -> Void = { _ in }) throws -> (runs: Int, events: Int64, cancellations: Int64) {
         var runs = 0, events: Int64 = 0, cancellations: Int64 = 0
+        var skippedSince: Date?
         while runs < maxRuns {
             let r = try run(conn, maxEvents: maxEvents)
             runs += 1
@@ -87,7 +99,15 @@ public enum Rollup {
             cancellations += r.cancellationsFolded
             progress(r)
             if r.ran && !r.morePending { break }
-            if !r.ran { usleep(50_000) }  // someone else is running: let it finish
+            if r.ran {
+                skippedSince = nil
+            } else {
+                // someone else is running: let it finish
+                let since = skippedSince ?? Date()
+                skippedSince = since
+                if Date().timeIntervalSince(since) > lockWait { throw LockHeld(waitedSeconds: Date().timeIntervalSince(since)) }
+                usleep(50_000)
+            }
         }
         return (runs, events, cancellations)
     }
