@@ -435,3 +435,55 @@ struct SplitMix64 {
         return z ^ (z >> 31)
     }
 }
+
+/// The serve loop itself under connection loss: its database connection is terminated again and
+/// again while events arrive; the loop reconnects on its own, and every event is counted once.
+final class RollupWorkerRecoveryTests: XCTestCase {
+    func testLoopSurvivesTerminatedConnectionsAndCountsEveryEventOnce() async throws {
+        let db = try RollupDB.make("worker")
+        var config = RollupWorker.Configuration()
+        config.interval = .milliseconds(100)
+        config.minGap = .milliseconds(10)
+        config.maxEvents = 25
+        let metrics = MeterMetrics()
+        let worker = RollupWorker(conninfo: db.info, configuration: config, metrics: metrics, logger: TestDatabase.logger)
+        let loop = Task { try await worker.run() }
+
+        let writer = Task.detached { () throws -> Int in
+            let c = try PGConnection(conninfo: db.info)
+            for i in 0..<400 {
+                try db.ingest(c, key: "w\(i)", hour: i % 5, value: "\(i % 13)", user: "u\(i % 7)")
+                if i % 50 == 49 { try db.cancel(c, keys: ["w\(i - 10)"]) }
+                if i % 20 == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            return 400
+        }
+        // Meanwhile, terminate the worker's connection whenever it shows up.
+        let admin = try PGConnection(conninfo: db.info)
+        var kills = 0
+        let deadline = Date().addingTimeInterval(20)
+        while kills < 8 && Date() < deadline {
+            let r = try admin.execute("""
+                select pg_terminate_backend(pid) as killed from pg_stat_activity
+                where application_name = 'meter-rollup' and datname = current_database()
+                """)
+            kills += r.rows.filter { (try? $0.bool("killed")) == true }.count
+            try await Task.sleep(for: .milliseconds(30))
+        }
+        XCTAssertGreaterThanOrEqual(kills, 8, "the worker's connection was terminated repeatedly")
+        _ = try await writer.value
+
+        // The loop catches up on its own after the last kill.
+        try RollupDB.waitUntil("the loop caught up", timeout: 30) {
+            let lag = try Rollup.lag(admin)
+            return lag.pendingEvents == 0 && lag.pendingCancellations == 0
+        }
+        loop.cancel()
+        _ = try? await loop.value
+        XCTAssertEqual(try db.verify(admin), [])
+        XCTAssertEqual(try db.totals(admin), try db.expectedTotals(admin))
+        XCTAssertEqual(try admin.execute("select sum(event_count) as n from meter.rollup_hourly").single().int("n"), 400 - 8)
+        let text = String(decoding: metrics.registry.emitToBuffer(), as: UTF8.self)
+        XCTAssertTrue(text.contains("meter_rollup_events_total 400"), "every event folded once by the loop:\n\(text)")
+    }
+}

@@ -23,14 +23,16 @@ public final class PGConnection: @unchecked Sendable {
 
     /// Connects with a libpq conninfo string or a `postgres://` URL. Defaults that the string
     /// does not set itself: `connect_timeout=10` (an unreachable host fails in seconds, not after
-    /// the OS TCP timeout), `client_encoding=UTF8`, `application_name=meter`. Then the session is
+    /// the OS TCP timeout), `client_encoding=UTF8`, `application_name` (default `meter`; the rollup
+    /// worker says `meter-rollup`, the listener `meter-listen`, so DBAs can tell them apart in
+    /// pg_stat_activity). Then the session is
     /// set up (TimeZone UTC, synchronous_commit never off, optional statement_timeout); a failure
     /// there fails the connection instead of leaving it half set up.
-    public init(conninfo: String, statementTimeout: String? = nil) throws(PGError) {
+    public init(conninfo: String, statementTimeout: String? = nil, applicationName: String = "meter") throws(PGError) {
         self.conninfo = conninfo
         // Defaults first, the caller's string last: with expand_dbname, later values win.
         let keys = ["connect_timeout", "client_encoding", "application_name", "dbname"]
-        let values = ["10", "UTF8", "meter", conninfo]
+        let values = ["10", "UTF8", applicationName, conninfo]
         let c: OpaquePointer? = keys.withCStringArray { k in
             values.withCStringArray { v in PQconnectdbParams(k, v, 1) }
         }

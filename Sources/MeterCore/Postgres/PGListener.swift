@@ -48,7 +48,7 @@ public final class PGListener: @unchecked Sendable {
         var backoffMs: UInt32 = 100
         while !isStopped {
             do {
-                let conn = try PGConnection(conninfo: conninfo)
+                let conn = try PGConnection(conninfo: conninfo, applicationName: "meter-listen")
                 for ch in channels {
                     try conn.execute("listen \"\(ch.replacingOccurrences(of: "\"", with: "\"\""))\"")
                 }

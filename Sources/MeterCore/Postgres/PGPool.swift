@@ -43,8 +43,13 @@ public final class PGPool: @unchecked Sendable {
     private var nextWaiterID = 0
     private var closed = false
 
+    /// Connections report `applicationName` to the server unless the conninfo sets one.
+    public let applicationName: String
+
     public init(conninfo: String, maxConnections: Int = 16, acquireTimeout: Duration = .seconds(5),
-                statementTimeout: String? = "30s", logger: Logger = Logger(label: "meter.pg")) {
+                statementTimeout: String? = "30s", applicationName: String = "meter",
+                logger: Logger = Logger(label: "meter.pg")) {
+        self.applicationName = applicationName
         precondition(maxConnections > 0)
         self.conninfo = conninfo
         self.statementTimeout = statementTimeout
@@ -161,8 +166,8 @@ public final class PGPool: @unchecked Sendable {
     }
 
     private func connect() async throws -> PGConnection {
-        let info = conninfo, timeout = statementTimeout
-        return try await threads.runIfActive { try PGConnection(conninfo: info, statementTimeout: timeout) }
+        let info = conninfo, timeout = statementTimeout, name = applicationName
+        return try await threads.runIfActive { try PGConnection(conninfo: info, statementTimeout: timeout, applicationName: name) }
     }
 
     private func expire(waiter id: Int) {

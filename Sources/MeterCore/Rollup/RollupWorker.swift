@@ -37,7 +37,7 @@ public final class RollupWorker: Service, @unchecked Sendable {
         self.logger = logger
         // Runs are bounded by max_events, but a large backlog can make one take seconds.
         self.pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30),
-                           statementTimeout: "300s", logger: logger)
+                           statementTimeout: "300s", applicationName: "meter-rollup", logger: logger)
     }
 
     public func run() async throws {
