@@ -27,7 +27,7 @@ select is_empty(
 select set_has(
     $$select name from meter.schema_functions$$,
     $$values ('_refuse_delete.sql'::text), ('_rollup_pending.sql'), ('authenticate_api_key.sql'), ('cancel_events.sql'),
-             ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_lag_seconds.sql'), ('rollup_run.sql'),
+             ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_lag_seconds.sql'), ('rollup_rebase.sql'), ('rollup_run.sql'),
              ('rollup_verify.sql'), ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
              ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_rollup_lag.sql')$$,
     'every sql/functions file is recorded in schema_functions');
@@ -130,12 +130,13 @@ select results_eq(
              ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
              ('revoke_api_key(p_key text)'),
              ('rollup_lag_seconds()'),
+             ('rollup_rebase()'),
              ('rollup_run(p_max_events integer)'),
              ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
              ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)')$$,
-    'schema meter has exactly the thirteen documented functions (no leftover five-argument upsert_meter)');
+    'schema meter has exactly the fourteen documented functions (no leftover five-argument upsert_meter)');
 
 select is_empty(
     $$select signature from own_functions

@@ -111,7 +111,7 @@ begin
         raise exception 'the rollup watermark (%/%) is ahead of this cluster''s oldest running transaction (%)',
             v_wm.position_xid, v_wm.position_id, v_horizon
             using errcode = '55000',
-                  hint = 'the database was restored or moved from another cluster: rebase the watermark (docs/runbook.md) before rolling up';
+                  hint = 'the database was restored or moved from another cluster: run select meter.rollup_rebase(); (docs/runbook.md)';
     end if;
 
     -- Meters that count distinct values in some version: only their events' properties are read.

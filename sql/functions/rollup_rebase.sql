@@ -1,0 +1,55 @@
+-- meter.rollup_rebase(): after a restore or a move to another cluster, put the rollup watermark
+-- and the events' transaction ids back on this cluster's scale. Returns the events re-based.
+--
+-- Why: the watermark orders events by the id of the transaction that inserted them. Transaction
+-- ids belong to a cluster; a restored database carries the old cluster's ids, usually far ahead of
+-- the new cluster's, and meter.rollup_run() stops with SQLSTATE 55000 ("watermark is ahead of this
+-- cluster's oldest running transaction") rather than skip the events written from now on.
+--
+-- What it does, in one transaction:
+--   * takes the rollup lock (waits for a running rollup) and blocks new events meanwhile
+--     (LOCK meter.events IN SHARE ROW EXCLUSIVE MODE: readers go on, writers wait);
+--   * keeps the meaning of the old watermark exactly: every event it had folded gets xid 3, every
+--     event it had not gets xid 4, and the watermark becomes (4, 0). So folded events stay folded
+--     (never counted twice) and pending ones get folded by the next run (never skipped); the
+--     cluster's own transaction ids are all above 4, so new events come after both.
+--   * refuses when the watermark is not ahead of the horizon (nothing to repair): 55000.
+-- It rewrites every event row once (plan a maintenance window for a large table, then VACUUM).
+-- Rollup rows, cancellations and their rolled_up_at are untouched: they do not hold xids.
+create or replace function meter.rollup_rebase()
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_wm      meter.rollup_watermark;
+    v_horizon xid8;
+    v_rows    bigint;
+begin
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
+    lock table meter.events in share row exclusive mode;
+    v_horizon := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    select * into strict v_wm from meter.rollup_watermark where name = 'events' for update;
+    if (v_wm.position_xid, v_wm.position_id) <= (v_horizon, 0::bigint) then
+        raise exception 'the rollup watermark (%/%) is not ahead of this cluster''s horizon (%): nothing to re-base',
+            v_wm.position_xid, v_wm.position_id, v_horizon
+            using errcode = '55000';
+    end if;
+
+    update meter.events e
+    set xid = case when (e.xid, e.id) < (v_wm.position_xid, v_wm.position_id) then '3'::xid8
+                   else '4'::xid8 end;
+    get diagnostics v_rows = row_count;
+
+    update meter.rollup_watermark
+    set position_xid = '4', position_id = 0, updated_at = pg_catalog.now()
+    where name = 'events';
+    return v_rows;
+end;
+$$;
+
+comment on function meter.rollup_rebase() is
+    'After a restore from another cluster: maps folded events to xid 3, pending ones to xid 4, watermark to (4, 0).';
+
+revoke all on function meter.rollup_rebase() from public;
