@@ -49,10 +49,7 @@ struct BenchIngest: AsyncParsableCommand {
     @Option(name: .customLong("api-key"), help: "API key for --url.") var apiKey: String?
 
     func run() async throws {
-        if global.logLevel == nil && GlobalOptions.env["LOG_LEVEL"] == nil {
-            LoggingBootstrap.once(format: "json", level: .warning)
-        }
-        let logger = global.bootstrapLogging()
+        let logger = global.bootstrapLogging(defaultLevel: .warning)
         let sqlDir = try global.target.locateSQL()
         let conninfo = try global.conninfo(migrate: true)
         let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)

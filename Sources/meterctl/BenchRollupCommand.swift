@@ -40,10 +40,7 @@ struct BenchRollup: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if global.logLevel == nil && GlobalOptions.env["LOG_LEVEL"] == nil {
-            LoggingBootstrap.once(format: "json", level: .warning)
-        }
-        let logger = global.bootstrapLogging()
+        let logger = global.bootstrapLogging(defaultLevel: .warning)
         let sqlDir = try global.target.locateSQL()
         let conninfo = try global.conninfo(migrate: true)
         let customers = (0..<benchCustomers).map { "bench-c\($0)" } + (0..<4).map { "bench-probe\($0)" }

@@ -42,10 +42,7 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Events in the sample. Default: 3000") var events: Int = 3000
 
     func run() async throws {
-        if global.logLevel == nil && GlobalOptions.env["LOG_LEVEL"] == nil {
-            LoggingBootstrap.once(format: "json", level: .warning)
-        }
-        let logger = global.bootstrapLogging()
+        let logger = global.bootstrapLogging(defaultLevel: .warning)
         let sqlDir = try global.target.locateSQL()
         let root = URL(fileURLWithPath: sqlDir).deletingLastPathComponent().path
         print("== meter demo ==")

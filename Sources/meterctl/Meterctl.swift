@@ -49,8 +49,10 @@ struct GlobalOptions: ParsableArguments {
                        sqlDir: sqlDir)
     }
 
-    func bootstrapLogging() -> Logger {
-        let level = Logger.Level(rawValue: logLevel ?? Self.env["LOG_LEVEL"] ?? "info") ?? .info
+    /// `defaultLevel` applies when neither --log-level nor LOG_LEVEL is set (commands that print
+    /// their own output, such as demo and bench, keep the log to warnings).
+    func bootstrapLogging(defaultLevel: Logger.Level = .info) -> Logger {
+        let level = (logLevel ?? Self.env["LOG_LEVEL"]).flatMap { Logger.Level(rawValue: $0) } ?? defaultLevel
         LoggingBootstrap.once(format: logFormat ?? Self.env["METER_LOG_FORMAT"] ?? "json", level: level)
         return Logger(label: "meter")
     }

@@ -23,11 +23,16 @@ enum APIResponse {
     }
 
     static func verdictObject(_ v: IngestVerdict, includeIndex: Bool) -> String {
+        verdictObject(index: includeIndex ? v.index : nil, status: v.status.rawValue, id: v.eventID, error: v.error)
+    }
+
+    /// One element's verdict (ingest or cancellation): {"index"?, "status", "id", "error"?}.
+    static func verdictObject(index: Int?, status: String, id: Int64?, error: FieldError?) -> String {
         var s = "{"
-        if includeIndex { s += "\"index\":\(v.index)," }
-        s += "\"status\":\"\(v.status.rawValue)\""
-        s += ",\"id\":" + (v.eventID.map { String($0) } ?? "null")
-        if let e = v.error { s += ",\"error\":" + errorObject(e) }
+        if let index { s += "\"index\":\(index)," }
+        s += "\"status\":\"\(status)\""
+        s += ",\"id\":" + (id.map { String($0) } ?? "null")
+        if let error { s += ",\"error\":" + errorObject(error) }
         return s + "}"
     }
 

@@ -109,26 +109,18 @@ public enum MeterApplication {
         guard let token = bearerToken(request) else {
             return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
-        /// A request-level refusal, unless the key is bad: then 401 wins.
-        func refuse(_ response: Response) async -> Response {
-            do {
-                return try await ingest.authenticate(token: token) == nil ? unauthorized() : response
-            } catch {
-                return unavailable(error, context: context)
-            }
-        }
+        let gate = KeyGate(token: token, ingest: ingest, context: context)
 
         // 2. What it sent.
-        let mediaType = (request.headers[.contentType] ?? "").split(separator: ";").first
-            .map { String($0).trimmingCharacters(in: .whitespacesAndNewlines).lowercased() } ?? ""
+        let mediaType = mediaType(request)
         guard let format = contentTypes[mediaType] else {
-            return await refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
+            return await gate.refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
                                      message: "Content-Type must be one of \(contentTypes.keys.sorted().joined(separator: ", ")); got \(mediaType.isEmpty ? "none" : mediaType)",
                                      field: "Content-Type"))
         }
         let declaredLength = request.headers[.contentLength].flatMap(Int.init)
         if let length = declaredLength, length > limits.maxBodyBytes {
-            return await refuse(tooLarge(limits))
+            return await gate.refuse(tooLarge(limits))
         }
         // A large body from an unknown key is not worth reading: check the key first (one extra
         // round trip, only for bodies over 64 KiB or without a Content-Length).
@@ -139,17 +131,10 @@ public enum MeterApplication {
                 return unavailable(error, context: context)
             }
         }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limits.maxBodyBytes)
-        } catch is NIOTooManyBytesError {
-            return await refuse(tooLarge(limits))
-        }
         let json: JSONValue
-        do {
-            json = try JSONParser.parse(Array(buffer: body))
-        } catch {
-            return await refuse(APIResponse.error(.badRequest, code: "malformed_json", message: "body is not valid JSON: \(error)"))
+        switch try await readJSON(request, limits: limits, gate: gate) {
+        case .failure(let refusal): return refusal.response
+        case .success(let j): json = j
         }
 
         // 3. One event or a batch.
@@ -160,26 +145,26 @@ public enum MeterApplication {
             elements = a; isBatch = true
         case (.native, .object) where json["events"] != nil && json.objectValue?.count == 1:
             guard let a = json["events"]?.arrayValue else {
-                return await refuse(APIResponse.error(.badRequest, code: "invalid_body", message: "\"events\" must be an array", field: "events"))
+                return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body", message: "\"events\" must be an array", field: "events"))
             }
             elements = a; isBatch = true
         case (.native, .object), (.cloudEvent, .object):
             elements = [json]; isBatch = false
         case (.cloudEventBatch, _):
-            return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+            return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
                                      message: "application/cloudevents-batch+json takes a JSON array of CloudEvents"))
         case (.cloudEvent, _):
-            return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+            return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
                                      message: "application/cloudevents+json takes one CloudEvent object; send arrays as application/cloudevents-batch+json"))
         default:
-            return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+            return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
                                      message: "body must be an event object, a JSON array of events, or {\"events\": [...]}"))
         }
         if isBatch && elements.isEmpty {
-            return await refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no events"))
+            return await gate.refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no events"))
         }
         if elements.count > limits.maxBatchEvents {
-            return await refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
+            return await gate.refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
                                      message: "the batch holds \(elements.count) events; at most \(limits.maxBatchEvents) per request"))
         }
         let decoded = elements.map { e in
@@ -203,6 +188,47 @@ public enum MeterApplication {
             }
         }
         return isBatch ? APIResponse.batch(verdicts) : APIResponse.single(verdicts[0])
+    }
+
+    /// The media type of the request body, lower-cased, without parameters ("" when absent).
+    static func mediaType(_ request: Request) -> String {
+        (request.headers[.contentType] ?? "").split(separator: ";").first
+            .map { String($0).trimmingCharacters(in: .whitespacesAndNewlines).lowercased() } ?? ""
+    }
+
+    /// Checks the caller's key before a request-level refusal is sent: a bad key answers 401
+    /// whatever else is wrong with the request (one round trip, only on the refusal path).
+    struct KeyGate {
+        let token: String
+        let ingest: IngestService
+        let context: BasicRequestContext
+
+        func refuse(_ response: Response) async -> Response {
+            do {
+                return try await ingest.authenticate(token: token) == nil ? unauthorized() : response
+            } catch {
+                return unavailable(error, context: context)
+            }
+        }
+    }
+
+    struct Refusal: Error { let response: Response }
+
+    /// Reads the body (at most `limits.maxBodyBytes`) and parses it as strict JSON; a body too
+    /// large (413) or not JSON (400) is refused through `gate`.
+    static func readJSON(_ request: Request, limits: IngestLimits, gate: KeyGate) async throws -> Result<JSONValue, Refusal> {
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limits.maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            return .failure(Refusal(response: await gate.refuse(tooLarge(limits))))
+        }
+        do {
+            return .success(try JSONParser.parse(Array(buffer: body)))
+        } catch {
+            return .failure(Refusal(response: await gate.refuse(
+                APIResponse.error(.badRequest, code: "malformed_json", message: "body is not valid JSON: \(error)"))))
+        }
     }
 
     static let cloudEventField = ["customer": "subject", "meter": "type", "occurred_at": "time",

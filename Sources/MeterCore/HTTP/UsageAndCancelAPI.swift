@@ -22,32 +22,18 @@ extension MeterApplication {
         guard let token = bearerToken(request) else {
             return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
-        func refuse(_ response: Response) async -> Response {
-            do {
-                return try await ingest.authenticate(token: token) == nil ? unauthorized() : response
-            } catch {
-                return unavailable(error, context: context)
-            }
-        }
-        let mediaType = (request.headers[.contentType] ?? "").split(separator: ";").first
-            .map { String($0).trimmingCharacters(in: .whitespacesAndNewlines).lowercased() } ?? ""
+        let gate = KeyGate(token: token, ingest: ingest, context: context)
+        let mediaType = mediaType(request)
         guard mediaType == "application/json" else {
-            return await refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
+            return await gate.refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
                                                   message: "Content-Type must be application/json; got \(mediaType.isEmpty ? "none" : mediaType)",
                                                   field: "Content-Type"))
         }
         let limits = service.limits
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limits.maxBodyBytes)
-        } catch is NIOTooManyBytesError {
-            return await refuse(tooLarge(limits))
-        }
         let json: JSONValue
-        do {
-            json = try JSONParser.parse(Array(buffer: body))
-        } catch {
-            return await refuse(APIResponse.error(.badRequest, code: "malformed_json", message: "body is not valid JSON: \(error)"))
+        switch try await readJSON(request, limits: limits, gate: gate) {
+        case .failure(let refusal): return refusal.response
+        case .success(let j): json = j
         }
         let elements: [JSONValue]
         let isBatch: Bool
@@ -56,21 +42,21 @@ extension MeterApplication {
             elements = a; isBatch = true
         case .object where json["cancellations"] != nil && json.objectValue?.count == 1:
             guard let a = json["cancellations"]?.arrayValue else {
-                return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+                return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
                                                       message: "\"cancellations\" must be an array", field: "cancellations"))
             }
             elements = a; isBatch = true
         case .object:
             elements = [json]; isBatch = false
         default:
-            return await refuse(APIResponse.error(.badRequest, code: "invalid_body",
+            return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
                                                   message: "body must be a cancellation object, a JSON array of them, or {\"cancellations\": [...]}"))
         }
         if isBatch && elements.isEmpty {
-            return await refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no cancellations"))
+            return await gate.refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no cancellations"))
         }
         if elements.count > limits.maxBatchEvents {
-            return await refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
+            return await gate.refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
                                                   message: "the batch holds \(elements.count) cancellations; at most \(limits.maxBatchEvents) per request"))
         }
         let decoded = elements.map { CancelService.decode($0, limits: limits) }
@@ -202,12 +188,7 @@ extension RFC3339Timestamp {
 
 extension APIResponse {
     static func cancelObject(_ v: CancelVerdict, includeIndex: Bool) -> String {
-        var s = "{"
-        if includeIndex { s += "\"index\":\(v.index)," }
-        s += "\"status\":\"\(v.status.rawValue)\""
-        s += ",\"id\":" + (v.eventID.map { String($0) } ?? "null")
-        if let e = v.error { s += ",\"error\":" + errorObject(e) }
-        return s + "}"
+        verdictObject(index: includeIndex ? v.index : nil, status: v.status.rawValue, id: v.eventID, error: v.error)
     }
 
     /// 200 cancelled / already_cancelled, 404 no such event or customer, 422 malformed.

@@ -39,10 +39,7 @@ public struct CancelService: Sendable {
             return .failure(FieldError(code: "invalid_type", field: nil, message: "a cancellation must be a JSON object"))
         }
         do throws(FieldError) {
-            for (k, _) in members where !fields.contains(k) {
-                throw FieldError(code: "unknown_field", field: k,
-                                 message: "unknown member \"\(k)\"; expected \(fields.sorted().joined(separator: ", "))")
-            }
+            try EventDecoder.onlyKnownMembers(members, fields)
             let customer = try EventDecoder.requiredString(json, "customer", limits: limits)
             let key = try EventDecoder.requiredString(json, "idempotency_key", limits: limits)
             var reason: String?

@@ -60,10 +60,7 @@ public enum EventDecoder {
             return .invalid(FieldError(code: "invalid_type", field: nil, message: "an event must be a JSON object"))
         }
         do throws(FieldError) {
-            for (k, _) in members where !nativeFields.contains(k) {
-                throw FieldError(code: "unknown_field", field: k,
-                                 message: "unknown member \"\(k)\"; expected \(nativeFields.sorted().joined(separator: ", "))")
-            }
+            try onlyKnownMembers(members, nativeFields)
             let customer = try requiredString(json, "customer", limits: limits)
             let meter = try requiredString(json, "meter", limits: limits)
             let key = try requiredString(json, "idempotency_key", limits: limits)
@@ -128,6 +125,14 @@ public enum EventDecoder {
     }
 
     // MARK: field checks
+
+    /// Refuses the first member whose name is not in `known` (a typo must not be dropped silently).
+    static func onlyKnownMembers(_ members: [(String, JSONValue)], _ known: Set<String>) throws(FieldError) {
+        for (k, _) in members where !known.contains(k) {
+            throw FieldError(code: "unknown_field", field: k,
+                             message: "unknown member \"\(k)\"; expected \(known.sorted().joined(separator: ", "))")
+        }
+    }
 
     static func requiredString(_ json: JSONValue, _ field: String, limits: IngestLimits,
                                maxLength: Int? = nil) throws(FieldError) -> String {
