@@ -160,12 +160,8 @@ public enum MeterApplication {
             return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
                                      message: "body must be an event object, a JSON array of events, or {\"events\": [...]}"))
         }
-        if isBatch && elements.isEmpty {
-            return await gate.refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no events"))
-        }
-        if elements.count > limits.maxBatchEvents {
-            return await gate.refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
-                                     message: "the batch holds \(elements.count) events; at most \(limits.maxBatchEvents) per request"))
+        if let refusal = await batchSizeRefusal(elements.count, isBatch: isBatch, noun: "events", limits: limits, gate: gate) {
+            return refusal
         }
         let decoded = elements.map { e in
             format == .native ? EventDecoder.decodeNative(e, limits: limits) : EventDecoder.decodeCloudEvent(e, limits: limits)
@@ -213,6 +209,19 @@ public enum MeterApplication {
     }
 
     struct Refusal: Error { let response: Response }
+
+    /// An empty batch (400) or one over `limits.maxBatchEvents` elements (413), refused through `gate`.
+    static func batchSizeRefusal(_ count: Int, isBatch: Bool, noun: String, limits: IngestLimits,
+                                 gate: KeyGate) async -> Response? {
+        if isBatch && count == 0 {
+            return await gate.refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no \(noun)"))
+        }
+        if count > limits.maxBatchEvents {
+            return await gate.refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
+                                                       message: "the batch holds \(count) \(noun); at most \(limits.maxBatchEvents) per request"))
+        }
+        return nil
+    }
 
     /// Reads the body (at most `limits.maxBodyBytes`) and parses it as strict JSON; a body too
     /// large (413) or not JSON (400) is refused through `gate`.

@@ -52,12 +52,8 @@ extension MeterApplication {
             return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
                                                   message: "body must be a cancellation object, a JSON array of them, or {\"cancellations\": [...]}"))
         }
-        if isBatch && elements.isEmpty {
-            return await gate.refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no cancellations"))
-        }
-        if elements.count > limits.maxBatchEvents {
-            return await gate.refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
-                                                  message: "the batch holds \(elements.count) cancellations; at most \(limits.maxBatchEvents) per request"))
+        if let refusal = await batchSizeRefusal(elements.count, isBatch: isBatch, noun: "cancellations", limits: limits, gate: gate) {
+            return refusal
         }
         let decoded = elements.map { CancelService.decode($0, limits: limits) }
         let verdicts: [CancelVerdict]
