@@ -3,7 +3,8 @@
 // meter: a metered-billing pipeline whose logic lives in Postgres (sql/) and whose thin Swift
 // orchestrator lives here. Layout:
 //   CLibpq     - system library over libpq (apt: libpq-dev), nothing else
-//   MeterCore  - the safe libpq wrapper, migrations, embedded Postgres, HTTP API; tests import it
+//   MeterCore  - the safe libpq wrapper, migrations, embedded Postgres, HTTP API, billing sync and
+//                the mock billing engine; tests import it
 //   meterctl   - the one executable: CLI and service
 import PackageDescription
 
@@ -22,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"4.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -40,6 +43,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .executableTarget(

@@ -19,6 +19,9 @@
 --     its folded events justify. The max of an hour that lost an event is recomputed from raw
 --     events, since a maximum cannot be subtracted.
 --   * Late events (any past hour) update their hour like any other; the row's revision grows.
+--   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
+--     statement (back to pending unless a send is in flight), and meter_sync is NOTIFied at
+--     commit. A rolled-back run leaves neither.
 --
 -- max_events bounds the events folded by one run (and so its duration and memory); more_pending
 -- says when it stopped early. Hours are UTC hours of occurred_at (date_bin on absolute time: the
@@ -153,7 +156,20 @@ begin
                 max_value   = greatest(r.max_value, excluded.max_value),
                 revision    = r.revision + 1,
                 updated_at  = pg_catalog.now()
-        returning r.customer_id, r.meter_id, r.hour
+        returning r.customer_id, r.meter_id, r.hour, r.revision
+    ),
+    outbox as (
+        insert into meter.sync_outbox as o (customer_id, meter_id, hour, revision)
+        select h.customer_id, h.meter_id, h.hour, h.revision from hourly h
+        where exists (select 1 from meter.billing_prices p where p.meter_id = h.meter_id)
+        on conflict (customer_id, meter_id, hour) do update
+            set revision        = excluded.revision,
+                state           = case o.state when 'in_flight' then 'in_flight' else 'pending' end,
+                attempts        = case o.state when 'dead' then 0 else o.attempts end,
+                next_attempt_at = case when o.state in ('synced', 'dead') then pg_catalog.now()
+                                       else o.next_attempt_at end,
+                unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
+        returning 1
     ),
     uniques as (
         insert into meter.rollup_hourly_unique as u
@@ -194,7 +210,19 @@ begin
         from (select customer_id, meter_id, hour, pg_catalog.count(*) as n, pg_catalog.sum(value) as q
               from due group by 1, 2, 3) d
         where r.customer_id = d.customer_id and r.meter_id = d.meter_id and r.hour = d.hour
-        returning r.customer_id, r.meter_id, r.hour
+        returning r.customer_id, r.meter_id, r.hour, r.revision
+    ),
+    outbox as (
+        update meter.sync_outbox o
+        set revision        = h.revision,
+            state           = case o.state when 'in_flight' then 'in_flight' else 'pending' end,
+            attempts        = case o.state when 'dead' then 0 else o.attempts end,
+            next_attempt_at = case when o.state in ('synced', 'dead') then pg_catalog.now()
+                                   else o.next_attempt_at end,
+            unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
+        from hourly h
+        where o.customer_id = h.customer_id and o.meter_id = h.meter_id and o.hour = h.hour
+        returning 1
     ),
     uniques as (
         update meter.rollup_hourly_unique u
@@ -255,6 +283,11 @@ begin
         last_run_hours         = v_hours,
         last_run_ms            = v_ms
     where name = 'events';
+
+    -- 6. Wake the billing sync (delivered at commit, dropped on rollback, like the rows).
+    if v_hours > 0 then
+        perform pg_catalog.pg_notify('meter_sync', '');
+    end if;
 
     return row(true, v_events, v_cancellations, v_hours, v_end_xid, v_end_id, v_horizon, v_more, v_ms)
         ::meter.rollup_result;

@@ -1,0 +1,51 @@
+-- meter.sync_failed(customer, meter, hour, claim_token, error, definitive, max_attempts, base, cap):
+-- a send failed.
+--
+-- definitive = the engine answered that it did not apply the request (a 4xx other than 409/429):
+-- the uncertain request is forgotten and the next attempt sends the then-current revision.
+-- Otherwise (timeout, reset, 5xx, 409, 429) the outcome is unknown and the next attempt repeats
+-- the very same request (same Idempotency-Key and quantity).
+--
+-- The next attempt waits min(cap, base * 2^(attempts-1)), scaled by a random factor in [0.5, 1)
+-- ("equal jitter": workers that failed together do not retry together). After max_attempts
+-- consecutive failures the hour is dead (meter.sync_status, meter_sync_dead_hours) until
+-- meter.sync_retry(). Returns the new state, or 'stale' for a claim that is no longer the caller's.
+create or replace function meter.sync_failed(
+    p_customer_id  bigint,
+    p_meter_id     bigint,
+    p_hour         timestamptz,
+    p_claim_token  bigint,
+    p_error        text,
+    p_definitive   boolean default false,
+    p_max_attempts integer default 10,
+    p_base         interval default '1 second',
+    p_cap          interval default '5 minutes')
+returns text
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+    with failed as (
+        update meter.sync_outbox o
+        set state            = case when o.attempts >= greatest(p_max_attempts, 1) then 'dead' else 'pending' end,
+            next_attempt_at  = pg_catalog.now()
+                               + least(p_cap, p_base * power(2, least(greatest(o.attempts - 1, 0), 30)))
+                                 * (0.5 + pg_catalog.random() / 2),
+            last_error       = left(coalesce(p_error, 'unknown error'), 2000),
+            claim_token      = null,
+            claimed_by       = null,
+            claimed_at       = null,
+            sending_revision = case when p_definitive then null else o.sending_revision end,
+            sending_quantity = case when p_definitive then null else o.sending_quantity end,
+            sending_key      = case when p_definitive then null else o.sending_key end
+        where o.customer_id = p_customer_id and o.meter_id = p_meter_id and o.hour = p_hour
+          and o.claim_token = p_claim_token
+        returning o.state
+    )
+    select coalesce((select state from failed), 'stale');
+$$;
+
+comment on function meter.sync_failed(bigint, bigint, timestamptz, bigint, text, boolean, integer, interval, interval) is
+    'Records a failed send: exponential backoff with jitter, dead after max_attempts.';
+
+revoke all on function meter.sync_failed(bigint, bigint, timestamptz, bigint, text, boolean, integer, interval, interval) from public;
