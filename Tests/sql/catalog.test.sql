@@ -1,11 +1,11 @@
 -- The schema as `meterctl migrate` leaves it: ledger tables and their content, the tables, views
--- and types of 0001_init and 0002_rollups, and the function set with its hardening (search_path
+-- and types of 0001_init, 0002_rollups and 0003_billing_sync, and the function set with its hardening (search_path
 -- pinned on every function, no other setting than the documented ones, SECURITY DEFINER only
 -- where documented).
 -- Functions that belong to an extension (e.g. pgTAP, if it was installed into schema meter) are
 -- not the project's and are left out of the function checks.
 begin;
-select plan(37);
+select plan(44);
 
 -- ---------------------------------------------------------------------------------------------
 -- Migration ledger.
@@ -16,9 +16,9 @@ select col_is_pk('meter', 'schema_migrations', 'version', 'schema_migrations is 
 select col_is_pk('meter', 'schema_functions', 'name', 'schema_functions is keyed by file name');
 
 select results_eq(
-    $$select version, name from meter.schema_migrations where version in (1, 2) order by version$$,
-    $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql')$$,
-    'migrations 1 (0001_init.sql) and 2 (0002_rollups.sql) are recorded once each');
+    $$select version, name from meter.schema_migrations where version in (1, 2, 3) order by version$$,
+    $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql')$$,
+    'migrations 1 (0001_init.sql), 2 (0002_rollups.sql) and 3 (0003_billing_sync.sql) are recorded once each');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -26,10 +26,13 @@ select is_empty(
 
 select set_has(
     $$select name from meter.schema_functions$$,
-    $$values ('_refuse_delete.sql'::text), ('_rollup_pending.sql'), ('authenticate_api_key.sql'), ('cancel_events.sql'),
+    $$values ('_refuse_delete.sql'::text), ('_rollup_pending.sql'), ('authenticate_api_key.sql'),
+             ('billing_link_record.sql'), ('billing_price_set.sql'), ('billing_unlinked.sql'), ('cancel_events.sql'),
              ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_lag_seconds.sql'), ('rollup_rebase.sql'), ('rollup_run.sql'),
-             ('rollup_verify.sql'), ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
-             ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_rollup_lag.sql')$$,
+             ('rollup_verify.sql'), ('sync_claim.sql'), ('sync_failed.sql'), ('sync_retry.sql'), ('sync_succeeded.sql'),
+             ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
+             ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_rollup_lag.sql'), ('v_sync_backlog.sql'),
+             ('v_sync_status.sql'), ('webhook_process.sql'), ('webhook_receive.sql')$$,
     'every sql/functions file is recorded in schema_functions');
 
 select is_empty(
@@ -42,8 +45,10 @@ select is_empty(
 select tables_are('meter',
     array['schema_migrations', 'schema_functions', 'customers', 'meters', 'api_keys', 'events',
           'event_redeliveries', 'meter_versions', 'event_cancellations', 'rollup_hourly',
-          'rollup_hourly_unique', 'rollup_watermark']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables and the 0002 tables');
+          'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
+          'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
+          'billing_invoice_lines']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables and the 0003 tables');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -64,12 +69,25 @@ select col_is_pk('meter', 'rollup_hourly_unique', array['customer_id', 'meter_id
 select results_eq(
     $$select name from meter.rollup_watermark$$, $$values ('events'::text)$$,
     'rollup_watermark holds exactly one row, named events');
+select col_is_pk('meter', 'billing_prices', 'meter_id', 'billing_prices is keyed by meter_id (one price per meter)');
+select col_is_pk('meter', 'billing_links', array['customer_id', 'meter_id']::name[],
+                 'billing_links is keyed by (customer_id, meter_id) (one subscription item per pair)');
+select col_is_unique('meter', 'billing_links', 'subscription_item_id',
+                     'billing_links.subscription_item_id is unique (an item bills one pair)');
+select col_is_pk('meter', 'sync_outbox', array['customer_id', 'meter_id', 'hour']::name[],
+                 'sync_outbox is keyed by (customer_id, meter_id, hour), like rollup_hourly');
+select col_is_pk('meter', 'webhook_events', 'event_id', 'webhook_events is keyed by event_id (stored once)');
+select col_is_pk('meter', 'billing_invoice_lines', array['invoice_id', 'line_id']::name[],
+                 'billing_invoice_lines is keyed by (invoice_id, line_id)');
+select has_sequence('meter', 'sync_claim_token', 'sequence meter.sync_claim_token exists');
 select columns_are('meter', 'meters', array['id', 'code', 'name', 'unit', 'created_at']::name[],
                    'meters no longer holds a definition (aggregation, unique_property moved to meter_versions)');
 select col_not_null('meter', 'events', 'xid', 'events.xid (the inserting transaction) is NOT NULL');
 
-select views_are('meter', array['event_daily', 'api_keys_public', 'rollup_lag', 'meter_version_ranges']::name[],
-                 'schema meter has exactly the views event_daily, api_keys_public, rollup_lag and meter_version_ranges');
+select views_are('meter', array['event_daily', 'api_keys_public', 'rollup_lag', 'meter_version_ranges',
+                                'sync_status', 'sync_backlog']::name[],
+                 'schema meter has exactly the views event_daily, api_keys_public, rollup_lag, meter_version_ranges, '
+                 'sync_status and sync_backlog');
 
 select has_composite('meter', 'ingest_verdict', 'composite type meter.ingest_verdict exists');
 select results_eq(
@@ -125,6 +143,9 @@ select results_eq(
     $$values ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('authenticate_api_key(p_token text)'),
+             ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text)'),
+             ('billing_price_set(p_meter text, p_price_id text, p_since timestamp with time zone)'),
+             ('billing_unlinked(p_limit integer)'),
              ('cancel_events(p_cancellations jsonb, p_api_token text)'),
              ('create_api_key(p_name text, p_token text)'),
              ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
@@ -133,18 +154,24 @@ select results_eq(
              ('rollup_rebase()'),
              ('rollup_run(p_max_events integer)'),
              ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
+             ('sync_claim(p_worker text, p_limit integer, p_lease interval)'),
+             ('sync_failed(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint, p_error text, p_definitive boolean, p_max_attempts integer, p_base interval, p_cap interval)'),
+             ('sync_retry(p_customer text, p_meter text)'),
+             ('sync_succeeded(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint)'),
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
              ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
-             ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)')$$,
-    'schema meter has exactly the fourteen documented functions (no leftover five-argument upsert_meter)');
+             ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
+             ('webhook_process(p_limit integer)'),
+             ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
+    'schema meter has exactly the twenty-three documented functions (no leftover five-argument upsert_meter)');
 
 select is_empty(
     $$select signature from own_functions
       where not exists (select 1 from pg_catalog.unnest(coalesce(proconfig, '{}')) c where c like 'search_path=%')$$,
     'every function in schema meter sets search_path in proconfig');
 
--- Functions may carry other settings besides search_path (rollup_run, rollup_verify and usage pin
--- their time zone, both rollup functions jit and work_mem, rollup_run enable_sort, rollup_run and
+-- Functions may carry other settings besides search_path (rollup_run, rollup_verify, usage,
+-- sync_claim and webhook_process pin their time zone, both rollup functions jit and work_mem, rollup_run enable_sort, rollup_run and
 -- _rollup_pending plan_cache_mode): the
 -- search_path entry must be there all the same, exactly once, and every other entry must be one of
 -- the documented ones.
@@ -166,8 +193,11 @@ select results_eq(
              ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'work_mem=256MB'),
              ('rollup_verify', 'TimeZone=UTC'), ('rollup_verify', 'jit=off'), ('rollup_verify', 'work_mem=256MB'),
-             ('usage', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on rollup_run, rollup_verify and usage (UTC hours), '
+             ('sync_claim', 'TimeZone=UTC'),
+             ('usage', 'TimeZone=UTC'),
+             ('webhook_process', 'TimeZone=UTC')$$,
+    'the only other settings: TimeZone=UTC on rollup_run, rollup_verify, usage, sync_claim and '
+    'webhook_process (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 

@@ -2,7 +2,9 @@
 -- the rollup lag in seconds (through SECURITY DEFINER functions); meter_analyst may only read the
 -- reporting views, the rollup tables and meter.rollup_lag, and call meter.usage,
 -- meter.rollup_verify and meter.rollup_lag_seconds; nobody but the owner runs meter.rollup_run or
--- changes the catalog; PUBLIC gets nothing.
+-- changes the catalog; PUBLIC gets nothing. Billing sync (0003): meter_analyst reads the billing
+-- tables and the views sync_status and sync_backlog, never the webhook signing secrets; meter_ingest
+-- gets nothing of it; nobody but the owner runs the sync, link, price and webhook functions.
 -- First the catalog (what is granted), then behaviour under SET LOCAL ROLE (what actually works).
 begin;
 -- Under SET ROLE, "$user" no longer names the schema pgTAP may live in: pin search_path (for this
@@ -15,7 +17,7 @@ begin
         true);
 end
 $$;
-select plan(104);
+select plan(124);
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles.
@@ -127,6 +129,49 @@ select table_privs_are('meter', 'rollup_lag',           'meter_analyst', array['
 select table_privs_are('meter', 'meter_version_ranges', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.meter_version_ranges');
 select table_privs_are('meter', 'meters',               'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.meters');
 
+-- Billing sync (0003).
+select table_privs_are('meter', 'billing_prices',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_prices');
+select table_privs_are('meter', 'billing_customers',     'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_customers');
+select table_privs_are('meter', 'billing_links',         'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_links');
+select table_privs_are('meter', 'sync_outbox',           'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.sync_outbox');
+select table_privs_are('meter', 'webhook_events',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.webhook_events');
+select table_privs_are('meter', 'billing_invoices',      'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_invoices');
+select table_privs_are('meter', 'billing_invoice_lines', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_invoice_lines');
+select table_privs_are('meter', 'sync_status',           'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.sync_status');
+select table_privs_are('meter', 'sync_backlog',          'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.sync_backlog');
+select table_privs_are('meter', 'webhook_secrets',       'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.webhook_secrets (signing secrets)');
+select is(
+    (select pg_catalog.array_agg(c.relname::text order by c.relname)
+     from pg_catalog.pg_class c
+     where c.relnamespace = 'meter'::regnamespace
+       and c.relname in ('billing_prices', 'billing_customers', 'billing_links', 'sync_outbox', 'webhook_secrets',
+                         'webhook_events', 'billing_invoices', 'billing_invoice_lines', 'sync_status', 'sync_backlog')
+       and pg_catalog.has_table_privilege('meter_ingest', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')),
+    null::text[],
+    'meter_ingest: no privilege on any billing sync table or view');
+select is(
+    (select pg_catalog.array_agg(r.rolname::text order by r.rolname)
+     from pg_catalog.pg_roles r
+     where r.rolname in ('meter_ingest', 'meter_analyst', 'public')
+       and pg_catalog.has_sequence_privilege(r.oid, 'meter.sync_claim_token', 'USAGE, SELECT, UPDATE')),
+    null::text[],
+    'neither meter_ingest nor meter_analyst may use or read the claim token sequence');
+select is(
+    (select pg_catalog.array_agg(p.oid::regprocedure::text || ' by ' || r.rolname order by 1)
+     from pg_catalog.pg_proc p, pg_catalog.pg_roles r
+     where p.pronamespace = 'meter'::regnamespace
+       and p.proname in ('sync_claim', 'sync_succeeded', 'sync_failed', 'sync_retry', 'billing_price_set',
+                         'billing_unlinked', 'billing_link_record', 'webhook_receive', 'webhook_process')
+       and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+       and not r.rolsuper and r.oid <> p.proowner),
+    null::text[],
+    'no role but the owner (and superusers) may execute the sync, link, price and webhook functions');
+select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
+           where p.pronamespace = 'meter'::regnamespace
+             and p.proname in ('sync_claim', 'sync_succeeded', 'sync_failed', 'sync_retry', 'billing_price_set',
+                               'billing_unlinked', 'billing_link_record', 'webhook_receive', 'webhook_process')),
+          9::bigint, 'the check above covers the nine billing sync functions');
+
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_ingest.
 -- ---------------------------------------------------------------------------------------------
@@ -205,6 +250,8 @@ select lives_ok($$select meter.rollup_lag_seconds()$$,
                 'meter_ingest can call meter.rollup_lag_seconds (security definer: it reads the events for it)');
 select throws_ok($$update meter.rollup_watermark set position_id = 0$$, '42501',
                  'permission denied for table rollup_watermark', 'meter_ingest cannot move the watermark');
+select throws_ok($$select meter.webhook_receive('evt_tap_pv', 'invoice.paid', pg_catalog.now(), '{}')$$, '42501',
+                 'permission denied for function webhook_receive', 'meter_ingest cannot store billing webhooks');
 
 reset role;
 
@@ -271,6 +318,15 @@ select throws_ok($$select meter.upsert_meter('tap.pv.sneaky')$$, '42501', 'permi
                  'meter_analyst cannot create or change meters');
 select throws_ok($$delete from meter.rollup_hourly$$, '42501', 'permission denied for table rollup_hourly',
                  'meter_analyst cannot change the rollups');
+select lives_ok($$select * from meter.sync_status$$,
+                'meter_analyst reads meter.sync_status (its view reads customers and meters with the owner''s rights)');
+select lives_ok($$select * from meter.sync_backlog$$, 'meter_analyst reads meter.sync_backlog');
+select throws_ok($$select * from meter.webhook_secrets$$, '42501', 'permission denied for table webhook_secrets',
+                 'meter_analyst cannot read the webhook signing secrets');
+select throws_ok($$select * from meter.sync_claim('tap-pv-sneaky')$$, '42501',
+                 'permission denied for function sync_claim', 'meter_analyst cannot claim outbox hours');
+select throws_ok($$update meter.sync_outbox set state = 'dead'$$, '42501', 'permission denied for table sync_outbox',
+                 'meter_analyst cannot change the outbox');
 
 reset role;
 

@@ -1,0 +1,69 @@
+-- The mock billing engine's own state (meterctl billing-mock). The product never reads this
+-- schema: it talks to the engine over HTTP only, as it would to Stripe. Applied (idempotently)
+-- by the mock at every start, together with the functions of this directory, in name order.
+create schema if not exists billing_mock;
+
+-- Every API object (customer, product, price, subscription, subscription_item, invoice,
+-- test_helpers.test_clock, webhook_endpoint, event) as the JSON document the API returns.
+create table if not exists billing_mock.objects (
+    id          text primary key,
+    object      text not null,
+    data        jsonb not null,
+    created_at  timestamptz not null default now()
+);
+create index if not exists objects_by_type on billing_mock.objects (object, created_at);
+create index if not exists objects_subscription_customer on billing_mock.objects ((data ->> 'customer'))
+    where object in ('subscription', 'invoice');
+create index if not exists objects_item_subscription on billing_mock.objects ((data ->> 'subscription'))
+    where object = 'subscription_item';
+
+-- Usage records: one quantity per (subscription item, timestamp). action=set replaces it,
+-- action=increment adds to it (Stripe's legacy usage-record semantics).
+create table if not exists billing_mock.usage_records (
+    subscription_item  text not null,
+    ts                 bigint not null,
+    quantity           numeric not null,
+    id                 text not null unique,
+    updated_at         timestamptz not null default now(),
+    writes             integer not null default 1,
+    primary key (subscription_item, ts)
+);
+
+-- Idempotency keys, kept 24 hours: (api key, key) -> the request's fingerprint and the saved
+-- response. Written in the transaction that applies the request, so applying and remembering
+-- are one commit: a retry either replays the saved response or finds nothing was applied.
+create table if not exists billing_mock.idempotency (
+    api_key      text not null,
+    key          text not null,
+    fingerprint  text not null,
+    status       integer not null,
+    body         text not null,
+    created_at   timestamptz not null default now(),
+    primary key (api_key, key)
+);
+
+-- Webhook deliveries: one row per (event, endpoint); retried with exponential backoff until 2xx.
+create table if not exists billing_mock.deliveries (
+    id               bigint generated always as identity primary key,
+    event_id         text not null,
+    endpoint_id      text not null,
+    attempts         integer not null default 0,
+    next_attempt_at  timestamptz not null default now(),
+    delivered_at     timestamptz,
+    last_status      integer,
+    last_error       text,
+    unique (event_id, endpoint_id)
+);
+create index if not exists deliveries_due on billing_mock.deliveries (next_attempt_at) where delivered_at is null;
+
+-- Every usage write applied, in order (for tests and audits: a key applied twice would show here).
+create table if not exists billing_mock.usage_record_log (
+    id                 bigint generated always as identity primary key,
+    subscription_item  text not null,
+    ts                 bigint not null,
+    quantity           numeric not null,
+    action             text not null,
+    idempotency_key    text,
+    applied_at         timestamptz not null default now()
+);
+create index if not exists usage_record_log_item on billing_mock.usage_record_log (subscription_item, ts);
