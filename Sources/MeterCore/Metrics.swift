@@ -13,9 +13,11 @@ public final class MeterMetrics: Sendable {
     let rollupDuration: DurationHistogram
     let rollupLagSeconds, rollupPendingEvents, rollupWaitingOnHorizon, rollupPendingCancellations: Gauge
     let cancelled, alreadyCancelled, cancelRejected: Counter
+    public let sync: SyncMetrics
 
     public init() {
         let registry = self.registry
+        sync = SyncMetrics(registry: registry)
         func events(_ s: String) -> Counter {
             registry.makeCounter(name: "meter_ingest_events_total", labels: [("status", s)],
                                  help: "Events by ingest verdict")

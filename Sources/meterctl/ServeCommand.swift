@@ -100,6 +100,7 @@ struct Serve: AsyncParsableCommand {
             """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var service: ServiceOptions
+    @OptionGroup var billing: BillingAPIOptions
     @Flag(help: "Apply migrations before serving (always done for the embedded Postgres).") var migrate = false
 
     func run() async throws {
@@ -107,6 +108,8 @@ struct Serve: AsyncParsableCommand {
         let sqlDir = try global.target.locateSQL()
         let conninfo = try global.conninfo(migrate: migrate || global.target.isEmbedded)
         var config = service.configuration(sqlDir: sqlDir)
+        // The billing sync runs when an engine is configured (--billing-api-base).
+        if billing.configured { config.sync = try billing.sync() }
         config.expectedLedger = try MeterServer.expectedLedger(conninfo: conninfo, sqlDir: sqlDir)
         try await MeterServer.run(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
     }

@@ -10,7 +10,7 @@
 -- meter.sync_retry().
 --
 -- Emulated history as in rollup_run.test.sql: events are stored with explicit xids of finished
--- transactions (100, then 200, 210, 220 for "committed after run n", the watermark being set back
+-- transactions (100-102, then 200 and 210 for "committed after run n", the watermark being set back
 -- first). Everything happens in one transaction, so now() is one instant: a lease expiry or an
 -- elapsed backoff is emulated by moving claimed_at or next_attempt_at. The suite runs on a freshly
 -- migrated database (checked first).

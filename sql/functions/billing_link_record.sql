@@ -34,6 +34,12 @@ begin
             (select billing_customer_id from meter.billing_customers where customer_id = p_customer_id),
             p_billing_customer_id using errcode = '23505';
     end if;
+    if p_subscription_id is not null
+       and (select subscription_id from meter.billing_customers where customer_id = p_customer_id) <> p_subscription_id then
+        raise exception 'customer % is already billed through subscription %, not %', p_customer_id,
+            (select subscription_id from meter.billing_customers where customer_id = p_customer_id),
+            p_subscription_id using errcode = '23505';
+    end if;
 
     if p_subscription_item_id is not null then
         select * into v_existing from meter.billing_links

@@ -11,7 +11,8 @@
 -- lines may still change; a finalized invoice's do not). Other event types are kept, 'ignored'.
 --
 -- Amounts are integer minor units as the engine reports them; quantities exact numeric
--- (quantity_decimal when present, else quantity).
+-- (quantity_decimal when present, else quantity). An event that cannot be applied (a malformed
+-- invoice) is marked processed with outcome 'error: ...' and blocks nothing behind it.
 create or replace function meter.webhook_process(p_limit integer default 100)
 returns integer
 language plpgsql
@@ -36,6 +37,9 @@ begin
         for update skip locked
     loop
         v_outcome := 'ignored';
+        -- One event's failure (a malformed invoice) is recorded as its outcome and undoes only
+        -- that event's effect: it never blocks the events behind it.
+        begin
         if v_event.type like 'invoice.%' and v_event.payload #>> '{data,object,object}' = 'invoice' then
             v_inv := v_event.payload #> '{data,object}';
             v_status := v_inv ->> 'status';
@@ -91,6 +95,9 @@ begin
                 end if;
             end if;
         end if;
+        exception when others then
+            v_outcome := 'error: ' || left(sqlerrm, 500);
+        end;
         update meter.webhook_events set processed_at = pg_catalog.now(), outcome = v_outcome
         where event_id = v_event.event_id;
         v_n := v_n + 1;

@@ -103,8 +103,10 @@ public enum BillingMockServer {
         await pool.shutdown()
     }
 
-    static func json(_ status: Int, _ body: String, replayed: Bool = false, retry: Bool? = nil) -> Response {
+    static func json(_ status: Int, _ body: String, replayed: Bool = false, retry: Bool? = nil,
+                     idempotencyKey: String? = nil) -> Response {
         var h: HTTPFields = [.contentType: "application/json"]
+        if let idempotencyKey { h[.init("Idempotency-Key")!] = idempotencyKey }
         h[.init("Request-Id")!] = "req_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(14).lowercased()
         if replayed { h[.init("Idempotent-Replayed")!] = "true" }
         if let retry { h[.init("Stripe-Should-Retry")!] = retry ? "true" : "false" }
@@ -267,7 +269,7 @@ public enum BillingMockServer {
             try? await context.channel.close()
             throw CancellationError()
         }
-        return json(outcome.status, outcome.body, replayed: outcome.replayed)
+        return json(outcome.status, outcome.body, replayed: outcome.replayed, idempotencyKey: idemKey)
     }
 }
 

@@ -14,6 +14,10 @@ public struct ServeConfiguration: Sendable {
     public var expectedLedger: [Int: String] = [:]
     /// The rollup loop run beside the HTTP server; nil = none (e.g. a dedicated ingest tier).
     public var rollup: RollupWorker.Configuration? = .init()
+    /// The billing sync loop; nil = none (no billing engine configured).
+    public var sync: SyncConfiguration?
+    /// Apply received webhooks in this process (WebhookProcessor).
+    public var processWebhooks = true
     public init() {}
 }
 
@@ -35,10 +39,11 @@ public enum MeterApplication {
         ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("GET", "/openapi.yaml"),
+        ("POST", "/webhooks/billing"),
     ]
 
     public static func buildRouter(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
-                                   logger: Logger) -> Router<BasicRequestContext> {
+                                   logger: Logger, webhooks: WebhookProcessor? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: RequestIDMiddleware(metrics: metrics))
         let ingest = IngestService(pool: pool, limits: config.limits, metrics: metrics)
@@ -78,6 +83,9 @@ public enum MeterApplication {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
         }
+        router.post("/webhooks/billing") { request, _ in
+            try await postWebhook(request: request, pool: pool, metrics: metrics, processor: webhooks)
+        }
         router.get("/openapi.yaml") { _, _ in
             guard let openAPI else {
                 return APIResponse.error(.notFound, code: "not_found", message: "OpenAPI document not installed")
@@ -89,10 +97,10 @@ public enum MeterApplication {
     }
 
     public static func buildApplication(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
-                                        logger: Logger,
+                                        logger: Logger, webhooks: WebhookProcessor? = nil,
                                         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
         -> some ApplicationProtocol {
-        let router = buildRouter(config: config, pool: pool, metrics: metrics, logger: logger)
+        let router = buildRouter(config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks)
         return Application(router: router,
                            configuration: .init(address: .hostname(config.host, port: config.port),
                                                 serverName: "meter"),

@@ -29,8 +29,9 @@ public enum MeterServer {
                            onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let pool = PGPool(conninfo: conninfo, maxConnections: poolSize, logger: logger)
         let metrics = MeterMetrics()
+        let webhooks = config.processWebhooks ? WebhookProcessor(conninfo: conninfo, logger: logger) : nil
         let app = MeterApplication.buildApplication(
-            config: config, pool: pool, metrics: metrics, logger: logger,
+            config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks,
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? config.port
                 logger.info("serve.listening", metadata: ["host": "\(config.host)", "port": "\(port)"])
@@ -42,6 +43,10 @@ public enum MeterServer {
         if let rollup = config.rollup {
             services.append(RollupWorker(conninfo: conninfo, configuration: rollup, metrics: metrics, logger: logger))
         }
+        if let sync = config.sync {
+            services.append(SyncWorker(conninfo: conninfo, config: sync, metrics: metrics.sync, logger: logger))
+        }
+        if let webhooks { services.append(webhooks) }
         services.append(app)
         let group = ServiceGroup(configuration: .init(
             services: services,

@@ -1,0 +1,99 @@
+// BillingClient.swift: the product's client for the billing engine's API (Stripe conventions:
+// form-encoded POST bodies with bracket notation, Bearer secret key, Idempotency-Key on every
+// POST, the error envelope). Used by the sync worker and `meterctl billing`.
+//
+// Every failure is classified for the outbox: `definitive` when the engine answered that it did
+// not apply the request (4xx other than 409 and 429), otherwise the outcome is unknown (timeout,
+// reset, 5xx, 409 "a request with this key is in flight", 429) and the caller must repeat the
+// very same request.
+
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+public struct BillingAPIConfiguration: Sendable {
+    public var baseURL: String
+    public var apiKey: String
+    public var timeout: Duration = .seconds(10)
+    public init(baseURL: String, apiKey: String) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.apiKey = apiKey
+    }
+}
+
+public struct BillingAPIError: Error, CustomStringConvertible, Sendable {
+    public let status: Int?
+    public let type: String?
+    public let code: String?
+    public let message: String
+    /// The engine said it did not apply the request: repeating it as is cannot help.
+    public var definitive: Bool {
+        guard let s = status else { return false }
+        return (400..<500).contains(s) && s != 409 && s != 429
+    }
+    public var description: String {
+        (status.map { "HTTP \($0)" } ?? "no response") + (code.map { " \($0)" } ?? "") + ": " + message
+    }
+}
+
+public final class BillingClient: Sendable {
+    public let configuration: BillingAPIConfiguration
+    let http: HTTPClient
+
+    public init(_ configuration: BillingAPIConfiguration) {
+        self.configuration = configuration
+        var c = HTTPClient.Configuration()
+        c.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
+        c.timeout = .init(connect: .seconds(5), read: .seconds(Int64(configuration.timeout.components.seconds)))
+        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: c)
+    }
+
+    public func shutdown() async { try? await http.shutdown() }
+
+    /// POST with form parameters (names in bracket form) and an Idempotency-Key.
+    public func post(_ path: String, _ params: [(String, String)], idempotencyKey: String) async throws(BillingAPIError) -> JSONValue {
+        try await call(.POST, path, body: FormCoding.encode(params), idempotencyKey: idempotencyKey)
+    }
+
+    public func get(_ path: String, query: [(String, String)] = []) async throws(BillingAPIError) -> JSONValue {
+        try await call(.GET, query.isEmpty ? path : path + "?" + FormCoding.encode(query), body: nil, idempotencyKey: nil)
+    }
+
+    private func call(_ method: HTTPMethod, _ path: String, body: String?, idempotencyKey: String?) async throws(BillingAPIError) -> JSONValue {
+        var request = HTTPClientRequest(url: configuration.baseURL + path)
+        request.method = method
+        request.headers.add(name: "Authorization", value: "Bearer " + configuration.apiKey)
+        request.headers.add(name: "User-Agent", value: "meter-billing-sync/1")
+        if let idempotencyKey { request.headers.add(name: "Idempotency-Key", value: idempotencyKey) }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.body = .bytes(ByteBuffer(string: body))
+        }
+        let status: Int
+        let bytes: ByteBuffer
+        do {
+            let response = try await http.execute(request, timeout: .init(configuration.timeout))
+            status = Int(response.status.code)
+            bytes = try await response.body.collect(upTo: 4 << 20)
+        } catch {
+            throw BillingAPIError(status: nil, type: nil, code: nil, message: "\(error)")
+        }
+        let json = try? JSONParser.parse(Array(bytes.readableBytesView))
+        guard (200..<300).contains(status) else {
+            let e = json?["error"]
+            throw BillingAPIError(status: status, type: e?["type"]?.stringValue, code: e?["code"]?.stringValue,
+                                  message: e?["message"]?.stringValue ?? String(buffer: bytes).prefix(300).description)
+        }
+        guard let json else {
+            throw BillingAPIError(status: status, type: nil, code: nil, message: "the engine answered \(status) with a body that is not JSON")
+        }
+        return json
+    }
+}
+
+extension TimeAmount {
+    init(_ d: Duration) {
+        self = .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+    }
+}

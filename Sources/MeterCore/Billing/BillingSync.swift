@@ -1,0 +1,248 @@
+// BillingSync.swift
+//
+// The billing sync: provisioning links, then sending outbox hours to the engine. The rules live
+// in SQL (meter.sync_claim / sync_succeeded / sync_failed, meter.billing_unlinked /
+// billing_link_record); this file makes the HTTP calls between them.
+//
+//   link:  for each (customer, meter) with outbox hours and no subscription item: a billing
+//          customer (once per customer), then a subscription with the meter's price (the first
+//          meter) or an item added to that subscription (the next ones). Every call carries an
+//          Idempotency-Key derived from our ids, so a crash between the call and the record
+//          replays the same object within the engine's 24 h instead of creating a second one.
+//   send:  claim up to `batch` hours, POST each hour's absolute total with action=set and the
+//          hour start as timestamp, report each outcome. Calls run `concurrency` at a time; one
+//          hour is never in flight twice (the claim).
+
+import Foundation
+import Logging
+
+public struct SyncConfiguration: Sendable {
+    public var api: BillingAPIConfiguration
+    public var worker = "meter-sync-\(ProcessInfo.processInfo.processIdentifier)"
+    public var batch = 200
+    public var concurrency = 8
+    public var maxAttempts = 10
+    public var backoffBase: Duration = .seconds(1)
+    public var backoffCap: Duration = .seconds(300)
+    /// A claim not reported within this is handed out again (must exceed the request timeout).
+    public var lease: Duration = .seconds(60)
+    /// Longest wait between polls when no NOTIFY arrives.
+    public var interval: Duration = .seconds(1)
+    /// Customers are created on this test clock (tests and demos; never in production).
+    public var testClock: String?
+    public init(api: BillingAPIConfiguration) { self.api = api }
+}
+
+public struct SyncPassResult: Sendable {
+    public var linked = 0
+    public var claimed = 0
+    public var succeeded = 0
+    public var failed = 0
+    public var dead = 0
+    public var stale = 0
+}
+
+public enum BillingSync {
+    static func seconds(_ d: Duration) -> String {
+        String(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) + " seconds"
+    }
+
+    // MARK: links
+
+    /// Provisions every unlinked (customer, meter) pair found (at most `limit`). Returns how many.
+    public static func linkPending(pool: PGPool, client: BillingClient, config: SyncConfiguration, logger: Logger,
+                                   limit: Int = 100) async throws -> Int {
+        struct Pending: Sendable {
+            let customerID: Int64, externalID: String, name: String?, meterID: Int64, meterCode: String, priceID: String
+            let billingCustomer: String?, subscription: String?
+        }
+        let rows = try await pool.withConnection { c in
+            try c.execute("select * from meter.billing_unlinked($1)", [limit]).rows.map { r in
+                Pending(customerID: try r.int("customer_id"), externalID: try r.string("customer_external_id"),
+                        name: try r.optionalString("customer_name"), meterID: try r.int("meter_id"),
+                        meterCode: try r.string("meter_code"), priceID: try r.string("price_id"),
+                        billingCustomer: try r.optionalString("billing_customer_id"),
+                        subscription: try r.optionalString("subscription_id"))
+            }
+        }
+        var linked = 0
+        // Pairs of one customer share its billing customer and subscription: in order, one by one.
+        var known: [Int64: (customer: String, subscription: String?)] = [:]
+        for p in rows {
+            var cus = known[p.customerID]?.customer ?? p.billingCustomer
+            var sub = known[p.customerID]?.subscription ?? p.subscription
+            if cus == nil {
+                var params = [("name", p.name ?? p.externalID), ("metadata[meter_customer]", p.externalID)]
+                if let clock = config.testClock { params.append(("test_clock", clock)) }
+                let v = try await client.post("/v1/customers", params, idempotencyKey: "meter-customer-\(p.customerID)")
+                cus = v["id"]?.stringValue
+                guard let id = cus else { throw BillingAPIError(status: nil, type: nil, code: nil, message: "customer without id") }
+                try await record(pool, p.customerID, nil, id, nil, nil, nil)
+            }
+            var item: String?
+            if sub == nil {
+                // Calendar-month periods in UTC, like the month close: started at the first of
+                // this month (the engine's clock), renewing on the first of each month.
+                let now = try await engineNow(client: client, config: config)
+                let (start, anchor) = try await pool.withConnection { c in
+                    let r = try c.execute("""
+                        select extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC'))::bigint as s,
+                               extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC') + interval '1 month')::bigint as a
+                        """, [now]).single()
+                    return (try r.int("s"), try r.int("a"))
+                }
+                let v = try await client.post("/v1/subscriptions", [
+                    ("customer", cus!), ("items[0][price]", p.priceID), ("backdate_start_date", String(start)),
+                    ("billing_cycle_anchor", String(anchor)), ("proration_behavior", "none"),
+                    ("metadata[meter_customer]", p.externalID),
+                ], idempotencyKey: "meter-subscription-\(p.customerID)")
+                sub = v["id"]?.stringValue
+                item = v["items"]?["data"]?.arrayValue?.first?["id"]?.stringValue
+            } else {
+                let v = try await client.post("/v1/subscription_items", [("subscription", sub!), ("price", p.priceID)],
+                                              idempotencyKey: "meter-item-\(p.customerID)-\(p.meterID)")
+                item = v["id"]?.stringValue
+            }
+            guard let sub, let item else {
+                throw BillingAPIError(status: nil, type: nil, code: nil, message: "subscription response without ids")
+            }
+            try await record(pool, p.customerID, p.meterID, cus!, sub, item, p.priceID)
+            known[p.customerID] = (cus!, sub)
+            linked += 1
+            logger.info("sync.linked", metadata: ["customer": "\(p.externalID)", "meter": "\(p.meterCode)",
+                                                  "subscription_item": "\(item)"])
+        }
+        return linked
+    }
+
+    static func record(_ pool: PGPool, _ customer: Int64, _ meter: Int64?, _ cus: String, _ sub: String?,
+                       _ item: String?, _ price: String?) async throws {
+        try await pool.withConnection { c in
+            _ = try c.execute("select meter.billing_link_record($1, $2, $3, $4, $5, $6)", [customer, meter, cus, sub, item, price])
+        }
+    }
+
+    static func engineNow(client: BillingClient, config: SyncConfiguration) async throws -> Int64 {
+        if let clock = config.testClock {
+            let v = try await client.get("/v1/test_helpers/test_clocks/\(clock)")
+            if let t = v["frozen_time"]?.int64Value { return t }
+        }
+        return Int64(Date().timeIntervalSince1970)
+    }
+
+    // MARK: sending
+
+    struct Claimed: Sendable {
+        let customerID: Int64, meterID: Int64, hour: String, hourEpoch: Int64, quantity: String, key: String
+        let item: String, token: Int64
+    }
+
+    /// One pass: links, one claim of up to `batch` hours, their sends and reports.
+    public static func pass(pool: PGPool, client: BillingClient, config: SyncConfiguration, metrics: SyncMetrics?,
+                            logger: Logger) async throws -> SyncPassResult {
+        var result = SyncPassResult()
+        do {
+            result.linked = try await linkPending(pool: pool, client: client, config: config, logger: logger)
+        } catch {
+            // Provisioning failures leave those pairs unlinked (their hours wait); the rest goes on.
+            logger.warning("sync.link_failed", metadata: ["error": "\(error)"])
+        }
+        let worker = config.worker, batch = config.batch, lease = seconds(config.lease)
+        let claimed = try await pool.withConnection { c in
+            try c.execute("""
+                select customer_id, meter_id, hour::text as hour, extract(epoch from hour)::bigint as epoch,
+                       quantity::text as quantity, idempotency_key, subscription_item_id, claim_token
+                from meter.sync_claim($1, $2, $3::interval)
+                """, [worker, batch, lease]).rows.map { r in
+                Claimed(customerID: try r.int("customer_id"), meterID: try r.int("meter_id"), hour: try r.string("hour"),
+                        hourEpoch: try r.int("epoch"), quantity: try r.string("quantity"),
+                        key: try r.string("idempotency_key"), item: try r.string("subscription_item_id"),
+                        token: try r.int("claim_token"))
+            }
+        }
+        result.claimed = claimed.count
+        if claimed.isEmpty { return result }
+        let outcomes = await withTaskGroup(of: String.self, returning: [String].self) { group in
+            var out: [String] = []
+            var next = 0
+            func start(_ h: Claimed) {
+                group.addTask { await send(h, pool: pool, client: client, config: config, metrics: metrics, logger: logger) }
+            }
+            while next < min(config.concurrency, claimed.count) { start(claimed[next]); next += 1 }
+            for await o in group {
+                out.append(o)
+                if next < claimed.count { start(claimed[next]); next += 1 }
+            }
+            return out
+        }
+        for o in outcomes {
+            switch o {
+            case "synced", "pending": result.succeeded += 1
+            case "dead": result.failed += 1; result.dead += 1
+            case "stale": result.stale += 1
+            default: result.failed += 1
+            }
+        }
+        return result
+    }
+
+    /// Sends one claimed hour and reports the outcome; returns the hour's new state.
+    static func send(_ h: Claimed, pool: PGPool, client: BillingClient, config: SyncConfiguration, metrics: SyncMetrics?,
+                     logger: Logger) async -> String {
+        let started = ContinuousClock.now
+        var error: BillingAPIError?
+        do {
+            _ = try await client.post("/v1/subscription_items/\(h.item)/usage_records", [
+                ("quantity", h.quantity), ("timestamp", String(h.hourEpoch)), ("action", "set"),
+            ], idempotencyKey: h.key)
+        } catch let e {
+            error = e
+        }
+        metrics?.sendDuration.record(ContinuousClock.now - started)
+        let failure = error
+        let (maxAttempts, base, cap) = (config.maxAttempts, seconds(config.backoffBase), seconds(config.backoffCap))
+        do {
+            let state: String = try await pool.withConnection { c in
+                if let e = failure {
+                    return try c.execute("""
+                        select meter.sync_failed($1, $2, $3::timestamptz, $4, $5, $6, $7, $8::interval, $9::interval) as s
+                        """, [h.customerID, h.meterID, h.hour, h.token, e.description, e.definitive, maxAttempts, base, cap])
+                        .single().string("s")
+                }
+                return try c.execute("select meter.sync_succeeded($1, $2, $3::timestamptz, $4) as s",
+                                     [h.customerID, h.meterID, h.hour, h.token]).single().string("s")
+            }
+            if let e = error {
+                metrics?.sends(e.definitive ? "rejected" : "failed").increment()
+                logger.info("sync.send_failed", metadata: [
+                    "key": "\(h.key)", "error": "\(e.description.prefix(200))", "definitive": "\(e.definitive)", "state": "\(state)",
+                ])
+                if state == "dead" {
+                    metrics?.deadLettered.increment()
+                    logger.warning("sync.dead_letter", metadata: ["key": "\(h.key)", "error": "\(e.description.prefix(200))"])
+                }
+            } else {
+                metrics?.sends("ok").increment()
+            }
+            return state
+        } catch {
+            // The report did not reach Postgres: the claim's lease expires and the same request is
+            // repeated (same key), which the engine replays. Nothing is lost or doubled.
+            logger.warning("sync.report_failed", metadata: ["key": "\(h.key)", "error": "\(error)"])
+            return "unreported"
+        }
+    }
+
+    /// Passes until nothing is due (for `meterctl sync run` and tests).
+    public static func drain(pool: PGPool, client: BillingClient, config: SyncConfiguration, logger: Logger,
+                             progress: (SyncPassResult) -> Void = { _ in }) async throws -> SyncPassResult {
+        var total = SyncPassResult()
+        while true {
+            let r = try await pass(pool: pool, client: client, config: config, metrics: nil, logger: logger)
+            total.linked += r.linked; total.claimed += r.claimed; total.succeeded += r.succeeded
+            total.failed += r.failed; total.dead += r.dead; total.stale += r.stale
+            progress(total)
+            if r.claimed == 0 && r.linked == 0 { return total }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+// SyncWorker.swift: the billing sync loop of `meterctl serve`, and the webhook processor.
+//
+// Like the rollup loop: LISTEN is a latency hint (meter_sync is NOTIFied by every rollup run
+// that changed a billed hour), the interval is the guarantee (notifications are lost while the
+// listener is disconnected). A billing outage only slows this loop (backoff per hour); ingest and
+// rollups do not wait for it.
+
+import Foundation
+import Logging
+
+import Prometheus
+import ServiceLifecycle
+
+public final class SyncMetrics: Sendable {
+    let sendsByResult: @Sendable (String) -> Counter
+    let sendDuration: DurationHistogram
+    let deadLettered: Counter
+    let pending, inFlight, dead, oldestUnsynced, webhooksUnprocessed: Gauge
+    let webhooks: @Sendable (String) -> Counter
+
+    public init(registry: PrometheusCollectorRegistry) {
+        sendsByResult = { r in registry.makeCounter(name: "meter_sync_sends_total", labels: [("result", r)],
+                                                    help: "Usage sends to the billing engine: ok, failed (unknown outcome, repeated), rejected (definitive 4xx)") }
+        sendDuration = registry.makeDurationHistogram(
+            name: "meter_sync_send_duration_seconds",
+            buckets: [.milliseconds(5), .milliseconds(20), .milliseconds(100), .milliseconds(500), .seconds(2), .seconds(10)],
+            help: "Round trip of one usage send")
+        deadLettered = registry.makeCounter(name: "meter_sync_dead_lettered_total", help: "Hours parked as dead after exhausting their attempts")
+        pending = registry.makeGauge(name: "meter_sync_pending_hours", help: "Outbox hours waiting to be sent")
+        inFlight = registry.makeGauge(name: "meter_sync_in_flight_hours", help: "Outbox hours being sent")
+        dead = registry.makeGauge(name: "meter_sync_dead_hours", help: "Outbox hours parked as dead (meterctl sync retry)")
+        oldestUnsynced = registry.makeGauge(name: "meter_sync_lag_seconds", help: "Age of the oldest unsynced hour change (0 = none)")
+        webhooksUnprocessed = registry.makeGauge(name: "meter_webhooks_unprocessed", help: "Billing webhooks stored, not yet applied")
+        webhooks = { r in registry.makeCounter(name: "meter_webhooks_received_total", labels: [("result", r)],
+                                               help: "POST /webhooks/billing by result: stored, duplicate, rejected") }
+    }
+
+    func sends(_ r: String) -> Counter { sendsByResult(r) }
+}
+
+public final class SyncWorker: Service, @unchecked Sendable {
+    let config: SyncConfiguration
+    let conninfo: String
+    let metrics: SyncMetrics
+    let logger: Logger
+    let pool: PGPool
+
+    public init(conninfo: String, config: SyncConfiguration, metrics: SyncMetrics, logger: Logger) {
+        self.conninfo = conninfo; self.config = config; self.metrics = metrics; self.logger = logger
+        pool = PGPool(conninfo: conninfo, maxConnections: config.concurrency + 1, acquireTimeout: .seconds(30),
+                      statementTimeout: "60s", applicationName: "meter-sync", logger: logger)
+    }
+
+    public func run() async throws {
+        let client = BillingClient(config.api)
+        let listener = PGListener(conninfo: conninfo, channels: ["meter_sync"], logger: logger)
+        listener.start()
+        let wake = WakeSignal()
+        let relay = Task { for await _ in listener.events { wake.signal() } }
+        logger.info("sync.worker.started", metadata: ["engine": "\(config.api.baseURL)", "batch": "\(config.batch)",
+                                                       "concurrency": "\(config.concurrency)"])
+        await cancelWhenGracefulShutdown { [self] in
+            var lastGauges = ContinuousClock.now - .seconds(10)
+            var failures = 0
+            while !Task.isCancelled {
+                var busy = false
+                do {
+                    let r = try await BillingSync.pass(pool: pool, client: client, config: config, metrics: metrics, logger: logger)
+                    busy = r.claimed >= config.batch
+                    failures = 0
+                } catch {
+                    failures += 1
+                    logger.warning("sync.pass_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
+                }
+                if ContinuousClock.now - lastGauges >= .seconds(1) {
+                    lastGauges = ContinuousClock.now
+                    await refreshGauges()
+                }
+                if busy { continue }
+                await wake.wait(timeout: failures > 0 ? min(config.interval * min(failures, 30), .seconds(30)) : config.interval)
+            }
+        }
+        listener.stop()
+        relay.cancel()
+        await client.shutdown()
+        await pool.shutdown()
+        logger.info("sync.worker.stopped")
+    }
+
+    func refreshGauges() async {
+        guard let r = try? await pool.withConnection({ c in
+            try c.execute("select pending, in_flight, dead, oldest_unsynced_seconds::text as lag, webhooks_unprocessed from meter.sync_backlog").single()
+        }) else { return }
+        if let v = try? r.int("pending") { metrics.pending.record(v) }
+        if let v = try? r.int("in_flight") { metrics.inFlight.record(v) }
+        if let v = try? r.int("dead") { metrics.dead.record(v) }
+        if let v = try? r.string("lag"), let d = Double(v) { metrics.oldestUnsynced.record(d) }
+        if let v = try? r.int("webhooks_unprocessed") { metrics.webhooksUnprocessed.record(v) }
+    }
+}
+
+/// Applies stored webhooks (meter.webhook_process) as they arrive: woken by the receiving
+/// handler in this process and by NOTIFY meter_webhooks from any other, polled every second.
+public final class WebhookProcessor: Service, @unchecked Sendable {
+    let conninfo: String
+    let logger: Logger
+    let wake = WakeSignal()
+    let pool: PGPool
+
+    public init(conninfo: String, logger: Logger) {
+        self.conninfo = conninfo; self.logger = logger
+        pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30), statementTimeout: "60s",
+                      applicationName: "meter-webhooks", logger: logger)
+    }
+
+    public func signal() { wake.signal() }
+
+    public func run() async throws {
+        let listener = PGListener(conninfo: conninfo, channels: ["meter_webhooks"], logger: logger)
+        listener.start()
+        let wake = self.wake
+        let relay = Task { for await _ in listener.events { wake.signal() } }
+        await cancelWhenGracefulShutdown { [self] in
+            while !Task.isCancelled {
+                var n: Int64 = 0
+                do {
+                    n = try await pool.withConnection { c in try c.execute("select meter.webhook_process(100) as n").single().int("n") }
+                    if n > 0 { logger.debug("webhooks.processed", metadata: ["events": "\(n)"]) }
+                } catch {
+                    logger.warning("webhooks.process_failed", metadata: ["error": "\(error)"])
+                }
+                if n >= 100 { continue }
+                await wake.wait(timeout: .seconds(1))
+            }
+        }
+        listener.stop()
+        relay.cancel()
+        await pool.shutdown()
+    }
+}

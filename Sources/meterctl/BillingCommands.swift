@@ -1,0 +1,280 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MeterCore
+
+/// How to reach the billing engine: flags or environment, shared by serve, billing and sync.
+struct BillingAPIOptions: ParsableArguments {
+    @Option(name: .customLong("billing-api-base"), help: "Billing engine base URL (env METER_BILLING_API_BASE), e.g. http://127.0.0.1:12111")
+    var apiBase: String?
+    @Option(name: .customLong("billing-api-key"), help: "Billing engine secret key (env METER_BILLING_API_KEY), sk_test_...")
+    var apiKey: String?
+    @Option(name: .customLong("billing-timeout-ms"), help: "Timeout of one billing API call (env METER_BILLING_TIMEOUT_MS). Default: 10000")
+    var timeoutMs: Int?
+    @Option(name: .customLong("billing-test-clock"), help: "Create billing customers on this test clock (env METER_BILLING_TEST_CLOCK; tests and demos only)")
+    var testClock: String?
+    @Option(name: .customLong("sync-batch"), help: "Hours claimed per sync pass (env METER_SYNC_BATCH). Default: 200")
+    var syncBatch: Int?
+    @Option(name: .customLong("sync-concurrency"), help: "Usage sends in flight at once (env METER_SYNC_CONCURRENCY). Default: 8")
+    var syncConcurrency: Int?
+    @Option(name: .customLong("sync-max-attempts"), help: "Attempts before an hour is parked as dead (env METER_SYNC_MAX_ATTEMPTS). Default: 10")
+    var syncMaxAttempts: Int?
+    @Option(name: .customLong("sync-backoff-cap-s"), help: "Longest wait between two attempts of an hour (env METER_SYNC_BACKOFF_CAP_S). Default: 300")
+    var syncBackoffCap: Int?
+
+    var configured: Bool { (apiBase ?? GlobalOptions.env["METER_BILLING_API_BASE"]) != nil }
+
+    func sync() throws -> SyncConfiguration {
+        let env = GlobalOptions.env
+        guard let base = apiBase ?? env["METER_BILLING_API_BASE"] else {
+            throw ValidationError("no billing engine: give --billing-api-base or METER_BILLING_API_BASE")
+        }
+        guard let key = apiKey ?? env["METER_BILLING_API_KEY"], !key.isEmpty else {
+            throw ValidationError("no billing API key: give --billing-api-key or METER_BILLING_API_KEY")
+        }
+        guard base.hasPrefix("http://") || base.hasPrefix("https://") else {
+            throw ValidationError("--billing-api-base must start with http:// or https://; got \(base)")
+        }
+        var api = BillingAPIConfiguration(baseURL: base, apiKey: key)
+        func int(_ v: Int?, _ name: String, min: Int) throws -> Int? {
+            guard let n = v ?? env[name].flatMap(Int.init) else { return nil }
+            guard n >= min else { throw ValidationError("\(name) must be at least \(min); got \(n)") }
+            return n
+        }
+        if let ms = try int(timeoutMs, "METER_BILLING_TIMEOUT_MS", min: 100) { api.timeout = .milliseconds(ms) }
+        var c = SyncConfiguration(api: api)
+        c.testClock = testClock ?? env["METER_BILLING_TEST_CLOCK"]
+        if let n = try int(syncBatch, "METER_SYNC_BATCH", min: 1) { c.batch = n }
+        if let n = try int(syncConcurrency, "METER_SYNC_CONCURRENCY", min: 1) { c.concurrency = n }
+        if let n = try int(syncMaxAttempts, "METER_SYNC_MAX_ATTEMPTS", min: 1) { c.maxAttempts = n }
+        if let n = try int(syncBackoffCap, "METER_SYNC_BACKOFF_CAP_S", min: 1) { c.backoffCap = .seconds(n) }
+        // The lease must outlast a call, or a slow call's hour would be handed out again meanwhile.
+        c.lease = max(c.lease, api.timeout * 3)
+        return c
+    }
+}
+
+/// `meterctl billing price|link|endpoint|webhook-secret`: what connects meter to the engine.
+struct BillingCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "billing",
+        abstract: "Price meters in the billing engine, link customers, register the webhook endpoint.",
+        subcommands: [Price.self, Link.self, Endpoint.self, WebhookSecret.self])
+
+    struct Price: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Bill a meter with a price of the engine (created here unless --price-id is given).",
+            discussion: """
+                Creates a product and a monthly metered price (per unit, amount in minor units, decimals \
+                allowed) unless --price-id names an existing one, then records it (meter.billing_price_set): \
+                the meter's hours enter the billing outbox from now on, and the hours it already has are \
+                enqueued (those from --since on, if given).
+                """)
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var billing: BillingAPIOptions
+        @Option(help: "Meter code.") var meter: String
+        @Option(name: .customLong("price-id"), help: "An existing price of the engine.") var priceID: String?
+        @Option(name: .customLong("unit-amount-decimal"), help: "Price per unit in minor units (e.g. 0.5 = half a cent).")
+        var unitAmountDecimal: String?
+        @Option(help: "ISO currency, lower case. Default: usd") var currency = "usd"
+        @Option(name: .customLong("aggregate-usage"), help: "sum|max|last_during_period|last_ever. Default: max for max meters, else sum")
+        var aggregateUsage: String?
+        @Option(help: "Enqueue existing hours from this instant on (RFC 3339). Default: all") var since: String?
+
+        func validate() throws {
+            if (priceID == nil) == (unitAmountDecimal == nil) {
+                throw ValidationError("give exactly one of --price-id or --unit-amount-decimal")
+            }
+        }
+
+        func run() async throws {
+            let logger = global.bootstrapLogging(defaultLevel: .warning)
+            let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
+            var price = priceID
+            if price == nil {
+                let sync = try billing.sync()
+                let client = BillingClient(sync.api)
+                defer { Task { await client.shutdown() } }
+                let pool = PGPool(conninfo: conninfo, maxConnections: 1, logger: logger)
+                let aggregation = try await pool.withConnection { c in
+                    try c.execute("""
+                        select v.aggregation from meter.meters m join meter.meter_version_ranges v on v.meter_id = m.id
+                        where m.code = $1 order by v.version desc limit 1
+                        """, [meter]).rows.first.map { try $0.string("aggregation") }
+                }
+                await pool.shutdown()
+                guard let aggregation else { throw ValidationError("unknown meter \(meter)") }
+                let agg = aggregateUsage ?? (aggregation == "max" ? "max" : "sum")
+                let product = try await client.post("/v1/products", [("name", meter), ("metadata[meter]", meter)],
+                                                    idempotencyKey: "meter-product-\(meter)-\(UUID().uuidString)")
+                let v = try await client.post("/v1/prices", [
+                    ("currency", currency), ("product", product["id"]?.stringValue ?? ""),
+                    ("unit_amount_decimal", unitAmountDecimal!), ("recurring[interval]", "month"),
+                    ("recurring[usage_type]", "metered"), ("recurring[aggregate_usage]", agg), ("nickname", meter),
+                ], idempotencyKey: "meter-price-\(meter)-\(UUID().uuidString)")
+                price = v["id"]?.stringValue
+            }
+            let n = try global.withConnection { c in
+                try c.execute("select meter.billing_price_set($1, $2, $3::timestamptz) as n", [meter, price!, since]).single().int("n")
+            }
+            print("meter \(meter) billed with \(price!); \(n) existing hour(s) enqueued")
+        }
+    }
+
+    struct Link: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Provision billing customers, subscriptions and items for every unlinked customer/meter with usage.",
+            discussion: "The sync worker does the same on its own; this runs it now and prints what was linked.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var billing: BillingAPIOptions
+        func run() async throws {
+            let logger = global.bootstrapLogging(defaultLevel: .warning)
+            let sync = try billing.sync()
+            let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
+            let pool = PGPool(conninfo: conninfo, maxConnections: 2, logger: logger)
+            let client = BillingClient(sync.api)
+            do {
+                var total = 0
+                while true {
+                    let n = try await BillingSync.linkPending(pool: pool, client: client, config: sync, logger: logger)
+                    total += n
+                    if n == 0 { break }
+                    print("linked \(total) customer/meter pair(s)")
+                }
+                print("link: \(total) pair(s) linked")
+            } catch {
+                await client.shutdown(); await pool.shutdown(); throw error
+            }
+            await client.shutdown(); await pool.shutdown()
+        }
+    }
+
+    struct Endpoint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Register our webhook URL with the engine and store its signing secret.",
+            discussion: "Subscribes to invoice.created, invoice.finalized and invoice.paid; the returned whsec_ secret is added to meter.webhook_secrets.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var billing: BillingAPIOptions
+        @Option(help: "Our public URL of POST /webhooks/billing.") var url: String
+        func run() async throws {
+            _ = global.bootstrapLogging(defaultLevel: .warning)
+            let sync = try billing.sync()
+            let client = BillingClient(sync.api)
+            let v: JSONValue
+            do {
+                v = try await client.post("/v1/webhook_endpoints", [
+                    ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
+                    ("enabled_events[2]", "invoice.paid"),
+                ], idempotencyKey: "meter-endpoint-\(UUID().uuidString)")
+            } catch { await client.shutdown(); throw error }
+            await client.shutdown()
+            guard let secret = v["secret"]?.stringValue else { throw ValidationError("the engine returned no secret") }
+            try global.withConnection { c in
+                _ = try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict (secret) do nothing", [secret])
+            }
+            print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); secret stored (active)")
+        }
+    }
+
+    struct WebhookSecret: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "webhook-secret",
+            abstract: "Add, list or retire webhook signing secrets (several may be active during a rotation).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "add <whsec_...> | list | retire <id>") var action: String
+        @Argument(help: "The secret (add) or its id (retire).") var value: String?
+        func run() throws {
+            _ = global.bootstrapLogging(defaultLevel: .warning)
+            try global.withConnection { c in
+                switch (action, value) {
+                case ("add", let s?):
+                    _ = try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict (secret) do update set active = true, retired_at = null", [s])
+                    print("secret added (active)")
+                case ("list", nil):
+                    for r in try c.execute("select id, left(secret, 10) || '…' as s, active, created_at::text as c from meter.webhook_secrets order by id").rows {
+                        print("\(try r.int("id"))  \(try r.string("s"))  \(try r.bool("active") ? "active " : "retired")  \(try r.string("c"))")
+                    }
+                case ("retire", let id?):
+                    guard let n = Int64(id) else { throw ValidationError("retire needs the secret's numeric id (see list)") }
+                    let k = try c.execute("update meter.webhook_secrets set active = false, retired_at = now() where id = $1 and active", [n]).affectedRows
+                    guard k == 1 else { throw ValidationError("no active secret with id \(n)") }
+                    print("secret \(n) retired")
+                default:
+                    throw ValidationError("usage: webhook-secret add <whsec_...> | list | retire <id>")
+                }
+            }
+        }
+    }
+}
+
+/// `meterctl sync run|retry|status`: the billing outbox by hand.
+struct SyncCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync",
+        abstract: "Run, re-drive and inspect the billing sync (the outbox of hourly usage).",
+        subcommands: [Run.self, Retry.self, Status.self])
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Link and send every due hour now, until nothing is due; prints progress.",
+            discussion: "Safe beside `meterctl serve`: both claim hours with SKIP LOCKED, never the same hour at once.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var billing: BillingAPIOptions
+        func run() async throws {
+            let logger = global.bootstrapLogging(defaultLevel: .warning)
+            var sync = try billing.sync()
+            sync.worker = "meterctl-sync-run-\(ProcessInfo.processInfo.processIdentifier)"
+            let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
+            let pool = PGPool(conninfo: conninfo, maxConnections: sync.concurrency + 1, logger: logger)
+            let client = BillingClient(sync.api)
+            let started = ContinuousClock.now
+            let total: SyncPassResult
+            do {
+                total = try await BillingSync.drain(pool: pool, client: client, config: sync, logger: logger) { t in
+                    print("linked \(t.linked), claimed \(t.claimed): \(t.succeeded) sent, \(t.failed) failed (\(t.dead) dead)")
+                }
+            } catch { await client.shutdown(); await pool.shutdown(); throw error }
+            await client.shutdown(); await pool.shutdown()
+            let s = Double((ContinuousClock.now - started).components.seconds) + Double((ContinuousClock.now - started).components.attoseconds) / 1e18
+            print("sync: \(total.succeeded) hour(s) sent, \(total.failed) failed, \(total.dead) dead in " + String(format: "%.2f s", s))
+        }
+    }
+
+    struct Retry: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Re-drive dead hours (meter.sync_retry), optionally of one customer and/or meter.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "External customer id.") var customer: String?
+        @Option(help: "Meter code.") var meter: String?
+        func run() throws {
+            _ = global.bootstrapLogging(defaultLevel: .warning)
+            let n = try global.withConnection { c in
+                try c.execute("select meter.sync_retry($1, $2) as n", [customer, meter]).single().int("n")
+            }
+            print("\(n) dead hour(s) back to pending")
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the sync backlog and, per customer and meter, meter.sync_status.")
+        @OptionGroup var global: GlobalOptions
+        func run() throws {
+            _ = global.bootstrapLogging(defaultLevel: .warning)
+            try global.withConnection { c in
+                let b = try c.execute("select * from meter.sync_backlog").single()
+                print("pending \(try b.int("pending")), in flight \(try b.int("in_flight")), dead \(try b.int("dead")), "
+                      + "oldest unsynced \(try b.string("oldest_unsynced_seconds")) s, unprocessed webhooks \(try b.int("webhooks_unprocessed"))")
+                print("customer              meter                 linked  pending  in_flight  synced  dead  oldest_unsynced")
+                for r in try c.execute("""
+                    select customer, meter, linked, pending, in_flight, synced, dead,
+                           coalesce(to_char(oldest_unsynced_age, 'HH24:MI:SS'), '-') as age
+                    from meter.sync_status order by customer, meter
+                    """).rows {
+                    func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+                    print(pad(try r.string("customer"), 22) + pad(try r.string("meter"), 22) + pad(try r.bool("linked") ? "yes" : "no", 8)
+                          + pad(String(try r.int("pending")), 9) + pad(String(try r.int("in_flight")), 11)
+                          + pad(String(try r.int("synced")), 8) + pad(String(try r.int("dead")), 6) + (try r.string("age")))
+                }
+            }
+        }
+    }
+}
