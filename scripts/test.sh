@@ -3,7 +3,8 @@
 #   1. installs what is missing (scripts/setup.sh), builds meterctl and the Swift tests;
 #   2. starts a private test cluster (.meter/test-pg, socket only, port 54339) with the same
 #      mechanism as the embedded default (`meterctl db start`), creates a fresh database;
-#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove);
+#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), CLI smoke tests,
+#      the official Stripe Python SDK against the mock billing engine, and a serve smoke test;
 #   4. runs the Swift tests (XCTest): libpq wrapper, migrator, HTTP API end to end.
 # The cluster is left running for reuse (and stopped by `meterctl db stop --data-dir .meter/test-pg`).
 set -euo pipefail
@@ -52,11 +53,35 @@ if m keys revoke "$key_id" 2>/dev/null; then echo "revoking twice must fail"; ex
 m rollup run | tail -1 | grep -q "^rollup: "
 m rollup status | grep -q "^watermark:"
 m rollup verify | grep -q "agrees with raw events"
+m billing webhook-secret add whsec_cli_smoke_secret | grep -q "secret added"
+m billing webhook-secret list | grep -q "whsec_cli_.*active"
+secret_id=$(m billing webhook-secret list | awk '/whsec_cli_/ {print $1}')
+m billing webhook-secret retire "$secret_id" | grep -q "retired"
+m billing price --meter cli.smoke --price-id price_cli_smoke | grep -q "billed with price_cli_smoke"
+m sync status | grep -q "^pending 0, in flight 0, dead 0"
+m sync retry --meter cli.smoke | grep -q "0 dead hour(s) back to pending"
+if m sync retry --meter no.such.meter 2>/dev/null; then echo "sync retry of an unknown meter must fail"; exit 1; fi
 echo "CLI smoke test passed"
 
-echo "== service smoke test: serve, readiness, SIGTERM drains and exits 0"
+echo "== mock billing engine: the official Stripe Python SDK (stripe==11.6.0) against it"
+mock_port=18090
+DATABASE_URL="$tap_conninfo" .build/debug/meterctl billing-mock --port "$mock_port" --log-level warning 2>.meter/billing-mock.log &
+mock_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$mock_port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+set +e
+.meter/venv/bin/python Tests/python/stripe_sdk_fidelity.py --api-base "http://127.0.0.1:$mock_port" | tee .meter/stripe-sdk.log
+sdk_status=${PIPESTATUS[0]}
+set -e
+[[ $sdk_status == 0 ]] || { echo "Stripe SDK fidelity test failed"; kill "$mock_pid"; exit 1; }
+sdk_tests=$(grep -c '^ok ' .meter/stripe-sdk.log)
+
+echo "== service smoke test: serve (with the billing sync), readiness, SIGTERM drains and exits 0"
 port=18089
-DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info 2>.meter/serve-smoke.log &
+DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info \
+  --billing-api-base "http://127.0.0.1:$mock_port" --billing-api-key sk_test_smoke 2>.meter/serve-smoke.log &
 pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
@@ -65,7 +90,9 @@ done
 curl -fsS "http://127.0.0.1:$port/readyz"; echo
 kill -TERM "$pid"
 wait "$pid" && echo "serve exited 0 after SIGTERM"
-for line in serve.stopped rollup.worker.started rollup.worker.stopped; do
+kill -TERM "$mock_pid"
+wait "$mock_pid" && echo "billing-mock exited 0 after SIGTERM"
+for line in serve.stopped rollup.worker.started rollup.worker.stopped sync.worker.started sync.worker.stopped; do
   grep -q "\"msg\":\"$line\"" .meter/serve-smoke.log || { echo "no $line log line"; cat .meter/serve-smoke.log; exit 1; }
 done
 psql -X -q "$conninfo" -c "drop database if exists $db"
@@ -80,6 +107,6 @@ swift_failed=$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) fai
 [[ -n "$swift_tests" ]] || { echo "XCTest printed no summary"; exit 1; }
 
 echo
-echo "pgTAP: $sql_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed"
-echo "tests: $((sql_tests + swift_tests - swift_failed)) passed, $swift_failed failed"
+echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed"
+echo "tests: $((sql_tests + sdk_tests + swift_tests - swift_failed)) passed, $swift_failed failed"
 [[ "$swift_failed" == 0 ]]
