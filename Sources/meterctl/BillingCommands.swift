@@ -17,7 +17,7 @@ struct BillingAPIOptions: ParsableArguments {
     var syncBatch: Int?
     @Option(name: .customLong("sync-concurrency"), help: "Usage sends in flight at once (env METER_SYNC_CONCURRENCY). Default: 8")
     var syncConcurrency: Int?
-    @Option(name: .customLong("sync-max-attempts"), help: "Attempts before an hour is parked as dead (env METER_SYNC_MAX_ATTEMPTS). Default: 10")
+    @Option(name: .customLong("sync-max-attempts"), help: "Refusals (4xx) in a row before an hour is parked as dead; timeouts and 5xx park it only after 24 h unsynced (env METER_SYNC_MAX_ATTEMPTS). Default: 10")
     var syncMaxAttempts: Int?
     @Option(name: .customLong("sync-backoff-cap-s"), help: "Longest wait between two attempts of an hour (env METER_SYNC_BACKOFF_CAP_S). Default: 300")
     var syncBackoffCap: Int?
@@ -106,12 +106,12 @@ struct BillingCommand: AsyncParsableCommand {
                 guard let aggregation else { throw ValidationError("unknown meter \(meter)") }
                 let agg = aggregateUsage ?? (aggregation == "max" ? "max" : "sum")
                 let product = try await client.post("/v1/products", [("name", meter), ("metadata[meter]", meter)],
-                                                    idempotencyKey: "meter-product-\(meter)-\(UUID().uuidString)")
+                                                    idempotencyKey: "meter-product-\(meter)-\(unitAmountDecimal!)-\(currency)-\(agg)")
                 let v = try await client.post("/v1/prices", [
                     ("currency", currency), ("product", product["id"]?.stringValue ?? ""),
                     ("unit_amount_decimal", unitAmountDecimal!), ("recurring[interval]", "month"),
                     ("recurring[usage_type]", "metered"), ("recurring[aggregate_usage]", agg), ("nickname", meter),
-                ], idempotencyKey: "meter-price-\(meter)-\(UUID().uuidString)")
+                ], idempotencyKey: "meter-price-\(meter)-\(unitAmountDecimal!)-\(currency)-\(agg)")
                 price = v["id"]?.stringValue
             }
             let n = try global.withConnection { c in
@@ -165,7 +165,7 @@ struct BillingCommand: AsyncParsableCommand {
                 v = try await client.post("/v1/webhook_endpoints", [
                     ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
                     ("enabled_events[2]", "invoice.paid"),
-                ], idempotencyKey: "meter-endpoint-\(UUID().uuidString)")
+                ], idempotencyKey: "meter-endpoint-\(url)")
             } catch { await client.shutdown(); throw error }
             await client.shutdown()
             guard let secret = v["secret"]?.stringValue else { throw ValidationError("the engine returned no secret") }

@@ -35,7 +35,11 @@ struct Demo: AsyncParsableCommand {
             events, the same batches again (all duplicates), a conflict, a batch with invalid events, and \
             CloudEvents, then cancellations. The service's rollup loop folds it all into hourly rollups; \
             the demo reads them back through GET /v1/usage, compares them with raw events and runs \
-            meter.rollup_verify. Prints each response's verdicts and then what the database holds.
+            meter.rollup_verify. The mock billing engine runs in this process too: api_calls and \
+            storage_gb_hours are priced there, the service's sync loop links the customers and sends every \
+            changed hour, and the demo compares, per customer and meter, this month's rolled-up total, \
+            what the outbox recorded as synced, and the engine's usage summary. Prints each response's \
+            verdicts and then what the database holds.
             """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var service: ServiceOptions
@@ -59,12 +63,20 @@ struct Demo: AsyncParsableCommand {
         print("database:   \(global.target.isEmbedded ? global.target.embedded.psqlCommand : "DATABASE_URL")")
         print("seeded:     \(seed.customers.count) customers, \(seed.meters.count) meters (\(seedPath))")
 
+        // The mock billing engine, in this process, and the two meters billed through it.
+        let billing = try await DemoBilling.start(conninfo: conninfo, sqlDir: sqlDir, logger: logger)
+        print("billing:    mock engine at \(billing.base) (schema billing_mock); \(billing.priced)")
+
         var config = service.configuration(sqlDir: sqlDir)
         config.port = service.port ?? 0
         config.expectedLedger = try MeterServer.expectedLedger(conninfo: conninfo, sqlDir: sqlDir)
+        var sync = SyncConfiguration(api: billing.client.configuration)
+        sync.interval = .milliseconds(200)
+        sync.backoffCap = .seconds(5)
+        config.sync = sync
         let (port, server) = try await startInProcessServer(config: config, conninfo: conninfo,
                                                             poolSize: service.pool, logger: logger)
-        print("service:    http://127.0.0.1:\(port) (POST /v1/events)")
+        print("service:    http://127.0.0.1:\(port) (POST /v1/events), its rollup loop and billing sync")
         let n = events
         let customers = seed.customers.map(\.externalID)
         let runID = String(Int(Date().timeIntervalSince1970))
@@ -166,7 +178,27 @@ struct Demo: AsyncParsableCommand {
                       + "quantity \(row["quantity"]?.stringValue ?? "?") (\(row["events"]?.numberLexeme ?? "?") events)")
             }
         }
+        print("\n-- billing sync: the outbox drains to the engine (meter.sync_status) --")
+        let syncStart = ContinuousClock.now
+        while true {
+            let left = try {
+                let c = try PGConnection(conninfo: conninfo)
+                defer { c.close() }
+                return try c.execute("select pending + in_flight as n from meter.sync_backlog").single().int("n")
+            }()
+            if left == 0 {
+                print("  outbox drained \(ContinuousClock.now - syncStart) after the rollups caught up")
+                break
+            }
+            if ContinuousClock.now - syncStart > .seconds(30) {
+                print("  \(left) hour(s) still pending after 30 s (see meterctl sync status)")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
         await server()
+        try await billing.report(conninfo: conninfo, customers: seed.customers.map(\.externalID))
+        await billing.stop()
 
         print("\n-- what the database holds for this run (meter.events, meter.event_redeliveries) --")
         let conn = try PGConnection(conninfo: conninfo)

@@ -96,6 +96,46 @@ final class BillingSyncTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(try keys[0].int("revision"), 2)
     }
 
+    /// The race the outbox's "repeat the uncertain request" rule exists for: a send times out at
+    /// the client but is still on its way at the engine; a newer revision must not be sent under a
+    /// new key before that outcome is known, or the late older total would land last.
+    func testASendThatTimedOutButLandsLateNeverOverwritesANewerRevision() async throws {
+        let env = try await BillingEnv.start("slow")
+        defer { Task { await env.stop() } }
+        let c = try PGConnection(conninfo: env.db.info)
+        let h = env.hours[0]
+        try env.db.ingest(c, key: "s0", hour: env.hours.last!, value: "1")
+        _ = try Rollup.drain(c)
+        try await env.drainUntilSynced(c)  // links the pair
+
+        var api = env.client.configuration
+        api.timeout = .milliseconds(800)
+        let impatient = BillingClient(api)
+        var sync = env.sync
+        sync.api = api
+        sync.backoffBase = .milliseconds(1)
+        sync.backoffCap = .milliseconds(1)
+
+        // Revision 1 of hour h is sent while the engine is slow: the client gives up after 0.8 s,
+        // the engine applies it after 2.5 s.
+        try env.db.ingest(c, key: "s1", hour: h, value: "5")
+        _ = try Rollup.drain(c)
+        try await env.faults(#"{"latency_ms":2500}"#)
+        let first = try await BillingSync.pass(pool: env.pool, client: impatient, config: sync, metrics: nil, logger: TestDatabase.logger)
+        XCTAssertEqual(first.failed, 1, "the send timed out")
+        // Revision 2 arrives; the engine is fast again; the sync goes on at once.
+        try env.db.ingest(c, key: "s2", hour: h, value: "7")
+        _ = try Rollup.drain(c)
+        try await env.faults(#"{"latency_ms":0}"#)
+        try await env.drainUntilSynced(c)
+        // Let the slow request of revision 1 reach the engine.
+        try await Task.sleep(for: .seconds(3))
+        let totals = try await env.engineTotals()
+        XCTAssertEqual(totals[env.epoch(h)], "12", "revision 2's total stays: the late revision-1 request was replayed, not applied")
+        await impatient.shutdown()
+        try await env.assertEngineEqualsRollups(c)
+    }
+
     func testDuplicatedAndShuffledWebhooksLeaveTheInvoicePaidWithTheMonthsUsage() async throws {
         let env = try await BillingEnv.start("webhooks")
         defer { Task { await env.stop() } }
@@ -120,7 +160,6 @@ final class BillingSyncTests: XCTestCase {
             ("url", "http://127.0.0.1:\(port.value!)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
             ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
         ], idempotencyKey: UUID().uuidString)
-        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint["secret"]!.stringValue!])
         try await env.waitSynced(c, timeout: 30)
 
         try await env.faults(#"{"webhook_duplicate_rate":1,"webhook_shuffle":true}"#)
@@ -128,6 +167,13 @@ final class BillingSyncTests: XCTestCase {
         let periodEnd = try await env.client.get("/v1/subscriptions/\(sub)")["current_period_end"]!.int64Value!
         _ = try await env.client.post("/v1/test_helpers/test_clocks/\(env.clock)/advance",
                                       [("frozen_time", String(periodEnd + 3600))], idempotencyKey: UUID().uuidString)
+        // Our endpoint has no secret yet: it refuses (400) and the engine retries with backoff.
+        try await Task.sleep(for: .milliseconds(800))
+        let refused = try await env.mockMetric("billing_mock_webhook_deliveries_total{result=\"failed\"}")
+        XCTAssertGreaterThan(refused, 0, "deliveries were refused before the secret was configured")
+        XCTAssertEqual(try c.execute("select count(*) as n from meter.webhook_events").single().int("n"), 0,
+                       "nothing stored from unverifiable deliveries")
+        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint["secret"]!.stringValue!])
         try RollupDB.waitUntil("the invoice is stored as paid", timeout: 30) {
             (try c.execute("select count(*) as n from meter.billing_invoices where status = 'paid'").single().int("n")) == 1
         }

@@ -155,7 +155,7 @@ select results_eq(
              ('rollup_run(p_max_events integer)'),
              ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('sync_claim(p_worker text, p_limit integer, p_lease interval)'),
-             ('sync_failed(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint, p_error text, p_definitive boolean, p_max_attempts integer, p_base interval, p_cap interval)'),
+             ('sync_failed(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint, p_error text, p_definitive boolean, p_max_attempts integer, p_base interval, p_cap interval, p_give_up_after interval)'),
              ('sync_retry(p_customer text, p_meter text)'),
              ('sync_succeeded(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint)'),
              ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),

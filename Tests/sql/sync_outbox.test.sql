@@ -15,7 +15,7 @@
 -- elapsed backoff is emulated by moving claimed_at or next_attempt_at. The suite runs on a freshly
 -- migrated database (checked first).
 begin;
-select plan(94);
+select plan(96);
 
 -- The session's time zone must play no part (hours and keys are UTC / epoch based).
 set local timezone = 'Asia/Kolkata';
@@ -424,12 +424,18 @@ update meter.sync_outbox set next_attempt_at = pg_catalog.now() where meter_id =
 select is(pg_temp.claim(12, 'w4'), 1::bigint, 'claimed again (attempt 5)');
 select is((select idempotency_key from claimed where n = 12), pg_temp.k('tap.so.users', 1710064800, 2),
           'still the same request (key ...-r2)');
+select is(pg_temp.fail('tap.so.users', '2024-03-10 10:00+00', '503 again', false, 5), 'pending',
+          'an unknown outcome never kills an hour by count (an outage drains on recovery)');
+-- Unsynced for longer than give_up_after (24 h): the next uncertain failure parks it.
+update meter.sync_outbox set next_attempt_at = pg_catalog.now(), unsynced_since = pg_catalog.now() - interval '25 hours'
+where meter_id = (select m_users from fx);
+select is(pg_temp.claim(121, 'w4'), 1::bigint, 'claimed again (attempt 6)');
 select is(pg_temp.fail('tap.so.users', '2024-03-10 10:00+00', '503 again', false, 5), 'dead',
-          'with max_attempts 5, a failure of attempt 5 kills the hour');
+          'unsynced for more than 24 h: an uncertain failure parks the hour');
 select results_eq(
     $$select state, attempts, last_error, claim_token, sending_key from ob where meter = 'tap.so.users'$$,
-    $$values ('dead'::text, 5, '503 again'::text, null::bigint, pg_temp.k('tap.so.users', 1710064800, 2))$$,
-    'dead, 5 attempts, the last error kept, the uncertain request kept');
+    $$values ('dead'::text, 6, '503 again'::text, null::bigint, pg_temp.k('tap.so.users', 1710064800, 2))$$,
+    'dead, 6 attempts, the last error kept, the uncertain request kept');
 
 -- A second dead hour: mixed h1 (in flight since claim 1) fails definitively with max_attempts 1.
 select is(pg_temp.fail('tap.so.mixed', (select h1 from fx), '400 no such item', true, 1), 'dead',

@@ -96,7 +96,6 @@ begin
                 'current_period_end', extract(epoch from pg_catalog.to_timestamp(v_end) + interval '1 month')::bigint,
                 'latest_invoice', v_inv_id)
             where id = v_sub.id;
-            -- items carry their own copy of the period in the API; keep them in step
             v_n := v_n + 1;
         end loop;
     end loop;

@@ -66,6 +66,8 @@ declare
     v_c_meters       bigint[];
     v_c_hours        timestamptz[];
     v_hours          bigint;
+    v_outbox         bigint := 0;
+    v_outbox_c       bigint := 0;
     v_ms             numeric;
 begin
     if p_max_events is null or p_max_events < 1 then
@@ -184,8 +186,9 @@ begin
     )
     -- (uniques is not read below: a data-modifying CTE runs to completion all the same)
     select (select coalesce(pg_catalog.sum(f.n), 0)::bigint from fine f),
-           pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour)
-      into v_events, v_customers, v_meters, v_hours_changed
+           pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
+           (select pg_catalog.count(*) from outbox)
+      into v_events, v_customers, v_meters, v_hours_changed, v_outbox
     from hourly h;
 
     -- 3. Cancellations whose event is folded (now or before) and that were not subtracted yet.
@@ -240,8 +243,9 @@ begin
         returning 1
     )
     select (select pg_catalog.count(*) from due),
-           pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour)
-      into v_cancellations, v_c_customers, v_c_meters, v_c_hours
+           pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
+           (select pg_catalog.count(*) from outbox)
+      into v_cancellations, v_c_customers, v_c_meters, v_c_hours, v_outbox_c
     from hourly h;
 
     -- 4. A cancelled event may have been its hour's maximum: recompute those hours' max from the
@@ -284,8 +288,9 @@ begin
         last_run_ms            = v_ms
     where name = 'events';
 
-    -- 6. Wake the billing sync (delivered at commit, dropped on rollback, like the rows).
-    if v_hours > 0 then
+    -- 6. Wake the billing sync when billed hours changed (delivered at commit, dropped on
+    -- rollback, like the rows).
+    if v_outbox + v_outbox_c > 0 then
         perform pg_catalog.pg_notify('meter_sync', '');
     end if;
 

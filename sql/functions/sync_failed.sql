@@ -1,4 +1,5 @@
--- meter.sync_failed(customer, meter, hour, claim_token, error, definitive, max_attempts, base, cap):
+-- meter.sync_failed(customer, meter, hour, claim_token, error, definitive, max_attempts, base, cap,
+-- give_up_after):
 -- a send failed.
 --
 -- definitive = the engine answered that it did not apply the request (a 4xx other than 409/429):
@@ -7,9 +8,17 @@
 -- the very same request (same Idempotency-Key and quantity).
 --
 -- The next attempt waits min(cap, base * 2^(attempts-1)), scaled by a random factor in [0.5, 1)
--- ("equal jitter": workers that failed together do not retry together). After max_attempts
--- consecutive failures the hour is dead (meter.sync_status, meter_sync_dead_hours) until
--- meter.sync_retry(). Returns the new state, or 'stale' for a claim that is no longer the caller's.
+-- ("equal jitter": workers that failed together do not retry together).
+--
+-- When an hour is parked as dead (meter.sync_status, meter_sync_dead_hours) until
+-- meter.sync_retry():
+--   * after max_attempts consecutive definitive refusals: the engine keeps saying no, and
+--     repeating will not change that until someone fixes the cause;
+--   * an unknown outcome (an outage, a timeout) never kills an hour by count: an outage of any
+--     length drains by itself on recovery. Only an hour unsynced for longer than give_up_after
+--     (default 24 h, the lifetime of the engine's idempotency keys) is parked, so that a request
+--     repeated after that is a decision of an operator, not a silent retry.
+-- Returns the new state, or 'stale' for a claim that is no longer the caller's.
 create or replace function meter.sync_failed(
     p_customer_id  bigint,
     p_meter_id     bigint,
@@ -19,7 +28,8 @@ create or replace function meter.sync_failed(
     p_definitive   boolean default false,
     p_max_attempts integer default 10,
     p_base         interval default '1 second',
-    p_cap          interval default '5 minutes')
+    p_cap          interval default '5 minutes',
+    p_give_up_after interval default '24 hours')
 returns text
 language sql
 volatile
@@ -27,7 +37,9 @@ set search_path = pg_catalog, pg_temp
 as $$
     with failed as (
         update meter.sync_outbox o
-        set state            = case when o.attempts >= greatest(p_max_attempts, 1) then 'dead' else 'pending' end,
+        set state            = case when p_definitive and o.attempts >= greatest(p_max_attempts, 1) then 'dead'
+                                    when not p_definitive and o.unsynced_since < pg_catalog.now() - p_give_up_after then 'dead'
+                                    else 'pending' end,
             next_attempt_at  = pg_catalog.now()
                                + least(p_cap, p_base * power(2, least(greatest(o.attempts - 1, 0), 30)))
                                  * (0.5 + pg_catalog.random() / 2),
@@ -45,7 +57,7 @@ as $$
     select coalesce((select state from failed), 'stale');
 $$;
 
-comment on function meter.sync_failed(bigint, bigint, timestamptz, bigint, text, boolean, integer, interval, interval) is
-    'Records a failed send: exponential backoff with jitter, dead after max_attempts.';
+comment on function meter.sync_failed(bigint, bigint, timestamptz, bigint, text, boolean, integer, interval, interval, interval) is
+    'Records a failed send: exponential backoff with jitter; dead after max_attempts refusals or give_up_after of unknown outcomes.';
 
-revoke all on function meter.sync_failed(bigint, bigint, timestamptz, bigint, text, boolean, integer, interval, interval) from public;
+revoke all on function meter.sync_failed(bigint, bigint, timestamptz, bigint, text, boolean, integer, interval, interval, interval) from public;

@@ -162,8 +162,8 @@ public enum BillingSync {
         }
         result.claimed = claimed.count
         if claimed.isEmpty { return result }
-        let outcomes = await withTaskGroup(of: String.self, returning: [String].self) { group in
-            var out: [String] = []
+        let outcomes = await withTaskGroup(of: SendOutcome.self, returning: [SendOutcome].self) { group in
+            var out: [SendOutcome] = []
             var next = 0
             func start(_ h: Claimed) {
                 group.addTask { await send(h, pool: pool, client: client, config: config, metrics: metrics, logger: logger) }
@@ -176,19 +176,19 @@ public enum BillingSync {
             return out
         }
         for o in outcomes {
-            switch o {
-            case "synced", "pending": result.succeeded += 1
-            case "dead": result.failed += 1; result.dead += 1
-            case "stale": result.stale += 1
-            default: result.failed += 1
-            }
+            if o.state == "stale" { result.stale += 1 }
+            else if o.sent { result.succeeded += 1 }
+            else { result.failed += 1; if o.state == "dead" { result.dead += 1 } }
         }
         return result
     }
 
-    /// Sends one claimed hour and reports the outcome; returns the hour's new state.
+    /// Whether the engine acknowledged the send, and the hour's state after the report.
+    struct SendOutcome: Sendable { let sent: Bool; let state: String }
+
+    /// Sends one claimed hour and reports the outcome.
     static func send(_ h: Claimed, pool: PGPool, client: BillingClient, config: SyncConfiguration, metrics: SyncMetrics?,
-                     logger: Logger) async -> String {
+                     logger: Logger) async -> SendOutcome {
         let started = ContinuousClock.now
         var error: BillingAPIError?
         do {
@@ -224,12 +224,12 @@ public enum BillingSync {
             } else {
                 metrics?.sends("ok").increment()
             }
-            return state
+            return SendOutcome(sent: failure == nil, state: state)
         } catch {
             // The report did not reach Postgres: the claim's lease expires and the same request is
             // repeated (same key), which the engine replays. Nothing is lost or doubled.
             logger.warning("sync.report_failed", metadata: ["key": "\(h.key)", "error": "\(error)"])
-            return "unreported"
+            return SendOutcome(sent: failure == nil, state: "unreported")
         }
     }
 

@@ -107,8 +107,10 @@ public final class WebhookProcessor: Service, @unchecked Sendable {
     let wake = WakeSignal()
     let pool: PGPool
 
-    public init(conninfo: String, logger: Logger) {
-        self.conninfo = conninfo; self.logger = logger
+    let gauge: Gauge?
+
+    public init(conninfo: String, logger: Logger, metrics: SyncMetrics? = nil) {
+        self.conninfo = conninfo; self.logger = logger; self.gauge = metrics?.webhooksUnprocessed
         pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30), statementTimeout: "60s",
                       applicationName: "meter-webhooks", logger: logger)
     }
@@ -124,7 +126,13 @@ public final class WebhookProcessor: Service, @unchecked Sendable {
             while !Task.isCancelled {
                 var n: Int64 = 0
                 do {
-                    n = try await pool.withConnection { c in try c.execute("select meter.webhook_process(100) as n").single().int("n") }
+                    let (processed, left) = try await pool.withConnection { c in
+                        let p = try c.execute("select meter.webhook_process(100) as n").single().int("n")
+                        let l = try c.execute("select count(*) as n from meter.webhook_events where processed_at is null").single().int("n")
+                        return (p, l)
+                    }
+                    n = processed
+                    gauge?.record(left)
                     if n > 0 { logger.debug("webhooks.processed", metadata: ["events": "\(n)"]) }
                 } catch {
                     logger.warning("webhooks.process_failed", metadata: ["error": "\(error)"])

@@ -236,7 +236,7 @@ public enum BillingMockServer {
                             let saved = try c.execute("select fingerprint, status, body from billing_mock.idempotency where api_key = $1 and key = $2",
                                                       [key, k]).single()
                             if try saved.string("fingerprint") != fingerprint {
-                                throw MockAPIError(status: 400, type: "idempotency_error", code: "idempotency_key_in_use",
+                                throw MockAPIError(status: 400, type: "idempotency_error", code: nil,
                                                    message: "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '\(k)' if you meant to execute a different request.",
                                                    param: nil)
                             }

@@ -29,7 +29,7 @@ public enum MeterServer {
                            onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let pool = PGPool(conninfo: conninfo, maxConnections: poolSize, logger: logger)
         let metrics = MeterMetrics()
-        let webhooks = config.processWebhooks ? WebhookProcessor(conninfo: conninfo, logger: logger) : nil
+        let webhooks = config.processWebhooks ? WebhookProcessor(conninfo: conninfo, logger: logger, metrics: metrics.sync) : nil
         let app = MeterApplication.buildApplication(
             config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks,
             onServerRunning: { channel in

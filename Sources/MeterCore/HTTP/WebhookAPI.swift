@@ -46,9 +46,11 @@ extension MeterApplication {
             reject("payload")
             return APIResponse.error(.badRequest, code: "invalid_payload", message: "the payload is not a JSON object", field: "body")
         }
-        guard let id = event["id"]?.stringValue, id.hasPrefix("evt_"), id.count <= 255 else {
+        guard let id = event["id"]?.stringValue,
+              id.range(of: "^evt_[A-Za-z0-9_]{1,250}$", options: .regularExpression) != nil else {
             reject("payload")
-            return APIResponse.error(.badRequest, code: "invalid_payload", message: "id must be an evt_ identifier", field: "id")
+            return APIResponse.error(.badRequest, code: "invalid_payload",
+                                     message: "id must be evt_ followed by 1-250 letters, digits or underscores", field: "id")
         }
         guard let type = event["type"]?.stringValue, !type.isEmpty, type.count <= 255 else {
             reject("payload")
