@@ -81,7 +81,8 @@ struct DemoBilling {
             join meter.meters m on m.id = r.meter_id
             join meter.billing_prices p on p.meter_id = r.meter_id
             join meter.meter_version_ranges v on v.meter_id = r.meter_id and r.hour >= v.effective_from and r.hour < v.effective_until
-            left join meter.sync_outbox o using (customer_id, meter_id, hour)
+            left join meter.sync_outbox o
+                   on o.customer_id = r.customer_id and o.meter_id = r.meter_id and o.hour = r.hour
             left join meter.billing_links l on l.customer_id = r.customer_id and l.meter_id = r.meter_id
             where r.hour >= date_trunc('month', now(), 'UTC')
               and c.external_id in (select jsonb_array_elements_text($1::jsonb))

@@ -43,13 +43,13 @@ public final class BillingClient: Sendable {
 
     public init(_ configuration: BillingAPIConfiguration) {
         self.configuration = configuration
-        var c = HTTPClient.Configuration()
-        c.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
-        c.timeout = .init(connect: .seconds(5), read: .seconds(Int64(configuration.timeout.components.seconds)))
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: c)
+        // The process-wide client (keep-alive pool, no shutdown to forget); each call carries its
+        // own deadline (`configuration.timeout`).
+        self.http = HTTPClient.shared
     }
 
-    public func shutdown() async { try? await http.shutdown() }
+    /// Nothing to release (the shared client lives as long as the process); kept for callers.
+    public func shutdown() async {}
 
     /// POST with form parameters (names in bracket form) and an Idempotency-Key.
     public func post(_ path: String, _ params: [(String, String)], idempotencyKey: String) async throws(BillingAPIError) -> JSONValue {

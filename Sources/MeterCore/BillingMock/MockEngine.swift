@@ -449,7 +449,7 @@ struct MockEngine: Sendable {
         for r in invoices.rows { periods.append((try r.string("id"), try r.int("s"), try r.int("e"))) }
         var data: [JSONValue] = []
         for p in periods {
-            let total = try c.execute("select billing_mock.item_usage($1, $2, $3, $4)::text as q",
+            let total = try c.execute("select trim_scale(billing_mock.item_usage($1, $2, $3, $4))::text as q",
                                       [itemID, p.start, p.end, agg]).single().string("q")
             data.append(.obj([
                 "id": .string("sis_\(itemID.dropFirst(3))_\(p.start)"), "object": "usage_record_summary",

@@ -23,7 +23,7 @@ final class MockWebhookSender: Service, @unchecked Sendable {
     struct Delivery: Sendable { let id: Int64; let eventID: String; let url: String; let secret: String; let payload: String; let attempts: Int64 }
 
     func run() async throws {
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        let client = HTTPClient.shared
         await cancelWhenGracefulShutdown { [self] in
             while !Task.isCancelled {
                 let batch: [Delivery]
@@ -74,7 +74,6 @@ final class MockWebhookSender: Service, @unchecked Sendable {
                 }
             }
         }
-        try? await client.shutdown()
     }
 
     private func deliver(_ d: Delivery, client: HTTPClient) async {
