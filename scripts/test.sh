@@ -78,6 +78,19 @@ set -e
 [[ $sdk_status == 0 ]] || { echo "Stripe SDK fidelity test failed"; kill "$mock_pid"; exit 1; }
 sdk_tests=$(grep -c '^ok ' .meter/stripe-sdk.log)
 
+echo "== CLI smoke test: billing price, link, sync run and status against the mock"
+b=(--billing-api-base "http://127.0.0.1:$mock_port" --billing-api-key sk_test_smoke)
+m meters add cli.billed --aggregation sum | grep -q "meter cli.billed"
+m billing price --meter cli.billed --unit-amount-decimal 0.5 "${b[@]}" | grep -q "meter cli.billed billed with price_"
+now_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+psql -X -q -t "$tap_conninfo" -c "select status from meter.ingest_events('[{\"customer\":\"cli-smoke\",\"meter\":\"cli.billed\",\"idempotency_key\":\"b1\",\"occurred_at\":\"$now_utc\",\"value\":\"2.5\"}]')" | grep -q accepted
+m rollup run | tail -1 | grep -q "^rollup: "
+m sync status | grep -Eq "^cli-smoke +cli.billed +no +1 "
+m billing link "${b[@]}" | grep -q "^link: 1 pair(s) linked"
+m sync run "${b[@]}" | tail -1 | grep -q "^sync: 1 hour(s) sent, 0 failed"
+m sync status | grep -Eq "^cli-smoke +cli.billed +yes +0 +0 +1 +0 "
+echo "billing CLI smoke test passed"
+
 echo "== service smoke test: serve (with the billing sync), readiness, SIGTERM drains and exits 0"
 port=18089
 DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info \

@@ -347,3 +347,35 @@ final class BillingEnv: @unchecked Sendable {
         throw RollupDB.ValidationFailure("the outbox did not drain in \(timeout) s")
     }
 }
+
+/// The mock engine keeps its state in Postgres: a restart loses nothing, not even the
+/// idempotency keys (a retry after the restart is replayed, not applied again).
+final class BillingMockRestartTests: XCTestCase {
+    func testStateAndIdempotencyKeysSurviveARestart() async throws {
+        let env = try await BillingEnv.start("restart")
+        let customer = try await env.client.post("/v1/customers", [("name", "Kept")], idempotencyKey: "restart-key-1")
+        let id = customer["id"]!.stringValue!
+        await env.stop()
+
+        // A second engine process on the same schema.
+        let handle = MeterServer.Handle()
+        let port = RollupDB.Box<Int>()
+        var config = BillingMockConfiguration()
+        config.port = 0
+        let task = Task {
+            try await BillingMockServer.run(config: config, conninfo: env.db.info, sqlDirectory: TestDatabase.sqlDir,
+                                            logger: TestDatabase.logger, handleSignals: false, handle: handle) { p in port.value = p }
+        }
+        try RollupDB.waitUntil("the restarted mock listens") { port.value != nil }
+        let client = BillingClient(BillingAPIConfiguration(baseURL: "http://127.0.0.1:\(port.value!)", apiKey: "sk_test_meter"))
+        let again = try await client.get("/v1/customers/\(id)")
+        XCTAssertEqual(again["name"]?.stringValue, "Kept")
+        let replay = try await client.post("/v1/customers", [("name", "Kept")], idempotencyKey: "restart-key-1")
+        XCTAssertEqual(replay["id"]?.stringValue, id, "the retry after the restart replays the first response")
+        let c = try PGConnection(conninfo: env.db.info)
+        defer { c.close() }
+        XCTAssertEqual(try c.execute("select count(*) as n from billing_mock.objects where object = 'customer'").single().int("n"), 1)
+        await handle.stop()
+        _ = try? await task.value
+    }
+}
