@@ -79,6 +79,15 @@ final class WebhookAPITests: XCTestCase {
             XCTAssertEqual(status, 400)
             XCTAssertEqual(json["error"]?["code"]?.stringValue, "signature_mismatch")
 
+            // An endpoint that is not ours: 404, nothing stored, whatever the signature.
+            let stray = Self.event("evt_stray\(UInt32.random(in: 0...UInt32.max))")
+            var strayHeaders: HTTPFields = [.contentType: "application/json"]
+            strayHeaders[.init("Stripe-Signature")!] = Self.sign(stray, Self.newSecret)
+            let r = try await client.execute(uri: "/webhooks/other", method: .post, headers: strayHeaders,
+                                             body: ByteBuffer(string: stray))
+            XCTAssertEqual(r.status.code, 404)
+            XCTAssertEqual(try c.execute("select count(*) as n from meter.webhook_events").single().int("n"), 1)
+
             // Verified but malformed: named field, nothing stored.
             let bad = #"{"id":"nope","type":"invoice.paid","created":1}"#
             (status, json) = try await Self.send(client, bad, signature: Self.sign(bad, Self.newSecret))
