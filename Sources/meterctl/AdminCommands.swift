@@ -4,7 +4,21 @@ import MeterCore
 
 struct Customers: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Manage customers (who is billed).",
-                                                    subcommands: [Add.self, List.self])
+                                                    subcommands: [Add.self, List.self, Subscribe.self])
+    struct Subscribe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put a customer on a plan from a billing period on (meter.customer_subscribe).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The customer's external id.") var externalID: String
+        @Option(help: "Plan code.") var plan: String
+        @Option(help: "First billing period on the plan, YYYY-MM.") var from: String
+        func run() async throws {
+            try global.withConnection { c in
+                _ = try c.execute("select meter.customer_subscribe($1, $2, $3)", [externalID, plan, from])
+            }
+            print("customer \(externalID) on plan \(plan) from \(from)")
+        }
+    }
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create or update a customer (idempotent).")
         @OptionGroup var global: GlobalOptions

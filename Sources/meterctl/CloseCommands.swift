@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import MeterCore
+
+/// `meterctl plans add|price|list`: plans and their prices (meter.plans, meter.plan_prices).
+struct Plans: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage plans: a currency and a price per meter (per_unit, package, graduated, volume).",
+        subcommands: [Add.self, Price.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a plan (or rename it; its currency is fixed).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Plan code.") var code: String
+        @Option(help: "ISO 4217 currency, e.g. usd, eur, jpy.") var currency: String
+        @Option(help: "Display name.") var name: String?
+        func run() async throws {
+            let id = try global.withConnection { c in
+                try c.execute("select meter.plan_upsert($1, $2, $3) as id", [code, currency, name]).single().int("id")
+            }
+            print("plan \(code) (id \(id), \(currency.lowercased()))")
+        }
+    }
+
+    struct Price: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Price a meter in a plan. Amounts are in minor units of the plan's currency and may be fractional.",
+            discussion: """
+                per_unit: --unit-amount per unit. package: --unit-amount per block of --package-size units \
+                (rounded up). graduated / volume: --tiers '[{"up_to":1000,"unit_amount":1},{"up_to":null,"unit_amount":0.5,"flat_amount":100}]'. \
+                The amount of a line is rounded once, half away from zero (meter.price_amount).
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Plan code.") var plan: String
+        @Option(help: "Meter code.") var meter: String
+        @Option(help: "per_unit | package | graduated | volume") var model: String
+        @Option(name: .customLong("unit-amount"), help: "Minor units per unit (per_unit) or per block (package).") var unitAmount: String?
+        @Option(name: .customLong("package-size"), help: "Units per block (package).") var packageSize: String?
+        @Option(help: "Tiers as JSON (graduated, volume).") var tiers: String?
+        func run() async throws {
+            try global.withConnection { c in
+                _ = try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb)",
+                                  [plan, meter, model, unitAmount, packageSize, tiers])
+            }
+            print("plan \(plan): \(meter) priced \(model)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List plans and their prices.")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let rows = try global.withConnection { c in
+                try c.execute("""
+                    select p.code, p.currency, coalesce(m.code, '-') as meter, coalesce(pp.model, '-') as model,
+                           coalesce(trim_scale(pp.unit_amount)::text, '') as unit_amount,
+                           coalesce(trim_scale(pp.package_size)::text, '') as package_size, coalesce(pp.tiers::text, '') as tiers
+                    from meter.plans p left join meter.plan_prices pp on pp.plan_id = p.id
+                    left join meter.meters m on m.id = pp.meter_id order by p.code, m.code
+                    """).rows
+            }
+            printTable(["plan", "currency", "meter", "model", "unit_amount", "package_size", "tiers"],
+                       try rows.map { r in try ["code", "currency", "meter", "model", "unit_amount", "package_size", "tiers"].map { try r.string($0) } })
+        }
+    }
+}
+
+/// `meterctl close --period 2026-10`: meter.close_period for every customer (or one).
+struct Close: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Close a billing period (YYYY-MM) into frozen invoices (meter.close_period).",
+        discussion: """
+            Refuses until the period (in each customer's billing timezone) ended --grace-minutes ago and \
+            every event of it is rolled up. Running it again changes nothing. Events or cancellations that \
+            arrive for a closed period later become adjustment lines on the next invoice. Prints one line \
+            per customer: closed, already_closed or no_plan.
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Billing period, YYYY-MM.") var period: String
+    @Option(help: "One customer (external id). Default: all.") var customer: String?
+    @Option(name: .customLong("grace-minutes"), help: "Wait this long after the period end. Default: 60") var graceMinutes: Int = 60
+    func validate() throws {
+        guard period.range(of: #"^[0-9]{4}-(0[1-9]|1[0-2])$"#, options: .regularExpression) != nil else {
+            throw ValidationError("--period must be YYYY-MM; got \(period)")
+        }
+        guard graceMinutes >= 0 else { throw ValidationError("--grace-minutes must be at least 0") }
+    }
+    func run() async throws {
+        _ = global.bootstrapLogging(defaultLevel: .warning)
+        let started = ContinuousClock.now
+        let rows = try global.withConnection(migrate: global.target.isEmbedded) { c in
+            try c.execute("""
+                select customer, outcome, coalesce(invoice_id::text, '-') as invoice, lines,
+                       coalesce(total::text, '-') as total, coalesce(currency, '') as currency
+                from meter.close_period($1, $2, make_interval(mins => $3::int))
+                """, [period, customer, graceMinutes]).rows
+        }
+        printTable(["customer", "outcome", "invoice", "lines", "total (minor units)", "currency"],
+                   try rows.map { r in [try r.string("customer"), try r.string("outcome"), try r.string("invoice"),
+                                        String(try r.int("lines")), try r.string("total"), try r.string("currency")] })
+        let closed = try rows.filter { try $0.string("outcome") == "closed" }.count
+        let d = ContinuousClock.now - started
+        print(String(format: "close %@: %d closed, %d already closed, %d without a plan in %.2f s", period, closed,
+                     try rows.filter { try $0.string("outcome") == "already_closed" }.count,
+                     try rows.filter { try $0.string("outcome") == "no_plan" }.count,
+                     Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18))
+    }
+}

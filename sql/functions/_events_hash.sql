@@ -1,0 +1,33 @@
+-- meter._events_hash(customer_id, meter_id, from, to): the content hash of an invoice line.
+--
+-- hex SHA-256 over the line's events (occurred in [from, to), not cancelled), one line per event,
+-- "<idempotency_key><TAB><value>", sorted by idempotency key (byte order, COLLATE "C"), joined by
+-- newlines. An auditor recomputes it in psql from raw events alone:
+--
+--   select encode(sha256(convert_to(string_agg(e.idempotency_key || E'\t' || e.value::text, E'\n'
+--                 order by e.idempotency_key collate "C"), 'UTF8')), 'hex')
+--   from meter.events e
+--   where e.customer_id = <id> and e.meter_id = <id> and e.occurred_at >= '<from>' and e.occurred_at < '<to>'
+--     and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id);
+create or replace function meter._events_hash(
+    p_customer_id bigint,
+    p_meter_id    bigint,
+    p_from        timestamptz,
+    p_to          timestamptz)
+returns text
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
+               e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
+    from meter.events e
+    where e.customer_id = p_customer_id and e.meter_id = p_meter_id
+      and e.occurred_at >= p_from and e.occurred_at < p_to
+      and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id);
+$$;
+
+comment on function meter._events_hash(bigint, bigint, timestamptz, timestamptz) is
+    'SHA-256 (hex) of a line''s events: sorted "key<TAB>value" lines; recomputable in psql.';
+
+revoke all on function meter._events_hash(bigint, bigint, timestamptz, timestamptz) from public;

@@ -1,0 +1,27 @@
+-- meter._invoice_frozen(): trigger function keeping closed invoices final. A correction to a closed
+-- period (a late event, a cancellation) lands as an adjustment line on a later invoice
+-- (meter.close_period); the invoice itself is never updated or deleted once its close committed.
+create or replace function meter._invoice_frozen()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    raise exception '% rows are final once their period is closed', tg_table_name
+        using errcode = '42501',
+              hint = 'corrections land as adjustment lines on the next invoice (meterctl close of the next period)';
+end;
+$$;
+
+comment on function meter._invoice_frozen() is 'Trigger: closed invoices and their lines are never changed.';
+revoke all on function meter._invoice_frozen() from public;
+
+-- Invoice totals are written by close_period in the same transaction as the invoice (the row is
+-- inserted, then its total set before commit): only changes in later transactions are refused.
+create or replace trigger invoices_frozen
+    before update or delete on meter.invoices
+    for each row when (old.closed_at < pg_catalog.now()) execute function meter._invoice_frozen();
+
+create or replace trigger invoice_lines_frozen
+    before update or delete on meter.invoice_lines
+    for each row execute function meter._invoice_frozen();

@@ -1,0 +1,113 @@
+-- meter.reconciliation: every closed period, customer and meter, each step's figures side by side,
+-- for analysts in psql and `meterctl reconcile`:
+--
+--   raw_events, raw_quantity   from meter.events, net of cancellations (quantity per aggregation:
+--                              count, Σ value, max value, distinct values)
+--   duplicates_rejected        redeliveries of the period's events acknowledged as duplicates
+--   late_after_close           events/cancellations that arrived after the close (late_after_close)
+--   rollup_quantity            the hourly rollups now (meter._period_usage)
+--   synced_quantity            what the billing engine acknowledged, per the outbox (null: not billed there)
+--   unsynced_hours, dead_hours the period's hours not yet acknowledged / parked as dead
+--   engine_invoice_quantity, engine_invoice_amount   the engine's invoice line(s) for the period (webhooks)
+--   invoiced_quantity, invoiced_amount               our invoice: the usage line plus later adjustments
+--   expected_amount            the rollup quantity priced now (meter.price_amount)
+--   difference                 invoiced_amount - expected_amount
+--   status                     MATCH, or MISMATCH: <first cause> (late-after-close not adjusted
+--                              yet, rollup differs from raw events, unsynced hours, dead-letter, engine
+--                              quantity differs, engine amount differs, amount difference)
+create or replace view meter.reconciliation as
+with lines as (
+    select i.id as invoice_id, i.period, i.period_start, i.period_end, i.customer_id, i.currency, i.plan_id,
+           l.meter_id, l.event_count, l.quantity, l.amount
+    from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id and l.kind = 'usage'
+),
+figures as (
+    select li.*, c.external_id as customer, m.code as meter, pp.model, pp.unit_amount, pp.package_size, pp.tiers,
+           raw.raw_events, raw.raw_quantity, raw.duplicates_rejected,
+           u.quantity as rollup_quantity, u.event_count as rollup_events,
+           adj.n as adj_events, adj.q as adj_quantity, adj.a as adj_amount,
+           (select pg_catalog.count(*) from meter.late_after_close lc
+             where lc.customer = c.external_id and lc.meter = m.code and lc.period = li.period) as late_after_close,
+           (select pg_catalog.count(*) from meter.late_after_close lc
+             where lc.customer = c.external_id and lc.meter = m.code and lc.period = li.period
+               and lc.adjusted_on is null) as late_unadjusted,
+           sy.synced_quantity, sy.unsynced_hours, sy.dead_hours,
+           eng.quantity as engine_invoice_quantity, eng.amount as engine_invoice_amount
+    from lines li
+    join meter.customers c on c.id = li.customer_id
+    join meter.meters m on m.id = li.meter_id
+    join meter.plan_prices pp on pp.plan_id = li.plan_id and pp.meter_id = li.meter_id
+    cross join lateral meter._period_usage(li.customer_id, li.meter_id, li.period_start, li.period_end) u
+    cross join lateral (
+        select pg_catalog.count(*) as raw_events,
+               case u.aggregation
+                   when 'count' then pg_catalog.count(*)::numeric
+                   when 'sum' then coalesce(pg_catalog.sum(e.value), 0)
+                   when 'max' then coalesce(pg_catalog.max(e.value), 0)
+                   when 'unique_count' then pg_catalog.count(distinct e.properties ->> (
+                       select v.unique_property from meter.meter_version_ranges v
+                       where v.meter_id = li.meter_id and v.effective_from <= li.period_start
+                         and v.effective_until > li.period_start))::numeric
+               end as raw_quantity,
+               (select pg_catalog.count(*) from meter.event_redeliveries r join meter.events e2 on e2.id = r.event_id
+                 where r.verdict = 'duplicate' and e2.customer_id = li.customer_id and e2.meter_id = li.meter_id
+                   and e2.occurred_at >= li.period_start and e2.occurred_at < li.period_end) as duplicates_rejected
+        from meter.events e
+        where e.customer_id = li.customer_id and e.meter_id = li.meter_id
+          and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
+          and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
+    ) raw
+    cross join lateral (
+        select coalesce(pg_catalog.sum(a.event_count), 0) as n, coalesce(pg_catalog.sum(a.quantity), 0) as q,
+               coalesce(pg_catalog.sum(a.amount), 0) as a
+        from meter.invoice_lines a join meter.invoices ai on ai.id = a.invoice_id
+        where a.kind = 'adjustment' and a.adjusts_period = li.period and ai.customer_id = li.customer_id
+          and a.meter_id = li.meter_id
+    ) adj
+    cross join lateral (
+        select case when pg_catalog.count(*) = 0 then null
+                    when u.aggregation = 'max' then coalesce(pg_catalog.max(o.synced_quantity), 0)
+                    else coalesce(pg_catalog.sum(o.synced_quantity), 0) end as synced_quantity,
+               pg_catalog.count(*) filter (where o.state in ('pending', 'in_flight')) as unsynced_hours,
+               pg_catalog.count(*) filter (where o.state = 'dead') as dead_hours
+        from meter.sync_outbox o
+        where o.customer_id = li.customer_id and o.meter_id = li.meter_id
+          and o.hour >= li.period_start and o.hour < li.period_end
+    ) sy
+    cross join lateral (
+        select case when pg_catalog.count(*) = 0 then null else pg_catalog.sum(bl.quantity) end as quantity,
+               case when pg_catalog.count(*) = 0 then null else pg_catalog.sum(bl.amount) end as amount
+        from meter.billing_invoice_lines bl
+        where bl.customer_id = li.customer_id and bl.meter_id = li.meter_id
+          and bl.period_start < li.period_end and bl.period_end > li.period_start
+    ) eng
+)
+select f.period, f.customer, f.meter, f.currency, f.invoice_id,
+       f.raw_events, pg_catalog.trim_scale(f.raw_quantity) as raw_quantity, f.duplicates_rejected, f.late_after_close,
+       pg_catalog.trim_scale(f.rollup_quantity) as rollup_quantity,
+       pg_catalog.trim_scale(f.synced_quantity) as synced_quantity, f.unsynced_hours, f.dead_hours,
+       pg_catalog.trim_scale(f.engine_invoice_quantity) as engine_invoice_quantity, f.engine_invoice_amount,
+       pg_catalog.trim_scale(f.quantity + f.adj_quantity) as invoiced_quantity, f.amount + f.adj_amount as invoiced_amount,
+       meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity) as expected_amount,
+       (f.amount + f.adj_amount)
+           - meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity) as difference,
+       case
+           when f.late_unadjusted > 0 then 'MISMATCH: late-after-close not adjusted yet'
+           when f.raw_quantity <> f.rollup_quantity or f.raw_events <> f.rollup_events
+               then 'MISMATCH: rollup differs from raw events'
+           when f.dead_hours > 0 then 'MISMATCH: dead-letter'
+           when f.unsynced_hours > 0 then 'MISMATCH: unsynced hours'
+           when f.synced_quantity is not null and f.synced_quantity <> f.rollup_quantity then 'MISMATCH: engine quantity differs'
+           when f.engine_invoice_amount is not null
+                and f.engine_invoice_amount <> meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity)
+               then 'MISMATCH: engine amount differs'
+           when (f.amount + f.adj_amount) <> meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity)
+                or (f.quantity + f.adj_quantity) <> f.rollup_quantity
+               then 'MISMATCH: amount difference'
+           else 'MATCH'
+       end as status
+from figures f;
+
+comment on view meter.reconciliation is
+    'Per closed period, customer and meter: raw events -> rollups -> synced -> engine invoice -> our invoice, with a status.';
+grant select on meter.reconciliation to meter_analyst;
