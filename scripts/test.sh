@@ -91,6 +91,21 @@ m sync run "${b[@]}" | tail -1 | grep -q "^sync: 1 hour(s) sent, 0 failed"
 m sync status | grep -Eq "^cli-smoke +cli.billed +yes +0 +0 +1 +0 "
 echo "billing CLI smoke test passed"
 
+echo "== CLI smoke test: plans, subscriptions, close refusals, reconcile"
+m plans add cli-plan --currency EUR --name "CLI plan" | grep -q "plan cli-plan (id [0-9]*, eur)"
+m plans price cli-plan --meter cli.billed --model package --unit-amount 250 --package-size 10 | grep -q "priced package"
+m plans price cli-plan --meter cli.smoke --model graduated --tiers '[{"up_to":100,"unit_amount":2},{"up_to":null,"unit_amount":1}]' | grep -q "priced graduated"
+if m plans price cli-plan --meter cli.smoke --model graduated --tiers '[{"up_to":100,"unit_amount":2}]' 2>/dev/null; then
+  echo "tiers without a final up_to null must be refused"; exit 1
+fi
+m plans list | grep -Eq "^cli-plan +eur +cli.billed +package +250 +10"
+this_month=$(date -u +%Y-%m)
+m customers subscribe cli-smoke --plan cli-plan --from "$this_month" | grep -q "on plan cli-plan"
+if m close --period "$this_month" 2>.meter/close-refusal.log; then echo "closing the current month must be refused"; exit 1; fi
+grep -q "it can be closed from" .meter/close-refusal.log
+if m reconcile --period "$this_month" 2>/dev/null; then echo "reconcile of an unclosed period must fail"; exit 1; fi
+echo "month-close CLI smoke test passed"
+
 echo "== service smoke test: serve (with the billing sync), readiness, SIGTERM drains and exits 0"
 port=18089
 DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info \

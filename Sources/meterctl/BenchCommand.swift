@@ -5,7 +5,7 @@ import MeterCore
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures and a same-run baseline.",
-                                                    subcommands: [BenchIngest.self, BenchRollup.self, BenchSync.self])
+                                                    subcommands: [BenchIngest.self, BenchRollup.self, BenchSync.self, BenchClose.self])
 }
 
 /// Thread-safe accumulator for the load generator's threads.
