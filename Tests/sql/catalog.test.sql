@@ -1,11 +1,12 @@
 -- The schema as `meterctl migrate` leaves it: ledger tables and their content, the tables, views
--- and types of 0001_init, 0002_rollups and 0003_billing_sync, and the function set with its hardening (search_path
+-- and types of 0001_init, 0002_rollups, 0003_billing_sync and 0004_month_close (with its currencies
+-- and the triggers freezing invoices), and the function set with its hardening (search_path
 -- pinned on every function, no other setting than the documented ones, SECURITY DEFINER only
 -- where documented).
 -- Functions that belong to an extension (e.g. pgTAP, if it was installed into schema meter) are
 -- not the project's and are left out of the function checks.
 begin;
-select plan(44);
+select plan(56);
 
 -- ---------------------------------------------------------------------------------------------
 -- Migration ledger.
@@ -16,9 +17,10 @@ select col_is_pk('meter', 'schema_migrations', 'version', 'schema_migrations is 
 select col_is_pk('meter', 'schema_functions', 'name', 'schema_functions is keyed by file name');
 
 select results_eq(
-    $$select version, name from meter.schema_migrations where version in (1, 2, 3) order by version$$,
-    $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql')$$,
-    'migrations 1 (0001_init.sql), 2 (0002_rollups.sql) and 3 (0003_billing_sync.sql) are recorded once each');
+    $$select version, name from meter.schema_migrations where version in (1, 2, 3, 4) order by version$$,
+    $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql')$$,
+    'migrations 1 (0001_init.sql), 2 (0002_rollups.sql), 3 (0003_billing_sync.sql) and 4 (0004_month_close.sql) '
+    'are recorded once each');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -26,13 +28,17 @@ select is_empty(
 
 select set_has(
     $$select name from meter.schema_functions$$,
-    $$values ('_refuse_delete.sql'::text), ('_rollup_pending.sql'), ('authenticate_api_key.sql'),
-             ('billing_link_record.sql'), ('billing_price_set.sql'), ('billing_unlinked.sql'), ('cancel_events.sql'),
-             ('create_api_key.sql'), ('ingest_events.sql'), ('revoke_api_key.sql'), ('rollup_lag_seconds.sql'), ('rollup_rebase.sql'), ('rollup_run.sql'),
+    $$values ('_events_hash.sql'::text), ('_invoice_frozen.sql'), ('_period_usage.sql'),
+             ('_refuse_delete.sql'), ('_rollup_pending.sql'), ('authenticate_api_key.sql'),
+             ('billing_link_record.sql'), ('billing_period.sql'), ('billing_price_set.sql'), ('billing_unlinked.sql'),
+             ('cancel_events.sql'), ('close_period.sql'), ('create_api_key.sql'), ('customer_subscribe.sql'),
+             ('ingest_events.sql'), ('plan_price_set.sql'), ('plan_upsert.sql'), ('price_amount.sql'),
+             ('revoke_api_key.sql'), ('rollup_lag_seconds.sql'), ('rollup_rebase.sql'), ('rollup_run.sql'),
              ('rollup_verify.sql'), ('sync_claim.sql'), ('sync_failed.sql'), ('sync_retry.sql'), ('sync_succeeded.sql'),
              ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
-             ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_rollup_lag.sql'), ('v_sync_backlog.sql'),
-             ('v_sync_status.sql'), ('webhook_process.sql'), ('webhook_receive.sql')$$,
+             ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_late_after_close.sql'), ('v_reconciliation.sql'),
+             ('v_rollup_lag.sql'), ('v_sync_backlog.sql'), ('v_sync_status.sql'), ('webhook_process.sql'),
+             ('webhook_receive.sql')$$,
     'every sql/functions file is recorded in schema_functions');
 
 select is_empty(
@@ -47,8 +53,9 @@ select tables_are('meter',
           'event_redeliveries', 'meter_versions', 'event_cancellations', 'rollup_hourly',
           'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
-          'billing_invoice_lines']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables and the 0003 tables');
+          'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
+          'invoice_lines']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables and the 0004 tables');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -80,14 +87,46 @@ select col_is_pk('meter', 'webhook_events', 'event_id', 'webhook_events is keyed
 select col_is_pk('meter', 'billing_invoice_lines', array['invoice_id', 'line_id']::name[],
                  'billing_invoice_lines is keyed by (invoice_id, line_id)');
 select has_sequence('meter', 'sync_claim_token', 'sequence meter.sync_claim_token exists');
+select col_is_pk('meter', 'currencies', 'code', 'currencies is keyed by code');
+select results_eq(
+    $$select pg_catalog.count(*)::integer, pg_catalog.count(*) filter (where minor_unit = 2)::integer,
+             pg_catalog.string_agg(code, ',' order by code) filter (where minor_unit = 0),
+             pg_catalog.string_agg(code, ',' order by code) filter (where minor_unit = 3)
+      from meter.currencies$$,
+    $$values (29, 19, 'clp,isk,jpy,krw,vnd'::text, 'bhd,jod,kwd,omr,tnd'::text)$$,
+    'currencies: 29 ISO 4217 codes, minor unit 2 but for jpy, krw, clp, isk, vnd (0) and kwd, bhd, jod, omr, tnd (3)');
+select col_is_pk('meter', 'plans', 'id', 'plans.id is the primary key');
+select col_is_unique('meter', 'plans', 'code', 'plans.code is unique');
+select col_is_pk('meter', 'plan_prices', array['plan_id', 'meter_id']::name[],
+                 'plan_prices is keyed by (plan_id, meter_id) (one price per meter of a plan)');
+select col_is_pk('meter', 'customer_plans', array['customer_id', 'effective_from']::name[],
+                 'customer_plans is keyed by (customer_id, effective_from)');
+select col_is_pk('meter', 'invoices', 'id', 'invoices.id is the primary key');
+select col_is_unique('meter', 'invoices', array['customer_id', 'period_start']::name[],
+                     'invoices are unique per (customer_id, period_start): one invoice per customer and period');
+select col_is_pk('meter', 'invoice_lines', array['invoice_id', 'line_no']::name[],
+                 'invoice_lines is keyed by (invoice_id, line_no)');
+select has_trigger('meter', 'invoices', 'invoices_frozen', 'trigger invoices_frozen is on meter.invoices');
+select has_trigger('meter', 'invoice_lines', 'invoice_lines_frozen', 'trigger invoice_lines_frozen is on meter.invoice_lines');
+select results_eq(
+    $$select t.tgname::text collate "default", p.proname::text collate "default", t.tgenabled::text,
+             (t.tgtype & 2) <> 0, (t.tgtype & 1) <> 0, (t.tgtype & 8) <> 0, (t.tgtype & 16) <> 0, (t.tgtype & 4) <> 0
+      from pg_catalog.pg_trigger t join pg_catalog.pg_proc p on p.oid = t.tgfoid
+      where t.tgrelid in ('meter.invoices'::regclass, 'meter.invoice_lines'::regclass) and not t.tgisinternal
+      order by t.tgname$$,
+    $$values ('invoice_lines_frozen'::text, '_invoice_frozen'::text, 'O'::text, true, true, true, true, true),
+             ('invoice_lines_no_truncate', '_invoice_frozen', 'O', true, false, false, false, false),
+             ('invoices_frozen', '_invoice_frozen', 'O', true, true, true, true, false),
+             ('invoices_no_truncate', '_invoice_frozen', 'O', true, false, false, false, false)$$,
+    'all run meter._invoice_frozen, enabled, BEFORE: lines on INSERT, UPDATE, DELETE; invoices on UPDATE, DELETE; both on TRUNCATE (per statement)');
 select columns_are('meter', 'meters', array['id', 'code', 'name', 'unit', 'created_at']::name[],
                    'meters no longer holds a definition (aggregation, unique_property moved to meter_versions)');
 select col_not_null('meter', 'events', 'xid', 'events.xid (the inserting transaction) is NOT NULL');
 
 select views_are('meter', array['event_daily', 'api_keys_public', 'rollup_lag', 'meter_version_ranges',
-                                'sync_status', 'sync_backlog']::name[],
+                                'sync_status', 'sync_backlog', 'late_after_close', 'reconciliation']::name[],
                  'schema meter has exactly the views event_daily, api_keys_public, rollup_lag, meter_version_ranges, '
-                 'sync_status and sync_backlog');
+                 'sync_status, sync_backlog, late_after_close and reconciliation');
 
 select has_composite('meter', 'ingest_verdict', 'composite type meter.ingest_verdict exists');
 select results_eq(
@@ -140,15 +179,24 @@ where p.pronamespace = 'meter'::regnamespace
 
 select results_eq(
     $$select signature from own_functions order by signature$$,
-    $$values ('_refuse_delete()'),
+    $$values ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
+             ('_invoice_frozen()'),
+             ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
+             ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('authenticate_api_key(p_token text)'),
              ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text)'),
+             ('billing_period(p_customer_id bigint, p_period text)'),
              ('billing_price_set(p_meter text, p_price_id text, p_since timestamp with time zone)'),
              ('billing_unlinked(p_limit integer)'),
              ('cancel_events(p_cancellations jsonb, p_api_token text)'),
+             ('close_period(p_period text, p_customer text, p_grace interval)'),
              ('create_api_key(p_name text, p_token text)'),
+             ('customer_subscribe(p_customer text, p_plan text, p_from text)'),
              ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
+             ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb)'),
+             ('plan_upsert(p_code text, p_currency text, p_name text)'),
+             ('price_amount(p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_quantity numeric)'),
              ('revoke_api_key(p_key text)'),
              ('rollup_lag_seconds()'),
              ('rollup_rebase()'),
@@ -163,7 +211,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the twenty-three documented functions (no leftover five-argument upsert_meter)');
+    'schema meter has exactly the thirty-two documented functions (no leftover five-argument upsert_meter)');
 
 select is_empty(
     $$select signature from own_functions
@@ -171,7 +219,7 @@ select is_empty(
     'every function in schema meter sets search_path in proconfig');
 
 -- Functions may carry other settings besides search_path (rollup_run, rollup_verify, usage,
--- sync_claim and webhook_process pin their time zone, both rollup functions jit and work_mem, rollup_run enable_sort, rollup_run and
+-- sync_claim, webhook_process and close_period pin their time zone, both rollup functions jit and work_mem, rollup_run enable_sort, rollup_run and
 -- _rollup_pending plan_cache_mode): the
 -- search_path entry must be there all the same, exactly once, and every other entry must be one of
 -- the documented ones.
@@ -188,6 +236,7 @@ select results_eq(
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
     $$values ('_rollup_pending'::text, 'plan_cache_mode=force_custom_plan'::text),
+             ('close_period', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
              ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
@@ -196,8 +245,8 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on rollup_run, rollup_verify, usage, sync_claim and '
-    'webhook_process (UTC hours and timestamps), '
+    'the only other settings: TimeZone=UTC on rollup_run, rollup_verify, usage, sync_claim, '
+    'webhook_process and close_period (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 

@@ -5,6 +5,10 @@
 -- changes the catalog; PUBLIC gets nothing. Billing sync (0003): meter_analyst reads the billing
 -- tables and the views sync_status and sync_backlog, never the webhook signing secrets; meter_ingest
 -- gets nothing of it; nobody but the owner runs the sync, link, price and webhook functions.
+-- Month close (0004): meter_analyst reads currencies, plans, prices, subscriptions, invoices, their
+-- lines and the views late_after_close and reconciliation (whose calls of meter._period_usage and
+-- meter.price_amount run with the reader's rights: analysts may execute those two, nothing else of
+-- the month close); meter_ingest gets nothing of it; only the owner closes, prices and subscribes.
 -- First the catalog (what is granted), then behaviour under SET LOCAL ROLE (what actually works).
 begin;
 -- Under SET ROLE, "$user" no longer names the schema pgTAP may live in: pin search_path (for this
@@ -17,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(124);
+select plan(146);
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles.
@@ -172,6 +176,50 @@ select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
                                'billing_unlinked', 'billing_link_record', 'webhook_receive', 'webhook_process')),
           9::bigint, 'the check above covers the nine billing sync functions');
 
+-- Month close (0004).
+select table_privs_are('meter', 'currencies',       'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.currencies');
+select table_privs_are('meter', 'plans',            'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.plans');
+select table_privs_are('meter', 'plan_prices',      'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.plan_prices');
+select table_privs_are('meter', 'customer_plans',   'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.customer_plans');
+select table_privs_are('meter', 'invoices',         'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.invoices');
+select table_privs_are('meter', 'invoice_lines',    'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.invoice_lines');
+select table_privs_are('meter', 'late_after_close', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.late_after_close');
+select table_privs_are('meter', 'reconciliation',   'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.reconciliation');
+select is(
+    (select pg_catalog.array_agg(c.relname::text order by c.relname)
+     from pg_catalog.pg_class c
+     where c.relnamespace = 'meter'::regnamespace
+       and c.relname in ('currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices', 'invoice_lines',
+                         'late_after_close', 'reconciliation')
+       and pg_catalog.has_table_privilege('meter_ingest', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')),
+    null::text[],
+    'meter_ingest: no privilege on any month close table or view');
+select is(
+    (select pg_catalog.array_agg(p.oid::regprocedure::text || ' by ' || r.rolname order by 1)
+     from pg_catalog.pg_proc p, pg_catalog.pg_roles r
+     where p.pronamespace = 'meter'::regnamespace
+       and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set',
+                         'customer_subscribe', 'close_period')
+       and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+       and not r.rolsuper and r.oid <> p.proowner),
+    null::text[],
+    'no role but the owner (and superusers) may execute the month close functions (close, prices, plans, '
+    'subscriptions, periods, hashes, the freezing trigger)');
+select is(
+    (select pg_catalog.array_agg(p.oid::regprocedure::text || ' by ' || r.rolname order by 1)
+     from pg_catalog.pg_proc p, pg_catalog.pg_roles r
+     where p.pronamespace = 'meter'::regnamespace and p.proname in ('_period_usage', 'price_amount')
+       and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+       and not r.rolsuper and r.oid <> p.proowner),
+    array['meter._period_usage(bigint,bigint,timestamp with time zone,timestamp with time zone) by meter_analyst',
+          'meter.price_amount(text,numeric,numeric,jsonb,numeric) by meter_analyst'],
+    'meter._period_usage and meter.price_amount: the owner and meter_analyst only (meter.reconciliation calls them)');
+select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
+           where p.pronamespace = 'meter'::regnamespace
+             and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set',
+                               'customer_subscribe', 'close_period', '_period_usage', 'price_amount')),
+          9::bigint, 'the two checks above cover the nine month close functions');
+
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_ingest.
 -- ---------------------------------------------------------------------------------------------
@@ -252,6 +300,10 @@ select throws_ok($$update meter.rollup_watermark set position_id = 0$$, '42501',
                  'permission denied for table rollup_watermark', 'meter_ingest cannot move the watermark');
 select throws_ok($$select meter.webhook_receive('evt_tap_pv', 'invoice.paid', pg_catalog.now(), '{}')$$, '42501',
                  'permission denied for function webhook_receive', 'meter_ingest cannot store billing webhooks');
+select throws_ok($$select * from meter.invoices$$, '42501', 'permission denied for table invoices',
+                 'meter_ingest cannot read invoices');
+select throws_ok($$select * from meter.close_period('2025-05')$$, '42501', 'permission denied for function close_period',
+                 'meter_ingest cannot close a period');
 
 reset role;
 
@@ -264,6 +316,12 @@ select results_eq(
 create temp table pv_event as
 select id from meter.events where customer_id = (select cust from fx) and idempotency_key = 'tap-pv-k1';
 grant select on pv_event to public;
+
+-- A closed period for the analyst to read (2025-05: no events).
+select meter.plan_upsert('tap-pv-plan', 'usd');
+select meter.plan_price_set('tap-pv-plan', 'tap.pv.calls', 'per_unit', 1);
+select meter.customer_subscribe('tap-pv-cust', 'tap-pv-plan', '2025-01');
+select outcome from meter.close_period('2025-05', 'tap-pv-cust');
 
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_analyst.
@@ -327,6 +385,31 @@ select throws_ok($$select * from meter.sync_claim('tap-pv-sneaky')$$, '42501',
                  'permission denied for function sync_claim', 'meter_analyst cannot claim outbox hours');
 select throws_ok($$update meter.sync_outbox set state = 'dead'$$, '42501', 'permission denied for table sync_outbox',
                  'meter_analyst cannot change the outbox');
+select results_eq(
+    $$select i.period, i.total, l.kind, l.amount, p.code, pp.model, cp.effective_from, cu.minor_unit
+      from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id
+      join meter.plans p on p.id = i.plan_id join meter.plan_prices pp on pp.plan_id = p.id
+      join meter.customer_plans cp on cp.customer_id = i.customer_id join meter.currencies cu on cu.code = i.currency
+      where i.customer_id = (select cust from fx)$$,
+    $$values ('2025-05'::text, 0::bigint, 'usage'::text, 0::bigint, 'tap-pv-plan'::text, 'per_unit'::text, '2025-01'::text, 2::smallint)$$,
+    'meter_analyst reads invoices, their lines, plans, prices, subscriptions and currencies');
+select results_eq(
+    $$select period, customer, meter, rollup_quantity::numeric, expected_amount::bigint, status
+      from meter.reconciliation where customer = 'tap-pv-cust'$$,
+    $$values ('2025-05'::text, 'tap-pv-cust'::text, 'tap.pv.calls'::text, 0::numeric, 0::bigint, 'MATCH'::text)$$,
+    'meter_analyst reads meter.reconciliation (its calls of _period_usage and price_amount run as the analyst)');
+select lives_ok($$select * from meter.late_after_close$$,
+                'meter_analyst reads meter.late_after_close (its view reads the events with the owner''s rights)');
+select throws_ok($$select * from meter.close_period('2025-05')$$, '42501', 'permission denied for function close_period',
+                 'meter_analyst cannot close a period');
+select throws_ok($$select meter.plan_price_set('tap-pv-plan', 'tap.pv.calls', 'per_unit', 0)$$, '42501',
+                 'permission denied for function plan_price_set', 'meter_analyst cannot price meters');
+select throws_ok($$select meter.customer_subscribe('tap-pv-cust', 'tap-pv-plan', '2025-06')$$, '42501',
+                 'permission denied for function customer_subscribe', 'meter_analyst cannot subscribe customers');
+select throws_ok($$select * from meter.billing_period((select cust from fx), '2025-05')$$, '42501',
+                 'permission denied for function billing_period', 'meter_analyst cannot call billing_period');
+select throws_ok($$update meter.invoices set total = 1$$, '42501', 'permission denied for table invoices',
+                 'meter_analyst cannot change invoices');
 
 reset role;
 

@@ -4,11 +4,14 @@
 -- "<idempotency_key><TAB><value>", sorted by idempotency key (byte order, COLLATE "C"), joined by
 -- newlines. An auditor recomputes it in psql from raw events alone:
 --
---   select encode(sha256(convert_to(string_agg(e.idempotency_key || E'\t' || e.value::text, E'\n'
---                 order by e.idempotency_key collate "C"), 'UTF8')), 'hex')
+--   select encode(sha256(convert_to(coalesce(string_agg(e.idempotency_key || E'\t' || e.value::text, E'\n'
+--                 order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
 --   from meter.events e
 --   where e.customer_id = <id> and e.meter_id = <id> and e.occurred_at >= '<from>' and e.occurred_at < '<to>'
 --     and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id);
+--
+-- A line without events hashes the empty string (e3b0c442...); without the coalesce the query
+-- above would give null for it.
 create or replace function meter._events_hash(
     p_customer_id bigint,
     p_meter_id    bigint,

@@ -1,12 +1,23 @@
 -- meter._invoice_frozen(): trigger function keeping closed invoices final. A correction to a closed
 -- period (a late event, a cancellation) lands as an adjustment line on a later invoice
--- (meter.close_period); the invoice itself is never updated or deleted once its close committed.
+-- (meter.close_period); the invoice itself is never updated, deleted, truncated or given a new
+-- line once its close committed.
 create or replace function meter._invoice_frozen()
 returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- A line added to an invoice whose close committed earlier is refused too; lines written by
+    -- the close itself (same transaction: closed_at = now()) pass.
+    if tg_op = 'INSERT' then
+        if exists (select 1 from meter.invoices i where i.id = new.invoice_id and i.closed_at < pg_catalog.now()) then
+            raise exception 'invoice % is closed: no line is added to it', new.invoice_id
+                using errcode = '42501',
+                      hint = 'corrections land as adjustment lines on the next invoice (meterctl close of the next period)';
+        end if;
+        return new;
+    end if;
     raise exception '% rows are final once their period is closed', tg_table_name
         using errcode = '42501',
               hint = 'corrections land as adjustment lines on the next invoice (meterctl close of the next period)';
@@ -23,5 +34,13 @@ create or replace trigger invoices_frozen
     for each row when (old.closed_at < pg_catalog.now()) execute function meter._invoice_frozen();
 
 create or replace trigger invoice_lines_frozen
-    before update or delete on meter.invoice_lines
+    before insert or update or delete on meter.invoice_lines
     for each row execute function meter._invoice_frozen();
+
+create or replace trigger invoices_no_truncate
+    before truncate on meter.invoices
+    for each statement execute function meter._invoice_frozen();
+
+create or replace trigger invoice_lines_no_truncate
+    before truncate on meter.invoice_lines
+    for each statement execute function meter._invoice_frozen();

@@ -51,3 +51,8 @@ comment on function meter._period_usage(bigint, bigint, timestamptz, timestamptz
     'Billable quantity and event count of a meter over a range, from the hourly rollups.';
 
 revoke all on function meter._period_usage(bigint, bigint, timestamptz, timestamptz) from public;
+
+-- meter.reconciliation calls it, and a view's function calls run with the rights of whoever reads
+-- the view: analysts need EXECUTE to read the reconciliation. It runs with the caller's rights and
+-- reads only the rollups and meter versions, which analysts may read anyway.
+grant execute on function meter._period_usage(bigint, bigint, timestamptz, timestamptz) to meter_analyst;

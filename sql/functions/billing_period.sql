@@ -40,3 +40,5 @@ $$;
 
 comment on function meter.billing_period(bigint, text) is
     'UTC bounds of a customer''s calendar-month period in its billing timezone; refuses non-hour month edges.';
+
+revoke all on function meter.billing_period(bigint, text) from public;

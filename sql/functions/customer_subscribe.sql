@@ -1,5 +1,6 @@
 -- meter.customer_subscribe(customer, plan, from_period): put a customer on a plan from a billing
--- period on ('YYYY-MM'). A closed period is history: subscribing from it is refused.
+-- period on ('YYYY-MM'). A closed period is history: subscribing from it is refused. Once invoiced,
+-- a customer stays in its currency (adjustments of old periods land on new invoices).
 create or replace function meter.customer_subscribe(p_customer text, p_plan text, p_from text)
 returns void
 language plpgsql
@@ -20,6 +21,15 @@ begin
     if exists (select 1 from meter.invoices where customer_id = v_customer_id and period >= p_from) then
         raise exception 'customer % has a closed period at or after %: plans change from an open period only',
             p_customer, p_from using errcode = '55000';
+    end if;
+    -- Adjustments for a closed period land on a later invoice: every invoice of a customer must
+    -- be in one currency, so a plan in another currency is refused once the customer has one.
+    if exists (select 1 from meter.invoices i where i.customer_id = v_customer_id
+               and i.currency <> (select currency from meter.plans where id = v_plan_id)) then
+        raise exception 'customer % is invoiced in %, plan % is in %: a customer''s currency never changes', p_customer,
+            (select i.currency from meter.invoices i where i.customer_id = v_customer_id limit 1), p_plan,
+            (select currency from meter.plans where id = v_plan_id)
+            using errcode = '55000', hint = 'create a plan in the customer''s currency';
     end if;
     insert into meter.customer_plans (customer_id, effective_from, plan_id)
     values (v_customer_id, p_from, v_plan_id)

@@ -1,6 +1,14 @@
 -- meter.plan_price_set(plan, meter, model, unit_amount, package_size, tiers): price a meter in a
 -- plan (see meter.price_amount for the models). Validated here so that a close never meets a
--- malformed price: tiers ascending with a final up_to null, amounts non-negative.
+-- malformed price: amounts finite and non-negative (numeric also holds NaN and Infinity, which no
+-- line could be priced with), tiers JSON objects whose up_to, unit_amount and flat_amount are JSON
+-- numbers, ascending, with a final up_to null.
+--
+-- Setting a meter's price again replaces it, until the plan has invoiced the meter: a closed
+-- period is re-priced with its plan's prices when late events adjust it (meter.close_period) and
+-- in meter.reconciliation, so a changed price would re-invoice every closed period of every
+-- customer on the plan. That change is refused (55000): create a new plan and subscribe customers
+-- to it from an open period. Setting the very same price again is accepted.
 create or replace function meter.plan_price_set(
     p_plan         text,
     p_meter        text,
@@ -29,10 +37,13 @@ begin
         raise exception 'model must be per_unit, package, graduated or volume, got %', coalesce(p_model, 'null')
             using errcode = '22023';
     end if;
-    if p_model in ('per_unit', 'package') and (p_unit_amount is null or p_unit_amount < 0) then
+    -- (NaN compares above every number, Infinity included: "< 'Infinity'" excludes both.)
+    if p_model in ('per_unit', 'package')
+       and (p_unit_amount is null or not (p_unit_amount >= 0 and p_unit_amount < 'Infinity')) then
         raise exception '% needs a non-negative unit_amount', p_model using errcode = '22023';
     end if;
-    if p_model = 'package' and (p_package_size is null or p_package_size <= 0) then
+    if p_model = 'package'
+       and (p_package_size is null or not (p_package_size > 0 and p_package_size < 'Infinity')) then
         raise exception 'package needs a positive package_size' using errcode = '22023';
     end if;
     if p_model in ('graduated', 'volume') then
@@ -43,6 +54,13 @@ begin
         v_n := pg_catalog.jsonb_array_length(p_tiers);
         for v_tier in select t from pg_catalog.jsonb_array_elements(p_tiers) t loop
             v_i := v_i + 1;
+            if pg_catalog.jsonb_typeof(v_tier) <> 'object'
+               or coalesce(pg_catalog.jsonb_typeof(v_tier -> 'up_to'), 'null') not in ('number', 'null')
+               or coalesce(pg_catalog.jsonb_typeof(v_tier -> 'unit_amount'), 'null') not in ('number', 'null')
+               or coalesce(pg_catalog.jsonb_typeof(v_tier -> 'flat_amount'), 'null') not in ('number', 'null') then
+                raise exception 'tier %: must be an object whose up_to, unit_amount and flat_amount are numbers, got %',
+                    v_i, v_tier using errcode = '22023';
+            end if;
             if coalesce((v_tier ->> 'unit_amount')::numeric, 0) < 0 or coalesce((v_tier ->> 'flat_amount')::numeric, 0) < 0 then
                 raise exception 'tier %: amounts must not be negative', v_i using errcode = '22023';
             end if;
@@ -56,6 +74,20 @@ begin
                 raise exception 'the last tier must have "up_to": null (no upper bound)' using errcode = '22023';
             end if;
         end loop;
+    end if;
+
+    if exists (select 1 from meter.plan_prices p
+               where p.plan_id = v_plan_id and p.meter_id = v_meter_id
+                 and (p.model, p.unit_amount, p.package_size, p.tiers) is distinct from
+                     (p_model,
+                      case when p_model in ('per_unit', 'package') then p_unit_amount end,
+                      case when p_model = 'package' then p_package_size end,
+                      case when p_model in ('graduated', 'volume') then p_tiers end))
+       and exists (select 1 from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id
+                   where i.plan_id = v_plan_id and l.meter_id = v_meter_id and l.kind = 'usage') then
+        raise exception 'plan % has invoiced meter % at its current price: a closed period is never re-priced',
+            p_plan, p_meter
+            using errcode = '55000', hint = 'create a new plan with the new price and subscribe customers to it from an open period';
     end if;
 
     insert into meter.plan_prices as p (plan_id, meter_id, model, unit_amount, package_size, tiers)

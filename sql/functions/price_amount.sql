@@ -70,3 +70,8 @@ $$;
 
 comment on function meter.price_amount(text, numeric, numeric, jsonb, numeric) is
     'Amount of a line in minor units: exact numeric, rounded once per line, half away from zero.';
+
+revoke all on function meter.price_amount(text, numeric, numeric, jsonb, numeric) from public;
+
+-- meter.reconciliation prices with it, with the rights of whoever reads the view (a pure function).
+grant execute on function meter.price_amount(text, numeric, numeric, jsonb, numeric) to meter_analyst;

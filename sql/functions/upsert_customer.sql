@@ -1,6 +1,10 @@
 -- meter.upsert_customer(external_id, name, billing_timezone): creates the customer or updates its
 -- name and timezone; returns its id. Idempotent, so seed files can be applied repeatedly.
 -- The timezone must be one Postgres knows (pg_timezone_names); it is checked here.
+-- Billing periods are calendar months in that timezone (meter.billing_period), so once a period of
+-- the customer is closed (an invoice exists) the timezone never changes (55000): the months on
+-- either side of a change would overlap or leave a gap (hours billed twice or never), and a closed
+-- month would get a second invoice under its other bounds. Giving the same timezone again is fine.
 create or replace function meter.upsert_customer(
     p_external_id      text,
     p_name             text default null,
@@ -17,6 +21,13 @@ begin
     if not exists (select 1 from pg_catalog.pg_timezone_names where name = p_billing_timezone) then
         raise exception 'unknown billing timezone %', pg_catalog.quote_literal(p_billing_timezone)
             using errcode = '22023', hint = 'use an IANA name such as UTC or Europe/Paris';
+    end if;
+    if exists (select 1 from meter.customers c
+               where c.external_id = p_external_id and c.billing_timezone <> p_billing_timezone
+                 and exists (select 1 from meter.invoices i where i.customer_id = c.id)) then
+        raise exception 'customer % has closed billing periods: its billing timezone cannot change', p_external_id
+            using errcode = '55000',
+                  hint = 'periods are calendar months in the billing timezone; a change would bill some hours twice or never';
     end if;
     insert into meter.customers (external_id, name, billing_timezone)
     values (p_external_id, p_name, p_billing_timezone)
