@@ -198,7 +198,7 @@ select is(
     (select pg_catalog.array_agg(p.oid::regprocedure::text || ' by ' || r.rolname order by 1)
      from pg_catalog.pg_proc p, pg_catalog.pg_roles r
      where p.pronamespace = 'meter'::regnamespace
-       and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set',
+       and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set', 'plan_price_mirror_record',
                          'customer_subscribe', 'close_period')
        and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
        and not r.rolsuper and r.oid <> p.proowner),
@@ -216,9 +216,9 @@ select is(
     'meter._period_usage and meter.price_amount: the owner and meter_analyst only (meter.reconciliation calls them)');
 select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
            where p.pronamespace = 'meter'::regnamespace
-             and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set',
+             and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set', 'plan_price_mirror_record',
                                'customer_subscribe', 'close_period', '_period_usage', 'price_amount')),
-          9::bigint, 'the two checks above cover the nine month close functions');
+          10::bigint, 'the two checks above cover the ten month close functions');
 
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_ingest.

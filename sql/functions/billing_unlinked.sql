@@ -1,6 +1,7 @@
 -- meter.billing_unlinked(limit): (customer, meter) pairs with hours waiting in the outbox but no
 -- subscription item yet, with what the sync worker needs to provision one through the API: the
--- price, and the billing customer and subscription when the customer already has them.
+-- price (the engine price mirrored from the customer's plan, meter.plan_prices.engine_price_id,
+-- else the meter's billing price), and the billing customer and subscription when it has them.
 create or replace function meter.billing_unlinked(p_limit integer default 100)
 returns table (
     customer_id          bigint,
@@ -15,7 +16,14 @@ language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-    select c.id, c.external_id, c.name, m.id, m.code, p.price_id, bc.billing_customer_id, bc.subscription_id
+    select c.id, c.external_id, c.name, m.id, m.code,
+           -- the customer's plan's mirrored price when there is one, else the meter's default
+           coalesce((select pp.engine_price_id
+                     from meter.customer_plans cp
+                     join meter.plan_prices pp on pp.plan_id = cp.plan_id and pp.meter_id = u.meter_id
+                     where cp.customer_id = u.customer_id
+                     order by cp.effective_from desc limit 1), p.price_id),
+           bc.billing_customer_id, bc.subscription_id
     from (select distinct o.customer_id, o.meter_id
           from meter.sync_outbox o
           where o.state = 'pending'

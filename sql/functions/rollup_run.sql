@@ -167,8 +167,8 @@ begin
         on conflict (customer_id, meter_id, hour) do update
             set revision        = excluded.revision,
                 state           = case o.state when 'in_flight' then 'in_flight' else 'pending' end,
-                attempts        = case o.state when 'dead' then 0 else o.attempts end,
-                next_attempt_at = case when o.state in ('synced', 'dead') then pg_catalog.now()
+                attempts        = case when o.state in ('dead', 'closed') then 0 else o.attempts end,
+                next_attempt_at = case when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
                                        else o.next_attempt_at end,
                 unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
         returning 1
@@ -219,8 +219,8 @@ begin
         update meter.sync_outbox o
         set revision        = h.revision,
             state           = case o.state when 'in_flight' then 'in_flight' else 'pending' end,
-            attempts        = case o.state when 'dead' then 0 else o.attempts end,
-            next_attempt_at = case when o.state in ('synced', 'dead') then pg_catalog.now()
+            attempts        = case when o.state in ('dead', 'closed') then 0 else o.attempts end,
+            next_attempt_at = case when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
                                    else o.next_attempt_at end,
             unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
         from hourly h

@@ -18,6 +18,11 @@
 --     length drains by itself on recovery. Only an hour unsynced for longer than give_up_after
 --     (default 24 h, the lifetime of the engine's idempotency keys) is parked, so that a request
 --     repeated after that is a decision of an operator, not a silent retry.
+--   * closed, not dead: the engine refuses the hour as before its current period
+--     (timestamp_too_early) and we have closed that period ourselves (meter.invoices): the engine
+--     invoiced it already, and the change is carried by an adjustment line of our next invoice
+--     (meter.close_period). Nothing to retry; reconciliation compares the engine with the usage
+--     line frozen at close.
 -- Returns the new state, or 'stale' for a claim that is no longer the caller's.
 create or replace function meter.sync_failed(
     p_customer_id  bigint,
@@ -37,12 +42,22 @@ set search_path = pg_catalog, pg_temp
 as $$
     with failed as (
         update meter.sync_outbox o
-        set state            = case when p_definitive and o.attempts >= greatest(p_max_attempts, 1) then 'dead'
+        set state            = case when p_definitive and p_error like '%timestamp_too_early%'
+                                         and exists (select 1 from meter.invoices i
+                                                     where i.customer_id = o.customer_id
+                                                       and o.hour >= i.period_start and o.hour < i.period_end)
+                                        then 'closed'
+                                    when p_definitive and o.attempts >= greatest(p_max_attempts, 1) then 'dead'
                                     when not p_definitive and o.unsynced_since < pg_catalog.now() - p_give_up_after then 'dead'
                                     else 'pending' end,
             next_attempt_at  = pg_catalog.now()
                                + least(p_cap, p_base * power(2, least(greatest(o.attempts - 1, 0), 30)))
                                  * (0.5 + pg_catalog.random() / 2),
+            unsynced_since   = case when p_definitive and p_error like '%timestamp_too_early%'
+                                         and exists (select 1 from meter.invoices i
+                                                     where i.customer_id = o.customer_id
+                                                       and o.hour >= i.period_start and o.hour < i.period_end)
+                                        then null else o.unsynced_since end,
             last_error       = left(coalesce(p_error, 'unknown error'), 2000),
             claim_token      = null,
             claimed_by       = null,

@@ -6,9 +6,12 @@
 --   duplicates_rejected        redeliveries of the period's events acknowledged as duplicates
 --   late_after_close           events/cancellations that arrived after the close (late_after_close)
 --   rollup_quantity            the hourly rollups now (meter._period_usage)
---   synced_quantity            what the billing engine acknowledged, per the outbox (null: not billed there)
+--   synced_quantity            what the billing engine acknowledged, per the outbox (null: not billed there);
+--                              compared with our usage line as frozen at close (changes after both
+--                              closes are our adjustments, never sent to the engine's closed period)
 --   unsynced_hours, dead_hours the period's hours not yet acknowledged / parked as dead
---   engine_invoice_quantity, engine_invoice_amount   the engine's invoice line(s) for the period (webhooks)
+--   engine_invoice_quantity, engine_invoice_amount   the engine's invoice line(s) for the period (webhooks),
+--                              compared with our usage line's amount
 --   invoiced_quantity, invoiced_amount               our invoice: the usage line plus later adjustments
 --   expected_amount            the rollup quantity priced now (meter.price_amount)
 --   difference                 invoiced_amount - expected_amount
@@ -97,9 +100,8 @@ select f.period, f.customer, f.meter, f.currency, f.invoice_id,
                then 'MISMATCH: rollup differs from raw events'
            when f.dead_hours > 0 then 'MISMATCH: dead-letter'
            when f.unsynced_hours > 0 then 'MISMATCH: unsynced hours'
-           when f.synced_quantity is not null and f.synced_quantity <> f.rollup_quantity then 'MISMATCH: engine quantity differs'
-           when f.engine_invoice_amount is not null
-                and f.engine_invoice_amount <> meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity)
+           when f.synced_quantity is not null and f.synced_quantity <> f.quantity then 'MISMATCH: engine quantity differs'
+           when f.engine_invoice_amount is not null and f.engine_invoice_amount <> f.amount
                then 'MISMATCH: engine amount differs'
            when (f.amount + f.adj_amount) <> meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity)
                 or (f.quantity + f.adj_quantity) <> f.rollup_quantity

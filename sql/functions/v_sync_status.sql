@@ -6,6 +6,8 @@
 --   in_flight           hours being sent now (claimed by a worker)
 --   synced              hours whose latest revision the engine acknowledged
 --   dead                hours that exhausted their attempts: `meterctl sync retry` re-drives them
+--   closed              hours changed after their period was closed on both sides (the engine
+--                       refuses them; our next invoice carries the change as an adjustment)
 --   oldest_unsynced_age how long the longest-waiting hour has had unsynced changes
 --   last_error          the most recent failure among this pair's hours
 create or replace view meter.sync_status as
@@ -19,6 +21,7 @@ select c.external_id as customer,
        pg_catalog.count(*) filter (where o.state = 'in_flight') as in_flight,
        pg_catalog.count(*) filter (where o.state = 'synced') as synced,
        pg_catalog.count(*) filter (where o.state = 'dead') as dead,
+       pg_catalog.count(*) filter (where o.state = 'closed') as closed,
        pg_catalog.max(pg_catalog.now() - o.unsynced_since) as oldest_unsynced_age,
        pg_catalog.max(o.synced_at) as last_synced_at,
        (pg_catalog.array_agg(o.last_error order by o.last_attempt_at desc)

@@ -49,8 +49,10 @@ comment on table meter.billing_links is
 --
 -- States: pending (revision > synced_revision, waiting for next_attempt_at), in_flight (claimed
 -- by a worker until claimed_at + lease), synced (synced_revision = revision), dead (attempts
--- exhausted; meter.sync_retry() re-drives). An hour is sent with its absolute total under
--- action=set, so sending a revision is idempotent and a newer revision supersedes an older one.
+-- exhausted; meter.sync_retry() re-drives), closed (the engine refused the hour because its
+-- billing period is already invoiced there, and our own close of that period exists: the change is
+-- carried by an adjustment line of our next invoice, see meter.close_period). An hour is sent with
+-- its absolute total under action=set, so sending a revision is idempotent and a newer revision supersedes an older one.
 --
 -- sending_revision/sending_quantity/sending_key hold a send whose outcome is unknown (timeout,
 -- reset, 5xx, 409): until a definitive answer arrives, every retry repeats exactly that request
@@ -81,7 +83,7 @@ create table meter.sync_outbox (
     last_attempt_at   timestamptz,
     created_at        timestamptz not null default now(),
     constraint sync_outbox_pkey primary key (customer_id, meter_id, hour),
-    constraint sync_outbox_state check (state in ('pending', 'in_flight', 'synced', 'dead')),
+    constraint sync_outbox_state check (state in ('pending', 'in_flight', 'synced', 'dead', 'closed')),
     constraint sync_outbox_revisions check (synced_revision <= revision),
     constraint sync_outbox_claim check ((state = 'in_flight') = (claim_token is not null)),
     constraint sync_outbox_sending check ((sending_revision is null) = (sending_key is null)
