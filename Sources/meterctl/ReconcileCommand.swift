@@ -146,7 +146,7 @@ struct Reconcile: AsyncParsableCommand {
 
     func markdown(_ rows: [Row], closedAt: String) -> String {
         var s = "# Reconciliation, period \(period)\n\n"
-        s += "Command: `meterctl reconcile --period \(period) --format md`. Source: the view `meter.reconciliation`; invoices closed at \(closedAt). "
+        s += "Command: `meterctl reconcile --period \(period) --format md`. Source: the view `meter.reconciliation`. "
         s += "Quantities in the meter's unit; amounts in the currency's major unit.\n\n"
         s += "| " + Self.columns.map(\.title).joined(separator: " | ") + " |\n"
         s += "|" + Self.columns.map { _ in "---" }.joined(separator: "|") + "|\n"
@@ -175,7 +175,7 @@ struct Reconcile: AsyncParsableCommand {
         s += "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+3),th{text-align:left}"
         s += ".MATCH{color:#176b2c}.MISMATCH{color:#b00020;font-weight:bold}</style></head><body>\n"
         s += "<h1>Reconciliation, period \(period)</h1>\n<p>Command: <code>meterctl reconcile --period \(period) --format html</code>. "
-        s += "Source: <code>meter.reconciliation</code>; invoices closed at \(esc(closedAt)). Amounts in the currency's major unit.</p>\n"
+        s += "Source: <code>meter.reconciliation</code>. Amounts in the currency's major unit.</p>\n"
         // Chart: daily events, raw vs rolled up vs invoiced (inline SVG, no script).
         let values: [Double] = daily.flatMap { d -> [Double] in [Double(d.1) ?? 0, Double(d.2) ?? 0, Double(d.3) ?? 0] }
         let maxV: Double = max(values.max() ?? 1, 1)

@@ -1,0 +1,393 @@
+// ReplayRunner.swift: `meterctl replay`, end to end, in one process: a fresh database, the mock
+// billing engine on a test clock, the service (ingest, rollup loop, sync loop, webhooks), the
+// workload of ReplayWorkload sent over HTTP day by day with retries, then, at each month end: the
+// backlog drained, the engine's clock moved past the period end (it invoices and sends its
+// webhooks), our close, and late-after-close events. The month after the window is closed too, so
+// the late events land as adjustments. Progress is printed all along.
+
+import Crypto
+import Foundation
+import Logging
+
+public struct ReplayOptions: Sendable {
+    public var days = 30
+    public var customers = 100
+    public var seed: UInt64 = 42
+    public var eventsPerCustomerDay = 40
+    public var outputDir = ".meter/replay"
+    public init() {}
+}
+
+public struct ReplaySummary: Sendable {
+    public var periods: [String] = []
+    public var generated = 0
+    public var deliveries = 0
+    public var accepted = 0
+    public var duplicates = 0
+    public var rejected = 0
+    public var cancellations = 0
+    public var lateAfterClose = 0
+    public var ndjsonPath = ""
+    public var seconds = 0.0
+}
+
+public enum ReplayRunner {
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    static let plans: [(code: String, currency: String, prices: [(meter: String, model: String, unit: String?, package: String?, tiers: String?)])] = [
+        ("starter", "usd", [
+            ("api_calls", "per_unit", "0.05", nil, nil),
+            ("storage_gb", "package", "100", "10", nil),
+            ("peak_seats", "volume", nil, nil, #"[{"up_to": 10, "unit_amount": 500}, {"up_to": 50, "unit_amount": 400, "flat_amount": 1000}, {"up_to": null, "unit_amount": 300}]"#),
+            ("active_users", "graduated", nil, nil, #"[{"up_to": 20, "unit_amount": 0}, {"up_to": null, "unit_amount": 150}]"#),
+        ]),
+        ("scale", "eur", [
+            ("api_calls", "graduated", nil, nil, #"[{"up_to": 1000, "unit_amount": 0.1, "flat_amount": 500}, {"up_to": 10000, "unit_amount": 0.04}, {"up_to": null, "unit_amount": 0.01}]"#),
+            ("storage_gb", "per_unit", "1.5", nil, nil),
+            ("peak_seats", "per_unit", "250", nil, nil),
+            ("active_users", "package", "900", "25", nil),
+        ]),
+        ("tokyo", "jpy", [
+            ("api_calls", "volume", nil, nil, #"[{"up_to": 500, "unit_amount": 0.2}, {"up_to": null, "unit_amount": 0.1, "flat_amount": 100}]"#),
+            ("storage_gb", "graduated", nil, nil, #"[{"up_to": 100, "unit_amount": 3}, {"up_to": null, "unit_amount": 2}]"#),
+            ("peak_seats", "package", "1200", "5", nil),
+            ("active_users", "per_unit", "40", nil, nil),
+        ]),
+    ]
+
+    public static func run(conninfo: String, sqlDir: String, options o: ReplayOptions, logger: Logger,
+                           progress: @escaping @Sendable (String) -> Void) async throws -> ReplaySummary {
+        let started = ContinuousClock.now
+        var summary = ReplaySummary()
+        let c = try PGConnection(conninfo: conninfo, statementTimeout: nil)
+        defer { c.close() }
+        _ = try c.execute("set client_min_messages = warning")
+        try Migrator(sqlDirectory: sqlDir, logger: logger).migrate(c)
+
+        // The window: `days` days ending where the month before this one starts, so that the
+        // window's months and the month after it have all ended (and can be closed).
+        let w = try c.execute("""
+            select extract(epoch from date_trunc('month', now(), 'UTC') - interval '1 month')::bigint as e,
+                   extract(epoch from date_trunc('month', now(), 'UTC'))::bigint as n
+            """).single()
+        let windowEnd = try w.int("e"), nextEnd = try w.int("n")
+        let start = windowEnd - Int64(o.days) * 86_400
+        let workload = ReplayWorkload(days: o.days, customers: o.customers, seed: o.seed, start: start,
+                                      eventsPerCustomerDay: o.eventsPerCustomerDay)
+        func period(_ t: Int64) throws -> String {
+            try c.execute("select to_char(to_timestamp($1::bigint), 'YYYY-MM') as p", [t]).single().string("p")
+        }
+        func monthStart(_ t: Int64) throws -> Int64 {
+            try c.execute("select extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC'))::bigint as s", [t]).single().int("s")
+        }
+        let firstPeriod = try period(start)
+        progress("replay: \(o.days) days from \(RFC3339Timestamp(epochMicroseconds: start * 1_000_000).iso8601), \(o.customers) customers, seed \(o.seed)")
+
+        // Customers, meters, plans (every pricing model, three currencies), an API key.
+        for m in ReplayWorkload.meters {
+            try c.execute("select meter.upsert_meter($1, $2, $3)", [m.code, m.aggregation, m.unique])
+        }
+        for p in plans {
+            try c.execute("select meter.plan_upsert($1, $2)", [p.code, p.currency])
+            for x in p.prices {
+                try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb)",
+                              [p.code, x.meter, x.model, x.unit, x.package, x.tiers])
+            }
+        }
+        for i in 0..<o.customers {
+            try c.execute("select meter.upsert_customer($1, $2, 'UTC')", [workload.customerID(i), "Replay customer \(i + 1)"])
+            try c.execute("select meter.customer_subscribe($1, $2, $3)", [workload.customerID(i), plans[i % plans.count].code, firstPeriod])
+        }
+        let token = APIKeys.generate()
+        try c.execute("select meter.create_api_key('replay', $1)", [token])
+
+        // The engine, on a test clock at the window's start; our plans mirrored as its prices.
+        let mockHandle = MeterServer.Handle()
+        let mockPort = ReplayBox<Int>()
+        var mockConfig = BillingMockConfiguration()
+        mockConfig.port = 0
+        mockConfig.webhookRetryBase = .milliseconds(200)
+        mockConfig.webhookPoll = .milliseconds(50)
+        let mock = Task {
+            try await BillingMockServer.run(config: mockConfig, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger,
+                                            handleSignals: false, handle: mockHandle) { p in mockPort.set(p) }
+        }
+        let serveHandle = MeterServer.Handle()
+        let servePort = ReplayBox<Int>()
+        var serveTask: Task<Void, any Error>?
+        func stopAll() async {
+            await serveHandle.stop(); _ = try? await serveTask?.value
+            await mockHandle.stop(); _ = try? await mock.value
+        }
+        do {
+            let base = "http://127.0.0.1:\(try await mockPort.wait())"
+            var api = BillingAPIConfiguration(baseURL: base, apiKey: "sk_test_replay")
+            api.timeout = .seconds(10)
+            let client = BillingClient(api)
+            let clock = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(start)), ("name", "replay")],
+                                              idempotencyKey: "replay-clock-\(o.seed)-\(start)")["id"]!.stringValue!
+            try await mirrorPlans(c, client: client, engineMeters: ["api_calls", "storage_gb", "peak_seats"])
+            for m in ["api_calls", "storage_gb", "peak_seats"] {
+                let price = try c.execute("""
+                    select pp.engine_price_id from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id
+                    join meter.meters m on m.id = pp.meter_id where p.code = 'starter' and m.code = $1
+                    """, [m]).single().string("engine_price_id")
+                try c.execute("select meter.billing_price_set($1, $2, to_timestamp($3::bigint))", [m, price, start])
+            }
+            progress("engine: mock at \(base), test clock \(clock), plans mirrored as engine prices")
+
+            // The service: ingest (history allowed), rollup loop, sync loop on the test clock, webhooks.
+            var serve = ServeConfiguration()
+            serve.port = 0
+            serve.limits.maxPastSeconds = (o.days + 75) * 86_400
+            serve.rollup?.interval = .milliseconds(200)
+            var sync = SyncConfiguration(api: api)
+            sync.testClock = clock
+            sync.batch = 500
+            sync.concurrency = 8
+            sync.backoffBase = .milliseconds(100)
+            sync.backoffCap = .seconds(2)
+            sync.interval = .milliseconds(200)
+            serve.sync = sync
+            serveTask = Task {
+                try await MeterServer.run(config: serve, conninfo: conninfo, poolSize: 8, logger: logger, handleSignals: false,
+                                          handle: serveHandle) { p in servePort.set(p) }
+            }
+            let port = try await servePort.wait()
+            let endpoint = try await client.post("/v1/webhook_endpoints", [
+                ("url", "http://127.0.0.1:\(port)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
+                ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
+            ], idempotencyKey: "replay-endpoint-\(port)")
+            try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict do nothing", [endpoint["secret"]!.stringValue!])
+            progress("service: http://127.0.0.1:\(port) (rollup and sync loops, webhooks)")
+
+            try FileManager.default.createDirectory(atPath: o.outputDir, withIntermediateDirectories: true)
+            summary.ndjsonPath = o.outputDir + "/replay-events.ndjson"
+            FileManager.default.createFile(atPath: summary.ndjsonPath, contents: nil)
+            let ndjson = try FileHandle(forWritingTo: URL(fileURLWithPath: summary.ndjsonPath))
+            defer { try? ndjson.close() }
+            func record(_ es: [ReplayEvent]) throws {
+                try ndjson.write(contentsOf: Data((es.map(\.ndjson).joined(separator: "\n") + (es.isEmpty ? "" : "\n")).utf8))
+            }
+
+            let sender = ReplaySender(port: port, token: token)
+            var held: [ReplayEvent] = []
+            var periodEvents: [String: [ReplayEvent]] = [:]
+            var lateIndex = 0
+
+            // At a month end: everything sent so far synced, the engine's clock past the end (it
+            // invoices), our close, then the late events for the closed month.
+            func endOfPeriod(_ end: Int64, _ p: String, sendLate: Bool = true) async throws {
+                try await drain(c, progress: progress)
+                let expected = try c.execute("select count(*) as n from meter.billing_customers where subscription_id is not null").single().int("n")
+                _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(end + 60))],
+                                          idempotencyKey: "replay-advance-\(clock)-\(end)")
+                try await waitFor("the engine's \(p) invoices (\(expected))", timeout: 120) {
+                    try c.execute("select count(*) as n from meter.billing_invoices where period_end = to_timestamp($1::bigint) and status = 'paid'",
+                                  [end]).single().int("n") >= expected
+                }
+                let closed = try c.execute("select count(*) filter (where outcome = 'closed') as n from meter.close_period($1, null, interval '0')", [p])
+                    .single().int("n")
+                summary.periods.append(p)
+                progress("close \(p): \(closed) invoices; engine invoices \(expected)")
+                // (none after the last close: nothing would follow to adjust them)
+                let late = sendLate ? workload.lateAfterClose(periodEnd: end, periodEvents: periodEvents[p] ?? [], index: lateIndex) : []
+                lateIndex += 1
+                if !late.isEmpty {
+                    try record(late)
+                    let r = try await sender.send(late)
+                    summary.accepted += r.accepted; summary.duplicates += r.duplicates; summary.rejected += r.rejected
+                    summary.cancellations += late.filter { $0.kind == .cancel }.count
+                    summary.lateAfterClose += late.count
+                    summary.generated += late.count; summary.deliveries += late.count
+                    progress("late after close of \(p): \(late.count) events and cancellations sent")
+                }
+            }
+
+            for d in 0..<o.days {
+                let dayStart = start + Int64(d) * 86_400
+                if d > 0, try monthStart(dayStart) == dayStart {
+                    // flush what was held back before the month's close
+                    if !held.isEmpty {
+                        let r = try await sender.send(held); held = []
+                        summary.accepted += r.accepted; summary.duplicates += r.duplicates; summary.rejected += r.rejected
+                    }
+                    try await endOfPeriod(dayStart, try period(dayStart - 1))
+                }
+                // The engine's clock follows the replay (usage may not be in its future).
+                _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(dayStart + 86_400 - 1))],
+                                          idempotencyKey: "replay-advance-\(clock)-\(dayStart + 86_400 - 1)")
+                let events = workload.day(d)
+                let cancels = workload.cancellations(events, day: d)
+                try record(events + cancels)
+                periodEvents[try period(dayStart), default: []] += events
+                // Deliveries: every event once, duplicates again later in the day; 10 % of the
+                // day's first deliveries are held back and sent after the next day's.
+                var deliveries: [ReplayEvent] = []
+                var again: [ReplayEvent] = []
+                var keep: [ReplayEvent] = []
+                for (i, e) in events.enumerated() {
+                    if i % 10 == 9 && e.kind == .event { keep.append(e) } else { deliveries.append(e) }
+                    for _ in 1..<max(e.deliveries, 1) { again.append(e) }
+                }
+                let r1 = try await sender.send(held + deliveries + again)
+                held = keep
+                let r2 = try await sender.sendCancels(cancels)
+                summary.generated += events.count + cancels.count
+                summary.deliveries += deliveries.count + again.count + keep.count + cancels.count
+                summary.accepted += r1.accepted; summary.duplicates += r1.duplicates; summary.rejected += r1.rejected
+                summary.cancellations += r2
+                let b = try c.execute("select pending + in_flight as n from meter.sync_backlog").single().int("n")
+                progress(String(format: "day %d/%d %@: %d events (%d accepted, %d duplicates, %d rejected so far), sync backlog %d hours",
+                                d + 1, o.days, RFC3339Timestamp(epochMicroseconds: dayStart * 1_000_000).iso8601.prefix(10) as CVarArg,
+                                events.count, summary.accepted, summary.duplicates, summary.rejected, b))
+            }
+            if !held.isEmpty {
+                let r = try await sender.send(held); held = []
+                summary.accepted += r.accepted; summary.duplicates += r.duplicates; summary.rejected += r.rejected
+            }
+            try await endOfPeriod(windowEnd, try period(windowEnd - 1))
+            // The month after the window: its close carries the adjustments for the late events.
+            try await endOfPeriod(nextEnd, try period(windowEnd), sendLate: false)
+            try await drain(c, progress: progress)
+            _ = sender
+        } catch {
+            await stopAll()
+            throw error
+        }
+        await stopAll()
+        let elapsed = ContinuousClock.now - started
+        summary.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return summary
+    }
+
+    /// Every engine-billed plan price without a mirror gets an engine price (per_unit, package via
+    /// transform_quantity, graduated and volume tiers), recorded with meter.plan_price_mirror_record.
+    public static func mirrorPlans(_ c: PGConnection, client: BillingClient, engineMeters: [String]) async throws {
+        let rows = try c.execute("""
+            select p.code as plan, p.currency, m.code as meter, pp.model, trim_scale(pp.unit_amount)::text as unit,
+                   trim_scale(pp.package_size)::text as package, pp.tiers::text as tiers,
+                   (select v.aggregation from meter.meter_version_ranges v where v.meter_id = m.id order by v.version desc limit 1) as aggregation
+            from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id join meter.meters m on m.id = pp.meter_id
+            where pp.engine_price_id is null and m.code = any ($1::text[]) order by p.code, m.code
+            """, ["{" + engineMeters.joined(separator: ",") + "}"]).rows
+        for r in rows {
+            let plan = try r.string("plan"), meter = try r.string("meter"), model = try r.string("model")
+            var params: [(String, String)] = [
+                ("currency", try r.string("currency")), ("product_data[name]", "\(plan) \(meter)"), ("nickname", "\(plan)/\(meter)"),
+                ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
+                ("recurring[aggregate_usage]", try r.string("aggregation") == "max" ? "max" : "sum"),
+            ]
+            switch model {
+            case "per_unit": params.append(("unit_amount_decimal", try r.string("unit")))
+            case "package":
+                params += [("unit_amount_decimal", try r.string("unit")), ("transform_quantity[divide_by]", try r.string("package")),
+                           ("transform_quantity[round]", "up")]
+            default:
+                params += [("billing_scheme", "tiered"), ("tiers_mode", model)]
+                let tiers = try JSONParser.parse(try r.string("tiers")).arrayValue ?? []
+                for (i, t) in tiers.enumerated() {
+                    params.append(("tiers[\(i)][up_to]", t["up_to"]?.numberLexeme ?? "inf"))
+                    params.append(("tiers[\(i)][unit_amount_decimal]", t["unit_amount"]?.numberLexeme ?? "0"))
+                    if let f = t["flat_amount"]?.numberLexeme { params.append(("tiers[\(i)][flat_amount_decimal]", f)) }
+                }
+            }
+            // The same parameters always give the same key (a retry replays, never duplicates).
+            let digest = SHA256.hash(data: Array(params.map { $0.0 + "=" + $0.1 }.joined(separator: "&").utf8))
+            let key = "meter-plan-price-\(plan)-\(meter)-" + digest.prefix(8).map { Hex.byte($0) }.joined()
+            let price = try await client.post("/v1/prices", params, idempotencyKey: key)
+            try c.execute("select meter.plan_price_mirror_record($1, $2, $3)", [plan, meter, price["id"]!.stringValue!])
+        }
+    }
+
+    /// Waits until rollups and the sync have caught up with everything committed.
+    static func drain(_ c: PGConnection, progress: @Sendable (String) -> Void) async throws {
+        try await waitFor("rollups and sync to catch up", timeout: 600) {
+            let lag = try Rollup.lag(c)
+            guard lag.pendingEvents == 0 && lag.pendingCancellations == 0 else { return false }
+            let b = try c.execute("select pending + in_flight as n, dead from meter.sync_backlog").single()
+            if try b.int("dead") > 0 { throw Failure(description: "\(try b.int("dead")) outbox hours went dead (meterctl sync status)") }
+            return try b.int("n") == 0
+        }
+    }
+
+    static func waitFor(_ what: String, timeout: Double, _ done: () throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+        while ContinuousClock.now < deadline {
+            if try done() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw Failure(description: "timed out after \(Int(timeout)) s waiting for \(what)")
+    }
+}
+
+/// Sends events and cancellations over HTTP in batches, retrying a batch until a definitive answer.
+final class ReplaySender: Sendable {
+    let port: Int
+    let token: String
+    init(port: Int, token: String) { self.port = port; self.token = token }
+
+    struct Counts { var accepted = 0, duplicates = 0, rejected = 0 }
+
+    func send(_ events: [ReplayEvent]) async throws -> Counts {
+        let batches = stride(from: 0, to: events.count, by: 500).map { Array(events[$0..<min($0 + 500, events.count)]) }
+        let (port, token) = (port, token)
+        return try await onDedicatedThread("replay-send") {
+            let client = LoadClient(port: port)
+            var counts = Counts()
+            for b in batches {
+                let body = "[" + b.map(\.apiJSON).joined(separator: ",") + "]"
+                let json = try Self.post(client, "/v1/events", body, token)
+                let s = json["summary"]
+                counts.accepted += Int(s?["accepted"]?.numberLexeme ?? "0") ?? 0
+                counts.duplicates += Int(s?["duplicate"]?.numberLexeme ?? "0") ?? 0
+                counts.rejected += Int(s?["rejected"]?.numberLexeme ?? "0") ?? 0
+            }
+            return counts
+        }
+    }
+
+    func sendCancels(_ cancels: [ReplayEvent]) async throws -> Int {
+        guard !cancels.isEmpty else { return 0 }
+        let (port, token) = (port, token)
+        return try await onDedicatedThread("replay-cancel") {
+            let client = LoadClient(port: port)
+            var n = 0
+            for start in stride(from: 0, to: cancels.count, by: 500) {
+                let b = cancels[start..<min(start + 500, cancels.count)]
+                let json = try Self.post(client, "/v1/events/cancel", "[" + b.map(\.apiJSON).joined(separator: ",") + "]", token)
+                n += Int(json["summary"]?["cancelled"]?.numberLexeme ?? "0") ?? 0
+            }
+            return n
+        }
+    }
+
+    /// At-least-once: a batch is re-sent (same keys) until the service answers 200 or 207.
+    static func post(_ client: LoadClient, _ path: String, _ body: String, _ token: String) throws -> JSONValue {
+        var last = ""
+        for attempt in 0..<20 {
+            if let r = try? client.request("POST", path, headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")],
+                                           body: body) {
+                if r.status == 200 || r.status == 207 { return (try? JSONParser.parse(r.body)) ?? .null }
+                last = "HTTP \(r.status): \(r.body.prefix(200))"
+                if r.status < 500 && r.status != 429 { break }
+            }
+            Thread.sleep(forTimeInterval: min(0.05 * Double(1 << min(attempt, 6)), 2))
+        }
+        throw ReplayRunner.Failure(description: "POST \(path) failed: \(last)")
+    }
+}
+
+/// A value set once by another task (a server's port).
+final class ReplayBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T?
+    func set(_ v: T) { lock.withLock { value = v } }
+    func wait() async throws -> T {
+        for _ in 0..<500 {
+            if let v = lock.withLock({ value }) { return v }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ReplayRunner.Failure(description: "a server did not start")
+    }
+}

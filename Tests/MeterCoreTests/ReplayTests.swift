@@ -1,0 +1,92 @@
+import Foundation
+import XCTest
+@testable import MeterCore
+
+/// The replay end to end (HTTP ingest with duplicates and out-of-order batches, rollups, the sync to
+/// the mock engine on a test clock, its invoices and webhooks, our closes, late events after a
+/// close), then every closed period's figures recomputed from the NDJSON alone, here, without
+/// meter's SQL: event counts and quantities per aggregation, net of cancellations.
+final class ReplayTests: XCTestCase {
+    func testReplayFiguresMatchAnIndependentRecomputationFromTheNDJSON() async throws {
+        let info = try TestDatabase.freshDatabase("replay_\(UInt16.random(in: 0...UInt16.max))")
+        let dir = NSTemporaryDirectory() + "meter-replay-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var o = ReplayOptions()
+        o.days = 3
+        o.customers = 5
+        o.seed = 11
+        o.eventsPerCustomerDay = 15
+        o.outputDir = dir
+        let s = try await ReplayRunner.run(conninfo: info, sqlDir: TestDatabase.sqlDir, options: o, logger: TestDatabase.logger) { _ in }
+        XCTAssertEqual(s.periods.count, 2, "the window's month and the month after it were closed")
+
+        // The NDJSON, read back.
+        struct E { let customer, meter, key: String; let at: Int64; let value: Decimal; let user: String? }
+        var events: [String: E] = [:]
+        var cancelled = Set<String>()
+        var invalid = 0, deliveries = 0
+        let text = try String(contentsOfFile: s.ndjsonPath, encoding: .utf8)
+        for line in text.split(separator: "\n") {
+            let j = try JSONParser.parse(String(line))
+            let customer = j["customer"]!.stringValue!, key = j["idempotency_key"]!.stringValue!
+            switch j["kind"]!.stringValue! {
+            case "event":
+                let at = try RFC3339Timestamp(parsing: j["occurred_at"]!.stringValue!).epochMicroseconds
+                events[customer + "/" + key] = E(customer: customer, meter: j["meter"]!.stringValue!, key: key, at: at,
+                                                 value: Decimal(string: j["value"]!.stringValue!)!, user: j["user"]?.stringValue)
+                deliveries += Int(j["deliveries"]?.numberLexeme ?? "1")!
+            case "cancel": cancelled.insert(customer + "/" + key)
+            default: invalid += 1
+            }
+        }
+        XCTAssertGreaterThan(invalid, 0)
+        XCTAssertEqual(s.rejected, invalid, "every invalid event was rejected, nothing else")
+        XCTAssertEqual(s.accepted, events.count, "every valid event accepted once")
+        XCTAssertGreaterThanOrEqual(Double(s.duplicates), 0.05 * Double(deliveries), "≥ 5 % duplicate deliveries")
+
+        let c = try PGConnection(conninfo: info)
+        defer { c.close() }
+        for p in s.periods {
+            let b = try c.execute("""
+                select extract(epoch from to_timestamp($1 || '-01', 'YYYY-MM-DD') at time zone 'UTC')::bigint * 1000000 as s,
+                       extract(epoch from (to_timestamp($1 || '-01', 'YYYY-MM-DD') at time zone 'UTC') + interval '1 month')::bigint * 1000000 as e
+                """, [p]).single()
+            let (from, to) = (try b.int("s"), try b.int("e"))
+            var expected: [String: (n: Int, q: Decimal)] = [:]
+            let live = events.filter { $0.value.at >= from && $0.value.at < to && !cancelled.contains($0.key) }.map(\.value)
+            for group in Dictionary(grouping: live, by: { $0.customer + "|" + $0.meter }) {
+                let q: Decimal = switch group.value[0].meter {
+                case "api_calls": Decimal(group.value.count)
+                case "storage_gb": group.value.reduce(0) { $0 + $1.value }
+                case "peak_seats": group.value.map(\.value).max()!
+                default: Decimal(Set(group.value.compactMap(\.user)).count)
+                }
+                expected[group.key] = (group.value.count, q)
+            }
+            // Ours: the period's usage line plus every adjustment made for it later.
+            let rows = try c.execute("""
+                select x.external_id || '|' || m.code as k,
+                       sum(l.event_count) filter (where l.kind = 'usage' and i.period = $1 or l.adjusts_period = $1) as n,
+                       sum(l.quantity) filter (where l.kind = 'usage' and i.period = $1 or l.adjusts_period = $1)::text as q
+                from meter.invoice_lines l join meter.invoices i on i.id = l.invoice_id
+                join meter.customers x on x.id = i.customer_id join meter.meters m on m.id = l.meter_id
+                group by 1
+                """, [p]).rows
+            var checked = 0
+            for r in rows {
+                let k = try r.string("k")
+                let want = expected[k] ?? (0, 0)
+                XCTAssertEqual(try r.optionalInt("n") ?? 0, Int64(want.n), "\(p) \(k): events")
+                XCTAssertEqual(Decimal(string: try r.optionalString("q") ?? "0"), want.q, "\(p) \(k): quantity")
+                checked += 1
+            }
+            XCTAssertEqual(checked, 5 * 4, "every customer and meter has a line in \(p)")
+            let statuses = try c.execute("select status, count(*) as n from meter.reconciliation where period = $1 group by 1", [p])
+                .rows.map { "\(try $0.string("status"))=\(try $0.int("n"))" }
+            XCTAssertEqual(statuses, ["MATCH=20"], "\(p)")
+        }
+        let late = try c.execute("select count(*) as n, count(adjusted_on) as adjusted from meter.late_after_close").single()
+        XCTAssertGreaterThan(try late.int("n"), 0, "some events arrived after their period's close")
+        XCTAssertEqual(try late.int("adjusted"), try late.int("n"), "and all were adjusted on the next invoice")
+    }
+}
