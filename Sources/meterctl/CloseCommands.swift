@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MeterCore
 
 /// `meterctl plans add|price|list`: plans and their prices (meter.plans, meter.plan_prices).
@@ -79,6 +80,9 @@ struct Close: AsyncParsableCommand {
     @Option(help: "Billing period, YYYY-MM.") var period: String
     @Option(help: "One customer (external id). Default: all.") var customer: String?
     @Option(name: .customLong("grace-minutes"), help: "Wait this long after the period end. Default: 60") var graceMinutes: Int = 60
+    @OptionGroup var billing: BillingAPIOptions
+    @Option(name: .customLong("engine-timeout"), help: "Seconds to wait for the engine's invoices (with --billing-api-base). Default: 120")
+    var engineTimeout: Double = 120
     func validate() throws {
         guard period.range(of: #"^[0-9]{4}-(0[1-9]|1[0-2])$"#, options: .regularExpression) != nil else {
             throw ValidationError("--period must be YYYY-MM; got \(period)")
@@ -86,8 +90,9 @@ struct Close: AsyncParsableCommand {
         guard graceMinutes >= 0 else { throw ValidationError("--grace-minutes must be at least 0") }
     }
     func run() async throws {
-        _ = global.bootstrapLogging(defaultLevel: .warning)
+        let logger = global.bootstrapLogging(defaultLevel: .warning)
         let started = ContinuousClock.now
+        if billing.configured { try await alignEngine(logger: logger) }
         let rows = try global.withConnection(migrate: global.target.isEmbedded) { c in
             try c.execute("""
                 select customer, outcome, coalesce(invoice_id::text, '-') as invoice, lines,
@@ -100,9 +105,68 @@ struct Close: AsyncParsableCommand {
                                         String(try r.int("lines")), try r.string("total"), try r.string("currency")] })
         let closed = try rows.filter { try $0.string("outcome") == "closed" }.count
         let d = ContinuousClock.now - started
+        if billing.configured {
+            let side = try global.withConnection { c in
+                try c.execute("""
+                    select count(*) as n, coalesce(sum(total), 0)::text as total from meter.billing_invoices b
+                    join meter.invoices i on i.customer_id = b.customer_id and b.period_start < i.period_end and b.period_end > i.period_start
+                    where i.period = $1
+                    """, [period]).single()
+            }
+            print("engine: \(try side.int("n")) invoice(s) stored beside ours (meter.billing_invoices); see meterctl reconcile --period \(period)")
+        }
         print(String(format: "close %@: %d closed, %d already closed, %d without a plan in %.2f s", period, closed,
                      try rows.filter { try $0.string("outcome") == "already_closed" }.count,
                      try rows.filter { try $0.string("outcome") == "no_plan" }.count,
                      Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18))
+    }
+
+    /// Brings the billing engine to the period's end before our close: every hour of the period
+    /// synced (or the unsynced ones named, and the close refused), the engine's period-end
+    /// invoicing triggered on its test clock (--billing-test-clock), and its invoices awaited
+    /// (stored by the webhook processor of a running `meterctl serve`).
+    func alignEngine(logger: Logger) async throws {
+        let sync = try billing.sync()
+        let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
+        let c = try PGConnection(conninfo: conninfo)
+        defer { c.close() }
+        let end = try c.execute("""
+            select coalesce(max(extract(epoch from b.period_end))::bigint, 0) as e
+            from meter.customers x cross join lateral meter.billing_period(x.id, $1) b
+            where exists (select 1 from meter.billing_customers bc where bc.customer_id = x.id)
+            """, [period]).single().int("e")
+        guard end > 0 else { print("engine: no customer is linked to the engine; nothing to align"); return }
+        // A period not over yet: nothing to align, the close itself refuses with the date to wait for.
+        if try c.execute("select now() < to_timestamp($1::bigint) as early", [end]).single().bool("early") { return }
+        let unsynced = try c.execute("""
+            select x.external_id as customer, m.code as meter, o.hour::text as hour, o.state
+            from meter.sync_outbox o join meter.customers x on x.id = o.customer_id join meter.meters m on m.id = o.meter_id
+            where o.state in ('pending', 'in_flight', 'dead') and o.hour < to_timestamp($1::bigint)
+            order by 1, 2, 3 limit 20
+            """, [end]).rows
+        if !unsynced.isEmpty {
+            for r in unsynced { print("unsynced: \(try r.string("customer")) \(try r.string("meter")) \(try r.string("hour")) (\(try r.string("state")))") }
+            throw ValidationError("hours of \(period) are not synced to the engine yet (first 20 above): run meterctl sync run, or meterctl sync status")
+        }
+        let client = BillingClient(sync.api)
+        if let clock = sync.testClock {
+            let now = try await client.get("/v1/test_helpers/test_clocks/\(clock)")["frozen_time"]?.numberLexeme.flatMap { Int64($0) } ?? 0
+            if now < end + 60 {
+                _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(end + 60))],
+                                          idempotencyKey: "meter-close-\(clock)-\(end)")
+                print("engine: test clock \(clock) advanced past \(period)'s end")
+            }
+        }
+        let expected = try c.execute("select count(*) as n from meter.billing_customers where subscription_id is not null").single().int("n")
+        let deadline = ContinuousClock.now + .milliseconds(Int(engineTimeout * 1000))
+        while true {
+            let got = try c.execute("select count(*) as n from meter.billing_invoices where period_end >= to_timestamp($1::bigint) - interval '1 day' and period_end <= to_timestamp($1::bigint) + interval '1 day' and status_rank >= 2",
+                                    [end]).single().int("n")
+            if got >= expected { print("engine: \(got) finalized invoice(s) received for \(period)"); break }
+            if ContinuousClock.now > deadline {
+                throw ValidationError("the engine's invoices for \(period) did not all arrive in \(Int(engineTimeout)) s (\(got) of \(expected)); is serve running with its webhook endpoint registered?")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
     }
 }

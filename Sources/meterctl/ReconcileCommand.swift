@@ -17,6 +17,8 @@ struct Reconcile: AsyncParsableCommand {
     @Option(help: "Billing period, YYYY-MM.") var period: String
     @Option(help: "md | csv | html. Default: md") var format: String = "md"
     @Option(help: "Write the report to this file instead of stdout.") var output: String?
+    @Option(help: ArgumentHelp("How the data was produced, for the report's header (set by meterctl replay).", visibility: .hidden))
+    var source: String?
 
     func validate() throws {
         guard ["md", "csv", "html"].contains(format) else { throw ValidationError("--format must be md, csv or html; got \(format)") }
@@ -146,6 +148,7 @@ struct Reconcile: AsyncParsableCommand {
 
     func markdown(_ rows: [Row], closedAt: String) -> String {
         var s = "# Reconciliation, period \(period)\n\n"
+        if let source { s += "Data: `\(source)`. " }
         s += "Command: `meterctl reconcile --period \(period) --format md`. Source: the view `meter.reconciliation`. "
         s += "Quantities in the meter's unit; amounts in the currency's major unit.\n\n"
         s += "| " + Self.columns.map(\.title).joined(separator: " | ") + " |\n"
@@ -174,7 +177,8 @@ struct Reconcile: AsyncParsableCommand {
         s += "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
         s += "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+3),th{text-align:left}"
         s += ".MATCH{color:#176b2c}.MISMATCH{color:#b00020;font-weight:bold}</style></head><body>\n"
-        s += "<h1>Reconciliation, period \(period)</h1>\n<p>Command: <code>meterctl reconcile --period \(period) --format html</code>. "
+        s += "<h1>Reconciliation, period \(period)</h1>\n<p>" + (source.map { "Data: <code>\(esc($0))</code>. " } ?? "")
+        s += "Command: <code>meterctl reconcile --period \(period) --format html</code>. "
         s += "Source: <code>meter.reconciliation</code>. Amounts in the currency's major unit.</p>\n"
         // Chart: daily events, raw vs rolled up vs invoiced (inline SVG, no script).
         let values: [Double] = daily.flatMap { d -> [Double] in [Double(d.1) ?? 0, Double(d.2) ?? 0, Double(d.3) ?? 0] }

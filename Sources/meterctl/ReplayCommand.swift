@@ -55,7 +55,8 @@ struct Replay: AsyncParsableCommand {
         for p in s.periods {
             for f in ["md", "csv", "html"] {
                 let path = "\(output)/reconciliation-\(p).\(f)"
-                var cmd = try Reconcile.parse(["--period", p, "--format", f, "--output", path, "--database-url", conninfo])
+                let source = "meterctl replay --days \(days) --customers \(customers) --seed \(seed) --events-per-customer-day \(eventsPerCustomerDay)"
+                var cmd = try Reconcile.parse(["--period", p, "--format", f, "--output", path, "--database-url", conninfo, "--source", source])
                 do { try await cmd.run() } catch let e as ExitCode where e == ExitCode(1) { mismatch = true }
                 _ = cmd
             }
