@@ -99,6 +99,8 @@ if m plans price cli-plan --meter cli.smoke --model graduated --tiers '[{"up_to"
   echo "tiers without a final up_to null must be refused"; exit 1
 fi
 m plans list | grep -Eq "^cli-plan +eur +cli.billed +package +250 +10"
+m plans mirror "${b[@]}" | grep -q "^mirrored 2 plan price(s)"
+m plans mirror "${b[@]}" | grep -q "^mirrored 0 plan price(s)"
 this_month=$(date -u +%Y-%m)
 m customers subscribe cli-smoke --plan cli-plan --from "$this_month" | grep -q "on plan cli-plan"
 if m close --period "$this_month" 2>.meter/close-refusal.log; then echo "closing the current month must be refused"; exit 1; fi

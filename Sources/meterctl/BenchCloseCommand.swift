@@ -33,7 +33,7 @@ struct BenchClose: AsyncParsableCommand {
         try admin.execute("drop database if exists meter_bench_close with (force)")
         try admin.execute("create database meter_bench_close")
         admin.close()
-        let c = try PGConnection(conninfo: main + " dbname=meter_bench_close", statementTimeout: nil)
+        let c = try PGConnection(conninfo: databaseConninfo(main, database: "meter_bench_close"), statementTimeout: nil)
         defer { c.close() }
         _ = try c.execute("set client_min_messages = warning")
         try Migrator(sqlDirectory: sqlDir, logger: logger).migrate(c)

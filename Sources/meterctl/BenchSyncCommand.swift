@@ -49,7 +49,7 @@ struct BenchSync: AsyncParsableCommand {
         try admin.execute("drop database if exists meter_bench_sync with (force)")
         try admin.execute("create database meter_bench_sync")
         admin.close()
-        let conninfo = main + " dbname=meter_bench_sync"
+        let conninfo = databaseConninfo(main, database: "meter_bench_sync")
         let conn = try PGConnection(conninfo: conninfo, statementTimeout: nil)
         defer { conn.close() }
         _ = try conn.execute("set client_min_messages = warning")

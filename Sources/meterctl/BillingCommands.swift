@@ -263,16 +263,17 @@ struct SyncCommand: AsyncParsableCommand {
                 let b = try c.execute("select * from meter.sync_backlog").single()
                 print("pending \(try b.int("pending")), in flight \(try b.int("in_flight")), dead \(try b.int("dead")), "
                       + "oldest unsynced \(try b.string("oldest_unsynced_seconds")) s, unprocessed webhooks \(try b.int("webhooks_unprocessed"))")
-                print("customer              meter                 linked  pending  in_flight  synced  dead  oldest_unsynced")
+                print("customer              meter                 linked  pending  in_flight  synced  dead  closed  oldest_unsynced")
                 for r in try c.execute("""
-                    select customer, meter, linked, pending, in_flight, synced, dead,
+                    select customer, meter, linked, pending, in_flight, synced, dead, closed,
                            coalesce(to_char(oldest_unsynced_age, 'HH24:MI:SS'), '-') as age
                     from meter.sync_status order by customer, meter
                     """).rows {
                     func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
                     print(pad(try r.string("customer"), 22) + pad(try r.string("meter"), 22) + pad(try r.bool("linked") ? "yes" : "no", 8)
                           + pad(String(try r.int("pending")), 9) + pad(String(try r.int("in_flight")), 11)
-                          + pad(String(try r.int("synced")), 8) + pad(String(try r.int("dead")), 6) + (try r.string("age")))
+                          + pad(String(try r.int("synced")), 8) + pad(String(try r.int("dead")), 6)
+                          + pad(String(try r.int("closed")), 8) + (try r.string("age")))
                 }
             }
         }

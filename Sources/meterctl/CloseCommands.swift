@@ -7,7 +7,36 @@ import MeterCore
 struct Plans: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage plans: a currency and a price per meter (per_unit, package, graduated, volume).",
-        subcommands: [Add.self, Price.self, List.self])
+        subcommands: [Add.self, Price.self, List.self, Mirror.self])
+
+    struct Mirror: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the billing engine's price objects mirroring the plans' prices (those not mirrored yet).",
+            discussion: """
+                per_unit → unit_amount_decimal; package → transform_quantity (divide_by, round up); graduated and \
+                volume → tiers. aggregate_usage is max for max meters, else sum. unique_count meters are not \
+                mirrored: the engine can only sum or max hourly records, and the period-wide distinct count is \
+                billed by meter's close. Customers linked afterwards get their plan's engine price.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var billing: BillingAPIOptions
+        func run() async throws {
+            _ = global.bootstrapLogging(defaultLevel: .warning)
+            let sync = try billing.sync()
+            let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
+            let c = try PGConnection(conninfo: conninfo)
+            defer { c.close() }
+            let meters = try c.execute("""
+                select m.code from meter.meters m
+                where (select v.aggregation from meter.meter_version_ranges v where v.meter_id = m.id
+                       order by v.version desc limit 1) <> 'unique_count'
+                """).rows.map { try $0.string("code") }
+            let before = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
+            try await ReplayRunner.mirrorPlans(c, client: BillingClient(sync.api), engineMeters: meters)
+            let after = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
+            print("mirrored \(after - before) plan price(s); \(after) in all have an engine price")
+        }
+    }
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a plan (or rename it; its currency is fixed).")

@@ -95,3 +95,14 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 }
 
 struct ValidationFailure: Error, CustomStringConvertible { let description: String }
+
+/// The same server and credentials, another database: for libpq key/value strings (the last
+/// dbname wins) and for postgres:// URLs (the path is the database).
+func databaseConninfo(_ conninfo: String, database: String) -> String {
+    if conninfo.hasPrefix("postgres://") || conninfo.hasPrefix("postgresql://"),
+       var url = URLComponents(string: conninfo) {
+        url.path = "/" + database
+        return url.string ?? conninfo
+    }
+    return conninfo + " dbname=" + database
+}

@@ -39,7 +39,7 @@ struct Replay: AsyncParsableCommand {
         try admin.execute("drop database if exists meter_replay with (force)")
         try admin.execute("create database meter_replay")
         admin.close()
-        let conninfo = main + " dbname=meter_replay"
+        let conninfo = databaseConninfo(main, database: "meter_replay")
         var options = ReplayOptions()
         options.days = days
         options.customers = customers

@@ -20,7 +20,7 @@
 --                              quantity differs, engine amount differs, amount difference)
 create or replace view meter.reconciliation as
 with lines as (
-    select i.id as invoice_id, i.period, i.period_start, i.period_end, i.customer_id, i.currency, i.plan_id,
+    select i.id as invoice_id, i.period, i.period_start, i.period_end, i.closed_at, i.customer_id, i.currency, i.plan_id,
            l.meter_id, l.event_count, l.quantity, l.amount
     from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id and l.kind = 'usage'
 ),
@@ -29,11 +29,7 @@ figures as (
            raw.raw_events, raw.raw_quantity, raw.duplicates_rejected,
            u.quantity as rollup_quantity, u.event_count as rollup_events,
            adj.n as adj_events, adj.q as adj_quantity, adj.a as adj_amount,
-           (select pg_catalog.count(*) from meter.late_after_close lc
-             where lc.customer = c.external_id and lc.meter = m.code and lc.period = li.period) as late_after_close,
-           (select pg_catalog.count(*) from meter.late_after_close lc
-             where lc.customer = c.external_id and lc.meter = m.code and lc.period = li.period
-               and lc.adjusted_on is null) as late_unadjusted,
+           late.n as late_after_close, late.unadjusted as late_unadjusted,
            sy.synced_quantity, sy.unsynced_hours, sy.dead_hours,
            eng.quantity as engine_invoice_quantity, eng.amount as engine_invoice_amount
     from lines li
@@ -60,6 +56,25 @@ figures as (
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
           and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
     ) raw
+    -- late after close (as meter.late_after_close counts them, computed here per line from the
+    -- (customer, meter, occurred_at) index): arrivals after the close, and those no later close of
+    -- the customer has seen yet
+    cross join lateral (
+        select pg_catalog.count(*) as n,
+               pg_catalog.count(*) filter (where not exists (
+                   select 1 from meter.invoices ai
+                   where ai.customer_id = li.customer_id and ai.period_start > li.period_start
+                     and ai.closed_at > x.arrived_at)) as unadjusted
+        from meter.events e
+        cross join lateral (
+            select e.received_at as arrived_at where e.received_at > li.closed_at
+            union all
+            select xc.cancelled_at from meter.event_cancellations xc
+            where xc.event_id = e.id and xc.cancelled_at > li.closed_at
+        ) x
+        where e.customer_id = li.customer_id and e.meter_id = li.meter_id
+          and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
+    ) late
     cross join lateral (
         select coalesce(pg_catalog.sum(a.event_count), 0) as n, coalesce(pg_catalog.sum(a.quantity), 0) as q,
                coalesce(pg_catalog.sum(a.amount), 0) as a
