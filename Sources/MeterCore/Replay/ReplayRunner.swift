@@ -327,23 +327,40 @@ final class ReplaySender: Sendable {
     let token: String
     init(port: Int, token: String) { self.port = port; self.token = token }
 
-    struct Counts { var accepted = 0, duplicates = 0, rejected = 0 }
+    struct Counts: Sendable { var accepted = 0, duplicates = 0, rejected = 0 }
+
+    /// Connections sending at once (each on its own thread, batches dealt round-robin). Which
+    /// copy of a duplicated event arrives first may vary; what is stored does not.
+    static let connections = 4
 
     func send(_ events: [ReplayEvent]) async throws -> Counts {
         let batches = stride(from: 0, to: events.count, by: 500).map { Array(events[$0..<min($0 + 500, events.count)]) }
         let (port, token) = (port, token)
-        return try await onDedicatedThread("replay-send") {
-            let client = LoadClient(port: port)
-            var counts = Counts()
-            for b in batches {
-                let body = "[" + b.map(\.apiJSON).joined(separator: ",") + "]"
-                let json = try Self.post(client, "/v1/events", body, token)
-                let s = json["summary"]
-                counts.accepted += Int(s?["accepted"]?.numberLexeme ?? "0") ?? 0
-                counts.duplicates += Int(s?["duplicate"]?.numberLexeme ?? "0") ?? 0
-                counts.rejected += Int(s?["rejected"]?.numberLexeme ?? "0") ?? 0
+        return try await withThrowingTaskGroup(of: Counts.self) { group in
+            for lane in 0..<Self.connections {
+                let mine = stride(from: lane, to: batches.count, by: Self.connections).map { batches[$0] }
+                if mine.isEmpty { continue }
+                group.addTask {
+                    try await onDedicatedThread("replay-send-\(lane)") {
+                        let client = LoadClient(port: port)
+                        var counts = Counts()
+                        for b in mine {
+                            let body = "[" + b.map(\.apiJSON).joined(separator: ",") + "]"
+                            let json = try Self.post(client, "/v1/events", body, token)
+                            let s = json["summary"]
+                            counts.accepted += Int(s?["accepted"]?.numberLexeme ?? "0") ?? 0
+                            counts.duplicates += Int(s?["duplicate"]?.numberLexeme ?? "0") ?? 0
+                            counts.rejected += Int(s?["rejected"]?.numberLexeme ?? "0") ?? 0
+                        }
+                        return counts
+                    }
+                }
             }
-            return counts
+            var total = Counts()
+            for try await c in group {
+                total.accepted += c.accepted; total.duplicates += c.duplicates; total.rejected += c.rejected
+            }
+            return total
         }
     }
 
