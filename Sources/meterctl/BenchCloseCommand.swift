@@ -37,7 +37,6 @@ struct BenchClose: AsyncParsableCommand {
         defer { c.close() }
         _ = try c.execute("set client_min_messages = warning")
         try Migrator(sqlDirectory: sqlDir, logger: logger).migrate(c)
-        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
         let period = try c.execute("select to_char(date_trunc('month', now(), 'UTC') - interval '2 months', 'YYYY-MM') as p").single().string("p")
         print("setup: \(customers) customers, \(eventsPerCustomer) events per customer and meter in \(period)")
@@ -64,7 +63,7 @@ struct BenchClose: AsyncParsableCommand {
             """, [period, eventsPerCustomer])
         _ = try Rollup.drain(c, maxEvents: 1_000_000)
         print(String(format: "setup: %d events written and rolled up in %.1f s", customers * eventsPerCustomer * 2,
-                     seconds(ContinuousClock.now - t0)))
+                     (ContinuousClock.now - t0).seconds))
 
         // Baseline: what the close reads, as one read-only query.
         let t1 = ContinuousClock.now
@@ -80,13 +79,13 @@ struct BenchClose: AsyncParsableCommand {
                 where r.hour >= b.period_start and r.hour < b.period_end
                 group by r.customer_id, r.meter_id, b.period_start, b.period_end) x
             """, [period]).single().int("n")
-        let baseline = seconds(ContinuousClock.now - t1)
+        let baseline = (ContinuousClock.now - t1).seconds
         print(String(format: "baseline: %d customer/meter figures read in %.2f s", baselineRows, baseline))
 
         let t2 = ContinuousClock.now
         let closed = try c.execute("select count(*) filter (where outcome = 'closed') as n from meter.close_period($1)", [period])
             .single().int("n")
-        let close = seconds(ContinuousClock.now - t2)
+        let close = (ContinuousClock.now - t2).seconds
         print(String(format: "close: %d customers closed in %.2f s (%.0f customers/s); baseline %.2f s; ratio %.2f",
                      closed, close, Double(closed) / close, baseline, close / baseline))
         let again = try c.execute("select count(*) filter (where outcome = 'already_closed') as n from meter.close_period($1)", [period])
@@ -96,7 +95,7 @@ struct BenchClose: AsyncParsableCommand {
         let statuses = try c.execute("select status, count(*) as n from meter.reconciliation where period = $1 group by 1 order by 1", [period])
             .rows.map { "\(try $0.string("status")): \(try $0.int("n"))" }
         print(String(format: "second close: %d already closed, %d invoice lines in all; reconciliation (%.2f s): %@", again, lines,
-                     seconds(ContinuousClock.now - t3), statuses.joined(separator: ", ")))
+                     (ContinuousClock.now - t3).seconds, statuses.joined(separator: ", ")))
         if again != closed || statuses.count != 1 || !statuses[0].hasPrefix("MATCH") { throw ExitCode.failure }
     }
 }

@@ -74,7 +74,7 @@ struct BenchIngest: AsyncParsableCommand {
             config.port = service.port ?? 0
             config.limits.maxBatchEvents = max(config.limits.maxBatchEvents, batchSize)
             config.expectedLedger = try MeterServer.expectedLedger(conninfo: conninfo, sqlDir: sqlDir)
-            let started = try await startInProcessServer(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
+            let started = try await MeterServer.start(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
             port = started.port
             server = started.stop
         }

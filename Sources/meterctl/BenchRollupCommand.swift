@@ -170,7 +170,7 @@ struct BenchRollup: AsyncParsableCommand {
         config.port = 0
         config.expectedLedger = try MeterServer.expectedLedger(conninfo: conninfo, sqlDir: sqlDir)
         if config.rollup == nil { throw ValidationError("the freshness phase needs the rollup loop: drop --no-rollup") }
-        let server = try await startInProcessServer(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
+        let server = try await MeterServer.start(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
         defer { Task { await server.stop() } }
         let port = server.port
 

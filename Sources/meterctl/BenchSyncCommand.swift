@@ -56,16 +56,10 @@ struct BenchSync: AsyncParsableCommand {
         try Migrator(sqlDirectory: sqlDir, logger: logger).migrate(conn)
 
         // The engine, in this process.
-        let handle = MeterServer.Handle()
-        let portBox = PortBox()
         var mockConfig = BillingMockConfiguration()
         mockConfig.port = 0
-        let mock = Task {
-            try await BillingMockServer.run(config: mockConfig, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger,
-                                            handleSignals: false, handle: handle) { p in portBox.set(p) }
-        }
-        let port = try await portBox.wait()
-        let base = "http://127.0.0.1:\(port)"
+        let engine = try await BillingMockServer.start(config: mockConfig, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger)
+        let base = "http://127.0.0.1:\(engine.port)"
         var api = BillingAPIConfiguration(baseURL: base, apiKey: "sk_test_bench")
         api.timeout = .seconds(10)
         let client = BillingClient(api)
@@ -73,13 +67,11 @@ struct BenchSync: AsyncParsableCommand {
             try await measure(conn: conn, conninfo: conninfo, base: base, client: client, logger: logger)
         } catch {
             await client.shutdown()
-            await handle.stop()
-            _ = try? await mock.value
+            await engine.stop()
             throw error
         }
         await client.shutdown()
-        await handle.stop()
-        _ = try? await mock.value
+        await engine.stop()
     }
 
     func measure(conn: PGConnection, conninfo: String, base: String, client: BillingClient, logger: Logger) async throws {
@@ -145,7 +137,7 @@ struct BenchSync: AsyncParsableCommand {
                 if next < calls { add(next); next += 1 }
             }
         }
-        let baselineSeconds = seconds(ContinuousClock.now - t0)
+        let baselineSeconds = (ContinuousClock.now - t0).seconds
         let baselineRate = Double(baselineCalls) / baselineSeconds
         print(String(format: "baseline: %.0f calls/s (%.2f s)", baselineRate, baselineSeconds))
 
@@ -170,7 +162,7 @@ struct BenchSync: AsyncParsableCommand {
             sent += r.succeeded
             if ContinuousClock.now - lastPrint >= .seconds(5) {
                 lastPrint = ContinuousClock.now
-                print(String(format: "drain: %d/%d hours synced (%.0f s)", sent, hours, seconds(ContinuousClock.now - t1)))
+                print(String(format: "drain: %d/%d hours synced (%.0f s)", sent, hours, (ContinuousClock.now - t1).seconds))
             }
             if r.claimed == 0 {
                 let left = try conn.execute("select count(*) as n from meter.sync_outbox where state <> 'synced'").single().int("n")
@@ -178,7 +170,7 @@ struct BenchSync: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(20))  // hours still in backoff
             }
         }
-        let drainSeconds = seconds(ContinuousClock.now - t1)
+        let drainSeconds = (ContinuousClock.now - t1).seconds
         let rate = Double(hours) / drainSeconds
         // The engine's totals against the rollups, hour by hour, for every customer.
         let mismatches = try conn.execute("""
@@ -194,7 +186,6 @@ struct BenchSync: AsyncParsableCommand {
         if mismatches != 0 { throw ExitCode.failure }
     }
 
-    func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     func setFaults(_ base: String, _ json: String) async throws {
         let url = URL(string: base + "/admin/faults")!
@@ -202,19 +193,5 @@ struct BenchSync: AsyncParsableCommand {
         r.httpMethod = "POST"
         r.httpBody = Data(json.utf8)
         _ = try await URLSession.shared.data(for: r)
-    }
-}
-
-/// The port a server reports once listening.
-final class PortBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var port: Int?
-    func set(_ p: Int) { lock.withLock { port = p } }
-    func wait() async throws -> Int {
-        for _ in 0..<300 {
-            if let p = lock.withLock({ port }) { return p }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw ValidationError("the mock engine did not start")
     }
 }

@@ -235,7 +235,7 @@ struct SyncCommand: AsyncParsableCommand {
                 }
             } catch { await client.shutdown(); await pool.shutdown(); throw error }
             await client.shutdown(); await pool.shutdown()
-            let s = Double((ContinuousClock.now - started).components.seconds) + Double((ContinuousClock.now - started).components.attoseconds) / 1e18
+            let s = (ContinuousClock.now - started).seconds
             print("sync: \(total.succeeded) hour(s) sent, \(total.failed) failed, \(total.dead) dead in " + String(format: "%.2f s", s))
         }
     }

@@ -32,7 +32,7 @@ struct Plans: AsyncParsableCommand {
                        order by v.version desc limit 1) <> 'unique_count'
                 """).rows.map { try $0.string("code") }
             let before = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
-            try await ReplayRunner.mirrorPlans(c, client: BillingClient(sync.api), engineMeters: meters)
+            try await PlanMirror.mirror(c, client: BillingClient(sync.api), engineMeters: meters)
             let after = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
             print("mirrored \(after - before) plan price(s); \(after) in all have an engine price")
         }
@@ -147,7 +147,7 @@ struct Close: AsyncParsableCommand {
         print(String(format: "close %@: %d closed, %d already closed, %d without a plan in %.2f s", period, closed,
                      try rows.filter { try $0.string("outcome") == "already_closed" }.count,
                      try rows.filter { try $0.string("outcome") == "no_plan" }.count,
-                     Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18))
+                     d.seconds))
     }
 
     /// Brings the billing engine to the period's end before our close: every hour of the period

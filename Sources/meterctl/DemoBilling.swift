@@ -10,26 +10,14 @@ struct DemoBilling {
     static let pricedMeters = [("api_calls", "0.02"), ("storage_gb_hours", "1.5")]
     let base: String
     let client: BillingClient
-    let handle: MeterServer.Handle
-    let task: Task<Void, any Error>
+    let engine: InProcessServer
     let priced: String
 
     static func start(conninfo: String, sqlDir: String, logger: Logger) async throws -> DemoBilling {
-        let handle = MeterServer.Handle()
-        let (stream, cont) = AsyncStream.makeStream(of: Int.self)
         var config = BillingMockConfiguration()
         config.port = 0
-        let task = Task {
-            try await BillingMockServer.run(config: config, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger,
-                                            handleSignals: false, handle: handle) { p in cont.yield(p); cont.finish() }
-        }
-        var port = 0
-        for await p in stream { port = p }
-        guard port > 0 else {
-            _ = try await task.value
-            throw ValidationError("the mock billing engine did not start")
-        }
-        let base = "http://127.0.0.1:\(port)"
+        let engine = try await BillingMockServer.start(config: config, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger)
+        let base = "http://127.0.0.1:\(engine.port)"
         let client = BillingClient(BillingAPIConfiguration(baseURL: base, apiKey: "sk_test_meter_demo"))
         var notes: [String] = []
         do {
@@ -53,16 +41,15 @@ struct DemoBilling {
                 notes.append("\(meter) priced at \(unit) cent/unit (\(price))")
             }
         } catch {
-            await client.shutdown(); await handle.stop(); _ = try? await task.value
+            await client.shutdown(); await engine.stop()
             throw error
         }
-        return DemoBilling(base: base, client: client, handle: handle, task: task, priced: notes.joined(separator: ", "))
+        return DemoBilling(base: base, client: client, engine: engine, priced: notes.joined(separator: ", "))
     }
 
     func stop() async {
         await client.shutdown()
-        await handle.stop()
-        _ = try? await task.value
+        await engine.stop()
     }
 
     /// This month, per seeded customer and priced meter: the rolled-up total, what the outbox

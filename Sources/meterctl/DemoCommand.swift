@@ -3,23 +3,6 @@ import Foundation
 import Logging
 import MeterCore
 
-/// Starts a server in this process on a free port and returns it with a way to stop it.
-func startInProcessServer(config: ServeConfiguration, conninfo: String, poolSize: Int,
-                          logger: Logger) async throws -> (port: Int, stop: @Sendable () async -> Void) {
-    let (stream, cont) = AsyncStream.makeStream(of: Int.self)
-    let handle = MeterServer.Handle()
-    let task = Task {
-        try await MeterServer.run(config: config, conninfo: conninfo, poolSize: poolSize, logger: logger,
-                                  handleSignals: false, handle: handle,
-                                  onRunning: { port in cont.yield(port); cont.finish() })
-    }
-    for await port in stream {
-        return (port, { await handle.stop(); _ = try? await task.value })
-    }
-    _ = try await task.value
-    throw ValidationFailure(description: "server stopped before listening")
-}
-
 struct Demo: AsyncParsableCommand {
     /// The UTC hour `offset` hours from now, as RFC 3339 (whole hour).
     static func hourText(_ offset: Int) -> String {
@@ -74,8 +57,8 @@ struct Demo: AsyncParsableCommand {
         sync.interval = .milliseconds(200)
         sync.backoffCap = .seconds(5)
         config.sync = sync
-        let (port, server) = try await startInProcessServer(config: config, conninfo: conninfo,
-                                                            poolSize: service.pool, logger: logger)
+        let started = try await MeterServer.start(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
+        let (port, server) = (started.port, started.stop)
         print("service:    http://127.0.0.1:\(port) (POST /v1/events), its rollup loop and billing sync")
         let n = events
         let customers = seed.customers.map(\.externalID)

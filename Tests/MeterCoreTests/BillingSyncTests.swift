@@ -148,16 +148,10 @@ final class BillingSyncTests: XCTestCase {
         serve.port = 0
         serve.sync = env.sync
         serve.rollup?.interval = .milliseconds(100)
-        let handle = MeterServer.Handle()
-        let port = RollupDB.Box<Int>()
-        let server = Task {
-            try await MeterServer.run(config: serve, conninfo: env.db.info, poolSize: 4, logger: TestDatabase.logger,
-                                      handleSignals: false, handle: handle) { p in port.value = p }
-        }
-        defer { Task { await handle.stop(); _ = try? await server.value } }
-        try RollupDB.waitUntil("serve listens") { port.value != nil }
+        let server = try await MeterServer.start(config: serve, conninfo: env.db.info, poolSize: 4, logger: TestDatabase.logger)
+        defer { Task { await server.stop() } }
         let endpoint = try await env.client.post("/v1/webhook_endpoints", [
-            ("url", "http://127.0.0.1:\(port.value!)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
+            ("url", "http://127.0.0.1:\(server.port)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
             ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
         ], idempotencyKey: UUID().uuidString)
         try await env.waitSynced(c, timeout: 30)
@@ -204,8 +198,7 @@ final class BillingSyncTests: XCTestCase {
 /// A fresh database, the mock engine on a free port, a test clock, a priced meter.
 final class BillingEnv: @unchecked Sendable {
     let db: RollupDB
-    let mockHandle: MeterServer.Handle
-    let mockTask: Task<Void, any Error>
+    let engine: InProcessServer
     let base: String
     let client: BillingClient
     let pool: PGPool
@@ -214,26 +207,21 @@ final class BillingEnv: @unchecked Sendable {
     /// Test hours (RollupDB numbering) inside the current calendar month.
     let hours: [Int]
 
-    private init(db: RollupDB, mockHandle: MeterServer.Handle, mockTask: Task<Void, any Error>, base: String,
+    private init(db: RollupDB, engine: InProcessServer, base: String,
                  client: BillingClient, pool: PGPool, sync: SyncConfiguration, clock: String, hours: [Int]) {
-        self.db = db; self.mockHandle = mockHandle; self.mockTask = mockTask; self.base = base
+        self.db = db; self.engine = engine; self.base = base
         self.client = client; self.pool = pool; self.sync = sync; self.clock = clock; self.hours = hours
     }
 
     static func start(_ tag: String) async throws -> BillingEnv {
         let db = try RollupDB.make(tag)
-        let handle = MeterServer.Handle()
-        let port = RollupDB.Box<Int>()
         var config = BillingMockConfiguration()
         config.port = 0
         config.webhookRetryBase = .milliseconds(100)
         config.webhookPoll = .milliseconds(50)
-        let task = Task {
-            try await BillingMockServer.run(config: config, conninfo: db.info, sqlDirectory: TestDatabase.sqlDir,
-                                            logger: TestDatabase.logger, handleSignals: false, handle: handle) { p in port.value = p }
-        }
-        try RollupDB.waitUntil("the mock listens") { port.value != nil }
-        let base = "http://127.0.0.1:\(port.value!)"
+        let engine = try await BillingMockServer.start(config: config, conninfo: db.info, sqlDirectory: TestDatabase.sqlDir,
+                                                       logger: TestDatabase.logger)
+        let base = "http://127.0.0.1:\(engine.port)"
         var api = BillingAPIConfiguration(baseURL: base, apiKey: "sk_test_meter")
         api.timeout = .seconds(2)
         let client = BillingClient(api)
@@ -261,15 +249,14 @@ final class BillingEnv: @unchecked Sendable {
         sync.interval = .milliseconds(100)
         sync.lease = .seconds(6)
         let pool = PGPool(conninfo: db.info, maxConnections: 6, logger: TestDatabase.logger)
-        return BillingEnv(db: db, mockHandle: handle, mockTask: task, base: base, client: client, pool: pool, sync: sync,
+        return BillingEnv(db: db, engine: engine, base: base, client: client, pool: pool, sync: sync,
                           clock: clock, hours: hours)
     }
 
     func stop() async {
         await client.shutdown()
         await pool.shutdown()
-        await mockHandle.stop()
-        _ = try? await mockTask.value
+        await engine.stop()
     }
 
     func epoch(_ hour: Int) -> Int64 { Int64(db.base.timeIntervalSince1970) - Int64(hour) * 3600 }
@@ -358,16 +345,11 @@ final class BillingMockRestartTests: XCTestCase {
         await env.stop()
 
         // A second engine process on the same schema.
-        let handle = MeterServer.Handle()
-        let port = RollupDB.Box<Int>()
         var config = BillingMockConfiguration()
         config.port = 0
-        let task = Task {
-            try await BillingMockServer.run(config: config, conninfo: env.db.info, sqlDirectory: TestDatabase.sqlDir,
-                                            logger: TestDatabase.logger, handleSignals: false, handle: handle) { p in port.value = p }
-        }
-        try RollupDB.waitUntil("the restarted mock listens") { port.value != nil }
-        let client = BillingClient(BillingAPIConfiguration(baseURL: "http://127.0.0.1:\(port.value!)", apiKey: "sk_test_meter"))
+        let restarted = try await BillingMockServer.start(config: config, conninfo: env.db.info, sqlDirectory: TestDatabase.sqlDir,
+                                                          logger: TestDatabase.logger)
+        let client = BillingClient(BillingAPIConfiguration(baseURL: "http://127.0.0.1:\(restarted.port)", apiKey: "sk_test_meter"))
         let again = try await client.get("/v1/customers/\(id)")
         XCTAssertEqual(again["name"]?.stringValue, "Kept")
         let replay = try await client.post("/v1/customers", [("name", "Kept")], idempotencyKey: "restart-key-1")
@@ -375,7 +357,6 @@ final class BillingMockRestartTests: XCTestCase {
         let c = try PGConnection(conninfo: env.db.info)
         defer { c.close() }
         XCTAssertEqual(try c.execute("select count(*) as n from billing_mock.objects where object = 'customer'").single().int("n"), 1)
-        await handle.stop()
-        _ = try? await task.value
+        await restarted.stop()
     }
 }

@@ -44,7 +44,7 @@ public struct SyncPassResult: Sendable {
 
 public enum BillingSync {
     static func seconds(_ d: Duration) -> String {
-        String(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) + " seconds"
+        String(d.seconds) + " seconds"
     }
 
     // MARK: links

@@ -97,8 +97,8 @@ final class MockWebhookSender: Service, @unchecked Sendable {
         let ok = status.map { (200..<300).contains($0) } ?? false
         metrics.deliveries(ok ? "delivered" : "failed").increment()
         // Exponential backoff: base * 2^(attempts-1), capped.
-        let base = Double(config.webhookRetryBase.components.seconds) + Double(config.webhookRetryBase.components.attoseconds) / 1e18
-        let cap = Double(config.webhookRetryCap.components.seconds)
+        let base = config.webhookRetryBase.seconds
+        let cap = config.webhookRetryCap.seconds
         let delay = min(cap, base * pow(2, Double(max(d.attempts - 1, 0))))
         let (finalStatus, finalFailure) = (status, failure)
         do {

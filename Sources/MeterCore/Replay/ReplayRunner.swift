@@ -5,7 +5,6 @@
 // webhooks), our close, and late-after-close events. The month after the window is closed too, so
 // the late events land as adjustments. Progress is printed all along.
 
-import Crypto
 import Foundation
 import Logging
 
@@ -102,31 +101,24 @@ public enum ReplayRunner {
         try c.execute("select meter.create_api_key('replay', $1)", [token])
 
         // The engine, on a test clock at the window's start; our plans mirrored as its prices.
-        let mockHandle = MeterServer.Handle()
-        let mockPort = ReplayBox<Int>()
         var mockConfig = BillingMockConfiguration()
         mockConfig.port = 0
         mockConfig.webhookRetryBase = .milliseconds(200)
         mockConfig.webhookPoll = .milliseconds(50)
-        let mock = Task {
-            try await BillingMockServer.run(config: mockConfig, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger,
-                                            handleSignals: false, handle: mockHandle) { p in mockPort.set(p) }
-        }
-        let serveHandle = MeterServer.Handle()
-        let servePort = ReplayBox<Int>()
-        var serveTask: Task<Void, any Error>?
+        let engine = try await BillingMockServer.start(config: mockConfig, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger)
+        var service: InProcessServer?
         func stopAll() async {
-            await serveHandle.stop(); _ = try? await serveTask?.value
-            await mockHandle.stop(); _ = try? await mock.value
+            await service?.stop()
+            await engine.stop()
         }
         do {
-            let base = "http://127.0.0.1:\(try await mockPort.wait())"
+            let base = "http://127.0.0.1:\(engine.port)"
             var api = BillingAPIConfiguration(baseURL: base, apiKey: "sk_test_replay")
             api.timeout = .seconds(10)
             let client = BillingClient(api)
             let clock = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(start)), ("name", "replay")],
                                               idempotencyKey: "replay-clock-\(o.seed)-\(start)")["id"]!.stringValue!
-            try await mirrorPlans(c, client: client, engineMeters: ["api_calls", "storage_gb", "peak_seats"])
+            try await PlanMirror.mirror(c, client: client, engineMeters: ["api_calls", "storage_gb", "peak_seats"])
             for m in ["api_calls", "storage_gb", "peak_seats"] {
                 let price = try c.execute("""
                     select pp.engine_price_id from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id
@@ -149,11 +141,9 @@ public enum ReplayRunner {
             sync.backoffCap = .seconds(2)
             sync.interval = .milliseconds(200)
             serve.sync = sync
-            serveTask = Task {
-                try await MeterServer.run(config: serve, conninfo: conninfo, poolSize: 8, logger: logger, handleSignals: false,
-                                          handle: serveHandle) { p in servePort.set(p) }
-            }
-            let port = try await servePort.wait()
+            let server = try await MeterServer.start(config: serve, conninfo: conninfo, poolSize: 8, logger: logger)
+            service = server
+            let port = server.port
             let endpoint = try await client.post("/v1/webhook_endpoints", [
                 ("url", "http://127.0.0.1:\(port)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
                 ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
@@ -256,48 +246,8 @@ public enum ReplayRunner {
             throw error
         }
         await stopAll()
-        let elapsed = ContinuousClock.now - started
-        summary.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        summary.seconds = (ContinuousClock.now - started).seconds
         return summary
-    }
-
-    /// Every engine-billed plan price without a mirror gets an engine price (per_unit, package via
-    /// transform_quantity, graduated and volume tiers), recorded with meter.plan_price_mirror_record.
-    public static func mirrorPlans(_ c: PGConnection, client: BillingClient, engineMeters: [String]) async throws {
-        let rows = try c.execute("""
-            select p.code as plan, p.currency, m.code as meter, pp.model, trim_scale(pp.unit_amount)::text as unit,
-                   trim_scale(pp.package_size)::text as package, pp.tiers::text as tiers,
-                   (select v.aggregation from meter.meter_version_ranges v where v.meter_id = m.id order by v.version desc limit 1) as aggregation
-            from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id join meter.meters m on m.id = pp.meter_id
-            where pp.engine_price_id is null and m.code = any ($1::text[]) order by p.code, m.code
-            """, ["{" + engineMeters.joined(separator: ",") + "}"]).rows
-        for r in rows {
-            let plan = try r.string("plan"), meter = try r.string("meter"), model = try r.string("model")
-            var params: [(String, String)] = [
-                ("currency", try r.string("currency")), ("product_data[name]", "\(plan) \(meter)"), ("nickname", "\(plan)/\(meter)"),
-                ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
-                ("recurring[aggregate_usage]", try r.string("aggregation") == "max" ? "max" : "sum"),
-            ]
-            switch model {
-            case "per_unit": params.append(("unit_amount_decimal", try r.string("unit")))
-            case "package":
-                params += [("unit_amount_decimal", try r.string("unit")), ("transform_quantity[divide_by]", try r.string("package")),
-                           ("transform_quantity[round]", "up")]
-            default:
-                params += [("billing_scheme", "tiered"), ("tiers_mode", model)]
-                let tiers = try JSONParser.parse(try r.string("tiers")).arrayValue ?? []
-                for (i, t) in tiers.enumerated() {
-                    params.append(("tiers[\(i)][up_to]", t["up_to"]?.numberLexeme ?? "inf"))
-                    params.append(("tiers[\(i)][unit_amount_decimal]", t["unit_amount"]?.numberLexeme ?? "0"))
-                    if let f = t["flat_amount"]?.numberLexeme { params.append(("tiers[\(i)][flat_amount_decimal]", f)) }
-                }
-            }
-            // The same parameters always give the same key (a retry replays, never duplicates).
-            let digest = SHA256.hash(data: Array(params.map { $0.0 + "=" + $0.1 }.joined(separator: "&").utf8))
-            let key = "meter-plan-price-\(plan)-\(meter)-" + digest.prefix(8).map { Hex.byte($0) }.joined()
-            let price = try await client.post("/v1/prices", params, idempotencyKey: key)
-            try c.execute("select meter.plan_price_mirror_record($1, $2, $3)", [plan, meter, price["id"]!.stringValue!])
-        }
     }
 
     /// Waits until rollups and the sync have caught up with everything committed.
@@ -392,19 +342,5 @@ final class ReplaySender: Sendable {
             Thread.sleep(forTimeInterval: min(0.05 * Double(1 << min(attempt, 6)), 2))
         }
         throw ReplayRunner.Failure(description: "POST \(path) failed: \(last)")
-    }
-}
-
-/// A value set once by another task (a server's port).
-final class ReplayBox<T: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T?
-    func set(_ v: T) { lock.withLock { value = v } }
-    func wait() async throws -> T {
-        for _ in 0..<500 {
-            if let v = lock.withLock({ value }) { return v }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw ReplayRunner.Failure(description: "a server did not start")
     }
 }
