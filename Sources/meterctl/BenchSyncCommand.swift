@@ -66,11 +66,9 @@ struct BenchSync: AsyncParsableCommand {
         do {
             try await measure(conn: conn, conninfo: conninfo, base: base, client: client, logger: logger)
         } catch {
-            await client.shutdown()
             await engine.stop()
             throw error
         }
-        await client.shutdown()
         await engine.stop()
     }
 

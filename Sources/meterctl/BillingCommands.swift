@@ -94,7 +94,6 @@ struct BillingCommand: AsyncParsableCommand {
             if price == nil {
                 let sync = try billing.sync()
                 let client = BillingClient(sync.api)
-                defer { Task { await client.shutdown() } }
                 let pool = PGPool(conninfo: conninfo, maxConnections: 1, logger: logger)
                 let aggregation = try await pool.withConnection { c in
                     try c.execute("""
@@ -143,9 +142,9 @@ struct BillingCommand: AsyncParsableCommand {
                 }
                 print("link: \(total) pair(s) linked")
             } catch {
-                await client.shutdown(); await pool.shutdown(); throw error
+                await pool.shutdown(); throw error
             }
-            await client.shutdown(); await pool.shutdown()
+            await pool.shutdown()
         }
     }
 
@@ -160,14 +159,10 @@ struct BillingCommand: AsyncParsableCommand {
             _ = global.bootstrapLogging(defaultLevel: .warning)
             let sync = try billing.sync()
             let client = BillingClient(sync.api)
-            let v: JSONValue
-            do {
-                v = try await client.post("/v1/webhook_endpoints", [
-                    ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
-                    ("enabled_events[2]", "invoice.paid"),
-                ], idempotencyKey: "meter-endpoint-\(url)")
-            } catch { await client.shutdown(); throw error }
-            await client.shutdown()
+            let v = try await client.post("/v1/webhook_endpoints", [
+                ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
+                ("enabled_events[2]", "invoice.paid"),
+            ], idempotencyKey: "meter-endpoint-\(url)")
             guard let secret = v["secret"]?.stringValue else { throw ValidationError("the engine returned no secret") }
             try global.withConnection { c in
                 _ = try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict (secret) do nothing", [secret])
@@ -233,8 +228,8 @@ struct SyncCommand: AsyncParsableCommand {
                 total = try await BillingSync.drain(pool: pool, client: client, config: sync, logger: logger) { t in
                     print("linked \(t.linked), claimed \(t.claimed): \(t.succeeded) sent, \(t.failed) failed (\(t.dead) dead)")
                 }
-            } catch { await client.shutdown(); await pool.shutdown(); throw error }
-            await client.shutdown(); await pool.shutdown()
+            } catch { await pool.shutdown(); throw error }
+            await pool.shutdown()
             let s = (ContinuousClock.now - started).seconds
             print("sync: \(total.succeeded) hour(s) sent, \(total.failed) failed, \(total.dead) dead in " + String(format: "%.2f s", s))
         }

@@ -41,14 +41,13 @@ struct DemoBilling {
                 notes.append("\(meter) priced at \(unit) cent/unit (\(price))")
             }
         } catch {
-            await client.shutdown(); await engine.stop()
+            await engine.stop()
             throw error
         }
         return DemoBilling(base: base, client: client, engine: engine, priced: notes.joined(separator: ", "))
     }
 
     func stop() async {
-        await client.shutdown()
         await engine.stop()
     }
 

@@ -132,7 +132,6 @@ final class BillingSyncTests: XCTestCase {
         try await Task.sleep(for: .seconds(3))
         let totals = try await env.engineTotals()
         XCTAssertEqual(totals[env.epoch(h)], "12", "revision 2's total stays: the late revision-1 request was replayed, not applied")
-        await impatient.shutdown()
         try await env.assertEngineEqualsRollups(c)
     }
 
@@ -254,7 +253,6 @@ final class BillingEnv: @unchecked Sendable {
     }
 
     func stop() async {
-        await client.shutdown()
         await pool.shutdown()
         await engine.stop()
     }

@@ -48,9 +48,6 @@ public final class BillingClient: Sendable {
         self.http = HTTPClient.shared
     }
 
-    /// Nothing to release (the shared client lives as long as the process); kept for callers.
-    public func shutdown() async {}
-
     /// POST with form parameters (names in bracket form) and an Idempotency-Key.
     public func post(_ path: String, _ params: [(String, String)], idempotencyKey: String) async throws(BillingAPIError) -> JSONValue {
         try await call(.POST, path, body: FormCoding.encode(params), idempotencyKey: idempotencyKey)

@@ -82,7 +82,6 @@ public final class SyncWorker: Service, @unchecked Sendable {
         }
         listener.stop()
         relay.cancel()
-        await client.shutdown()
         await pool.shutdown()
         logger.info("sync.worker.stopped")
     }
