@@ -42,9 +42,22 @@ struct Reconcile: AsyncParsableCommand {
         ("status", "status"),
     ]
 
+    /// What a report shows: the rows of meter.reconciliation, and the daily events for the chart.
+    struct Figures {
+        var rows: [Row]
+        var daily: [(String, String, String, String)]
+    }
+
     func run() async throws {
         _ = global.bootstrapLogging(defaultLevel: .warning)
-        let (rows, daily, closedAt) = try global.withConnection { c -> ([Row], [(String, String, String, String)], String) in
+        let figures = try load(withChart: format == "html")
+        try emit(render(figures, format: format), to: output, rows: figures.rows)
+        if figures.rows.contains(where: { $0["status"] != "MATCH" }) { throw ExitCode(1) }
+    }
+
+    /// Reads the period's figures once (the chart's daily query only when asked: html).
+    func load(withChart: Bool) throws -> Figures {
+        let (rows, daily) = try global.withConnection { c -> ([Row], [(String, String, String, String)]) in
             let money = { (col: String) in
                 "coalesce(pg_catalog.round((\(col))::numeric / pg_catalog.power(10::numeric, cu.minor_unit), cu.minor_unit)::text, '')"
             }
@@ -64,6 +77,7 @@ struct Reconcile: AsyncParsableCommand {
             let rows = try r.rows.map { row in
                 Row(values: Dictionary(uniqueKeysWithValues: try keys.map { ($0, try row.optionalString($0) ?? "") }))
             }
+            guard withChart else { return (rows, []) }
             // Daily events: raw (net of cancellations), rolled up, and on closed invoices.
             let d = try c.execute("""
                 with p as (select i.customer_id, i.period_start, i.period_end from meter.invoices i where i.period = $1),
@@ -83,26 +97,29 @@ struct Reconcile: AsyncParsableCommand {
                                        where i.customer_id = r.customer_id and i.period = $1 and l.meter_id = r.meter_id))::text as invoiced
                 from days order by days.day
                 """, [period]).rows.map { (try $0.string("day"), try $0.string("raw"), try $0.string("rolled"), try $0.string("invoiced")) }
-            let closed = try c.execute("select coalesce(max(closed_at)::text, 'never') as c from meter.invoices where period = $1", [period])
-                .single().string("c")
-            return (rows, d, closed)
+            return (rows, d)
         }
         guard !rows.isEmpty else {
             throw ValidationError("period \(period) has no closed invoice: run meterctl close --period \(period) first")
         }
-        let text: String
+        return Figures(rows: rows, daily: daily)
+    }
+
+    func render(_ f: Figures, format: String) -> String {
         switch format {
-        case "csv": text = csv(rows)
-        case "html": text = html(rows, daily: daily, closedAt: closedAt)
-        default: text = markdown(rows, closedAt: closedAt)
+        case "csv": csv(f.rows)
+        case "html": html(f.rows, daily: f.daily)
+        default: markdown(f.rows)
         }
+    }
+
+    func emit(_ text: String, to output: String?, rows: [Row]) throws {
         if let output {
             try text.write(toFile: output, atomically: true, encoding: .utf8)
             print("wrote \(output) (\(rows.count) rows, \(rows.filter { $0["status"] == "MATCH" }.count) MATCH)")
         } else {
             print(text, terminator: "")
         }
-        if rows.contains(where: { $0["status"] != "MATCH" }) { throw ExitCode(1) }
     }
 
     // MARK: formats
@@ -146,7 +163,7 @@ struct Reconcile: AsyncParsableCommand {
         }
     }
 
-    func markdown(_ rows: [Row], closedAt: String) -> String {
+    func markdown(_ rows: [Row]) -> String {
         var s = "# Reconciliation, period \(period)\n\n"
         if let source { s += "Data: `\(source)`. " }
         s += "Command: `meterctl reconcile --period \(period) --format md`. Source: the view `meter.reconciliation`. "
@@ -169,7 +186,7 @@ struct Reconcile: AsyncParsableCommand {
         return s
     }
 
-    func html(_ rows: [Row], daily: [(String, String, String, String)], closedAt: String) -> String {
+    func html(_ rows: [Row], daily: [(String, String, String, String)]) -> String {
         func esc(_ v: String) -> String {
             v.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
         }

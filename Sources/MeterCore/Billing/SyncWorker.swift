@@ -88,13 +88,13 @@ public final class SyncWorker: Service, @unchecked Sendable {
 
     func refreshGauges() async {
         guard let r = try? await pool.withConnection({ c in
-            try c.execute("select pending, in_flight, dead, oldest_unsynced_seconds::text as lag, webhooks_unprocessed from meter.sync_backlog").single()
+            try c.execute("select pending, in_flight, dead, oldest_unsynced_seconds::text as lag from meter.sync_backlog").single()
         }) else { return }
         if let v = try? r.int("pending") { metrics.pending.record(v) }
         if let v = try? r.int("in_flight") { metrics.inFlight.record(v) }
         if let v = try? r.int("dead") { metrics.dead.record(v) }
         if let v = try? r.string("lag"), let d = Double(v) { metrics.oldestUnsynced.record(d) }
-        if let v = try? r.int("webhooks_unprocessed") { metrics.webhooksUnprocessed.record(v) }
+        // (meter_webhooks_unprocessed is the webhook processor's: it is recorded after each of its passes)
     }
 }
 
