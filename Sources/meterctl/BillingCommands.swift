@@ -21,6 +21,10 @@ struct BillingAPIOptions: ParsableArguments {
     var syncMaxAttempts: Int?
     @Option(name: .customLong("sync-backoff-cap-s"), help: "Longest wait between two attempts of an hour (env METER_SYNC_BACKOFF_CAP_S). Default: 300")
     var syncBackoffCap: Int?
+    @Option(name: .customLong("sync-lease-s"), help: "A claimed hour not reported within this is handed out again, e.g. after a crash; at least 3 × the call timeout (env METER_SYNC_LEASE_S). Default: 60")
+    var syncLease: Int?
+    @Option(name: .customLong("sync-give-up-after-s"), help: "Park an hour as dead after this long unsynced with only unknown outcomes (timeouts, 5xx) (env METER_SYNC_GIVE_UP_AFTER_S). Default: 86400, the engine's idempotency-key lifetime; lower it only to rehearse dead letters")
+    var syncGiveUpAfter: Int?
 
     var configured: Bool { (apiBase ?? GlobalOptions.env["METER_BILLING_API_BASE"]) != nil }
 
@@ -48,6 +52,11 @@ struct BillingAPIOptions: ParsableArguments {
         if let n = try int(syncConcurrency, "METER_SYNC_CONCURRENCY", min: 1) { c.concurrency = n }
         if let n = try int(syncMaxAttempts, "METER_SYNC_MAX_ATTEMPTS", min: 1) { c.maxAttempts = n }
         if let n = try int(syncBackoffCap, "METER_SYNC_BACKOFF_CAP_S", min: 1) { c.backoffCap = .seconds(n) }
+        if let n = try int(syncGiveUpAfter, "METER_SYNC_GIVE_UP_AFTER_S", min: 1) {
+            guard n <= 86_400 else { throw ValidationError("METER_SYNC_GIVE_UP_AFTER_S must be at most 86400 (the engine keeps idempotency keys 24 h); got \(n)") }
+            c.giveUpAfter = .seconds(n)
+        }
+        if let n = try int(syncLease, "METER_SYNC_LEASE_S", min: 1) { c.lease = .seconds(n) }
         // The lease must outlast a call, or a slow call's hour would be handed out again meanwhile.
         c.lease = max(c.lease, api.timeout * 3)
         return c

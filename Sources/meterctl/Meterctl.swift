@@ -15,7 +15,7 @@ struct Meterctl: AsyncParsableCommand {
             in its help.
             """,
         subcommands: [DB.self, Migrate.self, Customers.self, Meters.self, Keys.self, Seed.self,
-                      RollupCommand.self, Serve.self, BillingMock.self, BillingCommand.self, SyncCommand.self, Plans.self, Close.self, Reconcile.self, Replay.self, Demo.self, Bench.self]
+                      RollupCommand.self, Serve.self, BillingMock.self, BillingCommand.self, SyncCommand.self, Plans.self, Close.self, Reconcile.self, Replay.self, Demo.self, Bench.self, Chaos.self]
     )
 }
 

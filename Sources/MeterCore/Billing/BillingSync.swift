@@ -24,6 +24,10 @@ public struct SyncConfiguration: Sendable {
     public var maxAttempts = 10
     public var backoffBase: Duration = .seconds(1)
     public var backoffCap: Duration = .seconds(300)
+    /// An hour whose sends keep ending with an unknown outcome (timeouts, 5xx) is parked as dead
+    /// once it has been unsynced this long (meter.sync_failed's give_up_after). 24 h, the life of
+    /// the engine's idempotency keys, in production; shorter only to rehearse dead letters.
+    public var giveUpAfter: Duration = .seconds(86_400)
     /// A claim not reported within this is handed out again (must exceed the request timeout).
     public var lease: Duration = .seconds(60)
     /// Longest wait between polls when no NOTIFY arrives.
@@ -201,12 +205,13 @@ public enum BillingSync {
         metrics?.sendDuration.record(ContinuousClock.now - started)
         let failure = error
         let (maxAttempts, base, cap) = (config.maxAttempts, seconds(config.backoffBase), seconds(config.backoffCap))
+        let giveUp = seconds(config.giveUpAfter)
         do {
             let state: String = try await pool.withConnection { c in
                 if let e = failure {
                     return try c.execute("""
-                        select meter.sync_failed($1, $2, $3::timestamptz, $4, $5, $6, $7, $8::interval, $9::interval) as s
-                        """, [h.customerID, h.meterID, h.hour, h.token, e.description, e.definitive, maxAttempts, base, cap])
+                        select meter.sync_failed($1, $2, $3::timestamptz, $4, $5, $6, $7, $8::interval, $9::interval, $10::interval) as s
+                        """, [h.customerID, h.meterID, h.hour, h.token, e.description, e.definitive, maxAttempts, base, cap, giveUp])
                         .single().string("s")
                 }
                 return try c.execute("select meter.sync_succeeded($1, $2, $3::timestamptz, $4) as s",

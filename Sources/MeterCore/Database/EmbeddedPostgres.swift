@@ -140,6 +140,44 @@ public struct EmbeddedPostgres: Sendable {
         try run(["pg_ctl", "stop", "-D", realDataDir, "-m", "fast", "-w", "-t", "60"])
     }
 
+    // MARK: crashes (chaos/postgres-crash)
+
+    /// Stops the server without a shutdown checkpoint (`pg_ctl stop -m immediate`): the next start
+    /// runs crash recovery.
+    public func stopImmediately() throws {
+        try run(["pg_ctl", "stop", "-D", realDataDir, "-m", "immediate", "-w", "-t", "60"])
+    }
+
+    /// SIGKILL to the postmaster and every process of the cluster at once, like a host losing power
+    /// (killing the postmaster alone would leave its children holding the shared memory). Returns
+    /// how many processes were killed, once all of them are gone.
+    @discardableResult
+    public func killAll() throws -> Int {
+        guard let pidText = try? String(contentsOfFile: realDataDir + "/postmaster.pid", encoding: .utf8),
+              let pm = pidText.split(separator: "\n").first.flatMap({ pid_t($0) }) else {
+            throw Failure(description: "no postmaster.pid in \(realDataDir): is the server running?")
+        }
+        var pids: [pid_t] = [pm]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry),
+                  let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // /proc/PID/stat: pid (comm) state ppid ...
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, pid_t(fields[1]) == pm { pids.append(pid) }
+        }
+        for pid in pids { kill(pid, SIGKILL) }
+        let deadline = Date().addingTimeInterval(30)
+        while pids.contains(where: { kill($0, 0) == 0 && !Self.isZombie($0) }) && Date() < deadline { usleep(20_000) }
+        return pids.count
+    }
+
+    private static func isZombie(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
+    }
+
     /// Creates `name` when missing (connecting to the `postgres` database).
     public func ensureDatabase(_ name: String, template: String? = nil) throws {
         let conn = try PGConnection(conninfo: conninfo(database: "postgres"))

@@ -11,18 +11,23 @@ public final class LoadClient {
     public struct Response: Sendable {
         public let status: Int
         public let body: String
+        /// Header fields, names in lower case.
+        public var headers: [String: String] = [:]
     }
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
     let host: String
     let port: Int
+    /// Send/receive timeout per socket call (nil: block as long as it takes).
+    let timeoutSeconds: Int?
     private var fd: Int32 = -1
     private var buffer: [UInt8] = []
     private var chunk = [UInt8](repeating: 0, count: 65536)
 
-    public init(host: String = "127.0.0.1", port: Int) {
+    public init(host: String = "127.0.0.1", port: Int, timeoutSeconds: Int? = nil) {
         self.host = host
         self.port = port
+        self.timeoutSeconds = timeoutSeconds
     }
 
     deinit { if fd >= 0 { close(fd) } }
@@ -33,6 +38,11 @@ public final class LoadClient {
         guard s >= 0 else { throw Failure(description: "socket() failed") }
         var one: Int32 = 1
         setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let t = timeoutSeconds {
+            var tv = timeval(tv_sec: t, tv_usec: 0)
+            setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -82,7 +92,11 @@ public final class LoadClient {
         }
         var length = 0
         var closeAfter = false
+        var fields: [String: String] = [:]
         for l in lines.dropFirst() {
+            if let colon = l.firstIndex(of: ":") {
+                fields[l[..<colon].lowercased()] = l[l.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
             let lower = l.lowercased()
             if lower.hasPrefix("content-length:") { length = Int(lower.dropFirst(15).trimmingCharacters(in: .whitespaces)) ?? 0 }
             if lower.hasPrefix("connection:") && lower.contains("close") { closeAfter = true }
@@ -92,7 +106,7 @@ public final class LoadClient {
         let text = String(decoding: buffer[bodyStart..<(bodyStart + length)], as: UTF8.self)
         buffer.removeFirst(bodyStart + length)
         if closeAfter { close(fd); fd = -1 }
-        return Response(status: status, body: text)
+        return Response(status: status, body: text, headers: fields)
     }
 
     private func fill() throws {

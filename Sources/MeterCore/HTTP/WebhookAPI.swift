@@ -28,16 +28,23 @@ extension MeterApplication {
         }
         let bytes = Array(body.readableBytesView)
         let header = request.headers[.init("Stripe-Signature")!]
-        let secrets = try await pool.withConnection { c in
-            try c.execute("select secret from meter.webhook_secrets where active order by id").rows.map { try $0.string("secret") }
+        // The signature's timestamp is checked against the database's clock, like everything else
+        // time-dependent in meter: a service host whose clock drifts or steps does not start
+        // refusing (or accepting stale) deliveries (docs/decisions.md 70).
+        let (secretList, now) = try await pool.withConnection { c in
+            let rows = try c.execute("""
+                select s.secret, extract(epoch from pg_catalog.statement_timestamp())::bigint as now
+                from (select 1) as one left join meter.webhook_secrets s on s.active order by s.id
+                """).rows
+            return (try rows.compactMap { try $0.optionalString("secret") }, try rows[0].int("now"))
         }
-        if secrets.isEmpty {
+        if secretList.isEmpty {
             reject("unconfigured")
             return APIResponse.error(.badRequest, code: "webhook_not_configured",
                                      message: "no active webhook secret: add one with meterctl billing webhook-secret add")
         }
         do {
-            try WebhookSignature.verify(payload: bytes, header: header, secrets: secrets, tolerance: webhookTolerance)
+            try WebhookSignature.verify(payload: bytes, header: header, secrets: secretList, tolerance: webhookTolerance, now: now)
         } catch {
             reject(error.code)
             return APIResponse.error(.badRequest, code: error.code, message: error.message, field: "Stripe-Signature")

@@ -91,7 +91,7 @@ public enum Rollup {
                              lockWait: Double = 300,
                              progress: (RunResult) -> Void = { _ in }) throws -> (runs: Int, events: Int64, cancellations: Int64) {
         var runs = 0, events: Int64 = 0, cancellations: Int64 = 0
-        var skippedSince: Date?
+        var skippedSince: ContinuousClock.Instant?
         while runs < maxRuns {
             let r = try run(conn, maxEvents: maxEvents)
             runs += 1
@@ -103,9 +103,11 @@ public enum Rollup {
                 skippedSince = nil
             } else {
                 // someone else is running: let it finish
-                let since = skippedSince ?? Date()
+                // (monotonic: a step of the wall clock neither shortens nor stretches the wait)
+                let since = skippedSince ?? ContinuousClock.now
                 skippedSince = since
-                if Date().timeIntervalSince(since) > lockWait { throw LockHeld(waitedSeconds: Date().timeIntervalSince(since)) }
+                let waited = (ContinuousClock.now - since).seconds
+                if waited > lockWait { throw LockHeld(waitedSeconds: waited) }
                 usleep(50_000)
             }
         }

@@ -1,0 +1,370 @@
+// ChaosScenarios.swift: the five scenarios of chaos/ (see chaos/README.md for what each proves
+// and its full settings). Each: set up (ChaosHarness), load with faults, drain, close the month,
+// verdict.
+
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum ChaosScenarios {
+    public static let names = ["ingest-restart", "billing-outage", "clock-skew", "postgres-crash", "db-network"]
+
+    /// The full settings of a scenario (chaos/README.md); CI runs `--quick` ones.
+    public static func defaults(_ name: String, quick: Bool) -> ChaosOptions {
+        var o = ChaosOptions()
+        switch name {
+        case "ingest-restart": o.events = quick ? 20_000 : 200_000; o.rate = quick ? 2_000 : 4_000; o.kills = quick ? 5 : 8
+        case "clock-skew": o.events = quick ? 4_000 : 20_000; o.rate = quick ? 1_000 : 2_000
+        case "postgres-crash": o.events = quick ? 10_000 : 50_000; o.rate = quick ? 1_500 : 2_500; o.kills = quick ? 2 : 4
+        default: o.events = quick ? 10_000 : 50_000; o.rate = quick ? 1_000 : 2_000; o.phaseSeconds = quick ? 4 : 10
+        }
+        return o
+    }
+
+    public static func run(_ name: String, options: ChaosOptions, logger: Logger,
+                           say: @escaping @Sendable (String) -> Void) async throws -> ChaosVerdict {
+        let h = try ChaosHarness(scenario: name, options: options, logger: logger, say: say)
+        defer { h.tearDown() }
+        switch name {
+        case "ingest-restart": return try await ingestRestart(h)
+        case "billing-outage": return try await billingOutage(h)
+        case "clock-skew": return try await clockSkew(h)
+        case "postgres-crash": return try await postgresCrash(h)
+        case "db-network": return try await dbNetwork(h)
+        default: throw ChaosHarness.Failure(description: "unknown scenario \(name); one of \(names.joined(separator: ", "))")
+        }
+    }
+
+    /// Polls `condition` every 2 ms for up to `timeout` seconds; true when it held.
+    static func poll(_ timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+        while ContinuousClock.now < deadline {
+            if try condition() { return true }
+            usleep(2_000)
+        }
+        return false
+    }
+
+    static let rollupActive = """
+        select count(*) as n from pg_stat_activity
+        where state = 'active' and query like '%meter.rollup_run(%' and pid <> pg_backend_pid()
+        """
+
+    // MARK: 1. ingest-restart
+
+    /// SIGKILL the service at random moments, some while a rollup run is in progress, some while
+    /// usage sends are in flight to the engine; start it again each time.
+    static func ingestRestart(_ h: ChaosHarness) async throws -> ChaosVerdict {
+        try await h.setUp()
+        try h.mockFaults(#"{"latency_ms": 20}"#)  // sends last long enough to be caught in flight
+        let events = h.mainEvents()
+        let load = h.load(events)
+        let loadTask = Task { try await load.run() }
+        var r = ReplayRandom(seed: h.o.seed ^ 0x4B11)
+        var kinds: [String: Int] = [:]
+        for k in 0..<h.o.kills {
+            try await Task.sleep(for: .milliseconds(800 + r.below(2500)))
+            let want = ["at a random moment", "during a rollup run", "during a sync"][k % 3]
+            let (kind, pid) = try await onDedicatedThread { () throws -> (String, pid_t) in
+                let c = try h.connect()
+                defer { c.close() }
+                var kind = want
+                if want == "during a rollup run" {
+                    if !(try poll(10) { try c.execute(rollupActive).single().int("n") > 0 }) { kind = "at a random moment (no rollup run caught in 10 s)" }
+                } else if want == "during a sync" {
+                    if !(try poll(10) { try c.execute("select count(*) as n from meter.sync_outbox where state = 'in_flight'").single().int("n") > 0 }) {
+                        kind = "at a random moment (no send caught in flight in 10 s)"
+                    }
+                }
+                let pid = h.service.pid
+                h.service.kill(SIGKILL)
+                return (kind, pid)
+            }
+            kinds[kind, default: 0] += 1
+            h.log("SIGKILL \(k + 1)/\(h.o.kills) of the service (pid \(pid)) \(kind); load \(Int(load.fractionSent * 100)) % sent")
+            try await h.startService()
+            h.log("service restarted (pid \(h.service.pid))")
+        }
+        h.faults.append("service SIGKILLed \(h.o.kills) times and restarted: " + kinds.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+        let result = try await loadTask.value
+        try await h.drain()
+        try await h.closeMonth()
+        return try h.verdict(sent: events, result: result, extraChecks: [
+            ("at least \(h.o.kills) SIGKILLs, some during a rollup run and some during a sync",
+             kinds.values.reduce(0, +) >= h.o.kills && kinds["during a rollup run", default: 0] > 0 && kinds["during a sync", default: 0] > 0),
+        ])
+    }
+
+    // MARK: 2. billing-outage
+
+    /// The engine down, then failing half its calls with 503, then applying calls and dropping the
+    /// answer on 30 %, then well again; ingest goes on throughout. An hour unsynced for longer
+    /// than the (shortened) give-up time is parked as dead and re-driven after recovery.
+    static func billingOutage(_ h: ChaosHarness) async throws -> ChaosVerdict {
+        let phase = h.o.phaseSeconds
+        let giveUp = max(Int(phase / 2), 2)
+        h.serviceArguments = ["--sync-give-up-after-s", String(giveUp)]
+        try await h.setUp()
+        let events = h.mainEvents()
+        let load = h.load(events)
+        let loadTask = Task { try await load.run() }
+        let stopWatch = ManagedAtomicFlag()
+        let deadSeen = Task { () -> Int64 in
+            let c = try h.connect()
+            defer { c.close() }
+            var most: Int64 = 0
+            while !Task.isCancelled {
+                most = max(most, try c.execute("select dead from meter.sync_backlog").single().int("dead"))
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            return most
+        }
+        _ = stopWatch
+        try await Task.sleep(for: .seconds(phase / 2))
+        for (what, faults) in [("engine down (every call 503)", #"{"outage": true}"#),
+                               ("engine failing 50 % of calls with 503", #"{"outage": false, "error_rate": 0.5, "error_status": 503}"#),
+                               ("engine applying 30 % of calls and dropping the answer", #"{"error_rate": 0, "drop_rate": 0.3}"#)] {
+            try h.mockFaults(faults)
+            h.log("fault: \(what) for \(Int(phase)) s; load \(Int(load.fractionSent * 100)) % sent")
+            h.faults.append("\(what) for \(Int(phase)) s")
+            try await Task.sleep(for: .seconds(phase))
+        }
+        try h.mockFaults(#"{"drop_rate": 0}"#)
+        h.log("engine recovered; load \(Int(load.fractionSent * 100)) % sent")
+        let result = try await loadTask.value
+        try await h.drain()
+        deadSeen.cancel()
+        let dead = try await deadSeen.value
+        h.faults.append("hours parked as dead at most at once: \(dead) (give-up time \(giveUp) s)")
+        try await h.closeMonth()
+        let retriesDuringOutage = result.retries
+        return try h.verdict(sent: events, result: result, extraChecks: [
+            ("ingest never stopped: every request answered 2xx the first time (\(retriesDuringOutage) retried)", retriesDuringOutage == 0),
+            ("the outage parked hours as dead, and they were re-driven (\(dead) at most)", dead > 0),
+        ])
+    }
+
+    // MARK: 3. clock-skew
+
+    /// The service under libfaketime: its clock an hour ahead, then an hour behind, then jumping
+    /// back an hour mid-load; clients' timestamps skewed by up to ± 10 minutes, events at the
+    /// month edge (23:59:59.999 and 00:00:00.000). meter reads time from the database only.
+    static func clockSkew(_ h: ChaosHarness) async throws -> ChaosVerdict {
+        let lib = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+                   "/usr/lib/faketime/libfaketimeMT.so.1"].first { FileManager.default.fileExists(atPath: $0) }
+        guard let lib else { throw ChaosHarness.Failure(description: "libfaketime is not installed (scripts/setup.sh installs the libfaketime package)") }
+        let clockFile = h.dir + "/faketime"
+        try FileManager.default.createDirectory(atPath: h.dir, withIntermediateDirectories: true)
+        func setClock(_ spec: String) throws { try spec.write(toFile: clockFile, atomically: true, encoding: .utf8) }
+        try setClock("+1h")
+        h.serviceEnvironment = ["LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": clockFile, "FAKETIME_CACHE_DURATION": "1",
+                                "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
+        try await h.setUp()
+        /// The service's clock minus the real one, from its Date header (whole seconds).
+        func skew() async throws -> Int {
+            try await Task.sleep(for: .milliseconds(1500))  // libfaketime re-reads the file every second
+            return try await onDedicatedThread {
+                let r = try LoadClient(port: h.servicePort, timeoutSeconds: 10).request("GET", "/healthz")
+                guard let d = r.headers["date"] else { throw ChaosHarness.Failure(description: "no Date header from the service") }
+                let f = DateFormatter()
+                f.locale = Locale(identifier: "en_US_POSIX")
+                f.timeZone = TimeZone(identifier: "GMT")
+                f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+                guard let t = f.date(from: d) else { throw ChaosHarness.Failure(description: "unreadable Date header \(d)") }
+                return Int((t.timeIntervalSinceNow / 60).rounded()) * 60
+            }
+        }
+        var skews: [String] = []
+        var checks: [(String, Bool)] = []
+        let ahead = try await skew()
+        skews.append("ahead \(ahead) s")
+        checks.append(("the service's clock was ahead (\(ahead) s)", ahead >= 3000))
+
+        // Phase A, service an hour ahead: the month's last hours, and the month edge.
+        var events = h.mainEvents(prefix: "a")
+        for i in 0..<h.o.customers {
+            events.append(ChaosEvent(customer: h.customer(i), meter: "api_calls", key: "edge-before-\(i)", at: h.periodEnd * 1_000_000 - 1000, value: "1"))
+            events.append(ChaosEvent(customer: h.customer(i), meter: "api_calls", key: "edge-after-\(i)", at: h.periodEnd * 1_000_000, value: "1"))
+        }
+        var result = try await h.load(events).run()
+        h.log("phase A (service clock \(ahead) s ahead): \(events.count) events incl. \(2 * h.o.customers) at the month edge")
+        try await h.drain()
+        try await h.closeMonth()
+
+        // Phase B: the engine's clock brought to now; client timestamps skewed by ± 10 minutes
+        // around the database's now; the service an hour behind, then jumping back mid-load.
+        let c = try h.connect()
+        let now = try c.execute("select extract(epoch from now())::bigint as n").single().int("n")
+        c.close()
+        _ = try await h.client.post("/v1/test_helpers/test_clocks/\(h.clock)/advance", [("frozen_time", String(now + 900))],
+                                    idempotencyKey: "chaos-advance-\(h.clock)-now")
+        var r = ReplayRandom(seed: h.o.seed ^ 0xC10C)
+        let offsets: [Int64] = [-600, -420, -300, -120, -30, -1, 0, 1, 30, 120, 240, 280, 320, 420, 600]
+        func skewed(_ tag: String, _ n: Int) -> [ChaosEvent] {
+            (0..<n).map { i in
+                let off = offsets[r.below(offsets.count)]
+                let at = (now + off) * 1_000_000 + Int64(r.below(1_000_000))
+                return ChaosEvent(customer: h.customer(r.below(h.o.customers)), meter: "api_calls", key: "\(tag)-\(h.o.seed)-\(i)",
+                                  at: at, value: "1", expectReject: off > 300 ? "occurred_at_in_future" : nil)
+            }
+        }
+        try setClock("-1h")
+        let behind = try await skew()
+        skews.append("behind \(behind) s")
+        checks.append(("the service's clock was behind (\(behind) s)", behind <= -3000))
+        let b1 = skewed("b", h.o.events / 4)
+        let r1 = try await h.load(b1).run()
+        try setClock("+30m")
+        let before = try await skew()
+        let b2 = skewed("c", h.o.events / 4)
+        let load2 = h.load(b2)
+        let t2 = Task { try await load2.run() }
+        while load2.fractionSent < 0.5 && !load2.done { try await Task.sleep(for: .milliseconds(50)) }
+        try setClock("-30m")
+        let after = try await skew()
+        skews.append("jumped back from \(before) s to \(after) s mid-load (at \(Int(load2.fractionSent * 100)) % of the phase)")
+        checks.append(("the service's clock jumped back mid-load (\(before) s → \(after) s)", before - after >= 3000))
+        let r2 = try await t2.value
+        h.log("phase B: \(b1.count + b2.count) events with client timestamps skewed up to ± 600 s")
+        try await h.drain()
+        h.faults.append("service clock (libfaketime): " + skews.joined(separator: "; "))
+        h.faults.append("\(h.o.customers) events at 23:59:59.999 and \(h.o.customers) at 00:00:00.000 of the month edge")
+
+        // Merge the three loads' records for one verdict.
+        let all = events + b1 + b2
+        for part in [r1, r2] {
+            result.acked += part.acked; result.rejected += part.rejected
+            result.deliveries += part.deliveries; result.requests += part.requests
+            result.retries += part.retries; result.duplicates += part.duplicates
+        }
+        let c2 = try h.connect()
+        defer { c2.close() }
+        let edge = try c2.execute("""
+            select count(*) filter (where e.idempotency_key like 'edge-before-%' and r.hour = to_timestamp($1::bigint) - interval '1 hour'
+                                    and l.invoice_id is not null) as before_ok,
+                   count(*) filter (where e.idempotency_key like 'edge-after-%' and r.hour = to_timestamp($1::bigint)) as after_ok
+            from meter.events e
+            join meter.rollup_hourly r on r.customer_id = e.customer_id and r.meter_id = e.meter_id
+                                       and r.hour = date_trunc('hour', e.occurred_at, 'UTC')
+            left join lateral (select i.id as invoice_id from meter.invoices i
+                               where i.customer_id = e.customer_id and i.period_start <= e.occurred_at and e.occurred_at < i.period_end) l on true
+            where e.idempotency_key like 'edge-%'
+            """, [h.periodEnd]).single()
+        checks.append(("month edge: 23:59:59.999 in the last hour of the closed month and on its invoice (\(try edge.int("before_ok")) of \(h.o.customers)), 00:00:00.000 in the next month's first hour (\(try edge.int("after_ok")) of \(h.o.customers))",
+                       try edge.int("before_ok") == h.o.customers && edge.int("after_ok") == h.o.customers))
+        return try h.verdict(sent: all, result: result, extraChecks: checks)
+    }
+
+    // MARK: 4. postgres-crash
+
+    /// Postgres killed mid-load (`pg_ctl stop -m immediate`), mid-rollup (SIGKILL of every server
+    /// process) and mid-close (SIGKILL while the close's transaction is open), restarted each time.
+    /// The service is never restarted: its pool and loops reconnect.
+    static func postgresCrash(_ h: ChaosHarness) async throws -> ChaosVerdict {
+        try await h.setUp()
+        let servicePid = h.service.pid
+        let events = h.mainEvents()
+        let load = h.load(events)
+        let loadTask = Task { try await load.run() }
+        var crashes: [String] = []
+        for k in 0..<h.o.kills {
+            let at = Double(k + 1) / Double(h.o.kills + 1)
+            while load.fractionSent < at && !load.done { try await Task.sleep(for: .milliseconds(50)) }
+            let what = try await onDedicatedThread { () throws -> String in
+                if k % 2 == 0 {
+                    try h.pg.stopImmediately()
+                    return "pg_ctl stop -m immediate mid-load"
+                }
+                let c = try h.connect()
+                let caught = try poll(10) { try c.execute(rollupActive).single().int("n") > 0 }
+                let n = try h.pg.killAll()
+                c.close()
+                return "SIGKILL of all \(n) server processes " + (caught ? "mid-rollup (a rollup_run was active)" : "mid-load (no rollup run caught in 10 s)")
+            }
+            h.log("crash \(k + 1): \(what); load \(Int(load.fractionSent * 100)) % sent")
+            try await Task.sleep(for: .seconds(1))
+            try h.pg.start()
+            h.log("Postgres restarted (crash recovery)")
+            crashes.append(what)
+        }
+        let result = try await loadTask.value
+        try await h.drain()
+        var invoicesAfterCrash: Int64 = -1
+        try await h.closeMonth(beforeClose: { h in
+            try await onDedicatedThread {
+                let c = try h.connect()
+                try c.execute("begin")
+                let n = try c.execute("select count(*) as n from meter.close_period($1, null, interval '0')", [h.period]).single().int("n")
+                let killed = try h.pg.killAll()
+                c.close()
+                h.log("crash mid-close: SIGKILL of all \(killed) server processes with the close of \(n) invoices uncommitted")
+            }
+            try await Task.sleep(for: .seconds(1))
+            try h.pg.start()
+            let c = try h.connect()
+            defer { c.close() }
+            invoicesAfterCrash = try c.execute("select count(*) as n from meter.invoices where period = $1", [h.period]).single().int("n")
+            h.log("Postgres restarted: \(invoicesAfterCrash) invoices of \(h.period) survived the crash (the close is one transaction)")
+        })
+        crashes.append("SIGKILL of all server processes mid-close")
+        h.faults.append("Postgres crashed \(crashes.count) times: " + crashes.joined(separator: "; "))
+        let ready = (try? LoadClient(port: h.servicePort, timeoutSeconds: 10).request("GET", "/readyz").status) ?? 0
+        return try h.verdict(sent: events, result: result, extraChecks: [
+            ("the crash mid-close left no invoice behind (\(invoicesAfterCrash)); the close after it is complete", invoicesAfterCrash == 0),
+            ("the service rode out every crash without a restart (pid \(servicePid), started \(h.service.starts) time), ready again (HTTP \(ready))",
+             h.service.pid == servicePid && h.service.starts == 1 && ready == 200),
+        ])
+    }
+
+    // MARK: 5. db-network
+
+    /// A TCP proxy between the service and Postgres: stalls every byte, resets every connection,
+    /// refuses new ones for a while; the pool recovers without a restart.
+    static func dbNetwork(_ h: ChaosHarness) async throws -> ChaosVerdict {
+        let proxy = TCPProxy(upstreamSocket: h.pg.socketDir + "/.s.PGSQL.\(h.pg.port)")
+        try proxy.start()
+        h.serviceConninfo = "host=127.0.0.1 port=\(proxy.port) dbname=\(h.conninfo.split(separator: " ").first { $0.hasPrefix("dbname=") }!.dropFirst(7)) user=meter sslmode=disable"
+        try await h.setUp()
+        let servicePid = h.service.pid
+        let phase = h.o.phaseSeconds
+        let events = h.mainEvents()
+        let load = h.load(events)
+        let loadTask = Task { try await load.run() }
+        try await Task.sleep(for: .seconds(phase / 2))
+        proxy.mode = .stall
+        h.log("fault: every byte between the service and Postgres stalled for \(Int(phase)) s (\(proxy.openConnections) connections)")
+        try await Task.sleep(for: .seconds(phase))
+        proxy.mode = .pass
+        h.faults.append("all traffic stalled for \(Int(phase)) s")
+        try await Task.sleep(for: .seconds(phase / 2))
+        var reset = 0
+        for _ in 0..<3 {
+            reset += proxy.resetAll()
+            try await Task.sleep(for: .milliseconds(700))
+        }
+        h.log("fault: \(reset) connections reset (3 rounds)")
+        h.faults.append("\(reset) connections reset with RST, in 3 rounds")
+        try await Task.sleep(for: .seconds(phase / 2))
+        proxy.mode = .refuse
+        let refusedBefore = proxy.resets
+        reset = proxy.resetAll()
+        h.log("fault: \(reset) connections reset, new ones refused for \(Int(phase)) s")
+        try await Task.sleep(for: .seconds(phase))
+        proxy.mode = .pass
+        h.faults.append("\(reset) connections reset, then every new connection reset for \(Int(phase)) s (\(proxy.resets - refusedBefore - reset) refused)")
+        h.log("network healthy again; load \(Int(load.fractionSent * 100)) % sent")
+        let result = try await loadTask.value
+        try await h.drain()
+        try await h.closeMonth()
+        let discarded = ((try? String(contentsOfFile: h.dir + "/service.log", encoding: .utf8)) ?? "")
+            .components(separatedBy: "\"msg\":\"pg.connection.discarded\"").count - 1
+        let ready = (try? LoadClient(port: h.servicePort, timeoutSeconds: 10).request("GET", "/readyz").status) ?? 0
+        return try h.verdict(sent: events, result: result, extraChecks: [
+            ("the pool discarded broken connections and opened new ones (\(discarded) discarded)", discarded > 0),
+            ("no restart: same service process (pid \(servicePid), started \(h.service.starts) time), ready (HTTP \(ready))",
+             h.service.pid == servicePid && h.service.starts == 1 && ready == 200),
+        ])
+    }
+}

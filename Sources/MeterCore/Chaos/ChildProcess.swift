@@ -1,0 +1,100 @@
+// ChildProcess.swift: a long-running child (`meterctl serve`, `meterctl billing-mock`) that the
+// chaos scenarios start, SIGKILL and start again, its output appended to one log file across
+// restarts.
+
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class ChildProcess: @unchecked Sendable {
+    public struct Failure: Error, CustomStringConvertible { public let description: String }
+
+    public let name: String
+    public let argv: [String]
+    /// Added to (or overriding) this process's environment.
+    public var environment: [String: String]
+    public let logPath: String
+    private let lock = NSLock()
+    private var _pid: pid_t = 0
+    public private(set) var starts = 0
+
+    public init(name: String, argv: [String], environment: [String: String] = [:], logPath: String) {
+        self.name = name
+        self.argv = argv
+        self.environment = environment
+        self.logPath = logPath
+    }
+
+    public var pid: pid_t { lock.withLock { _pid } }
+
+    public func start() throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        var cenv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cenv.forEach { free($0) }; cargs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cargs, &cenv)
+        guard rc == 0 else { throw Failure(description: "cannot start \(name) (\(argv[0])): \(String(cString: strerror(rc)))") }
+        lock.withLock { _pid = pid; starts += 1 }
+    }
+
+    /// Sends `signal`; with `wait`, reaps the process (it is gone when this returns).
+    public func kill(_ signal: Int32, wait: Bool = true) {
+        let pid = self.pid
+        guard pid > 0 else { return }
+        Glibc.kill(pid, signal)
+        if wait { _ = waitExit() }
+    }
+
+    /// Waits for the child to end; its exit status (128 + signal when killed).
+    @discardableResult
+    public func waitExit() -> Int32 {
+        let pid = self.pid
+        guard pid > 0 else { return -1 }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        lock.withLock { _pid = 0 }
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    /// True while the child runs (reaps it when it has ended by itself).
+    public var isRunning: Bool {
+        let pid = self.pid
+        guard pid > 0 else { return false }
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { lock.withLock { _pid = 0 }; return false }
+        return true
+    }
+
+    /// Stops it gracefully (SIGTERM), SIGKILL after `grace` seconds.
+    public func stop(grace: Double = 15) {
+        guard pid > 0 else { return }
+        kill(SIGTERM, wait: false)
+        let deadline = Date().addingTimeInterval(grace)
+        while isRunning && Date() < deadline { usleep(50_000) }
+        if isRunning { kill(SIGKILL) }
+    }
+}
+
+/// Polls `GET path` on 127.0.0.1:`port` until it answers 200 (or `timeout` seconds pass).
+public func waitForHTTP(port: Int, path: String = "/readyz", timeout: Double = 60) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    var last = "no answer"
+    while Date() < deadline {
+        let client = LoadClient(port: port, timeoutSeconds: 5)
+        if let r = try? client.request("GET", path) {
+            if r.status == 200 { return }
+            last = "HTTP \(r.status): \(r.body.prefix(200))"
+        }
+        usleep(100_000)
+    }
+    throw ChildProcess.Failure(description: "127.0.0.1:\(port)\(path) not ready after \(Int(timeout)) s (\(last))")
+}
