@@ -14,6 +14,7 @@ packages=(
   curl                                   # the service smoke test in scripts/test.sh
   postgresql-15-pgtap                    # pgTAP, SQL unit tests
   libtap-parser-sourcehandler-pgtap-perl # pg_prove
+  libfaketime                            # chaos/clock-skew runs the service under a faked clock
 )
 
 # apt_ensure PKG...: installs those of the packages that are not installed yet (nothing to do, no

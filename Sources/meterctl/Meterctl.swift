@@ -3,8 +3,22 @@ import Foundation
 import Logging
 import MeterCore
 
-/// meterctl: the one executable of meter: service (`serve`) and operator CLI.
+/// The entry point. Swift's CommandLine.arguments comes out empty when the process runs under an
+/// LD_PRELOADed library such as libfaketime (chaos/clock-skew runs `meterctl serve` that way),
+/// so the arguments are read from /proc/self/cmdline then.
 @main
+enum MeterctlMain {
+    static func main() async {
+        var args = Array(CommandLine.arguments.dropFirst())
+        if CommandLine.arguments.isEmpty, let raw = FileManager.default.contents(atPath: "/proc/self/cmdline") {
+            args = raw.split(separator: 0, omittingEmptySubsequences: false).dropFirst().map { String(decoding: $0, as: UTF8.self) }
+            if args.last == "" { args.removeLast() }
+        }
+        await Meterctl.main(args)
+    }
+}
+
+/// meterctl: the one executable of meter: service (`serve`) and operator CLI.
 struct Meterctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meterctl",

@@ -153,9 +153,12 @@ meterctl reconcile --period "$period" --format csv --output "$state/reconciliati
 # A forgotten interactive session inside BEGIN that took a transaction id, then one event of this
 # month: the event waits for that session (the rollup never passes an older open transaction).
 # docs/runbook.md finds the session and ends it ("Rollup lag and a held-back watermark").
-(echo "begin; select pg_current_xact_id();"; sleep 3600) \
-  | psql -X -q "$DATABASE_URL application_name=forgotten-psql" >/dev/null &
+# (psql reads a FIFO kept open on fd 3: it sits idle in transaction until this script exits.)
+mkfifo "$state/forgotten-psql.fifo"
+psql -X -q "$DATABASE_URL application_name=forgotten-psql" <"$state/forgotten-psql.fifo" >/dev/null 2>&1 &
 pids+=($!)
+exec 3>"$state/forgotten-psql.fifo"
+echo "begin; select pg_current_xact_id();" >&3
 for _ in $(seq 1 100); do
   [[ $(q "select count(*) from pg_stat_activity where application_name = 'forgotten-psql' and backend_xid is not null") == 1 ]] && break
   sleep 0.1

@@ -18,7 +18,11 @@ public enum ChaosScenarios {
         case "ingest-restart": o.events = quick ? 20_000 : 200_000; o.rate = quick ? 2_000 : 4_000; o.kills = quick ? 5 : 8
         case "clock-skew": o.events = quick ? 4_000 : 20_000; o.rate = quick ? 1_000 : 2_000
         case "postgres-crash": o.events = quick ? 10_000 : 50_000; o.rate = quick ? 1_500 : 2_500; o.kills = quick ? 2 : 4
-        default: o.events = quick ? 10_000 : 50_000; o.rate = quick ? 1_000 : 2_000; o.phaseSeconds = quick ? 4 : 10
+        default:
+            // billing-outage and db-network: the load lasts through every fault phase and the
+            // recovery after it (4.5 and 6 phases long).
+            o.events = quick ? 10_000 : 50_000; o.phaseSeconds = quick ? 4 : 10
+            o.rate = Int(Double(o.events) / (o.phaseSeconds * (name == "db-network" ? 6 : 4.5)))
         }
         return o
     }
@@ -148,38 +152,70 @@ public enum ChaosScenarios {
 
     // MARK: 3. clock-skew
 
-    /// The service under libfaketime: its clock an hour ahead, then an hour behind, then jumping
-    /// back an hour mid-load; clients' timestamps skewed by up to ± 10 minutes, events at the
-    /// month edge (23:59:59.999 and 00:00:00.000). meter reads time from the database only.
+    /// The service's wall clock an hour ahead (libfaketime), an hour behind (chaos/realtime-shift.c,
+    /// see there why not libfaketime), and jumping back 58 minutes mid-load (libfaketime); clients'
+    /// timestamps skewed by up to ± 10 minutes, events at the month edge (23:59:59.999 and
+    /// 00:00:00.000). meter reads time from the database only.
     static func clockSkew(_ h: ChaosHarness) async throws -> ChaosVerdict {
         let lib = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
                    "/usr/lib/faketime/libfaketimeMT.so.1"].first { FileManager.default.fileExists(atPath: $0) }
         guard let lib else { throw ChaosHarness.Failure(description: "libfaketime is not installed (scripts/setup.sh installs the libfaketime package)") }
-        let clockFile = h.dir + "/faketime"
         try FileManager.default.createDirectory(atPath: h.dir, withIntermediateDirectories: true)
+        let shiftSource = URL(fileURLWithPath: h.o.sqlDir).deletingLastPathComponent().appendingPathComponent("chaos/realtime-shift.c").path
+        let shiftLib = FileManager.default.currentDirectoryPath + "/" + h.dir + "/librealtime-shift.so"
+        let cc = try Subprocess.run(["/usr/bin/env", "clang", "-shared", "-fPIC", "-O2", "-o", shiftLib, shiftSource, "-ldl"])
+        guard cc.status == 0 else { throw ChaosHarness.Failure(description: "cannot build \(shiftSource): \(cc.output)") }
+        let clockFile = FileManager.default.currentDirectoryPath + "/" + h.dir + "/clock-offset"
         func setClock(_ spec: String) throws { try spec.write(toFile: clockFile, atomically: true, encoding: .utf8) }
+        let faketime = ["LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": clockFile, "FAKETIME_CACHE_DURATION": "1",
+                        "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
         try setClock("+1h")
-        h.serviceEnvironment = ["LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": clockFile, "FAKETIME_CACHE_DURATION": "1",
-                                "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
+        h.serviceEnvironment = faketime
         try await h.setUp()
-        /// The service's clock minus the real one, from its Date header (whole seconds).
-        func skew() async throws -> Int {
-            try await Task.sleep(for: .milliseconds(1500))  // libfaketime re-reads the file every second
-            return try await onDedicatedThread {
-                let r = try LoadClient(port: h.servicePort, timeoutSeconds: 10).request("GET", "/healthz")
-                guard let d = r.headers["date"] else { throw ChaosHarness.Failure(description: "no Date header from the service") }
-                let f = DateFormatter()
-                f.locale = Locale(identifier: "en_US_POSIX")
-                f.timeZone = TimeZone(identifier: "GMT")
-                f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-                guard let t = f.date(from: d) else { throw ChaosHarness.Failure(description: "unreadable Date header \(d)") }
-                return Int((t.timeIntervalSinceNow / 60).rounded()) * 60
+        /// The service's clock minus the real one (to the minute): the `ts` of the log line of a
+        /// request tagged with its own X-Request-Id. (Not the Date header: Hummingbird caches it and
+        /// under libfaketime its refresh timer stops after a step back.)
+        var probes = 0
+        func probe() async throws -> Int {
+            probes += 1
+            let id = "chaos-clock-probe-\(probes)"
+            let sentAt = Date()
+            _ = try await onDedicatedThread {
+                try LoadClient(port: h.servicePort, timeoutSeconds: 10).request("GET", "/healthz", headers: [("X-Request-Id", id)])
             }
+            try await Task.sleep(for: .milliseconds(300))
+            let log = (try? String(contentsOfFile: h.dir + "/service.log", encoding: .utf8)) ?? ""
+            guard let line = log.split(separator: "\n").last(where: { $0.contains("\"request_id\":\"\(id)\"") }),
+                  let tsRange = line.range(of: #""ts":"([^"]+)""#, options: .regularExpression) else {
+                throw ChaosHarness.Failure(description: "no log line of request \(id) in \(h.dir)/service.log")
+            }
+            let ts = String(line[tsRange].dropFirst(6).dropLast())
+            let f = ISO8601DateFormatter()
+            f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            guard let t = f.date(from: ts) else { throw ChaosHarness.Failure(description: "unreadable log timestamp \(ts)") }
+            return Int((t.timeIntervalSince(sentAt) / 60).rounded()) * 60
+        }
+        /// Probes until the clock shows `expected` seconds of skew (libfaketime threads pick up a
+        /// new offset within a few seconds of each other), 15 s at most; the last value seen.
+        func skew(_ expected: Int) async throws -> Int {
+            let deadline = ContinuousClock.now + .seconds(15)
+            var seen = try await probe()
+            while abs(seen - expected) > 120 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(500))
+                seen = try await probe()
+            }
+            return seen
+        }
+        func restartService(_ env: [String: String], _ offset: String) async throws {
+            try setClock(offset)
+            h.service.stop()
+            h.service.environment = env
+            try await h.startService()
         }
         var skews: [String] = []
         var checks: [(String, Bool)] = []
-        let ahead = try await skew()
-        skews.append("ahead \(ahead) s")
+        let ahead = try await skew(3600)
+        skews.append("ahead \(ahead) s (libfaketime)")
         checks.append(("the service's clock was ahead (\(ahead) s)", ahead >= 3000))
 
         // Phase A, service an hour ahead: the month's last hours, and the month edge.
@@ -194,7 +230,7 @@ public enum ChaosScenarios {
         try await h.closeMonth()
 
         // Phase B: the engine's clock brought to now; client timestamps skewed by ± 10 minutes
-        // around the database's now; the service an hour behind, then jumping back mid-load.
+        // around the database's now.
         let c = try h.connect()
         let now = try c.execute("select extract(epoch from now())::bigint as n").single().int("n")
         c.close()
@@ -210,29 +246,32 @@ public enum ChaosScenarios {
                                   at: at, value: "1", expectReject: off > 300 ? "occurred_at_in_future" : nil)
             }
         }
-        try setClock("-1h")
-        let behind = try await skew()
-        skews.append("behind \(behind) s")
+        // B1: the service an hour behind.
+        try await restartService(["LD_PRELOAD": shiftLib, "REALTIME_SHIFT_FILE": clockFile], "-3600")
+        let behind = try await skew(-3600)
+        skews.append("behind \(behind) s (realtime-shift)")
         checks.append(("the service's clock was behind (\(behind) s)", behind <= -3000))
         let b1 = skewed("b", h.o.events / 4)
         let r1 = try await h.load(b1).run()
-        try setClock("+30m")
-        let before = try await skew()
+        // B2: an hour ahead, then stepped back 58 minutes in the middle of the load.
+        try await restartService(faketime, "+1h")
+        let before = try await skew(3600)
         let b2 = skewed("c", h.o.events / 4)
-        let load2 = h.load(b2)
+        let load2 = h.load(b2, rate: max(h.o.rate / 4, 50))
         let t2 = Task { try await load2.run() }
         while load2.fractionSent < 0.5 && !load2.done { try await Task.sleep(for: .milliseconds(50)) }
-        try setClock("-30m")
-        let after = try await skew()
-        skews.append("jumped back from \(before) s to \(after) s mid-load (at \(Int(load2.fractionSent * 100)) % of the phase)")
+        let jumpedAt = Int(load2.fractionSent * 100)
+        try setClock("+2m")
+        let after = try await skew(120)
+        skews.append("jumped back from \(before) s to \(after) s mid-load (libfaketime, with \(jumpedAt) % of the phase's deliveries sent)")
         checks.append(("the service's clock jumped back mid-load (\(before) s → \(after) s)", before - after >= 3000))
         let r2 = try await t2.value
         h.log("phase B: \(b1.count + b2.count) events with client timestamps skewed up to ± 600 s")
         try await h.drain()
-        h.faults.append("service clock (libfaketime): " + skews.joined(separator: "; "))
+        h.faults.append("service clock: " + skews.joined(separator: "; "))
         h.faults.append("\(h.o.customers) events at 23:59:59.999 and \(h.o.customers) at 00:00:00.000 of the month edge")
 
-        // Merge the three loads' records for one verdict.
+        // The three loads' records, one verdict.
         let all = events + b1 + b2
         for part in [r1, r2] {
             result.acked += part.acked; result.rejected += part.rejected

@@ -71,7 +71,33 @@ public struct EmbeddedPostgres: Sendable {
     public func isRunning() throws -> Bool {
         guard FileManager.default.fileExists(atPath: realDataDir + "/PG_VERSION") else { return false }
         let r = try run(["pg_ctl", "status", "-D", realDataDir], check: false)
-        return r.status == 0
+        return r.status == 0 && !postmasterIsZombie()
+    }
+
+    /// The postmaster of postmaster.pid, when it is dead but not reaped (killed, and its parent,
+    /// PID 1 of a container, does not reap orphans): Postgres would take it for a live server
+    /// and refuse to start. nil when there is no postmaster.pid.
+    private func postmasterPID() -> pid_t? {
+        (try? String(contentsOfFile: realDataDir + "/postmaster.pid", encoding: .utf8))?
+            .split(separator: "\n").first.flatMap { pid_t($0) }
+    }
+
+    private func postmasterIsZombie() -> Bool {
+        guard let pm = postmasterPID() else { return false }
+        return kill(pm, 0) == 0 && Self.isZombie(pm)
+    }
+
+    /// After a crash: a postmaster.pid whose process is gone (or a zombie) is removed, as the
+    /// server itself would do for a dead PID.
+    private func removeStaleLockFile(log: (String) -> Void) {
+        for lock in [realDataDir + "/postmaster.pid", socketDir + "/.s.PGSQL.\(port).lock"] {
+            guard let pm = (try? String(contentsOfFile: lock, encoding: .utf8))?.split(separator: "\n").first.flatMap({ pid_t($0) })
+            else { continue }
+            if kill(pm, 0) != 0 || Self.isZombie(pm) {
+                log("removing the stale lock file \(lock) of dead process \(pm)")
+                unlink(lock)
+            }
+        }
     }
 
     /// Initializes the cluster when needed, starts it unless running, creates the database.
@@ -122,6 +148,7 @@ public struct EmbeddedPostgres: Sendable {
                 try chownToPostgres(socketDir)
                 try chownToPostgres(realDataDir + "/meter_runtime.conf")
             }
+            removeStaleLockFile(log: log)
             log("starting PostgreSQL on \(socketDir) port \(port)")
             let r = try run(["pg_ctl", "start", "-D", realDataDir, "-w", "-t", "60", "-l", realDataDir + "/server.log"],
                             check: false)
@@ -153,10 +180,12 @@ public struct EmbeddedPostgres: Sendable {
     /// how many processes were killed, once all of them are gone.
     @discardableResult
     public func killAll() throws -> Int {
-        guard let pidText = try? String(contentsOfFile: realDataDir + "/postmaster.pid", encoding: .utf8),
-              let pm = pidText.split(separator: "\n").first.flatMap({ pid_t($0) }) else {
+        guard let pm = postmasterPID() else {
             throw Failure(description: "no postmaster.pid in \(realDataDir): is the server running?")
         }
+        // Frozen first (SIGSTOP: it forks no more), its children listed (once the postmaster
+        // is gone they belong to PID 1), then all of them SIGKILLed at once.
+        kill(pm, SIGSTOP)
         var pids: [pid_t] = [pm]
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
             guard let pid = pid_t(entry),
