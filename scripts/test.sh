@@ -5,7 +5,9 @@
 #      mechanism as the embedded default (`meterctl db start`), creates a fresh database;
 #   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), CLI smoke tests,
 #      the official Stripe Python SDK against the mock billing engine, and a serve smoke test;
-#   4. runs the Swift tests (XCTest): libpq wrapper, migrator, HTTP API end to end.
+#   4. runs the Swift tests (XCTest): libpq wrapper, migrator, HTTP API end to end;
+#   5. runs the five chaos scenarios (chaos/all --quick, their own cluster .meter/chaos/pg) and a
+#      self-test of their verdict (a sabotaged run must FAIL).
 # The cluster is left running for reuse (and stopped by `meterctl db stop --data-dir .meter/test-pg`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -136,7 +138,24 @@ swift_tests=$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) fail
 swift_failed=$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) failures\{0,1\}.*/\2/p' <<<"$summary")
 [[ -n "$swift_tests" ]] || { echo "XCTest printed no summary"; exit 1; }
 
+echo "== chaos scenarios (chaos/all --quick; the full settings are in chaos/README.md)"
+set +e
+METER_SKIP_BUILD=1 chaos/all --quick 2>&1 | tee .meter/chaos.log
+set -e
+chaos_passed=$(grep -c '^chaos [a-z-]* (seed [0-9]*): PASS$' .meter/chaos.log || true)
+chaos_failed=$((5 - chaos_passed))
+
+echo "== chaos verdict self-test: with one rollup hour and one engine hour altered, the verdict must FAIL"
+if .build/debug/meterctl chaos ingest-restart --quick --events 3000 --kills 3 --sabotage >.meter/chaos-sabotage.log 2>&1; then
+  echo "a sabotaged chaos run passed"; chaos_failed=$((chaos_failed + 1))
+elif grep -q '^\s*\[FAIL\] rollups' .meter/chaos-sabotage.log && grep -q '^\s*\[FAIL\] engine' .meter/chaos-sabotage.log \
+     && grep -q '^\s*\[FAIL\] meter.rollup_verify' .meter/chaos-sabotage.log && grep -q '^\s*\[FAIL\] reconciliation' .meter/chaos-sabotage.log; then
+  echo "the sabotaged run FAILed on rollups, rollup_verify, engine and reconciliation, as it must"; chaos_passed=$((chaos_passed + 1))
+else
+  echo "the sabotaged run failed for another reason:"; tail -20 .meter/chaos-sabotage.log; chaos_failed=$((chaos_failed + 1))
+fi
+
 echo
-echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed"
-echo "tests: $((sql_tests + sdk_tests + swift_tests - swift_failed)) passed, $swift_failed failed"
-[[ "$swift_failed" == 0 ]]
+echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
+echo "tests: $((sql_tests + sdk_tests + swift_tests - swift_failed + chaos_passed)) passed, $((swift_failed + chaos_failed)) failed"
+[[ "$swift_failed" == 0 && "$chaos_failed" == 0 ]]

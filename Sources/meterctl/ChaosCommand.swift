@@ -27,6 +27,7 @@ struct Chaos: AsyncParsableCommand {
     @Option(name: .customLong("phase-seconds"), help: "Length of each fault phase (billing-outage, db-network).") var phaseSeconds: Double?
     @Option(help: "Customers.") var customers: Int?
     @Option(name: .customLong("work-dir"), help: "Where the cluster, logs and verdicts go. Default: .meter/chaos") var workDir = ".meter/chaos"
+    @Flag(help: .hidden) var sabotage = false
     @Option(name: .customLong("chaos-pg-port"), help: "Port of the chaos cluster (socket only). Default: 54369") var chaosPgPort = 54369
 
     func run() async throws {
@@ -50,6 +51,7 @@ struct Chaos: AsyncParsableCommand {
             o.pgPort = chaosPgPort
             o.meterctl = exe
             o.sqlDir = sqlDir
+            o.sabotage = sabotage
             out("== chaos \(name): seed \(seed), \(o.events) events at \(o.rate)/s, \(o.customers) customers")
             let started = ContinuousClock.now
             let verdict: ChaosVerdict

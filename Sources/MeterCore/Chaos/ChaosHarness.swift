@@ -39,6 +39,9 @@ public struct ChaosOptions: Sendable {
     public var lanes = 4
     public var workDir = ".meter/chaos"
     public var pgPort = 54369
+    /// Test of the verdict itself: one rollup hour and one engine hour are altered before the
+    /// checks, which must then FAIL (scripts/test.sh).
+    public var sabotage = false
     public var meterctl = ""
     public var sqlDir = ""
     public init() {}
@@ -274,6 +277,17 @@ public final class ChaosHarness: @unchecked Sendable {
     public func verdict(sent: [ChaosEvent], result: ChaosLoad.Result, extraChecks: [(String, Bool)] = []) throws -> ChaosVerdict {
         let c = try connect()
         defer { c.close() }
+        if o.sabotage {
+            try c.execute("""
+                update meter.rollup_hourly set event_count = event_count + 1, quantity = quantity + 1
+                where (customer_id, meter_id, hour) = (select customer_id, meter_id, hour from meter.rollup_hourly order by 1, 2, 3 limit 1)
+                """)
+            try c.execute("""
+                update billing_mock.usage_records set quantity = quantity + 1
+                where (subscription_item, ts) = (select subscription_item, ts from billing_mock.usage_records order by 1, 2 limit 1)
+                """)
+            faults.append("sabotage: one rollup hour and one engine hour altered before the checks (the verdict must FAIL)")
+        }
         try c.execute("create schema if not exists chaos")
         try c.execute("drop table if exists chaos.expected")
         try c.execute("""

@@ -68,8 +68,11 @@ public enum ChaosScenarios {
         let loadTask = Task { try await load.run() }
         var r = ReplayRandom(seed: h.o.seed ^ 0x4B11)
         var kinds: [String: Int] = [:]
+        // Spread over the load: on average one kill per (load time / (kills + 1)), at random.
+        let loadSeconds = Double(events.count) * (1 + h.o.duplicateRate) / Double(max(h.o.rate, 1))
+        let gapMs = max(Int(loadSeconds * 1000) / (h.o.kills + 1), 800)
         for k in 0..<h.o.kills {
-            try await Task.sleep(for: .milliseconds(800 + r.below(2500)))
+            try await Task.sleep(for: .milliseconds(gapMs / 2 + r.below(gapMs)))
             let want = ["at a random moment", "during a rollup run", "during a sync"][k % 3]
             let (kind, pid) = try await onDedicatedThread { () throws -> (String, pid_t) in
                 let c = try h.connect()
