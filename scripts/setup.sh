@@ -15,6 +15,8 @@ packages=(
   postgresql-15-pgtap                    # pgTAP, SQL unit tests
   libtap-parser-sourcehandler-pgtap-perl # pg_prove
   libfaketime                            # chaos/clock-skew runs the service under a faked clock
+  jq                                     # docs/runbook.md's commands (and Tests/runbook/runbook_test.sh)
+  python3-yaml                           # Tests/runbook/runbook_test.sh checks deploy/alerts.yml
 )
 
 # apt_ensure PKG...: installs those of the packages that are not installed yet (nothing to do, no

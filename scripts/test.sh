@@ -6,7 +6,8 @@
 #   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), CLI smoke tests,
 #      the official Stripe Python SDK against the mock billing engine, and a serve smoke test;
 #   4. runs the Swift tests (XCTest): libpq wrapper, migrator, HTTP API end to end;
-#   5. runs the five chaos scenarios (chaos/all --quick, their own cluster .meter/chaos/pg) and a
+#   5. runs every command of docs/runbook.md against a scratch instance (Tests/runbook/);
+#   6. runs the five chaos scenarios (chaos/all --quick, their own cluster .meter/chaos/pg) and a
 #      self-test of their verdict (a sabotaged run must FAIL).
 # The cluster is left running for reuse (and stopped by `meterctl db stop --data-dir .meter/test-pg`).
 set -euo pipefail
@@ -138,6 +139,14 @@ swift_tests=$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) fail
 swift_failed=$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) failures\{0,1\}.*/\2/p' <<<"$summary")
 [[ -n "$swift_tests" ]] || { echo "XCTest printed no summary"; exit 1; }
 
+echo "== runbook: every command of docs/runbook.md against a scratch instance (Tests/runbook/runbook_test.sh)"
+set +e
+Tests/runbook/runbook_test.sh 2>&1 | tee .meter/runbook-test.log
+runbook_status=${PIPESTATUS[0]}
+set -e
+runbook_passed=0; runbook_failed=0
+if [[ $runbook_status == 0 ]]; then runbook_passed=$(grep -c '^ok ' .meter/runbook-test.log || true); else runbook_failed=1; fi
+
 echo "== chaos scenarios (chaos/all --quick; the full settings are in chaos/README.md)"
 set +e
 METER_SKIP_BUILD=1 chaos/all --quick 2>&1 | tee .meter/chaos.log
@@ -156,6 +165,6 @@ else
 fi
 
 echo
-echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
-echo "tests: $((sql_tests + sdk_tests + swift_tests - swift_failed + chaos_passed)) passed, $((swift_failed + chaos_failed)) failed"
-[[ "$swift_failed" == 0 && "$chaos_failed" == 0 ]]
+echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; runbook: $runbook_passed passed, $runbook_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
+echo "tests: $((sql_tests + sdk_tests + swift_tests - swift_failed + runbook_passed + chaos_passed)) passed, $((swift_failed + runbook_failed + chaos_failed)) failed"
+[[ "$swift_failed" == 0 && "$runbook_failed" == 0 && "$chaos_failed" == 0 ]]

@@ -137,7 +137,7 @@ struct Close: AsyncParsableCommand {
         if billing.configured {
             let side = try global.withConnection { c in
                 try c.execute("""
-                    select count(*) as n, coalesce(sum(total), 0)::text as total from meter.billing_invoices b
+                    select count(*) as n, coalesce(sum(b.total), 0)::text as total from meter.billing_invoices b
                     join meter.invoices i on i.customer_id = b.customer_id and b.period_start < i.period_end and b.period_end > i.period_start
                     where i.period = $1
                     """, [period]).single()

@@ -22,11 +22,23 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 bin="$root/.build/debug"
-runbook="$root/docs/runbook.md"
+runbook="${RUNBOOK:-$root/docs/runbook.md}"   # RUNBOOK=... to try another copy
 state="$root/.meter/runbook"
 mock_port=18091
 serve_port=18092
 engine_key=sk_test_runbook
+
+# The seed closes the previous calendar month (UTC), as the runbook's month-end checklist does;
+# both are refused until its end plus the 1-hour grace has passed.
+if [[ $(date -u +%d) == 01 ]] && (( 10#$(date -u +%H) < 2 )); then
+  echo "runbook: skipped: last month cannot be closed before 02:00 UTC on the 1st (grace); run later"
+  exit 0
+fi
+
+# What the runbook's commands use (scripts/setup.sh installs them).
+for tool in psql pg_dump curl jq awk; do
+  command -v "$tool" >/dev/null || { echo "runbook test needs $tool on PATH" >&2; exit 2; }
+done
 
 # The binary may be being rebuilt by someone else: wait a little for it.
 for _ in $(seq 1 12); do [[ -x "$bin/meterctl" ]] && break; sleep 5; done
@@ -72,8 +84,7 @@ meterctl billing-mock --port "$mock_port" 2>"$state/billing-mock.log" &
 pids+=($!)
 wait_http "$METER_BILLING_API_BASE/healthz"
 
-# The previous calendar month (UTC), closable now: its end plus the 1-hour grace has passed.
-period=$(date -u -d "$(date -u -d '2 hours ago' +%Y-%m-01) -1 month" +%Y-%m)
+period=$(date -u -d "$(date -u +%Y-%m-01) -1 month" +%Y-%m)
 period_end=$(date -u -d "$period-01 +1 month" +%s)
 echo "== seed (period $period)"
 
@@ -109,7 +120,8 @@ wait_http "$METER_URL/readyz"
 # The engine's signed webhooks come back to the service (this stores the endpoint's secret).
 meterctl billing endpoint --url "$METER_URL/webhooks/billing"
 
-# Usage of the previous month: api_calls on three days, storage samples, one duplicate delivery.
+# Usage of the previous month: api_calls on three days, storage samples; the whole batch is then
+# delivered a second time (every event a duplicate).
 events="[]"
 for day in 03 12 27; do
   for hour in 08 09 14; do
@@ -125,7 +137,7 @@ for day in 03 12 27; do
 done
 post() { curl -fsS "$METER_URL/v1/events" -H "Authorization: Bearer $METER_API_KEY" -H 'Content-Type: application/json' -d "$1"; }
 post "$events" >"$state/ingest.json"
-post "$events" >/dev/null   # redelivered: all duplicate
+post "$events" >/dev/null
 [[ $(jq '[.results[] | select(.status == "accepted")] | length' "$state/ingest.json") == 57 ]] \
   || { echo "seed events not all accepted:"; cat "$state/ingest.json"; exit 1; }
 
@@ -152,7 +164,8 @@ meterctl reconcile --period "$period" --format csv --output "$state/reconciliati
 
 # A forgotten interactive session inside BEGIN that took a transaction id, then one event of this
 # month: the event waits for that session (the rollup never passes an older open transaction).
-# docs/runbook.md finds the session and ends it ("Rollup lag and a held-back watermark").
+# docs/runbook.md finds the session and ends it ("Rollup lag; horizon held back by a long
+# transaction"), which the checks at the end verify.
 # (psql reads a FIFO kept open on fd 3: it sits idle in transaction until this script exits.)
 mkfifo "$state/forgotten-psql.fifo"
 psql -X -q "$DATABASE_URL application_name=forgotten-psql" <"$state/forgotten-psql.fifo" >/dev/null 2>&1 &
@@ -172,9 +185,9 @@ done
   || { echo "seed: the forgotten session does not hold the rollup back"; exit 1; }
 
 echo "== docs/runbook.md"
-# Each fenced block: its kind (sh or host), its section (the last ## or ### heading) and its text.
+# Each fenced block: its kind (sh or host), its section (the heading above it) and its text.
 awk -v dir="$state/blocks" '
-  /^#{2,3} / && !inblock { section = $0; sub(/^#+ /, "", section) }
+  /^#+ / && !inblock { section = $0; sub(/^#+ /, "", section) }
   /^```sh( host)?[[:space:]]*$/ && !inblock {
     inblock = 1; n++; kind = ($0 ~ /host/) ? "host" : "sh"
     file = sprintf("%s/%03d.%s", dir, n, kind)
@@ -185,8 +198,9 @@ awk -v dir="$state/blocks" '
   inblock { print > file }
 ' "$runbook"
 
-# The subcommand path of every `meterctl ...` in a host block must exist.
-check_meterctl() {  # FILE
+# Every `meterctl ...` read on stdin (one a line) names an existing subcommand, and each --option
+# on it is one that subcommand has (for the host blocks and the commands quoted in the prose).
+check_meterctl() {
   local line words path help w ok=0
   while IFS= read -r line; do
     read -ra words <<<"$line"
@@ -200,8 +214,16 @@ check_meterctl() {  # FILE
       fi
       path+=("$w")
     done
-  done < <(grep -o 'meterctl [a-z][a-z -]*' "$1" || true)
+    help=$(meterctl "${path[@]}" --help 2>&1) || continue
+    for w in "${words[@]}"; do
+      [[ $w =~ ^(--[a-z][a-z-]*) ]] || continue
+      grep -qE -- "${BASH_REMATCH[1]}( |,|$)" <<<"$help" || { echo "meterctl ${path[*]}: no option ${BASH_REMATCH[1]}"; ok=1; }
+    done
+  done
   return $ok
+}
+meterctl_lines() {  # FILE: the meterctl command of each line, up to a pipe, ;, & or )
+  grep -oE 'meterctl [a-z][^|;&)`#]*' "$1" || true
 }
 
 count_commands() {  # FILE: logical command lines (comments, blank lines and continuations excluded)
@@ -216,33 +238,75 @@ while IFS= read -r path; do
   file=${path##*/}
   blocks=$((blocks + 1))
   section=$(cat "$path.section")
-  first=$(grep -v '^[[:space:]]*\(#\|$\)' "$path" | head -1)
+  first=$(grep -v '^[[:space:]]*\(#\|$\)' "$path" | head -1 | cut -c1-72)
   n=$(count_commands "$path")
   if [[ $file == *.host ]]; then
-    out=$( { bash -n "$path" && check_meterctl "$path"; } 2>&1 ) && status=0 || status=$?
-    label="(host, syntax only)"
+    out=$( { bash -n "$path" && meterctl_lines "$path" | check_meterctl; } 2>&1 ) && status=0 || status=$?
+    label=" (host: syntax and subcommands only)"
   else
     out=$(cd "$state/work" && timeout 180 bash -euo pipefail "$path" </dev/null 2>&1) && status=0 || status=$?
     commands=$((commands + n))
     label=""
   fi
   if [[ $status == 0 ]]; then
-    echo "ok $blocks - $section: $first $label"
+    echo "ok $blocks - $section: $first$label"
   else
     failed=$((failed + 1))
-    echo "not ok $blocks - $section: $first $label (exit $status)"
+    echo "not ok $blocks - $section: $first$label (exit $status)"
     sed 's/^/    # /' <<<"$out"
   fi
   printf '%s\n' "$out" >"$path.out"
 done <"$state/blocks/list"
 
-# The long-transaction procedure must have ended the forgotten session, and the rollup caught up.
+# Checks beyond the blocks, each an "ok"/"not ok" line of its own.
 extra_fail=0
-if [[ $(q "select count(*) from pg_stat_activity where application_name = 'forgotten-psql'") != 0 ]]; then
-  echo "not ok - the forgotten session still runs after the runbook"; extra_fail=1
-fi
-if [[ $(q "select pending_events from meter.rollup_lag") != 0 ]]; then
-  echo "not ok - events still pending after the runbook"; extra_fail=1
+check() {  # DESCRIPTION COMMAND...: runs the command quietly
+  local description=$1; shift
+  if out=$("$@" 2>&1); then echo "ok - $description"
+  else echo "not ok - $description"; sed 's/^/    # /' <<<"$out"; extra_fail=$((extra_fail + 1)); fi
+}
+slug() { tr 'A-Z' 'a-z' | sed -e 's/[^a-z0-9 _-]//g' -e 's/ /-/g'; }
+anchors_resolve() {  # every #anchor of the runbook and of deploy/alerts.yml names a heading
+  local headings missing=0 a
+  headings=$(grep -E '^#{1,6} ' "$runbook" | sed -E 's/^#+ //' | slug)
+  for a in $( { grep -oE '\]\(#[^)]+\)' "$runbook" | sed -E 's/^\]\(#//; s/\)$//'
+               grep -oE 'runbook\.md#[a-z0-9_-]+' "$root/deploy/alerts.yml" | sed 's/.*#//'; } | sort -u); do
+    grep -qxF "$a" <<<"$headings" || { echo "no heading for #$a"; missing=1; }
+  done
+  return $missing
+}
+metrics_real() {  # the Metrics table lists exactly the metrics defined in Sources; alerts and
+                  # PromQL in the runbook name only those (and Prometheus' own `up`)
+  local defined listed used bad=0 m
+  defined=$(grep -rhoE 'name: "(meter|billing_mock)_[a-z_]+"' "$root/Sources" | cut -d'"' -f2 | sort -u)
+  listed=$(grep -E '^\| `(meter|billing_mock)_' "$runbook" | cut -d'|' -f2 | grep -oE '(meter|billing_mock)_[a-z_]+' | sort -u)
+  if [[ "$defined" != "$listed" ]]; then
+    echo "Metrics table differs from Sources (< Sources, > runbook):"; diff <(echo "$defined") <(echo "$listed") || true; bad=1
+  fi
+  used=$(cat "$runbook" "$root/deploy/alerts.yml" \
+    | grep -oE '\b(meter|billing_mock)_[a-z_]+_?(total|seconds|seconds_bucket|hours|events|waiters|connections|unprocessed|commit|cancellations)\b' \
+    | sed -E 's/_(bucket|sum|count)$//' | sort -u)
+  for m in $used; do grep -qxF "$m" <<<"$defined" || { echo "not a metric of meter: $m"; bad=1; }; done
+  return $bad
+}
+check "the long-transaction procedure ended the forgotten session" \
+  test "$(q "select count(*) from pg_stat_activity where application_name = 'forgotten-psql'")" = 0
+check "the rollup caught up (no pending events)" test "$(q "select pending_events from meter.rollup_lag")" = 0
+check "every #anchor of the runbook and deploy/alerts.yml names a heading" anchors_resolve
+prose_commands() {  # the `meterctl ...` quoted outside the fenced blocks
+  awk '/^```/ { fenced = !fenced; next } !fenced' "$runbook" | grep -oE '`meterctl [^`]*`' | tr -d '`' | check_meterctl
+}
+check "the meterctl commands quoted in the prose exist, with their options" prose_commands
+check "metric names in the runbook and deploy/alerts.yml are real" metrics_real
+if command -v promtool >/dev/null; then
+  check "promtool check rules deploy/alerts.yml" promtool check rules "$root/deploy/alerts.yml"
+elif ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "ok - deploy/alerts.yml not checked # SKIP neither promtool (Debian: prometheus) nor PyYAML here"
+else
+  check "deploy/alerts.yml is YAML with 14+ rules (no promtool here)" python3 -c '
+import sys, yaml
+rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"]]
+assert len(rules) >= 14 and all({"alert", "expr", "labels", "annotations"} <= set(r) for r in rules)' "$root/deploy/alerts.yml"
 fi
 failed=$((failed + extra_fail))
 

@@ -17,6 +17,7 @@ public final class SyncMetrics: Sendable {
     let deadLettered: Counter
     let pending, inFlight, dead, oldestUnsynced, webhooksUnprocessed: Gauge
     let webhooks: @Sendable (String) -> Counter
+    let webhooksRejected: @Sendable (String) -> Counter
 
     public init(registry: PrometheusCollectorRegistry) {
         sendsByResult = { r in registry.makeCounter(name: "meter_sync_sends_total", labels: [("result", r)],
@@ -33,6 +34,8 @@ public final class SyncMetrics: Sendable {
         webhooksUnprocessed = registry.makeGauge(name: "meter_webhooks_unprocessed", help: "Billing webhooks stored, not yet applied")
         webhooks = { r in registry.makeCounter(name: "meter_webhooks_received_total", labels: [("result", r)],
                                                help: "POST /webhooks/billing by result: stored, duplicate, rejected") }
+        webhooksRejected = { r in registry.makeCounter(name: "meter_webhooks_rejected_total", labels: [("reason", r)],
+                                                       help: "POST /webhooks/billing refused, by reason: size, unconfigured, signature_missing, signature_malformed, signature_mismatch, signature_expired, payload") }
     }
 
     func sends(_ r: String) -> Counter { sendsByResult(r) }

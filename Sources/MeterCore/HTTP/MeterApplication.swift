@@ -83,8 +83,8 @@ public enum MeterApplication {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
         }
-        router.post("/webhooks/billing") { request, _ in
-            try await postWebhook(request: request, pool: pool, metrics: metrics, processor: webhooks)
+        router.post("/webhooks/billing") { request, context in
+            try await postWebhook(request: request, pool: pool, metrics: metrics, processor: webhooks, logger: context.logger)
         }
         router.get("/openapi.yaml") { _, _ in
             guard let openAPI else {

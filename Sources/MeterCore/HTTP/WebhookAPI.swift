@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import NIOCore
 
 // POST /webhooks/billing: the billing engine's signed events.
@@ -16,8 +17,14 @@ extension MeterApplication {
     public static let webhookTolerance: Int64 = 300
 
     static func postWebhook(request: Request, pool: PGPool, metrics: MeterMetrics,
-                            processor: WebhookProcessor?) async throws -> Response {
-        let reject: (String) -> Void = { _ in metrics.sync.webhooks("rejected").increment() }
+                            processor: WebhookProcessor?, logger: Logger) async throws -> Response {
+        // Every refusal is counted by reason and logged (with the request id): a signature_expired
+        // streak means a skewed clock on the engine's side, signature_mismatch a secret to rotate.
+        let reject: (String) -> Void = { reason in
+            metrics.sync.webhooks("rejected").increment()
+            metrics.sync.webhooksRejected(reason).increment()
+            logger.warning("webhook.rejected", metadata: ["reason": "\(reason)"])
+        }
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: webhookMaxBytes)
