@@ -92,6 +92,13 @@ m sync status | grep -Eq "^cli-smoke +cli.billed +no +1 "
 m billing link "${b[@]}" | grep -q "^link: 1 pair(s) linked"
 m sync run "${b[@]}" | tail -1 | grep -q "^sync: 1 hour(s) sent, 0 failed"
 m sync status | grep -Eq "^cli-smoke +cli.billed +yes +0 +0 +1 +0 "
+hook=http://127.0.0.1:1/webhooks/billing
+m billing endpoint --url "$hook" "${b[@]}" | grep -q "secret stored (active)"
+active=$(m billing webhook-secret list | grep -c " active")
+m billing endpoint --url "$hook" "${b[@]}" | grep -q "secret stored (active)"   # a retry: the same endpoint
+[[ $(m billing webhook-secret list | grep -c " active") == "$active" ]] || { echo "billing endpoint registered twice"; exit 1; }
+m billing endpoint --new --url "$hook" "${b[@]}" | grep -q "secret stored (active)"   # a rotation: a second one
+[[ $(m billing webhook-secret list | grep -c " active") == $((active + 1)) ]] || { echo "billing endpoint --new added no secret"; exit 1; }
 echo "billing CLI smoke test passed"
 
 echo "== CLI smoke test: plans, subscriptions, close refusals, reconcile"

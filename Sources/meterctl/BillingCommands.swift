@@ -164,19 +164,31 @@ struct BillingCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @OptionGroup var billing: BillingAPIOptions
         @Option(help: "Our public URL of POST /webhooks/billing.") var url: String
+        @Flag(name: .customLong("new"), help: "Register another endpoint even if this URL has one (a secret rotation: a fresh idempotency key; retire the old secret and delete the old endpoint afterwards).")
+        var new = false
         func run() async throws {
             _ = global.bootstrapLogging(defaultLevel: .warning)
             let sync = try billing.sync()
             let client = BillingClient(sync.api)
+            // Without --new the key is the URL's: a retry (within the engine's 24 h) returns the same
+            // endpoint and secret instead of registering a second one.
+            let key = new ? "meter-endpoint-\(url)-\(UUID().uuidString)" : "meter-endpoint-\(url)"
             let v = try await client.post("/v1/webhook_endpoints", [
                 ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
                 ("enabled_events[2]", "invoice.paid"),
-            ], idempotencyKey: "meter-endpoint-\(url)")
+            ], idempotencyKey: key)
             guard let secret = v["secret"]?.stringValue else { throw ValidationError("the engine returned no secret") }
-            try global.withConnection { c in
+            let active = try global.withConnection { c in
                 _ = try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict (secret) do nothing", [secret])
+                return try c.execute("select active from meter.webhook_secrets where secret = $1", [secret]).single().bool("active")
             }
-            print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); secret stored (active)")
+            if active {
+                print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); secret stored (active)")
+            } else {
+                // A retired secret is never reactivated behind the operator's back.
+                print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); its secret was retired earlier and stays retired: use --new for a new endpoint and secret")
+                throw ExitCode(1)
+            }
         }
     }
 

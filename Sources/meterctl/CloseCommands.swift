@@ -109,6 +109,7 @@ struct Close: AsyncParsableCommand {
     @Option(help: "Billing period, YYYY-MM.") var period: String
     @Option(help: "One customer (external id). Default: all.") var customer: String?
     @Option(name: .customLong("grace-minutes"), help: "Wait this long after the period end. Default: 60") var graceMinutes: Int = 60
+    @Option(help: "Customers closed per transaction (each batch holds the rollup's horizon while it runs; docs/scaling.md 1b). Default: 100") var batch: Int = 100
     @OptionGroup var billing: BillingAPIOptions
     @Option(name: .customLong("engine-timeout"), help: "Seconds to wait for the engine's invoices (with --billing-api-base). Default: 120")
     var engineTimeout: Double = 120
@@ -117,17 +118,34 @@ struct Close: AsyncParsableCommand {
             throw ValidationError("--period must be YYYY-MM; got \(period)")
         }
         guard graceMinutes >= 0 else { throw ValidationError("--grace-minutes must be at least 0") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
     }
     func run() async throws {
         let logger = global.bootstrapLogging(defaultLevel: .warning)
         let started = ContinuousClock.now
         if billing.configured { try await alignEngine(logger: logger) }
+        // One transaction per batch of customers, not one for the whole period: a close of 100,000
+        // customers neither holds its locks nor grows its transaction for minutes (docs/scaling.md),
+        // and an interrupted close is finished by running it again (customers already closed
+        // answer already_closed). A refusal (grace, rollups behind) comes with the first batch.
         let rows = try global.withConnection(migrate: global.target.isEmbedded) { c in
-            try c.execute("""
-                select customer, outcome, coalesce(invoice_id::text, '-') as invoice, lines,
-                       coalesce(total::text, '-') as total, coalesce(currency, '') as currency
-                from meter.close_period($1, $2, make_interval(mins => $3::int))
-                """, [period, customer, graceMinutes]).rows
+            let customers = try customer.map { [$0] }
+                ?? c.execute("select external_id from meter.customers order by external_id collate \"C\"").rows.map { try $0.string("external_id") }
+            var rows: [PGRow] = []
+            for start in stride(from: 0, to: customers.count, by: batch) {
+                let part = customers[start..<min(start + batch, customers.count)]
+                rows += try c.execute("""
+                    select r.customer, r.outcome, coalesce(r.invoice_id::text, '-') as invoice, r.lines,
+                           coalesce(r.total::text, '-') as total, coalesce(r.currency, '') as currency
+                    from pg_catalog.jsonb_array_elements_text($2::jsonb) with ordinality as x(external_id, n)
+                    cross join lateral meter.close_period($1, x.external_id, make_interval(mins => $3::int)) r
+                    order by x.n
+                    """, [period, "[" + part.map(JSONWriter.quote).joined(separator: ",") + "]", graceMinutes]).rows
+                if customers.count > batch {
+                    FileHandle.standardError.write(Data("close \(period): \(start + part.count)/\(customers.count) customers\n".utf8))
+                }
+            }
+            return rows
         }
         printTable(["customer", "outcome", "invoice", "lines", "total (minor units)", "currency"],
                    try rows.map { r in [try r.string("customer"), try r.string("outcome"), try r.string("invoice"),

@@ -264,11 +264,13 @@ public final class ChaosHarness: @unchecked Sendable {
         }
         log("engine: \(o.customers) invoices for \(period) paid (webhooks verified and processed)")
         if let beforeClose { try await beforeClose(self) }
-        let c2 = try connect()
-        defer { c2.close() }
-        let closed = try c2.execute("select count(*) filter (where outcome = 'closed') as n from meter.close_period($1, null, interval '0')", [period])
-            .single().int("n")
-        log("close \(period): \(closed) invoices")
+        // The operator's command, in batches of 7 customers (one transaction each).
+        let r = try Subprocess.run([o.meterctl, "close", "--period", period, "--grace-minutes", "0", "--batch", "7",
+                                    "--database-url", conninfo, "--log-level", "warning"])
+        guard r.status == 0, let summary = r.output.split(separator: "\n").last(where: { $0.hasPrefix("close \(period): ") && $0.contains(" closed, ") }) else {
+            throw Failure(description: "meterctl close --period \(period) failed (\(r.status)): \(r.output.suffix(600))")
+        }
+        log(String(summary))
     }
 
     // MARK: verdict

@@ -348,7 +348,7 @@ public enum ChaosScenarios {
             let c = try h.connect()
             defer { c.close() }
             invoicesAfterCrash = try c.execute("select count(*) as n from meter.invoices where period = $1", [h.period]).single().int("n")
-            h.log("Postgres restarted: \(invoicesAfterCrash) invoices of \(h.period) survived the crash (the close is one transaction)")
+            h.log("Postgres restarted: \(invoicesAfterCrash) invoices of \(h.period) survived the crash (an uncommitted close leaves nothing)")
         })
         crashes.append("SIGKILL of all server processes mid-close")
         h.faults.append("Postgres crashed \(crashes.count) times: " + crashes.joined(separator: "; "))

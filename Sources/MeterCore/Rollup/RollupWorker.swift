@@ -82,8 +82,10 @@ public final class RollupWorker: Service, @unchecked Sendable {
                 metrics.rollupFailed()
                 logger.warning("rollup.run_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
             }
-            // Not while catching up a backlog: the next run matters more than the gauge.
-            if !more && ContinuousClock.now - lastLag >= configuration.lagRefresh {
+            // While catching up a backlog, ten times less often (the next run matters more), but
+            // never stale: the lag alert must see a backlog that lasts.
+            let refreshEvery = more ? configuration.lagRefresh * 10 : configuration.lagRefresh
+            if ContinuousClock.now - lastLag >= refreshEvery {
                 lastLag = ContinuousClock.now
                 if let lag = try? await pool.withConnection({ conn in try Rollup.lag(conn) }) {
                     metrics.rollupLag(lag)
