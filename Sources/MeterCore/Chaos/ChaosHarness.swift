@@ -249,6 +249,18 @@ public final class ChaosHarness: @unchecked Sendable {
         }
     }
 
+    /// `meterctl sync retry` when hours are dead (as an operator would); how many there were.
+    public func redriveDead() async throws -> Int64 {
+        let c = try connect()
+        defer { c.close() }
+        let dead = try c.execute("select dead from meter.sync_backlog").single().int("dead")
+        guard dead > 0 else { return 0 }
+        let r = try Subprocess.run([o.meterctl, "sync", "retry", "--database-url", conninfo, "--log-level", "warning"])
+        guard r.status == 0 else { throw Failure(description: "meterctl sync retry failed: \(r.output)") }
+        log("re-drove \(dead) dead hour(s): \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+        return dead
+    }
+
     /// The engine's clock past the month end (it invoices; webhooks come back), then our close.
     /// `beforeClose` may inject a fault into the close itself (postgres-crash).
     public func closeMonth(beforeClose: ((ChaosHarness) async throws -> Void)? = nil) async throws {

@@ -94,6 +94,15 @@ public enum ChaosScenarios {
             try await h.startService()
             h.log("service restarted (pid \(h.service.pid))")
         }
+        // A deploy under load: SIGTERM must drain in-flight requests and work, and exit 0.
+        while load.fractionSent < 0.9 && !load.done { try await Task.sleep(for: .milliseconds(50)) }
+        let termStarted = ContinuousClock.now
+        let termStatus = await Task.detached { h.service.stop(grace: 30) }.value
+        let termSeconds = (ContinuousClock.now - termStarted).seconds
+        h.log("SIGTERM of the service under load (a deploy): exit status \(termStatus.map(String.init) ?? "none, killed after 30 s") in \(String(format: "%.1f", termSeconds)) s")
+        try await h.startService()
+        h.faults.append(String(format: "service stopped with SIGTERM under load (a deploy) and started again: exit %@ in %.1f s",
+                               termStatus.map(String.init) ?? "none", termSeconds))
         h.faults.append("service SIGKILLed \(h.o.kills) times and restarted: " + kinds.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
         let result = try await loadTask.value
         try await h.drain()
@@ -101,6 +110,7 @@ public enum ChaosScenarios {
         return try h.verdict(sent: events, result: result, extraChecks: [
             ("at least \(h.o.kills) SIGKILLs, some during a rollup run and some during a sync",
              kinds.values.reduce(0, +) >= h.o.kills && kinds["during a rollup run", default: 0] > 0 && kinds["during a sync", default: 0] > 0),
+            ("SIGTERM under load drained and exited 0 (\(termStatus.map(String.init) ?? "killed"))", termStatus == 0),
         ])
     }
 
@@ -140,11 +150,14 @@ public enum ChaosScenarios {
         }
         try h.mockFaults(#"{"drop_rate": 0}"#)
         h.log("engine recovered; load \(Int(load.fractionSent * 100)) % sent")
+        // The operator's re-drive, as soon as the engine is back (hours still dead now; others
+        // went back to pending by themselves when a newer rollup revision arrived).
+        let redriven = try await h.redriveDead()
         let result = try await loadTask.value
         try await h.drain()
         deadSeen.cancel()
         let dead = try await deadSeen.value
-        h.faults.append("hours parked as dead at most at once: \(dead) (give-up time \(giveUp) s)")
+        h.faults.append("hours parked as dead at most at once: \(dead) (give-up time \(giveUp) s); \(redriven) still dead at recovery, re-driven with `meterctl sync retry`")
         try await h.closeMonth()
         let retriesDuringOutage = result.retries
         return try h.verdict(sent: events, result: result, extraChecks: [

@@ -74,13 +74,24 @@ public final class ChildProcess: @unchecked Sendable {
         return true
     }
 
-    /// Stops it gracefully (SIGTERM), SIGKILL after `grace` seconds.
-    public func stop(grace: Double = 15) {
-        guard pid > 0 else { return }
-        kill(SIGTERM, wait: false)
+    /// Stops it gracefully (SIGTERM), SIGKILL after `grace` seconds; its exit status (nil when it
+    /// had to be killed or was not running).
+    @discardableResult
+    public func stop(grace: Double = 15) -> Int32? {
+        let pid = self.pid
+        guard pid > 0 else { return nil }
+        Glibc.kill(pid, SIGTERM)
         let deadline = Date().addingTimeInterval(grace)
-        while isRunning && Date() < deadline { usleep(50_000) }
-        if isRunning { kill(SIGKILL) }
+        var status: Int32 = 0
+        while Date() < deadline {
+            if waitpid(pid, &status, WNOHANG) == pid {
+                lock.withLock { _pid = 0 }
+                return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            }
+            usleep(20_000)
+        }
+        kill(SIGKILL)
+        return nil
     }
 }
 
