@@ -164,15 +164,15 @@ struct BillingCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @OptionGroup var billing: BillingAPIOptions
         @Option(help: "Our public URL of POST /webhooks/billing.") var url: String
-        @Flag(name: .customLong("new"), help: "Register another endpoint even if this URL has one (a secret rotation: a fresh idempotency key; retire the old secret and delete the old endpoint afterwards).")
-        var new = false
+        @Option(name: .customLong("rotation"), help: "Register another endpoint for this URL, for a secret rotation named by this label (e.g. 2026-11); running it again with the same label returns the same endpoint (retire the old secret and disable the old endpoint afterwards).")
+        var rotation: String?
         func run() async throws {
             _ = global.bootstrapLogging(defaultLevel: .warning)
             let sync = try billing.sync()
             let client = BillingClient(sync.api)
-            // Without --new the key is the URL's: a retry (within the engine's 24 h) returns the same
-            // endpoint and secret instead of registering a second one.
-            let key = new ? "meter-endpoint-\(url)-\(UUID().uuidString)" : "meter-endpoint-\(url)"
+            // The key is the URL's (and the rotation's): a retry within the engine's 24 h returns the
+            // same endpoint and secret instead of registering another one.
+            let key = rotation.map { "meter-endpoint-\(url)-rotation-\($0)" } ?? "meter-endpoint-\(url)"
             let v = try await client.post("/v1/webhook_endpoints", [
                 ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
                 ("enabled_events[2]", "invoice.paid"),
@@ -186,7 +186,7 @@ struct BillingCommand: AsyncParsableCommand {
                 print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); secret stored (active)")
             } else {
                 // A retired secret is never reactivated behind the operator's back.
-                print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); its secret was retired earlier and stays retired: use --new for a new endpoint and secret")
+                print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); its secret was retired earlier and stays retired: use --rotation LABEL for a new endpoint and secret")
                 throw ExitCode(1)
             }
         }

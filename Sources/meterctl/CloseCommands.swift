@@ -125,25 +125,41 @@ struct Close: AsyncParsableCommand {
         let started = ContinuousClock.now
         if billing.configured { try await alignEngine(logger: logger) }
         // One transaction per batch of customers, not one for the whole period: a close of 100,000
-        // customers neither holds its locks nor grows its transaction for minutes (docs/scaling.md),
-        // and an interrupted close is finished by running it again (customers already closed
-        // answer already_closed). A refusal (grace, rollups behind) comes with the first batch.
+        // customers neither holds its locks nor grows its transaction for minutes (docs/scaling.md
+        // 1b). A refusal (grace not over in a customer's timezone, rollups behind) stops the run at
+        // its batch; the batches before it stay closed, and running the close again finishes it
+        // (closed customers answer already_closed). Customers created meanwhile are swept up at the end.
         let rows = try global.withConnection(migrate: global.target.isEmbedded) { c in
-            let customers = try customer.map { [$0] }
-                ?? c.execute("select external_id from meter.customers order by external_id collate \"C\"").rows.map { try $0.string("external_id") }
+            func list() throws -> [String] {
+                try customer.map { [$0] }
+                    ?? c.execute("select external_id from meter.customers order by external_id collate \"C\"").rows.map { try $0.string("external_id") }
+            }
             var rows: [PGRow] = []
-            for start in stride(from: 0, to: customers.count, by: batch) {
-                let part = customers[start..<min(start + batch, customers.count)]
-                rows += try c.execute("""
-                    select r.customer, r.outcome, coalesce(r.invoice_id::text, '-') as invoice, r.lines,
-                           coalesce(r.total::text, '-') as total, coalesce(r.currency, '') as currency
-                    from pg_catalog.jsonb_array_elements_text($2::jsonb) with ordinality as x(external_id, n)
-                    cross join lateral meter.close_period($1, x.external_id, make_interval(mins => $3::int)) r
-                    order by x.n
-                    """, [period, "[" + part.map(JSONWriter.quote).joined(separator: ",") + "]", graceMinutes]).rows
-                if customers.count > batch {
-                    FileHandle.standardError.write(Data("close \(period): \(start + part.count)/\(customers.count) customers\n".utf8))
+            var done = Set<String>()
+            var customers = try list()
+            while !customers.isEmpty {
+                for start in stride(from: 0, to: customers.count, by: batch) {
+                    let part = customers[start..<min(start + batch, customers.count)]
+                    do {
+                        rows += try c.execute("""
+                            select r.customer, r.outcome, coalesce(r.invoice_id::text, '-') as invoice, r.lines,
+                                   coalesce(r.total::text, '-') as total, coalesce(r.currency, '') as currency
+                            from pg_catalog.jsonb_array_elements_text($2::jsonb) with ordinality as x(external_id, n)
+                            cross join lateral meter.close_period($1, x.external_id, make_interval(mins => $3::int)) r
+                            order by x.n
+                            """, [period, "[" + part.map(JSONWriter.quote).joined(separator: ",") + "]", graceMinutes]).rows
+                    } catch {
+                        if !done.isEmpty {
+                            FileHandle.standardError.write(Data("close \(period): stopped after \(done.count) customer(s), whose invoices are committed; fix the cause below and run the close again\n".utf8))
+                        }
+                        throw error
+                    }
+                    done.formUnion(part)
+                    if customers.count > batch {
+                        FileHandle.standardError.write(Data("close \(period): \(start + part.count)/\(customers.count) customers\n".utf8))
+                    }
                 }
+                customers = try list().filter { !done.contains($0) }
             }
             return rows
         }

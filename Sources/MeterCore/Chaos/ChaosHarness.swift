@@ -85,7 +85,7 @@ public final class ChaosHarness: @unchecked Sendable {
         self.scenario = scenario
         self.o = options
         self.logger = logger
-        self.dir = options.workDir + "/" + scenario
+        self.dir = URL(fileURLWithPath: options.workDir + "/" + scenario).standardizedFileURL.path
         self.pg = EmbeddedPostgres(dataDir: options.workDir + "/pg", port: options.pgPort)
         self.database = "chaos_" + scenario.replacingOccurrences(of: "-", with: "_")
         self.servicePort = try Self.freePort()
@@ -152,8 +152,11 @@ public final class ChaosHarness: @unchecked Sendable {
         client = BillingClient(api)
         // The engine's clock: a minute before the month's end (usage may be at most 5 minutes in
         // its future; customers created now start their subscription at the month's first).
-        clock = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(periodEnd - 60)), ("name", "chaos")],
-                                      idempotencyKey: "chaos-clock-\(scenario)-\(o.seed)")["id"]!.stringValue!
+        guard let clockID = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(periodEnd - 60)), ("name", "chaos")],
+                                                  idempotencyKey: "chaos-clock-\(scenario)-\(o.seed)")["id"]?.stringValue else {
+            throw Failure(description: "the engine created a test clock without an id")
+        }
+        clock = clockID
         try await PlanMirror.mirror(c, client: client, engineMeters: Self.meters.map(\.code))
         for m in Self.meters {
             let price = try c.execute("""
@@ -166,7 +169,8 @@ public final class ChaosHarness: @unchecked Sendable {
             ("url", "http://127.0.0.1:\(servicePort)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
             ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
         ], idempotencyKey: "chaos-endpoint-\(scenario)-\(servicePort)")
-        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint["secret"]!.stringValue!])
+        guard let secret = endpoint["secret"]?.stringValue else { throw Failure(description: "the engine returned a webhook endpoint without a secret") }
+        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [secret])
         log("set up: database \(database), \(o.customers) customers, engine on 127.0.0.1:\(mockPort) (test clock \(clock)), period \(period)")
 
         service = ChildProcess(name: "service", argv: [o.meterctl, "serve", "--database-url", serviceConninfo,
@@ -183,7 +187,15 @@ public final class ChaosHarness: @unchecked Sendable {
         log("service on 127.0.0.1:\(servicePort) (pid \(service.pid)), logs in \(dir)/")
     }
 
+    /// The database's clock when the current service instance was started (its backends opened
+    /// after it), as text for a timestamptz parameter.
+    public private(set) var serviceStartedAt = "-infinity"
+
     public func startService() async throws {
+        if let c = try? connect() {
+            serviceStartedAt = (try? c.execute("select now()::text as t").single().string("t")) ?? "-infinity"
+            c.close()
+        }
         try service.start()
         try await onDedicatedThread { [servicePort] in try waitForHTTP(port: servicePort, timeout: 120) }
     }
@@ -226,20 +238,22 @@ public final class ChaosHarness: @unchecked Sendable {
         defer { c.close() }
         let deadline = ContinuousClock.now + .seconds(timeout)
         var lastSay = ContinuousClock.now
+        var redrives = 0
         while true {
             let lag = try Rollup.lag(c)
             let b = try c.execute("select pending, in_flight, dead from meter.sync_backlog").single()
             let (pending, inFlight, dead) = (try b.int("pending"), try b.int("in_flight"), try b.int("dead"))
-            if dead > 0 {
+            if dead > 0 && redrives < 10 {
+                redrives += 1
                 let r = try Subprocess.run([o.meterctl, "sync", "retry", "--database-url", conninfo, "--log-level", "warning"])
                 guard r.status == 0 else { throw Failure(description: "meterctl sync retry failed: \(r.output)") }
-                faults.append("dead letters re-driven: \(dead) hour(s), `meterctl sync retry`: \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+                faults.append("dead letters re-driven while draining: \(dead) hour(s), `meterctl sync retry`: \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
                 log("re-drove \(dead) dead hour(s): \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
-                continue
+            } else if dead == 0 && lag.pendingEvents == 0 && lag.pendingCancellations == 0 && pending + inFlight == 0 {
+                return
             }
-            if lag.pendingEvents == 0 && lag.pendingCancellations == 0 && pending + inFlight == 0 { return }
             if ContinuousClock.now > deadline {
-                throw Failure(description: "not drained after \(Int(timeout)) s: \(lag.pendingEvents) events to roll up, \(pending + inFlight) hours to sync")
+                throw Failure(description: "not drained after \(Int(timeout)) s: \(lag.pendingEvents) events to roll up, \(pending + inFlight) hours to sync, \(dead) dead after \(redrives) re-drives")
             }
             if ContinuousClock.now - lastSay > .seconds(3) {
                 log("draining: \(lag.pendingEvents) events to roll up, \(pending) hours pending, \(inFlight) in flight")
@@ -298,9 +312,9 @@ public final class ChaosHarness: @unchecked Sendable {
                 """)
             try c.execute("""
                 update billing_mock.usage_records set quantity = quantity + 1
-                where (subscription_item, ts) = (select subscription_item, ts from billing_mock.usage_records order by 1, 2 limit 1)
+                where (subscription_item, ts) = (select subscription_item, ts from billing_mock.usage_records order by 1 desc, 2 desc limit 1)
                 """)
-            faults.append("sabotage: one rollup hour and one engine hour altered before the checks (the verdict must FAIL)")
+            faults.append("sabotage: the first rollup hour and the last engine hour altered before the checks (the verdict must FAIL, with 2 engine hours differing)")
         }
         try c.execute("create schema if not exists chaos")
         try c.execute("drop table if exists chaos.expected")
@@ -313,9 +327,9 @@ public final class ChaosHarness: @unchecked Sendable {
             let idx = start..<(start + part.count)
             try c.execute("""
                 insert into chaos.expected
-                select * from unnest($1::text[], $2::text[], $3::text[],
-                                     (select array_agg(to_timestamp(x / 1e6)) from unnest($4::bigint[]) x),
-                                     $5::numeric[], $6::boolean[], $7::text[], $8::text[])
+                select k, c, m, to_timestamp(t / 1e6), v, a, r, x
+                from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::boolean[], $7::text[], $8::text[])
+                     as u(k, c, m, t, v, a, r, x)
                 """, [Self.arr(part.map(\.key)), Self.arr(part.map(\.customer)), Self.arr(part.map(\.meter)),
                       "{" + part.map { String($0.at) }.joined(separator: ",") + "}", Self.arr(part.map(\.value)),
                       "{" + idx.map { result.acked[$0] ? "t" : "f" }.joined(separator: ",") + "}",
@@ -346,7 +360,7 @@ public final class ChaosHarness: @unchecked Sendable {
                 from chaos.expected x join meter.customers c on c.external_id = x.customer join meter.meters m on m.code = x.meter
                 where x.acked group by 1, 2, 3)
             select count(*) filter (where r.hour is null) as missing,
-                   count(*) filter (where exp.hour is null and r.event_count > 0) as extra,
+                   count(*) filter (where exp.hour is null and (r.event_count <> 0 or r.quantity <> 0)) as extra,
                    count(*) filter (where exp.n <> r.event_count or exp.q <> r.quantity) as differing,
                    coalesce(sum(r.event_count), 0) as rolled_up, count(*) as hours
             from exp full join meter.rollup_hourly r using (customer_id, meter_id, hour)
@@ -433,22 +447,27 @@ public final class ChaosHarness: @unchecked Sendable {
         return f.string(from: NSNumber(value: v)) ?? String(v)
     }
 
+    /// A free port below the kernel's ephemeral range (ip_local_port_range), so that a client
+    /// reconnecting while the service is down can never be given that port as its own source port
+    /// (a TCP self-connect would then hold it).
     static func freePort() throws -> Int {
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(s) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+            .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) } ?? [32768, 60999]
+        let upper = max((range.first ?? 32768) - 1, 11_000)
+        for _ in 0..<200 {
+            let port = Int.random(in: 10_000...upper)
+            let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(s)
+            if rc == 0 { return port }
         }
-        guard rc == 0 else { throw Failure(description: "no free port (errno \(errno))") }
-        var bound = sockaddr_in()
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) }
-        }
-        return Int(UInt16(bigEndian: bound.sin_port))
+        throw Failure(description: "no free port below \(upper)")
     }
 }
 

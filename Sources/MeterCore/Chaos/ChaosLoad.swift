@@ -31,7 +31,13 @@ public final class ChaosLoad: @unchecked Sendable {
     let progress: @Sendable (String) -> Void
     private let lock = NSLock()
     private var sentDeliveries = 0
-    public private(set) var done = false
+    private var finished = false
+    /// A batch still unanswered after this many seconds of retries fails the load (the service
+    /// is gone for good: a FAIL, not a hang).
+    static let giveUpSeconds = 300.0
+
+    /// True once the load has ended, by success or by error.
+    public var done: Bool { lock.withLock { finished } }
 
     init(events: [ChaosEvent], port: Int, token: String, seed: UInt64, duplicateRate: Double, rate: Int, lanes: Int,
          progress: @escaping @Sendable (String) -> Void) {
@@ -40,10 +46,11 @@ public final class ChaosLoad: @unchecked Sendable {
     }
 
     /// Share of the deliveries sent so far (0...1), for scenarios that inject faults at a point of the load.
-    public var fractionSent: Double { lock.withLock { Double(sentDeliveries) } / Double(max(plannedDeliveries, 1)) }
+    public var fractionSent: Double { lock.withLock { Double(sentDeliveries) / Double(max(plannedDeliveries, 1)) } }
     private var plannedDeliveries = 0
 
     public func run() async throws -> Result {
+        defer { lock.withLock { finished = true } }
         var r = ReplayRandom(seed: seed ^ 0x5EED)
         var order = Array(events.indices)
         for i in events.indices where r.chance(duplicateRate) { order.append(i) }
@@ -55,7 +62,7 @@ public final class ChaosLoad: @unchecked Sendable {
             batches.append(Array(order[at..<min(at + size, order.count)]))
             at += size
         }
-        plannedDeliveries = order.count
+        lock.withLock { plannedDeliveries = order.count }
         let started = ContinuousClock.now
         let reporter = Task { [self] in
             while !Task.isCancelled {
@@ -89,7 +96,6 @@ public final class ChaosLoad: @unchecked Sendable {
             total.deliveries += p.deliveries; total.requests += p.requests; total.retries += p.retries
             total.duplicates += p.duplicates
         }
-        lock.withLock { done = true }
         return total
     }
 
@@ -100,6 +106,7 @@ public final class ChaosLoad: @unchecked Sendable {
         for batch in batches {
             let body = "[" + batch.map { events[$0].json }.joined(separator: ",") + "]"
             var attempt = 0
+            let firstTry = ContinuousClock.now
             while true {
                 result.requests += 1
                 if attempt > 0 { result.retries += 1 }
@@ -128,6 +135,9 @@ public final class ChaosLoad: @unchecked Sendable {
                 }
                 if let a = answer, a.status >= 400 && a.status < 500 && a.status != 429 && a.status != 408 {
                     throw ChaosHarness.Failure(description: "the service refused a valid batch: HTTP \(a.status) \(a.body.prefix(300))")
+                }
+                if (ContinuousClock.now - firstTry).seconds > Self.giveUpSeconds {
+                    throw ChaosHarness.Failure(description: "a batch stayed unacknowledged for \(Int(Self.giveUpSeconds)) s of retries (last answer: \(answer.map { "HTTP \($0.status)" } ?? "none"))")
                 }
                 attempt += 1
                 usleep(UInt32(min(20_000 << min(attempt, 6), 1_000_000)))

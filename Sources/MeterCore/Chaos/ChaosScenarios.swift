@@ -51,9 +51,12 @@ public enum ChaosScenarios {
         return false
     }
 
+    /// A rollup run of the current service instance (backends opened since it started: a killed
+    /// instance's backend may linger a moment).
     static let rollupActive = """
         select count(*) as n from pg_stat_activity
         where state = 'active' and query like '%meter.rollup_run(%' and pid <> pg_backend_pid()
+          and backend_start >= $1::timestamptz
         """
 
     // MARK: 1. ingest-restart
@@ -79,9 +82,11 @@ public enum ChaosScenarios {
                 defer { c.close() }
                 var kind = want
                 if want == "during a rollup run" {
-                    if !(try poll(10) { try c.execute(rollupActive).single().int("n") > 0 }) { kind = "at a random moment (no rollup run caught in 10 s)" }
+                    if !(try poll(10) { try c.execute(rollupActive, [h.serviceStartedAt]).single().int("n") > 0 }) { kind = "at a random moment (no rollup run caught in 10 s)" }
                 } else if want == "during a sync" {
-                    if !(try poll(10) { try c.execute("select count(*) as n from meter.sync_outbox where state = 'in_flight'").single().int("n") > 0 }) {
+                    // claimed by this instance's sync worker (a killed one's claims linger until their lease ends)
+                    let worker = "meter-sync-\(h.service.pid)"
+                    if !(try poll(10) { try c.execute("select count(*) as n from meter.sync_outbox where state = 'in_flight' and claimed_by = $1", [worker]).single().int("n") > 0 }) {
                         kind = "at a random moment (no send caught in flight in 10 s)"
                     }
                 }
@@ -127,7 +132,6 @@ public enum ChaosScenarios {
         let events = h.mainEvents()
         let load = h.load(events)
         let loadTask = Task { try await load.run() }
-        let stopWatch = ManagedAtomicFlag()
         let deadSeen = Task { () -> Int64 in
             let c = try h.connect()
             defer { c.close() }
@@ -138,7 +142,6 @@ public enum ChaosScenarios {
             }
             return most
         }
-        _ = stopWatch
         try await Task.sleep(for: .seconds(phase / 2))
         for (what, faults) in [("engine down (every call 503)", #"{"outage": true}"#),
                                ("engine failing 50 % of calls with 503", #"{"outage": false, "error_rate": 0.5, "error_status": 503}"#),
@@ -178,10 +181,10 @@ public enum ChaosScenarios {
         guard let lib else { throw ChaosHarness.Failure(description: "libfaketime is not installed (scripts/setup.sh installs the libfaketime package)") }
         try FileManager.default.createDirectory(atPath: h.dir, withIntermediateDirectories: true)
         let shiftSource = URL(fileURLWithPath: h.o.sqlDir).deletingLastPathComponent().appendingPathComponent("chaos/realtime-shift.c").path
-        let shiftLib = FileManager.default.currentDirectoryPath + "/" + h.dir + "/librealtime-shift.so"
+        let shiftLib = h.dir + "/librealtime-shift.so"  // h.dir is absolute
         let cc = try Subprocess.run(["/usr/bin/env", "clang", "-shared", "-fPIC", "-O2", "-o", shiftLib, shiftSource, "-ldl"])
         guard cc.status == 0 else { throw ChaosHarness.Failure(description: "cannot build \(shiftSource): \(cc.output)") }
-        let clockFile = FileManager.default.currentDirectoryPath + "/" + h.dir + "/clock-offset"
+        let clockFile = h.dir + "/clock-offset"
         func setClock(_ spec: String) throws { try spec.write(toFile: clockFile, atomically: true, encoding: .utf8) }
         let faketime = ["LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": clockFile, "FAKETIME_CACHE_DURATION": "1",
                         "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
@@ -223,8 +226,8 @@ public enum ChaosScenarios {
             return seen
         }
         func restartService(_ env: [String: String], _ offset: String) async throws {
+            h.service.stop()  // before the new offset: a negative one under libfaketime stalls timers
             try setClock(offset)
-            h.service.stop()
             h.service.environment = env
             try await h.startService()
         }
@@ -246,15 +249,20 @@ public enum ChaosScenarios {
         try await h.closeMonth()
 
         // Phase B: the engine's clock brought to now; client timestamps skewed by ± 10 minutes
-        // around the database's now.
-        let c = try h.connect()
-        let now = try c.execute("select extract(epoch from now())::bigint as n").single().int("n")
-        c.close()
-        _ = try await h.client.post("/v1/test_helpers/test_clocks/\(h.clock)/advance", [("frozen_time", String(now + 900))],
+        // around the database's now, read right before each load. The 300 s tolerance is tested
+        // with margins (accepted up to +240 s, rejected from +420 s) so that a slow machine, whose
+        // loads take longer, cannot move an event across it.
+        func dbNow() throws -> Int64 {
+            let c = try h.connect()
+            defer { c.close() }
+            return try c.execute("select extract(epoch from now())::bigint as n").single().int("n")
+        }
+        let now0 = try dbNow()
+        _ = try await h.client.post("/v1/test_helpers/test_clocks/\(h.clock)/advance", [("frozen_time", String(now0 + 1800))],
                                     idempotencyKey: "chaos-advance-\(h.clock)-now")
         var r = ReplayRandom(seed: h.o.seed ^ 0xC10C)
-        let offsets: [Int64] = [-600, -420, -300, -120, -30, -1, 0, 1, 30, 120, 240, 280, 320, 420, 600]
-        func skewed(_ tag: String, _ n: Int) -> [ChaosEvent] {
+        let offsets: [Int64] = [-600, -420, -300, -120, -30, -1, 0, 1, 30, 120, 180, 240, 420, 480, 600]
+        func skewed(_ tag: String, _ n: Int, now: Int64) -> [ChaosEvent] {
             (0..<n).map { i in
                 let off = offsets[r.below(offsets.count)]
                 let at = (now + off) * 1_000_000 + Int64(r.below(1_000_000))
@@ -267,12 +275,12 @@ public enum ChaosScenarios {
         let behind = try await skew(-3600)
         skews.append("behind \(behind) s (realtime-shift)")
         checks.append(("the service's clock was behind (\(behind) s)", behind <= -3000))
-        let b1 = skewed("b", h.o.events / 4)
+        let b1 = skewed("b", h.o.events / 4, now: try dbNow())
         let r1 = try await h.load(b1).run()
         // B2: an hour ahead, then stepped back 58 minutes in the middle of the load.
         try await restartService(faketime, "+1h")
         let before = try await skew(3600)
-        let b2 = skewed("c", h.o.events / 4)
+        let b2 = skewed("c", h.o.events / 4, now: try dbNow())
         let load2 = h.load(b2, rate: max(h.o.rate / 4, 50))
         let t2 = Task { try await load2.run() }
         while load2.fractionSent < 0.5 && !load2.done { try await Task.sleep(for: .milliseconds(50)) }
@@ -333,7 +341,7 @@ public enum ChaosScenarios {
                     return "pg_ctl stop -m immediate mid-load"
                 }
                 let c = try h.connect()
-                let caught = try poll(10) { try c.execute(rollupActive).single().int("n") > 0 }
+                let caught = try poll(10) { try c.execute(rollupActive, [h.serviceStartedAt]).single().int("n") > 0 }
                 let n = try h.pg.killAll()
                 c.close()
                 return "SIGKILL of all \(n) server processes " + (caught ? "mid-rollup (a rollup_run was active)" : "mid-load (no rollup run caught in 10 s)")

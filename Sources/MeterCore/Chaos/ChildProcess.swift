@@ -35,7 +35,11 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var env = ProcessInfo.processInfo.environment
+        // A clean meter configuration: the child's arguments decide, not a DATABASE_URL or a
+        // METER_* setting of whoever runs the chaos scenario.
+        var env = ProcessInfo.processInfo.environment.filter {
+            !($0.key.hasPrefix("METER_") || $0.key.hasPrefix("BILLING_MOCK_") || $0.key == "DATABASE_URL")
+        }
         for (k, v) in environment { env[k] = v }
         var cenv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]

@@ -15,11 +15,17 @@ public final class TCPProxy: @unchecked Sendable {
     private let lock = NSLock()
     private var listenFD: Int32 = -1
     private var _mode: Mode = .pass
-    private var open: [Int: (Int32, Int32)] = [:]
+    /// Relayed pairs (client side, Postgres side) still open, with how many of their two relay
+    /// threads have ended and whether they are being reset. Every shutdown and close happens under
+    /// `lock`, and only for a pair still listed, so a closed fd number reused elsewhere is never touched.
+    private struct Pair { let client: Int32; let server: Int32; var ended = 0; var aborted = false }
+    private var open: [Int: Pair] = [:]
     private var nextID = 0
     public private(set) var port = 0
-    public private(set) var accepted = 0
-    public private(set) var resets = 0
+    private var _accepted = 0
+    private var _resets = 0
+    public var accepted: Int { lock.withLock { _accepted } }
+    public var resets: Int { lock.withLock { _resets } }
 
     public init(upstreamSocket: String) { self.upstreamSocket = upstreamSocket }
 
@@ -56,10 +62,21 @@ public final class TCPProxy: @unchecked Sendable {
     /// Resets every relayed connection now (RST to the client side); returns how many.
     @discardableResult
     public func resetAll() -> Int {
-        let pairs = lock.withLock { Array(open.values) }
-        for (a, b) in pairs { Self.abort(a); shutdown(b, Int32(SHUT_RDWR)) }
-        lock.withLock { resets += pairs.count }
-        return pairs.count
+        lock.withLock {
+            var n = 0
+            for (id, var p) in open where !p.aborted {
+                p.aborted = true
+                open[id] = p
+                // linger 0: the close to come sends RST; SHUT_RD wakes the relay threads without a FIN.
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(p.client, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+                shutdown(p.client, Int32(SHUT_RD))
+                shutdown(p.server, Int32(SHUT_RDWR))
+                n += 1
+            }
+            _resets += n
+            return n
+        }
     }
 
     public var openConnections: Int { lock.withLock { open.count } }
@@ -67,11 +84,13 @@ public final class TCPProxy: @unchecked Sendable {
     private func acceptLoop() {
         while true {
             let c = accept(listenFD, nil, nil)
-            if c < 0 { if errno == EINTR { continue }; return }
-            lock.withLock { accepted += 1 }
+            if c < 0 { usleep(errno == EINTR ? 0 : 10_000); continue }  // EMFILE, ECONNABORTED...: keep serving
+            lock.withLock { _accepted += 1 }
             if mode == .refuse {
-                Self.abort(c); close(c)
-                lock.withLock { resets += 1 }
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+                close(c)  // RST
+                lock.withLock { _resets += 1 }
                 continue
             }
             let u = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -84,22 +103,33 @@ public final class TCPProxy: @unchecked Sendable {
             let rc = withUnsafePointer(to: &ua) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(u, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
-            if rc != 0 { close(u); Self.abort(c); close(c); continue }
-            let id = lock.withLock { () -> Int in nextID += 1; open[nextID] = (c, u); return nextID }
-            let done = ManagedAtomicFlag()
+            if rc != 0 { close(u); close(c); continue }
+            let id = lock.withLock { () -> Int in nextID += 1; open[nextID] = Pair(client: c, server: u); return nextID }
             for (from, to) in [(c, u), (u, c)] {
                 let t = Thread { [self] in
                     relay(from: from, to: to)
-                    // The first direction to end tears the pair down; the second closes it.
-                    if done.setOnce() {
-                        shutdown(c, Int32(SHUT_RDWR)); shutdown(u, Int32(SHUT_RDWR))
-                    } else {
-                        lock.withLock { _ = open.removeValue(forKey: id) }
-                        close(c); close(u)
-                    }
+                    ended(id)
                 }
                 t.name = "chaos-proxy-relay"
                 t.start()
+            }
+        }
+    }
+
+    /// A relay thread of pair `id` ended: the first tears the pair down (the other thread wakes),
+    /// the second closes both sockets.
+    private func ended(_ id: Int) {
+        lock.withLock {
+            guard var p = open[id] else { return }
+            p.ended += 1
+            if p.ended == 1 {
+                open[id] = p
+                if p.aborted { shutdown(p.client, Int32(SHUT_RD)) } else { shutdown(p.client, Int32(SHUT_RDWR)) }
+                shutdown(p.server, Int32(SHUT_RDWR))
+            } else {
+                open.removeValue(forKey: id)
+                close(p.client)
+                close(p.server)
             }
         }
     }
@@ -119,19 +149,4 @@ public final class TCPProxy: @unchecked Sendable {
             }
         }
     }
-
-    /// SO_LINGER 0, then shutdown: the next close sends RST instead of FIN.
-    private static func abort(_ fd: Int32) {
-        var l = linger(l_onoff: 1, l_linger: 0)
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
-        shutdown(fd, Int32(SHUT_RDWR))
-    }
-}
-
-/// A flag set once, from any thread.
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var set = false
-    /// True for the first caller only.
-    func setOnce() -> Bool { lock.withLock { if set { return false }; set = true; return true } }
 }

@@ -78,8 +78,21 @@ public struct EmbeddedPostgres: Sendable {
     /// PID 1 of a container, does not reap orphans): Postgres would take it for a live server
     /// and refuse to start. nil when there is no postmaster.pid.
     private func postmasterPID() -> pid_t? {
-        (try? String(contentsOfFile: realDataDir + "/postmaster.pid", encoding: .utf8))?
-            .split(separator: "\n").first.flatMap { pid_t($0) }
+        Self.lockFilePID(realDataDir + "/postmaster.pid")
+    }
+
+    /// The PID on a lock file's first line, only when it is a plain process id (> 1): a standalone
+    /// backend writes -PID, which must never be taken for a dead server nor signalled as a group.
+    private static func lockFilePID(_ path: String) -> pid_t? {
+        guard let pid = (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").first.flatMap({ pid_t($0) }),
+              pid > 1 else { return nil }
+        return pid
+    }
+
+    /// Gone for sure: no such process (ESRCH), or a zombie.
+    private static func isDead(_ pid: pid_t) -> Bool {
+        if kill(pid, 0) != 0 { return errno == ESRCH }
+        return isZombie(pid)
     }
 
     private func postmasterIsZombie() -> Bool {
@@ -91,9 +104,8 @@ public struct EmbeddedPostgres: Sendable {
     /// server itself would do for a dead PID.
     private func removeStaleLockFile(log: (String) -> Void) {
         for lock in [realDataDir + "/postmaster.pid", socketDir + "/.s.PGSQL.\(port).lock"] {
-            guard let pm = (try? String(contentsOfFile: lock, encoding: .utf8))?.split(separator: "\n").first.flatMap({ pid_t($0) })
-            else { continue }
-            if kill(pm, 0) != 0 || Self.isZombie(pm) {
+            guard let pm = Self.lockFilePID(lock) else { continue }
+            if Self.isDead(pm) {
                 log("removing the stale lock file \(lock) of dead process \(pm)")
                 unlink(lock)
             }
@@ -183,6 +195,11 @@ public struct EmbeddedPostgres: Sendable {
         guard let pm = postmasterPID() else {
             throw Failure(description: "no postmaster.pid in \(realDataDir): is the server running?")
         }
+        // Only our postmaster: a stale postmaster.pid may name a reused PID.
+        guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pm)/cwd"),
+              URL(fileURLWithPath: cwd).standardizedFileURL.path == URL(fileURLWithPath: realDataDir).standardizedFileURL.path else {
+            throw Failure(description: "process \(pm) of postmaster.pid is not a server of \(realDataDir)")
+        }
         // Frozen first (SIGSTOP: it forks no more), its children listed (once the postmaster
         // is gone they belong to PID 1), then all of them SIGKILLed at once.
         kill(pm, SIGSTOP)
@@ -203,7 +220,7 @@ public struct EmbeddedPostgres: Sendable {
 
     private static func isZombie(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
+              let close = stat.lastIndex(of: ")") else { return false }  // unreadable: take it as alive
         return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
     }
 
