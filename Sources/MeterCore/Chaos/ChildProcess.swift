@@ -35,6 +35,19 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // (Our own sockets are close-on-exec: LoadClient's and the proxy's; libpq's too.)
+        // Default signal handling and an empty mask, whatever thread of ours spawns it.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGTERM, SIGINT, SIGPIPE, SIGHUP] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         // A clean meter configuration: the child's arguments decide, not a DATABASE_URL or a
         // METER_* setting of whoever runs the chaos scenario.
         var env = ProcessInfo.processInfo.environment.filter {
@@ -45,7 +58,7 @@ public final class ChildProcess: @unchecked Sendable {
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cenv.forEach { free($0) }; cargs.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cargs, &cenv)
+        let rc = posix_spawn(&pid, argv[0], &actions, &attr, &cargs, &cenv)
         guard rc == 0 else { throw Failure(description: "cannot start \(name) (\(argv[0])): \(String(cString: strerror(rc)))") }
         lock.withLock { _pid = pid; starts += 1 }
     }

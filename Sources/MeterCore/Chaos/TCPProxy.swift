@@ -36,7 +36,7 @@ public final class TCPProxy: @unchecked Sendable {
 
     /// Listens on 127.0.0.1 (any free port) and starts accepting.
     public func start() throws {
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var one: Int32 = 1
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in()
@@ -85,6 +85,7 @@ public final class TCPProxy: @unchecked Sendable {
         while true {
             let c = accept(listenFD, nil, nil)
             if c < 0 { usleep(errno == EINTR ? 0 : 10_000); continue }  // EMFILE, ECONNABORTED...: keep serving
+            _ = fcntl(c, F_SETFD, FD_CLOEXEC)
             lock.withLock { _accepted += 1 }
             if mode == .refuse {
                 var l = linger(l_onoff: 1, l_linger: 0)
@@ -93,7 +94,7 @@ public final class TCPProxy: @unchecked Sendable {
                 lock.withLock { _resets += 1 }
                 continue
             }
-            let u = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            let u = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var ua = sockaddr_un()
             ua.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &ua.sun_path) { raw in

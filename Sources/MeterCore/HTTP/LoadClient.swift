@@ -34,7 +34,8 @@ public final class LoadClient {
 
     private func connectIfNeeded() throws {
         if fd >= 0 { return }
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        // close-on-exec: a process we start (the chaos scenarios start services) must not hold it
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw Failure(description: "socket() failed") }
         var one: Int32 = 1
         setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
