@@ -11,8 +11,6 @@ public final class LoadClient {
     public struct Response: Sendable {
         public let status: Int
         public let body: String
-        /// Header fields, names in lower case.
-        public var headers: [String: String] = [:]
     }
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
@@ -93,11 +91,7 @@ public final class LoadClient {
         }
         var length = 0
         var closeAfter = false
-        var fields: [String: String] = [:]
         for l in lines.dropFirst() {
-            if let colon = l.firstIndex(of: ":") {
-                fields[l[..<colon].lowercased()] = l[l.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            }
             let lower = l.lowercased()
             if lower.hasPrefix("content-length:") { length = Int(lower.dropFirst(15).trimmingCharacters(in: .whitespaces)) ?? 0 }
             if lower.hasPrefix("connection:") && lower.contains("close") { closeAfter = true }
@@ -107,7 +101,7 @@ public final class LoadClient {
         let text = String(decoding: buffer[bodyStart..<(bodyStart + length)], as: UTF8.self)
         buffer.removeFirst(bodyStart + length)
         if closeAfter { close(fd); fd = -1 }
-        return Response(status: status, body: text, headers: fields)
+        return Response(status: status, body: text)
     }
 
     private func fill() throws {
