@@ -275,27 +275,20 @@ public final class ChaosHarness: @unchecked Sendable {
         return dead
     }
 
-    /// The engine's clock past the month end (it invoices; webhooks come back), then our close.
-    /// `beforeClose` may inject a fault into the close itself (postgres-crash).
+    /// The month's close, as an operator runs it: `meterctl close` with the engine configured
+    /// brings the engine to the same point (its test clock past the month end; it invoices and its
+    /// webhooks come back), then closes in batches of 7 customers (one transaction each).
+    /// `beforeClose` may inject a fault first (postgres-crash).
     public func closeMonth(beforeClose: ((ChaosHarness) async throws -> Void)? = nil) async throws {
-        _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(periodEnd + 60))],
-                                  idempotencyKey: "chaos-advance-\(clock)-\(periodEnd + 60)")
-        let c = try connect()
-        defer { c.close() }
-        let deadline = ContinuousClock.now + .seconds(120)
-        while try c.execute("select count(*) as n from meter.billing_invoices where period_end = to_timestamp($1::bigint) and status = 'paid'",
-                            [periodEnd]).single().int("n") < o.customers {
-            if ContinuousClock.now > deadline { throw Failure(description: "the engine's \(period) invoices did not all arrive as paid within 120 s") }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        log("engine: \(o.customers) invoices for \(period) paid (webhooks verified and processed)")
         if let beforeClose { try await beforeClose(self) }
-        // The operator's command, in batches of 7 customers (one transaction each).
         let r = try Subprocess.run([o.meterctl, "close", "--period", period, "--grace-minutes", "0", "--batch", "7",
-                                    "--database-url", conninfo, "--log-level", "warning"])
-        guard r.status == 0, let summary = r.output.split(separator: "\n").last(where: { $0.hasPrefix("close \(period): ") && $0.contains(" closed, ") }) else {
+                                    "--billing-api-base", "http://127.0.0.1:\(mockPort)", "--billing-api-key", "sk_test_chaos",
+                                    "--billing-test-clock", clock, "--database-url", conninfo, "--log-level", "warning"])
+        let lines = r.output.split(separator: "\n")
+        guard r.status == 0, let summary = lines.last(where: { $0.hasPrefix("close \(period): ") && $0.contains(" closed, ") }) else {
             throw Failure(description: "meterctl close --period \(period) failed (\(r.status)): \(r.output.suffix(600))")
         }
+        for line in lines where line.hasPrefix("engine: ") { log(String(line)) }
         log(String(summary))
     }
 
