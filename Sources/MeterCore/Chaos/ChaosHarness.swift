@@ -245,10 +245,8 @@ public final class ChaosHarness: @unchecked Sendable {
             let (pending, inFlight, dead) = (try b.int("pending"), try b.int("in_flight"), try b.int("dead"))
             if dead > 0 && redrives < 10 {
                 redrives += 1
-                let r = try Subprocess.run([o.meterctl, "sync", "retry", "--database-url", conninfo, "--log-level", "warning"])
-                guard r.status == 0 else { throw Failure(description: "meterctl sync retry failed: \(r.output)") }
-                faults.append("dead letters re-driven while draining: \(dead) hour(s), `meterctl sync retry`: \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
-                log("re-drove \(dead) dead hour(s): \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+                let n = try await redriveDead()
+                faults.append("dead letters re-driven while draining: \(n) hour(s), `meterctl sync retry`")
             } else if dead == 0 && lag.pendingEvents == 0 && lag.pendingCancellations == 0 && pending + inFlight == 0 {
                 return
             }

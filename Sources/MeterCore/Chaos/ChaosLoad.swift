@@ -49,6 +49,11 @@ public final class ChaosLoad: @unchecked Sendable {
     public var fractionSent: Double { lock.withLock { Double(sentDeliveries) / Double(max(plannedDeliveries, 1)) } }
     private var plannedDeliveries = 0
 
+    /// Returns once `fraction` of the deliveries is sent, or the load has ended.
+    public func waitUntil(_ fraction: Double) async throws {
+        while fractionSent < fraction && !done { try await Task.sleep(for: .milliseconds(50)) }
+    }
+
     public func run() async throws -> Result {
         defer { lock.withLock { finished = true } }
         var r = ReplayRandom(seed: seed ^ 0x5EED)

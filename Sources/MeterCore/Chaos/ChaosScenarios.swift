@@ -100,7 +100,7 @@ public enum ChaosScenarios {
             h.log("service restarted (pid \(h.service.pid))")
         }
         // A deploy under load: SIGTERM must drain in-flight requests and work, and exit 0.
-        while load.fractionSent < 0.9 && !load.done { try await Task.sleep(for: .milliseconds(50)) }
+        try await load.waitUntil(0.9)
         let termStarted = ContinuousClock.now
         let termStatus = await Task.detached { h.service.stop(grace: 30) }.value
         let termSeconds = (ContinuousClock.now - termStarted).seconds
@@ -283,7 +283,7 @@ public enum ChaosScenarios {
         let b2 = skewed("c", h.o.events / 4, now: try dbNow())
         let load2 = h.load(b2, rate: max(h.o.rate / 4, 50))
         let t2 = Task { try await load2.run() }
-        while load2.fractionSent < 0.5 && !load2.done { try await Task.sleep(for: .milliseconds(50)) }
+        try await load2.waitUntil(0.5)
         let jumpedAt = Int(load2.fractionSent * 100)
         try setClock("+2m")
         let after = try await skew(120)
@@ -334,7 +334,7 @@ public enum ChaosScenarios {
         var crashes: [String] = []
         for k in 0..<h.o.kills {
             let at = Double(k + 1) / Double(h.o.kills + 1)
-            while load.fractionSent < at && !load.done { try await Task.sleep(for: .milliseconds(50)) }
+            try await load.waitUntil(at)
             let what = try await onDedicatedThread { () throws -> String in
                 if k % 2 == 0 {
                     try h.pg.stopImmediately()

@@ -29,37 +29,19 @@ public final class ChildProcess: @unchecked Sendable {
     public var pid: pid_t { lock.withLock { _pid } }
 
     public func start() throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // (Our own sockets are close-on-exec: LoadClient's and the proxy's; libpq's too.)
-        // Default signal handling and an empty mask, whatever thread of ours spawns it.
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for sig in [SIGTERM, SIGINT, SIGPIPE, SIGHUP] { sigaddset(&defaults, sig) }
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         // A clean meter configuration: the child's arguments decide, not a DATABASE_URL or a
-        // METER_* setting of whoever runs the chaos scenario.
+        // METER_* setting of whoever runs the chaos scenario. (Our own sockets are close-on-exec:
+        // LoadClient's and the proxy's; libpq's too.)
         var env = ProcessInfo.processInfo.environment.filter {
             !($0.key.hasPrefix("METER_") || $0.key.hasPrefix("BILLING_MOCK_") || $0.key == "DATABASE_URL")
         }
         for (k, v) in environment { env[k] = v }
-        var cenv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { cenv.forEach { free($0) }; cargs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, &attr, &cargs, &cenv)
-        guard rc == 0 else { throw Failure(description: "cannot start \(name) (\(argv[0])): \(String(cString: strerror(rc)))") }
+        let pid: pid_t
+        do {
+            pid = try Subprocess.spawn(argv, output: logPath, append: true, environment: env)
+        } catch {
+            throw Failure(description: "cannot start \(name): \(error)")
+        }
         lock.withLock { _pid = pid; starts += 1 }
     }
 
@@ -79,7 +61,7 @@ public final class ChildProcess: @unchecked Sendable {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         lock.withLock { _pid = 0 }
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Subprocess.exitCode(status)
     }
 
     /// True while the child runs (reaps it when it has ended by itself).
@@ -103,7 +85,7 @@ public final class ChildProcess: @unchecked Sendable {
         while Date() < deadline {
             if waitpid(pid, &status, WNOHANG) == pid {
                 lock.withLock { _pid = 0 }
-                return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                return Subprocess.exitCode(status)
             }
             usleep(20_000)
         }

@@ -205,12 +205,7 @@ public struct EmbeddedPostgres: Sendable {
         kill(pm, SIGSTOP)
         var pids: [pid_t] = [pm]
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(entry),
-                  let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { continue }
-            // /proc/PID/stat: pid (comm) state ppid ...
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count > 1, pid_t(fields[1]) == pm { pids.append(pid) }
+            if let pid = pid_t(entry), Self.procStat(pid)?.ppid == pm { pids.append(pid) }
         }
         for pid in pids { kill(pid, SIGKILL) }
         let deadline = Date().addingTimeInterval(30)
@@ -218,10 +213,17 @@ public struct EmbeddedPostgres: Sendable {
         return pids.count
     }
 
-    private static func isZombie(_ pid: pid_t) -> Bool {
+    /// A zombie (unreadable: taken as alive).
+    private static func isZombie(_ pid: pid_t) -> Bool { procStat(pid)?.state == "Z" }
+
+    /// State and parent of a process, from /proc/PID/stat: `pid (comm) state ppid ...` (comm may
+    /// hold spaces and parentheses, hence the last ')').
+    private static func procStat(_ pid: pid_t) -> (state: Substring, ppid: pid_t)? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }  // unreadable: take it as alive
-        return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 1, let ppid = pid_t(fields[1]) else { return nil }
+        return (fields[0], ppid)
     }
 
     /// Creates `name` when missing (connecting to the `postgres` database).
