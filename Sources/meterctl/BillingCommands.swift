@@ -173,20 +173,16 @@ struct BillingCommand: AsyncParsableCommand {
             // The key is the URL's (and the rotation's): a retry within the engine's 24 h returns the
             // same endpoint and secret instead of registering another one.
             let key = rotation.map { "meter-endpoint-\(url)-rotation-\($0)" } ?? "meter-endpoint-\(url)"
-            let v = try await client.post("/v1/webhook_endpoints", [
-                ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
-                ("enabled_events[2]", "invoice.paid"),
-            ], idempotencyKey: key)
-            guard let secret = v["secret"]?.stringValue else { throw ValidationError("the engine returned no secret") }
+            let (id, secret) = try await client.registerWebhookEndpoint(url: url, idempotencyKey: key)
             let active = try global.withConnection { c in
                 _ = try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict (secret) do nothing", [secret])
                 return try c.execute("select active from meter.webhook_secrets where secret = $1", [secret]).single().bool("active")
             }
             if active {
-                print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); secret stored (active)")
+                print("endpoint \(id ?? "?") -> \(url); secret stored (active)")
             } else {
                 // A retired secret is never reactivated behind the operator's back.
-                print("endpoint \(v["id"]?.stringValue ?? "?") -> \(url); its secret was retired earlier and stays retired: use --rotation LABEL for a new endpoint and secret")
+                print("endpoint \(id ?? "?") -> \(url); its secret was retired earlier and stays retired: use --rotation LABEL for a new endpoint and secret")
                 throw ExitCode(1)
             }
         }

@@ -149,10 +149,8 @@ final class BillingSyncTests: XCTestCase {
         serve.rollup?.interval = .milliseconds(100)
         let server = try await MeterServer.start(config: serve, conninfo: env.db.info, poolSize: 4, logger: TestDatabase.logger)
         defer { Task { await server.stop() } }
-        let endpoint = try await env.client.post("/v1/webhook_endpoints", [
-            ("url", "http://127.0.0.1:\(server.port)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
-            ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
-        ], idempotencyKey: UUID().uuidString)
+        let endpoint = try await env.client.registerWebhookEndpoint(url: "http://127.0.0.1:\(server.port)/webhooks/billing",
+                                                                   idempotencyKey: UUID().uuidString)
         try await env.waitSynced(c, timeout: 30)
 
         try await env.faults(#"{"webhook_duplicate_rate":1,"webhook_shuffle":true}"#)
@@ -166,7 +164,7 @@ final class BillingSyncTests: XCTestCase {
         XCTAssertGreaterThan(refused, 0, "deliveries were refused before the secret was configured")
         XCTAssertEqual(try c.execute("select count(*) as n from meter.webhook_events").single().int("n"), 0,
                        "nothing stored from unverifiable deliveries")
-        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint["secret"]!.stringValue!])
+        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint.secret])
         try RollupDB.waitUntil("the invoice is stored as paid", timeout: 30) {
             (try c.execute("select count(*) as n from meter.billing_invoices where status = 'paid'").single().int("n")) == 1
         }

@@ -89,6 +89,21 @@ public final class BillingClient: Sendable {
     }
 }
 
+extension BillingClient {
+    /// Registers `url` (our POST /webhooks/billing) for invoice.created, invoice.finalized and
+    /// invoice.paid; the endpoint's id and signing secret. The same key returns the same endpoint.
+    public func registerWebhookEndpoint(url: String, idempotencyKey: String) async throws -> (id: String?, secret: String) {
+        let v = try await post("/v1/webhook_endpoints", [
+            ("url", url), ("enabled_events[0]", "invoice.created"), ("enabled_events[1]", "invoice.finalized"),
+            ("enabled_events[2]", "invoice.paid"),
+        ], idempotencyKey: idempotencyKey)
+        guard let secret = v["secret"]?.stringValue else {
+            throw BillingAPIError(status: nil, type: nil, code: nil, message: "the engine returned a webhook endpoint without a secret")
+        }
+        return (v["id"]?.stringValue, secret)
+    }
+}
+
 extension TimeAmount {
     init(_ d: Duration) {
         self = .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)

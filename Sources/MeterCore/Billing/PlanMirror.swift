@@ -44,4 +44,16 @@ public enum PlanMirror {
             try c.execute("select meter.plan_price_mirror_record($1, $2, $3)", [plan, meter, price["id"]!.stringValue!])
         }
     }
+
+    /// Each of `meters` is billed from `since` (Unix seconds) with the engine mirror of `plan`'s
+    /// price for it (meter.billing_price_set): the meters' hours enter the outbox. Mirror first.
+    public static func billMeters(_ c: PGConnection, plan: String, meters: [String], since: Int64) throws {
+        for m in meters {
+            let price = try c.execute("""
+                select pp.engine_price_id from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id
+                join meter.meters m on m.id = pp.meter_id where p.code = $1 and m.code = $2 and pp.engine_price_id is not null
+                """, [plan, m]).single().string("engine_price_id")
+            try c.execute("select meter.billing_price_set($1, $2, to_timestamp($3::bigint))", [m, price, since])
+        }
+    }
 }

@@ -158,19 +158,10 @@ public final class ChaosHarness: @unchecked Sendable {
         }
         clock = clockID
         try await PlanMirror.mirror(c, client: client, engineMeters: Self.meters.map(\.code))
-        for m in Self.meters {
-            let price = try c.execute("""
-                select pp.engine_price_id from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id
-                join meter.meters m on m.id = pp.meter_id where p.code = 'chaos' and m.code = $1
-                """, [m.code]).single().string("engine_price_id")
-            try c.execute("select meter.billing_price_set($1, $2, to_timestamp($3::bigint))", [m.code, price, periodStart])
-        }
-        let endpoint = try await client.post("/v1/webhook_endpoints", [
-            ("url", "http://127.0.0.1:\(servicePort)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
-            ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
-        ], idempotencyKey: "chaos-endpoint-\(scenario)-\(servicePort)")
-        guard let secret = endpoint["secret"]?.stringValue else { throw Failure(description: "the engine returned a webhook endpoint without a secret") }
-        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [secret])
+        try PlanMirror.billMeters(c, plan: "chaos", meters: Self.meters.map(\.code), since: periodStart)
+        let endpoint = try await client.registerWebhookEndpoint(url: "http://127.0.0.1:\(servicePort)/webhooks/billing",
+                                                               idempotencyKey: "chaos-endpoint-\(scenario)-\(servicePort)")
+        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint.secret])
         log("set up: database \(database), \(o.customers) customers, engine on 127.0.0.1:\(mockPort) (test clock \(clock)), period \(period)")
 
         service = ChildProcess(name: "service", argv: [o.meterctl, "serve", "--database-url", serviceConninfo,

@@ -71,12 +71,12 @@ public struct EmbeddedPostgres: Sendable {
     public func isRunning() throws -> Bool {
         guard FileManager.default.fileExists(atPath: realDataDir + "/PG_VERSION") else { return false }
         let r = try run(["pg_ctl", "status", "-D", realDataDir], check: false)
-        return r.status == 0 && !postmasterIsZombie()
+        // pg_ctl takes a zombie postmaster (killed, and PID 1 of a container reaps no orphans)
+        // for a live one.
+        return r.status == 0 && !(postmasterPID().map(Self.isDead) ?? false)
     }
 
-    /// The postmaster of postmaster.pid, when it is dead but not reaped (killed, and its parent,
-    /// PID 1 of a container, does not reap orphans): Postgres would take it for a live server
-    /// and refuse to start. nil when there is no postmaster.pid.
+    /// The PID of postmaster.pid; nil when there is none.
     private func postmasterPID() -> pid_t? {
         Self.lockFilePID(realDataDir + "/postmaster.pid")
     }
@@ -93,11 +93,6 @@ public struct EmbeddedPostgres: Sendable {
     private static func isDead(_ pid: pid_t) -> Bool {
         if kill(pid, 0) != 0 { return errno == ESRCH }
         return isZombie(pid)
-    }
-
-    private func postmasterIsZombie() -> Bool {
-        guard let pm = postmasterPID() else { return false }
-        return kill(pm, 0) == 0 && Self.isZombie(pm)
     }
 
     /// After a crash: a postmaster.pid whose process is gone (or a zombie) is removed, as the

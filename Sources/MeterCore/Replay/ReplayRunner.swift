@@ -119,13 +119,7 @@ public enum ReplayRunner {
             let clock = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(start)), ("name", "replay")],
                                               idempotencyKey: "replay-clock-\(o.seed)-\(start)")["id"]!.stringValue!
             try await PlanMirror.mirror(c, client: client, engineMeters: ["api_calls", "storage_gb", "peak_seats"])
-            for m in ["api_calls", "storage_gb", "peak_seats"] {
-                let price = try c.execute("""
-                    select pp.engine_price_id from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id
-                    join meter.meters m on m.id = pp.meter_id where p.code = 'starter' and m.code = $1
-                    """, [m]).single().string("engine_price_id")
-                try c.execute("select meter.billing_price_set($1, $2, to_timestamp($3::bigint))", [m, price, start])
-            }
+            try PlanMirror.billMeters(c, plan: "starter", meters: ["api_calls", "storage_gb", "peak_seats"], since: start)
             progress("engine: mock at \(base), test clock \(clock), plans mirrored as engine prices")
 
             // The service: ingest (history allowed), rollup loop, sync loop on the test clock, webhooks.
@@ -144,11 +138,9 @@ public enum ReplayRunner {
             let server = try await MeterServer.start(config: serve, conninfo: conninfo, poolSize: 8, logger: logger)
             service = server
             let port = server.port
-            let endpoint = try await client.post("/v1/webhook_endpoints", [
-                ("url", "http://127.0.0.1:\(port)/webhooks/billing"), ("enabled_events[0]", "invoice.created"),
-                ("enabled_events[1]", "invoice.finalized"), ("enabled_events[2]", "invoice.paid"),
-            ], idempotencyKey: "replay-endpoint-\(port)")
-            try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict do nothing", [endpoint["secret"]!.stringValue!])
+            let endpoint = try await client.registerWebhookEndpoint(url: "http://127.0.0.1:\(port)/webhooks/billing",
+                                                                   idempotencyKey: "replay-endpoint-\(port)")
+            try c.execute("insert into meter.webhook_secrets (secret) values ($1) on conflict do nothing", [endpoint.secret])
             progress("service: http://127.0.0.1:\(port) (rollup and sync loops, webhooks)")
 
             try FileManager.default.createDirectory(atPath: o.outputDir, withIntermediateDirectories: true)
