@@ -184,52 +184,16 @@ struct Close: AsyncParsableCommand {
                      d.seconds))
     }
 
-    /// Brings the billing engine to the period's end before our close: every hour of the period
-    /// synced (or the unsynced ones named, and the close refused), the engine's period-end
-    /// invoicing triggered on its test clock (--billing-test-clock), and its invoices awaited
-    /// (stored by the webhook processor of a running `meterctl serve`).
+    /// Brings the billing engine to the period's end before our close (EngineAlignment).
     func alignEngine(logger: Logger) async throws {
         let sync = try billing.sync()
-        let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
-        let c = try PGConnection(conninfo: conninfo)
+        let c = try PGConnection(conninfo: try global.conninfo(migrate: global.target.isEmbedded))
         defer { c.close() }
-        let end = try c.execute("""
-            select coalesce(max(extract(epoch from b.period_end))::bigint, 0) as e
-            from meter.customers x cross join lateral meter.billing_period(x.id, $1) b
-            where exists (select 1 from meter.billing_customers bc where bc.customer_id = x.id)
-            """, [period]).single().int("e")
-        guard end > 0 else { print("engine: no customer is linked to the engine; nothing to align"); return }
-        // A period not over yet: nothing to align, the close itself refuses with the date to wait for.
-        if try c.execute("select now() < to_timestamp($1::bigint) as early", [end]).single().bool("early") { return }
-        let unsynced = try c.execute("""
-            select x.external_id as customer, m.code as meter, o.hour::text as hour, o.state
-            from meter.sync_outbox o join meter.customers x on x.id = o.customer_id join meter.meters m on m.id = o.meter_id
-            where o.state in ('pending', 'in_flight', 'dead') and o.hour < to_timestamp($1::bigint)
-            order by 1, 2, 3 limit 20
-            """, [end]).rows
-        if !unsynced.isEmpty {
-            for r in unsynced { print("unsynced: \(try r.string("customer")) \(try r.string("meter")) \(try r.string("hour")) (\(try r.string("state")))") }
-            throw ValidationError("hours of \(period) are not synced to the engine yet (first 20 above): run meterctl sync run, or meterctl sync status")
-        }
-        let client = BillingClient(sync.api)
-        if let clock = sync.testClock {
-            let now = try await client.get("/v1/test_helpers/test_clocks/\(clock)")["frozen_time"]?.numberLexeme.flatMap { Int64($0) } ?? 0
-            if now < end + 60 {
-                _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(end + 60))],
-                                          idempotencyKey: "meter-close-\(clock)-\(end)")
-                print("engine: test clock \(clock) advanced past \(period)'s end")
-            }
-        }
-        let expected = try c.execute("select count(*) as n from meter.billing_customers where subscription_id is not null").single().int("n")
-        let deadline = ContinuousClock.now + .milliseconds(Int(engineTimeout * 1000))
-        while true {
-            let got = try c.execute("select count(*) as n from meter.billing_invoices where period_end >= to_timestamp($1::bigint) - interval '1 day' and period_end <= to_timestamp($1::bigint) + interval '1 day' and status_rank >= 2",
-                                    [end]).single().int("n")
-            if got >= expected { print("engine: \(got) finalized invoice(s) received for \(period)"); break }
-            if ContinuousClock.now > deadline {
-                throw ValidationError("the engine's invoices for \(period) did not all arrive in \(Int(engineTimeout)) s (\(got) of \(expected)); is serve running with its webhook endpoint registered?")
-            }
-            try await Task.sleep(for: .milliseconds(200))
+        do {
+            try await EngineAlignment.align(c, client: BillingClient(sync.api), testClock: sync.testClock, period: period,
+                                            timeout: engineTimeout, say: { print($0) })
+        } catch let e as EngineAlignment.Failure {
+            throw ValidationError(e.description)
         }
     }
 }

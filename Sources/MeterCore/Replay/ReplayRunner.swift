@@ -158,16 +158,11 @@ public enum ReplayRunner {
             var lateIndex = 0
 
             // At a month end: everything sent so far synced, the engine's clock past the end (it
-            // invoices), our close, then the late events for the closed month.
+            // invoices: EngineAlignment), our close, then the late events for the closed month.
             func endOfPeriod(_ end: Int64, _ p: String, sendLate: Bool = true) async throws {
                 try await drain(c, progress: progress)
-                let expected = try c.execute("select count(*) as n from meter.billing_customers where subscription_id is not null").single().int("n")
-                _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(end + 60))],
-                                          idempotencyKey: "replay-advance-\(clock)-\(end)")
-                try await waitFor("the engine's \(p) invoices (\(expected))", timeout: 120) {
-                    try c.execute("select count(*) as n from meter.billing_invoices where period_end = to_timestamp($1::bigint) and status = 'paid'",
-                                  [end]).single().int("n") >= expected
-                }
+                // The engine brought to the period's end as `meterctl close` does it.
+                let expected = try await EngineAlignment.align(c, client: client, testClock: clock, period: p, timeout: 120, say: progress)
                 let closed = try c.execute("select count(*) filter (where outcome = 'closed') as n from meter.close_period($1, null, interval '0')", [p])
                     .single().int("n")
                 summary.periods.append(p)
