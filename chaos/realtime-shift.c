@@ -1,20 +1,33 @@
 /*
- * realtime-shift.c: an LD_PRELOAD library that shifts the wall clock (CLOCK_REALTIME, and the
- * gettimeofday and time calls) of one process by a number of seconds read from the file named by
- * REALTIME_SHIFT_FILE (re-read at most every 200 ms, so a running process can be moved). Nothing
- * else: CLOCK_MONOTONIC and CLOCK_BOOTTIME, timers and sleeps are untouched, which is exactly what
- * an NTP step or a badly set host clock does to a process.
+ * realtime-shift.c: an LD_PRELOAD library that shifts the wall clock of one process by a number of
+ * seconds read from the file named by REALTIME_SHIFT_FILE (re-read at most every 200 ms, so a
+ * running process can be stepped forward or back, as an NTP step does). chaos/clock-skew runs the
+ * service under it for every skew: an hour ahead, an hour behind, and stepped back mid-load.
  *
- * Why not libfaketime alone: libfaketime 0.9.10 also rewrites absolute timerfd deadlines by the
- * offset whatever the timer's clock, so with a negative offset (a clock behind) every monotonic
- * timer of the Swift runtime fires an offset late: Task.sleep(for: .seconds(1)) never returns.
- * chaos/clock-skew uses libfaketime for the clock ahead and the jump back (positive offsets), and
- * this library for the clock behind. See chaos/README.md.
+ * What it models, faithfully: a host whose CLOCK_REALTIME is off, or is stepped, while the
+ * monotonic clocks run on. Shifted: clock_gettime(CLOCK_REALTIME[_COARSE]), gettimeofday, time.
+ * The absolute wall-clock deadlines a process hands the kernel are shifted back by the same
+ * offset, so that they mean what the process meant: sem_timedwait (always CLOCK_REALTIME, the
+ * timed waits of Dispatch semaphores) and clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME).
+ * Untouched: CLOCK_MONOTONIC, CLOCK_BOOTTIME and every timer or sleep on them (Swift's
+ * ContinuousClock and Task.sleep, SwiftNIO's timers), relative sleeps and timeouts.
+ * Not modelled: pthread_cond_timedwait and realtime timerfds or POSIX timers with absolute
+ * deadlines (their clock cannot be told from outside); a wait on one of them computed before a
+ * step ends early or late by the offset, which a real step also does to a realtime deadline, and
+ * one computed under a constant offset is off by it, which a real host is not. See chaos/README.md.
+ *
+ * Why not libfaketime: libfaketime 0.9.10 rewrites every absolute timerfd deadline by its offset,
+ * whatever the timer's clock. The Swift runtime arms its monotonic timers that way, so under
+ * libfaketime Task.sleep(for: .milliseconds(500)) does not return (measured on this project's
+ * 2-core machine with an offset of +1 h and FAKETIME_DONT_FAKE_MONOTONIC=1; on others, only with
+ * negative offsets): the service's rollup loop stopped after its first run. No real clock step
+ * does that. (docs/decisions.md 73 and 77.)
  *
  * Built by chaos/clock-skew (meterctl chaos) with: clang -shared -fPIC -O2 -o <so> this.c -ldl
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +74,7 @@ int clock_gettime(clockid_t id, struct timespec *ts) {
         long long t = (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec + shift();
         ts->tv_sec = (time_t)(t / 1000000000LL);
         ts->tv_nsec = (long)(t % 1000000000LL);
+        if (ts->tv_nsec < 0) { ts->tv_nsec += 1000000000L; ts->tv_sec -= 1; }
     }
     return rc;
 }
@@ -81,4 +95,46 @@ time_t time(time_t *out) {
     clock_gettime(CLOCK_REALTIME, &ts);
     if (out) *out = ts.tv_sec;
     return ts.tv_sec;
+}
+
+static long long to_ns(const struct timespec *ts) { return (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec; }
+
+static struct timespec from_ns(long long t) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(t / 1000000000LL);
+    ts.tv_nsec = (long)(t % 1000000000LL);
+    if (ts.tv_nsec < 0) { ts.tv_nsec += 1000000000L; ts.tv_sec -= 1; }
+    return ts;
+}
+
+/* An absolute deadline on the shifted wall clock, as the kernel's real one. */
+static struct timespec unshifted(const struct timespec *abstime) { return from_ns(to_ns(abstime) - shift()); }
+
+typedef int (*sem_timedwait_fn)(sem_t *, const struct timespec *);
+
+int sem_timedwait(sem_t *sem, const struct timespec *abstime) {
+    static _Atomic(sem_timedwait_fn) real_fn;
+    sem_timedwait_fn f = atomic_load(&real_fn);
+    if (!f) {
+        f = (sem_timedwait_fn)dlsym(RTLD_NEXT, "sem_timedwait");
+        atomic_store(&real_fn, f);
+    }
+    struct timespec real_deadline = unshifted(abstime);
+    return f(sem, &real_deadline);
+}
+
+typedef int (*clock_nanosleep_fn)(clockid_t, int, const struct timespec *, struct timespec *);
+
+int clock_nanosleep(clockid_t id, int flags, const struct timespec *t, struct timespec *remain) {
+    static _Atomic(clock_nanosleep_fn) real_fn;
+    clock_nanosleep_fn f = atomic_load(&real_fn);
+    if (!f) {
+        f = (clock_nanosleep_fn)dlsym(RTLD_NEXT, "clock_nanosleep");
+        atomic_store(&real_fn, f);
+    }
+    if (id == CLOCK_REALTIME && (flags & TIMER_ABSTIME) && t) {
+        struct timespec real_deadline = unshifted(t);
+        return f(id, flags, &real_deadline, remain);
+    }
+    return f(id, flags, t, remain);
 }

@@ -14,7 +14,6 @@ packages=(
   curl                                   # the service smoke test in scripts/test.sh
   postgresql-15-pgtap                    # pgTAP, SQL unit tests
   libtap-parser-sourcehandler-pgtap-perl # pg_prove
-  libfaketime                            # chaos/clock-skew runs the service under a faked clock
   jq                                     # docs/runbook.md's commands (and Tests/runbook/runbook_test.sh)
   python3-yaml                           # Tests/runbook/runbook_test.sh checks deploy/alerts.yml
 )

@@ -12,6 +12,9 @@ public final class MeterMetrics: Sendable {
     let rollupRuns, rollupSkipped, rollupFailures, rollupEvents, rollupCancellations: Counter
     let rollupDuration: DurationHistogram
     let rollupLagSeconds, rollupPendingEvents, rollupWaitingOnHorizon, rollupPendingCancellations: Gauge
+    /// The rollup loop's liveness (RollupWorker's watchdog): seconds since it last finished an
+    /// attempt, and 1 while that exceeds the stall bound.
+    let rollupLoopIdleSeconds, rollupLoopStalled: Gauge
     let cancelled, alreadyCancelled, cancelRejected: Counter
     public let sync: SyncMetrics
 
@@ -58,6 +61,12 @@ public final class MeterMetrics: Sendable {
                                                     help: "Pending events held back by an older open transaction")
         rollupPendingCancellations = registry.makeGauge(name: "meter_rollup_pending_cancellations",
                                                         help: "Cancellations not yet subtracted")
+        rollupLoopIdleSeconds = registry.makeGauge(
+            name: "meter_rollup_loop_idle_seconds",
+            help: "Seconds (monotonic clock) since the rollup loop last finished a run attempt (ran, skipped or failed)")
+        rollupLoopStalled = registry.makeGauge(
+            name: "meter_rollup_loop_stalled",
+            help: "1 while the rollup loop has finished no run attempt for longer than its stall bound (--rollup-stall-after-s)")
         func cancels(_ s: String) -> Counter {
             registry.makeCounter(name: "meter_cancel_events_total", labels: [("status", s)],
                                  help: "Event cancellations by verdict")

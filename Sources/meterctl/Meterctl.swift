@@ -4,7 +4,7 @@ import Logging
 import MeterCore
 
 /// The entry point. Swift's CommandLine.arguments comes out empty when the process runs under an
-/// LD_PRELOADed library such as libfaketime (chaos/clock-skew runs `meterctl serve` that way),
+/// LD_PRELOADed library such as chaos/realtime-shift.c (chaos/clock-skew runs `meterctl serve` that way),
 /// so the arguments are read from /proc/self/cmdline then.
 @main
 enum MeterctlMain {

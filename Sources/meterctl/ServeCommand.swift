@@ -23,6 +23,8 @@ struct ServiceOptions: ParsableArguments {
     var rollupIntervalMs: Int?
     @Option(name: .customLong("rollup-max-events"), help: "Events folded per rollup run at most (env METER_ROLLUP_MAX_EVENTS). Default: 1000000")
     var rollupMaxEvents: Int?
+    @Option(name: .customLong("rollup-stall-after-s"), help: "The rollup loop counts as stalled after this many seconds without a finished run attempt: meter_rollup_loop_stalled = 1, an error log line rollup.loop_stalled, /readyz says so (env METER_ROLLUP_STALL_AFTER_S). Default: 120")
+    var rollupStallAfterS: Int?
     @Flag(name: .customLong("no-rollup"), help: "Do not run the rollup loop in this process (env METER_ROLLUP=off).")
     var noRollup = false
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
@@ -47,6 +49,7 @@ struct ServiceOptions: ParsableArguments {
         try positive(pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance", min: 0)
         try positive(rollupIntervalMs, "METER_ROLLUP_INTERVAL_MS", "rollup-interval-ms", min: 10)
         try positive(rollupMaxEvents, "METER_ROLLUP_MAX_EVENTS", "rollup-max-events")
+        try positive(rollupStallAfterS, "METER_ROLLUP_STALL_AFTER_S", "rollup-stall-after-s")
         if let n = rollupMaxEvents ?? env["METER_ROLLUP_MAX_EVENTS"].flatMap(Int.init), n > Int(Int32.max) {
             throw ValidationError("--rollup-max-events (METER_ROLLUP_MAX_EVENTS) must be at most \(Int32.max); got \(n)")
         }
@@ -80,6 +83,7 @@ struct ServiceOptions: ParsableArguments {
                 r.minGap = min(r.minGap, .milliseconds(v))
             }
             if let v = rollupMaxEvents ?? env["METER_ROLLUP_MAX_EVENTS"].flatMap(Int.init) { r.maxEvents = v }
+            if let v = rollupStallAfterS ?? env["METER_ROLLUP_STALL_AFTER_S"].flatMap(Int.init) { r.stallAfter = .seconds(v) }
             c.rollup = r
         }
         c.openAPIPath = openAPI ?? env["METER_OPENAPI"]

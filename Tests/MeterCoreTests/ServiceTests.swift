@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import HummingbirdTesting
 import NIOCore
 import XCTest
@@ -122,6 +123,72 @@ final class ServiceTests: XCTestCase {
         XCTAssertThrowsError(try LoadClient(port: port).request("GET", "/healthz"))
     }
 
+    /// The rollup loop's watchdog (issue 12): a loop that finishes no run for longer than its
+    /// bound is reported by the metric, an error log line and /readyz (which stays 200: ingest
+    /// does not depend on the loop), and clears when the loop turns again. The loop is stalled
+    /// for real, no clock tricks: a session holds the watermark row the run must lock.
+    func testAStalledRollupLoopIsReportedAndClears() async throws {
+        let fx = try T.makeFixture()
+        var config = ServeConfiguration()
+        config.port = 0
+        var rollup = RollupWorker.Configuration()
+        rollup.interval = .milliseconds(100)
+        rollup.minGap = .milliseconds(20)
+        rollup.stallAfter = .seconds(1)
+        config.rollup = rollup
+        config.expectedLedger = try MeterServer.expectedLedger(conninfo: fx.conninfo, sqlDir: TestDatabase.sqlDir)
+        let logs = CapturedLogs()
+        let logger = Logger(label: "meter.test.watchdog") { _ in CapturingLogHandler(sink: logs) }
+        let handle = MeterServer.Handle()
+        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+        let server = Task {
+            try await MeterServer.run(config: config, conninfo: fx.conninfo, poolSize: 2, logger: logger,
+                                      handleSignals: false, handle: handle, onRunning: { portSink.yield($0) })
+        }
+        var it = ports.makeAsyncIterator()
+        guard let port = await it.next() else { return XCTFail("server did not start") }
+        func get(_ path: String) async throws -> LoadClient.Response {
+            try await onDedicatedThread { try LoadClient(port: port).request("GET", path) }
+        }
+        /// The value of an unlabelled gauge in the /metrics text (its sample line, not its HELP).
+        func stalled() async throws -> Double? {
+            let text = try await get("/metrics").body
+            return text.split(separator: "\n").first { $0.hasPrefix("meter_rollup_loop_stalled ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        /// Polls until `done` holds, 10 s at most.
+        func eventually(_ what: String, _ done: () async throws -> Bool) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline {
+                if try await done() { return }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            XCTFail("not within 10 s: \(what)")
+        }
+        try await eventually("the loop runs (stalled = 0)") { try await stalled() == 0 }
+        let readyBefore = try await get("/readyz").body
+        XCTAssertEqual(readyBefore, #"{"status":"ready"}"#)
+
+        let blocker = try PGConnection(conninfo: fx.conninfo)
+        defer { blocker.close() }
+        try blocker.execute("begin")
+        try blocker.execute("select 1 from meter.rollup_watermark where name = 'events' for update")
+        try await eventually("the metric says stalled") { try await stalled() == 1 }
+        let ready = try await get("/readyz")
+        XCTAssertEqual(ready.status, 200, "a stalled rollup loop does not stop ingest")
+        XCTAssertTrue(ready.body.contains(#""rollup_loop":"stalled""#), ready.body)
+        try await eventually("the log says rollup.loop_stalled") { logs.messages.contains("rollup.loop_stalled") }
+        XCTAssertTrue(logs.lines.contains { $0.level == .error && $0.message == "rollup.loop_stalled" })
+
+        try blocker.execute("rollback")
+        try await eventually("the metric clears") { try await stalled() == 0 }
+        let readyAfter = try await get("/readyz").body
+        XCTAssertEqual(readyAfter, #"{"status":"ready"}"#)
+        XCTAssertTrue(logs.messages.contains("rollup.loop_resumed"), "\(logs.messages)")
+        await handle.stop()
+        try await server.value
+    }
+
     /// With the database unreachable: liveness stays up, readiness and ingest answer 503 (ingest
     /// with Retry-After and the advice to retry with the same keys), never 500.
     func testDatabaseDownIsA503NotA500() async throws {
@@ -146,4 +213,24 @@ final class ServiceTests: XCTestCase {
         }
         await pool.shutdown()
     }
+}
+
+/// Log lines kept in memory, for tests that assert what the service logged.
+final class CapturedLogs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var kept: [(level: Logger.Level, message: String)] = []
+    func add(_ level: Logger.Level, _ message: String) { lock.withLock { kept.append((level, message)) } }
+    var lines: [(level: Logger.Level, message: String)] { lock.withLock { kept } }
+    var messages: [String] { lines.map(\.message) }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let sink: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) { sink.add(event.level, event.message.description) }
 }

@@ -203,8 +203,8 @@ public struct EmbeddedPostgres: Sendable {
             if let pid = pid_t(entry), Self.procStat(pid)?.ppid == pm { pids.append(pid) }
         }
         for pid in pids { kill(pid, SIGKILL) }
-        let deadline = Date().addingTimeInterval(30)
-        while pids.contains(where: { kill($0, 0) == 0 && !Self.isZombie($0) }) && Date() < deadline { usleep(20_000) }
+        let deadline = ContinuousClock.now + .seconds(30)  // monotonic: a clock step cannot stretch it
+        while pids.contains(where: { kill($0, 0) == 0 && !Self.isZombie($0) }) && ContinuousClock.now < deadline { usleep(20_000) }
         return pids.count
     }
 

@@ -43,7 +43,8 @@ public enum MeterApplication {
     ]
 
     public static func buildRouter(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
-                                   logger: Logger, webhooks: WebhookProcessor? = nil) -> Router<BasicRequestContext> {
+                                   logger: Logger, webhooks: WebhookProcessor? = nil,
+                                   rollupWatchdog: LoopWatchdog? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: RequestIDMiddleware(metrics: metrics))
         let ingest = IngestService(pool: pool, limits: config.limits, metrics: metrics)
@@ -68,8 +69,14 @@ public enum MeterApplication {
                 let current = try await pool.withConnection { conn in
                     try Migrator.isCurrent(conn, expected: expected)
                 }
+                // A stalled rollup loop is reported, not made a reason to stop taking events
+                // (ingest does not depend on it; the alert on meter_rollup_loop_stalled pages).
+                var loop = ""
+                if let status = rollupWatchdog?.status, status.stalled {
+                    loop = ",\"rollup_loop\":\"stalled\",\"rollup_loop_idle_seconds\":\(Int(status.idle.seconds))"
+                }
                 return current
-                    ? APIResponse.json(.ok, "{\"status\":\"ready\"}")
+                    ? APIResponse.json(.ok, "{\"status\":\"ready\"\(loop)}")
                     : APIResponse.error(.serviceUnavailable, code: "migrations_pending",
                                         message: "the database schema does not match this build; run meterctl migrate")
             } catch {
@@ -80,6 +87,10 @@ public enum MeterApplication {
         }
         router.get("/metrics") { _, _ in
             metrics.update(pool: pool.stats)
+            if let status = rollupWatchdog?.status {
+                metrics.rollupLoopIdleSeconds.set(status.idle.seconds)
+                metrics.rollupLoopStalled.set(status.stalled ? 1.0 : 0.0)
+            }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
         }
@@ -98,9 +109,11 @@ public enum MeterApplication {
 
     public static func buildApplication(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
                                         logger: Logger, webhooks: WebhookProcessor? = nil,
+                                        rollupWatchdog: LoopWatchdog? = nil,
                                         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
         -> some ApplicationProtocol {
-        let router = buildRouter(config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks)
+        let router = buildRouter(config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks,
+                                 rollupWatchdog: rollupWatchdog)
         return Application(router: router,
                            configuration: .init(address: .hostname(config.host, port: config.port),
                                                 serverName: "meter"),

@@ -30,8 +30,9 @@ public enum MeterServer {
         let pool = PGPool(conninfo: conninfo, maxConnections: poolSize, logger: logger)
         let metrics = MeterMetrics()
         let webhooks = config.processWebhooks ? WebhookProcessor(conninfo: conninfo, logger: logger, metrics: metrics.sync) : nil
+        let rollupWorker = config.rollup.map { RollupWorker(conninfo: conninfo, configuration: $0, metrics: metrics, logger: logger) }
         let app = MeterApplication.buildApplication(
-            config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks,
+            config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks, rollupWatchdog: rollupWorker?.watchdog,
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? config.port
                 logger.info("serve.listening", metadata: ["host": "\(config.host)", "port": "\(port)"])
@@ -40,9 +41,7 @@ public enum MeterServer {
         // Services stop in reverse order: the HTTP server first (drains requests), then the
         // rollup loop (its current run commits or rolls back).
         var services: [any Service] = []
-        if let rollup = config.rollup {
-            services.append(RollupWorker(conninfo: conninfo, configuration: rollup, metrics: metrics, logger: logger))
-        }
+        if let rollupWorker { services.append(rollupWorker) }
         if let sync = config.sync {
             services.append(SyncWorker(conninfo: conninfo, config: sync, metrics: metrics.sync, logger: logger))
         }

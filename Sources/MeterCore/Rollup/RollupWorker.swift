@@ -20,6 +20,9 @@ public final class RollupWorker: Service, @unchecked Sendable {
         public var maxEvents = Rollup.defaultMaxEvents
         /// How often the lag gauges are refreshed from `meter.rollup_lag`.
         public var lagRefresh: Duration = .seconds(1)
+        /// The loop counts as stalled when it has finished no run attempt for this long
+        /// (LoopWatchdog: a metric, an error log line, /readyz's body).
+        public var stallAfter: Duration = .seconds(120)
         public init() {}
     }
 
@@ -29,12 +32,15 @@ public final class RollupWorker: Service, @unchecked Sendable {
     private let metrics: MeterMetrics
     private let logger: Logger
     private let wake = WakeSignal()
+    /// The loop's liveness, on the monotonic clock (read by /readyz).
+    public let watchdog: LoopWatchdog
 
     public init(conninfo: String, configuration: Configuration = .init(), metrics: MeterMetrics, logger: Logger) {
         self.conninfo = conninfo
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        self.watchdog = LoopWatchdog(name: "rollup", stallAfter: configuration.stallAfter, metrics: metrics, logger: logger)
         // Runs are bounded by max_events, but a large backlog can make one take seconds.
         self.pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30),
                            statementTimeout: "300s", applicationName: "meter-rollup", logger: logger)
@@ -51,8 +57,11 @@ public final class RollupWorker: Service, @unchecked Sendable {
         }
         logger.info("rollup.worker.started", metadata: [
             "interval_ms": "\(configuration.interval.milliseconds)", "max_events": "\(configuration.maxEvents)",
+            "stall_after_ms": "\(configuration.stallAfter.milliseconds)",
         ])
+        watchdog.start()
         await cancelWhenGracefulShutdown { [self] in await loop() }
+        watchdog.stop()
         listener.stop()
         relay.cancel()
         await pool.shutdown()
@@ -82,6 +91,7 @@ public final class RollupWorker: Service, @unchecked Sendable {
                 metrics.rollupFailed()
                 logger.warning("rollup.run_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
             }
+            watchdog.beat()
             // While catching up a backlog, ten times less often (the next run matters more), but
             // never stale: the lag alert must see a backlog that lasts.
             let refreshEvery = more ? configuration.lagRefresh * 10 : configuration.lagRefresh

@@ -1,0 +1,95 @@
+import Foundation
+import Logging
+
+/// Says loudly when a background loop stops turning.
+///
+/// The loop calls `beat()` each time it finishes an attempt (a run, a skipped run, a failure).
+/// A watchdog on a dedicated OS thread, sleeping with `nanosleep` (a relative, monotonic wait that
+/// owes nothing to the Swift concurrency runtime's timers, the thing most likely to be wedged when
+/// the loop is), checks once a second how long ago that was, on the monotonic clock only
+/// (`ContinuousClock`: an NTP step or a wrong wall clock moves nothing here). Past `stallAfter`:
+///   * the gauges `meter_rollup_loop_stalled` = 1 and `meter_rollup_loop_idle_seconds` (refreshed
+///     each second by the watchdog, and at every scrape);
+///   * an `error` log line `rollup.loop_stalled`, repeated every `stallAfter` while it lasts, and
+///     `rollup.loop_resumed` when the loop finishes an attempt again;
+///   * `/readyz` reports it in its body (`"rollup_loop":"stalled"`), without turning the instance
+///     unready: ingest does not depend on the loop (docs/decisions.md 77).
+public final class LoopWatchdog: @unchecked Sendable {
+    public let name: String
+    public let stallAfter: Duration
+    private let metrics: MeterMetrics?
+    private let logger: Logger
+    private let lock = NSLock()
+    private var lastBeat = ContinuousClock.now
+    private var stalledSince: ContinuousClock.Instant?
+    private var lastAlarm: ContinuousClock.Instant?
+    private var stopped = false
+
+    public init(name: String, stallAfter: Duration, metrics: MeterMetrics?, logger: Logger) {
+        self.name = name
+        self.stallAfter = stallAfter
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// The loop finished an attempt.
+    public func beat() {
+        let now = ContinuousClock.now
+        let stalledFor: Duration? = lock.withLock {
+            lastBeat = now
+            defer { stalledSince = nil; lastAlarm = nil }
+            return stalledSince.map { now - $0 }
+        }
+        if let stalledFor {
+            logger.warning("\(name).loop_resumed", metadata: ["stalled_ms": "\(stalledFor.milliseconds)"])
+            metrics?.rollupLoopStalled.set(0.0)
+        }
+    }
+
+    public struct Status: Sendable {
+        public let idle: Duration
+        public let stalled: Bool
+    }
+
+    public var status: Status {
+        let idle = ContinuousClock.now - lock.withLock { lastBeat }
+        return Status(idle: idle, stalled: idle > stallAfter)
+    }
+
+    /// Starts the watchdog thread (until `stop()`).
+    public func start() {
+        lock.withLock { lastBeat = ContinuousClock.now }
+        let t = Thread { [self] in
+            while !lock.withLock({ stopped }) {
+                check()
+                var pause = timespec(tv_sec: 0, tv_nsec: 250_000_000)
+                for _ in 0..<4 where !lock.withLock({ stopped }) { nanosleep(&pause, nil) }
+            }
+        }
+        t.name = "meter-\(name)-watchdog"
+        t.start()
+    }
+
+    public func stop() { lock.withLock { stopped = true } }
+
+    /// One look: gauges refreshed, an alarm logged when due.
+    func check() {
+        let now = ContinuousClock.now
+        let (idle, alarm): (Duration, Bool) = lock.withLock {
+            let idle = now - lastBeat
+            guard idle > stallAfter else { return (idle, false) }
+            if stalledSince == nil { stalledSince = lastBeat }
+            if let last = lastAlarm, now - last < stallAfter { return (idle, false) }
+            lastAlarm = now
+            return (idle, true)
+        }
+        metrics?.rollupLoopIdleSeconds.set(idle.seconds)
+        metrics?.rollupLoopStalled.set(idle > stallAfter ? 1.0 : 0.0)
+        if alarm {
+            logger.error("\(name).loop_stalled", metadata: [
+                "idle_ms": "\(idle.milliseconds)", "stall_after_ms": "\(stallAfter.milliseconds)",
+                "hint": "no \(name) run attempt has finished; see docs/runbook.md (MeterRollupLoopStalled)",
+            ])
+        }
+    }
+}
