@@ -17,7 +17,9 @@ struct Replay: AsyncParsableCommand {
             running in this process, with the mock billing engine on a test clock. At each month end the \
             backlog is drained, the engine invoices, and the month is closed; the month after the window \
             is closed too (it carries the adjustments). Then writes the reconciliation of each month as \
-            md, csv and html to <output>. Exit status 1 if any row is a MISMATCH.
+            md, csv and html to <output>, and <output>/replay-summary.md: the verdicts received and the \
+            invoices recomputed from the NDJSON alone, compared line by line with meter's. Exit status 1 \
+            if any reconciliation row is a MISMATCH, any line differs, or a cancellation was never applied.
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "Days of usage. Default: 30") var days: Int = 30
@@ -47,9 +49,11 @@ struct Replay: AsyncParsableCommand {
         options.eventsPerCustomerDay = eventsPerCustomerDay
         options.outputDir = output
         let s = try await ReplayRunner.run(conninfo: conninfo, sqlDir: sqlDir, options: options, logger: logger) { line in print(line) }
-        print("replay: \(s.generated) events generated (\(s.deliveries) deliveries): \(s.accepted) accepted, \(s.duplicates) duplicates, "
-              + "\(s.rejected) rejected, \(s.cancellations) cancellations, \(s.lateAfterClose) late after close, in "
-              + String(format: "%.1f s", s.seconds))
+        print("replay: \(s.generated) NDJSON rows (\(s.generatedEvents) events, \(s.generatedInvalid) invalid, \(s.generatedCancellations) cancellations), "
+              + "\(s.deliveries) elements sent; received: \(s.accepted) accepted (\(s.lateEvents) after close), \(s.duplicates) duplicates, "
+              + "\(s.conflicts) conflicts, \(s.rejected) rejected; \(s.cancelled) cancelled (\(s.lateCancelled) after close), "
+              + "\(s.alreadyCancelled) already cancelled, \(s.cancellationsResent) re-sent after event_not_found, "
+              + "\(s.cancellationsRefused.values.reduce(0, +)) never applied; in " + String(format: "%.1f s", s.seconds))
         print("events:  \(s.ndjsonPath)")
         var mismatch = false
         let source = "meterctl replay --days \(days) --customers \(customers) --seed \(seed) --events-per-customer-day \(eventsPerCustomerDay)"
@@ -62,8 +66,15 @@ struct Replay: AsyncParsableCommand {
             }
             if figures.rows.contains(where: { $0["status"] != "MATCH" }) { mismatch = true }
         }
-        print("report:  \(output)/reconciliation-<period>.{md,csv,html} for \(s.periods.joined(separator: ", "))")
+        try s.markdown(command: source).write(toFile: "\(output)/replay-summary.md", atomically: true, encoding: .utf8)
+        let check = s.check
+        print("check:   \(check?.linesEqual ?? 0) of \(check?.linesCompared ?? 0) invoice lines equal to the expectation recomputed from the NDJSON; "
+              + "\(check?.differences.count ?? -1) difference(s); \(check?.negativeAdjustmentLines ?? 0) adjustment line(s) from cancellations after a close, \(check?.negativeAmountLines ?? 0) with a negative amount")
+        for d in (check?.differences ?? []).prefix(10) { print("  differs: \(d)") }
+        print("report:  \(output)/replay-summary.md, \(output)/reconciliation-<period>.{md,csv,html} for \(s.periods.joined(separator: ", "))")
         print("open the database with: psql \"\(conninfo)\"")
-        if mismatch { throw ExitCode(1) }
+        // The run fails on a reconciliation MISMATCH, on any difference from the independent
+        // expectation, and on a cancellation never applied.
+        if mismatch || check?.equal != true || !s.cancellationsRefused.isEmpty { throw ExitCode(1) }
     }
 }

@@ -5,7 +5,10 @@ import XCTest
 /// The replay end to end (HTTP ingest with duplicates and out-of-order batches, rollups, the sync to
 /// the mock engine on a test clock, its invoices and webhooks, our closes, late events after a
 /// close), then every closed period's figures recomputed from the NDJSON alone, here, without
-/// meter's SQL: event counts and quantities per aggregation, net of cancellations.
+/// meter's SQL: event counts and quantities per aggregation, net of cancellations. The run is small
+/// but forced (issue 18) to contain cancellations sent after their period's close (they must land
+/// as negative adjustments) and cancellations that reach the service before their event (refused
+/// with event_not_found, re-sent after it, applied).
 final class ReplayTests: XCTestCase {
     func testReplayFiguresMatchAnIndependentRecomputationFromTheNDJSON() async throws {
         let info = try TestDatabase.freshDatabase("replay_\(UInt16.random(in: 0...UInt16.max))")
@@ -16,6 +19,8 @@ final class ReplayTests: XCTestCase {
         o.customers = 5
         o.seed = 11
         o.eventsPerCustomerDay = 15
+        o.cancelShare = 0.25
+        o.lateCancelShare = 0.1
         o.outputDir = dir
         let s = try await ReplayRunner.run(conninfo: info, sqlDir: TestDatabase.sqlDir, options: o, logger: TestDatabase.logger) { _ in }
         XCTAssertEqual(s.periods.count, 2, "the window's month and the month after it were closed")
@@ -24,7 +29,7 @@ final class ReplayTests: XCTestCase {
         struct E { let customer, meter, key: String; let at: Int64; let value: Decimal; let user: String? }
         var events: [String: E] = [:]
         var cancelled = Set<String>()
-        var invalid = 0, deliveries = 0
+        var invalid = 0, deliveries = 0, cancelRows = 0, lateCancelRows = 0
         let text = try String(contentsOfFile: s.ndjsonPath, encoding: .utf8)
         for line in text.split(separator: "\n") {
             let j = try JSONParser.parse(String(line))
@@ -35,7 +40,10 @@ final class ReplayTests: XCTestCase {
                 events[customer + "/" + key] = E(customer: customer, meter: j["meter"]!.stringValue!, key: key, at: at,
                                                  value: Decimal(string: j["value"]!.stringValue!)!, user: j["user"]?.stringValue)
                 deliveries += Int(j["deliveries"]?.numberLexeme ?? "1")!
-            case "cancel": cancelled.insert(customer + "/" + key)
+            case "cancel":
+                cancelled.insert(customer + "/" + key)
+                cancelRows += 1
+                if j["after_close"]?.boolValue == true { lateCancelRows += 1 }
             default: invalid += 1
             }
         }
@@ -43,6 +51,19 @@ final class ReplayTests: XCTestCase {
         XCTAssertEqual(s.rejected, invalid, "every invalid event was rejected, nothing else")
         XCTAssertEqual(s.accepted, events.count, "every valid event accepted once")
         XCTAssertGreaterThanOrEqual(Double(s.duplicates), 0.05 * Double(deliveries), "≥ 5 % duplicate deliveries")
+        // Every cancellation delivered and applied: the first of each event cancelled, the rest
+        // (a late one of an event cancelled that day) already cancelled; none lost.
+        XCTAssertGreaterThan(lateCancelRows, 0, "the run contains cancellations after a close")
+        XCTAssertGreaterThan(s.cancellationsResent, 0, "the run contains cancellations that reached the service before their event")
+        XCTAssertEqual(s.cancelled, cancelled.count, "every cancelled event cancelled once")
+        XCTAssertEqual(s.cancelled + s.alreadyCancelled, cancelRows, "every cancellation row got a final verdict")
+        XCTAssertEqual(s.cancellationsRefused, [:], "no cancellation lost")
+        XCTAssertGreaterThan(s.lateCancelled, 0)
+        // The replay's own check (the NDJSON's expectation against meter's invoices) agrees, on
+        // every line meter has, and saw the negative adjustments.
+        let check = try XCTUnwrap(s.check)
+        XCTAssertEqual(check.differences, [])
+        XCTAssertGreaterThan(check.negativeAdjustmentLines, 0, "late cancellations became negative adjustment lines")
 
         let c = try PGConnection(conninfo: info)
         defer { c.close() }
@@ -85,6 +106,28 @@ final class ReplayTests: XCTestCase {
                 .rows.map { "\(try $0.string("status"))=\(try $0.int("n"))" }
             XCTAssertEqual(statuses, ["MATCH=20"], "\(p)")
         }
+        XCTAssertEqual(Int64(check.linesCompared), try c.execute("select count(*) as n from meter.invoice_lines").single().int("n"),
+                       "the check compared every invoice line")
+        let negative = try c.execute("select count(*) as n from meter.invoice_lines where kind = 'adjustment' and amount < 0").single().int("n")
+        XCTAssertGreaterThan(negative, 0, "meter invoiced negative adjustments")
+        // The check bites: one negative adjustment line altered by one minor unit (triggers
+        // bypassed, as only a superuser can), and one verdict fewer, are each reported.
+        let expectation = try ReplayExpectation(ndjsonPath: s.ndjsonPath, customers: o.customers, periods: s.periods)
+        try c.execute("set session_replication_role = replica")
+        let altered = try c.execute("""
+            update meter.invoice_lines set amount = amount + 1
+            where (invoice_id, line_no) = (select invoice_id, line_no from meter.invoice_lines
+                                           where kind = 'adjustment' and amount < 0 order by invoice_id, line_no limit 1)
+            returning adjusts_period
+            """).single().string("adjusts_period")
+        try c.execute("reset session_replication_role")
+        var fewer = s.received
+        fewer.cancelled -= 1
+        let bitten = try expectation.compare(received: fewer, c)
+        XCTAssertEqual(bitten.differences.count, 2, "\(bitten.differences)")
+        XCTAssertTrue(bitten.differences.contains { $0.hasPrefix("verdicts:") }, "\(bitten.differences)")
+        XCTAssertTrue(bitten.differences.contains { $0.contains("adjustment") && $0.contains("for \(altered)") }, "\(bitten.differences)")
+
         let late = try c.execute("select count(*) as n, count(adjusted_on) as adjusted from meter.late_after_close").single()
         XCTAssertGreaterThan(try late.int("n"), 0, "some events arrived after their period's close")
         XCTAssertEqual(try late.int("adjusted"), try late.int("n"), "and all were adjusted on the next invoice")

@@ -13,21 +13,54 @@ public struct ReplayOptions: Sendable {
     public var customers = 100
     public var seed: UInt64 = 42
     public var eventsPerCustomerDay = 40
+    /// Share of a day's events cancelled that day, and of a closed period's events cancelled
+    /// after its close (ReplayWorkload); tests raise them to force both cases into a small run.
+    public var cancelShare = 0.01
+    public var lateCancelShare = 0.002
     public var outputDir = ".meter/replay"
     public init() {}
 }
 
+/// What the replay did, as the service answered it (verdicts received, never intended).
 public struct ReplaySummary: Sendable {
     public var periods: [String] = []
+    /// NDJSON rows: events, invalid events, cancellations.
     public var generated = 0
+    public var generatedEvents = 0, generatedInvalid = 0, generatedCancellations = 0
+    /// Elements sent over HTTP (each delivery of an event, each cancellation sent, re-sends of
+    /// cancellations included).
     public var deliveries = 0
-    public var accepted = 0
-    public var duplicates = 0
-    public var rejected = 0
-    public var cancellations = 0
-    public var lateAfterClose = 0
+    /// Event verdicts received.
+    public var accepted = 0, duplicates = 0, conflicts = 0, rejected = 0
+    public var rejectedCodes: [String: Int] = [:]
+    /// Cancellation verdicts received (final ones: a cancellation refused with event_not_found
+    /// and re-sent counts once, by its final verdict).
+    public var cancelled = 0, alreadyCancelled = 0
+    /// Cancellations refused with event_not_found because their event was still held back by the
+    /// client, then re-sent after it (docs/decisions.md 78).
+    public var cancellationsResent = 0
+    /// Cancellations never applied, by the code of their last refusal (must stay empty).
+    public var cancellationsRefused: [String: Int] = [:]
+    /// Rows sent after their period's close.
+    public var lateEvents = 0, lateCancellations = 0
+    public var lateCancelled = 0, lateAlreadyCancelled = 0
     public var ndjsonPath = ""
     public var seconds = 0.0
+    /// The NDJSON's independent expectation compared with the verdicts and meter's invoices.
+    public var check: ReplayExpectation.Comparison?
+
+    /// Verdicts received, in the expectation's terms.
+    public var received: ReplayExpectation.Verdicts {
+        var v = ReplayExpectation.Verdicts()
+        v.accepted = accepted; v.duplicates = duplicates; v.conflicts = conflicts; v.rejectedCodes = rejectedCodes
+        v.cancelled = cancelled; v.alreadyCancelled = alreadyCancelled
+        return v
+    }
+
+    mutating func add(_ r: ReplaySender.Counts) {
+        accepted += r.accepted; duplicates += r.duplicates; conflicts += r.conflicts; rejected += r.rejected
+        rejectedCodes.merge(r.rejectedCodes, uniquingKeysWith: +)
+    }
 }
 
 public enum ReplayRunner {
@@ -72,7 +105,8 @@ public enum ReplayRunner {
         let windowEnd = try w.int("e"), nextEnd = try w.int("n")
         let start = windowEnd - Int64(o.days) * 86_400
         let workload = ReplayWorkload(days: o.days, customers: o.customers, seed: o.seed, start: start,
-                                      eventsPerCustomerDay: o.eventsPerCustomerDay)
+                                      eventsPerCustomerDay: o.eventsPerCustomerDay,
+                                      cancelShare: o.cancelShare, lateCancelShare: o.lateCancelShare)
         func period(_ t: Int64) throws -> String {
             try c.execute("select to_char(to_timestamp($1::bigint), 'YYYY-MM') as p", [t]).single().string("p")
         }
@@ -95,7 +129,8 @@ public enum ReplayRunner {
         }
         for i in 0..<o.customers {
             try c.execute("select meter.upsert_customer($1, $2, 'UTC')", [workload.customerID(i), "Replay customer \(i + 1)"])
-            try c.execute("select meter.customer_subscribe($1, $2, $3)", [workload.customerID(i), plans[i % plans.count].code, firstPeriod])
+            try c.execute("select meter.customer_subscribe($1, $2, $3)",
+                          [workload.customerID(i), plans[ReplayWorkload.planIndex(customer: i, plans: plans.count)].code, firstPeriod])
         }
         let token = APIKeys.generate()
         try c.execute("select meter.create_api_key('replay', $1)", [token])
@@ -156,9 +191,40 @@ public enum ReplayRunner {
             var held: [ReplayEvent] = []
             var periodEvents: [String: [ReplayEvent]] = [:]
             var lateIndex = 0
+            // Cancellations refused with event_not_found: their event is still held back by this
+            // client. A correct at-least-once client re-sends them once it has delivered what it
+            // held (docs/decisions.md 78); so does the replay, before the next day's and before
+            // every close.
+            var refused: [ReplayEvent] = []
+
+            func sendEvents(_ es: [ReplayEvent]) async throws {
+                guard !es.isEmpty else { return }
+                summary.add(try await sender.send(es))
+                summary.deliveries += es.count
+            }
+            /// Sends cancellations (and re-sends the refused ones first); returns their counts.
+            @discardableResult
+            func sendCancels(_ xs: [ReplayEvent]) async throws -> ReplaySender.CancelCounts {
+                let again = refused
+                refused = []
+                summary.cancellationsResent += again.count
+                let r = try await sender.sendCancels(again + xs)
+                summary.deliveries += again.count + xs.count
+                summary.cancelled += r.cancelled; summary.alreadyCancelled += r.alreadyCancelled
+                summary.cancellationsRefused.merge(r.rejectedCodes, uniquingKeysWith: +)
+                refused = r.notFound
+                return r
+            }
+            /// Before a close: what was held back, then the cancellations refused meanwhile.
+            func flush() async throws {
+                try await sendEvents(held)
+                held = []
+                if !refused.isEmpty { try await sendCancels([]) }
+            }
 
             // At a month end: everything sent so far synced, the engine's clock past the end (it
-            // invoices: EngineAlignment), our close, then the late events for the closed month.
+            // invoices: EngineAlignment), our close, then the late events and cancellations for
+            // the closed month, each to its endpoint.
             func endOfPeriod(_ end: Int64, _ p: String, sendLate: Bool = true) async throws {
                 try await drain(c, progress: progress)
                 // The engine brought to the period's end as `meterctl close` does it.
@@ -172,23 +238,25 @@ public enum ReplayRunner {
                 lateIndex += 1
                 if !late.isEmpty {
                     try record(late)
-                    let r = try await sender.send(late)
-                    summary.accepted += r.accepted; summary.duplicates += r.duplicates; summary.rejected += r.rejected
-                    summary.cancellations += late.filter { $0.kind == .cancel }.count
-                    summary.lateAfterClose += late.count
-                    summary.generated += late.count; summary.deliveries += late.count
-                    progress("late after close of \(p): \(late.count) events and cancellations sent")
+                    let events = late.filter { $0.kind != .cancel }, cancels = late.filter { $0.kind == .cancel }
+                    summary.generated += late.count
+                    summary.generatedEvents += events.count; summary.generatedCancellations += cancels.count
+                    let before = summary.received
+                    try await sendEvents(events)
+                    let r = try await sendCancels(cancels)
+                    summary.lateEvents += summary.accepted - before.accepted
+                    summary.lateCancellations += cancels.count
+                    summary.lateCancelled += r.cancelled; summary.lateAlreadyCancelled += r.alreadyCancelled
+                    progress("late after close of \(p): \(summary.accepted - before.accepted) events accepted; "
+                             + "\(cancels.count) cancellations: \(r.cancelled) cancelled, \(r.alreadyCancelled) already cancelled, "
+                             + "\(r.notFound.count) not found")
                 }
             }
 
             for d in 0..<o.days {
                 let dayStart = start + Int64(d) * 86_400
                 if d > 0, try monthStart(dayStart) == dayStart {
-                    // flush what was held back before the month's close
-                    if !held.isEmpty {
-                        let r = try await sender.send(held); held = []
-                        summary.accepted += r.accepted; summary.duplicates += r.duplicates; summary.rejected += r.rejected
-                    }
+                    try await flush()
                     try await endOfPeriod(dayStart, try period(dayStart - 1))
                 }
                 // The engine's clock follows the replay (usage may not be in its future).
@@ -207,27 +275,36 @@ public enum ReplayRunner {
                     if i % 10 == 9 && e.kind == .event { keep.append(e) } else { deliveries.append(e) }
                     for _ in 1..<max(e.deliveries, 1) { again.append(e) }
                 }
-                let r1 = try await sender.send(held + deliveries + again)
+                try await sendEvents(held + deliveries + again)
                 held = keep
-                let r2 = try await sender.sendCancels(cancels)
+                // The day's cancellations, after the refused ones of the day before (whose events
+                // went out just now); those of events held back until tomorrow are refused now.
+                try await sendCancels(cancels)
                 summary.generated += events.count + cancels.count
-                summary.deliveries += deliveries.count + again.count + keep.count + cancels.count
-                summary.accepted += r1.accepted; summary.duplicates += r1.duplicates; summary.rejected += r1.rejected
-                summary.cancellations += r2
+                summary.generatedEvents += events.filter { $0.kind == .event }.count
+                summary.generatedInvalid += events.filter { $0.kind == .invalid }.count
+                summary.generatedCancellations += cancels.count
                 let b = try c.execute("select pending + in_flight as n from meter.sync_backlog").single().int("n")
-                progress(String(format: "day %d/%d %@: %d events (%d accepted, %d duplicates, %d rejected so far), sync backlog %d hours",
+                progress(String(format: "day %d/%d %@: %d events (%d accepted, %d duplicates, %d rejected so far), %d cancellations waiting for their event, sync backlog %d hours",
                                 d + 1, o.days, RFC3339Timestamp(epochMicroseconds: dayStart * 1_000_000).iso8601.prefix(10) as CVarArg,
-                                events.count, summary.accepted, summary.duplicates, summary.rejected, b))
+                                events.count, summary.accepted, summary.duplicates, summary.rejected, refused.count, b))
             }
-            if !held.isEmpty {
-                let r = try await sender.send(held); held = []
-                summary.accepted += r.accepted; summary.duplicates += r.duplicates; summary.rejected += r.rejected
-            }
+            try await flush()
             try await endOfPeriod(windowEnd, try period(windowEnd - 1))
             // The month after the window: its close carries the adjustments for the late events.
+            try await flush()
             try await endOfPeriod(nextEnd, try period(windowEnd), sendLate: false)
             try await drain(c, progress: progress)
-            _ = sender
+            // Still refused with every event delivered: lost, and the check below will say where.
+            if !refused.isEmpty { summary.cancellationsRefused["event_not_found", default: 0] += refused.count }
+            try? ndjson.synchronize()
+
+            // The independent check: the NDJSON's expectation against the verdicts and invoices.
+            let expectation = try ReplayExpectation(ndjsonPath: summary.ndjsonPath, customers: o.customers, periods: summary.periods)
+            let check = try expectation.compare(received: summary.received, c)
+            summary.check = check
+            progress("check: \(check.linesEqual) of \(check.linesCompared) invoice lines equal to the expectation recomputed from the NDJSON"
+                     + (check.equal ? "" : "; \(check.differences.count) difference(s)"))
         } catch {
             await stopAll()
             throw error
@@ -258,13 +335,33 @@ public enum ReplayRunner {
     }
 }
 
-/// Sends events and cancellations over HTTP in batches, retrying a batch until a definitive answer.
+/// Sends events and cancellations over HTTP in batches, retrying a batch until a definitive
+/// answer, and tallies the verdicts the service gave, element by element.
 final class ReplaySender: Sendable {
     let port: Int
     let token: String
     init(port: Int, token: String) { self.port = port; self.token = token }
 
-    struct Counts: Sendable { var accepted = 0, duplicates = 0, rejected = 0 }
+    /// The verdicts of some events as received.
+    struct Counts: Sendable {
+        var accepted = 0, duplicates = 0, conflicts = 0, rejected = 0
+        /// Rejections by error code.
+        var rejectedCodes: [String: Int] = [:]
+        mutating func add(_ o: Counts) {
+            accepted += o.accepted; duplicates += o.duplicates; conflicts += o.conflicts; rejected += o.rejected
+            rejectedCodes.merge(o.rejectedCodes, uniquingKeysWith: +)
+        }
+    }
+
+    /// The verdicts of some cancellations as received.
+    struct CancelCounts: Sendable {
+        var cancelled = 0, alreadyCancelled = 0
+        /// Refused with `event_not_found`: no stored event under the key yet (docs/decisions.md 78:
+        /// retryable; the caller re-sends them once its pending events are delivered).
+        var notFound: [ReplayEvent] = []
+        /// Other refusals by error code (none expected).
+        var rejectedCodes: [String: Int] = [:]
+    }
 
     /// Connections sending at once (each on its own thread, batches dealt round-robin). Which
     /// copy of a duplicated event arrives first may vary; what is stored does not.
@@ -284,35 +381,55 @@ final class ReplaySender: Sendable {
                         for b in mine {
                             let body = "[" + b.map(\.apiJSON).joined(separator: ",") + "]"
                             let json = try Self.post(client, "/v1/events", body, token)
-                            let s = json["summary"]
-                            counts.accepted += Int(s?["accepted"]?.numberLexeme ?? "0") ?? 0
-                            counts.duplicates += Int(s?["duplicate"]?.numberLexeme ?? "0") ?? 0
-                            counts.rejected += Int(s?["rejected"]?.numberLexeme ?? "0") ?? 0
+                            let results = json["results"]?.arrayValue ?? []
+                            guard results.count == b.count else {
+                                throw ReplayRunner.Failure(description: "POST /v1/events: \(results.count) verdicts for \(b.count) events")
+                            }
+                            for r in results {
+                                switch r["status"]?.stringValue {
+                                case "accepted": counts.accepted += 1
+                                case "duplicate": counts.duplicates += 1
+                                case "conflict": counts.conflicts += 1
+                                default:
+                                    counts.rejected += 1
+                                    counts.rejectedCodes[r["error"]?["code"]?.stringValue ?? "unknown", default: 0] += 1
+                                }
+                            }
                         }
                         return counts
                     }
                 }
             }
             var total = Counts()
-            for try await c in group {
-                total.accepted += c.accepted; total.duplicates += c.duplicates; total.rejected += c.rejected
-            }
+            for try await c in group { total.add(c) }
             return total
         }
     }
 
-    func sendCancels(_ cancels: [ReplayEvent]) async throws -> Int {
-        guard !cancels.isEmpty else { return 0 }
+    func sendCancels(_ cancels: [ReplayEvent]) async throws -> CancelCounts {
+        guard !cancels.isEmpty else { return CancelCounts() }
         let (port, token) = (port, token)
         return try await onDedicatedThread("replay-cancel") {
             let client = LoadClient(port: port)
-            var n = 0
+            var counts = CancelCounts()
             for start in stride(from: 0, to: cancels.count, by: 500) {
-                let b = cancels[start..<min(start + 500, cancels.count)]
+                let b = Array(cancels[start..<min(start + 500, cancels.count)])
                 let json = try Self.post(client, "/v1/events/cancel", "[" + b.map(\.apiJSON).joined(separator: ",") + "]", token)
-                n += Int(json["summary"]?["cancelled"]?.numberLexeme ?? "0") ?? 0
+                let results = json["results"]?.arrayValue ?? []
+                guard results.count == b.count else {
+                    throw ReplayRunner.Failure(description: "POST /v1/events/cancel: \(results.count) verdicts for \(b.count) cancellations")
+                }
+                for (x, r) in zip(b, results) {
+                    switch r["status"]?.stringValue {
+                    case "cancelled": counts.cancelled += 1
+                    case "already_cancelled": counts.alreadyCancelled += 1
+                    default:
+                        let code = r["error"]?["code"]?.stringValue ?? "unknown"
+                        if code == "event_not_found" { counts.notFound.append(x) } else { counts.rejectedCodes[code, default: 0] += 1 }
+                    }
+                }
             }
-            return n
+            return counts
         }
     }
 

@@ -84,10 +84,21 @@ public struct ReplayWorkload: Sendable {
     /// Mean events per customer and day (before duplicates).
     public let eventsPerCustomerDay: Int
 
-    public init(days: Int, customers: Int, seed: UInt64, start: Int64, eventsPerCustomerDay: Int) {
+    /// Share of a day's events cancelled during that day (some before the event itself arrives:
+    /// 10 % of deliveries are held back to the next day).
+    public let cancelShare: Double
+    /// Share of a closed period's events cancelled after its close.
+    public let lateCancelShare: Double
+
+    public init(days: Int, customers: Int, seed: UInt64, start: Int64, eventsPerCustomerDay: Int,
+                cancelShare: Double = 0.01, lateCancelShare: Double = 0.002) {
         self.days = days; self.customers = customers; self.seed = seed; self.start = start
         self.eventsPerCustomerDay = eventsPerCustomerDay
+        self.cancelShare = cancelShare; self.lateCancelShare = lateCancelShare
     }
+
+    /// The plan of customer number `i` (0-based): the replay's plans in turn.
+    public static func planIndex(customer i: Int, plans: Int) -> Int { i % plans }
 
     public func customerID(_ i: Int) -> String { String(format: "replay-%05d", i + 1) }
 
@@ -143,16 +154,16 @@ public struct ReplayWorkload: Sendable {
         return out
     }
 
-    /// Cancellations made during day `d`: about 1 % of that day's events.
+    /// Cancellations made during day `d`: `cancelShare` of that day's events (1 % by default).
     public func cancellations(_ events: [ReplayEvent], day d: Int) -> [ReplayEvent] {
         var rng = ReplayRandom(seed: seed &+ 77 &+ UInt64(d) &* 31)
-        return events.filter { $0.kind == .event && rng.chance(0.01) }.map {
+        return events.filter { $0.kind == .event && rng.chance(cancelShare) }.map {
             ReplayEvent(kind: .cancel, customer: $0.customer, meter: $0.meter, key: $0.key, at: $0.at, value: $0.value)
         }
     }
 
-    /// Late events for a period, sent after its close: 0.2 % of the customers' typical day, in its
-    /// last day, plus cancellations of a few of the period's events.
+    /// Late events for a period, sent after its close: for about 30 % of the customers one or two
+    /// events in its last day, plus cancellations of `lateCancelShare` of the period's events.
     public func lateAfterClose(periodEnd: Int64, periodEvents: [ReplayEvent], index: Int) -> [ReplayEvent] {
         var rng = ReplayRandom(seed: seed &+ 999 &+ UInt64(index))
         var out: [ReplayEvent] = []
@@ -168,7 +179,7 @@ public struct ReplayWorkload: Sendable {
                 out.append(g)
             }
         }
-        for e in periodEvents where e.kind == .event && rng.chance(0.002) {
+        for e in periodEvents where e.kind == .event && rng.chance(lateCancelShare) {
             var x = ReplayEvent(kind: .cancel, customer: e.customer, meter: e.meter, key: e.key, at: e.at, value: e.value)
             x.afterClose = true
             out.append(x)
