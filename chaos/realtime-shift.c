@@ -119,6 +119,7 @@ int sem_timedwait(sem_t *sem, const struct timespec *abstime) {
         f = (sem_timedwait_fn)dlsym(RTLD_NEXT, "sem_timedwait");
         atomic_store(&real_fn, f);
     }
+    if (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L) return f(sem, abstime);  /* EINVAL, as without us */
     struct timespec real_deadline = unshifted(abstime);
     return f(sem, &real_deadline);
 }
@@ -132,7 +133,7 @@ int clock_nanosleep(clockid_t id, int flags, const struct timespec *t, struct ti
         f = (clock_nanosleep_fn)dlsym(RTLD_NEXT, "clock_nanosleep");
         atomic_store(&real_fn, f);
     }
-    if (id == CLOCK_REALTIME && (flags & TIMER_ABSTIME) && t) {
+    if (id == CLOCK_REALTIME && (flags & TIMER_ABSTIME) && t && t->tv_nsec >= 0 && t->tv_nsec < 1000000000L) {
         struct timespec real_deadline = unshifted(t);
         return f(id, flags, &real_deadline, remain);
     }

@@ -22,53 +22,53 @@ public final class MeterMetrics: Sendable {
         let registry = self.registry
         sync = SyncMetrics(registry: registry)
         func events(_ s: String) -> Counter {
-            registry.makeCounter(name: "meter_ingest_events_total", labels: [("status", s)],
+            registry.meterCounter(name: "meter_ingest_events_total", labels: [("status", s)],
                                  help: "Events by ingest verdict")
         }
         accepted = events("accepted")
         duplicate = events("duplicate")
         conflict = events("conflict")
         rejected = events("rejected")
-        poolOpen = registry.makeGauge(name: "meter_db_pool_connections", labels: [("state", "open")],
+        poolOpen = registry.meterGauge(name: "meter_db_pool_connections", labels: [("state", "open")],
                                       help: "Database pool connections")
-        poolInUse = registry.makeGauge(name: "meter_db_pool_connections", labels: [("state", "in_use")],
+        poolInUse = registry.meterGauge(name: "meter_db_pool_connections", labels: [("state", "in_use")],
                                        help: "Database pool connections")
-        poolWaiting = registry.makeGauge(name: "meter_db_pool_waiters",
+        poolWaiting = registry.meterGauge(name: "meter_db_pool_waiters",
                                          help: "Requests waiting for a database connection")
-        requestsPerCommit = registry.makeValueHistogram(name: "meter_ingest_requests_per_commit",
+        requestsPerCommit = registry.meterValueHistogram(name: "meter_ingest_requests_per_commit",
                                                         buckets: [1, 2, 4, 8, 16, 32, 64, 128],
                                                         help: "Ingest requests stored together in one COMMIT (group commit)")
         func runs(_ r: String) -> Counter {
-            registry.makeCounter(name: "meter_rollup_runs_total", labels: [("result", r)],
+            registry.meterCounter(name: "meter_rollup_runs_total", labels: [("result", r)],
                                  help: "Rollup runs: ran, skipped (another run held the lock), failed")
         }
         rollupRuns = runs("ran")
         rollupSkipped = runs("skipped")
         rollupFailures = runs("failed")
-        rollupEvents = registry.makeCounter(name: "meter_rollup_events_total", help: "Events folded into the hourly rollups")
-        rollupCancellations = registry.makeCounter(name: "meter_rollup_cancellations_total",
+        rollupEvents = registry.meterCounter(name: "meter_rollup_events_total", help: "Events folded into the hourly rollups")
+        rollupCancellations = registry.meterCounter(name: "meter_rollup_cancellations_total",
                                                    help: "Cancellations subtracted from the hourly rollups")
-        rollupDuration = registry.makeDurationHistogram(
+        rollupDuration = registry.meterDurationHistogram(
             name: "meter_rollup_run_duration_seconds",
             buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(100),
                       .milliseconds(500), .seconds(1), .seconds(5), .seconds(30)],
             help: "Duration of one rollup run (round trip)")
-        rollupLagSeconds = registry.makeGauge(name: "meter_rollup_lag_seconds",
+        rollupLagSeconds = registry.meterGauge(name: "meter_rollup_lag_seconds",
                                               help: "Age of the oldest committed event or cancellation not yet rolled up (0 = none)")
-        rollupPendingEvents = registry.makeGauge(name: "meter_rollup_pending_events",
+        rollupPendingEvents = registry.meterGauge(name: "meter_rollup_pending_events",
                                                  help: "Committed events past the rollup watermark")
-        rollupWaitingOnHorizon = registry.makeGauge(name: "meter_rollup_waiting_on_horizon_events",
+        rollupWaitingOnHorizon = registry.meterGauge(name: "meter_rollup_waiting_on_horizon_events",
                                                     help: "Pending events held back by an older open transaction")
-        rollupPendingCancellations = registry.makeGauge(name: "meter_rollup_pending_cancellations",
+        rollupPendingCancellations = registry.meterGauge(name: "meter_rollup_pending_cancellations",
                                                         help: "Cancellations not yet subtracted")
-        rollupLoopIdleSeconds = registry.makeGauge(
+        rollupLoopIdleSeconds = registry.meterGauge(
             name: "meter_rollup_loop_idle_seconds",
             help: "Seconds (monotonic clock) since the rollup loop last finished a run attempt (ran, skipped or failed)")
-        rollupLoopStalled = registry.makeGauge(
+        rollupLoopStalled = registry.meterGauge(
             name: "meter_rollup_loop_stalled",
             help: "1 while the rollup loop has finished no run attempt for longer than its stall bound (--rollup-stall-after-s)")
         func cancels(_ s: String) -> Counter {
-            registry.makeCounter(name: "meter_cancel_events_total", labels: [("status", s)],
+            registry.meterCounter(name: "meter_cancel_events_total", labels: [("status", s)],
                                  help: "Event cancellations by verdict")
         }
         cancelled = cancels("cancelled")
@@ -113,7 +113,7 @@ public final class MeterMetrics: Sendable {
     public func request(route: String, status: Int) -> Counter {
         let key = "\(route) \(status)"
         if let c = lock.withLock({ counters[key] }) { return c }
-        let c = registry.makeCounter(name: "meter_http_requests_total", labels: [("route", route), ("status", String(status))],
+        let c = registry.meterCounter(name: "meter_http_requests_total", labels: [("route", route), ("status", String(status))],
                                      help: "HTTP requests by route and status")
         lock.withLock { counters[key] = c }
         return c
@@ -127,7 +127,7 @@ public final class MeterMetrics: Sendable {
     }
 
     private func makeLatency(route: String) -> DurationHistogram {
-        registry.makeDurationHistogram(
+        registry.meterDurationHistogram(
             name: "meter_http_request_duration_seconds", labels: [("route", route)],
             buckets: [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
                       .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
@@ -139,5 +139,32 @@ public final class MeterMetrics: Sendable {
         poolOpen.set(Double(pool.open))
         poolInUse.set(Double(pool.inUse))
         poolWaiting.set(Double(pool.waiting))
+    }
+}
+
+/// Metrics named by their full Prometheus name, through swift-prometheus's descriptor API (its
+/// `make…(name:…)` family is deprecated). A descriptor with an empty unit yields the name as given.
+extension PrometheusCollectorRegistry {
+    private static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    func meterCounter(name: String, labels: [(String, String)] = [], help: String) -> Counter {
+        labels.isEmpty ? makeCounter(descriptor: Self.descriptor(name, help))
+            : makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
+    }
+
+    func meterGauge(name: String, labels: [(String, String)] = [], help: String) -> Gauge {
+        labels.isEmpty ? makeGauge(descriptor: Self.descriptor(name, help))
+            : makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
+    }
+
+    func meterDurationHistogram(name: String, labels: [(String, String)] = [], buckets: [Duration], help: String) -> DurationHistogram {
+        labels.isEmpty ? makeDurationHistogram(descriptor: Self.descriptor(name, help), buckets: buckets)
+            : makeDurationHistogram(descriptor: Self.descriptor(name, help), labels: labels, buckets: buckets)
+    }
+
+    func meterValueHistogram(name: String, buckets: [Double], help: String) -> ValueHistogram {
+        makeValueHistogram(descriptor: Self.descriptor(name, help), buckets: buckets)
     }
 }

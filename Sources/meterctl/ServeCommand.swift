@@ -50,6 +50,13 @@ struct ServiceOptions: ParsableArguments {
         try positive(rollupIntervalMs, "METER_ROLLUP_INTERVAL_MS", "rollup-interval-ms", min: 10)
         try positive(rollupMaxEvents, "METER_ROLLUP_MAX_EVENTS", "rollup-max-events")
         try positive(rollupStallAfterS, "METER_ROLLUP_STALL_AFTER_S", "rollup-stall-after-s")
+        // An idle loop finishes an attempt once per interval: a bound within three intervals
+        // would report a healthy loop as stalled.
+        let intervalMs = rollupIntervalMs ?? env["METER_ROLLUP_INTERVAL_MS"].flatMap(Int.init) ?? 1000
+        if let s = rollupStallAfterS ?? env["METER_ROLLUP_STALL_AFTER_S"].flatMap(Int.init), s * 1000 < 3 * intervalMs {
+            throw ValidationError("--rollup-stall-after-s (METER_ROLLUP_STALL_AFTER_S) must be at least 3 × --rollup-interval-ms "
+                                  + "(\(intervalMs) ms); got \(s) s")
+        }
         if let n = rollupMaxEvents ?? env["METER_ROLLUP_MAX_EVENTS"].flatMap(Int.init), n > Int(Int32.max) {
             throw ValidationError("--rollup-max-events (METER_ROLLUP_MAX_EVENTS) must be at most \(Int32.max); got \(n)")
         }

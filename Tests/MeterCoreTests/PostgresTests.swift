@@ -42,7 +42,7 @@ final class PostgresTests: XCTestCase {
         })
         XCTAssertTrue(c.isIdle)
         XCTAssertEqual(try c.execute("select count(*) as n from meter.customers where external_id = $1", [ext]).single().int("n"), 0)
-        try c.transaction { c in try c.execute("select meter.upsert_customer($1)", [ext]) }
+        _ = try c.transaction { c in try c.execute("select meter.upsert_customer($1)", [ext]) }
         XCTAssertEqual(try c.execute("select count(*) as n from meter.customers where external_id = $1", [ext]).single().int("n"), 1)
     }
 

@@ -110,8 +110,9 @@ final class ReplayTests: XCTestCase {
                        "the check compared every invoice line")
         let negative = try c.execute("select count(*) as n from meter.invoice_lines where kind = 'adjustment' and amount < 0").single().int("n")
         XCTAssertGreaterThan(negative, 0, "meter invoiced negative adjustments")
-        // The check bites: one negative adjustment line altered by one minor unit (triggers
-        // bypassed, as only a superuser can), and one verdict fewer, are each reported.
+        // The check bites: one negative adjustment line altered by one minor unit, one invoice's
+        // total by five (triggers bypassed, as only a superuser can), and one verdict fewer, are
+        // each reported.
         let expectation = try ReplayExpectation(ndjsonPath: s.ndjsonPath, customers: o.customers, periods: s.periods)
         try c.execute("set session_replication_role = replica")
         let altered = try c.execute("""
@@ -120,16 +121,54 @@ final class ReplayTests: XCTestCase {
                                            where kind = 'adjustment' and amount < 0 order by invoice_id, line_no limit 1)
             returning adjusts_period
             """).single().string("adjusts_period")
+        try c.execute("update meter.invoices set total = total + 5 where id = (select min(id) from meter.invoices)")
         try c.execute("reset session_replication_role")
         var fewer = s.received
         fewer.cancelled -= 1
         let bitten = try expectation.compare(received: fewer, c)
-        XCTAssertEqual(bitten.differences.count, 2, "\(bitten.differences)")
+        XCTAssertEqual(bitten.differences.count, 3, "\(bitten.differences)")
         XCTAssertTrue(bitten.differences.contains { $0.hasPrefix("verdicts:") }, "\(bitten.differences)")
         XCTAssertTrue(bitten.differences.contains { $0.contains("adjustment") && $0.contains("for \(altered)") }, "\(bitten.differences)")
+        XCTAssertTrue(bitten.differences.contains { $0.hasPrefix("invoice ") && $0.contains("expected total") },
+                      "an invoice's total that is not the sum of its expected lines: \(bitten.differences)")
 
         let late = try c.execute("select count(*) as n, count(adjusted_on) as adjusted from meter.late_after_close").single()
         XCTAssertGreaterThan(try late.int("n"), 0, "some events arrived after their period's close")
         XCTAssertEqual(try late.int("adjusted"), try late.int("n"), "and all were adjusted on the next invoice")
+    }
+
+    /// A window across a month boundary (33 days always span one): a close in the middle of the
+    /// run, after flushing what the client held back and the cancellations it must re-send, late
+    /// rows after each close, and a third close that must find nothing new for the first month.
+    /// The replay's own check compares every line and total.
+    func testReplayAcrossAMonthBoundaryMatchesItsIndependentExpectation() async throws {
+        let info = try TestDatabase.freshDatabase("replay_months_\(UInt16.random(in: 0...UInt16.max))")
+        let dir = NSTemporaryDirectory() + "meter-replay-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var o = ReplayOptions()
+        o.days = 33
+        o.customers = 3
+        o.seed = 5
+        o.eventsPerCustomerDay = 4
+        o.cancelShare = 0.3
+        o.lateCancelShare = 0.2
+        o.outputDir = dir
+        let s = try await ReplayRunner.run(conninfo: info, sqlDir: TestDatabase.sqlDir, options: o, logger: TestDatabase.logger) { _ in }
+        XCTAssertEqual(s.periods.count, 3, "two months of the window and the month after: \(s.periods)")
+        XCTAssertGreaterThan(s.cancellationsResent, 0)
+        XCTAssertGreaterThan(s.lateCancelled, 0)
+        XCTAssertEqual(s.cancellationsRefused, [:])
+        let check = try XCTUnwrap(s.check)
+        XCTAssertEqual(check.differences, [])
+        XCTAssertEqual(check.invoicesFound, 3 * 3)
+        let c = try PGConnection(conninfo: info)
+        defer { c.close() }
+        // Adjustments landed on the invoice after each closed window month, and only there.
+        let on = try c.execute("""
+            select distinct i.period || '<-' || l.adjusts_period as p from meter.invoice_lines l
+            join meter.invoices i on i.id = l.invoice_id where l.kind = 'adjustment' order by 1
+            """).rows.map { try $0.string("p") }
+        XCTAssertEqual(on, ["\(s.periods[1])<-\(s.periods[0])", "\(s.periods[2])<-\(s.periods[1])"])
+        XCTAssertEqual(Int64(check.linesCompared), try c.execute("select count(*) as n from meter.invoice_lines").single().int("n"))
     }
 }

@@ -147,44 +147,55 @@ final class ServiceTests: XCTestCase {
         }
         var it = ports.makeAsyncIterator()
         guard let port = await it.next() else { return XCTFail("server did not start") }
-        func get(_ path: String) async throws -> LoadClient.Response {
-            try await onDedicatedThread { try LoadClient(port: port).request("GET", path) }
-        }
-        /// The value of an unlabelled gauge in the /metrics text (its sample line, not its HELP).
-        func stalled() async throws -> Double? {
-            let text = try await get("/metrics").body
-            return text.split(separator: "\n").first { $0.hasPrefix("meter_rollup_loop_stalled ") }
-                .flatMap { Double($0.split(separator: " ").last ?? "") }
-        }
-        /// Polls until `done` holds, 10 s at most.
-        func eventually(_ what: String, _ done: () async throws -> Bool) async throws {
-            let deadline = ContinuousClock.now + .seconds(10)
-            while ContinuousClock.now < deadline {
-                if try await done() { return }
-                try await Task.sleep(for: .milliseconds(100))
+        do {
+            func get(_ path: String) async throws -> LoadClient.Response {
+                try await onDedicatedThread { try LoadClient(port: port).request("GET", path) }
             }
-            XCTFail("not within 10 s: \(what)")
+            /// The value of an unlabelled gauge in the /metrics text (its sample line, not its HELP).
+            func stalled() async throws -> Double? {
+                let text = try await get("/metrics").body
+                return text.split(separator: "\n").first { $0.hasPrefix("meter_rollup_loop_stalled ") }
+                    .flatMap { Double($0.split(separator: " ").last ?? "") }
+            }
+            /// Polls until `done` holds, 10 s at most.
+            func eventually(_ what: String, _ done: () async throws -> Bool) async throws {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < deadline {
+                    if try await done() { return }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                XCTFail("not within 10 s: \(what)")
+            }
+            try await eventually("the loop runs (stalled = 0, runs counted)") {
+                let text = try await get("/metrics").body
+                let ran = text.split(separator: "\n").first { $0.hasPrefix(#"meter_rollup_runs_total{result="ran"} "#) }
+                    .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+                return try await stalled() == 0 && ran > 0
+            }
+            let readyBefore = try await get("/readyz").body
+            XCTAssertEqual(readyBefore, #"{"status":"ready"}"#)
+
+            let blocker = try PGConnection(conninfo: fx.conninfo)
+            defer { blocker.close() }
+            try blocker.execute("begin")
+            try blocker.execute("select 1 from meter.rollup_watermark where name = 'events' for update")
+            try await eventually("the metric says stalled") { try await stalled() == 1 }
+            let ready = try await get("/readyz")
+            XCTAssertEqual(ready.status, 200, "a stalled rollup loop does not stop ingest")
+            XCTAssertTrue(ready.body.contains(#""rollup_loop":"stalled""#), ready.body)
+            try await eventually("the log says rollup.loop_stalled") { logs.messages.contains("rollup.loop_stalled") }
+            XCTAssertTrue(logs.lines.contains { $0.level == .error && $0.message == "rollup.loop_stalled" })
+
+            try blocker.execute("rollback")
+            try await eventually("the metric clears") { try await stalled() == 0 }
+            let readyAfter = try await get("/readyz").body
+            XCTAssertEqual(readyAfter, #"{"status":"ready"}"#)
+            XCTAssertTrue(logs.messages.contains("rollup.loop_resumed"), "\(logs.messages)")
+        } catch {
+            await handle.stop()  // never leave the server running into the next test
+            _ = try? await server.value
+            throw error
         }
-        try await eventually("the loop runs (stalled = 0)") { try await stalled() == 0 }
-        let readyBefore = try await get("/readyz").body
-        XCTAssertEqual(readyBefore, #"{"status":"ready"}"#)
-
-        let blocker = try PGConnection(conninfo: fx.conninfo)
-        defer { blocker.close() }
-        try blocker.execute("begin")
-        try blocker.execute("select 1 from meter.rollup_watermark where name = 'events' for update")
-        try await eventually("the metric says stalled") { try await stalled() == 1 }
-        let ready = try await get("/readyz")
-        XCTAssertEqual(ready.status, 200, "a stalled rollup loop does not stop ingest")
-        XCTAssertTrue(ready.body.contains(#""rollup_loop":"stalled""#), ready.body)
-        try await eventually("the log says rollup.loop_stalled") { logs.messages.contains("rollup.loop_stalled") }
-        XCTAssertTrue(logs.lines.contains { $0.level == .error && $0.message == "rollup.loop_stalled" })
-
-        try blocker.execute("rollback")
-        try await eventually("the metric clears") { try await stalled() == 0 }
-        let readyAfter = try await get("/readyz").body
-        XCTAssertEqual(readyAfter, #"{"status":"ready"}"#)
-        XCTAssertTrue(logs.messages.contains("rollup.loop_resumed"), "\(logs.messages)")
         await handle.stop()
         try await server.value
     }

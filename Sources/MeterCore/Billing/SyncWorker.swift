@@ -20,21 +20,21 @@ public final class SyncMetrics: Sendable {
     let webhooksRejected: @Sendable (String) -> Counter
 
     public init(registry: PrometheusCollectorRegistry) {
-        sendsByResult = { r in registry.makeCounter(name: "meter_sync_sends_total", labels: [("result", r)],
+        sendsByResult = { r in registry.meterCounter(name: "meter_sync_sends_total", labels: [("result", r)],
                                                     help: "Usage sends to the billing engine: ok, failed (unknown outcome, repeated), rejected (definitive 4xx)") }
-        sendDuration = registry.makeDurationHistogram(
+        sendDuration = registry.meterDurationHistogram(
             name: "meter_sync_send_duration_seconds",
             buckets: [.milliseconds(5), .milliseconds(20), .milliseconds(100), .milliseconds(500), .seconds(2), .seconds(10)],
             help: "Round trip of one usage send")
-        deadLettered = registry.makeCounter(name: "meter_sync_dead_lettered_total", help: "Hours parked as dead after exhausting their attempts")
-        pending = registry.makeGauge(name: "meter_sync_pending_hours", help: "Outbox hours waiting to be sent")
-        inFlight = registry.makeGauge(name: "meter_sync_in_flight_hours", help: "Outbox hours being sent")
-        dead = registry.makeGauge(name: "meter_sync_dead_hours", help: "Outbox hours parked as dead (meterctl sync retry)")
-        oldestUnsynced = registry.makeGauge(name: "meter_sync_lag_seconds", help: "Age of the oldest unsynced hour change (0 = none)")
-        webhooksUnprocessed = registry.makeGauge(name: "meter_webhooks_unprocessed", help: "Billing webhooks stored, not yet applied")
-        webhooks = { r in registry.makeCounter(name: "meter_webhooks_received_total", labels: [("result", r)],
+        deadLettered = registry.meterCounter(name: "meter_sync_dead_lettered_total", help: "Hours parked as dead after exhausting their attempts")
+        pending = registry.meterGauge(name: "meter_sync_pending_hours", help: "Outbox hours waiting to be sent")
+        inFlight = registry.meterGauge(name: "meter_sync_in_flight_hours", help: "Outbox hours being sent")
+        dead = registry.meterGauge(name: "meter_sync_dead_hours", help: "Outbox hours parked as dead (meterctl sync retry)")
+        oldestUnsynced = registry.meterGauge(name: "meter_sync_lag_seconds", help: "Age of the oldest unsynced hour change (0 = none)")
+        webhooksUnprocessed = registry.meterGauge(name: "meter_webhooks_unprocessed", help: "Billing webhooks stored, not yet applied")
+        webhooks = { r in registry.meterCounter(name: "meter_webhooks_received_total", labels: [("result", r)],
                                                help: "POST /webhooks/billing by result: stored, duplicate, rejected") }
-        webhooksRejected = { r in registry.makeCounter(name: "meter_webhooks_rejected_total", labels: [("reason", r)],
+        webhooksRejected = { r in registry.meterCounter(name: "meter_webhooks_rejected_total", labels: [("reason", r)],
                                                        help: "POST /webhooks/billing refused, by reason: size, unconfigured, signature_missing, signature_malformed, signature_mismatch, signature_expired, payload") }
     }
 

@@ -43,7 +43,7 @@ public struct BillingMockConfiguration: Sendable {
 public final class BillingMockMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     func requests(_ status: Int) -> Counter {
-        registry.makeCounter(name: "billing_mock_requests_total", labels: [("status", String(status))],
+        registry.meterCounter(name: "billing_mock_requests_total", labels: [("status", String(status))],
                              help: "API calls answered, by HTTP status")
     }
     let replays: Counter
@@ -51,10 +51,10 @@ public final class BillingMockMetrics: Sendable {
     let deliveries: @Sendable (String) -> Counter
     public init() {
         let registry = self.registry
-        replays = registry.makeCounter(name: "billing_mock_idempotent_replays_total", help: "Responses replayed for a known Idempotency-Key")
-        faults = { kind in registry.makeCounter(name: "billing_mock_faults_injected_total", labels: [("kind", kind)],
+        replays = registry.meterCounter(name: "billing_mock_idempotent_replays_total", help: "Responses replayed for a known Idempotency-Key")
+        faults = { kind in registry.meterCounter(name: "billing_mock_faults_injected_total", labels: [("kind", kind)],
                                                 help: "Faults injected, by kind") }
-        deliveries = { result in registry.makeCounter(name: "billing_mock_webhook_deliveries_total", labels: [("result", result)],
+        deliveries = { result in registry.meterCounter(name: "billing_mock_webhook_deliveries_total", labels: [("result", result)],
                                                       help: "Webhook delivery attempts, by result") }
     }
 }

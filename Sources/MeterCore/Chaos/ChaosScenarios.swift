@@ -174,8 +174,9 @@ public enum ChaosScenarios {
     /// The service's wall clock an hour ahead, an hour behind, and stepped back 58 minutes
     /// mid-load, all with chaos/realtime-shift.c (it moves wall-clock reads only, as a badly set
     /// host or an NTP step does; see there why not libfaketime); clients' timestamps skewed by up
-    /// to ± 10 minutes, events at the month edge (23:59:59.999 and 00:00:00.000). meter reads
-    /// time from the database only, and its loops wait on the monotonic clock only.
+    /// to ± 10 minutes, events at the month edge (23:59:59.999 and 00:00:00.000). Every stored
+    /// figure takes its time from the database (decision 70), and the service's loops wait on the
+    /// monotonic clock only.
     static func clockSkew(_ h: ChaosHarness) async throws -> ChaosVerdict {
         try FileManager.default.createDirectory(atPath: h.dir, withIntermediateDirectories: true)
         let shiftSource = URL(fileURLWithPath: h.o.sqlDir).deletingLastPathComponent().appendingPathComponent("chaos/realtime-shift.c").path

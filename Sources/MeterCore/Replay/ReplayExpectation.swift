@@ -222,6 +222,7 @@ public struct ReplayExpectation: Sendable {
     public struct Comparison: Sendable {
         public var invoicesExpected = 0, invoicesFound = 0
         public var linesCompared = 0, linesEqual = 0
+        // (each invoice's subtotal and total are compared too: a difference is listed)
         public var adjustmentLines = 0
         /// Adjustment lines taking events away (cancellations after the close), and those of them
         /// (or others) with a negative amount.
@@ -247,6 +248,21 @@ public struct ReplayExpectation: Sendable {
                                               ["{" + inPeriods.joined(separator: ",") + "}"]).single().int("n"))
         if out.invoicesFound != out.invoicesExpected {
             out.differences.append("invoices: expected \(out.invoicesExpected), found \(out.invoicesFound)")
+        }
+        // Each invoice's subtotal and total: the sum of its expected lines.
+        var expectedTotal: [String: Int64] = [:]
+        for (k, l) in lines { expectedTotal[k.customer + "|" + k.period, default: 0] += l.amount }
+        for r in try c.execute("""
+            select x.external_id as customer, i.period, i.subtotal, i.total
+            from meter.invoices i join meter.customers x on x.id = i.customer_id
+            where i.period = any($1::text[])
+            """, ["{" + inPeriods.joined(separator: ",") + "}"]).rows {
+            let id = (try r.string("customer")) + "|" + (try r.string("period"))
+            let want = expectedTotal[id] ?? 0
+            let (subtotal, total) = (try r.optionalInt("subtotal"), try r.optionalInt("total"))
+            if subtotal != want || total != want {
+                out.differences.append("invoice \(id.replacingOccurrences(of: "|", with: " ")): expected total \(want); meter has subtotal \(subtotal.map(String.init) ?? "null"), total \(total.map(String.init) ?? "null")")
+            }
         }
         var actual: [Key: Line] = [:]
         for r in try c.execute("""

@@ -180,7 +180,9 @@ public enum ReplayRunner {
 
             try FileManager.default.createDirectory(atPath: o.outputDir, withIntermediateDirectories: true)
             summary.ndjsonPath = o.outputDir + "/replay-events.ndjson"
-            FileManager.default.createFile(atPath: summary.ndjsonPath, contents: nil)
+            guard FileManager.default.createFile(atPath: summary.ndjsonPath, contents: nil) else {
+                throw Failure(description: "cannot create \(summary.ndjsonPath)")
+            }
             let ndjson = try FileHandle(forWritingTo: URL(fileURLWithPath: summary.ndjsonPath))
             defer { try? ndjson.close() }
             func record(_ es: [ReplayEvent]) throws {

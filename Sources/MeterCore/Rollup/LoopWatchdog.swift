@@ -14,6 +14,8 @@ import Logging
 ///     `rollup.loop_resumed` when the loop finishes an attempt again;
 ///   * `/readyz` reports it in its body (`"rollup_loop":"stalled"`), without turning the instance
 ///     unready: ingest does not depend on the loop (docs/decisions.md 77).
+/// A run blocked longer than the bound (a lock held by another session, up to the statement
+/// timeout) is reported too: the loop is not turning, whatever the reason.
 public final class LoopWatchdog: @unchecked Sendable {
     public let name: String
     public let stallAfter: Duration
@@ -38,11 +40,14 @@ public final class LoopWatchdog: @unchecked Sendable {
         let stalledFor: Duration? = lock.withLock {
             lastBeat = now
             defer { stalledSince = nil; lastAlarm = nil }
-            return stalledSince.map { now - $0 }
+            guard let since = stalledSince else { return nil }
+            // (under the lock: a watchdog look in between cannot set it back to 1 afterwards)
+            metrics?.rollupLoopStalled.set(0.0)
+            metrics?.rollupLoopIdleSeconds.set(0.0)
+            return now - since
         }
         if let stalledFor {
             logger.warning("\(name).loop_resumed", metadata: ["stalled_ms": "\(stalledFor.milliseconds)"])
-            metrics?.rollupLoopStalled.set(0.0)
         }
     }
 
@@ -77,14 +82,14 @@ public final class LoopWatchdog: @unchecked Sendable {
         let now = ContinuousClock.now
         let (idle, alarm): (Duration, Bool) = lock.withLock {
             let idle = now - lastBeat
+            metrics?.rollupLoopIdleSeconds.set(idle.seconds)
+            metrics?.rollupLoopStalled.set(idle > stallAfter ? 1.0 : 0.0)
             guard idle > stallAfter else { return (idle, false) }
             if stalledSince == nil { stalledSince = lastBeat }
             if let last = lastAlarm, now - last < stallAfter { return (idle, false) }
             lastAlarm = now
             return (idle, true)
         }
-        metrics?.rollupLoopIdleSeconds.set(idle.seconds)
-        metrics?.rollupLoopStalled.set(idle > stallAfter ? 1.0 : 0.0)
         if alarm {
             logger.error("\(name).loop_stalled", metadata: [
                 "idle_ms": "\(idle.milliseconds)", "stall_after_ms": "\(stallAfter.milliseconds)",
