@@ -121,7 +121,10 @@ struct BenchIngest: AsyncParsableCommand {
                             let r = try client.request("POST", "/v1/events", headers: headers, body: body)
                             lat.append(DispatchTime.now().uptimeNanoseconds - t0)
                             if r.status == 200 || r.status == 201 { sent += b } else { failed += 1 }
-                            if lat.count % 50 == 0 { tally.add(events: sent, latencies: lat, failures: failed); sent = 0; failed = 0; lat = [] }
+                            // Into the shared tally every 50 requests or 1,000 events, whichever comes
+                            // first, so the per-second progress counts what was acknowledged so far
+                            // in every mode (with batches of 1,000 it showed 0 for the whole run).
+                            if lat.count >= 50 || sent >= 1000 { tally.add(events: sent, latencies: lat, failures: failed); sent = 0; failed = 0; lat = [] }
                         }
                         tally.add(events: sent, latencies: lat, failures: failed)
                     }
@@ -163,6 +166,39 @@ struct BenchIngest: AsyncParsableCommand {
         }
         let copyRate = Double(copyCount) / copySeconds
 
+        // Phase 3, single events only: a durable one-row INSERT per transaction, as many clients
+        // as the HTTP run had, for as long (10 s at most): the ceiling of a commit per event.
+        var insertRate: Double?
+        if batchSize == 1 {
+            let seconds = min(elapsed, 10)
+            print("insert baseline: \(concurrency) client(s), one-row INSERT per transaction, \(String(format: "%.0f", seconds)) s")
+            let setup = try PGConnection(conninfo: conninfo)
+            try setup.execute("create table if not exists public.bench_insert_baseline (id bigserial primary key, k text not null unique, v numeric not null)")
+            let rows: Int = try await withThrowingTaskGroup(of: Int.self) { group in
+                for worker in 0..<concurrency {
+                    group.addTask {
+                        try await onDedicatedThread("bench-insert-\(worker)") {
+                            let conn = try PGConnection(conninfo: conninfo)
+                            defer { conn.close() }
+                            let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+                            var n = 0
+                            while ContinuousClock.now < end {
+                                _ = try conn.executePrepared("insert into public.bench_insert_baseline (k, v) values ($1, 1)", ["\(runID)-\(worker)-\(n)"])
+                                n += 1
+                            }
+                            return n
+                        }
+                    }
+                }
+                var total = 0
+                for try await n in group { total += n }
+                return total
+            }
+            try setup.execute("drop table public.bench_insert_baseline")
+            setup.close()
+            insertRate = Double(rows) / seconds
+        }
+
         print("""
 
             == bench ingest results (\(mode), concurrency \(concurrency)) ==
@@ -172,6 +208,12 @@ struct BenchIngest: AsyncParsableCommand {
             COPY:   \(copyCount) events in \(String(format: "%.2f", copySeconds)) s = \(String(format: "%.0f", copyRate)) events/s (same table, same indexes, one connection)
             ratio:  HTTP / COPY = \(String(format: "%.2f", httpRate / copyRate))
             """)
+        if let insertRate {
+            print("""
+                INSERT: \(String(format: "%.0f", insertRate)) rows/s (one-row INSERT per transaction, \(concurrency) client(s), durable commits)
+                ratio:  HTTP single events / INSERT = \(String(format: "%.2f", httpRate / insertRate))
+                """)
+        }
         if tally.failures > 0 { throw ExitCode(1) }
     }
 }

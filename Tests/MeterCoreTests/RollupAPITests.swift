@@ -6,7 +6,7 @@ import NIOCore
 import XCTest
 @testable import MeterCore
 
-/// POST /v1/events/cancel and GET /v1/usage end to end, and the serve rollup loop woken by NOTIFY.
+/// POST /v1/events/cancel and GET /v1/usage end to end, and the serve rollup loop woken after ingest.
 final class RollupAPITests: XCTestCase {
     typealias T = APIHarness
 
@@ -229,36 +229,84 @@ final class RollupAPITests: XCTestCase {
 
     // MARK: the serve loop
 
-    /// With a 60 s interval, an ingested event reaches the rollups in well under that: the
-    /// loop is woken by ingest's NOTIFY. Graceful shutdown ends the loop.
-    func testServeLoopIsWokenByIngestNotify() async throws {
+    /// With a 60 s interval, an ingested event reaches the rollups in well under that: ingest
+    /// itself sends no NOTIFY (it would serialize commits), the service's EventsNotifier does,
+    /// from its own connection, and wakes a rollup loop of another process. Graceful shutdown
+    /// ends the loop.
+    func testServeLoopIsWokenByTheNotifierOfAnotherProcess() async throws {
         let fx = try T.makeFixture()
         var config = RollupWorker.Configuration()
         config.interval = .seconds(60)
         let metrics = MeterMetrics()
         let worker = RollupWorker(conninfo: fx.conninfo, configuration: config, metrics: metrics, logger: TestDatabase.logger)
+        let notifier = EventsNotifier(conninfo: fx.conninfo, local: nil, logger: TestDatabase.logger)
         let task = Task { try await worker.run() }
+        let notifying = Task { try await notifier.run() }
         try await Task.sleep(for: .milliseconds(500))   // first run and LISTEN
         let c = try PGConnection(conninfo: fx.conninfo)
         let at = Self.lastHour(1)
         try c.execute("select meter.ingest_events($1::jsonb)", [
             #"[{"customer":\#(JSONWriter.quote(fx.customers[1])),"meter":"\#(fx.prefix).calls","idempotency_key":"wake","occurred_at":"\#(at)"}]"#,
         ])
-        let committed = Date()
-        var seenAfter: TimeInterval?
-        while Date().timeIntervalSince(committed) < 20 {
-            let n = try c.execute("""
-                select coalesce(sum(r.event_count), 0) as n from meter.rollup_hourly r
-                join meter.customers cu on cu.id = r.customer_id where cu.external_id = $1
-                """, [fx.customers[1]]).single().int("n")
-            if n == 1 { seenAfter = Date().timeIntervalSince(committed); break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        // Ingest alone wakes nobody now: the loop, on its 60 s interval, leaves it pending.
+        try await Task.sleep(for: .milliseconds(700))
+        XCTAssertEqual(try rolledUp(c, fx.customers[1]), 0, "ingest_events sends no NOTIFY")
+        notifier.committed()
+        let after = try await secondsUntilRolledUp(c, fx.customers[1])
         task.cancel()
+        notifying.cancel()
         _ = try? await task.value
-        let after = try XCTUnwrap(seenAfter, "the event was not rolled up within 20 s")
-        XCTAssertLessThan(after, 20, "woken by NOTIFY, not by the 60 s interval")
+        _ = try? await notifying.value
+        XCTAssertLessThan(try XCTUnwrap(after, "the event was not rolled up within 20 s"), 5, "woken by the notifier's NOTIFY, not by the 60 s interval")
         let text = String(buffer: ByteBuffer(bytes: metrics.registry.emitToBuffer()))
         XCTAssertTrue(text.contains("meter_rollup_runs_total{result=\"ran\"}"), text)
+    }
+
+    /// The service wakes its own rollup loop after a commit it made, with no NOTIFY at all.
+    func testServiceWakesItsOwnRollupLoopAfterIngest() async throws {
+        let fx = try T.makeFixture()
+        var config = ServeConfiguration()
+        config.port = 0
+        var rollup = RollupWorker.Configuration()
+        rollup.interval = .seconds(60)
+        config.rollup = rollup
+        let handle = MeterServer.Handle()
+        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+        let server = Task {
+            try await MeterServer.run(config: config, conninfo: fx.conninfo, poolSize: 2, logger: TestDatabase.logger,
+                                      handleSignals: false, handle: handle, onRunning: { portSink.yield($0) })
+        }
+        var it = ports.makeAsyncIterator()
+        guard let port = await it.next() else { return XCTFail("server did not start") }
+        try await Task.sleep(for: .milliseconds(500))   // the loop's first run
+        let c = try PGConnection(conninfo: fx.conninfo)
+        let body = #"{"customer":\#(JSONWriter.quote(fx.customers[2])),"meter":"\#(fx.prefix).calls","idempotency_key":"self-wake","occurred_at":"\#(Self.lastHour(1))"}"#
+        let token = fx.token
+        let r = try await onDedicatedThread {
+            try LoadClient(port: port).request("POST", "/v1/events",
+                                               headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")], body: body)
+        }
+        XCTAssertEqual(r.status, 201, r.body)
+        let after = try await secondsUntilRolledUp(c, fx.customers[2])
+        await handle.stop()
+        try await server.value
+        XCTAssertLessThan(try XCTUnwrap(after, "the event was not rolled up within 20 s"), 5, "woken in process, not by the 60 s interval")
+    }
+
+    private func rolledUp(_ c: PGConnection, _ customer: String) throws -> Int64 {
+        try c.execute("""
+            select coalesce(sum(r.event_count), 0) as n from meter.rollup_hourly r
+            join meter.customers cu on cu.id = r.customer_id where cu.external_id = $1
+            """, [customer]).single().int("n")
+    }
+
+    /// Seconds until the customer's one event is in the rollups (nil after 20 s).
+    private func secondsUntilRolledUp(_ c: PGConnection, _ customer: String) async throws -> Double? {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .seconds(20) {
+            if try rolledUp(c, customer) == 1 { return (ContinuousClock.now - start).seconds }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
     }
 }

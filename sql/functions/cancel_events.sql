@@ -11,7 +11,8 @@
 --       already_cancelled  - retracted before (or earlier in this request)
 --       rejected           - unknown_customer, or event_not_found (no committed event under this
 --                            key: it may still be in flight; retrying later is safe)
---   * Wakes the rollup (NOTIFY meter_events) when something was cancelled.
+--   * Sends no NOTIFY, for the reason given in meter.ingest_events: the service wakes the rollup
+--     after its commit (EventsNotifier); the rollup polls every second anyway.
 --
 -- Input: a JSON array of objects {customer, idempotency_key, reason?}; the HTTP layer has checked
 -- their syntax. api_token: as for meter.ingest_events (SQLSTATE 28000 when not a live key).
@@ -90,9 +91,6 @@ begin
     from found f
     left join inserted n on f.first_of_event and n.event_id = f.event_id;
 
-    if exists (select 1 from pg_catalog.unnest(v_verdicts) v where v.status = 'cancelled') then
-        perform pg_catalog.pg_notify('meter_events', 'cancel');
-    end if;
     return query select * from pg_catalog.unnest(v_verdicts);
 end;
 $$;

@@ -15,8 +15,12 @@
 --     duplicate or conflict against it.
 --   * Time policy uses the database clock (now() of this transaction), so an application host with
 --     a skewed clock cannot misjudge it: occurred_at must lie in [now() - max_past, now() + max_future].
---   * Wakes the rollup: NOTIFY meter_events when something was accepted (delivered at commit;
---     a hint only, the rollup also polls).
+--   * Sends no NOTIFY. A NOTIFY takes the cluster-wide notify-queue lock from its pre-commit
+--     step until the commit's WAL flush, which serialized every ingest commit behind one fsync
+--     (docs/benchmarks.md, "Ingest commit path"). The service wakes its own rollup loop after a
+--     commit it made and NOTIFYs meter_events for other processes at most every 100 ms, outside
+--     any ingest transaction (EventsNotifier); the rollup polls every second anyway, which is
+--     what a direct caller of this function (psql, a script) relies on.
 --   * Durability is the caller's commit: the HTTP layer answers 2xx only after this call's
 --     transaction committed with synchronous_commit = on.
 --
@@ -80,7 +84,6 @@ begin
         on conflict (customer_id, idempotency_key) do nothing
         returning id into v_id;
         if v_id is not null then
-            perform pg_catalog.pg_notify('meter_events', '');
             v_one := row(0, 'accepted', v_id, null, null, null)::meter.ingest_verdict;
             return next v_one;
             return;
@@ -228,9 +231,6 @@ begin
         where v.status in ('duplicate', 'conflict');
     end if;
 
-    if exists (select 1 from pg_catalog.unnest(v_verdicts) v where v.status = 'accepted') then
-        perform pg_catalog.pg_notify('meter_events', '');
-    end if;
     return query select * from pg_catalog.unnest(v_verdicts);
 end;
 $$;

@@ -44,13 +44,14 @@ public enum MeterApplication {
 
     public static func buildRouter(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
                                    logger: Logger, webhooks: WebhookProcessor? = nil,
-                                   rollupWatchdog: LoopWatchdog? = nil) -> Router<BasicRequestContext> {
+                                   rollupWatchdog: LoopWatchdog? = nil,
+                                   notifier: EventsNotifier? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: RequestIDMiddleware(metrics: metrics))
-        let ingest = IngestService(pool: pool, limits: config.limits, metrics: metrics)
+        let ingest = IngestService(pool: pool, limits: config.limits, metrics: metrics, notifier: notifier)
         let openAPI = config.openAPIPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }
 
-        let cancel = CancelService(pool: pool, limits: config.limits, metrics: metrics)
+        let cancel = CancelService(pool: pool, limits: config.limits, metrics: metrics, notifier: notifier)
         router.post("/v1/events") { request, context in
             try await postEvents(request: request, context: context, ingest: ingest)
         }
@@ -110,10 +111,11 @@ public enum MeterApplication {
     public static func buildApplication(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
                                         logger: Logger, webhooks: WebhookProcessor? = nil,
                                         rollupWatchdog: LoopWatchdog? = nil,
+                                        notifier: EventsNotifier? = nil,
                                         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
         -> some ApplicationProtocol {
         let router = buildRouter(config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks,
-                                 rollupWatchdog: rollupWatchdog)
+                                 rollupWatchdog: rollupWatchdog, notifier: notifier)
         return Application(router: router,
                            configuration: .init(address: .hostname(config.host, port: config.port),
                                                 serverName: "meter"),

@@ -31,8 +31,14 @@ public enum MeterServer {
         let metrics = MeterMetrics()
         let webhooks = config.processWebhooks ? WebhookProcessor(conninfo: conninfo, logger: logger, metrics: metrics.sync) : nil
         let rollupWorker = config.rollup.map { RollupWorker(conninfo: conninfo, configuration: $0, metrics: metrics, logger: logger) }
+        // Ingest's wake-up of the rollup, off the commit path: this process's loop directly, the
+        // others by a NOTIFY at most every 100 ms (EventsNotifier).
+        var wakeLocal: (@Sendable () -> Void)?
+        if let w = rollupWorker { wakeLocal = { w.wakeUp() } }
+        let notifier = EventsNotifier(conninfo: conninfo, local: wakeLocal, logger: logger)
         let app = MeterApplication.buildApplication(
             config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks, rollupWatchdog: rollupWorker?.watchdog,
+            notifier: notifier,
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? config.port
                 logger.info("serve.listening", metadata: ["host": "\(config.host)", "port": "\(port)"])
@@ -46,6 +52,7 @@ public enum MeterServer {
             services.append(SyncWorker(conninfo: conninfo, config: sync, metrics: metrics.sync, logger: logger))
         }
         if let webhooks { services.append(webhooks) }
+        services.append(notifier)
         services.append(app)
         let group = ServiceGroup(configuration: .init(
             services: services,

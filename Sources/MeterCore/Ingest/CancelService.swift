@@ -24,13 +24,16 @@ public struct CancelService: Sendable {
     public let pool: PGPool
     public let limits: IngestLimits
     public let metrics: MeterMetrics
+    /// Told after a commit that cancelled something (wakes the rollup; nil: nobody is told).
+    public let notifier: EventsNotifier?
     static let maxReasonLength = 1000
     static let fields: Set<String> = ["customer", "idempotency_key", "reason"]
 
-    public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics) {
+    public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics, notifier: EventsNotifier? = nil) {
         self.pool = pool
         self.limits = limits
         self.metrics = metrics
+        self.notifier = notifier
     }
 
     /// Checks one element's shape: {customer, idempotency_key, reason?}, nothing else.
@@ -104,6 +107,7 @@ public struct CancelService: Sendable {
             case .rejected: metrics.cancelRejected.increment()
             }
         }
+        if out.contains(where: { $0.status == .cancelled }) { notifier?.committed() }
         return .done(out)
     }
 }

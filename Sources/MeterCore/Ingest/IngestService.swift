@@ -16,13 +16,16 @@ public struct IngestService: Sendable {
     public let pool: PGPool
     public let limits: IngestLimits
     public let metrics: MeterMetrics
+    /// Told after a commit that stored events (wakes the rollup; nil: nobody is told).
+    public let notifier: EventsNotifier?
 
     let coalescer: IngestCoalescer
 
-    public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics) {
+    public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics, notifier: EventsNotifier? = nil) {
         self.pool = pool
         self.limits = limits
         self.metrics = metrics
+        self.notifier = notifier
         self.coalescer = IngestCoalescer(pool: pool, sql: Self.ingestSQL,
                                          params: [limits.maxFutureSeconds, limits.maxPastSeconds], maxEvents: max(limits.maxBatchEvents, 1000), metrics: metrics)
     }
@@ -91,6 +94,7 @@ public struct IngestService: Sendable {
         var counts: [IngestVerdict.Status: Int64] = [:]
         for v in out { counts[v.status, default: 0] += 1 }
         for (status, n) in counts { metrics.events(status).increment(by: n) }
+        if counts[.accepted, default: 0] > 0 { notifier?.committed() }
         return .stored(out)
     }
 }

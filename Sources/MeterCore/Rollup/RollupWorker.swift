@@ -3,7 +3,8 @@ import Logging
 import ServiceLifecycle
 
 /// The rollup loop of `meterctl serve`: calls `meter.rollup_run()` every `interval`, and early
-/// when ingest or a cancellation NOTIFYs `meter_events`.
+/// when this process committed events or cancellations (`wakeUp()`, EventsNotifier) or another
+/// one NOTIFYs `meter_events`.
 ///
 /// NOTIFY is only a latency hint (lost while the listener is disconnected): the interval is the
 /// guarantee. Correctness does not depend on this loop at all: every run is one transaction of
@@ -45,6 +46,10 @@ public final class RollupWorker: Service, @unchecked Sendable {
         self.pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30),
                            statementTimeout: "300s", applicationName: "meter-rollup", logger: logger)
     }
+
+    /// Runs the loop now (or right after the current run): this process committed events or
+    /// cancellations (EventsNotifier). Cheap; repeated calls fold into one run.
+    public func wakeUp() { wake.signal() }
 
     public func run() async throws {
         let listener = PGListener(conninfo: conninfo, channels: ["meter_events"], logger: logger)
