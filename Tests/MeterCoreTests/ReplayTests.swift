@@ -11,18 +11,7 @@ import XCTest
 /// with event_not_found, re-sent after it, applied).
 final class ReplayTests: XCTestCase {
     func testReplayFiguresMatchAnIndependentRecomputationFromTheNDJSON() async throws {
-        let info = try TestDatabase.freshDatabase("replay_\(UInt16.random(in: 0...UInt16.max))")
-        let dir = NSTemporaryDirectory() + "meter-replay-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var o = ReplayOptions()
-        o.days = 3
-        o.customers = 5
-        o.seed = 11
-        o.eventsPerCustomerDay = 15
-        o.cancelShare = 0.25
-        o.lateCancelShare = 0.1
-        o.outputDir = dir
-        let s = try await ReplayRunner.run(conninfo: info, sqlDir: TestDatabase.sqlDir, options: o, logger: TestDatabase.logger) { _ in }
+        let (s, info, o) = try await replay(days: 3, customers: 5, seed: 11, eventsPerCustomerDay: 15, cancelShare: 0.25, lateCancelShare: 0.1)
         XCTAssertEqual(s.periods.count, 2, "the window's month and the month after it were closed")
 
         // The NDJSON, read back.
@@ -142,18 +131,7 @@ final class ReplayTests: XCTestCase {
     /// rows after each close, and a third close that must find nothing new for the first month.
     /// The replay's own check compares every line and total.
     func testReplayAcrossAMonthBoundaryMatchesItsIndependentExpectation() async throws {
-        let info = try TestDatabase.freshDatabase("replay_months_\(UInt16.random(in: 0...UInt16.max))")
-        let dir = NSTemporaryDirectory() + "meter-replay-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var o = ReplayOptions()
-        o.days = 33
-        o.customers = 3
-        o.seed = 5
-        o.eventsPerCustomerDay = 4
-        o.cancelShare = 0.3
-        o.lateCancelShare = 0.2
-        o.outputDir = dir
-        let s = try await ReplayRunner.run(conninfo: info, sqlDir: TestDatabase.sqlDir, options: o, logger: TestDatabase.logger) { _ in }
+        let (s, info, _) = try await replay(days: 33, customers: 3, seed: 5, eventsPerCustomerDay: 4, cancelShare: 0.3, lateCancelShare: 0.2)
         XCTAssertEqual(s.periods.count, 3, "two months of the window and the month after: \(s.periods)")
         XCTAssertGreaterThan(s.cancellationsResent, 0)
         XCTAssertGreaterThan(s.lateCancelled, 0)
@@ -170,5 +148,23 @@ final class ReplayTests: XCTestCase {
             """).rows.map { try $0.string("p") }
         XCTAssertEqual(on, ["\(s.periods[1])<-\(s.periods[0])", "\(s.periods[2])<-\(s.periods[1])"])
         XCTAssertEqual(Int64(check.linesCompared), try c.execute("select count(*) as n from meter.invoice_lines").single().int("n"))
+    }
+
+    /// A replay in a fresh database, its NDJSON in a temporary directory removed after the test.
+    private func replay(days: Int, customers: Int, seed: UInt64, eventsPerCustomerDay: Int, cancelShare: Double,
+                        lateCancelShare: Double) async throws -> (ReplaySummary, String, ReplayOptions) {
+        let info = try TestDatabase.freshDatabase("replay_\(UInt16.random(in: 0...UInt16.max))")
+        let dir = NSTemporaryDirectory() + "meter-replay-\(UUID().uuidString)"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        var o = ReplayOptions()
+        o.days = days
+        o.customers = customers
+        o.seed = seed
+        o.eventsPerCustomerDay = eventsPerCustomerDay
+        o.cancelShare = cancelShare
+        o.lateCancelShare = lateCancelShare
+        o.outputDir = dir
+        let s = try await ReplayRunner.run(conninfo: info, sqlDir: TestDatabase.sqlDir, options: o, logger: TestDatabase.logger) { _ in }
+        return (s, info, o)
     }
 }

@@ -266,18 +266,11 @@ final class RollupAPITests: XCTestCase {
     func testServiceWakesItsOwnRollupLoopAfterIngest() async throws {
         let fx = try T.makeFixture()
         var config = ServeConfiguration()
-        config.port = 0
         var rollup = RollupWorker.Configuration()
         rollup.interval = .seconds(60)
         config.rollup = rollup
-        let handle = MeterServer.Handle()
-        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
-        let server = Task {
-            try await MeterServer.run(config: config, conninfo: fx.conninfo, poolSize: 2, logger: TestDatabase.logger,
-                                      handleSignals: false, handle: handle, onRunning: { portSink.yield($0) })
-        }
-        var it = ports.makeAsyncIterator()
-        guard let port = await it.next() else { return XCTFail("server did not start") }
+        let server = try await RunningServer.start(config, conninfo: fx.conninfo, poolSize: 2)
+        let port = server.port
         try await Task.sleep(for: .milliseconds(500))   // the loop's first run
         let c = try PGConnection(conninfo: fx.conninfo)
         let body = #"{"customer":\#(JSONWriter.quote(fx.customers[2])),"meter":"\#(fx.prefix).calls","idempotency_key":"self-wake","occurred_at":"\#(Self.lastHour(1))"}"#
@@ -288,8 +281,7 @@ final class RollupAPITests: XCTestCase {
         }
         XCTAssertEqual(r.status, 201, r.body)
         let after = try await secondsUntilRolledUp(c, fx.customers[2])
-        await handle.stop()
-        try await server.value
+        try await server.stop()
         XCTAssertLessThan(try XCTUnwrap(after, "the event was not rolled up within 20 s"), 5, "woken in process, not by the 60 s interval")
     }
 

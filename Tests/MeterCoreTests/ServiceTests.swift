@@ -86,16 +86,8 @@ final class ServiceTests: XCTestCase {
     /// event committed) after shutdown was requested; then the server stops.
     func testShutdownDrainsInFlightRequests() async throws {
         let fx = try T.makeFixture()
-        var config = ServeConfiguration()
-        config.port = 0
-        let handle = MeterServer.Handle()
-        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
-        let server = Task {
-            try await MeterServer.run(config: config, conninfo: fx.conninfo, poolSize: 4, logger: TestDatabase.logger,
-                                      handleSignals: false, handle: handle, onRunning: { portSink.yield($0) })
-        }
-        var it = ports.makeAsyncIterator()
-        guard let port = await it.next() else { return XCTFail("server did not start") }
+        let server = try await RunningServer.start(ServeConfiguration(), conninfo: fx.conninfo, poolSize: 4)
+        let (port, handle) = (server.port, server.handle)
 
         // Block ingest: hold a lock that the insert into meter.events must wait for.
         let blocker = try PGConnection(conninfo: fx.conninfo)
@@ -117,7 +109,7 @@ final class ServiceTests: XCTestCase {
         let r = try await reply.value
         XCTAssertEqual(r.status, 201, r.body)
         await stopping.value
-        try await server.value
+        try await server.task.value
         XCTAssertEqual(try T.count(fx), 1)
         // And it no longer listens.
         XCTAssertThrowsError(try LoadClient(port: port).request("GET", "/healthz"))
@@ -130,7 +122,6 @@ final class ServiceTests: XCTestCase {
     func testAStalledRollupLoopIsReportedAndClears() async throws {
         let fx = try T.makeFixture()
         var config = ServeConfiguration()
-        config.port = 0
         var rollup = RollupWorker.Configuration()
         rollup.interval = .milliseconds(100)
         rollup.minGap = .milliseconds(20)
@@ -139,14 +130,8 @@ final class ServiceTests: XCTestCase {
         config.expectedLedger = try MeterServer.expectedLedger(conninfo: fx.conninfo, sqlDir: TestDatabase.sqlDir)
         let logs = CapturedLogs()
         let logger = Logger(label: "meter.test.watchdog") { _ in CapturingLogHandler(sink: logs) }
-        let handle = MeterServer.Handle()
-        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
-        let server = Task {
-            try await MeterServer.run(config: config, conninfo: fx.conninfo, poolSize: 2, logger: logger,
-                                      handleSignals: false, handle: handle, onRunning: { portSink.yield($0) })
-        }
-        var it = ports.makeAsyncIterator()
-        guard let port = await it.next() else { return XCTFail("server did not start") }
+        let server = try await RunningServer.start(config, conninfo: fx.conninfo, poolSize: 2, logger: logger)
+        let port = server.port
         do {
             func get(_ path: String) async throws -> LoadClient.Response {
                 try await onDedicatedThread { try LoadClient(port: port).request("GET", path) }
@@ -192,12 +177,10 @@ final class ServiceTests: XCTestCase {
             XCTAssertEqual(readyAfter, #"{"status":"ready"}"#)
             XCTAssertTrue(logs.messages.contains("rollup.loop_resumed"), "\(logs.messages)")
         } catch {
-            await handle.stop()  // never leave the server running into the next test
-            _ = try? await server.value
+            try? await server.stop()  // never leave the server running into the next test
             throw error
         }
-        await handle.stop()
-        try await server.value
+        try await server.stop()
     }
 
     /// With the database unreachable: liveness stays up, readiness and ingest answer 503 (ingest

@@ -54,3 +54,33 @@ enum TestDatabase {
         return l
     }
 }
+
+/// `MeterServer.run` in a task of its own, on a free port, stopped through its handle (what the
+/// service does between SIGTERM and exit).
+struct RunningServer {
+    struct DidNotStart: Error, CustomStringConvertible { var description: String { "server did not start" } }
+    let port: Int
+    let handle: MeterServer.Handle
+    let task: Task<Void, Error>
+
+    static func start(_ config: ServeConfiguration, conninfo: String, poolSize: Int,
+                      logger: Logger = TestDatabase.logger) async throws -> RunningServer {
+        var config = config
+        config.port = 0
+        let handle = MeterServer.Handle()
+        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+        let task = Task {
+            try await MeterServer.run(config: config, conninfo: conninfo, poolSize: poolSize, logger: logger,
+                                      handleSignals: false, handle: handle, onRunning: { portSink.yield($0) })
+        }
+        var it = ports.makeAsyncIterator()
+        guard let port = await it.next() else { throw DidNotStart() }
+        return RunningServer(port: port, handle: handle, task: task)
+    }
+
+    /// Graceful shutdown, and the run's own error if it failed.
+    func stop() async throws {
+        await handle.stop()
+        try await task.value
+    }
+}

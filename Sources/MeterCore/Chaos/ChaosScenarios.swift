@@ -236,7 +236,7 @@ public enum ChaosScenarios {
         func loopTurns(_ under: String) async throws -> (String, Bool) {
             let c = try h.connect()
             defer { c.close() }
-            func runs() throws -> Int64 { try c.execute("select runs_total from meter.rollup_lag").single().int("runs_total") }
+            func runs() throws -> Int64 { try Rollup.lag(c).runsTotal }
             let r0 = try runs()
             let deadline = ContinuousClock.now + .seconds(5)
             var r1 = r0

@@ -88,10 +88,7 @@ public enum MeterApplication {
         }
         router.get("/metrics") { _, _ in
             metrics.update(pool: pool.stats)
-            if let status = rollupWatchdog?.status {
-                metrics.rollupLoopIdleSeconds.set(status.idle.seconds)
-                metrics.rollupLoopStalled.set(status.stalled ? 1.0 : 0.0)
-            }
+            rollupWatchdog?.check()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
         }

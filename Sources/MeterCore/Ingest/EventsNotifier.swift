@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -20,9 +19,8 @@ public final class EventsNotifier: Service, @unchecked Sendable {
     private let interval: Duration
     private let pool: PGPool
     private let logger: Logger
+    /// Set by commits, remembered while a NOTIFY or the pause between two is under way.
     private let pending = WakeSignal()
-    private let lock = NSLock()
-    private var dirty = false
 
     /// - Parameter local: wakes this process's rollup loop (nil when it runs none).
     public init(conninfo: String, interval: Duration = .milliseconds(100), local: (@Sendable () -> Void)?, logger: Logger) {
@@ -36,7 +34,6 @@ public final class EventsNotifier: Service, @unchecked Sendable {
     /// A commit stored events or cancellations. Cheap: no I/O on the caller's task.
     public func committed() {
         local?()
-        lock.withLock { dirty = true }
         pending.signal()
     }
 
@@ -48,8 +45,7 @@ public final class EventsNotifier: Service, @unchecked Sendable {
     private func loop() async {
         var failures = 0
         while !Task.isCancelled {
-            await pending.wait(timeout: .seconds(1))
-            guard lock.withLock({ let d = dirty; dirty = false; return d }) else { continue }
+            guard await pending.wait(timeout: .seconds(1)) else { continue }
             do {
                 try await pool.withConnection { c in _ = try c.execute("select pg_catalog.pg_notify('meter_events', '')") }
                 failures = 0

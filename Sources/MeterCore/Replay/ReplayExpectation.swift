@@ -82,7 +82,7 @@ public struct ReplayExpectation: Sendable {
                 let deliveries = Int(j["deliveries"]?.numberLexeme ?? "1") ?? 1
                 if events[key] == nil {
                     let at = try RFC3339Timestamp(parsing: try str("occurred_at"))
-                    guard let value = Decimal(string: try str("value"), locale: Locale(identifier: "en_US_POSIX")) else {
+                    guard let value = Self.decimal(try str("value")) else {
                         throw ReplayRunner.Failure(description: "NDJSON value not a decimal: \(line.prefix(200))")
                     }
                     events[key] = Event(customer: customer, meter: try str("meter"), period: String(at.iso8601.prefix(7)),
@@ -139,7 +139,7 @@ public struct ReplayExpectation: Sendable {
         var invoiced: [String: Line] = [:]
         for (k, p) in periods.enumerated() {
             for i in 0..<customers {
-                let customer = String(format: "replay-%05d", i + 1)
+                let customer = ReplayWorkload.customerID(i)
                 let plan = plans[ReplayWorkload.planIndex(customer: i, plans: plans.count)]
                 currencies[customer + "|" + p] = plan.currency
                 for price in plan.prices.sorted(by: { $0.meter < $1.meter }) {
@@ -168,10 +168,13 @@ public struct ReplayExpectation: Sendable {
         self.currencies = currencies
     }
 
+    /// A decimal's text (NDJSON, prices, numeric output) as an exact Decimal, whatever the locale.
+    static func decimal(_ text: String) -> Decimal? { Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) }
+
     /// The amount of a line in minor units: exact decimals, rounded once, half away from zero.
     static func amount(_ p: (meter: String, model: String, unit: String?, package: String?, tiers: String?), _ q: Decimal) throws -> Int64 {
         func dec(_ s: String?) throws -> Decimal {
-            guard let s, let d = Decimal(string: s, locale: Locale(identifier: "en_US_POSIX")) else {
+            guard let s, let d = Self.decimal(s) else {
                 throw ReplayRunner.Failure(description: "price of \(p.meter): not a decimal: \(s ?? "null")")
             }
             return d
@@ -243,9 +246,9 @@ public struct ReplayExpectation: Sendable {
             out.differences.append("verdicts: expected \(Self.describe(verdicts)), received \(Self.describe(received))")
         }
         out.invoicesExpected = currencies.count
-        let inPeriods = periods
+        let inPeriods = ["{" + periods.joined(separator: ",") + "}"]  // a text[] parameter
         out.invoicesFound = Int(try c.execute("select count(*) as n from meter.invoices where period = any($1::text[])",
-                                              ["{" + inPeriods.joined(separator: ",") + "}"]).single().int("n"))
+                                              inPeriods).single().int("n"))
         if out.invoicesFound != out.invoicesExpected {
             out.differences.append("invoices: expected \(out.invoicesExpected), found \(out.invoicesFound)")
         }
@@ -256,7 +259,7 @@ public struct ReplayExpectation: Sendable {
             select x.external_id as customer, i.period, i.subtotal, i.total
             from meter.invoices i join meter.customers x on x.id = i.customer_id
             where i.period = any($1::text[])
-            """, ["{" + inPeriods.joined(separator: ",") + "}"]).rows {
+            """, inPeriods).rows {
             let id = (try r.string("customer")) + "|" + (try r.string("period"))
             let want = expectedTotal[id] ?? 0
             let (subtotal, total) = (try r.optionalInt("subtotal"), try r.optionalInt("total"))
@@ -273,10 +276,10 @@ public struct ReplayExpectation: Sendable {
             join meter.customers x on x.id = i.customer_id
             join meter.meters m on m.id = l.meter_id
             where i.period = any($1::text[])
-            """, ["{" + inPeriods.joined(separator: ",") + "}"]).rows {
+            """, inPeriods).rows {
             let k = Key(customer: try r.string("customer"), period: try r.string("period"), kind: try r.string("kind"),
                         meter: try r.string("meter"), adjusts: try r.string("adjusts"))
-            actual[k] = Line(events: try r.int("event_count"), quantity: Decimal(string: try r.string("quantity"), locale: Locale(identifier: "en_US_POSIX")) ?? -1,
+            actual[k] = Line(events: try r.int("event_count"), quantity: Self.decimal(try r.string("quantity")) ?? -1,
                              amount: try r.int("amount"))
             if currencies[k.customer + "|" + k.period] != (try r.string("currency")) {
                 out.differences.append("\(k): currency \(try r.string("currency")), expected \(currencies[k.customer + "|" + k.period] ?? "none")")

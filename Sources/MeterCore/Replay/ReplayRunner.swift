@@ -31,8 +31,9 @@ public struct ReplaySummary: Sendable {
     /// cancellations included).
     public var deliveries = 0
     /// Event verdicts received.
-    public var accepted = 0, duplicates = 0, conflicts = 0, rejected = 0
+    public var accepted = 0, duplicates = 0, conflicts = 0
     public var rejectedCodes: [String: Int] = [:]
+    public var rejected: Int { rejectedCodes.values.reduce(0, +) }
     /// Cancellation verdicts received (final ones: a cancellation refused with event_not_found
     /// and re-sent counts once, by its final verdict).
     public var cancelled = 0, alreadyCancelled = 0
@@ -42,7 +43,7 @@ public struct ReplaySummary: Sendable {
     /// Cancellations never applied, by the code of their last refusal (must stay empty).
     public var cancellationsRefused: [String: Int] = [:]
     /// Rows sent after their period's close.
-    public var lateEvents = 0, lateCancellations = 0
+    public var lateEvents = 0
     public var lateCancelled = 0, lateAlreadyCancelled = 0
     public var ndjsonPath = ""
     public var seconds = 0.0
@@ -58,7 +59,7 @@ public struct ReplaySummary: Sendable {
     }
 
     mutating func add(_ r: ReplaySender.Counts) {
-        accepted += r.accepted; duplicates += r.duplicates; conflicts += r.conflicts; rejected += r.rejected
+        accepted += r.accepted; duplicates += r.duplicates; conflicts += r.conflicts
         rejectedCodes.merge(r.rejectedCodes, uniquingKeysWith: +)
     }
 }
@@ -243,13 +244,12 @@ public enum ReplayRunner {
                     let events = late.filter { $0.kind != .cancel }, cancels = late.filter { $0.kind == .cancel }
                     summary.generated += late.count
                     summary.generatedEvents += events.count; summary.generatedCancellations += cancels.count
-                    let before = summary.received
+                    let acceptedBefore = summary.accepted
                     try await sendEvents(events)
                     let r = try await sendCancels(cancels)
-                    summary.lateEvents += summary.accepted - before.accepted
-                    summary.lateCancellations += cancels.count
+                    summary.lateEvents += summary.accepted - acceptedBefore
                     summary.lateCancelled += r.cancelled; summary.lateAlreadyCancelled += r.alreadyCancelled
-                    progress("late after close of \(p): \(summary.accepted - before.accepted) events accepted; "
+                    progress("late after close of \(p): \(summary.accepted - acceptedBefore) events accepted; "
                              + "\(cancels.count) cancellations: \(r.cancelled) cancelled, \(r.alreadyCancelled) already cancelled, "
                              + "\(r.notFound.count) not found")
                 }
@@ -346,11 +346,11 @@ final class ReplaySender: Sendable {
 
     /// The verdicts of some events as received.
     struct Counts: Sendable {
-        var accepted = 0, duplicates = 0, conflicts = 0, rejected = 0
+        var accepted = 0, duplicates = 0, conflicts = 0
         /// Rejections by error code.
         var rejectedCodes: [String: Int] = [:]
         mutating func add(_ o: Counts) {
-            accepted += o.accepted; duplicates += o.duplicates; conflicts += o.conflicts; rejected += o.rejected
+            accepted += o.accepted; duplicates += o.duplicates; conflicts += o.conflicts
             rejectedCodes.merge(o.rejectedCodes, uniquingKeysWith: +)
         }
     }
@@ -393,7 +393,6 @@ final class ReplaySender: Sendable {
                                 case "duplicate": counts.duplicates += 1
                                 case "conflict": counts.conflicts += 1
                                 default:
-                                    counts.rejected += 1
                                     counts.rejectedCodes[r["error"]?["code"]?.stringValue ?? "unknown", default: 0] += 1
                                 }
                             }

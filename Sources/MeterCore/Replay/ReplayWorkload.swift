@@ -100,7 +100,8 @@ public struct ReplayWorkload: Sendable {
     /// The plan of customer number `i` (0-based): the replay's plans in turn.
     public static func planIndex(customer i: Int, plans: Int) -> Int { i % plans }
 
-    public func customerID(_ i: Int) -> String { String(format: "replay-%05d", i + 1) }
+    public func customerID(_ i: Int) -> String { Self.customerID(i) }
+    public static func customerID(_ i: Int) -> String { String(format: "replay-%05d", i + 1) }
 
     /// Relative weight of each UTC hour: quiet nights, a busy afternoon.
     static let hourWeights: [Int] = [2, 1, 1, 1, 1, 2, 3, 5, 8, 10, 11, 12, 12, 12, 13, 13, 12, 11, 9, 7, 6, 5, 4, 3]

@@ -9,7 +9,7 @@ import Logging
 /// the loop is), checks once a second how long ago that was, on the monotonic clock only
 /// (`ContinuousClock`: an NTP step or a wrong wall clock moves nothing here). Past `stallAfter`:
 ///   * the gauges `meter_rollup_loop_stalled` = 1 and `meter_rollup_loop_idle_seconds` (refreshed
-///     each second by the watchdog, and at every scrape);
+///     by `check()`: each second by the watchdog, and at every scrape);
 ///   * an `error` log line `rollup.loop_stalled`, repeated every `stallAfter` while it lasts, and
 ///     `rollup.loop_resumed` when the loop finishes an attempt again;
 ///   * `/readyz` reports it in its body (`"rollup_loop":"stalled"`), without turning the instance
@@ -77,8 +77,9 @@ public final class LoopWatchdog: @unchecked Sendable {
 
     public func stop() { lock.withLock { stopped = true } }
 
-    /// One look: gauges refreshed, an alarm logged when due.
-    func check() {
+    /// One look: gauges refreshed, an alarm logged when due. Called every second by the
+    /// watchdog thread and at every scrape of /metrics.
+    public func check() {
         let now = ContinuousClock.now
         let (idle, alarm): (Duration, Bool) = lock.withLock {
             let idle = now - lastBeat

@@ -128,49 +128,51 @@ public final class RollupWorker: Service, @unchecked Sendable {
 final class WakeSignal: @unchecked Sendable {
     private let lock = NSLock()
     private var pending = false
-    private var waiter: (id: Int, continuation: CheckedContinuation<Void, Never>)?
+    private var waiter: (id: Int, continuation: CheckedContinuation<Bool, Never>)?
     private var nextID = 0
     /// A timeout that fired before its wait registered.
     private var fired = 0
 
     func signal() {
-        let w: CheckedContinuation<Void, Never>? = lock.withLock {
+        let w: CheckedContinuation<Bool, Never>? = lock.withLock {
             if let w = waiter { waiter = nil; return w.continuation }
             pending = true
             return nil
         }
-        w?.resume()
+        w?.resume(returning: true)
     }
 
-    /// Returns on a signal, after `timeout`, or when the calling task is cancelled.
-    func wait(timeout: Duration) async {
+    /// Returns on a signal (true), after `timeout` or when the calling task is cancelled (false).
+    @discardableResult
+    func wait(timeout: Duration) async -> Bool {
         let id = lock.withLock { nextID += 1; return nextID }
-        await withTaskGroup(of: Void.self) { group in
+        return await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
                 try? await Task.sleep(for: max(timeout, .zero))  // throws at once when cancelled
                 fire(id)
             }
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = lock.withLock {
+            let signalled = await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+                let now: Bool? = lock.withLock {
                     if pending { pending = false; return true }
-                    if fired == id { return true }
+                    if fired == id { return false }
                     waiter = (id, c)
-                    return false
+                    return nil
                 }
-                if now { c.resume() }
+                if let now { c.resume(returning: now) }
             }
             group.cancelAll()
+            return signalled
         }
     }
 
     /// Ends wait number `id` if it is still waiting (the timeout of an earlier wait is ignored).
     private func fire(_ id: Int) {
-        let w: CheckedContinuation<Void, Never>? = lock.withLock {
+        let w: CheckedContinuation<Bool, Never>? = lock.withLock {
             guard let w = waiter, w.id == id else { fired = id; return nil }
             waiter = nil
             return w.continuation
         }
-        w?.resume()
+        w?.resume(returning: false)
     }
 }
 
