@@ -20,6 +20,9 @@ echo "== build"
 swift build --build-tests 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]|^warning: .swift-distributed-tracing' || true
 test -x .build/debug/meterctl || { echo "build failed"; exit 1; }
 
+echo "== module boundaries"
+./scripts/check-modules.sh
+
 export METER_TEST_DATA_DIR="$root/.meter/test-pg"
 export METER_TEST_PG_PORT=54339
 test_pg=(--data-dir "$METER_TEST_DATA_DIR" --pg-port "$METER_TEST_PG_PORT" --log-level warning)

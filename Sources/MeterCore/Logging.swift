@@ -1,12 +1,13 @@
 import Foundation
 import Logging
+import MeterWire
 
 /// One JSON object per line on stderr: {"ts","level","label","msg",...metadata}. Structured
 /// enough for any log shipper; `--log-format text` gives swift-log's plain stream handler.
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
-    let label: String
+    package let label: String
     private static let lock = NSLock()
 
     public init(label: String) { self.label = label }

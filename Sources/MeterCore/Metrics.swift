@@ -1,21 +1,22 @@
 import Foundation
 import Prometheus
+import PGClient
 
 /// The service's Prometheus metrics, on a registry of its own (no global bootstrap, so tests can
 /// build many applications in one process). Exposed at GET /metrics.
 public final class MeterMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
-    let accepted, duplicate, conflict, rejected: Counter
-    let poolOpen, poolInUse, poolWaiting: Gauge
+    package let accepted, duplicate, conflict, rejected: Counter
+    package let poolOpen, poolInUse, poolWaiting: Gauge
     /// Requests stored per COMMIT by the group-commit coalescer (1 = alone).
-    let requestsPerCommit: ValueHistogram
-    let rollupRuns, rollupSkipped, rollupFailures, rollupEvents, rollupCancellations: Counter
-    let rollupDuration: DurationHistogram
-    let rollupLagSeconds, rollupPendingEvents, rollupWaitingOnHorizon, rollupPendingCancellations: Gauge
+    package let requestsPerCommit: ValueHistogram
+    package let rollupRuns, rollupSkipped, rollupFailures, rollupEvents, rollupCancellations: Counter
+    package let rollupDuration: DurationHistogram
+    package let rollupLagSeconds, rollupPendingEvents, rollupWaitingOnHorizon, rollupPendingCancellations: Gauge
     /// The rollup loop's liveness (RollupWorker's watchdog): seconds since it last finished an
     /// attempt, and 1 while that exceeds the stall bound.
-    let rollupLoopIdleSeconds, rollupLoopStalled: Gauge
-    let cancelled, alreadyCancelled, cancelRejected: Counter
+    package let rollupLoopIdleSeconds, rollupLoopStalled: Gauge
+    package let cancelled, alreadyCancelled, cancelRejected: Counter
     public let sync: SyncMetrics
 
     public init() {
@@ -76,7 +77,7 @@ public final class MeterMetrics: Sendable {
         cancelRejected = cancels("rejected")
     }
 
-    func rollupRun(_ r: Rollup.RunResult, duration: Duration) {
+    package func rollupRun(_ r: Rollup.RunResult, duration: Duration) {
         if r.ran {
             rollupRuns.increment()
             rollupEvents.increment(by: r.eventsFolded)
@@ -87,16 +88,16 @@ public final class MeterMetrics: Sendable {
         }
     }
 
-    func rollupFailed() { rollupFailures.increment() }
+    package func rollupFailed() { rollupFailures.increment() }
 
-    func rollupLag(_ lag: Rollup.Lag) {
+    package func rollupLag(_ lag: Rollup.Lag) {
         rollupLagSeconds.set(lag.lagSeconds)
         rollupPendingEvents.set(Double(lag.pendingEvents))
         rollupWaitingOnHorizon.set(Double(lag.waitingOnHorizon))
         rollupPendingCancellations.set(Double(lag.pendingCancellations))
     }
 
-    func events(_ status: IngestVerdict.Status) -> Counter {
+    package func events(_ status: IngestVerdict.Status) -> Counter {
         switch status {
         case .accepted: accepted
         case .duplicate: duplicate
@@ -139,32 +140,5 @@ public final class MeterMetrics: Sendable {
         poolOpen.set(Double(pool.open))
         poolInUse.set(Double(pool.inUse))
         poolWaiting.set(Double(pool.waiting))
-    }
-}
-
-/// Metrics named by their full Prometheus name, through swift-prometheus's descriptor API (its
-/// `make…(name:…)` family is deprecated). A descriptor with an empty unit yields the name as given.
-extension PrometheusCollectorRegistry {
-    private static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
-    }
-
-    func meterCounter(name: String, labels: [(String, String)] = [], help: String) -> Counter {
-        labels.isEmpty ? makeCounter(descriptor: Self.descriptor(name, help))
-            : makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
-    }
-
-    func meterGauge(name: String, labels: [(String, String)] = [], help: String) -> Gauge {
-        labels.isEmpty ? makeGauge(descriptor: Self.descriptor(name, help))
-            : makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
-    }
-
-    func meterDurationHistogram(name: String, labels: [(String, String)] = [], buckets: [Duration], help: String) -> DurationHistogram {
-        labels.isEmpty ? makeDurationHistogram(descriptor: Self.descriptor(name, help), buckets: buckets)
-            : makeDurationHistogram(descriptor: Self.descriptor(name, help), labels: labels, buckets: buckets)
-    }
-
-    func meterValueHistogram(name: String, buckets: [Double], help: String) -> ValueHistogram {
-        makeValueHistogram(descriptor: Self.descriptor(name, help), buckets: buckets)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PGClient
 import MeterCore
 
 /// How to reach the billing engine: flags or environment, shared by serve, billing and sync.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PGClient
 import MeterCore
 
 /// The entry point. Swift's CommandLine.arguments comes out empty when the process runs under an
@@ -28,8 +29,17 @@ struct Meterctl: AsyncParsableCommand {
             migrated on demand). Every option can also be set through the environment variable named \
             in its help.
             """,
-        subcommands: [DB.self, Migrate.self, Customers.self, Meters.self, Keys.self, Seed.self,
-                      RollupCommand.self, Serve.self, BillingMock.self, BillingCommand.self, SyncCommand.self, Plans.self, Close.self, Reconcile.self, Replay.self, Demo.self, Bench.self, Chaos.self]
+        // What an operator runs, then the developer tools (Sources/meterctl/Developer/, the only
+        // files that import the dev kit and the mock engine: scripts/check-modules.sh).
+        groupedSubcommands: [
+            CommandGroup(name: "Operator", subcommands: [
+                Serve.self, DB.self, Migrate.self, Customers.self, Meters.self, Keys.self, Seed.self, Plans.self,
+                RollupCommand.self, BillingCommand.self, SyncCommand.self, Close.self, Reconcile.self,
+            ]),
+            CommandGroup(name: "Developer", subcommands: [
+                Replay.self, Demo.self, Bench.self, Chaos.self, BillingMockCommand.self,
+            ]),
+        ]
     )
 }
 

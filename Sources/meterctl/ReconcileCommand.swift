@@ -3,8 +3,7 @@ import Foundation
 import MeterCore
 
 /// `meterctl reconcile --period P --format md|csv|html`: the per-customer reconciliation of a closed
-/// period (meter.reconciliation), with totals, every discrepancy explained and a sign-off block.
-/// Deterministic: the report depends on the database's content only (no clock, stable order).
+/// period (ReconciliationReport over meter.reconciliation).
 struct Reconcile: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Report a closed period's reconciliation: raw events → rollups → synced → engine invoice → our invoice.",
@@ -17,221 +16,26 @@ struct Reconcile: AsyncParsableCommand {
     @Option(help: "Billing period, YYYY-MM.") var period: String
     @Option(help: "md | csv | html. Default: md") var format: String = "md"
     @Option(help: "Write the report to this file instead of stdout.") var output: String?
-    @Option(help: ArgumentHelp("How the data was produced, for the report's header (set by meterctl replay).", visibility: .hidden))
-    var source: String?
 
     func validate() throws {
-        guard ["md", "csv", "html"].contains(format) else { throw ValidationError("--format must be md, csv or html; got \(format)") }
+        guard ReconciliationReport.Format(rawValue: format) != nil else { throw ValidationError("--format must be md, csv or html; got \(format)") }
         guard period.range(of: #"^[0-9]{4}-(0[1-9]|1[0-2])$"#, options: .regularExpression) != nil else {
             throw ValidationError("--period must be YYYY-MM; got \(period)")
         }
     }
 
-    struct Row {
-        var values: [String: String]
-        subscript(_ k: String) -> String { values[k] ?? "" }
-    }
-
-    static let columns: [(key: String, title: String)] = [
-        ("customer", "customer"), ("meter", "meter"), ("currency", "currency"), ("raw_events", "raw events"),
-        ("raw_quantity", "raw quantity"), ("duplicates_rejected", "duplicates rejected"),
-        ("late_after_close", "late after close"), ("rollup_quantity", "rollup quantity"),
-        ("synced_quantity", "synced to engine"), ("engine_invoice_quantity", "engine invoice quantity"),
-        ("engine_invoice_amount", "engine invoice amount"), ("invoiced_quantity", "invoiced quantity"),
-        ("invoiced_amount", "invoiced amount"), ("expected_amount", "expected amount"), ("difference", "difference"),
-        ("status", "status"),
-    ]
-
-    /// What a report shows: the rows of meter.reconciliation, and the daily events for the chart.
-    struct Figures {
-        var rows: [Row]
-        var daily: [(String, String, String, String)]
-    }
-
     func run() async throws {
         _ = global.bootstrapLogging(defaultLevel: .warning)
-        let figures = try load(withChart: format == "html")
-        try emit(render(figures, format: format), to: output, rows: figures.rows)
-        if figures.rows.contains(where: { $0["status"] != "MATCH" }) { throw ExitCode(1) }
-    }
-
-    /// Reads the period's figures once (the chart's daily query only when asked: html).
-    func load(withChart: Bool) throws -> Figures {
-        let (rows, daily) = try global.withConnection { c -> ([Row], [(String, String, String, String)]) in
-            let money = { (col: String) in
-                "coalesce(pg_catalog.round((\(col))::numeric / pg_catalog.power(10::numeric, cu.minor_unit), cu.minor_unit)::text, '')"
+        let format = ReconciliationReport.Format(rawValue: format) ?? .md
+        let report: ReconciliationReport
+        do {
+            report = try global.withConnection { c in
+                try ReconciliationReport.load(c, period: period, withChart: format == .html)
             }
-            let r = try c.execute("""
-                select r.customer, r.meter, r.currency, r.raw_events::text, r.raw_quantity::text, r.duplicates_rejected::text,
-                       r.late_after_close::text, r.rollup_quantity::text, coalesce(r.synced_quantity::text, '') as synced_quantity,
-                       coalesce(r.engine_invoice_quantity::text, '') as engine_invoice_quantity,
-                       \(money("r.engine_invoice_amount")) as engine_invoice_amount, r.invoiced_quantity::text,
-                       \(money("r.invoiced_amount")) as invoiced_amount, \(money("r.expected_amount")) as expected_amount,
-                       \(money("r.difference")) as difference, r.status, cu.minor_unit::text as minor_unit,
-                       r.invoiced_amount::text as invoiced_minor, r.expected_amount::text as expected_minor
-                from meter.reconciliation r join meter.currencies cu on cu.code = r.currency
-                where r.period = $1
-                order by r.customer collate "C", r.meter collate "C"
-                """, [period])
-            let keys = r.columns
-            let rows = try r.rows.map { row in
-                Row(values: Dictionary(uniqueKeysWithValues: try keys.map { ($0, try row.optionalString($0) ?? "") }))
-            }
-            guard withChart else { return (rows, []) }
-            // Daily events: raw (net of cancellations), rolled up, and on closed invoices.
-            let d = try c.execute("""
-                with p as (select i.customer_id, i.period_start, i.period_end from meter.invoices i where i.period = $1),
-                days as (select distinct (pg_catalog.date_trunc('day', h, 'UTC'))::date as day
-                         from p, pg_catalog.generate_series(p.period_start, p.period_end - interval '1 hour', interval '1 hour') h)
-                select days.day::text as day,
-                       (select pg_catalog.count(*) from meter.events e join p on p.customer_id = e.customer_id
-                         where e.occurred_at >= p.period_start and e.occurred_at < p.period_end
-                           and e.occurred_at >= days.day and e.occurred_at < days.day + 1
-                           and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id))::text as raw,
-                       (select coalesce(pg_catalog.sum(r.event_count), 0) from meter.rollup_hourly r join p on p.customer_id = r.customer_id
-                         where r.hour >= p.period_start and r.hour < p.period_end
-                           and r.hour >= days.day and r.hour < days.day + 1)::text as rolled,
-                       (select coalesce(pg_catalog.sum(r.event_count), 0) from meter.rollup_hourly r join p on p.customer_id = r.customer_id
-                         where r.hour >= p.period_start and r.hour < p.period_end and r.hour >= days.day and r.hour < days.day + 1
-                           and exists (select 1 from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id
-                                       where i.customer_id = r.customer_id and i.period = $1 and l.meter_id = r.meter_id))::text as invoiced
-                from days order by days.day
-                """, [period]).rows.map { (try $0.string("day"), try $0.string("raw"), try $0.string("rolled"), try $0.string("invoiced")) }
-            return (rows, d)
+        } catch let e as ReconciliationReport.NotClosed {
+            throw ValidationError(e.description)
         }
-        guard !rows.isEmpty else {
-            throw ValidationError("period \(period) has no closed invoice: run meterctl close --period \(period) first")
-        }
-        return Figures(rows: rows, daily: daily)
-    }
-
-    func render(_ f: Figures, format: String) -> String {
-        switch format {
-        case "csv": csv(f.rows)
-        case "html": html(f.rows, daily: f.daily)
-        default: markdown(f.rows)
-        }
-    }
-
-    func emit(_ text: String, to output: String?, rows: [Row]) throws {
-        if let output {
-            try text.write(toFile: output, atomically: true, encoding: .utf8)
-            print("wrote \(output) (\(rows.count) rows, \(rows.filter { $0["status"] == "MATCH" }.count) MATCH)")
-        } else {
-            print(text, terminator: "")
-        }
-    }
-
-    // MARK: formats
-
-    func totals(_ rows: [Row]) -> [(currency: String, invoiced: String, expected: String, match: Int, mismatch: Int, customers: Int)] {
-        var out: [(String, String, String, Int, Int, Int)] = []
-        for cur in Set(rows.map { $0["currency"] }).sorted() {
-            let rs = rows.filter { $0["currency"] == cur }
-            let minor = Int(rs.first?["minor_unit"] ?? "2") ?? 2
-            func sum(_ k: String) -> String {
-                // integer minor units, printed with the currency's decimals (no floating point)
-                let total = rs.reduce(Int64(0)) { $0 + (Int64($1[k]) ?? 0) }
-                var unit: Int64 = 1
-                for _ in 0..<minor { unit *= 10 }
-                let whole = "\(total / unit)", frac = String(abs(total % unit))
-                let sign = total < 0 && total / unit == 0 ? "-" : ""
-                return minor == 0 ? whole : sign + whole + "." + String(repeating: "0", count: minor - frac.count) + frac
-            }
-            out.append((cur, sum("invoiced_minor"), sum("expected_minor"), rs.filter { $0["status"] == "MATCH" }.count,
-                        rs.filter { $0["status"] != "MATCH" }.count, Set(rs.map { $0["customer"] }).count))
-        }
-        return out
-    }
-
-    func discrepancies(_ rows: [Row]) -> [String] {
-        rows.filter { $0["status"] != "MATCH" }.map { r in
-            let cause = r["status"].replacingOccurrences(of: "MISMATCH: ", with: "")
-            var why: String
-            switch cause {
-            case "late-after-close not adjusted yet":
-                why = "events or cancellations arrived after the close (meter.late_after_close); the next close adds the adjustment line"
-            case "rollup differs from raw events":
-                why = "raw events \(r["raw_events"]) / quantity \(r["raw_quantity"]) vs rollup \(r["rollup_quantity"]): events not rolled up yet, or a rollup fault (meterctl rollup verify)"
-            case "unsynced hours": why = "hours of the period not yet acknowledged by the billing engine (meterctl sync status)"
-            case "dead-letter": why = "hours parked as dead in the outbox (meterctl sync status; fix, then meterctl sync retry)"
-            case "engine quantity differs": why = "the engine acknowledged \(r["synced_quantity"]) against a rollup of \(r["rollup_quantity"])"
-            case "engine amount differs": why = "the engine invoiced \(r["engine_invoice_amount"]) against \(r["expected_amount"]) expected"
-            default: why = "invoiced \(r["invoiced_amount"]) (quantity \(r["invoiced_quantity"])) against \(r["expected_amount"]) expected from the rollups"
-            }
-            return "\(r["customer"]) / \(r["meter"]): \(cause): \(why)"
-        }
-    }
-
-    func markdown(_ rows: [Row]) -> String {
-        var s = "# Reconciliation, period \(period)\n\n"
-        if let source { s += "Data: `\(source)`. " }
-        s += "Command: `meterctl reconcile --period \(period) --format md`. Source: the view `meter.reconciliation`. "
-        s += "Quantities in the meter's unit; amounts in the currency's major unit.\n\n"
-        s += "| " + Self.columns.map(\.title).joined(separator: " | ") + " |\n"
-        s += "|" + Self.columns.map { _ in "---" }.joined(separator: "|") + "|\n"
-        for r in rows { s += "| " + Self.columns.map { r[$0.key].isEmpty ? "–" : r[$0.key] }.joined(separator: " | ") + " |\n" }
-        s += "\n## Totals\n\n| currency | customers | invoiced | expected | MATCH | MISMATCH |\n|---|---|---|---|---|---|\n"
-        for t in totals(rows) { s += "| \(t.currency) | \(t.customers) | \(t.invoiced) | \(t.expected) | \(t.match) | \(t.mismatch) |\n" }
-        let d = discrepancies(rows)
-        s += "\n## Discrepancies\n\n" + (d.isEmpty ? "None: every customer and meter MATCHes.\n" : d.map { "- " + $0 }.joined(separator: "\n") + "\n")
-        s += "\n## Sign-off\n\n| role | name | signature | date |\n|---|---|---|---|\n| Prepared by (billing operations) | | | |\n| Reviewed by (finance) | | | |\n| Approved by (CFO) | | | |\n"
-        return s
-    }
-
-    func csv(_ rows: [Row]) -> String {
-        func field(_ v: String) -> String { v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : v }
-        var s = (["period"] + Self.columns.map(\.key)).joined(separator: ",") + "\n"
-        for r in rows { s += ([period] + Self.columns.map { field(r[$0.key]) }).joined(separator: ",") + "\n" }
-        return s
-    }
-
-    func html(_ rows: [Row], daily: [(String, String, String, String)]) -> String {
-        func esc(_ v: String) -> String {
-            v.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-        }
-        var s = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Reconciliation \(period)</title>\n"
-        s += "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        s += "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+3),th{text-align:left}"
-        s += ".MATCH{color:#176b2c}.MISMATCH{color:#b00020;font-weight:bold}</style></head><body>\n"
-        s += "<h1>Reconciliation, period \(period)</h1>\n<p>" + (source.map { "Data: <code>\(esc($0))</code>. " } ?? "")
-        s += "Command: <code>meterctl reconcile --period \(period) --format html</code>. "
-        s += "Source: <code>meter.reconciliation</code>. Amounts in the currency's major unit.</p>\n"
-        // Chart: daily events, raw vs rolled up vs invoiced (inline SVG, no script).
-        let values: [Double] = daily.flatMap { d -> [Double] in [Double(d.1) ?? 0, Double(d.2) ?? 0, Double(d.3) ?? 0] }
-        let maxV: Double = max(values.max() ?? 1, 1)
-        let w = 760.0, h = 220.0, left = 50.0, bottom = 30.0
-        let step = daily.count > 1 ? (w - left - 10) / Double(daily.count - 1) : 0
-        func path(_ k: Int, _ color: String, _ dash: String) -> String {
-            let pts = daily.enumerated().map { i, d -> String in
-                let v = Double([d.1, d.2, d.3][k]) ?? 0
-                return String(format: "%.1f,%.1f", left + Double(i) * step, h - bottom - v / maxV * (h - bottom - 10))
-            }.joined(separator: " ")
-            return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" stroke-dasharray=\"\(dash)\" points=\"\(pts)\"/>"
-        }
-        s += "<h2>Daily events</h2>\n<svg width=\"\(Int(w))\" height=\"\(Int(h))\" role=\"img\" aria-label=\"daily events\">"
-        s += "<line x1=\"\(left)\" y1=\"\(h - bottom)\" x2=\"\(w - 10)\" y2=\"\(h - bottom)\" stroke=\"#888\"/>"
-        s += "<text x=\"4\" y=\"14\" font-size=\"11\">\(Int(maxV))</text><text x=\"4\" y=\"\(h - bottom)\" font-size=\"11\">0</text>"
-        if let first = daily.first, let last = daily.last {
-            s += "<text x=\"\(left)\" y=\"\(h - 8)\" font-size=\"11\">\(first.0)</text><text x=\"\(w - 80)\" y=\"\(h - 8)\" font-size=\"11\">\(last.0)</text>"
-        }
-        s += path(0, "#1f77b4", "") + path(1, "#ff7f0e", "6 3") + path(2, "#2ca02c", "2 4") + "</svg>\n"
-        s += "<p><span style=\"color:#1f77b4\">━ raw events (net of cancellations)</span> · <span style=\"color:#ff7f0e\">╍ rolled up</span> · <span style=\"color:#2ca02c\">┈ invoiced</span></p>\n"
-        s += "<h2>Per customer and meter</h2>\n<table><tr>" + Self.columns.map { "<th>\(esc($0.title))</th>" }.joined() + "</tr>\n"
-        for r in rows {
-            s += "<tr>" + Self.columns.map { c in
-                let v = r[c.key].isEmpty ? "–" : r[c.key]
-                return c.key == "status" ? "<td class=\"\(v.hasPrefix("MATCH") ? "MATCH" : "MISMATCH")\">\(esc(v))</td>" : "<td>\(esc(v))</td>"
-            }.joined() + "</tr>\n"
-        }
-        s += "</table>\n<h2>Totals</h2>\n<table><tr><th>currency</th><th>customers</th><th>invoiced</th><th>expected</th><th>MATCH</th><th>MISMATCH</th></tr>\n"
-        for t in totals(rows) { s += "<tr><td>\(t.currency)</td><td>\(t.customers)</td><td>\(t.invoiced)</td><td>\(t.expected)</td><td>\(t.match)</td><td>\(t.mismatch)</td></tr>\n" }
-        let d = discrepancies(rows)
-        s += "</table>\n<h2>Discrepancies</h2>\n" + (d.isEmpty ? "<p>None: every customer and meter MATCHes.</p>\n" : "<ul>" + d.map { "<li>\(esc($0))</li>" }.joined() + "</ul>\n")
-        s += "<h2>Sign-off</h2>\n<table><tr><th>role</th><th>name</th><th>signature</th><th>date</th></tr>"
-        for role in ["Prepared by (billing operations)", "Reviewed by (finance)", "Approved by (CFO)"] {
-            s += "<tr><td>\(role)</td><td>&nbsp;</td><td>&nbsp;</td><td>&nbsp;</td></tr>"
-        }
-        return s + "</table>\n</body></html>\n"
+        if let output { print(try report.write(format, to: output)) } else { print(report.render(format), terminator: "") }
+        if report.hasMismatch { throw ExitCode(1) }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import MeterCore
+import MeterAPI
 
 /// Options of the HTTP service, shared by serve, demo and bench.
 struct ServiceOptions: ParsableArguments {

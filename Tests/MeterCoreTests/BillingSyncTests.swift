@@ -3,7 +3,12 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
+import MeterCore
+import MeterAPI
+import BillingMock
+import MeterDevKit
 
 /// End to end, with real processes' code on real sockets and a real Postgres: ingest (SQL) →
 /// rollup_run → the sync (BillingSync / SyncWorker over HTTP) → the mock billing engine

@@ -3,7 +3,10 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
+import MeterCore
+import MeterAPI
 
 /// POST /v1/events end to end: HTTP in, real Postgres behind, every verdict checked both in the
 /// response and in the database.

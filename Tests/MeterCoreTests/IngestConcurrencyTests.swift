@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
+import MeterCore
 
 /// Interleavings of concurrent ingest against the real database, session by session.
 final class IngestConcurrencyTests: XCTestCase {

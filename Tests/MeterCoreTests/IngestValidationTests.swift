@@ -3,7 +3,8 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
 
 /// Bad input: every refusal names its field and reason with a stable code and status, valid
 /// events sent along are stored, and nothing a client sends yields a 5xx.

@@ -1,5 +1,6 @@
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterCore
 
 /// The migrator against real, fresh databases: once-only, checksums, refusal on edited history,
 /// concurrent runners, status.

@@ -1,7 +1,9 @@
 import Foundation
 import HummingbirdTesting
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
+import MeterCore
 
 /// Last month, closed: events sent through the HTTP API (with redeliveries, cancellations and
 /// events on both sides of each customer's month edge), rolled up, closed; every invoice line is

@@ -1,5 +1,5 @@
 import XCTest
-@testable import MeterCore
+import PGClient
 
 /// The libpq wrapper against a real server: parameters, types, errors, transactions, COPY,
 /// LISTEN/NOTIFY, and the pool's handling of dropped connections and exhaustion.

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
+import MeterDevKit
 
 /// The replay end to end (HTTP ingest with duplicates and out-of-order batches, rollups, the sync to
 /// the mock engine on a test clock, its invoices and webhooks, our closes, late events after a

@@ -4,7 +4,11 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
+import MeterCore
+import MeterAPI
+import MeterDevKit
 
 /// POST /v1/events/cancel and GET /v1/usage end to end, and the serve rollup loop woken after ingest.
 final class RollupAPITests: XCTestCase {

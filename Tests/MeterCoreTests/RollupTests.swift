@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
+import MeterCore
 
 /// The rollup against real sessions and real commits: the commit-order race, a run terminated
 /// mid-way, concurrent workers, late events, and a randomized interleaving checked against an

@@ -4,7 +4,10 @@ import Logging
 import HummingbirdTesting
 import NIOCore
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterCore
+import MeterAPI
+import MeterDevKit
 
 /// Health, readiness, metrics, the OpenAPI document against the routes, request ids, and a live
 /// server that drains an in-flight request on shutdown.

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import MeterCore
+import MeterWire
 
 final class StrictJSONTests: XCTestCase {
 

@@ -4,7 +4,8 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import XCTest
-@testable import MeterCore
+import PGClient
+import MeterWire
 
 /// POST /webhooks/billing: signatures (bad, stale, replayed, rotated secrets, several v1),
 /// storage once by id, nothing stored on refusal, and forward-only invoice state.

@@ -11,6 +11,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import MeterWire
 
 public struct BillingAPIConfiguration: Sendable {
     public var baseURL: String
@@ -39,7 +40,7 @@ public struct BillingAPIError: Error, CustomStringConvertible, Sendable {
 
 public final class BillingClient: Sendable {
     public let configuration: BillingAPIConfiguration
-    let http: HTTPClient
+    package let http: HTTPClient
 
     public init(_ configuration: BillingAPIConfiguration) {
         self.configuration = configuration
@@ -105,7 +106,7 @@ extension BillingClient {
 }
 
 extension TimeAmount {
-    init(_ d: Duration) {
+    package init(_ d: Duration) {
         self = .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
     }
 }

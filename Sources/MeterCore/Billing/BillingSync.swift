@@ -15,6 +15,7 @@
 
 import Foundation
 import Logging
+import PGClient
 
 public struct SyncConfiguration: Sendable {
     public var api: BillingAPIConfiguration
@@ -47,7 +48,7 @@ public struct SyncPassResult: Sendable {
 }
 
 public enum BillingSync {
-    static func seconds(_ d: Duration) -> String {
+    package static func seconds(_ d: Duration) -> String {
         String(d.seconds) + " seconds"
     }
 
@@ -119,14 +120,14 @@ public enum BillingSync {
         return linked
     }
 
-    static func record(_ pool: PGPool, _ customer: Int64, _ meter: Int64?, _ cus: String, _ sub: String?,
+    package static func record(_ pool: PGPool, _ customer: Int64, _ meter: Int64?, _ cus: String, _ sub: String?,
                        _ item: String?, _ price: String?) async throws {
         try await pool.withConnection { c in
             _ = try c.execute("select meter.billing_link_record($1, $2, $3, $4, $5, $6)", [customer, meter, cus, sub, item, price])
         }
     }
 
-    static func engineNow(client: BillingClient, config: SyncConfiguration) async throws -> Int64 {
+    package static func engineNow(client: BillingClient, config: SyncConfiguration) async throws -> Int64 {
         if let clock = config.testClock {
             let v = try await client.get("/v1/test_helpers/test_clocks/\(clock)")
             if let t = v["frozen_time"]?.int64Value { return t }
@@ -136,9 +137,9 @@ public enum BillingSync {
 
     // MARK: sending
 
-    struct Claimed: Sendable {
-        let customerID: Int64, meterID: Int64, hour: String, hourEpoch: Int64, quantity: String, key: String
-        let item: String, token: Int64
+    package struct Claimed: Sendable {
+        package let customerID: Int64, meterID: Int64, hour: String, hourEpoch: Int64, quantity: String, key: String
+        package let item: String, token: Int64
     }
 
     /// One pass: links, one claim of up to `batch` hours, their sends and reports.
@@ -188,10 +189,10 @@ public enum BillingSync {
     }
 
     /// Whether the engine acknowledged the send, and the hour's state after the report.
-    struct SendOutcome: Sendable { let sent: Bool; let state: String }
+    package struct SendOutcome: Sendable { let sent: Bool; let state: String }
 
     /// Sends one claimed hour and reports the outcome.
-    static func send(_ h: Claimed, pool: PGPool, client: BillingClient, config: SyncConfiguration, metrics: SyncMetrics?,
+    package static func send(_ h: Claimed, pool: PGPool, client: BillingClient, config: SyncConfiguration, metrics: SyncMetrics?,
                      logger: Logger) async -> SendOutcome {
         let started = ContinuousClock.now
         var error: BillingAPIError?

@@ -5,6 +5,7 @@
 // (stored by the webhook processor of a running service).
 
 import Foundation
+import PGClient
 
 public enum EngineAlignment {
     public struct Failure: Error, CustomStringConvertible, Sendable { public let description: String }

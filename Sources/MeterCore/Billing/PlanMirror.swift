@@ -4,6 +4,8 @@
 
 import Crypto
 import Foundation
+import PGClient
+import MeterWire
 
 public enum PlanMirror {
     /// Every engine-billed plan price without a mirror gets an engine price (per_unit, package via

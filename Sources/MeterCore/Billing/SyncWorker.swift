@@ -10,14 +10,15 @@ import Logging
 
 import Prometheus
 import ServiceLifecycle
+import PGClient
 
 public final class SyncMetrics: Sendable {
-    let sendsByResult: @Sendable (String) -> Counter
-    let sendDuration: DurationHistogram
-    let deadLettered: Counter
-    let pending, inFlight, dead, oldestUnsynced, webhooksUnprocessed: Gauge
-    let webhooks: @Sendable (String) -> Counter
-    let webhooksRejected: @Sendable (String) -> Counter
+    package let sendsByResult: @Sendable (String) -> Counter
+    package let sendDuration: DurationHistogram
+    package let deadLettered: Counter
+    package let pending, inFlight, dead, oldestUnsynced, webhooksUnprocessed: Gauge
+    package let webhooks: @Sendable (String) -> Counter
+    package let webhooksRejected: @Sendable (String) -> Counter
 
     public init(registry: PrometheusCollectorRegistry) {
         sendsByResult = { r in registry.meterCounter(name: "meter_sync_sends_total", labels: [("result", r)],
@@ -38,15 +39,15 @@ public final class SyncMetrics: Sendable {
                                                        help: "POST /webhooks/billing refused, by reason: size, unconfigured, signature_missing, signature_malformed, signature_mismatch, signature_expired, payload") }
     }
 
-    func sends(_ r: String) -> Counter { sendsByResult(r) }
+    package func sends(_ r: String) -> Counter { sendsByResult(r) }
 }
 
 public final class SyncWorker: Service, @unchecked Sendable {
-    let config: SyncConfiguration
-    let conninfo: String
-    let metrics: SyncMetrics
-    let logger: Logger
-    let pool: PGPool
+    package let config: SyncConfiguration
+    package let conninfo: String
+    package let metrics: SyncMetrics
+    package let logger: Logger
+    package let pool: PGPool
 
     public init(conninfo: String, config: SyncConfiguration, metrics: SyncMetrics, logger: Logger) {
         self.conninfo = conninfo; self.config = config; self.metrics = metrics; self.logger = logger
@@ -89,7 +90,7 @@ public final class SyncWorker: Service, @unchecked Sendable {
         logger.info("sync.worker.stopped")
     }
 
-    func refreshGauges() async {
+    package func refreshGauges() async {
         guard let r = try? await pool.withConnection({ c in
             try c.execute("select pending, in_flight, dead, oldest_unsynced_seconds::text as lag from meter.sync_backlog").single()
         }) else { return }
@@ -104,12 +105,12 @@ public final class SyncWorker: Service, @unchecked Sendable {
 /// Applies stored webhooks (meter.webhook_process) as they arrive: woken by the receiving
 /// handler in this process and by NOTIFY meter_webhooks from any other, polled every second.
 public final class WebhookProcessor: Service, @unchecked Sendable {
-    let conninfo: String
-    let logger: Logger
-    let wake = WakeSignal()
-    let pool: PGPool
+    package let conninfo: String
+    package let logger: Logger
+    package let wake = WakeSignal()
+    package let pool: PGPool
 
-    let gauge: Gauge?
+    package let gauge: Gauge?
 
     public init(conninfo: String, logger: Logger, metrics: SyncMetrics? = nil) {
         self.conninfo = conninfo; self.logger = logger; self.gauge = metrics?.webhooksUnprocessed

@@ -1,6 +1,7 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import PGClient
 #endif
 
 /// The embedded default Postgres: a private cluster of the machine's PostgreSQL 15 under
@@ -14,7 +15,10 @@ import Glibc
 ///   OS user (and root) can connect, which is what makes `trust` authentication safe here.
 /// - Concurrent `start`s are serialized with an flock on `<dir>.lock`.
 public struct EmbeddedPostgres: Sendable {
-    public struct Failure: Error, CustomStringConvertible, Sendable { public let description: String }
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public let description: String
+        package init(description: String) { self.description = description }
+    }
 
     public let dataDir: String
     public let port: Int
@@ -34,13 +38,13 @@ public struct EmbeddedPostgres: Sendable {
     }
 
     /// libpq conninfo quoting: plain when safe, else single quotes with \\ and \' escaped.
-    static func quoteConninfo(_ v: String) -> String {
+    package static func quoteConninfo(_ v: String) -> String {
         if !v.isEmpty, v.allSatisfy({ $0.isLetter || $0.isNumber || "/._-:".contains($0) }) { return v }
         return "'" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
     }
 
     /// postgresql.conf string literal.
-    static func quoteConf(_ v: String) -> String { "'" + v.replacingOccurrences(of: "'", with: "''") + "'" }
+    package static func quoteConf(_ v: String) -> String { "'" + v.replacingOccurrences(of: "'", with: "''") + "'" }
     public var psqlCommand: String { "psql \"\(conninfo)\"" }
 
     /// Socket directory: inside the cluster directory, unless that path is too long for a Unix
@@ -51,11 +55,11 @@ public struct EmbeddedPostgres: Sendable {
         return "/tmp/meter-sock-\(port)-\(Self.shortHash(dataDir))"
     }
 
-    private var realDataDir: String {
+    package var realDataDir: String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: dataDir)) ?? dataDir
     }
 
-    static var isRoot: Bool { geteuid() == 0 }
+    package static var isRoot: Bool { geteuid() == 0 }
 
     public static func binDir() throws -> String {
         if let env = ProcessInfo.processInfo.environment["METER_PG_BINDIR"], !env.isEmpty { return env }
@@ -77,7 +81,7 @@ public struct EmbeddedPostgres: Sendable {
     }
 
     /// The PID of postmaster.pid; nil when there is none.
-    private func postmasterPID() -> pid_t? {
+    package func postmasterPID() -> pid_t? {
         Self.lockFilePID(realDataDir + "/postmaster.pid")
     }
 
@@ -174,46 +178,12 @@ public struct EmbeddedPostgres: Sendable {
         try run(["pg_ctl", "stop", "-D", realDataDir, "-m", "fast", "-w", "-t", "60"])
     }
 
-    // MARK: crashes (chaos/postgres-crash)
-
-    /// Stops the server without a shutdown checkpoint (`pg_ctl stop -m immediate`): the next start
-    /// runs crash recovery.
-    public func stopImmediately() throws {
-        try run(["pg_ctl", "stop", "-D", realDataDir, "-m", "immediate", "-w", "-t", "60"])
-    }
-
-    /// SIGKILL to the postmaster and every process of the cluster at once, like a host losing power
-    /// (killing the postmaster alone would leave its children holding the shared memory). Returns
-    /// how many processes were killed, once all of them are gone.
-    @discardableResult
-    public func killAll() throws -> Int {
-        guard let pm = postmasterPID() else {
-            throw Failure(description: "no postmaster.pid in \(realDataDir): is the server running?")
-        }
-        // Only our postmaster: a stale postmaster.pid may name a reused PID.
-        guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pm)/cwd"),
-              URL(fileURLWithPath: cwd).standardizedFileURL.path == URL(fileURLWithPath: realDataDir).standardizedFileURL.path else {
-            throw Failure(description: "process \(pm) of postmaster.pid is not a server of \(realDataDir)")
-        }
-        // Frozen first (SIGSTOP: it forks no more), its children listed (once the postmaster
-        // is gone they belong to PID 1), then all of them SIGKILLed at once.
-        kill(pm, SIGSTOP)
-        var pids: [pid_t] = [pm]
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            if let pid = pid_t(entry), Self.procStat(pid)?.ppid == pm { pids.append(pid) }
-        }
-        for pid in pids { kill(pid, SIGKILL) }
-        let deadline = ContinuousClock.now + .seconds(30)  // monotonic: a clock step cannot stretch it
-        while pids.contains(where: { kill($0, 0) == 0 && !Self.isZombie($0) }) && ContinuousClock.now < deadline { usleep(20_000) }
-        return pids.count
-    }
-
     /// A zombie (unreadable: taken as alive).
-    private static func isZombie(_ pid: pid_t) -> Bool { procStat(pid)?.state == "Z" }
+    package static func isZombie(_ pid: pid_t) -> Bool { procStat(pid)?.state == "Z" }
 
     /// State and parent of a process, from /proc/PID/stat: `pid (comm) state ppid ...` (comm may
     /// hold spaces and parentheses, hence the last ')').
-    private static func procStat(_ pid: pid_t) -> (state: Substring, ppid: pid_t)? {
+    package static func procStat(_ pid: pid_t) -> (state: Substring, ppid: pid_t)? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -277,7 +247,7 @@ public struct EmbeddedPostgres: Sendable {
     /// Creates a directory, or accepts an existing one only when it is a real directory (not a
     /// symlink) owned by us or by `postgres`: these paths live in world-writable /tmp and
     /// /var/tmp, where another local user could have prepared them.
-    static func secureDirectory(_ path: String, mode: mode_t) throws {
+    package static func secureDirectory(_ path: String, mode: mode_t) throws {
         var st = stat()
         if lstat(path, &st) == 0 {
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
@@ -304,7 +274,7 @@ public struct EmbeddedPostgres: Sendable {
     }
 
     @discardableResult
-    private func run(_ args: [String], asPostgres: Bool? = nil, check: Bool = true) throws -> Subprocess.Result {
+    package func run(_ args: [String], asPostgres: Bool? = nil, check: Bool = true) throws -> Subprocess.Result {
         var argv = args
         if !argv[0].hasPrefix("/") { argv[0] = try Self.binDir() + "/" + argv[0] }
         var cwd: String?
@@ -321,7 +291,7 @@ public struct EmbeddedPostgres: Sendable {
         return r
     }
 
-    static func shortHash(_ s: String) -> String {
+    package static func shortHash(_ s: String) -> String {
         var h: UInt64 = 0xcbf29ce484222325  // FNV-1a, only to derive short stable names
         for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100000001b3 }
         return String(h, radix: 16).prefix(10).description

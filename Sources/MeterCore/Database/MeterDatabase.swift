@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PGClient
 
 /// Where meter's database is: `DATABASE_URL` (any libpq conninfo or postgres:// URL) when given,
 /// else the embedded cluster under `.meter/pg`, started on demand.

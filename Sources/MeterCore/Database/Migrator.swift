@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PGClient
 
 /// Applies `sql/migrations/NNNN_name.sql` (forward-only, each once, each in its own transaction,
 /// recorded with its SHA-256 in `meter.schema_migrations`), then re-applies every
@@ -82,7 +83,7 @@ public struct Migrator: Sendable {
     // MARK: database
 
     /// Creates the schema and the ledger tables when missing (under the lock).
-    func bootstrap(_ conn: PGConnection) throws {
+    package func bootstrap(_ conn: PGConnection) throws {
         try conn.transaction { c in
             try c.execute(Self.lockSQL)
             try c.executeScript("""
@@ -109,7 +110,7 @@ public struct Migrator: Sendable {
     }
 
     /// SHA-256 (hex) of a file's text, computed by the server: the one definition of a checksum.
-    static func checksum(_ conn: PGConnection, _ text: String) throws -> String {
+    package static func checksum(_ conn: PGConnection, _ text: String) throws -> String {
         try conn.execute("select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')), 'hex') as h",
                          [text]).single().string("h")
     }

@@ -1,4 +1,6 @@
 import Foundation
+import PGClient
+import MeterWire
 
 /// Customers and meters to create, from a JSON file; applying it twice changes nothing.
 public struct SeedFile: Sendable {

@@ -2,7 +2,7 @@
 /// Only their SHA-256 is stored (meter.create_api_key); the first 12 characters are the prefix
 /// shown in listings.
 public enum APIKeys {
-    static let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    package static let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
     public static func generate() -> String {
         var rng = SystemRandomNumberGenerator()

@@ -1,6 +1,10 @@
 /// Cancellations: `POST /v1/events/cancel`. Each element names a stored event by customer and
 /// idempotency key; `meter.cancel_events()` (sql/functions/cancel_events.sql) decides, with the
 /// primary key of meter.event_cancellations making it idempotent. The rollup subtracts it once.
+import PGClient
+import MeterWire
+
+
 public struct CancelVerdict: Sendable, Equatable {
     public enum Status: String, Sendable { case cancelled, alreadyCancelled = "already_cancelled", rejected }
     public var index: Int
@@ -14,7 +18,7 @@ public struct CancelRequest: Sendable, Equatable {
     public var idempotencyKey: String
     public var reason: String?
 
-    var sqlJSON: String {
+    package var sqlJSON: String {
         "{\"customer\":\(JSONWriter.quote(customer)),\"idempotency_key\":\(JSONWriter.quote(idempotencyKey)),"
             + "\"reason\":\(reason.map(JSONWriter.quote) ?? "null")}"
     }
@@ -26,8 +30,8 @@ public struct CancelService: Sendable {
     public let metrics: MeterMetrics
     /// Told after a commit that cancelled something (wakes the rollup; nil: nobody is told).
     public let notifier: EventsNotifier?
-    static let maxReasonLength = 1000
-    static let fields: Set<String> = ["customer", "idempotency_key", "reason"]
+    package static let maxReasonLength = 1000
+    package static let fields: Set<String> = ["customer", "idempotency_key", "reason"]
 
     public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics, notifier: EventsNotifier? = nil) {
         self.pool = pool

@@ -1,6 +1,9 @@
 /// Turns request JSON into normalized events, one verdict per element, before anything touches
 /// the database. What needs the database (does the customer exist? is the key new?) is decided
 /// by `meter.ingest_events()`; everything else is decided here, with a stable code and the field.
+import MeterWire
+
+
 
 /// Limits on what one request may carry. All configurable (`meterctl serve --help`).
 public struct IngestLimits: Sendable {
@@ -26,7 +29,7 @@ public struct NormalizedEvent: Sendable, Equatable {
     public var properties: JSONValue
 
     /// The element sent to `meter.ingest_events()`.
-    var sqlJSON: String {
+    package var sqlJSON: String {
         "{\"customer\":\(JSONWriter.quote(customer)),\"meter\":\(JSONWriter.quote(meter)),"
             + "\"idempotency_key\":\(JSONWriter.quote(idempotencyKey)),"
             + "\"occurred_at\":\"\(occurredAt.utcString)\",\"value\":\"\(value.description)\","
@@ -52,7 +55,7 @@ public enum DecodedEvent: Sendable {
 }
 
 public enum EventDecoder {
-    static let nativeFields: Set<String> = ["customer", "meter", "idempotency_key", "occurred_at", "value", "properties"]
+    package static let nativeFields: Set<String> = ["customer", "meter", "idempotency_key", "occurred_at", "value", "properties"]
 
     /// Our own format: {customer, meter, idempotency_key, occurred_at, value?, properties?}.
     public static func decodeNative(_ json: JSONValue, limits: IngestLimits) -> DecodedEvent {
@@ -127,14 +130,14 @@ public enum EventDecoder {
     // MARK: field checks
 
     /// Refuses the first member whose name is not in `known` (a typo must not be dropped silently).
-    static func onlyKnownMembers(_ members: [(String, JSONValue)], _ known: Set<String>) throws(FieldError) {
+    package static func onlyKnownMembers(_ members: [(String, JSONValue)], _ known: Set<String>) throws(FieldError) {
         for (k, _) in members where !known.contains(k) {
             throw FieldError(code: "unknown_field", field: k,
                              message: "unknown member \"\(k)\"; expected \(known.sorted().joined(separator: ", "))")
         }
     }
 
-    static func requiredString(_ json: JSONValue, _ field: String, limits: IngestLimits,
+    package static func requiredString(_ json: JSONValue, _ field: String, limits: IngestLimits,
                                maxLength: Int? = nil) throws(FieldError) -> String {
         guard let v = json[field], !v.isNull else {
             throw FieldError(code: "missing_field", field: field, message: "\(field) is required")
@@ -146,7 +149,7 @@ public enum EventDecoder {
         return s
     }
 
-    static func checkText(_ s: String, field: String, max: Int) throws(FieldError) {
+    package static func checkText(_ s: String, field: String, max: Int) throws(FieldError) {
         let n = s.unicodeScalars.count
         if n == 0 { throw FieldError(code: "invalid_value", field: field, message: "\(field) must not be empty") }
         if n > max {
@@ -157,7 +160,7 @@ public enum EventDecoder {
         }
     }
 
-    static func timestamp(_ json: JSONValue, _ field: String) throws(FieldError) -> RFC3339Timestamp {
+    package static func timestamp(_ json: JSONValue, _ field: String) throws(FieldError) -> RFC3339Timestamp {
         guard let v = json[field], !v.isNull else {
             throw FieldError(code: "missing_field", field: field, message: "\(field) is required (RFC 3339, e.g. 2026-11-25T13:45:00Z)")
         }
@@ -171,7 +174,7 @@ public enum EventDecoder {
         }
     }
 
-    static func decimal(_ v: JSONValue?, field: String) throws(FieldError) -> ExactDecimal {
+    package static func decimal(_ v: JSONValue?, field: String) throws(FieldError) -> ExactDecimal {
         let text: String
         switch v {
         case nil, .null?: return try! ExactDecimal(parsing: "1")
@@ -193,7 +196,7 @@ public enum EventDecoder {
         return d
     }
 
-    static func propertiesObject(_ v: JSONValue?, field: String, limits: IngestLimits) throws(FieldError) -> JSONValue {
+    package static func propertiesObject(_ v: JSONValue?, field: String, limits: IngestLimits) throws(FieldError) -> JSONValue {
         guard let v, !v.isNull else { return .object([]) }
         guard v.objectValue != nil else {
             throw FieldError(code: "invalid_type", field: field, message: "\(field) must be a JSON object")
@@ -216,7 +219,7 @@ public enum EventDecoder {
 
     /// jsonb stores numbers as numeric (at most 131072 integer and 16383 fractional digits); a
     /// number beyond that would fail the whole request in the database, so it is refused here.
-    static func firstUnstorableNumber(_ v: JSONValue) -> String? {
+    package static func firstUnstorableNumber(_ v: JSONValue) -> String? {
         switch v {
         case .number(let n):
             return (try? ExactDecimal(parsing: n, maxIntegerDigits: 10_000, maxScale: 10_000)) == nil ? n : nil
@@ -226,7 +229,7 @@ public enum EventDecoder {
         }
     }
 
-    static func containsNUL(_ v: JSONValue) -> Bool {
+    package static func containsNUL(_ v: JSONValue) -> Bool {
         switch v {
         case .string(let s): return s.unicodeScalars.contains { $0.value == 0 }
         case .array(let a): return a.contains(where: containsNUL)

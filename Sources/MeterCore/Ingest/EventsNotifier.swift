@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import PGClient
 
 /// The rollup's wake-up after ingest, off the commit path.
 ///

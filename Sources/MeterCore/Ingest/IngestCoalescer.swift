@@ -1,4 +1,5 @@
 import Foundation
+import PGClient
 
 /// Group commit for ingest requests: requests that arrive while every database connection is busy
 /// are stored together, in one `meter.ingest_events()` call and one COMMIT, by the next
@@ -19,13 +20,13 @@ import Foundation
 /// Liveness: every request starts one driver; a driver takes at most one group (or none, when the
 /// queue is empty because its request was taken by another), so every queued request is taken
 /// by some driver. A driver that cannot get a connection fails one group with that error.
-final class IngestCoalescer: @unchecked Sendable {
-    typealias Rows = [(ord: Int, row: PGRow)]
+package final class IngestCoalescer: @unchecked Sendable {
+    package typealias Rows = [(ord: Int, row: PGRow)]
 
-    struct Pending: Sendable {
-        let token: String
-        let items: [String]
-        let continuation: CheckedContinuation<Rows, any Error>
+    package struct Pending: Sendable {
+        package let token: String
+        package let items: [String]
+        package let continuation: CheckedContinuation<Rows, any Error>
     }
 
     private let pool: PGPool
@@ -38,7 +39,7 @@ final class IngestCoalescer: @unchecked Sendable {
     private var queue: [Pending] = []
 
     /// `sql` takes $1 = the JSON array of events, $2 = the token, then `params`.
-    init(pool: PGPool, sql: String, params: [any PGParameter], maxEvents: Int, metrics: MeterMetrics? = nil) {
+    package init(pool: PGPool, sql: String, params: [any PGParameter], maxEvents: Int, metrics: MeterMetrics? = nil) {
         self.pool = pool
         self.params = params
         self.metrics = metrics
@@ -48,7 +49,7 @@ final class IngestCoalescer: @unchecked Sendable {
 
     /// Stores `items` (serialized events) for `token`; returns the rows of `meter.ingest_events()`
     /// for them, with `ord` relative to `items`.
-    func submit(token: String, items: [String]) async throws -> Rows {
+    package func submit(token: String, items: [String]) async throws -> Rows {
         try await withCheckedThrowingContinuation { cont in
             lock.withLock { queue.append(Pending(token: token, items: items, continuation: cont)) }
             Task { await self.drive() }

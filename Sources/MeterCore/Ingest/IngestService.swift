@@ -1,4 +1,5 @@
 import Logging
+import PGClient
 
 /// One event's outcome, by its position in the request.
 public struct IngestVerdict: Sendable, Equatable {
@@ -19,7 +20,7 @@ public struct IngestService: Sendable {
     /// Told after a commit that stored events (wakes the rollup; nil: nobody is told).
     public let notifier: EventsNotifier?
 
-    let coalescer: IngestCoalescer
+    package let coalescer: IngestCoalescer
 
     public init(pool: PGPool, limits: IngestLimits, metrics: MeterMetrics, notifier: EventsNotifier? = nil) {
         self.pool = pool
@@ -30,8 +31,8 @@ public struct IngestService: Sendable {
                                          params: [limits.maxFutureSeconds, limits.maxPastSeconds], maxEvents: max(limits.maxBatchEvents, 1000), metrics: metrics)
     }
 
-    static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
-    static let ingestSQL = """
+    package static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
+    package static let ingestSQL = """
         select ord, status, event_id, code, field, reason
         from meter.ingest_events($1::jsonb, $3::bigint * interval '1 second', $4::bigint * interval '1 second', $2)
         """

@@ -1,4 +1,5 @@
 import Foundation
+import PGClient
 
 /// The Swift side of the hourly rollup. The work (locking, the (xid, id) watermark, folding,
 /// cancellations) is `meter.rollup_run()` in sql/functions/rollup_run.sql; these are thin,

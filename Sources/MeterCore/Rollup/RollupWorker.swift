@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import PGClient
 
 /// The rollup loop of `meterctl serve`: calls `meter.rollup_run()` every `interval`, and early
 /// when this process committed events or cancellations (`wakeUp()`, EventsNotifier) or another
@@ -125,7 +126,7 @@ public final class RollupWorker: Service, @unchecked Sendable {
 
 /// A wake-up flag a task can wait on with a timeout. Signals that arrive while nobody waits are
 /// remembered (once), so a notification arriving during a run triggers the next one at once.
-final class WakeSignal: @unchecked Sendable {
+package final class WakeSignal: @unchecked Sendable {
     private let lock = NSLock()
     private var pending = false
     private var waiter: (id: Int, continuation: CheckedContinuation<Bool, Never>)?
@@ -133,7 +134,7 @@ final class WakeSignal: @unchecked Sendable {
     /// A timeout that fired before its wait registered.
     private var fired = 0
 
-    func signal() {
+    package func signal() {
         let w: CheckedContinuation<Bool, Never>? = lock.withLock {
             if let w = waiter { waiter = nil; return w.continuation }
             pending = true
@@ -144,7 +145,7 @@ final class WakeSignal: @unchecked Sendable {
 
     /// Returns on a signal (true), after `timeout` or when the calling task is cancelled (false).
     @discardableResult
-    func wait(timeout: Duration) async -> Bool {
+    package func wait(timeout: Duration) async -> Bool {
         let id = lock.withLock { nextID += 1; return nextID }
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
@@ -173,14 +174,5 @@ final class WakeSignal: @unchecked Sendable {
             return w.continuation
         }
         w?.resume(returning: false)
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, as a Double (for printing and for SQL intervals).
-    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-
-    var milliseconds: Int64 {
-        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
 }

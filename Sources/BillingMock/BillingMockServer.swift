@@ -1,0 +1,300 @@
+// BillingMockServer.swift
+//
+// `meterctl billing-mock`: the HTTP side of the mock billing engine. Around each API call
+// (MockEngine) it adds, in this order: fault injection (outage, errors, latency), Stripe's
+// authentication (Authorization: Bearer sk_test_...), form decoding, and idempotency keys
+// (kept 24 h, saved in the same transaction as the call's effect: a replay returns the saved
+// response with Idempotent-Replayed: true; the same key with other parameters is a 400
+// idempotency_error). "Apply then drop" commits the call, then closes the connection unanswered.
+//
+// Beside the HTTP server run the webhook sender (MockWebhookSender) and a ticker that bills the
+// periods of subscriptions on real time (no test clock) when they end.
+
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import PGClient
+import MeterWire
+
+/// A request context that keeps the connection, so that "apply then drop" can close it.
+public struct MockRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    package let channel: any Channel
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
+public struct BillingMockConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 12111
+    public var faults = MockFaults()
+    /// First retry of a failed webhook delivery after this; doubled per attempt up to the cap.
+    public var webhookRetryBase: Duration = .seconds(1)
+    public var webhookRetryCap: Duration = .seconds(60)
+    public var webhookPoll: Duration = .milliseconds(200)
+    public var periodTick: Duration = .seconds(10)
+    public init() {}
+}
+
+public final class BillingMockMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    package func requests(_ status: Int) -> Counter {
+        registry.meterCounter(name: "billing_mock_requests_total", labels: [("status", String(status))],
+                             help: "API calls answered, by HTTP status")
+    }
+    package let replays: Counter
+    package let faults: @Sendable (String) -> Counter
+    package let deliveries: @Sendable (String) -> Counter
+    public init() {
+        let registry = self.registry
+        replays = registry.meterCounter(name: "billing_mock_idempotent_replays_total", help: "Responses replayed for a known Idempotency-Key")
+        faults = { kind in registry.meterCounter(name: "billing_mock_faults_injected_total", labels: [("kind", kind)],
+                                                help: "Faults injected, by kind") }
+        deliveries = { result in registry.meterCounter(name: "billing_mock_webhook_deliveries_total", labels: [("result", result)],
+                                                      help: "Webhook delivery attempts, by result") }
+    }
+}
+
+public enum BillingMockServer {
+    public static let schemaLock = "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('billing_mock.schema'))"
+
+    /// Creates or updates the mock's schema from sql/billing_mock/*.sql (idempotent, in name order).
+    public static func prepareSchema(conninfo: String, sqlDirectory: String) throws {
+        let dir = sqlDirectory + "/billing_mock"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".sql") }.sorted()
+        let conn = try PGConnection(conninfo: conninfo)
+        defer { conn.close() }
+        _ = try conn.execute("set client_min_messages = warning")
+        try conn.transaction { c in
+            _ = try c.execute(schemaLock)
+            for f in files { try c.executeScript(try String(contentsOfFile: dir + "/" + f, encoding: .utf8)) }
+        }
+    }
+
+    public static func run(config: BillingMockConfiguration, conninfo: String, sqlDirectory: String, logger: Logger,
+                           handleSignals: Bool = true, onGroup: @Sendable (ServiceGroup) async -> Void = { _ in },
+                           onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        try prepareSchema(conninfo: conninfo, sqlDirectory: sqlDirectory)
+        let pool = PGPool(conninfo: conninfo, maxConnections: 8, statementTimeout: "30s",
+                          applicationName: "billing-mock", logger: logger)
+        let faults = MockFaultState(config.faults)
+        let metrics = BillingMockMetrics()
+        let router = buildRouter(pool: pool, faults: faults, metrics: metrics, logger: logger)
+        let app = Application(router: router,
+                              configuration: .init(address: .hostname(config.host, port: config.port), serverName: "billing-mock"),
+                              onServerRunning: { channel in
+                                  let port = channel.localAddress?.port ?? config.port
+                                  logger.info("billing_mock.listening", metadata: ["host": "\(config.host)", "port": "\(port)"])
+                                  await onRunning(port)
+                              },
+                              logger: logger)
+        let sender = MockWebhookSender(pool: pool, faults: faults, metrics: metrics, config: config, logger: logger)
+        let ticker = PeriodTicker(pool: pool, every: config.periodTick, logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [sender, ticker, app],
+                                                      gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+                                                      logger: logger))
+        await onGroup(group)
+        do { try await group.run() } catch { await pool.shutdown(); throw error }
+        logger.info("billing_mock.stopped")
+        await pool.shutdown()
+    }
+
+    package static func json(_ status: Int, _ body: String, replayed: Bool = false, retry: Bool? = nil,
+                     idempotencyKey: String? = nil) -> Response {
+        var h: HTTPFields = [.contentType: "application/json"]
+        if let idempotencyKey { h[.init("Idempotency-Key")!] = idempotencyKey }
+        h[.init("Request-Id")!] = "req_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(14).lowercased()
+        if replayed { h[.init("Idempotent-Replayed")!] = "true" }
+        if let retry { h[.init("Stripe-Should-Retry")!] = retry ? "true" : "false" }
+        return Response(status: .init(code: status), headers: h, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    package static func error(_ e: MockAPIError) -> Response {
+        json(e.status, e.json.text, retry: e.status >= 500 || e.status == 409 || e.status == 429)
+    }
+
+    public static func buildRouter(pool: PGPool, faults: MockFaultState, metrics: BillingMockMetrics,
+                                   logger: Logger) -> Router<MockRequestContext> {
+        let router = Router(context: MockRequestContext.self)
+        let api: @Sendable (Request, MockRequestContext) async throws -> Response = { request, context in
+            let response = try await apiCall(request, context, pool: pool, faults: faults, metrics: metrics, logger: logger)
+            metrics.requests(response.status.code).increment()
+            logger.info("billing_mock.request", metadata: [
+                "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+            ])
+            return response
+        }
+        router.post("/v1/**", use: api)
+        router.get("/v1/**", use: api)
+        router.get("/admin/faults") { _, _ in json(200, faults.current.json.text) }
+        router.post("/admin/faults") { request, _ in
+            let body = try await request.body.collect(upTo: 64 * 1024)
+            do {
+                var f = faults.current
+                try f.apply(try JSONParser.parse(Array(body.readableBytesView)))
+                faults.set(f)
+                logger.notice("billing_mock.faults", metadata: ["faults": "\(f.json.text)"])
+                return json(200, f.json.text)
+            } catch let e as MockAPIError {
+                return error(e)
+            } catch {
+                return Self.error(.invalid("the body must be a JSON object: \(error)"))
+            }
+        }
+        // Per-hour usage as applied, for tests and audits (not part of Stripe's API).
+        router.get("/admin/usage_records") { request, _ in
+            guard let item = request.uri.queryParameters.get("subscription_item") else {
+                return error(.missing("subscription_item"))
+            }
+            let rows = try await pool.withConnection { c in
+                try c.execute("""
+                    select u.ts, u.quantity::text as q, u.writes,
+                           (select count(*) from billing_mock.usage_record_log l
+                            where l.subscription_item = u.subscription_item and l.ts = u.ts) as applied,
+                           (select count(*) - count(distinct l.idempotency_key) from billing_mock.usage_record_log l
+                            where l.subscription_item = u.subscription_item and l.ts = u.ts) as keys_applied_twice
+                    from billing_mock.usage_records u where u.subscription_item = $1 order by u.ts
+                    """, [item]).rows
+            }
+            let data = try rows.map { r in
+                JSONValue.obj(["timestamp": .int(try r.int("ts")), "quantity": .number(try r.string("q")),
+                               "writes": .int(try r.int("writes")), "keys_applied_twice": .int(try r.int("keys_applied_twice"))])
+            }
+            return json(200, JSONValue.obj(["object": "list", "data": .array(data)]).text)
+        }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
+        }
+        router.get("/healthz") { _, _ in json(200, "{\"status\":\"ok\"}") }
+        return router
+    }
+
+    package static func apiCall(_ request: Request, _ context: MockRequestContext, pool: PGPool, faults: MockFaultState,
+                        metrics: BillingMockMetrics, logger: Logger) async throws -> Response {
+        let f = faults.current
+        if f.outage {
+            metrics.faults("outage").increment()
+            return error(MockAPIError(status: 503, type: "api_error", code: nil, message: "The billing engine is unavailable (injected outage).", param: nil))
+        }
+        if f.latencyMs > 0 { try await Task.sleep(for: .milliseconds(f.latencyMs)) }
+        if f.errorRate > 0, Double.random(in: 0..<1) < f.errorRate {
+            metrics.faults("error").increment()
+            return error(MockAPIError(status: f.errorStatus, type: "api_error", code: nil,
+                                      message: "An error occurred on the billing engine (injected).", param: nil))
+        }
+        // Authentication: Stripe's secret test keys.
+        guard let auth = request.headers[.authorization], auth.hasPrefix("Bearer "),
+              case let key = String(auth.dropFirst(7)), key.hasPrefix("sk_test_"), key.count > 8 else {
+            return error(MockAPIError(status: 401, type: "invalid_request_error", code: nil,
+                                      message: "Invalid API Key provided: send Authorization: Bearer sk_test_...", param: nil))
+        }
+        let method = request.method == .post ? "POST" : "GET"
+        let path = Array(request.uri.path.split(separator: "/").map(String.init).dropFirst())  // without "v1"
+        let bodyText: String
+        if method == "POST" {
+            let body = try await request.body.collect(upTo: 1 << 20)
+            bodyText = String(buffer: body)
+        } else {
+            bodyText = request.uri.query ?? ""
+        }
+        let form: FormNode
+        do { form = try FormCoding.decode(bodyText) } catch {
+            return Self.error(.invalid("Invalid request body: \(error.message)"))
+        }
+        let idemKey = method == "POST" ? request.headers[.init("Idempotency-Key")!] : nil
+        if let k = idemKey, k.count > 255 || k.isEmpty {
+            return error(.invalid("Idempotency-Key must be 1-255 characters", param: "Idempotency-Key"))
+        }
+        // The request's fingerprint: method, path and its parameters, sorted.
+        let fingerprint: String = {
+            let pairs = (try? FormCoding.pairs(bodyText)) ?? []
+            return method + " " + request.uri.path + "?" + pairs.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+                .map { $0.0 + "=" + $0.1 }.joined(separator: "&")
+        }()
+        let outcome: (status: Int, body: String, replayed: Bool)
+        do {
+            outcome = try await pool.withConnection { c in
+                try c.transaction { c in
+                    if let k = idemKey {
+                        _ = try c.execute("select pg_catalog.set_config('billing_mock.idempotency_key', $1, true)", [k])
+                        _ = try c.execute("""
+                            delete from billing_mock.idempotency
+                            where api_key = $1 and key = $2 and created_at <= pg_catalog.now() - interval '24 hours'
+                            """, [key, k])
+                        // A concurrent request with the same key waits here for the first to
+                        // commit, then replays its response.
+                        let inserted = try c.execute("""
+                            insert into billing_mock.idempotency (api_key, key, fingerprint, status, body)
+                            values ($1, $2, $3, 0, '') on conflict do nothing
+                            """, [key, k, fingerprint]).affectedRows
+                        if inserted == 0 {
+                            let saved = try c.execute("select fingerprint, status, body from billing_mock.idempotency where api_key = $1 and key = $2",
+                                                      [key, k]).single()
+                            if try saved.string("fingerprint") != fingerprint {
+                                throw MockAPIError(status: 400, type: "idempotency_error", code: nil,
+                                                   message: "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '\(k)' if you meant to execute a different request.",
+                                                   param: nil)
+                            }
+                            return (Int(try saved.int("status")), try saved.string("body"), true)
+                        }
+                    }
+                    let (status, body) = try MockEngine.handle(c, method: method, path: path, form: form)
+                    let text = body.text
+                    if let k = idemKey {
+                        _ = try c.execute("update billing_mock.idempotency set status = $3, body = $4 where api_key = $1 and key = $2",
+                                          [key, k, status, text])
+                    }
+                    return (status, text, false)
+                }
+            }
+        } catch let e as MockAPIError {
+            return error(e)
+        } catch let e as JSONParseError {
+            logger.error("billing_mock.corrupt_document", metadata: ["error": "\(e)"])
+            return error(MockAPIError(status: 500, type: "api_error", code: nil, message: "internal error", param: nil))
+        } catch let e as PGError {
+            logger.error("billing_mock.database_error", metadata: ["error": "\(e)"])
+            return error(MockAPIError(status: 500, type: "api_error", code: nil, message: "internal error", param: nil))
+        }
+        if outcome.replayed { metrics.replays.increment() }
+        if method == "POST", f.dropRate > 0, Double.random(in: 0..<1) < f.dropRate {
+            // Applied and committed; the caller never hears of it.
+            metrics.faults("drop").increment()
+            logger.info("billing_mock.response_dropped", metadata: ["path": "\(request.uri.path)", "key": "\(idemKey ?? "")"])
+            try? await context.channel.close()
+            throw CancellationError()
+        }
+        return json(outcome.status, outcome.body, replayed: outcome.replayed, idempotencyKey: idemKey)
+    }
+}
+
+/// Bills the periods of subscriptions on real time as they end (test-clock subscriptions are
+/// billed when their clock is advanced).
+package final class PeriodTicker: Service, @unchecked Sendable {
+    package let pool: PGPool
+    package let every: Duration
+    package let logger: Logger
+    package init(pool: PGPool, every: Duration, logger: Logger) { self.pool = pool; self.every = every; self.logger = logger }
+    package func run() async throws {
+        await cancelWhenGracefulShutdown { [self] in
+            while !Task.isCancelled {
+                do {
+                    let n = try await pool.withConnection { c in
+                        try c.execute("select billing_mock.close_periods(null, extract(epoch from now())::bigint) as n").single().int("n")
+                    }
+                    if n > 0 { logger.info("billing_mock.periods_closed", metadata: ["invoices": "\(n)"]) }
+                } catch {
+                    logger.warning("billing_mock.period_tick_failed", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: every)
+            }
+        }
+    }
+}

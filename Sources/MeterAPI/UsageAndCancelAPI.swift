@@ -1,0 +1,240 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import PGClient
+import MeterWire
+import MeterCore
+
+/// POST /v1/events/cancel and GET /v1/usage. Both take the same bearer API keys as ingest.
+extension MeterApplication {
+    /// The bearer token of a request, or nil when there is none.
+    package static func bearerToken(_ request: Request) -> String? {
+        guard let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") else { return nil }
+        let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespacesAndNewlines)
+        return token.isEmpty ? nil : token
+    }
+
+    // MARK: POST /v1/events/cancel
+
+    /// One cancellation {customer, idempotency_key, reason?}, a JSON array of them, or
+    /// {"cancellations": [...]}. Single: 200 cancelled or already_cancelled, 404 when no such
+    /// event (or customer), 422 when malformed. Batch: 200 when every element is cancelled or
+    /// already cancelled, else 207 with each element's verdict; valid elements are applied either way.
+    package static func postCancel(request: Request, context: BasicRequestContext, service: CancelService,
+                           ingest: IngestService) async throws -> Response {
+        guard let token = bearerToken(request) else {
+            return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+        }
+        let gate = KeyGate(token: token, ingest: ingest, context: context)
+        let mediaType = mediaType(request)
+        guard mediaType == "application/json" else {
+            return await gate.refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
+                                                  message: "Content-Type must be application/json; got \(mediaType.isEmpty ? "none" : mediaType)",
+                                                  field: "Content-Type"))
+        }
+        let limits = service.limits
+        let json: JSONValue
+        switch try await readJSON(request, limits: limits, gate: gate) {
+        case .failure(let refusal): return refusal.response
+        case .success(let j): json = j
+        }
+        let elements: [JSONValue]
+        let isBatch: Bool
+        switch json {
+        case .array(let a):
+            elements = a; isBatch = true
+        case .object where json["cancellations"] != nil && json.objectValue?.count == 1:
+            guard let a = json["cancellations"]?.arrayValue else {
+                return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
+                                                      message: "\"cancellations\" must be an array", field: "cancellations"))
+            }
+            elements = a; isBatch = true
+        case .object:
+            elements = [json]; isBatch = false
+        default:
+            return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
+                                                  message: "body must be a cancellation object, a JSON array of them, or {\"cancellations\": [...]}"))
+        }
+        if let refusal = await batchSizeRefusal(elements.count, isBatch: isBatch, noun: "cancellations", limits: limits, gate: gate) {
+            return refusal
+        }
+        let decoded = elements.map { CancelService.decode($0, limits: limits) }
+        let verdicts: [CancelVerdict]
+        do {
+            switch try await service.cancel(decoded, token: token) {
+            case .unauthorized: return unauthorized()
+            case .done(let v): verdicts = v
+            }
+        } catch {
+            return unavailable(error, context: context)
+        }
+        return isBatch ? APIResponse.cancelBatch(verdicts) : APIResponse.cancelSingle(verdicts[0])
+    }
+
+    // MARK: GET /v1/usage
+
+    package static let usageParameters: Set<String> = ["customer", "meter", "from", "to", "granularity"]
+    /// The longest interval one usage request may cover.
+    package static let maxUsageSpanMicros: Int64 = 366 * 86_400 * 1_000_000
+
+    /// Usage from the hourly rollups (`meter.usage()`), per bucket. `customer` is required;
+    /// `meter` optional (all meters); `from`/`to` RFC 3339 on UTC hour boundaries, default the
+    /// current UTC month up to the next hour; `granularity` hour, day (default) or month.
+    package static func getUsage(request: Request, context: BasicRequestContext, pool: PGPool,
+                         ingest: IngestService) async throws -> Response {
+        guard let token = bearerToken(request) else {
+            return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+        }
+        do {
+            if try await ingest.authenticate(token: token) == nil { return unauthorized() }
+        } catch {
+            return unavailable(error, context: context)
+        }
+        let query = request.uri.queryParameters
+        func invalid(_ field: String, _ code: String, _ message: String) -> Response {
+            APIResponse.error(.unprocessableContent, code: code, message: message, field: field)
+        }
+        var seen: Set<String> = []
+        for (k, v) in query {
+            let name = String(k)
+            if v.contains("\u{0}") {
+                return invalid(name, "invalid_value", "\(name) must not contain NUL (%00)")
+            }
+            if !usageParameters.contains(name) {
+                return invalid(name, "unknown_parameter",
+                               "unknown query parameter \"\(name)\"; expected \(usageParameters.sorted().joined(separator: ", "))")
+            }
+            if !seen.insert(name).inserted {
+                return invalid(name, "repeated_parameter", "\(name) is given more than once")
+            }
+        }
+        guard let customer = query["customer"].map(String.init), !customer.isEmpty else {
+            return invalid("customer", "missing_field", "customer is required (the customer's external id)")
+        }
+        let meter = query["meter"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        let granularity = query["granularity"].map(String.init) ?? "day"
+        guard ["hour", "day", "month"].contains(granularity) else {
+            return invalid("granularity", "invalid_value", "granularity must be hour, day or month; got \(granularity)")
+        }
+        func hourBoundary(_ name: String) -> Result<RFC3339Timestamp?, FieldError> {
+            guard let raw = query[Substring(name)].map(String.init) else { return .success(nil) }
+            do throws(TimestampError) {
+                let t = try RFC3339Timestamp(parsing: raw)
+                if t.epochMicroseconds % 3_600_000_000 != 0 {
+                    return .failure(FieldError(code: "not_hour_aligned", field: name,
+                                               message: "\(name) must lie on a UTC hour boundary (rollups are hourly); got \(raw)"))
+                }
+                return .success(t)
+            } catch {
+                return .failure(FieldError(code: "invalid_timestamp", field: name, message: "\(name): \(error.reason)"))
+            }
+        }
+        let from: RFC3339Timestamp, to: RFC3339Timestamp
+        switch (hourBoundary("from"), hourBoundary("to")) {
+        case (.failure(let e), _), (_, .failure(let e)):
+            return invalid(e.field ?? "", e.code, e.message)
+        case (.success(let f), .success(let t)):
+            // Defaults: the current UTC month, up to the start of the next hour.
+            let hour: Int64 = 3_600_000_000
+            let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            to = t ?? RFC3339Timestamp(epochMicroseconds: (now / hour + 1) * hour)
+            from = f ?? RFC3339Timestamp.startOfMonth(containing: now)
+        }
+        if from >= to {
+            return invalid(query["to"] == nil ? "from" : "to", "invalid_range", "to (\(to.iso8601)) must be after from (\(from.iso8601))")
+        }
+        if to.epochMicroseconds - from.epochMicroseconds > maxUsageSpanMicros {
+            return invalid(query["to"] == nil ? "from" : "to", "range_too_large",
+                           "from (\(from.iso8601)) and to (\(to.iso8601)) may be at most 366 days apart")
+        }
+        let params: [any PGParameter] = [customer, meter, from.utcString, to.utcString, granularity]
+        do {
+            let result = try await pool.withConnection { conn in
+                try conn.executePrepared("""
+                    with bounds as (select $3::timestamptz as f, $4::timestamptz as t)
+                    select to_char(b.f at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as range_from,
+                           to_char(b.t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as range_to,
+                           u.meter,
+                           to_char(u.bucket_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_start,
+                           to_char(u.bucket_end at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_end,
+                           u.meter_version, u.aggregation, u.quantity::text as quantity, u.event_count,
+                           meter.rollup_lag_seconds()::text as lag_seconds
+                    from bounds b
+                    left join lateral meter.usage($1, $2, b.f, b.t, $5) u on true
+                    """, params)
+            }
+            return APIResponse.usage(customer: customer, granularity: granularity, rows: result.rows)
+        } catch let e as PGError where e.sqlState == "P0002" {
+            // meter.usage() raises "no customer with ..." or "no meter with ..."
+            let field = e.message.hasPrefix("no meter") ? "meter" : "customer"
+            return APIResponse.error(.notFound, code: "\(field)_not_found", message: e.message, field: field)
+        } catch let e as PGError where e.sqlState == "22023" {
+            return invalid(e.message.contains("granularity") ? "granularity" : "from", "invalid_value", e.message)
+        } catch {
+            return unavailable(error, context: context, message: "usage is unavailable; retry later")
+        }
+    }
+}
+
+extension RFC3339Timestamp {
+    /// 00:00 UTC on the first day of the month containing `micros` (microseconds since the epoch).
+    package static func startOfMonth(containing micros: Int64) -> RFC3339Timestamp {
+        let day = Int(micros / microsPerDay)
+        let (y, m, _) = civilFromDays(day)
+        return RFC3339Timestamp(epochMicroseconds: Int64(daysFromCivil(year: y, month: m, day: 1)) * microsPerDay)
+    }
+}
+
+extension APIResponse {
+    package static func cancelObject(_ v: CancelVerdict, includeIndex: Bool) -> String {
+        verdictObject(index: includeIndex ? v.index : nil, status: v.status.rawValue, id: v.eventID, error: v.error)
+    }
+
+    /// 200 cancelled / already_cancelled, 404 no such event or customer, 422 malformed.
+    package static func cancelSingle(_ v: CancelVerdict) -> Response {
+        let status: HTTPResponse.Status
+        switch v.status {
+        case .cancelled, .alreadyCancelled: status = .ok
+        case .rejected:
+            status = ["event_not_found", "unknown_customer"].contains(v.error?.code ?? "") ? .notFound : .unprocessableContent
+        }
+        return json(status, cancelObject(v, includeIndex: false))
+    }
+
+    package static func cancelBatch(_ verdicts: [CancelVerdict]) -> Response {
+        var counts: [CancelVerdict.Status: Int] = [.cancelled: 0, .alreadyCancelled: 0, .rejected: 0]
+        for v in verdicts { counts[v.status, default: 0] += 1 }
+        var s = "{\"summary\":{\"received\":\(verdicts.count),\"cancelled\":\(counts[.cancelled]!),"
+            + "\"already_cancelled\":\(counts[.alreadyCancelled]!),\"rejected\":\(counts[.rejected]!)},\"results\":["
+        s += verdicts.map { cancelObject($0, includeIndex: true) }.joined(separator: ",")
+        s += "]}"
+        return json(counts[.rejected]! == 0 ? .ok : .init(code: 207, reasonPhrase: "Multi-Status"), s)
+    }
+
+    /// {"customer","from","to","granularity","rollup_lag_seconds","data":[{meter, from, to,
+    /// meter_version, aggregation, quantity (exact decimal string), events}]}
+    package static func usage(customer: String, granularity: String, rows: [PGRow]) -> Response {
+        let first = rows.first
+        var s = "{\"customer\":\(JSONWriter.quote(customer))"
+        s += ",\"from\":\(JSONWriter.quote((try? first?.string("range_from")) ?? ""))"
+        s += ",\"to\":\(JSONWriter.quote((try? first?.string("range_to")) ?? ""))"
+        s += ",\"granularity\":\(JSONWriter.quote(granularity))"
+        s += ",\"rollup_lag_seconds\":\(((try? first?.optionalString("lag_seconds")) ?? nil) ?? "0")"
+        s += ",\"data\":["
+        var items: [String] = []
+        for r in rows {
+            guard let meter = try? r.optionalString("meter") else { continue }
+            let version = (try? r.int("meter_version")) ?? 0
+            let events = (try? r.int("event_count")) ?? 0
+            items.append("{\"meter\":\(JSONWriter.quote(meter))"
+                + ",\"from\":\(JSONWriter.quote((try? r.string("bucket_start")) ?? ""))"
+                + ",\"to\":\(JSONWriter.quote((try? r.string("bucket_end")) ?? ""))"
+                + ",\"meter_version\":\(version)"
+                + ",\"aggregation\":\(JSONWriter.quote((try? r.string("aggregation")) ?? ""))"
+                + ",\"quantity\":\(JSONWriter.quote((try? r.string("quantity")) ?? "0"))"
+                + ",\"events\":\(events)}")
+        }
+        s += items.joined(separator: ",") + "]}"
+        return json(.ok, s)
+    }
+}

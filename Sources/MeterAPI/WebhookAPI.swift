@@ -1,0 +1,89 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PGClient
+import MeterWire
+import MeterCore
+
+// POST /webhooks/billing: the billing engine's signed events.
+//
+// Order of checks, each refusal storing nothing: size (413), the Stripe-Signature header against
+// every active secret of meter.webhook_secrets (400 signature_missing / signature_malformed /
+// signature_mismatch / signature_expired; 300 s tolerance; constant-time comparison), then the
+// payload's shape (400 invalid_payload naming the field). A verified event is stored once by its
+// id (meter.webhook_receive) and acknowledged at once (200, "duplicate": true for a redelivery);
+// it is applied later by WebhookProcessor (meter.webhook_process), so the engine never waits for
+// our processing and never retries because of it.
+extension MeterApplication {
+    public static let webhookMaxBytes = 1 << 20
+    public static let webhookTolerance: Int64 = 300
+
+    package static func postWebhook(request: Request, pool: PGPool, metrics: MeterMetrics,
+                            processor: WebhookProcessor?, logger: Logger) async throws -> Response {
+        // Every refusal is counted by reason and logged (with the request id): a signature_expired
+        // streak means a skewed clock on the engine's side, signature_mismatch a secret to rotate.
+        let reject: (String) -> Void = { reason in
+            metrics.sync.webhooks("rejected").increment()
+            metrics.sync.webhooksRejected(reason).increment()
+            logger.warning("webhook.rejected", metadata: ["reason": "\(reason)"])
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: webhookMaxBytes)
+        } catch {
+            reject("size")
+            return APIResponse.error(.contentTooLarge, code: "payload_too_large",
+                                     message: "webhook payloads are limited to \(webhookMaxBytes) bytes", field: "body")
+        }
+        let bytes = Array(body.readableBytesView)
+        let header = request.headers[.init("Stripe-Signature")!]
+        // The signature's timestamp is checked against the database's clock, like everything else
+        // time-dependent in meter: a service host whose clock drifts or steps does not start
+        // refusing (or accepting stale) deliveries (docs/decisions.md 70).
+        let (secretList, now) = try await pool.withConnection { c in
+            let rows = try c.execute("""
+                select s.secret, extract(epoch from pg_catalog.statement_timestamp())::bigint as now
+                from (select 1) as one left join meter.webhook_secrets s on s.active order by s.id
+                """).rows
+            return (try rows.compactMap { try $0.optionalString("secret") }, try rows[0].int("now"))
+        }
+        if secretList.isEmpty {
+            reject("unconfigured")
+            return APIResponse.error(.badRequest, code: "webhook_not_configured",
+                                     message: "no active webhook secret: add one with meterctl billing webhook-secret add")
+        }
+        do {
+            try WebhookSignature.verify(payload: bytes, header: header, secrets: secretList, tolerance: webhookTolerance, now: now)
+        } catch {
+            reject(error.code)
+            return APIResponse.error(.badRequest, code: error.code, message: error.message, field: "Stripe-Signature")
+        }
+        guard let event = try? JSONParser.parse(bytes), event.objectValue != nil else {
+            reject("payload")
+            return APIResponse.error(.badRequest, code: "invalid_payload", message: "the payload is not a JSON object", field: "body")
+        }
+        guard let id = event["id"]?.stringValue,
+              id.range(of: "^evt_[A-Za-z0-9_]{1,250}$", options: .regularExpression) != nil else {
+            reject("payload")
+            return APIResponse.error(.badRequest, code: "invalid_payload",
+                                     message: "id must be evt_ followed by 1-250 letters, digits or underscores", field: "id")
+        }
+        guard let type = event["type"]?.stringValue, !type.isEmpty, type.count <= 255 else {
+            reject("payload")
+            return APIResponse.error(.badRequest, code: "invalid_payload", message: "type must be a non-empty string", field: "type")
+        }
+        guard let created = event["created"]?.int64Value else {
+            reject("payload")
+            return APIResponse.error(.badRequest, code: "invalid_payload", message: "created must be a unix timestamp", field: "created")
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        let inserted = try await pool.withConnection { c in
+            try c.execute("select meter.webhook_receive($1, $2, to_timestamp($3::bigint), $4::jsonb) as inserted",
+                          [id, type, created, text]).single().bool("inserted")
+        }
+        metrics.sync.webhooks(inserted ? "stored" : "duplicate").increment()
+        if inserted { processor?.signal() }
+        return APIResponse.json(.ok, "{\"received\":true,\"duplicate\":\(!inserted)}")
+    }
+}

@@ -1,0 +1,368 @@
+// ReplayExpectation.swift: what the replay's invoices must be, computed from its NDJSON alone.
+//
+// Independent of the service: it reads no table of meter's to compute anything. From the NDJSON
+// (every row the replay generated, in the order of its days), the plan table of ReplayRunner and
+// the workload's customer → plan rule, it recomputes
+//   * the verdicts a correct service gives, from the content (first delivery of a key accepted,
+//     later ones duplicates, invalid rows rejected with their expected_error; the first
+//     cancellation of an event cancelled, later ones already_cancelled);
+//   * every invoice line of every closed period: the aggregation (count, sum, max, unique count)
+//     net of cancellations, the price (per_unit, package, graduated, volume; exact decimals,
+//     rounded once per line, half away from zero: the rule written in sql/functions/
+//     price_amount.sql, implemented again here), and the adjustment lines that rows arriving after
+//     a close put on the next invoice.
+// Only then does it read meter.invoices and meter.invoice_lines, and compares line by line.
+//
+// The arrival model it relies on is the replay's delivery order: rows of a period without
+// `after_close` reach the service before that period's close (held-back events are flushed and
+// refused cancellations re-sent before each close), rows with `after_close` between that close
+// and the next one.
+
+import Foundation
+import PGClient
+import MeterWire
+
+public struct ReplayExpectation: Sendable {
+    /// One invoice line's figures.
+    public struct Line: Sendable, Equatable {
+        public var events: Int64
+        public var quantity: Decimal
+        public var amount: Int64
+    }
+
+    /// Key of a line: customer, invoice period, kind ("usage" or "adjustment"), meter, and the
+    /// period an adjustment is for ("" for usage).
+    public struct Key: Hashable, Comparable, Sendable, CustomStringConvertible {
+        public let customer, period, kind, meter, adjusts: String
+        public static func < (a: Key, b: Key) -> Bool {
+            (a.customer, a.period, a.kind, a.meter, a.adjusts) < (b.customer, b.period, b.kind, b.meter, b.adjusts)
+        }
+        public var description: String {
+            "\(customer) \(period) \(kind) \(meter)" + (adjusts.isEmpty ? "" : " for \(adjusts)")
+        }
+    }
+
+    /// The verdicts a correct service gives to what the NDJSON says was sent.
+    public struct Verdicts: Sendable, Equatable {
+        public var accepted = 0, duplicates = 0, conflicts = 0
+        public var rejectedCodes: [String: Int] = [:]
+        public var cancelled = 0, alreadyCancelled = 0
+        public var rejected: Int { rejectedCodes.values.reduce(0, +) }
+    }
+
+    public let verdicts: Verdicts
+    public let lines: [Key: Line]
+    /// Currency of each (customer, period) invoice.
+    public let currencies: [String: String]
+    public let periods: [String]
+
+    // MARK: computing
+
+    package struct Event {
+        package let customer, meter, period: String
+        package let value: Decimal
+        package let user: String?
+        package let lateAfterClose: Bool
+    }
+
+    /// Reads the NDJSON at `path`; `periods` are the closed periods in the order they were closed.
+    public init(ndjsonPath path: String, customers: Int, periods: [String]) throws {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        var events: [String: Event] = [:]             // customer/key → the event (first row of the key)
+        var cancelledLate: [String: Bool] = [:]       // customer/key → cancelled, and whether only after close
+        var v = Verdicts()
+        for line in text.split(separator: "\n") {
+            let j = try JSONParser.parse(String(line))
+            func str(_ k: String) throws -> String {
+                guard let s = j[k]?.stringValue else { throw ReplayRunner.Failure(description: "NDJSON row without \(k): \(line.prefix(200))") }
+                return s
+            }
+            let customer = try str("customer"), key = customer + "/" + (try str("idempotency_key"))
+            let late = j["after_close"]?.boolValue ?? false
+            switch try str("kind") {
+            case "event":
+                let deliveries = Int(j["deliveries"]?.numberLexeme ?? "1") ?? 1
+                if events[key] == nil {
+                    let at = try RFC3339Timestamp(parsing: try str("occurred_at"))
+                    guard let value = Self.decimal(try str("value")) else {
+                        throw ReplayRunner.Failure(description: "NDJSON value not a decimal: \(line.prefix(200))")
+                    }
+                    events[key] = Event(customer: customer, meter: try str("meter"), period: String(at.iso8601.prefix(7)),
+                                        value: value, user: j["user"]?.stringValue, lateAfterClose: late)
+                    v.accepted += 1
+                    v.duplicates += deliveries - 1
+                } else {
+                    v.duplicates += deliveries  // the same key sent again with the same content
+                }
+            case "cancel":
+                if let was = cancelledLate[key] {
+                    v.alreadyCancelled += 1
+                    cancelledLate[key] = was && late
+                } else {
+                    v.cancelled += 1
+                    cancelledLate[key] = late
+                }
+            default:
+                v.rejectedCodes[try str("expected_error"), default: 0] += 1
+            }
+        }
+        // A cancellation of a key never stored would be refused: none is generated.
+        for k in cancelledLate.keys where events[k] == nil {
+            throw ReplayRunner.Failure(description: "NDJSON cancels \(k), which no event row has")
+        }
+        verdicts = v
+        self.periods = periods
+
+        let plans = ReplayRunner.plans
+        var lines: [Key: Line] = [:]
+        var currencies: [String: String] = [:]
+        /// (customer|period|meter) → (events, quantity) of the live events, with or without the
+        /// rows that arrived after the period's close.
+        func figures(includeLate: Bool) -> [String: (n: Int64, q: Decimal)] {
+            var groups: [String: [Event]] = [:]
+            for (k, e) in events {
+                if e.lateAfterClose && !includeLate { continue }
+                if let late = cancelledLate[k], includeLate || !late { continue }
+                groups[e.customer + "|" + e.period + "|" + e.meter, default: []].append(e)
+            }
+            return groups.mapValues { es in
+                let aggregation = ReplayWorkload.meters.first { $0.code == es[0].meter }!.aggregation
+                let q: Decimal = switch aggregation {
+                case "count": Decimal(es.count)
+                case "sum": es.reduce(Decimal(0)) { $0 + $1.value }
+                case "max": es.map(\.value).max() ?? 0
+                default: Decimal(Set(es.compactMap(\.user)).count)
+                }
+                return (Int64(es.count), q)
+            }
+        }
+        let onTime = figures(includeLate: false), all = figures(includeLate: true)
+        // What has been invoiced so far for (customer|period|meter): usage plus adjustments.
+        var invoiced: [String: Line] = [:]
+        for (k, p) in periods.enumerated() {
+            for i in 0..<customers {
+                let customer = ReplayWorkload.customerID(i)
+                let plan = plans[ReplayWorkload.planIndex(customer: i, plans: plans.count)]
+                currencies[customer + "|" + p] = plan.currency
+                for price in plan.prices.sorted(by: { $0.meter < $1.meter }) {
+                    let f = onTime[customer + "|" + p + "|" + price.meter] ?? (0, 0)
+                    let line = Line(events: f.n, quantity: f.q, amount: try Self.amount(price, f.q))
+                    lines[Key(customer: customer, period: p, kind: "usage", meter: price.meter, adjusts: "")] = line
+                    invoiced[customer + "|" + p + "|" + price.meter] = line
+                }
+                // Adjustments for the periods closed before this one (oldest first).
+                for old in periods[..<k] {
+                    for price in plan.prices.sorted(by: { $0.meter < $1.meter }) {
+                        let id = customer + "|" + old + "|" + price.meter
+                        let f = all[id] ?? (0, 0)
+                        let amount = try Self.amount(price, f.q)
+                        let was = invoiced[id]!
+                        if f.n != was.events || f.q != was.quantity || amount != was.amount {
+                            lines[Key(customer: customer, period: p, kind: "adjustment", meter: price.meter, adjusts: old)] =
+                                Line(events: f.n - was.events, quantity: f.q - was.quantity, amount: amount - was.amount)
+                            invoiced[id] = Line(events: f.n, quantity: f.q, amount: amount)
+                        }
+                    }
+                }
+            }
+        }
+        self.lines = lines
+        self.currencies = currencies
+    }
+
+    /// A decimal's text (NDJSON, prices, numeric output) as an exact Decimal, whatever the locale.
+    package static func decimal(_ text: String) -> Decimal? { Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) }
+
+    /// The amount of a line in minor units: exact decimals, rounded once, half away from zero.
+    package static func amount(_ p: (meter: String, model: String, unit: String?, package: String?, tiers: String?), _ q: Decimal) throws -> Int64 {
+        func dec(_ s: String?) throws -> Decimal {
+            guard let s, let d = Self.decimal(s) else {
+                throw ReplayRunner.Failure(description: "price of \(p.meter): not a decimal: \(s ?? "null")")
+            }
+            return d
+        }
+        func rounded(_ x: Decimal, _ mode: NSDecimalNumber.RoundingMode) -> Decimal {
+            var x = x, r = Decimal()
+            NSDecimalRound(&r, &x, 0, mode)
+            return r
+        }
+        if q == 0 { return 0 }
+        var exact: Decimal
+        switch p.model {
+        case "per_unit":
+            exact = q * (try dec(p.unit))
+        case "package":
+            exact = rounded(q / (try dec(p.package)), .up) * (try dec(p.unit))
+        case "graduated", "volume":
+            let tiers = try JSONParser.parse(p.tiers ?? "[]").arrayValue ?? []
+            func field(_ t: JSONValue, _ k: String) throws -> Decimal? {
+                guard let lexeme = t[k]?.numberLexeme else { return nil }
+                return try dec(lexeme)
+            }
+            exact = 0
+            var lower: Decimal = 0
+            for t in tiers {
+                let upper = try field(t, "up_to")
+                let unit = try field(t, "unit_amount") ?? 0, flat = try field(t, "flat_amount") ?? 0
+                if p.model == "graduated" {
+                    if q <= lower { break }
+                    exact += (min(q, upper ?? q) - lower) * unit + flat
+                    guard let upper else { break }
+                    lower = upper
+                } else if upper == nil || q <= upper! {
+                    exact = q * unit + flat
+                    break
+                }
+            }
+        default:
+            throw ReplayRunner.Failure(description: "unknown price model \(p.model)")
+        }
+        let r = rounded(exact, .plain)  // .plain: half away from zero
+        return NSDecimalNumber(decimal: r).int64Value
+    }
+
+    // MARK: comparing
+
+    /// The comparison of the expectation with what the service answered and invoiced.
+    public struct Comparison: Sendable {
+        public var invoicesExpected = 0, invoicesFound = 0
+        public var linesCompared = 0, linesEqual = 0
+        // (each invoice's subtotal and total are compared too: a difference is listed)
+        public var adjustmentLines = 0
+        /// Adjustment lines taking events away (cancellations after the close), and those of them
+        /// (or others) with a negative amount.
+        public var negativeAdjustmentLines = 0, negativeAmountLines = 0
+        /// Total of the expected invoices per currency (minor units).
+        public var totals: [String: Int64] = [:]
+        /// Every difference, described (empty = everything equal).
+        public var differences: [String] = []
+        /// The adjustment lines, as expected (all equal to ours when `differences` is empty).
+        public var adjustments: [(key: Key, line: Line)] = []
+        public var equal: Bool { differences.isEmpty }
+    }
+
+    /// Compares with the verdicts received and with meter.invoices / meter.invoice_lines.
+    public func compare(received: Verdicts, _ c: PGConnection) throws -> Comparison {
+        var out = Comparison()
+        if received != verdicts {
+            out.differences.append("verdicts: expected \(Self.describe(verdicts)), received \(Self.describe(received))")
+        }
+        out.invoicesExpected = currencies.count
+        let inPeriods = ["{" + periods.joined(separator: ",") + "}"]  // a text[] parameter
+        out.invoicesFound = Int(try c.execute("select count(*) as n from meter.invoices where period = any($1::text[])",
+                                              inPeriods).single().int("n"))
+        if out.invoicesFound != out.invoicesExpected {
+            out.differences.append("invoices: expected \(out.invoicesExpected), found \(out.invoicesFound)")
+        }
+        // Each invoice's subtotal and total: the sum of its expected lines.
+        var expectedTotal: [String: Int64] = [:]
+        for (k, l) in lines { expectedTotal[k.customer + "|" + k.period, default: 0] += l.amount }
+        for r in try c.execute("""
+            select x.external_id as customer, i.period, i.subtotal, i.total
+            from meter.invoices i join meter.customers x on x.id = i.customer_id
+            where i.period = any($1::text[])
+            """, inPeriods).rows {
+            let id = (try r.string("customer")) + "|" + (try r.string("period"))
+            let want = expectedTotal[id] ?? 0
+            let (subtotal, total) = (try r.optionalInt("subtotal"), try r.optionalInt("total"))
+            if subtotal != want || total != want {
+                out.differences.append("invoice \(id.replacingOccurrences(of: "|", with: " ")): expected total \(want); meter has subtotal \(subtotal.map(String.init) ?? "null"), total \(total.map(String.init) ?? "null")")
+            }
+        }
+        var actual: [Key: Line] = [:]
+        for r in try c.execute("""
+            select x.external_id as customer, i.period, l.kind, m.code as meter, coalesce(l.adjusts_period, '') as adjusts,
+                   l.event_count, l.quantity::text as quantity, l.amount, i.currency
+            from meter.invoice_lines l
+            join meter.invoices i on i.id = l.invoice_id
+            join meter.customers x on x.id = i.customer_id
+            join meter.meters m on m.id = l.meter_id
+            where i.period = any($1::text[])
+            """, inPeriods).rows {
+            let k = Key(customer: try r.string("customer"), period: try r.string("period"), kind: try r.string("kind"),
+                        meter: try r.string("meter"), adjusts: try r.string("adjusts"))
+            actual[k] = Line(events: try r.int("event_count"), quantity: Self.decimal(try r.string("quantity")) ?? -1,
+                             amount: try r.int("amount"))
+            if currencies[k.customer + "|" + k.period] != (try r.string("currency")) {
+                out.differences.append("\(k): currency \(try r.string("currency")), expected \(currencies[k.customer + "|" + k.period] ?? "none")")
+            }
+        }
+        for k in Set(lines.keys).union(actual.keys).sorted() {
+            out.linesCompared += 1
+            switch (lines[k], actual[k]) {
+            case let (e?, a?) where e == a: out.linesEqual += 1
+            case let (e?, a?):
+                out.differences.append("\(k): expected \(e.events) events, quantity \(e.quantity), amount \(e.amount); meter has \(a.events), \(a.quantity), \(a.amount)")
+            case let (e?, nil):
+                out.differences.append("\(k): expected (\(e.events) events, quantity \(e.quantity), amount \(e.amount)), meter has no such line")
+            case let (nil, a?):
+                out.differences.append("\(k): meter has (\(a.events) events, quantity \(a.quantity), amount \(a.amount)), not expected")
+            default: break
+            }
+        }
+        for (k, l) in lines {
+            out.totals[currencies[k.customer + "|" + k.period]!, default: 0] += l.amount
+            if k.kind == "adjustment" {
+                out.adjustmentLines += 1
+                if l.events < 0 { out.negativeAdjustmentLines += 1 }
+                if l.amount < 0 { out.negativeAmountLines += 1 }
+            }
+        }
+        out.adjustments = lines.filter { $0.key.kind == "adjustment" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        return out
+    }
+
+    package static func describe(_ v: Verdicts) -> String {
+        let codes = v.rejectedCodes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        return "\(v.accepted) accepted, \(v.duplicates) duplicates, \(v.conflicts) conflicts, \(v.rejected) rejected (\(codes)); "
+            + "\(v.cancelled) cancelled, \(v.alreadyCancelled) already cancelled"
+    }
+}
+
+extension ReplaySummary {
+    /// The run's report in markdown (docs/reports/replay-summary.md): the verdicts received, the
+    /// independent check and every adjustment line. Deterministic for the same inputs.
+    public func markdown(command: String) -> String {
+        func codes(_ d: [String: Int]) -> String {
+            d.isEmpty ? "none" : d.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        }
+        var s = "# Replay summary\n\n`\(command)`, periods closed: \(periods.joined(separator: ", ")).\n\n"
+        s += "## What was sent and what the service answered\n\n"
+        s += "| | count |\n|---|---|\n"
+        s += "| NDJSON rows | \(generated): \(generatedEvents) events, \(generatedInvalid) invalid events, \(generatedCancellations) cancellations |\n"
+        s += "| elements sent over HTTP | \(deliveries) (duplicate deliveries and re-sent cancellations included) |\n"
+        s += "| events accepted | \(accepted) (\(lateEvents) of them after their period's close) |\n"
+        s += "| duplicates | \(duplicates) |\n| conflicts | \(conflicts) |\n"
+        s += "| events rejected | \(rejected): \(codes(rejectedCodes)) |\n"
+        s += "| cancellations cancelled | \(cancelled) (\(lateCancelled) of them after their event's period was closed) |\n"
+        s += "| cancellations already cancelled | \(alreadyCancelled) (\(lateAlreadyCancelled) after a close) |\n"
+        s += "| cancellations re-sent after `event_not_found` (their event was still held back by the client) | \(cancellationsResent) |\n"
+        s += "| cancellations never applied | \(cancellationsRefused.values.reduce(0, +)): \(codes(cancellationsRefused)) |\n\n"
+        guard let check else { return s + "No independent check was run.\n" }
+        s += "## Independent check\n\n"
+        s += "Expected invoices recomputed from the NDJSON alone (content-based verdicts, aggregation, the plan prices, "
+        s += "rounding half away from zero once per line, adjustments for rows after a close; `ReplayExpectation`), "
+        s += "compared with `meter.invoices` and `meter.invoice_lines`:\n\n"
+        s += "- verdicts: " + (check.differences.contains { $0.hasPrefix("verdicts:") } ? "**DIFFER**" : "equal to the expectation") + "\n"
+        s += "- invoices: \(check.invoicesFound) found, \(check.invoicesExpected) expected\n"
+        s += "- invoice lines: **\(check.linesEqual) of \(check.linesCompared) equal** to the expectation"
+        s += check.equal ? "; no difference.\n" : "; \(check.differences.count) difference(s):\n"
+        for d in check.differences.prefix(50) { s += "  - \(d)\n" }
+        if check.differences.count > 50 { s += "  - ... and \(check.differences.count - 50) more\n" }
+        s += "- expected totals: " + check.totals.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key) (minor units)" }.joined(separator: ", ") + "\n\n"
+        s += "## Adjustment lines (rows that arrived after their period's close)\n\n"
+        s += "\(check.adjustmentLines) line(s) on the invoices of the months after: "
+        s += "\(check.negativeAdjustmentLines) take events away (cancellations after the close), "
+        s += "\(check.adjustments.filter { $0.line.events > 0 }.count) add events (late events), "
+        s += "\(check.negativeAmountLines) have a negative amount (a credit). "
+        s += "An amount of 0 is a change that does not move the price (e.g. a max or a unique count unchanged, "
+        s += "a package not crossed, or a fraction of a minor unit).\n\n"
+        if !check.adjustments.isEmpty {
+            s += "| customer | on invoice | meter | for period | events | quantity | amount |\n|---|---|---|---|---|---|---|\n"
+            for (k, l) in check.adjustments {
+                s += "| \(k.customer) | \(k.period) | \(k.meter) | \(k.adjusts) | \(l.events) | \(l.quantity) | \(l.amount) |\n"
+            }
+        }
+        return s
+    }
+}

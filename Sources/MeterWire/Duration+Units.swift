@@ -1,0 +1,8 @@
+extension Duration {
+    /// The duration in seconds, as a Double (for printing and for SQL intervals).
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+
+    package var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+import PGClient
+import MeterCore
+import BillingMock
+
+/// `meterctl bench sync`: hours synced per second to the mock engine on loopback, and the time to
+/// drain a backlog after an outage, each beside a baseline measured in the same run.
+struct BenchSync: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync",
+        abstract: "Billing sync throughput to the mock engine, and the drain time of a backlog after an outage.",
+        discussion: """
+            Runs in a database of its own (meter_bench_sync, dropped and recreated in the same cluster), \
+            with the mock engine in this process on a free loopback port. Setup (not timed): --customers \
+            customers linked to one priced meter, and --hours rolled-up hours in January 2026 (rows written \
+            directly, the engine on a test clock in that month).
+            Baseline: --baseline-calls raw usage-record POSTs straight to the engine at the same \
+            concurrency, with fresh Idempotency-Keys (what the engine and HTTP cost, without the outbox).
+            Phase 1 (outage then drain): the engine is down (every call 503) while the sync runs for \
+            --outage-seconds; then it recovers and the whole backlog is drained by the sync passes \
+            (claim, send, report), timed to the last hour synced. Prints hours/s, the drain time, the ratio \
+            to the baseline, and checks that the engine's totals equal the rollups.
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Backlog of hours. Default: 100000") var hours: Int = 100_000
+    @Option(help: "Customers the hours spread over. Default: 200") var customers: Int = 200
+    @Option(help: "Sends in flight at once. Default: 16") var concurrency: Int = 16
+    @Option(help: "Hours claimed per pass. Default: 500") var batch: Int = 500
+    @Option(name: .customLong("baseline-calls"), help: "Raw POSTs of the baseline. Default: 20000") var baselineCalls: Int = 20_000
+    @Option(name: .customLong("outage-seconds"), help: "Outage length before the drain. Default: 5") var outageSeconds: Double = 5
+
+    func validate() throws {
+        if hours < 1 || customers < 1 || concurrency < 1 || batch < 1 || baselineCalls < 1 || outageSeconds < 0 {
+            throw ValidationError("--hours, --customers, --concurrency, --batch, --baseline-calls must be positive")
+        }
+        if hours / customers > 24 * 30 {
+            throw ValidationError("--hours / --customers must be at most 720 (hours of one month per customer)")
+        }
+    }
+
+    func run() async throws {
+        let logger = global.bootstrapLogging(defaultLevel: .warning)
+        let sqlDir = try global.target.locateSQL()
+        let main = try global.conninfo(migrate: true)
+        let admin = try PGConnection(conninfo: main)
+        try admin.execute("drop database if exists meter_bench_sync with (force)")
+        try admin.execute("create database meter_bench_sync")
+        admin.close()
+        let conninfo = databaseConninfo(main, database: "meter_bench_sync")
+        let conn = try PGConnection(conninfo: conninfo, statementTimeout: nil)
+        defer { conn.close() }
+        _ = try conn.execute("set client_min_messages = warning")
+        try Migrator(sqlDirectory: sqlDir, logger: logger).migrate(conn)
+
+        // The engine, in this process.
+        var mockConfig = BillingMockConfiguration()
+        mockConfig.port = 0
+        let engine = try await BillingMockServer.start(config: mockConfig, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger)
+        let base = "http://127.0.0.1:\(engine.port)"
+        var api = BillingAPIConfiguration(baseURL: base, apiKey: "sk_test_bench")
+        api.timeout = .seconds(10)
+        let client = BillingClient(api)
+        do {
+            try await measure(conn: conn, conninfo: conninfo, base: base, client: client, logger: logger)
+        } catch {
+            await engine.stop()
+            throw error
+        }
+        await engine.stop()
+    }
+
+    func measure(conn: PGConnection, conninfo: String, base: String, client: BillingClient, logger: Logger) async throws {
+        let api = client.configuration
+        print("setup: \(customers) customers, \(hours) hours of rollups in January 2026, engine at \(base)")
+        let month: Int64 = 1_767_225_600  // 2026-01-01T00:00:00Z
+        let perCustomer = (hours + customers - 1) / customers
+        let clock = try await client.post("/v1/test_helpers/test_clocks",
+                                          [("frozen_time", String(month + Int64(perCustomer + 2) * 3600))],
+                                          idempotencyKey: UUID().uuidString)["id"]!.stringValue!
+        let price = try await client.post("/v1/prices", [
+            ("currency", "usd"), ("product_data[name]", "bench"), ("unit_amount_decimal", "0.01"),
+            ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
+        ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
+        try conn.execute("select meter.upsert_meter('bench.sync', 'sum')")
+        try conn.execute("""
+            insert into meter.customers (external_id) select 'bench-' || g from generate_series(1, $1::int) g
+            """, [customers])
+        try conn.execute("""
+            insert into meter.rollup_hourly (customer_id, meter_id, hour, event_count, quantity, max_value)
+            select c.id, m.id, to_timestamp($1::bigint) + make_interval(hours => h), 10, (c.id * 7 + h) % 1000 + 0.5, 100
+            from meter.customers c cross join generate_series(0, $2::int - 1) h, meter.meters m
+            where m.code = 'bench.sync'
+            order by c.id, h
+            limit $3
+            """, [month, perCustomer, hours])
+        _ = try conn.execute("select meter.billing_price_set('bench.sync', $1)", [price])
+
+        var sync = SyncConfiguration(api: api)
+        sync.testClock = clock
+        sync.batch = batch
+        sync.concurrency = concurrency
+        sync.maxAttempts = 1000
+        sync.backoffBase = .milliseconds(200)
+        sync.backoffCap = .seconds(2)
+        sync.lease = .seconds(60)
+        let pool = PGPool(conninfo: conninfo, maxConnections: concurrency + 2, logger: logger)
+        // Links (not timed): one billing customer, subscription and item per customer.
+        var linked = 0
+        while true {
+            let n = try await BillingSync.linkPending(pool: pool, client: client, config: sync, logger: logger, limit: 100)
+            if n == 0 { break }
+            linked += n
+            print("setup: linked \(linked)/\(customers)")
+        }
+        let item = try conn.execute("select subscription_item_id from meter.billing_links limit 1").single().string("subscription_item_id")
+
+        // Baseline: raw POSTs, same concurrency.
+        print("baseline: \(baselineCalls) raw usage-record POSTs, concurrency \(concurrency)")
+        let t0 = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0
+            let calls = baselineCalls
+            func add(_ i: Int) {
+                group.addTask {
+                    _ = try await client.post("/v1/subscription_items/\(item)/usage_records", [
+                        ("quantity", "1"), ("timestamp", String(month + Int64(i % perCustomer) * 3600 + 1800)), ("action", "set"),
+                    ], idempotencyKey: "bench-baseline-\(UUID().uuidString)")
+                }
+            }
+            while next < min(concurrency, calls) { add(next); next += 1 }
+            while try await group.next() != nil {
+                if next < calls { add(next); next += 1 }
+            }
+        }
+        let baselineSeconds = (ContinuousClock.now - t0).seconds
+        let baselineRate = Double(baselineCalls) / baselineSeconds
+        print(String(format: "baseline: %.0f calls/s (%.2f s)", baselineRate, baselineSeconds))
+
+        // Phase 1: an outage while the sync keeps trying, then the drain.
+        try await setFaults(base, #"{"outage":true}"#)
+        print(String(format: "outage: %.0f s, the sync keeps trying (every call 503)", outageSeconds))
+        let outageEnd = ContinuousClock.now + .milliseconds(Int(outageSeconds * 1000))
+        var attempted = 0
+        while ContinuousClock.now < outageEnd {
+            let r = try await BillingSync.pass(pool: pool, client: client, config: sync, metrics: nil, logger: logger)
+            attempted += r.claimed
+            if r.claimed == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let pending = try conn.execute("select pending + in_flight as n from meter.sync_backlog").single().int("n")
+        print("outage: \(attempted) sends failed; \(pending) hours pending")
+        try await setFaults(base, #"{"outage":false}"#)
+        let t1 = ContinuousClock.now
+        var lastPrint = ContinuousClock.now
+        var sent = 0
+        while true {
+            let r = try await BillingSync.pass(pool: pool, client: client, config: sync, metrics: nil, logger: logger)
+            sent += r.succeeded
+            if ContinuousClock.now - lastPrint >= .seconds(5) {
+                lastPrint = ContinuousClock.now
+                print(String(format: "drain: %d/%d hours synced (%.0f s)", sent, hours, (ContinuousClock.now - t1).seconds))
+            }
+            if r.claimed == 0 {
+                let left = try conn.execute("select count(*) as n from meter.sync_outbox where state <> 'synced'").single().int("n")
+                if left == 0 { break }
+                try await Task.sleep(for: .milliseconds(20))  // hours still in backoff
+            }
+        }
+        let drainSeconds = (ContinuousClock.now - t1).seconds
+        let rate = Double(hours) / drainSeconds
+        // The engine's totals against the rollups, hour by hour, for every customer.
+        let mismatches = try conn.execute("""
+            select count(*) as n from meter.rollup_hourly r
+            join meter.billing_links l using (customer_id, meter_id)
+            left join billing_mock.usage_records u
+              on u.subscription_item = l.subscription_item_id and u.ts = extract(epoch from r.hour)::bigint
+            where u.quantity is distinct from r.quantity
+            """).single().int("n")
+        print(String(format: "drain: %d hours in %.2f s = %.0f hours/s; baseline %.0f calls/s; ratio %.2f; engine totals differing from rollups: %d",
+                     hours, drainSeconds, rate, baselineRate, rate / baselineRate, mismatches))
+        await pool.shutdown()
+        if mismatches != 0 { throw ExitCode.failure }
+    }
+
+
+    func setFaults(_ base: String, _ json: String) async throws {
+        let url = URL(string: base + "/admin/faults")!
+        var r = URLRequest(url: url)
+        r.httpMethod = "POST"
+        r.httpBody = Data(json.utf8)
+        _ = try await URLSession.shared.data(for: r)
+    }
+}

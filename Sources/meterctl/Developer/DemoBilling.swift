@@ -1,0 +1,101 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PGClient
+import MeterWire
+import MeterCore
+import BillingMock
+import MeterDevKit
+
+/// The billing part of `meterctl demo`: the mock engine in this process (its state persists in
+/// the schema billing_mock, like the rest of the demo database), two priced meters, and at the
+/// end the month's figures side by side: rollups → synced → engine.
+struct DemoBilling {
+    static let pricedMeters = [("api_calls", "0.02"), ("storage_gb_hours", "1.5")]
+    let base: String
+    let client: BillingClient
+    let engine: InProcessServer
+    let priced: String
+
+    static func start(conninfo: String, sqlDir: String, logger: Logger) async throws -> DemoBilling {
+        var config = BillingMockConfiguration()
+        config.port = 0
+        let engine = try await BillingMockServer.start(config: config, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger)
+        let base = "http://127.0.0.1:\(engine.port)"
+        let client = BillingClient(BillingAPIConfiguration(baseURL: base, apiKey: "sk_test_meter_demo"))
+        var notes: [String] = []
+        do {
+            let conn = try PGConnection(conninfo: conninfo)
+            defer { conn.close() }
+            for (meter, unit) in pricedMeters {
+                let existing = try conn.execute("""
+                    select p.price_id from meter.billing_prices p join meter.meters m on m.id = p.meter_id where m.code = $1
+                    """, [meter]).rows.first.map { try $0.string("price_id") }
+                if let existing {
+                    notes.append("\(meter) billed with \(existing)")
+                    continue
+                }
+                let product = try await client.post("/v1/products", [("name", meter)], idempotencyKey: UUID().uuidString)
+                let price = try await client.post("/v1/prices", [
+                    ("currency", "usd"), ("product", product["id"]?.stringValue ?? ""), ("unit_amount_decimal", unit),
+                    ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"), ("nickname", meter),
+                ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
+                // Only this month's hours: the engine bills calendar months from the 1st.
+                try conn.execute("select meter.billing_price_set($1, $2, date_trunc('month', now(), 'UTC'))", [meter, price])
+                notes.append("\(meter) priced at \(unit) cent/unit (\(price))")
+            }
+        } catch {
+            await engine.stop()
+            throw error
+        }
+        return DemoBilling(base: base, client: client, engine: engine, priced: notes.joined(separator: ", "))
+    }
+
+    func stop() async {
+        await engine.stop()
+    }
+
+    /// This month, per seeded customer and priced meter: the rolled-up total, what the outbox
+    /// records as synced, and the engine's usage summary for the current period.
+    func report(conninfo: String, customers: [String]) async throws {
+        print("\n-- this month, rollups → synced → billing engine (count: events; sum: quantity) --")
+        let conn = try PGConnection(conninfo: conninfo)
+        defer { conn.close() }
+        let rows = try conn.execute("""
+            select c.external_id as customer, m.code as meter, l.subscription_item_id as item,
+                   trim_scale(sum(case v.aggregation when 'count' then r.event_count::numeric else r.quantity end))::text as rolled,
+                   trim_scale(coalesce(sum(o.synced_quantity) filter (where o.synced_revision = o.revision), 0))::text as synced,
+                   count(*) filter (where o.state = 'synced')::text || '/' || count(*)::text as hours
+            from meter.rollup_hourly r
+            join meter.customers c on c.id = r.customer_id
+            join meter.meters m on m.id = r.meter_id
+            join meter.billing_prices p on p.meter_id = r.meter_id
+            join meter.meter_version_ranges v on v.meter_id = r.meter_id and r.hour >= v.effective_from and r.hour < v.effective_until
+            left join meter.sync_outbox o
+                   on o.customer_id = r.customer_id and o.meter_id = r.meter_id and o.hour = r.hour
+            left join meter.billing_links l on l.customer_id = r.customer_id and l.meter_id = r.meter_id
+            where r.hour >= date_trunc('month', now(), 'UTC')
+              and c.external_id in (select jsonb_array_elements_text($1::jsonb))
+            group by c.external_id, m.code, l.subscription_item_id
+            order by 1, 2
+            """, ["[" + customers.map(JSONWriter.quote).joined(separator: ",") + "]"]).rows
+        var table: [[String]] = []
+        var differing = 0
+        for r in rows {
+            let rolled = try r.string("rolled"), synced = try r.string("synced")
+            var engine = "-"
+            if let item = try r.optionalString("item") {
+                let summaries = try await client.get("/v1/subscription_items/\(item)/usage_record_summaries")
+                engine = summaries["data"]?.arrayValue?.first?["total_usage"]?.numberLexeme ?? "?"
+            }
+            let same = Decimal(string: rolled) == Decimal(string: synced) && Decimal(string: synced) == Decimal(string: engine)
+            if !same { differing += 1 }
+            table.append([try r.string("customer"), try r.string("meter"), try r.string("hours"), rolled, synced, engine,
+                          same ? "ok" : "DIFFERENT"])
+        }
+        printTable(["customer", "meter", "hours synced", "rolled up", "synced", "engine", ""], table)
+        if differing > 0 {
+            throw ValidationFailure(description: "\(differing) customer/meter pair(s) differ between rollups, the outbox and the engine")
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PGClient
+import MeterCore
+
+/// `meterctl plans add|price|list`: plans and their prices (meter.plans, meter.plan_prices).
+struct Plans: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage plans: a currency and a price per meter (per_unit, package, graduated, volume).",
+        subcommands: [Add.self, Price.self, List.self, Mirror.self])
+
+    struct Mirror: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the billing engine's price objects mirroring the plans' prices (those not mirrored yet).",
+            discussion: """
+                per_unit → unit_amount_decimal; package → transform_quantity (divide_by, round up); graduated and \
+                volume → tiers. aggregate_usage is max for max meters, else sum. unique_count meters are not \
+                mirrored: the engine can only sum or max hourly records, and the period-wide distinct count is \
+                billed by meter's close. Customers linked afterwards get their plan's engine price.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var billing: BillingAPIOptions
+        func run() async throws {
+            _ = global.bootstrapLogging(defaultLevel: .warning)
+            let sync = try billing.sync()
+            let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
+            let c = try PGConnection(conninfo: conninfo)
+            defer { c.close() }
+            let meters = try c.execute("""
+                select m.code from meter.meters m
+                where (select v.aggregation from meter.meter_version_ranges v where v.meter_id = m.id
+                       order by v.version desc limit 1) <> 'unique_count'
+                """).rows.map { try $0.string("code") }
+            let before = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
+            try await PlanMirror.mirror(c, client: BillingClient(sync.api), engineMeters: meters)
+            let after = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
+            print("mirrored \(after - before) plan price(s); \(after) in all have an engine price")
+        }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a plan (or rename it; its currency is fixed).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Plan code.") var code: String
+        @Option(help: "ISO 4217 currency, e.g. usd, eur, jpy.") var currency: String
+        @Option(help: "Display name.") var name: String?
+        func run() async throws {
+            let id = try global.withConnection { c in
+                try c.execute("select meter.plan_upsert($1, $2, $3) as id", [code, currency, name]).single().int("id")
+            }
+            print("plan \(code) (id \(id), \(currency.lowercased()))")
+        }
+    }
+
+    struct Price: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Price a meter in a plan. Amounts are in minor units of the plan's currency and may be fractional.",
+            discussion: """
+                per_unit: --unit-amount per unit. package: --unit-amount per block of --package-size units \
+                (rounded up). graduated / volume: --tiers '[{"up_to":1000,"unit_amount":1},{"up_to":null,"unit_amount":0.5,"flat_amount":100}]'. \
+                The amount of a line is rounded once, half away from zero (meter.price_amount).
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Plan code.") var plan: String
+        @Option(help: "Meter code.") var meter: String
+        @Option(help: "per_unit | package | graduated | volume") var model: String
+        @Option(name: .customLong("unit-amount"), help: "Minor units per unit (per_unit) or per block (package).") var unitAmount: String?
+        @Option(name: .customLong("package-size"), help: "Units per block (package).") var packageSize: String?
+        @Option(help: "Tiers as JSON (graduated, volume).") var tiers: String?
+        func run() async throws {
+            try global.withConnection { c in
+                _ = try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb)",
+                                  [plan, meter, model, unitAmount, packageSize, tiers])
+            }
+            print("plan \(plan): \(meter) priced \(model)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List plans and their prices.")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let rows = try global.withConnection { c in
+                try c.execute("""
+                    select p.code, p.currency, coalesce(m.code, '-') as meter, coalesce(pp.model, '-') as model,
+                           coalesce(trim_scale(pp.unit_amount)::text, '') as unit_amount,
+                           coalesce(trim_scale(pp.package_size)::text, '') as package_size, coalesce(pp.tiers::text, '') as tiers
+                    from meter.plans p left join meter.plan_prices pp on pp.plan_id = p.id
+                    left join meter.meters m on m.id = pp.meter_id order by p.code, m.code
+                    """).rows
+            }
+            printTable(["plan", "currency", "meter", "model", "unit_amount", "package_size", "tiers"],
+                       try rows.map { r in try ["code", "currency", "meter", "model", "unit_amount", "package_size", "tiers"].map { try r.string($0) } })
+        }
+    }
+}
+
+/// `meterctl close --period 2026-10`: meter.close_period for every customer (or one).
+struct Close: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Close a billing period (YYYY-MM) into frozen invoices (meter.close_period).",
+        discussion: """
+            Refuses until the period (in each customer's billing timezone) ended --grace-minutes ago and \
+            every event of it is rolled up. Running it again changes nothing. Events or cancellations that \
+            arrive for a closed period later become adjustment lines on the next invoice. Prints one line \
+            per customer: closed, already_closed or no_plan.
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Billing period, YYYY-MM.") var period: String
+    @Option(help: "One customer (external id). Default: all.") var customer: String?
+    @Option(name: .customLong("grace-minutes"), help: "Wait this long after the period end. Default: 60") var graceMinutes: Int = 60
+    @Option(help: "Customers closed per transaction (each batch holds the rollup's horizon while it runs; docs/scaling.md 1b). Default: 100") var batch: Int = 100
+    @OptionGroup var billing: BillingAPIOptions
+    @Option(name: .customLong("engine-timeout"), help: "Seconds to wait for the engine's invoices (with --billing-api-base). Default: 120")
+    var engineTimeout: Double = 120
+    func validate() throws {
+        guard period.range(of: #"^[0-9]{4}-(0[1-9]|1[0-2])$"#, options: .regularExpression) != nil else {
+            throw ValidationError("--period must be YYYY-MM; got \(period)")
+        }
+        guard graceMinutes >= 0 else { throw ValidationError("--grace-minutes must be at least 0") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+    }
+    func run() async throws {
+        let logger = global.bootstrapLogging(defaultLevel: .warning)
+        let started = ContinuousClock.now
+        if billing.configured { try await alignEngine(logger: logger) }
+        // The batched close (MonthClose): a refusal stops it at its batch, the batches before it stay
+        // closed, and running it again finishes it.
+        let rows: [MonthClose.Outcome]
+        do {
+            rows = try global.withConnection(migrate: global.target.isEmbedded) { c in
+                try MonthClose.run(c, period: period, customer: customer, graceMinutes: graceMinutes, batch: batch) {
+                    FileHandle.standardError.write(Data(($0 + "\n").utf8))
+                }
+            }
+        } catch let e as MonthClose.Stopped {
+            if e.closedBefore > 0 {
+                FileHandle.standardError.write(Data("close \(period): stopped after \(e.closedBefore) customer(s), whose invoices are committed; fix the cause below and run the close again\n".utf8))
+            }
+            throw e.cause
+        }
+        printTable(["customer", "outcome", "invoice", "lines", "total (minor units)", "currency"],
+                   rows.map { [$0.customer, $0.outcome, $0.invoice, String($0.lines), $0.total, $0.currency] })
+        let closed = rows.filter { $0.outcome == "closed" }.count
+        let d = ContinuousClock.now - started
+        if billing.configured {
+            let side = try global.withConnection { c in
+                try c.execute("""
+                    select count(*) as n, coalesce(sum(b.total), 0)::text as total from meter.billing_invoices b
+                    join meter.invoices i on i.customer_id = b.customer_id and b.period_start < i.period_end and b.period_end > i.period_start
+                    where i.period = $1
+                    """, [period]).single()
+            }
+            print("engine: \(try side.int("n")) invoice(s) stored beside ours (meter.billing_invoices); see meterctl reconcile --period \(period)")
+        }
+        print(String(format: "close %@: %d closed, %d already closed, %d without a plan in %.2f s", period, closed,
+                     rows.filter { $0.outcome == "already_closed" }.count,
+                     rows.filter { $0.outcome == "no_plan" }.count,
+                     d.seconds))
+    }
+
+    /// Brings the billing engine to the period's end before our close (EngineAlignment).
+    func alignEngine(logger: Logger) async throws {
+        let sync = try billing.sync()
+        let c = try PGConnection(conninfo: try global.conninfo(migrate: global.target.isEmbedded))
+        defer { c.close() }
+        do {
+            try await EngineAlignment.align(c, client: BillingClient(sync.api), testClock: sync.testClock, period: period,
+                                            timeout: engineTimeout, say: { print($0) })
+        } catch let e as EngineAlignment.Failure {
+            throw ValidationError(e.description)
+        }
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Checks the direction of the package's module dependencies (issue 17), on the sources alone:
+#   - no product module (PGClient, MeterWire, MeterCore, MeterAPI) imports the mock engine
+#     (BillingMock) or the dev kit (MeterDevKit), nor declares either as a dependency;
+#   - the mock engine imports no product module above the wire formats (MeterCore, MeterAPI);
+#   - in meterctl, only Sources/meterctl/Developer/ imports the dev kit or the mock engine.
+# The compiler enforces what Package.swift declares; this checks that Package.swift says the
+# right thing and that no file reaches around it. Exits 1 naming each violation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bad=0
+fail() { echo "check-modules: $*" >&2; bad=1; }
+
+product=(PGClient MeterWire MeterCore MeterAPI)
+for m in "${product[@]}"; do
+  test -d "Sources/$m" || fail "Sources/$m is missing"
+  while IFS= read -r hit; do fail "$hit: a product module imports tooling"; done \
+    < <(grep -rnE '^\s*(@testable\s+)?import\s+(BillingMock|MeterDevKit)\b' "Sources/$m" || true)
+done
+while IFS= read -r hit; do fail "$hit: the mock engine imports the product"; done \
+  < <(grep -rnE '^\s*(@testable\s+)?import\s+(MeterCore|MeterAPI|MeterDevKit)\b' Sources/BillingMock || true)
+while IFS= read -r hit; do fail "$hit: only Sources/meterctl/Developer/ may import the dev kit or the mock"; done \
+  < <(grep -rnE '^\s*import\s+(BillingMock|MeterDevKit)\b' Sources/meterctl --include='*.swift' | grep -v '^Sources/meterctl/Developer/' || true)
+
+# The declared dependencies, from SwiftPM's own reading of Package.swift.
+deps=$(swift package dump-package 2>/dev/null | python3 -c '
+import json, sys
+for t in json.load(sys.stdin)["targets"]:
+    for d in t.get("dependencies", []):
+        name = (d.get("byName") or d.get("target") or [None])[0]
+        if name: print(t["name"], name)
+')
+test -n "$deps" || fail "swift package dump-package gave no target dependencies"
+while read -r target dep; do
+  case " ${product[*]} BillingMock " in *" $target "*) ;; *) continue ;; esac
+  case "$dep" in
+    MeterDevKit) fail "Package.swift: $target depends on MeterDevKit" ;;
+    BillingMock) [[ $target == BillingMock ]] || fail "Package.swift: $target depends on BillingMock" ;;
+    MeterCore|MeterAPI) [[ $target == BillingMock ]] && fail "Package.swift: BillingMock depends on $dep" ;;
+  esac
+done <<<"$deps"
+
+if (( bad )); then exit 1; fi
+echo "check-modules: product modules (${product[*]}) import neither BillingMock nor MeterDevKit; BillingMock imports no product module; only meterctl/Developer imports tooling"
