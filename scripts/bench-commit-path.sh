@@ -2,11 +2,11 @@
 # scripts/bench-commit-path.sh [--preload N] [--seconds S] [--clients "1 4 16"]
 #
 # The ingest commit path, measured with pgbench on a private embedded cluster (.meter/bench-pg,
-# port 54349): one new event per transaction through `meter.ingest_events` (the exact call the
+# port 54349): one new event per transaction through `meter.event_ingest` (the exact call the
 # service makes, API key included), at 1, 4 and 16 clients, beside two baselines run the same way
 # in the same cluster and the same minutes:
 #   insert        a durable one-row INSERT per transaction into a plain table (the ceiling);
-#   ingest+notify meter.ingest_events plus a NOTIFY in the same transaction: what every ingest
+#   ingest+notify meter.event_ingest plus a NOTIFY in the same transaction: what every ingest
 #                 transaction did before issue 19 (the NOTIFY queue's lock is held from the
 #                 pre-commit step to the end of the WAL flush, so commits go out one at a time).
 # Prints a table (transactions/s, mean latency) and the ratio ingest / insert per client count.
@@ -37,9 +37,9 @@ DATABASE_URL="$dbinfo" .build/debug/meterctl migrate --log-level warning >/dev/n
 token="mk_bench_commit_path_$(date +%s)"
 echo "== preparing: customer, meter, API key, $preload preloaded events, the baseline table"
 psql -X -q "$dbinfo" <<SQL
-select meter.upsert_customer('bench-c1');
-select meter.upsert_meter('bench_units', 'sum');
-select meter.create_api_key('bench-commit', '$token');
+select meter.customer_upsert('bench-c1');
+select meter.meter_upsert('bench_units', 'sum');
+select meter.api_key_create('bench-commit', '$token');
 insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
 select (select id from meter.customers where external_id = 'bench-c1'),
        (select id from meter.meters where code = 'bench_units'),
@@ -51,11 +51,11 @@ SQL
 
 dir=$(mktemp -d)
 cat >"$dir/ingest.sql" <<SQL
-select count(*) from meter.ingest_events(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', '$token');
+select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', '$token');
 SQL
 cat >"$dir/ingest_notify.sql" <<SQL
 begin;
-select count(*) from meter.ingest_events(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', '$token');
+select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', '$token');
 select pg_notify('meter_events', '');
 commit;
 SQL
@@ -79,7 +79,7 @@ rm -rf "$dir"
 
 echo
 echo "== ingest commit path, $(nproc) cores, $preload events preloaded, ${seconds} s per run, $(date -u +%Y-%m-%d)"
-printf '| %-7s | %-22s | %-22s | %-22s | %-15s |\n' clients "insert (tx/s, ms)" "ingest_events (tx/s, ms)" "ingest+NOTIFY (tx/s, ms)" "ingest / insert"
+printf '| %-7s | %-22s | %-22s | %-22s | %-15s |\n' clients "insert (tx/s, ms)" "event_ingest (tx/s, ms)" "ingest+NOTIFY (tx/s, ms)" "ingest / insert"
 printf '|---|---|---|---|---|\n'
 for c in $clients; do
   ratio=$(awk -v a="${tps[ingest,$c]}" -v b="${tps[insert,$c]}" 'BEGIN { printf "%.2f", a / b }')

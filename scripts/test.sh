@@ -3,8 +3,9 @@
 #   1. installs what is missing (scripts/setup.sh), builds meterctl and the Swift tests;
 #   2. starts a private test cluster (.meter/test-pg, socket only, port 54339) with the same
 #      mechanism as the embedded default (`meterctl db start`), creates a fresh database;
-#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), CLI smoke tests,
-#      the official Stripe Python SDK against the mock billing engine, and a serve smoke test;
+#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), then
+#      Tests/cli/cli_test.sh: CLI smoke tests, the official Stripe Python SDK against the mock
+#      billing engine, and a serve smoke test;
 #   4. runs the Swift tests (XCTest): libpq wrapper, migrator, HTTP API end to end;
 #   5. runs every command of docs/runbook.md against a scratch instance (Tests/runbook/);
 #   6. runs the five chaos scenarios (chaos/all --quick, their own cluster .meter/chaos/pg) and a
@@ -41,104 +42,9 @@ pg_prove --failures --dbname "$db" --host "$(sed -n 's/.*host=\([^ ]*\).*/\1/p' 
   --port "$METER_TEST_PG_PORT" --username meter Tests/sql/*.sql | tee .meter/pg_prove.log
 sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.log)
 
-echo "== CLI smoke test: migrate --status, customers, meters and versions, keys, rollup"
-m() { DATABASE_URL="$tap_conninfo" .build/debug/meterctl "$@" --log-level warning; }
-m migrate --status | tail -1 | grep -q "0 pending, 0 changed/missing"
-m customers add cli-smoke --name "CLI smoke" --timezone Europe/Paris | grep -q "customer cli-smoke"
-m customers list | grep -q "cli-smoke .*Europe/Paris"
-m meters add cli.smoke --aggregation sum | grep -q "meter cli.smoke"
-m meters add cli.smoke --aggregation max | grep -q "version 2, max, from "
-m meters list | grep -Eq "cli.smoke +2 +max"
-if m meters add cli.smoke --aggregation count --effective-from 2020-01-01T00:00:00Z 2>/dev/null; then
-  echo "a meter version starting in the past must be refused"; exit 1
-fi
-key_id=$(m keys create --name cli-smoke | sed -n 's/^API key \([0-9]*\) .*/\1/p')
-m keys list | grep -q "cli-smoke"
-m keys revoke "$key_id" | grep -q "revoked 1 key"
-if m keys revoke "$key_id" 2>/dev/null; then echo "revoking twice must fail"; exit 1; fi
-m rollup run | tail -1 | grep -q "^rollup: "
-m rollup status | grep -q "^watermark:"
-m rollup verify | grep -q "agrees with raw events"
-m billing webhook-secret add whsec_cli_smoke_secret | grep -q "secret added"
-m billing webhook-secret list | grep -q "whsec_cli_.*active"
-secret_id=$(m billing webhook-secret list | awk '/whsec_cli_/ {print $1}')
-m billing webhook-secret retire "$secret_id" | grep -q "retired"
-m billing price --meter cli.smoke --price-id price_cli_smoke | grep -q "billed with price_cli_smoke"
-m sync status | grep -q "^pending 0, in flight 0, dead 0"
-m sync retry --meter cli.smoke | grep -q "0 dead hour(s) back to pending"
-if m sync retry --meter no.such.meter 2>/dev/null; then echo "sync retry of an unknown meter must fail"; exit 1; fi
-echo "CLI smoke test passed"
-
-echo "== mock billing engine: the official Stripe Python SDK (stripe==11.6.0) against it"
-mock_port=18090
-DATABASE_URL="$tap_conninfo" .build/debug/meterctl billing-mock --port "$mock_port" --log-level warning 2>.meter/billing-mock.log &
-mock_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$mock_port/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-set +e
-.meter/venv/bin/python Tests/python/stripe_sdk_fidelity.py --api-base "http://127.0.0.1:$mock_port" | tee .meter/stripe-sdk.log
-sdk_status=${PIPESTATUS[0]}
-set -e
-[[ $sdk_status == 0 ]] || { echo "Stripe SDK fidelity test failed"; kill "$mock_pid"; exit 1; }
+echo "== CLI and service as processes, the Stripe SDK against the mock (Tests/cli/cli_test.sh)"
+Tests/cli/cli_test.sh "$tap_conninfo"
 sdk_tests=$(grep -c '^ok ' .meter/stripe-sdk.log)
-
-echo "== CLI smoke test: billing price, link, sync run and status against the mock"
-b=(--billing-api-base "http://127.0.0.1:$mock_port" --billing-api-key sk_test_smoke)
-m meters add cli.billed --aggregation sum | grep -q "meter cli.billed"
-m billing price --meter cli.billed --unit-amount-decimal 0.5 "${b[@]}" | grep -q "meter cli.billed billed with price_"
-now_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-psql -X -q -t "$tap_conninfo" -c "select status from meter.ingest_events('[{\"customer\":\"cli-smoke\",\"meter\":\"cli.billed\",\"idempotency_key\":\"b1\",\"occurred_at\":\"$now_utc\",\"value\":\"2.5\"}]')" | grep -q accepted
-m rollup run | tail -1 | grep -q "^rollup: "
-m sync status | grep -Eq "^cli-smoke +cli.billed +no +1 "
-m billing link "${b[@]}" | grep -q "^link: 1 pair(s) linked"
-m sync run "${b[@]}" | tail -1 | grep -q "^sync: 1 hour(s) sent, 0 failed"
-m sync status | grep -Eq "^cli-smoke +cli.billed +yes +0 +0 +1 +0 "
-hook=http://127.0.0.1:1/webhooks/billing
-m billing endpoint --url "$hook" "${b[@]}" | grep -q "secret stored (active)"
-active=$(m billing webhook-secret list | grep -c " active")
-m billing endpoint --url "$hook" "${b[@]}" | grep -q "secret stored (active)"   # a retry: the same endpoint
-[[ $(m billing webhook-secret list | grep -c " active") == "$active" ]] || { echo "billing endpoint registered twice"; exit 1; }
-m billing endpoint --rotation r1 --url "$hook" "${b[@]}" | grep -q "secret stored (active)"   # a rotation: a second one
-m billing endpoint --rotation r1 --url "$hook" "${b[@]}" | grep -q "secret stored (active)"   # retried: still the second
-[[ $(m billing webhook-secret list | grep -c " active") == $((active + 1)) ]] || { echo "billing endpoint --rotation added no secret, or two"; exit 1; }
-echo "billing CLI smoke test passed"
-
-echo "== CLI smoke test: plans, subscriptions, close refusals, reconcile"
-m plans add cli-plan --currency EUR --name "CLI plan" | grep -q "plan cli-plan (id [0-9]*, eur)"
-m plans price cli-plan --meter cli.billed --model package --unit-amount 250 --package-size 10 | grep -q "priced package"
-m plans price cli-plan --meter cli.smoke --model graduated --tiers '[{"up_to":100,"unit_amount":2},{"up_to":null,"unit_amount":1}]' | grep -q "priced graduated"
-if m plans price cli-plan --meter cli.smoke --model graduated --tiers '[{"up_to":100,"unit_amount":2}]' 2>/dev/null; then
-  echo "tiers without a final up_to null must be refused"; exit 1
-fi
-m plans list | grep -Eq "^cli-plan +eur +cli.billed +package +250 +10"
-m plans mirror "${b[@]}" | grep -q "^mirrored 2 plan price(s)"
-m plans mirror "${b[@]}" | grep -q "^mirrored 0 plan price(s)"
-this_month=$(date -u +%Y-%m)
-m customers subscribe cli-smoke --plan cli-plan --from "$this_month" | grep -q "on plan cli-plan"
-if m close --period "$this_month" 2>.meter/close-refusal.log; then echo "closing the current month must be refused"; exit 1; fi
-grep -q "it can be closed from" .meter/close-refusal.log
-if m reconcile --period "$this_month" 2>/dev/null; then echo "reconcile of an unclosed period must fail"; exit 1; fi
-echo "month-close CLI smoke test passed"
-
-echo "== service smoke test: serve (with the billing sync), readiness, SIGTERM drains and exits 0"
-port=18089
-DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info \
-  --billing-api-base "http://127.0.0.1:$mock_port" --billing-api-key sk_test_smoke 2>.meter/serve-smoke.log &
-pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$port/readyz"; echo
-kill -TERM "$pid"
-wait "$pid" && echo "serve exited 0 after SIGTERM"
-kill -TERM "$mock_pid"
-wait "$mock_pid" && echo "billing-mock exited 0 after SIGTERM"
-for line in serve.stopped rollup.worker.started rollup.worker.stopped sync.worker.started sync.worker.stopped; do
-  grep -q "\"msg\":\"$line\"" .meter/serve-smoke.log || { echo "no $line log line"; cat .meter/serve-smoke.log; exit 1; }
-done
 psql -X -q "$conninfo" -c "drop database if exists $db"
 
 echo "== Swift tests (XCTest)"

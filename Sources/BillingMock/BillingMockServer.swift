@@ -64,10 +64,12 @@ public final class BillingMockMetrics: Sendable {
 public enum BillingMockServer {
     public static let schemaLock = "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('billing_mock.schema'))"
 
-    /// Creates or updates the mock's schema from sql/billing_mock/*.sql (idempotent, in name order).
+    /// Creates or updates the mock's schema (idempotent): sql/billing_mock/schema.sql, then
+    /// sql/billing_mock/functions/*.sql in name order.
     public static func prepareSchema(conninfo: String, sqlDirectory: String) throws {
         let dir = sqlDirectory + "/billing_mock"
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".sql") }.sorted()
+        let files = try ["schema.sql"] + FileManager.default.contentsOfDirectory(atPath: dir + "/functions")
+            .filter { $0.hasSuffix(".sql") }.sorted().map { "functions/" + $0 }
         let conn = try PGConnection(conninfo: conninfo)
         defer { conn.close() }
         _ = try conn.execute("set client_min_messages = warning")

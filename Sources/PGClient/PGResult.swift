@@ -1,22 +1,5 @@
 import CLibpq
 
-/// A value passed to a parameterized statement. Parameters travel in libpq's text format and are
-/// never spliced into SQL text.
-public protocol PGParameter: Sendable {
-    var pgText: String? { get }
-}
-
-extension String: PGParameter { public var pgText: String? { self } }
-extension Substring: PGParameter { public var pgText: String? { String(self) } }
-extension Int: PGParameter { public var pgText: String? { String(self) } }
-extension Int32: PGParameter { public var pgText: String? { String(self) } }
-extension Int64: PGParameter { public var pgText: String? { String(self) } }
-extension Bool: PGParameter { public var pgText: String? { self ? "true" : "false" } }
-extension Double: PGParameter { public var pgText: String? { String(self) } }
-extension Optional: PGParameter where Wrapped: PGParameter {
-    public var pgText: String? { self?.pgText }
-}
-
 /// A fully materialized result: values are copied out of the `PGresult`, which is freed at once,
 /// so no libpq pointer outlives the call that produced it.
 public struct PGResult: Sendable {

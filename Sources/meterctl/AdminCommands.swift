@@ -27,7 +27,7 @@ struct Customers: AsyncParsableCommand {
         @Option(help: "Billing timezone (IANA name). Default: UTC") var timezone: String = "UTC"
         func run() async throws {
             let id = try global.withConnection { c in
-                try c.execute("select meter.upsert_customer($1, $2, $3) as id", [externalID, name, timezone]).single().int("id")
+                try c.execute("select meter.customer_upsert($1, $2, $3) as id", [externalID, name, timezone]).single().int("id")
             }
             print("customer \(externalID) (id \(id))")
         }
@@ -67,7 +67,7 @@ struct Meters: AsyncParsableCommand {
         var effectiveFrom: String?
         func run() async throws {
             let (id, latest) = try global.withConnection { c in
-                let id = try c.execute("select meter.upsert_meter($1, $2, $3, $4, $5, $6::timestamptz) as id",
+                let id = try c.execute("select meter.meter_upsert($1, $2, $3, $4, $5, $6::timestamptz) as id",
                                        [code, aggregation, uniqueProperty, name, unit, effectiveFrom]).single().int("id")
                 let latest = try c.execute("""
                     select 'version ' || version || ', ' || aggregation || coalesce(' of ' || unique_property, '')
@@ -114,7 +114,7 @@ struct Keys: AsyncParsableCommand {
         func run() async throws {
             let token = APIKeys.generate()
             let id = try global.withConnection { c in
-                try c.execute("select meter.create_api_key($1, $2) as id", [name, token]).single().int("id")
+                try c.execute("select meter.api_key_create($1, $2) as id", [name, token]).single().int("id")
             }
             if quiet { print(token); return }
             print("API key \(id) (\(name)) created. Token, shown only now:")
@@ -143,7 +143,7 @@ struct Keys: AsyncParsableCommand {
         @Argument(help: "Key id or prefix.") var key: String
         func run() async throws {
             let n = try global.withConnection { c in
-                try c.execute("select meter.revoke_api_key($1) as n", [key]).single().int("n")
+                try c.execute("select meter.api_key_revoke($1) as n", [key]).single().int("n")
             }
             if n == 0 { throw ValidationFailure(description: "no active key matches \(key)") }
             print("revoked \(n) key(s)")

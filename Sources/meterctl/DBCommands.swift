@@ -60,7 +60,7 @@ struct DB: AsyncParsableCommand {
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Apply pending sql/migrations, then re-apply sql/functions.",
+        abstract: "Apply pending sql/migrations, then re-apply sql/functions and sql/views.",
         discussion: """
             Each migration runs once, in its own transaction, under a transaction-scoped advisory lock \
             (concurrent runs serialize) with lock_timeout set; its SHA-256 goes to meter.schema_migrations. \

@@ -96,10 +96,10 @@ struct Plans: AsyncParsableCommand {
     }
 }
 
-/// `meterctl close --period 2026-10`: meter.close_period for every customer (or one).
+/// `meterctl close --period 2026-10`: meter.period_close for every customer (or one).
 struct Close: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Close a billing period (YYYY-MM) into frozen invoices (meter.close_period).",
+        abstract: "Close a billing period (YYYY-MM) into frozen invoices (meter.period_close).",
         discussion: """
             Refuses until the period (in each customer's billing timezone) ended --grace-minutes ago and \
             every event of it is rolled up. Running it again changes nothing. Events or cancellations that \

@@ -127,11 +127,11 @@ enum APIHarness {
         let c = try PGConnection(conninfo: info)
         let prefix = TestDatabase.unique("t")
         let customers = ["\(prefix)-acme", "\(prefix)-zoë-ünïcode", "\(prefix)-globex"]
-        for cu in customers { try c.execute("select meter.upsert_customer($1)", [cu]) }
-        try c.execute("select meter.upsert_meter($1, 'count')", ["\(prefix).calls"])
-        try c.execute("select meter.upsert_meter($1, 'sum')", ["\(prefix).gb"])
+        for cu in customers { try c.execute("select meter.customer_upsert($1)", [cu]) }
+        try c.execute("select meter.meter_upsert($1, 'count')", ["\(prefix).calls"])
+        try c.execute("select meter.meter_upsert($1, 'sum')", ["\(prefix).gb"])
         let token = APIKeys.generate()
-        try c.execute("select meter.create_api_key($1, $2)", [prefix, token])
+        try c.execute("select meter.api_key_create($1, $2)", [prefix, token])
         return Fixture(prefix: prefix, token: token, customers: customers, conninfo: info)
     }
 

@@ -21,7 +21,7 @@ final class IngestConcurrencyTests: XCTestCase {
     func testOverlappingBatchesInOppositeOrdersDoNotDeadlock() async throws {
         let fx = try APIHarness.makeFixture()
         let customer = fx.customers[0], meter = "\(fx.prefix).calls"
-        let sql = "select status, event_id from meter.ingest_events($1::jsonb)"
+        let sql = "select status, event_id from meter.event_ingest($1::jsonb)"
         let holder = try PGConnection(conninfo: fx.conninfo)
         try holder.execute("begin")
         try holder.execute(sql, [Self.batch(customer, meter, ["Z"])])
@@ -48,7 +48,7 @@ final class IngestConcurrencyTests: XCTestCase {
     func testSecondDeliveryWaitsForTheFirstTransaction() async throws {
         let fx = try APIHarness.makeFixture()
         let customer = fx.customers[1], meter = "\(fx.prefix).calls"
-        let sql = "select status from meter.ingest_events($1::jsonb)"
+        let sql = "select status from meter.event_ingest($1::jsonb)"
         for outcome in ["commit", "rollback"] {
             let key = "w-\(outcome)"
             let body = Self.batch(customer, meter, [key])
@@ -72,8 +72,8 @@ final class IngestConcurrencyTests: XCTestCase {
         try await APIHarness.withApp(poolSize: 2) { client, fx in
             let other = APIKeys.generate()
             let c = try PGConnection(conninfo: fx.conninfo)
-            try c.execute("select meter.create_api_key($1, $2)", ["revoked", other])
-            try c.execute("select meter.revoke_api_key(left($1, 12))", [other])
+            try c.execute("select meter.api_key_create($1, $2)", ["revoked", other])
+            try c.execute("select meter.api_key_revoke(left($1, 12))", [other])
             let t = APIHarness.now(offsetSeconds: -30)
             let results = try await withThrowingTaskGroup(of: (Int, APIHarness.Reply).self) { g in
                 for i in 0..<60 {

@@ -102,7 +102,7 @@ final class IngestValidationTests: XCTestCase {
             let r1 = try await T.post(client, T.event(fx, key: "before"), token: fx.token)
             XCTAssertEqual(r1.status, 201)
             let c = try PGConnection(conninfo: fx.conninfo)
-            XCTAssertEqual(try c.execute("select meter.revoke_api_key(left($1, 12)) as n", [fx.token]).single().int("n"), 1)
+            XCTAssertEqual(try c.execute("select meter.api_key_revoke(left($1, 12)) as n", [fx.token]).single().int("n"), 1)
             let r2 = try await T.post(client, T.event(fx, key: "after"), token: fx.token)
             XCTAssertEqual(r2.status, 401)
             XCTAssertEqual(r2.code, "unauthorized")

@@ -33,6 +33,37 @@ final class MigratorTests: XCTestCase {
         XCTAssertTrue(try Migrator.isCurrent(c, expected: try m.expectedLedger(c)))
     }
 
+    /// An installation from before the noun-first names (migration 0005): the old functions and
+    /// their ledger rows are gone after one migrate, the new ones are there with their grants.
+    func testRenamedFunctionsLeaveNothingBehind() throws {
+        let info = try TestDatabase.freshDatabase("renamed")
+        let dir = try copySQL()
+        try FileManager.default.removeItem(atPath: dir + "/migrations/0005_function_names.sql")
+        let c = try PGConnection(conninfo: info)
+        try Migrator(sqlDirectory: dir, logger: TestDatabase.logger).migrate(c)
+        // What 0004 left: the old names (bodies do not matter here) and their ledger rows.
+        let old = ["authenticate_api_key", "create_api_key", "revoke_api_key", "ingest_events", "cancel_events",
+                   "close_period", "upsert_customer", "upsert_meter"]
+        for name in old {
+            try c.execute("create function meter.\(name)(text) returns int language sql as 'select 1'")
+            try c.execute("insert into meter.schema_functions (name, checksum) values ($1, repeat('0', 64))", [name + ".sql"])
+        }
+        try c.execute("insert into meter.schema_functions (name, checksum) values ('v_rollup_lag.sql', repeat('0', 64))")
+        let m = Migrator(sqlDirectory: TestDatabase.sqlDir, logger: TestDatabase.logger)
+        XCTAssertEqual(try m.migrate(c).applied, ["0005_function_names.sql"])
+        XCTAssertEqual(try c.execute("""
+            select count(*) as n from pg_catalog.pg_proc where pronamespace = 'meter'::regnamespace and proname = any($1::text[])
+            """, [old]).single().int("n"), 0)
+        XCTAssertEqual(try c.execute("""
+            select count(*) as n from pg_catalog.pg_proc where pronamespace = 'meter'::regnamespace
+              and proname in ('api_key_authenticate', 'event_ingest', 'event_cancel', 'period_close', 'customer_upsert', 'meter_upsert')
+            """).single().int("n"), 6)
+        XCTAssertTrue(try c.execute("select pg_catalog.has_function_privilege('meter_ingest', 'meter.event_ingest(jsonb, interval, interval, text)', 'execute') as ok")
+            .single().bool("ok"))
+        let ledger = try c.execute("select name from meter.schema_functions order by name collate \"C\"").rows.map { try $0.string("name") }
+        XCTAssertEqual(ledger, try m.functionFiles().map(\.name).sorted())
+    }
+
     func testRefusesWhenAnAppliedFileChanged() throws {
         let info = try TestDatabase.freshDatabase("changed")
         let dir = try copySQL()

@@ -4,6 +4,7 @@ import XCTest
 import PGClient
 import MeterWire
 import MeterCore
+import MeterDevKit
 
 /// Last month, closed: events sent through the HTTP API (with redeliveries, cancellations and
 /// events on both sides of each customer's month edge), rolled up, closed; every invoice line is
@@ -19,11 +20,11 @@ final class MonthCloseTests: XCTestCase {
             let p = fx.prefix
             let customers = ["\(p)-utc", "\(p)-paris", "\(p)-ny"]
             for (cu, tz) in zip(customers, ["UTC", "Europe/Paris", "America/New_York"]) {
-                try c.execute("select meter.upsert_customer($1, null, $2)", [cu, tz])
+                try c.execute("select meter.customer_upsert($1, null, $2)", [cu, tz])
             }
             let meters = ["calls": "count", "gb": "sum", "seats": "max", "users": "unique_count"]
             for (m, agg) in meters.sorted(by: { $0.key < $1.key }) {
-                try c.execute("select meter.upsert_meter($1, $2, $3)", ["\(p).\(m)", agg, agg == "unique_count" ? "user" : nil])
+                try c.execute("select meter.meter_upsert($1, $2, $3)", ["\(p).\(m)", agg, agg == "unique_count" ? "user" : nil])
             }
             let period = try c.execute("select to_char(date_trunc('month', now(), 'UTC') - interval '1 month', 'YYYY-MM') as p").single().string("p")
             let plan = "\(p)-plan"
@@ -45,7 +46,7 @@ final class MonthCloseTests: XCTestCase {
                 bounds[cu] = (try r.int("s"), try r.int("e"))
             }
             // Generate: a random spread over the period, plus both sides of both edges.
-            var rng = SplitMix64(seed: 4242)
+            var rng = SeededRandom(seed: 4242)
             var sent: [Sent] = []
             for cu in customers {
                 let (s, e) = bounds[cu]!
@@ -79,12 +80,12 @@ final class MonthCloseTests: XCTestCase {
             for cu in customers {
                 let items = sent.filter { $0.customer == cu && cancelled.contains($0.key) }
                     .map { #"{"customer":"\#(cu)","idempotency_key":"\#($0.key)"}"# }
-                try c.execute("select count(*) from meter.cancel_events($1::jsonb)", ["[" + items.joined(separator: ",") + "]"])
+                try c.execute("select count(*) from meter.event_cancel($1::jsonb)", ["[" + items.joined(separator: ",") + "]"])
             }
             _ = try Rollup.drain(c)
 
             for cu in customers {
-                let r = try c.execute("select outcome from meter.close_period($1, $2, interval '0')", [period, cu]).single()
+                let r = try c.execute("select outcome from meter.period_close($1, $2, interval '0')", [period, cu]).single()
                 XCTAssertEqual(try r.string("outcome"), "closed")
             }
 
@@ -150,7 +151,7 @@ final class MonthCloseTests: XCTestCase {
             XCTAssertGreaterThan(dups, 0, "the redeliveries are counted")
             // Closing again creates nothing.
             for cu in customers {
-                XCTAssertEqual(try c.execute("select outcome from meter.close_period($1, $2, interval '0')", [period, cu]).single().string("outcome"),
+                XCTAssertEqual(try c.execute("select outcome from meter.period_close($1, $2, interval '0')", [period, cu]).single().string("outcome"),
                                "already_closed")
             }
         }

@@ -37,12 +37,12 @@ final class PostgresTests: XCTestCase {
         let c = try TestDatabase.connect()
         let ext = TestDatabase.unique("tx")
         XCTAssertThrowsError(try c.transaction { c in
-            try c.execute("select meter.upsert_customer($1)", [ext])
+            try c.execute("select meter.customer_upsert($1)", [ext])
             try c.execute("select 1 / 0")
         })
         XCTAssertTrue(c.isIdle)
         XCTAssertEqual(try c.execute("select count(*) as n from meter.customers where external_id = $1", [ext]).single().int("n"), 0)
-        _ = try c.transaction { c in try c.execute("select meter.upsert_customer($1)", [ext]) }
+        _ = try c.transaction { c in try c.execute("select meter.customer_upsert($1)", [ext]) }
         XCTAssertEqual(try c.execute("select count(*) as n from meter.customers where external_id = $1", [ext]).single().int("n"), 1)
     }
 
@@ -142,7 +142,7 @@ final class PostgresTests: XCTestCase {
         let ext = TestDatabase.unique("abandoned")
         _ = try await pool.withConnection { c in
             try c.execute("begin")
-            try c.execute("select meter.upsert_customer($1)", [ext])
+            try c.execute("select meter.customer_upsert($1)", [ext])
         }
         let n = try await pool.withConnection { c in
             (try c.execute("select count(*) as n from meter.customers where external_id = $1", [ext]).single().int("n"), c.isIdle)

@@ -158,8 +158,8 @@ final class RollupAPITests: XCTestCase {
     func testUsageBucketsAndAggregations() async throws {
         try await T.withApp { client, fx in
             let c = try PGConnection(conninfo: fx.conninfo)
-            try c.execute("select meter.upsert_meter($1, 'max')", ["\(fx.prefix).peak"])
-            try c.execute("select meter.upsert_meter($1, 'unique_count', 'user')", ["\(fx.prefix).users"])
+            try c.execute("select meter.meter_upsert($1, 'max')", ["\(fx.prefix).peak"])
+            try c.execute("select meter.meter_upsert($1, 'unique_count', 'user')", ["\(fx.prefix).users"])
             let h2 = Self.lastHour(2), h3 = Self.lastHour(3)
             var events: [String] = []
             for (i, h) in [h2, h2, h3].enumerated() {
@@ -249,12 +249,12 @@ final class RollupAPITests: XCTestCase {
         try await Task.sleep(for: .milliseconds(500))   // first run and LISTEN
         let c = try PGConnection(conninfo: fx.conninfo)
         let at = Self.lastHour(1)
-        try c.execute("select meter.ingest_events($1::jsonb)", [
+        try c.execute("select meter.event_ingest($1::jsonb)", [
             #"[{"customer":\#(JSONWriter.quote(fx.customers[1])),"meter":"\#(fx.prefix).calls","idempotency_key":"wake","occurred_at":"\#(at)"}]"#,
         ])
         // Ingest alone wakes nobody now: the loop, on its 60 s interval, leaves it pending.
         try await Task.sleep(for: .milliseconds(700))
-        XCTAssertEqual(try rolledUp(c, fx.customers[1]), 0, "ingest_events sends no NOTIFY")
+        XCTAssertEqual(try rolledUp(c, fx.customers[1]), 0, "event_ingest sends no NOTIFY")
         notifier.committed()
         let after = try await secondsUntilRolledUp(c, fx.customers[1])
         task.cancel()

@@ -4,6 +4,7 @@ import XCTest
 import PGClient
 import MeterWire
 import MeterCore
+import MeterDevKit
 
 /// The rollup against real sessions and real commits: the commit-order race, a run terminated
 /// mid-way, concurrent workers, late events, and a randomized interleaving checked against an
@@ -206,7 +207,7 @@ final class RollupTests: XCTestCase {
     func testRandomizedInterleavingMatchesAnIndependentRecomputation() throws {
         let seed = UInt64(ProcessInfo.processInfo.environment["METER_TEST_SEED"] ?? "") ?? UInt64.random(in: 1...1_000_000)
         print("randomized rollup test seed: \(seed) (rerun with METER_TEST_SEED=\(seed))")
-        var rng = SplitMix64(seed: seed)
+        var rng = SeededRandom(seed: seed)
         let db = try RollupDB.make("random")
         let conns = try (0..<4).map { _ in try PGConnection(conninfo: db.info) }
         var open: [Int: [(key: String, hour: Int, cents: Int, user: String)]] = [:]   // connection -> uncommitted events
@@ -303,9 +304,9 @@ struct RollupDB: Sendable {
         let c = try PGConnection(conninfo: info)
         defer { c.close() }
         try Migrator(sqlDirectory: TestDatabase.sqlDir).migrate(c)
-        try c.execute("select meter.upsert_customer('acme')")
-        try c.execute("select meter.upsert_meter('gb', 'sum')")
-        try c.execute("select meter.upsert_meter('users', 'unique_count', 'user')")
+        try c.execute("select meter.customer_upsert('acme')")
+        try c.execute("select meter.meter_upsert('gb', 'sum')")
+        try c.execute("select meter.meter_upsert('users', 'unique_count', 'user')")
         // Hour 0 is the last complete hour, so no test event lies in the future.
         let now = Date().timeIntervalSince1970
         return RollupDB(info: info, base: Date(timeIntervalSince1970: (now / 3600).rounded(.down) * 3600 - 3600))
@@ -321,7 +322,7 @@ struct RollupDB: Sendable {
         let at = RFC3339Timestamp(epochMicroseconds: Int64(base.timeIntervalSince1970 - Double(hour) * 3600 + 17 * 60) * 1_000_000).iso8601
         let meter = user == nil ? "gb" : "users"
         let props = user.map { #"{"user":"\#($0)"}"# } ?? "{}"
-        let r = try c.execute("select status, event_id from meter.ingest_events($1::jsonb)", [
+        let r = try c.execute("select status, event_id from meter.event_ingest($1::jsonb)", [
             #"[{"customer":"acme","meter":"\#(meter)","idempotency_key":"\#(key)","occurred_at":"\#(at)","value":"\#(value)","properties":\#(props)}]"#,
         ]).single()
         let status = try r.string("status")
@@ -335,13 +336,13 @@ struct RollupDB: Sendable {
             let at = RFC3339Timestamp(epochMicroseconds: Int64(base.timeIntervalSince1970 - Double(e.hour) * 3600 + 59 * 60) * 1_000_000).iso8601
             return #"{"customer":"acme","meter":"users","idempotency_key":"\#(e.key)","occurred_at":"\#(at)","value":"\#(Self.decimal(cents: e.cents))","properties":{"user":"\#(e.user)"}}"#
         }
-        return try c.execute("select status from meter.ingest_events($1::jsonb) order by ord",
+        return try c.execute("select status from meter.event_ingest($1::jsonb) order by ord",
                              ["[" + items.joined(separator: ",") + "]"]).rows.map { try $0.string("status") }
     }
 
     func cancel(_ c: PGConnection, keys: [String]) throws {
         let items = keys.map { #"{"customer":"acme","idempotency_key":"\#($0)"}"# }
-        for r in try c.execute("select status from meter.cancel_events($1::jsonb)", ["[" + items.joined(separator: ",") + "]"]).rows {
+        for r in try c.execute("select status from meter.event_cancel($1::jsonb)", ["[" + items.joined(separator: ",") + "]"]).rows {
             let status = try r.string("status")
             precondition(["cancelled", "already_cancelled"].contains(status), status)
         }
@@ -422,19 +423,6 @@ struct RollupDB: Sendable {
             set { lock.withLock { stored = newValue } }
         }
         func mutate(_ f: (inout T?) -> Void) { lock.withLock { f(&stored) } }
-    }
-}
-
-/// A small deterministic generator, so a failing seed can be replayed.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

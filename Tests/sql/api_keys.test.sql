@@ -1,4 +1,4 @@
--- API keys: meter.create_api_key / meter.authenticate_api_key / meter.revoke_api_key.
+-- API keys: meter.api_key_create / meter.api_key_authenticate / meter.api_key_revoke.
 -- Only SHA-256(token) and the 12-character prefix are stored; revocation is immediate.
 -- Expected hashes are literals computed outside Postgres (printf %s TOKEN | sha256sum).
 begin;
@@ -11,15 +11,15 @@ insert into tok values
     ('charlie', 'mk_CharlieTap0123456789ABCDEFGHIJKLMNOPQRST');
 
 create temp table k as
-select meter.create_api_key('tap-keys-alpha',   (select token from tok where name = 'alpha'))   as alpha,
-       meter.create_api_key('tap-keys-bravo',   (select token from tok where name = 'bravo'))   as bravo,
-       meter.create_api_key('tap-keys-charlie', (select token from tok where name = 'charlie')) as charlie;
+select meter.api_key_create('tap-keys-alpha',   (select token from tok where name = 'alpha'))   as alpha,
+       meter.api_key_create('tap-keys-bravo',   (select token from tok where name = 'bravo'))   as bravo,
+       meter.api_key_create('tap-keys-charlie', (select token from tok where name = 'charlie')) as charlie;
 
 -- ---------------------------------------------------------------------------------------------
 -- Creation and storage.
 -- ---------------------------------------------------------------------------------------------
 select is((select pg_catalog.count(distinct x) from k, pg_catalog.unnest(array[alpha, bravo, charlie]) x where x is not null),
-          3::bigint, 'create_api_key returns a distinct id for each key');
+          3::bigint, 'api_key_create returns a distinct id for each key');
 
 select results_eq(
     $$select a.id, a.name, a.prefix, a.key_hash, a.revoked_at from meter.api_keys a
@@ -42,7 +42,7 @@ select is((select pg_catalog.count(*) from meter.api_keys a, tok t
           0::bigint, 'key_hash is not the token''s bytes');
 
 select throws_ok(
-    $$select meter.create_api_key('tap-keys-again', 'mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$,
+    $$select meter.api_key_create('tap-keys-again', 'mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$,
     '23505', 'duplicate key value violates unique constraint "api_keys_key_hash_key"',
     'the same token cannot be registered twice (23505)');
 
@@ -54,51 +54,51 @@ select throws_ok(
 -- ---------------------------------------------------------------------------------------------
 -- Authentication.
 -- ---------------------------------------------------------------------------------------------
-select is(meter.authenticate_api_key('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select alpha from k),
+select is(meter.api_key_authenticate('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select alpha from k),
           'the right token authenticates to its key id');
-select is(meter.authenticate_api_key('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select bravo from k),
+select is(meter.api_key_authenticate('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select bravo from k),
           'each token authenticates to its own key');
-select is(meter.authenticate_api_key('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRs'), null::bigint,
+select is(meter.api_key_authenticate('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRs'), null::bigint,
           'a token differing in one character is refused (NULL)');
-select is(meter.authenticate_api_key('mk_AlphaTapK'), null::bigint,
+select is(meter.api_key_authenticate('mk_AlphaTapK'), null::bigint,
           'the prefix alone is not a token (NULL)');
-select is(meter.authenticate_api_key(''), null::bigint, 'the empty token is refused (NULL)');
-select is(meter.authenticate_api_key(null), null::bigint, 'a NULL token is refused (NULL)');
+select is(meter.api_key_authenticate(''), null::bigint, 'the empty token is refused (NULL)');
+select is(meter.api_key_authenticate(null), null::bigint, 'a NULL token is refused (NULL)');
 
 -- ---------------------------------------------------------------------------------------------
 -- Revocation by id: 1 then 0, effective immediately, other keys unaffected.
 -- ---------------------------------------------------------------------------------------------
-select is(meter.revoke_api_key((select alpha from k)::text), 1, 'revoke by id returns 1');
-select is(meter.authenticate_api_key('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS'), null::bigint,
+select is(meter.api_key_revoke((select alpha from k)::text), 1, 'revoke by id returns 1');
+select is(meter.api_key_authenticate('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS'), null::bigint,
           'a key revoked by id no longer authenticates');
-select is(meter.revoke_api_key((select alpha from k)::text), 0, 'revoking it again returns 0');
+select is(meter.api_key_revoke((select alpha from k)::text), 0, 'revoking it again returns 0');
 select is((select revoked_at from meter.api_keys where id = (select alpha from k)), pg_catalog.now(),
           'revoked_at is the revoking transaction''s time');
-select is(meter.authenticate_api_key('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select bravo from k),
+select is(meter.api_key_authenticate('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select bravo from k),
           'revoking one key leaves the others live');
 
 -- ---------------------------------------------------------------------------------------------
 -- Revocation by prefix.
 -- ---------------------------------------------------------------------------------------------
-select is(meter.revoke_api_key('mk_BravoTap'), 0, 'a partial prefix revokes nothing');
-select is(meter.revoke_api_key('mk_BravoTapK'), 1, 'revoke by the 12-character prefix returns 1');
-select is(meter.authenticate_api_key('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), null::bigint,
+select is(meter.api_key_revoke('mk_BravoTap'), 0, 'a partial prefix revokes nothing');
+select is(meter.api_key_revoke('mk_BravoTapK'), 1, 'revoke by the 12-character prefix returns 1');
+select is(meter.api_key_authenticate('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), null::bigint,
           'a key revoked by prefix no longer authenticates');
-select is(meter.revoke_api_key('mk_BravoTapK'), 0, 'revoking by prefix again returns 0');
+select is(meter.api_key_revoke('mk_BravoTapK'), 0, 'revoking by prefix again returns 0');
 
 -- ---------------------------------------------------------------------------------------------
 -- Unknown keys.
 -- ---------------------------------------------------------------------------------------------
-select is(meter.revoke_api_key('mk_NoSuchKey'), 0, 'an unknown prefix revokes nothing');
-select is(meter.revoke_api_key('99999999999999999999'), 0,
+select is(meter.api_key_revoke('mk_NoSuchKey'), 0, 'an unknown prefix revokes nothing');
+select is(meter.api_key_revoke('99999999999999999999'), 0,
           'a 20-digit argument is not taken as an id (no bigint overflow) and revokes nothing');
-select is(meter.authenticate_api_key('mk_CharlieTap0123456789ABCDEFGHIJKLMNOPQRST'), (select charlie from k),
+select is(meter.api_key_authenticate('mk_CharlieTap0123456789ABCDEFGHIJKLMNOPQRST'), (select charlie from k),
           'after all that, the untouched key still authenticates');
 
-select is_definer('meter', 'authenticate_api_key', array['text']::name[],
-                  'authenticate_api_key is SECURITY DEFINER (meter_ingest reads no table)');
-select isnt_definer('meter', 'create_api_key', array['text', 'text']::name[],
-                    'create_api_key runs with the caller''s rights (operators only)');
+select is_definer('meter', 'api_key_authenticate', array['text']::name[],
+                  'api_key_authenticate is SECURITY DEFINER (meter_ingest reads no table)');
+select isnt_definer('meter', 'api_key_create', array['text', 'text']::name[],
+                    'api_key_create runs with the caller''s rights (operators only)');
 
 select * from finish();
 rollback;

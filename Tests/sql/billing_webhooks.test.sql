@@ -24,22 +24,13 @@ select is_empty($$select 1 from meter.sync_outbox union all select 1 from meter.
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-bw-a', 'TAP Alpha') as cust_a,
-       meter.upsert_customer('tap-bw-b', 'TAP Beta')  as cust_b,
-       meter.upsert_customer('tap-bw-c')              as cust_c,
-       meter.upsert_meter('tap.bw.calls')             as m_calls,
-       meter.upsert_meter('tap.bw.bytes', 'sum')      as m_bytes;
+select meter.customer_upsert('tap-bw-a', 'TAP Alpha') as cust_a,
+       meter.customer_upsert('tap-bw-b', 'TAP Beta')  as cust_b,
+       meter.customer_upsert('tap-bw-c')              as cust_c,
+       meter.meter_upsert('tap.bw.calls')             as m_calls,
+       meter.meter_upsert('tap.bw.bytes', 'sum')      as m_bytes;
 
-create function pg_temp.put(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz, p_value numeric)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, xid)
-    select c.id, m.id, p_key, p_occurred_at, p_value, '100'
-    from meter.customers c, meter.meters m
-    where c.external_id = p_customer and m.code = p_meter
-    returning id
-$$;
+\ir support/fixtures.sql
 
 select meter.billing_price_set('tap.bw.calls', 'price_calls');
 select meter.billing_price_set('tap.bw.bytes', 'price_bytes');

@@ -17,29 +17,36 @@ select col_is_pk('meter', 'schema_migrations', 'version', 'schema_migrations is 
 select col_is_pk('meter', 'schema_functions', 'name', 'schema_functions is keyed by file name');
 
 select results_eq(
-    $$select version, name from meter.schema_migrations where version in (1, 2, 3, 4) order by version$$,
-    $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql')$$,
-    'migrations 1 (0001_init.sql), 2 (0002_rollups.sql), 3 (0003_billing_sync.sql) and 4 (0004_month_close.sql) '
-    'are recorded once each');
+    $$select version, name from meter.schema_migrations where version in (1, 2, 3, 4, 5) order by version$$,
+    $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
+             (5, '0005_function_names.sql')$$,
+    'migrations 1 (0001_init.sql), 2 (0002_rollups.sql), 3 (0003_billing_sync.sql), 4 (0004_month_close.sql) and '
+    '5 (0005_function_names.sql) are recorded once each');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
     'every recorded migration has a SHA-256 hex checksum and a non-negative duration');
 
-select set_has(
+select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('_events_hash.sql'::text), ('_invoice_frozen.sql'), ('_period_usage.sql'),
-             ('_refuse_delete.sql'), ('_rollup_pending.sql'), ('authenticate_api_key.sql'),
-             ('billing_link_record.sql'), ('billing_period.sql'), ('billing_price_set.sql'), ('billing_unlinked.sql'),
-             ('cancel_events.sql'), ('close_period.sql'), ('create_api_key.sql'), ('customer_subscribe.sql'),
-             ('ingest_events.sql'), ('plan_price_mirror_record.sql'), ('plan_price_set.sql'), ('plan_upsert.sql'), ('price_amount.sql'),
-             ('revoke_api_key.sql'), ('rollup_lag_seconds.sql'), ('rollup_rebase.sql'), ('rollup_run.sql'),
-             ('rollup_verify.sql'), ('sync_claim.sql'), ('sync_failed.sql'), ('sync_retry.sql'), ('sync_succeeded.sql'),
-             ('upsert_customer.sql'), ('upsert_meter.sql'), ('usage.sql'),
-             ('v_api_keys_public.sql'), ('v_event_daily.sql'), ('v_late_after_close.sql'), ('v_reconciliation.sql'),
-             ('v_rollup_lag.sql'), ('v_sync_backlog.sql'), ('v_sync_status.sql'), ('webhook_process.sql'),
-             ('webhook_receive.sql')$$,
-    'every sql/functions file is recorded in schema_functions');
+    $$values ('functions/_events_hash.sql'::text), ('functions/_invoice_frozen.sql'),
+             ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
+             ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'),
+             ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
+             ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
+             ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
+             ('functions/customer_subscribe.sql'), ('functions/customer_upsert.sql'),
+             ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/meter_upsert.sql'),
+             ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
+             ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
+             ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
+             ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'),
+             ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
+             ('functions/usage.sql'), ('functions/webhook_process.sql'), ('functions/webhook_receive.sql'),
+             ('views/api_keys_public.sql'), ('views/event_daily.sql'), ('views/late_after_close.sql'),
+             ('views/reconciliation.sql'), ('views/rollup_lag.sql'), ('views/sync_backlog.sql'),
+             ('views/sync_status.sql')$$,
+    'the ledger names every sql/functions and sql/views file, by path, and nothing else');
 
 select is_empty(
     $$select name from meter.schema_functions where checksum !~ '^[0-9a-f]{64}$'$$,
@@ -184,21 +191,23 @@ select results_eq(
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
-             ('authenticate_api_key(p_token text)'),
+             ('api_key_authenticate(p_token text)'),
+             ('api_key_create(p_name text, p_token text)'),
+             ('api_key_revoke(p_key text)'),
              ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text)'),
              ('billing_period(p_customer_id bigint, p_period text)'),
              ('billing_price_set(p_meter text, p_price_id text, p_since timestamp with time zone)'),
              ('billing_unlinked(p_limit integer)'),
-             ('cancel_events(p_cancellations jsonb, p_api_token text)'),
-             ('close_period(p_period text, p_customer text, p_grace interval)'),
-             ('create_api_key(p_name text, p_token text)'),
              ('customer_subscribe(p_customer text, p_plan text, p_from text)'),
-             ('ingest_events(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
+             ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),
+             ('event_cancel(p_cancellations jsonb, p_api_token text)'),
+             ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
+             ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
+             ('period_close(p_period text, p_customer text, p_grace interval)'),
              ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text)'),
              ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb)'),
              ('plan_upsert(p_code text, p_currency text, p_name text)'),
              ('price_amount(p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_quantity numeric)'),
-             ('revoke_api_key(p_key text)'),
              ('rollup_lag_seconds()'),
              ('rollup_rebase()'),
              ('rollup_run(p_max_events integer)'),
@@ -207,12 +216,10 @@ select results_eq(
              ('sync_failed(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint, p_error text, p_definitive boolean, p_max_attempts integer, p_base interval, p_cap interval, p_give_up_after interval)'),
              ('sync_retry(p_customer text, p_meter text)'),
              ('sync_succeeded(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint)'),
-             ('upsert_customer(p_external_id text, p_name text, p_billing_timezone text)'),
-             ('upsert_meter(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the thirty-two documented functions (no leftover five-argument upsert_meter)');
+    'schema meter has exactly the thirty-two documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -220,7 +227,7 @@ select is_empty(
     'every function in schema meter sets search_path in proconfig');
 
 -- Functions may carry other settings besides search_path (rollup_run, rollup_verify, usage,
--- sync_claim, webhook_process and close_period pin their time zone, both rollup functions jit and work_mem, rollup_run enable_sort, rollup_run and
+-- sync_claim, webhook_process and period_close pin their time zone, both rollup functions jit and work_mem, rollup_run enable_sort, rollup_run and
 -- _rollup_pending plan_cache_mode): the
 -- search_path entry must be there all the same, exactly once, and every other entry must be one of
 -- the documented ones.
@@ -237,7 +244,7 @@ select results_eq(
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
     $$values ('_rollup_pending'::text, 'plan_cache_mode=force_custom_plan'::text),
-             ('close_period', 'TimeZone=UTC'),
+             ('period_close', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
              ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
@@ -247,15 +254,15 @@ select results_eq(
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
     'the only other settings: TimeZone=UTC on rollup_run, rollup_verify, usage, sync_claim, '
-    'webhook_process and close_period (UTC hours and timestamps), '
+    'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('_rollup_pending'::text), ('authenticate_api_key'), ('cancel_events'), ('ingest_events'),
+    $$values ('_rollup_pending'::text), ('api_key_authenticate'), ('event_cancel'), ('event_ingest'),
              ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
-    'only _rollup_pending, authenticate_api_key, cancel_events, ingest_events, rollup_lag_seconds, '
+    'only _rollup_pending, api_key_authenticate, event_cancel, event_ingest, rollup_lag_seconds, '
     'rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(

@@ -1,4 +1,4 @@
--- The shape that makes meter.ingest_events() safe under concurrency, checked in one session:
+-- The shape that makes meter.event_ingest() safe under concurrency, checked in one session:
 --   * exactly-once is the UNIQUE (customer_id, idempotency_key) constraint, not a lookup;
 --   * a row that another request stored first (simulated here by inserting it directly, as a
 --     concurrent winner's committed row would appear to step 2) is reported duplicate/conflict
@@ -10,9 +10,9 @@ begin;
 select plan(13);
 
 create temp table fx as
-select meter.upsert_customer('tap-cc-cust') as cust,
-       meter.upsert_meter('tap.cc.calls')   as m_calls,
-       meter.upsert_meter('tap.cc.bytes', 'sum') as m_bytes;
+select meter.customer_upsert('tap-cc-cust') as cust,
+       meter.meter_upsert('tap.cc.calls')   as m_calls,
+       meter.meter_upsert('tap.cc.bytes', 'sum') as m_bytes;
 
 -- ---------------------------------------------------------------------------------------------
 -- The guarantee is a constraint usable as an ON CONFLICT arbiter.
@@ -53,7 +53,7 @@ select throws_ok(
 -- The "someone else stored it first" path: step 1 inserts nothing, step 2 finds the other row.
 -- ---------------------------------------------------------------------------------------------
 create temp table run_same as
-select * from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+select * from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-cc-cust', 'meter', 'tap.cc.bytes', 'idempotency_key', 'tap-cc-winner',
     'occurred_at', pg_catalog.now() - interval '1 minute', 'value', '42.000',
     'properties', '{"src": "winner"}'::jsonb)));
@@ -64,7 +64,7 @@ select results_eq(
     'same content as the winner''s row: duplicate carrying the winner''s id');
 
 create temp table run_diff as
-select * from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+select * from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-cc-cust', 'meter', 'tap.cc.bytes', 'idempotency_key', 'tap-cc-winner',
     'occurred_at', pg_catalog.now() - interval '1 minute', 'value', '43',
     'properties', '{"src": "winner"}'::jsonb)));
@@ -92,7 +92,7 @@ savepoint attempt;
 -- The attempt itself must be accepted (a failed DO aborts the script, which pg_prove reports).
 do $$
 begin
-    if (select status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    if (select status from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
             'customer', 'tap-cc-cust', 'meter', 'tap.cc.calls', 'idempotency_key', 'tap-cc-aborted',
             'occurred_at', pg_catalog.now())))) is distinct from 'accepted' then
         raise exception 'setup: the attempt that is about to be rolled back was not accepted';
@@ -106,7 +106,7 @@ select is((select pg_catalog.count(*) from meter.events
           0::bigint, 'after the attempt rolled back, the key is not stored');
 
 select results_eq(
-    $$select ord, status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select ord, status from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
           'customer', 'tap-cc-cust', 'meter', 'tap.cc.calls', 'idempotency_key', 'tap-cc-aborted',
           'occurred_at', pg_catalog.now())))$$,
     $$values (0, 'accepted'::text)$$,
@@ -115,11 +115,11 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Function properties the design relies on.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[], 'volatile',
-                     'ingest_events is VOLATILE (each call sees fresh snapshots per statement)');
+select volatility_is('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[], 'volatile',
+                     'event_ingest is VOLATILE (each call sees fresh snapshots per statement)');
 
-select is_definer('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
-                  'ingest_events is SECURITY DEFINER');
+select is_definer('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+                  'event_ingest is SECURITY DEFINER');
 
 select * from finish();
 rollback;

@@ -1,4 +1,4 @@
--- Meter versions (meter.upsert_meter, meter.meter_versions, meter.meter_version_ranges): a meter's
+-- Meter versions (meter.meter_upsert, meter.meter_versions, meter.meter_version_ranges): a meter's
 -- definition is a list of versions, each in force from a UTC hour until the next one's. An
 -- identical definition adds nothing; a changed one adds a version from the next UTC hour by
 -- default, or from an explicit effective_from, which must lie on a UTC hour boundary, in the
@@ -7,11 +7,11 @@
 -- block it. The rollup folds each hour with the version in force at that hour.
 -- The session runs in Asia/Kolkata (UTC+05:30): its whole hours are not UTC hours.
 --
--- now() is this transaction's start, the clock upsert_meter uses too: h0 below is the UTC hour it
+-- now() is this transaction's start, the clock meter_upsert uses too: h0 below is the UTC hour it
 -- falls in, and every "future" hour is relative to it.
 -- Emulated history (see rollup_run.test.sql): the rolled-up events get an explicit xid of a
 -- finished transaction (100), and the watermark is set back before it.
--- Not testable here: the REPEATABLE READ guard in upsert_meter (a snapshot older than a rollup
+-- Not testable here: the REPEATABLE READ guard in meter_upsert (a snapshot older than a rollup
 -- that committed before the rollup lock was granted raises 40001) needs a second session.
 begin;
 select plan(31);
@@ -28,14 +28,14 @@ where m.code like 'tap.mv.%';
 -- ---------------------------------------------------------------------------------------------
 -- Creation and identical definitions.
 -- ---------------------------------------------------------------------------------------------
-create temp table fx as select meter.upsert_meter('tap.mv.calls') as m_calls;
+create temp table fx as select meter.meter_upsert('tap.mv.calls') as m_calls;
 
 select results_eq(
     $$select version, aggregation, unique_property, effective_from from versions where code = 'tap.mv.calls'$$,
     $$values (1, 'count'::text, null::text, '-infinity'::timestamptz)$$,
     'a new meter has version 1, in force since -infinity');
 
-select is(meter.upsert_meter('tap.mv.calls', 'count', null, 'Calls', 'call'), (select m_calls from fx),
+select is(meter.meter_upsert('tap.mv.calls', 'count', null, 'Calls', 'call'), (select m_calls from fx),
           'an identical definition with a new name and unit: same id');
 
 select results_eq(
@@ -44,7 +44,7 @@ select results_eq(
     $$values ('Calls'::text, 'call'::text, 1::bigint)$$,
     'name and unit change in place; no version is added');
 
-select is(meter.upsert_meter('tap.mv.calls', 'count', null, null, null, (select h0 from t) + interval '7 hours'),
+select is(meter.meter_upsert('tap.mv.calls', 'count', null, null, null, (select h0 from t) + interval '7 hours'),
           (select m_calls from fx), 'an identical definition with an effective_from: same id');
 
 select is((select pg_catalog.count(*) from versions where code = 'tap.mv.calls'), 1::bigint,
@@ -53,7 +53,7 @@ select is((select pg_catalog.count(*) from versions where code = 'tap.mv.calls')
 -- ---------------------------------------------------------------------------------------------
 -- A change: version 2 from the next UTC hour.
 -- ---------------------------------------------------------------------------------------------
-select is(meter.upsert_meter('tap.mv.calls', 'sum'), (select m_calls from fx),
+select is(meter.meter_upsert('tap.mv.calls', 'sum'), (select m_calls from fx),
           'a different aggregation: same id');
 
 select results_eq(
@@ -64,15 +64,15 @@ select results_eq(
 select is((select created_at from meter.meter_versions where meter_id = (select m_calls from fx) and version = 2),
           pg_catalog.now(), 'version 2 records when it was created');
 
-select is(meter.upsert_meter('tap.mv.calls', 'sum'), (select m_calls from fx),
+select is(meter.meter_upsert('tap.mv.calls', 'sum'), (select m_calls from fx),
           'the latest version''s definition again: same id');
 select is((select pg_catalog.count(*) from versions where code = 'tap.mv.calls'), 2::bigint,
           'and no version 3');
 
-select throws_ok($$select meter.upsert_meter('tap.mv.calls', 'count')$$, '22023', null,
+select throws_ok($$select meter.meter_upsert('tap.mv.calls', 'count')$$, '22023', null,
                  'changing again by default (the next hour again) is not after version 2''s start: 22023');
 
-select is(meter.upsert_meter('tap.mv.calls', 'count', null, null, null, (select h0 from t) + interval '3 hours'),
+select is(meter.meter_upsert('tap.mv.calls', 'count', null, null, null, (select h0 from t) + interval '3 hours'),
           (select m_calls from fx), 'back to count from an explicit later hour: same id');
 
 select results_eq(
@@ -93,23 +93,23 @@ select results_eq(
 -- effective_from rules (the latest version is now version 3, from h0 + 3 hours).
 -- ---------------------------------------------------------------------------------------------
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '5 hours 30 minutes')$$,
+    $$select meter.meter_upsert('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '5 hours 30 minutes')$$,
     '22023', null,
     'half past a UTC hour (a whole hour of this session''s time zone) is not a UTC hour boundary: 22023');
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '5 hours 0.000001 seconds')$$,
+    $$select meter.meter_upsert('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '5 hours 0.000001 seconds')$$,
     '22023', null, 'one microsecond past an hour: 22023');
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.calls', 'max', null, null, null, (select h0 from t) - interval '1 hour')$$,
+    $$select meter.meter_upsert('tap.mv.calls', 'max', null, null, null, (select h0 from t) - interval '1 hour')$$,
     '22023', null, 'an hour in the past: 22023');
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.calls', 'max', null, null, null, (select h0 from t))$$,
+    $$select meter.meter_upsert('tap.mv.calls', 'max', null, null, null, (select h0 from t))$$,
     '22023', null, 'the current hour (already started): 22023');
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '2 hours')$$,
+    $$select meter.meter_upsert('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '2 hours')$$,
     '22023', null, 'a future hour before the latest version''s start: 22023');
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '3 hours')$$,
+    $$select meter.meter_upsert('tap.mv.calls', 'max', null, null, null, (select h0 from t) + interval '3 hours')$$,
     '22023', null, 'the latest version''s own start: 22023');
 
 select is((select pg_catalog.count(*) from versions where code = 'tap.mv.calls'), 3::bigint,
@@ -119,14 +119,14 @@ select is((select pg_catalog.count(*) from versions where code = 'tap.mv.calls')
 -- Rolled-up events at or after effective_from refuse the version (55000); events not rolled up
 -- do not.
 -- ---------------------------------------------------------------------------------------------
-select meter.upsert_customer('tap-mv-cust');
+select meter.customer_upsert('tap-mv-cust');
 create temp table fx2 as
-select meter.upsert_meter('tap.mv.rolled')  as m_rolled,
-       meter.upsert_meter('tap.mv.pending') as m_pending,
-       meter.upsert_meter('tap.mv.seen')    as m_seen;
+select meter.meter_upsert('tap.mv.rolled')  as m_rolled,
+       meter.meter_upsert('tap.mv.pending') as m_pending,
+       meter.meter_upsert('tap.mv.seen')    as m_seen;
 
 -- tap.mv.seen counts distinct users from the next hour on (before the rollup below).
-select meter.upsert_meter('tap.mv.seen', 'unique_count', 'user');
+select meter.meter_upsert('tap.mv.seen', 'unique_count', 'user');
 
 -- Committed events (transaction 100), up to max_future ahead as ingest can accept them: rolled up.
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
@@ -138,7 +138,7 @@ from (values ((select m_rolled from fx2), 'r1', interval '2 hours 10 minutes', '
              ((select m_seen from fx2),   's2', interval '1 hour 10 minutes', '{"user": "ann"}'),
              ((select m_seen from fx2),   's3', interval '1 hour 20 minutes', '{"user": "bob"}')) v(m, k, at, p);
 -- An event of this transaction (not committed, so not rolled up), 2 hours ahead.
-select meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+select meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-mv-cust', 'meter', 'tap.mv.pending', 'idempotency_key', 'p1',
     'occurred_at', (select h0 from t) + interval '2 hours')), p_max_future => interval '3 hours');
 
@@ -151,19 +151,19 @@ select is_empty(
     'setup: the committed events are rolled up, this transaction''s is not');
 
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.rolled', 'sum', null, 'Renamed', null, (select h0 from t) + interval '2 hours')$$,
+    $$select meter.meter_upsert('tap.mv.rolled', 'sum', null, 'Renamed', null, (select h0 from t) + interval '2 hours')$$,
     '55000', null, 'a rolled-up event after effective_from refuses the version: 55000');
 select throws_ok(
-    $$select meter.upsert_meter('tap.mv.rolled', 'sum', null, null, null, (select h0 from t) + interval '3 hours')$$,
+    $$select meter.meter_upsert('tap.mv.rolled', 'sum', null, null, null, (select h0 from t) + interval '3 hours')$$,
     '55000', null, 'a rolled-up event exactly at effective_from refuses it too');
 select results_eq(
     $$select m.name, (select pg_catalog.count(*) from versions v where v.code = m.code)
       from meter.meters m where m.code = 'tap.mv.rolled'$$,
     $$values (null::text, 1::bigint)$$,
     'a refused call changes nothing, not even the name it carried');
-select is(meter.upsert_meter('tap.mv.rolled', 'sum', null, null, null, (select h0 from t) + interval '4 hours'),
+select is(meter.meter_upsert('tap.mv.rolled', 'sum', null, null, null, (select h0 from t) + interval '4 hours'),
           (select m_rolled from fx2), 'from the hour after the last rolled-up event, the version is added');
-select is(meter.upsert_meter('tap.mv.pending', 'sum'), (select m_pending from fx2),
+select is(meter.meter_upsert('tap.mv.pending', 'sum'), (select m_pending from fx2),
           'an event after effective_from that is not rolled up yet does not block a version');
 
 select results_eq(

@@ -1,5 +1,5 @@
 -- Month close (0004_month_close): meter.billing_period (calendar months in the customer's billing
--- timezone, DST included; non-whole-hour month edges refused), meter.close_period (refusals; one
+-- timezone, DST included; non-whole-hour month edges refused), meter.period_close (refusals; one
 -- invoice per customer with a plan, one usage line per priced meter with event count, quantity by
 -- aggregation, amount and events_hash; idempotent; frozen), meter._period_usage (unique_count is a
 -- period-wide distinct count; a change of aggregation inside a period is refused), late changes
@@ -28,26 +28,26 @@ select is_empty($$select 1 from meter.invoices$$, 'precondition: no invoices');
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-mc-a')                                  as a,
-       meter.upsert_customer('tap-mc-paris', null, 'Europe/Paris')        as paris,
-       meter.upsert_customer('tap-mc-ny', null, 'America/New_York')       as ny,
-       meter.upsert_customer('tap-mc-kol', null, 'Asia/Kolkata')          as kol,
-       meter.upsert_customer('tap-mc-ktm', null, 'Asia/Kathmandu')        as ktm,
-       meter.upsert_customer('tap-mc-none')                               as none,
-       meter.upsert_customer('tap-mc-later')                              as later,
-       meter.upsert_customer('tap-mc-rec')                                as rec,
-       meter.upsert_customer('tap-mc-tz')                                 as tz,
-       meter.upsert_customer('tap-mc-pend')                               as pend,
-       meter.upsert_customer('tap-mc-mix')                                as mix,
-       meter.upsert_meter('tap.mc.calls')                                 as m_calls,
-       meter.upsert_meter('tap.mc.bytes', 'sum')                          as m_bytes,
-       meter.upsert_meter('tap.mc.peak', 'max')                           as m_peak,
-       meter.upsert_meter('tap.mc.users', 'unique_count', 'user')         as m_users,
-       meter.upsert_meter('tap.mc.free')                                  as m_free,
-       meter.upsert_meter('tap.mc.mixed')                                 as m_mixed;
+select meter.customer_upsert('tap-mc-a')                                  as a,
+       meter.customer_upsert('tap-mc-paris', null, 'Europe/Paris')        as paris,
+       meter.customer_upsert('tap-mc-ny', null, 'America/New_York')       as ny,
+       meter.customer_upsert('tap-mc-kol', null, 'Asia/Kolkata')          as kol,
+       meter.customer_upsert('tap-mc-ktm', null, 'Asia/Kathmandu')        as ktm,
+       meter.customer_upsert('tap-mc-none')                               as none,
+       meter.customer_upsert('tap-mc-later')                              as later,
+       meter.customer_upsert('tap-mc-rec')                                as rec,
+       meter.customer_upsert('tap-mc-tz')                                 as tz,
+       meter.customer_upsert('tap-mc-pend')                               as pend,
+       meter.customer_upsert('tap-mc-mix')                                as mix,
+       meter.meter_upsert('tap.mc.calls')                                 as m_calls,
+       meter.meter_upsert('tap.mc.bytes', 'sum')                          as m_bytes,
+       meter.meter_upsert('tap.mc.peak', 'max')                           as m_peak,
+       meter.meter_upsert('tap.mc.users', 'unique_count', 'user')         as m_users,
+       meter.meter_upsert('tap.mc.free')                                  as m_free,
+       meter.meter_upsert('tap.mc.mixed')                                 as m_mixed;
 
 -- tap.mc.mixed counts events until 2025-08-15 and sums their values from then on: a version
--- scheduled back then (upsert_meter only schedules future versions, so it is stored directly).
+-- scheduled back then (meter_upsert only schedules future versions, so it is stored directly).
 insert into meter.meter_versions (meter_id, version, aggregation, effective_from)
 select m_mixed, 2, 'sum', '2025-08-15 00:00+00' from fx;
 
@@ -73,18 +73,13 @@ select meter.customer_subscribe('tap-mc-mix', 'tap-mc-mixp', '2025-07');
 
 -- An event as the committed transaction p_xid stored it, received at p_received_at (by default
 -- three hours ago: before every close, including the one taken to have happened two hours ago).
-create function pg_temp.put(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
-                            p_value numeric default 1, p_properties jsonb default '{}', p_xid xid8 default '100',
-                            p_received_at timestamptz default pg_catalog.now() - interval '3 hours')
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid, received_at)
-    select c.id, m.id, p_key, p_occurred_at, p_value, p_properties, p_xid, p_received_at
-    from meter.customers c, meter.meters m
-    where c.external_id = p_customer and m.code = p_meter
-    returning id
-$$;
+\ir support/fixtures.sql
+-- Events of this file arrive three hours before now unless told otherwise: before any close.
+create function pg_temp.put_before_close(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
+                                         p_value numeric default 1, p_properties jsonb default '{}', p_xid xid8 default '100',
+                                         p_received_at timestamptz default pg_catalog.now() - interval '3 hours')
+returns bigint language sql
+as $$ select pg_temp.put(p_customer, p_meter, p_key, p_occurred_at, p_value, p_properties, p_xid, p_received_at) $$;
 
 create function pg_temp.eid(p_customer text, p_key text) returns bigint language sql
 as $$ select e.id from meter.events e join meter.customers c on c.id = e.customer_id
@@ -173,41 +168,41 @@ select throws_ok($$select * from meter.billing_period(-1, '2025-03')$$, '22023',
 -- ---------------------------------------------------------------------------------------------
 -- tap-mc-a (UTC), 2025-05 unless noted: calls at both month edges, bytes (sum), peak (max), users
 -- (unique_count: ann, bob, ann | ann, cy | ann, and one event without the property), free (not priced).
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-prev',  '2025-04-30 23:59:59.999999+00');
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-start', '2025-05-01 00:00:00+00');
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-1',     '2025-05-10 10:00+00');
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-2',     '2025-05-10 10:30+00');
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-3',     '2025-05-20 12:00+00');
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-end',   '2025-05-31 23:59:59.999999+00');
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-next',  '2025-06-01 00:00:00+00');
-select pg_temp.put('tap-mc-a', 'tap.mc.bytes', 'a-b1', '2025-05-10 10:05+00', 2.50);
-select pg_temp.put('tap-mc-a', 'tap.mc.bytes', 'a-B2', '2025-05-11 08:00+00', 7);
-select pg_temp.put('tap-mc-a', 'tap.mc.bytes', 'a-b3', '2025-05-12 09:00+00', 0.000001);
-select pg_temp.put('tap-mc-a', 'tap.mc.peak', 'a-p1', '2025-05-10 10:10+00', 3);
-select pg_temp.put('tap-mc-a', 'tap.mc.peak', 'a-p2', '2025-05-10 11:10+00', 9);
-select pg_temp.put('tap-mc-a', 'tap.mc.peak', 'a-p3', '2025-05-15 12:00+00', 4);
-select pg_temp.put('tap-mc-a', 'tap.mc.users', 'a-u1', '2025-05-10 10:01+00', 1, '{"user": "ann"}');
-select pg_temp.put('tap-mc-a', 'tap.mc.users', 'a-u2', '2025-05-10 10:02+00', 1, '{"user": "bob"}');
-select pg_temp.put('tap-mc-a', 'tap.mc.users', 'a-u3', '2025-05-10 11:01+00', 1, '{"user": "ann"}');
-select pg_temp.put('tap-mc-a', 'tap.mc.users', 'a-u4', '2025-05-10 11:02+00', 1, '{"user": "cy"}');
-select pg_temp.put('tap-mc-a', 'tap.mc.users', 'a-u5', '2025-05-12 12:00+00', 1, '{"user": "ann"}');
-select pg_temp.put('tap-mc-a', 'tap.mc.users', 'a-u6', '2025-05-12 12:30+00', 1, '{"team": "ann"}');
-select pg_temp.put('tap-mc-a', 'tap.mc.free', 'a-f1', '2025-05-10 10:00+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-prev',  '2025-04-30 23:59:59.999999+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-start', '2025-05-01 00:00:00+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-1',     '2025-05-10 10:00+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-2',     '2025-05-10 10:30+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-3',     '2025-05-20 12:00+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-end',   '2025-05-31 23:59:59.999999+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-next',  '2025-06-01 00:00:00+00');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.bytes', 'a-b1', '2025-05-10 10:05+00', 2.50);
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.bytes', 'a-B2', '2025-05-11 08:00+00', 7);
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.bytes', 'a-b3', '2025-05-12 09:00+00', 0.000001);
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.peak', 'a-p1', '2025-05-10 10:10+00', 3);
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.peak', 'a-p2', '2025-05-10 11:10+00', 9);
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.peak', 'a-p3', '2025-05-15 12:00+00', 4);
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.users', 'a-u1', '2025-05-10 10:01+00', 1, '{"user": "ann"}');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.users', 'a-u2', '2025-05-10 10:02+00', 1, '{"user": "bob"}');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.users', 'a-u3', '2025-05-10 11:01+00', 1, '{"user": "ann"}');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.users', 'a-u4', '2025-05-10 11:02+00', 1, '{"user": "cy"}');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.users', 'a-u5', '2025-05-12 12:00+00', 1, '{"user": "ann"}');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.users', 'a-u6', '2025-05-12 12:30+00', 1, '{"team": "ann"}');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.free', 'a-f1', '2025-05-10 10:00+00');
 -- tap-mc-paris (Europe/Paris, CEST = UTC+2 at both edges of May): local 23:59:59.999999 of
 -- April 30 and May 31, local midnight of May 1 and June 1.
-select pg_temp.put('tap-mc-paris', 'tap.mc.calls', 'p-c-prev',  '2025-04-30 21:59:59.999999+00');
-select pg_temp.put('tap-mc-paris', 'tap.mc.calls', 'p-c-start', '2025-04-30 22:00:00+00');
-select pg_temp.put('tap-mc-paris', 'tap.mc.calls', 'p-c-end',   '2025-05-31 21:59:59.999999+00');
-select pg_temp.put('tap-mc-paris', 'tap.mc.calls', 'p-c-next',  '2025-05-31 22:00:00+00');
-select pg_temp.put('tap-mc-paris', 'tap.mc.bytes', 'p-b1', '2025-05-15 10:00+00', 5);
-select pg_temp.put('tap-mc-rec', 'tap.mc.calls', 'r-1', '2025-05-10 10:00+00');
-select pg_temp.put('tap-mc-rec', 'tap.mc.calls', 'r-2', '2025-05-10 10:20+00');
-select pg_temp.put('tap-mc-rec', 'tap.mc.calls', 'r-3', '2025-05-10 11:00+00');
-select pg_temp.put('tap-mc-pend', 'tap.mc.calls', 'pd-1', '2025-08-10 10:00+00');
-select pg_temp.put('tap-mc-mix', 'tap.mc.mixed', 'mx-1', '2025-07-10 10:00+00', 4);
-select pg_temp.put('tap-mc-mix', 'tap.mc.mixed', 'mx-2', '2025-08-10 10:00+00', 3);
-select pg_temp.put('tap-mc-mix', 'tap.mc.mixed', 'mx-3', '2025-08-20 10:00+00', 5);
-select pg_temp.put('tap-mc-mix', 'tap.mc.mixed', 'mx-4', '2025-09-05 10:00+00', 2.5);
+select pg_temp.put_before_close('tap-mc-paris', 'tap.mc.calls', 'p-c-prev',  '2025-04-30 21:59:59.999999+00');
+select pg_temp.put_before_close('tap-mc-paris', 'tap.mc.calls', 'p-c-start', '2025-04-30 22:00:00+00');
+select pg_temp.put_before_close('tap-mc-paris', 'tap.mc.calls', 'p-c-end',   '2025-05-31 21:59:59.999999+00');
+select pg_temp.put_before_close('tap-mc-paris', 'tap.mc.calls', 'p-c-next',  '2025-05-31 22:00:00+00');
+select pg_temp.put_before_close('tap-mc-paris', 'tap.mc.bytes', 'p-b1', '2025-05-15 10:00+00', 5);
+select pg_temp.put_before_close('tap-mc-rec', 'tap.mc.calls', 'r-1', '2025-05-10 10:00+00');
+select pg_temp.put_before_close('tap-mc-rec', 'tap.mc.calls', 'r-2', '2025-05-10 10:20+00');
+select pg_temp.put_before_close('tap-mc-rec', 'tap.mc.calls', 'r-3', '2025-05-10 11:00+00');
+select pg_temp.put_before_close('tap-mc-pend', 'tap.mc.calls', 'pd-1', '2025-08-10 10:00+00');
+select pg_temp.put_before_close('tap-mc-mix', 'tap.mc.mixed', 'mx-1', '2025-07-10 10:00+00', 4);
+select pg_temp.put_before_close('tap-mc-mix', 'tap.mc.mixed', 'mx-2', '2025-08-10 10:00+00', 3);
+select pg_temp.put_before_close('tap-mc-mix', 'tap.mc.mixed', 'mx-3', '2025-08-20 10:00+00', 5);
+select pg_temp.put_before_close('tap-mc-mix', 'tap.mc.mixed', 'mx-4', '2025-09-05 10:00+00', 2.5);
 
 -- Redeliveries acknowledged as duplicates (two of a-c-1, one of the April a-c-prev) and a conflict.
 insert into meter.event_redeliveries (event_id, verdict)
@@ -220,27 +215,27 @@ select results_eq(
     'setup: rollup run 1 folds the 33 committed events');
 
 -- ---------------------------------------------------------------------------------------------
--- close_period: refusals (nothing written).
+-- period_close: refusals (nothing written).
 -- ---------------------------------------------------------------------------------------------
 select throws_ok(
-    pg_catalog.format('select * from meter.close_period(%L, %L)',
+    pg_catalog.format('select * from meter.period_close(%L, %L)',
                       pg_catalog.to_char(pg_catalog.now() at time zone 'UTC', 'YYYY-MM'), 'tap-mc-a'),
     '55000', null, 'the current period cannot be closed (it has not ended)');
 select throws_ok(
-    $$select * from meter.close_period('2025-05', 'tap-mc-a', pg_catalog.now() - '2025-06-01 00:00+00'::timestamptz + interval '1 hour')$$,
+    $$select * from meter.period_close('2025-05', 'tap-mc-a', pg_catalog.now() - '2025-06-01 00:00+00'::timestamptz + interval '1 hour')$$,
     '55000', null, 'a period cannot be closed before its end + grace (2025-05 with a grace ending in an hour)');
-select throws_ok($$select * from meter.close_period('2025-5')$$, '22023', 'period must be YYYY-MM, got 2025-5',
+select throws_ok($$select * from meter.period_close('2025-5')$$, '22023', 'period must be YYYY-MM, got 2025-5',
                  'a malformed period is refused (22023)');
-select throws_ok($$select * from meter.close_period('2025-05', 'tap-mc-nobody')$$, '22023', 'unknown customer tap-mc-nobody',
+select throws_ok($$select * from meter.period_close('2025-05', 'tap-mc-nobody')$$, '22023', 'unknown customer tap-mc-nobody',
                  'an unknown customer is refused (22023)');
-select throws_ok($$select * from meter.close_period('2025-05', 'tap-mc-a', interval '-1 second')$$, '22023',
+select throws_ok($$select * from meter.period_close('2025-05', 'tap-mc-a', interval '-1 second')$$, '22023',
                  'grace must be a non-negative interval', 'a negative grace is refused (22023)');
 select is_empty($$select 1 from meter.invoices$$, 'the refused closes wrote no invoice');
 
 -- ---------------------------------------------------------------------------------------------
--- close_period('2025-05'): every customer.
+-- period_close('2025-05'): every customer.
 -- ---------------------------------------------------------------------------------------------
-create temp table close1 as select * from meter.close_period('2025-05');
+create temp table close1 as select * from meter.period_close('2025-05');
 
 select results_eq(
     $$select customer, period, outcome, lines, total, currency, invoice_id is not null
@@ -315,9 +310,9 @@ select results_eq(
 
 -- The edges from the other side: the Paris April and June.
 select results_eq(
-    $$select period, outcome, lines, total from meter.close_period('2025-04', 'tap-mc-paris')
+    $$select period, outcome, lines, total from meter.period_close('2025-04', 'tap-mc-paris')
       union all
-      select period, outcome, lines, total from meter.close_period('2025-06', 'tap-mc-paris')$$,
+      select period, outcome, lines, total from meter.period_close('2025-06', 'tap-mc-paris')$$,
     $$values ('2025-04'::text, 'closed'::text, 4, 1::bigint), ('2025-06', 'closed', 4, 1)$$,
     'tap-mc-paris: 2025-04 (closed after 2025-05) and 2025-06 close with one call each (0.5 -> 1)');
 select results_eq(
@@ -335,7 +330,7 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 create temp table counts0 as
 select (select pg_catalog.count(*) from meter.invoices) as invoices, (select pg_catalog.count(*) from meter.invoice_lines) as lines;
-create temp table close2 as select * from meter.close_period('2025-05');
+create temp table close2 as select * from meter.period_close('2025-05');
 
 select results_eq(
     $$select customer, invoice_id, outcome, lines, total, currency from close2 where outcome <> 'no_plan'
@@ -362,7 +357,7 @@ select throws_ok(
 select lives_ok(
     $$update meter.invoices set closed_at = pg_catalog.now() - interval '2 hours'
       where id = (select invoice_id from close1 where customer = 'tap-mc-a')$$,
-    'in the transaction that closed it, the invoice can still be written (close_period sets the total so)');
+    'in the transaction that closed it, the invoice can still be written (period_close sets the total so)');
 select throws_ok(
     $$update meter.invoices set total = 0 where id = (select invoice_id from close1 where customer = 'tap-mc-a')$$,
     '42501', 'invoices rows are final once their period is closed',
@@ -390,24 +385,24 @@ select throws_ok(
 -- Timezones at close.
 -- ---------------------------------------------------------------------------------------------
 select meter.customer_subscribe('tap-mc-kol', 'tap-mc-basic', '2025-01');
-select throws_ok($$select * from meter.close_period('2025-06', 'tap-mc-kol')$$, '22023', null,
+select throws_ok($$select * from meter.period_close('2025-06', 'tap-mc-kol')$$, '22023', null,
                  'a customer with a plan in Asia/Kolkata cannot be closed (22023): its month edges split UTC hours');
-select throws_ok($$select * from meter.close_period('2025-06')$$, '22023', null,
+select throws_ok($$select * from meter.period_close('2025-06')$$, '22023', null,
                  'and closing everyone fails with it');
 select is_empty($$select 1 from meter.invoices where period = '2025-06' and customer_id <> (select paris from fx)$$,
                 'writing nothing for anyone (tap-mc-a, closed before tap-mc-kol in that call, has no 2025-06 invoice)');
 
-select throws_ok($$select meter.upsert_customer('tap-mc-tz', null, 'Europe/Paris')$$, '55000', null,
+select throws_ok($$select meter.customer_upsert('tap-mc-tz', null, 'Europe/Paris')$$, '55000', null,
                  'a customer with a closed period cannot change its billing timezone (55000)');
 select results_eq(
     $$select billing_timezone from meter.customers where external_id = 'tap-mc-tz'
-      union all select outcome from meter.close_period('2025-05', 'tap-mc-tz')
+      union all select outcome from meter.period_close('2025-05', 'tap-mc-tz')
       union all select pg_catalog.count(*)::text from meter.invoices where customer_id = (select tz from fx)$$,
     $$values ('UTC'::text), ('already_closed'), ('1')$$,
     'so 2025-05 stays closed, once (in Europe/Paris it would have other bounds, and a second invoice)');
-select lives_ok($$select meter.upsert_customer('tap-mc-tz', 'TZ', 'UTC')$$,
+select lives_ok($$select meter.customer_upsert('tap-mc-tz', 'TZ', 'UTC')$$,
                 'giving its timezone again (with a new name) is accepted');
-select lives_ok($$select meter.upsert_customer('tap-mc-later', null, 'Europe/Paris')$$,
+select lives_ok($$select meter.customer_upsert('tap-mc-later', null, 'Europe/Paris')$$,
                 'a customer without a closed period may change its timezone');
 
 -- ---------------------------------------------------------------------------------------------
@@ -425,12 +420,12 @@ select results_eq(
     $$values (1::bigint, 1::numeric, 'count'::text), (1, 2.5, 'sum')$$,
     'on either side of the change it counts (2025-07) and sums (2025-09)');
 select results_eq(
-    $$select period, outcome, total from meter.close_period('2025-07', 'tap-mc-mix')$$,
+    $$select period, outcome, total from meter.period_close('2025-07', 'tap-mc-mix')$$,
     $$values ('2025-07'::text, 'closed'::text, 1::bigint)$$, 'tap-mc-mix closes 2025-07');
-select throws_ok($$select * from meter.close_period('2025-08', 'tap-mc-mix')$$, '55000', null,
+select throws_ok($$select * from meter.period_close('2025-08', 'tap-mc-mix')$$, '55000', null,
                  'but not 2025-08 (55000)');
 select results_eq(
-    $$select outcome, total from meter.close_period('2025-09', 'tap-mc-mix')
+    $$select outcome, total from meter.period_close('2025-09', 'tap-mc-mix')
       union all select 'line', pg_catalog.count(*) from lines where customer = 'tap-mc-mix' and period = '2025-08'$$,
     $$values ('closed'::text, 3::bigint), ('line', 0)$$,
     '2025-09 closes (2.5 at 1 -> 3), and 2025-08 has no invoice');
@@ -503,12 +498,12 @@ delete from meter.billing_invoices where invoice_id = 'in_tap_mc_rec';
 -- ---------------------------------------------------------------------------------------------
 update meter.rollup_watermark set position_xid = '200', position_id = 0;
 
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-late', '2025-05-20 13:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
-select pg_temp.put('tap-mc-a', 'tap.mc.calls', 'a-c-jun2', '2025-06-15 10:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
-select pg_temp.put('tap-mc-a', 'tap.mc.peak', 'a-p-late', '2025-05-15 13:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
-select pg_temp.put('tap-mc-rec', 'tap.mc.calls', 'r-5', '2025-05-10 12:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-late', '2025-05-20 13:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.calls', 'a-c-jun2', '2025-06-15 10:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
+select pg_temp.put_before_close('tap-mc-a', 'tap.mc.peak', 'a-p-late', '2025-05-15 13:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
+select pg_temp.put_before_close('tap-mc-rec', 'tap.mc.calls', 'r-5', '2025-05-10 12:00+00', 1, '{}', '200', pg_catalog.now() - interval '1 hour');
 select results_eq(
-    $$select status from meter.cancel_events(
+    $$select status from meter.event_cancel(
           '[{"customer": "tap-mc-a", "idempotency_key": "a-B2"}, {"customer": "tap-mc-a", "idempotency_key": "a-p-late"},
             {"customer": "tap-mc-pend", "idempotency_key": "pd-1"}]')$$,
     $$values ('cancelled'::text), ('cancelled'), ('cancelled')$$,
@@ -538,10 +533,10 @@ select results_eq(
              ('tap.mc.users', 0, 'MATCH')$$,
     'reconciliation of tap-mc-a 2025-05: MISMATCH: late-after-close not adjusted yet for the meters with late rows');
 
-select throws_ok($$select * from meter.close_period('2025-06', 'tap-mc-a')$$, '55000',
+select throws_ok($$select * from meter.period_close('2025-06', 'tap-mc-a')$$, '55000',
                  'events of customer tap-mc-a before 2025-07-01 00:00:00+00 are not rolled up yet',
                  'closing 2025-06 is refused while events (of 2025-05 and 2025-06) are past the rollup watermark (55000)');
-select throws_ok($$select * from meter.close_period('2025-08', 'tap-mc-pend')$$, '55000',
+select throws_ok($$select * from meter.period_close('2025-08', 'tap-mc-pend')$$, '55000',
                  'cancellations of events of customer tap-mc-pend before 2025-09-01 00:00:00+00 are not rolled up yet',
                  'closing is refused while a cancellation of the period is not rolled up (55000)');
 
@@ -570,7 +565,7 @@ select results_eq(
 -- The next close adjusts.
 -- ---------------------------------------------------------------------------------------------
 select results_eq(
-    $$select period, outcome, lines, total, currency from meter.close_period('2025-06', 'tap-mc-a')$$,
+    $$select period, outcome, lines, total, currency from meter.period_close('2025-06', 'tap-mc-a')$$,
     $$values ('2025-06'::text, 'closed'::text, 6, -99::bigint, 'usd'::text)$$,
     'tap-mc-a closes 2025-06: four usage lines and two adjustments, total 1 - 100 + 0 = -99');
 select results_eq(
@@ -633,7 +628,7 @@ select results_eq(
     '2025-06 reconciles on its usage lines alone (its adjustments belong to 2025-05)');
 
 select results_eq(
-    $$select period, outcome, lines, total from meter.close_period('2025-07', 'tap-mc-a')$$,
+    $$select period, outcome, lines, total from meter.period_close('2025-07', 'tap-mc-a')$$,
     $$values ('2025-07'::text, 'closed'::text, 4, 0::bigint)$$,
     'tap-mc-a closes 2025-07: four usage lines, nothing more');
 select results_eq(
@@ -647,12 +642,12 @@ select is_empty(
 
 -- tap-mc-rec: closing 2025-06 exactly at its end + grace adjusts 2025-05 for r-5.
 select throws_ok(
-    $$select * from meter.close_period('2025-06', 'tap-mc-rec',
+    $$select * from meter.period_close('2025-06', 'tap-mc-rec',
                                        pg_catalog.now() - '2025-07-01 00:00+00'::timestamptz + interval '1 microsecond')$$,
     '55000', null, 'a grace ending one microsecond after now refuses the close');
 select results_eq(
     $$select outcome, lines, total, currency
-      from meter.close_period('2025-06', 'tap-mc-rec', pg_catalog.now() - '2025-07-01 00:00+00'::timestamptz)$$,
+      from meter.period_close('2025-06', 'tap-mc-rec', pg_catalog.now() - '2025-07-01 00:00+00'::timestamptz)$$,
     $$values ('closed'::text, 2, 2::bigint, 'eur'::text)$$,
     'a grace ending exactly now closes; the invoice holds June''s zero line and the 2025-05 adjustment');
 select results_eq(
@@ -667,21 +662,21 @@ select results_eq(
 
 -- tap-mc-pend: the cancellation is rolled up; an event of this transaction is past the watermark.
 select results_eq(
-    $$select outcome, lines, total from meter.close_period('2025-08', 'tap-mc-pend')$$,
+    $$select outcome, lines, total from meter.period_close('2025-08', 'tap-mc-pend')$$,
     $$values ('closed'::text, 1, 0::bigint)$$,
     'tap-mc-pend closes 2025-08 once the cancellation is rolled up (its only event cancelled: 0)');
-select pg_temp.put('tap-mc-pend', 'tap.mc.calls', 'pd-2', '2025-09-10 10:00+00', 1, '{}', pg_catalog.pg_current_xact_id(),
+select pg_temp.put_before_close('tap-mc-pend', 'tap.mc.calls', 'pd-2', '2025-09-10 10:00+00', 1, '{}', pg_catalog.pg_current_xact_id(),
                    pg_catalog.now());
-select throws_ok($$select * from meter.close_period('2025-09', 'tap-mc-pend')$$, '55000',
+select throws_ok($$select * from meter.period_close('2025-09', 'tap-mc-pend')$$, '55000',
                  'events of customer tap-mc-pend before 2025-10-01 00:00:00+00 are not rolled up yet',
                  'an event of the period not rolled up yet (this transaction''s own) refuses the close (55000)');
 select results_eq(
-    $$select outcome from meter.close_period('2025-08', 'tap-mc-pend')$$,
+    $$select outcome from meter.period_close('2025-08', 'tap-mc-pend')$$,
     $$values ('already_closed'::text)$$,
     'a later period''s pending event does not concern the closed 2025-08');
 
 -- tap-mc-rec: an event of 2025-05 committed after the last rollup run (this transaction's own).
-select pg_temp.put('tap-mc-rec', 'tap.mc.calls', 'r-6', '2025-05-10 13:00+00', 1, '{}', pg_catalog.pg_current_xact_id(),
+select pg_temp.put_before_close('tap-mc-rec', 'tap.mc.calls', 'r-6', '2025-05-10 13:00+00', 1, '{}', pg_catalog.pg_current_xact_id(),
                    pg_catalog.now());
 select results_eq(
     $$select raw_events, raw_quantity, rollup_quantity, late_after_close, status
@@ -692,10 +687,10 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Function properties.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'close_period', array['text', 'text', 'interval']::name[], 'volatile',
-                     'close_period is VOLATILE');
-select isnt_definer('meter', 'close_period', array['text', 'text', 'interval']::name[],
-                    'close_period runs with its caller''s rights');
+select volatility_is('meter', 'period_close', array['text', 'text', 'interval']::name[], 'volatile',
+                     'period_close is VOLATILE');
+select isnt_definer('meter', 'period_close', array['text', 'text', 'interval']::name[],
+                    'period_close runs with its caller''s rights');
 select results_eq(
     $$select tgname::text collate "default", tgenabled::text from pg_catalog.pg_trigger
       where tgrelid in ('meter.invoices'::regclass, 'meter.invoice_lines'::regclass) and not tgisinternal order by tgname$$,

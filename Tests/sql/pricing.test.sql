@@ -139,10 +139,10 @@ select volatility_is('meter', 'price_amount', array['text', 'numeric', 'numeric'
 -- ---------------------------------------------------------------------------------------------
 create temp table fx as
 select meter.plan_upsert('tap-pr-std', 'USD') as plan_std,
-       meter.upsert_meter('tap.pr.calls')     as m_calls,
-       meter.upsert_meter('tap.pr.bytes', 'sum') as m_bytes,
-       meter.upsert_meter('tap.pr.peak', 'max') as m_peak,
-       meter.upsert_customer('tap-pr-cust')   as cust;
+       meter.meter_upsert('tap.pr.calls')     as m_calls,
+       meter.meter_upsert('tap.pr.bytes', 'sum') as m_bytes,
+       meter.meter_upsert('tap.pr.peak', 'max') as m_peak,
+       meter.customer_upsert('tap-pr-cust')   as cust;
 
 select results_eq(
     $$select code, name, currency from meter.plans where id = (select plan_std from fx)$$,
@@ -306,7 +306,7 @@ select results_eq(
     'one subscription per (customer, period): std from 2025-03, jpy from 2025-06');
 
 select results_eq(
-    $$select outcome, currency from meter.close_period('2025-04', 'tap-pr-cust')$$,
+    $$select outcome, currency from meter.period_close('2025-04', 'tap-pr-cust')$$,
     $$values ('closed'::text, 'usd'::text)$$,
     'closing 2025-04 for the customer (std, in usd)');
 select throws_ok($$select meter.customer_subscribe('tap-pr-cust', 'tap-pr-jpy', '2025-04')$$, '55000',

@@ -44,24 +44,24 @@ select schema_privs_are('meter', 'public',        array[]::name[],        'PUBLI
 -- ---------------------------------------------------------------------------------------------
 -- Functions.
 -- ---------------------------------------------------------------------------------------------
-select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
-                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute ingest_events');
-select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
-                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute authenticate_api_key');
-select function_privs_are('meter', 'create_api_key', array['text', 'text']::name[],
-                          'meter_ingest', array[]::name[], 'meter_ingest may not execute create_api_key');
-select function_privs_are('meter', 'revoke_api_key', array['text']::name[],
-                          'meter_ingest', array[]::name[], 'meter_ingest may not execute revoke_api_key');
-select function_privs_are('meter', 'upsert_customer', array['text', 'text', 'text']::name[],
-                          'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_customer');
-select function_privs_are('meter', 'upsert_meter', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
-                          'meter_ingest', array[]::name[], 'meter_ingest may not execute upsert_meter');
-select function_privs_are('meter', 'upsert_meter', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
-                          'meter_analyst', array[]::name[], 'meter_analyst may not execute upsert_meter');
-select function_privs_are('meter', 'cancel_events', array['jsonb', 'text']::name[],
-                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute cancel_events');
-select function_privs_are('meter', 'cancel_events', array['jsonb', 'text']::name[],
-                          'meter_analyst', array[]::name[], 'meter_analyst may not execute cancel_events');
+select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_ingest');
+select function_privs_are('meter', 'api_key_authenticate', array['text']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute api_key_authenticate');
+select function_privs_are('meter', 'api_key_create', array['text', 'text']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute api_key_create');
+select function_privs_are('meter', 'api_key_revoke', array['text']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute api_key_revoke');
+select function_privs_are('meter', 'customer_upsert', array['text', 'text', 'text']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute customer_upsert');
+select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute meter_upsert');
+select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute meter_upsert');
+select function_privs_are('meter', 'event_cancel', array['jsonb', 'text']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_cancel');
+select function_privs_are('meter', 'event_cancel', array['jsonb', 'text']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute event_cancel');
 select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute usage');
 select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text']::name[],
@@ -89,16 +89,16 @@ select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
                           'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute rollup_lag_seconds');
 select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
                           'public', array[]::name[], 'PUBLIC may not execute rollup_lag_seconds');
-select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
-                          'meter_analyst', array[]::name[], 'meter_analyst may not execute ingest_events');
-select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
-                          'meter_analyst', array[]::name[], 'meter_analyst may not execute authenticate_api_key');
-select function_privs_are('meter', 'create_api_key', array['text', 'text']::name[],
-                          'meter_analyst', array[]::name[], 'meter_analyst may not execute create_api_key');
-select function_privs_are('meter', 'ingest_events', array['jsonb', 'interval', 'interval', 'text']::name[],
-                          'public', array[]::name[], 'PUBLIC may not execute ingest_events');
-select function_privs_are('meter', 'authenticate_api_key', array['text']::name[],
-                          'public', array[]::name[], 'PUBLIC may not execute authenticate_api_key');
+select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute event_ingest');
+select function_privs_are('meter', 'api_key_authenticate', array['text']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_authenticate');
+select function_privs_are('meter', 'api_key_create', array['text', 'text']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_create');
+select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute event_ingest');
+select function_privs_are('meter', 'api_key_authenticate', array['text']::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute api_key_authenticate');
 
 -- ---------------------------------------------------------------------------------------------
 -- Tables and views.
@@ -199,7 +199,7 @@ select is(
      from pg_catalog.pg_proc p, pg_catalog.pg_roles r
      where p.pronamespace = 'meter'::regnamespace
        and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set', 'plan_price_mirror_record',
-                         'customer_subscribe', 'close_period')
+                         'customer_subscribe', 'period_close')
        and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
        and not r.rolsuper and r.oid <> p.proowner),
     null::text[],
@@ -217,34 +217,34 @@ select is(
 select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
            where p.pronamespace = 'meter'::regnamespace
              and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set', 'plan_price_mirror_record',
-                               'customer_subscribe', 'close_period', '_period_usage', 'price_amount')),
+                               'customer_subscribe', 'period_close', '_period_usage', 'price_amount')),
           10::bigint, 'the two checks above cover the ten month close functions');
 
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_ingest.
 -- ---------------------------------------------------------------------------------------------
 create temp table fx as
-select meter.upsert_customer('tap-pv-cust') as cust,
-       meter.upsert_meter('tap.pv.calls')   as m_calls,
-       meter.create_api_key('tap-pv-key', 'mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS') as key_id;
+select meter.customer_upsert('tap-pv-cust') as cust,
+       meter.meter_upsert('tap.pv.calls')   as m_calls,
+       meter.api_key_create('tap-pv-key', 'mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS') as key_id;
 grant select on fx to public;
 
 set local role meter_ingest;
 
 select is(current_user::text, 'meter_ingest', 'now running as meter_ingest');
 
-select is(meter.authenticate_api_key('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select key_id from fx),
+select is(meter.api_key_authenticate('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select key_id from fx),
           'meter_ingest can authenticate a key (security definer reads meter.api_keys)');
 
 select results_eq(
-    $$select ord, status, code from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select ord, status, code from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
           'customer', 'tap-pv-cust', 'meter', 'tap.pv.calls', 'idempotency_key', 'tap-pv-k1',
           'occurred_at', pg_catalog.now())))$$,
     $$values (0, 'accepted'::text, null::text)$$,
-    'meter_ingest can ingest through meter.ingest_events (security definer)');
+    'meter_ingest can ingest through meter.event_ingest (security definer)');
 
 select results_eq(
-    $$select ord, status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select ord, status from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
           'customer', 'tap-pv-cust', 'meter', 'tap.pv.calls', 'idempotency_key', 'tap-pv-k1',
           'occurred_at', pg_catalog.now())))$$,
     $$values (0, 'duplicate'::text)$$,
@@ -269,18 +269,18 @@ select throws_ok($$select * from meter.api_keys$$, '42501', 'permission denied f
                  'meter_ingest cannot select meter.api_keys');
 select throws_ok($$update meter.api_keys set revoked_at = null$$, '42501', 'permission denied for table api_keys',
                  'meter_ingest cannot un-revoke keys');
-select throws_ok($$select meter.create_api_key('tap-pv-sneaky', 'mk_SneakyTapKey0123456789ABCDEFGHIJKLMNOP')$$,
-                 '42501', 'permission denied for function create_api_key',
+select throws_ok($$select meter.api_key_create('tap-pv-sneaky', 'mk_SneakyTapKey0123456789ABCDEFGHIJKLMNOP')$$,
+                 '42501', 'permission denied for function api_key_create',
                  'meter_ingest cannot create API keys');
-select throws_ok($$select meter.upsert_customer('tap-pv-sneaky')$$, '42501',
-                 'permission denied for function upsert_customer', 'meter_ingest cannot create customers');
+select throws_ok($$select meter.customer_upsert('tap-pv-sneaky')$$, '42501',
+                 'permission denied for function customer_upsert', 'meter_ingest cannot create customers');
 select throws_ok($$select * from meter.event_daily$$, '42501', 'permission denied for view event_daily',
                  'meter_ingest cannot read the analyst views');
 
 select results_eq(
-    $$select ord, status from meter.cancel_events('[{"customer": "tap-pv-cust", "idempotency_key": "tap-pv-k1"}]')$$,
+    $$select ord, status from meter.event_cancel('[{"customer": "tap-pv-cust", "idempotency_key": "tap-pv-k1"}]')$$,
     $$values (0, 'cancelled'::text)$$,
-    'meter_ingest can cancel an event through meter.cancel_events (security definer)');
+    'meter_ingest can cancel an event through meter.event_cancel (security definer)');
 select is_empty(
     $$select * from meter.usage('tap-pv-cust', 'tap.pv.calls', '2024-01-01 00:00+00', '2024-02-01 00:00+00', 'day')$$,
     'meter_ingest can read usage through meter.usage (security definer)');
@@ -302,7 +302,7 @@ select throws_ok($$select meter.webhook_receive('evt_tap_pv', 'invoice.paid', pg
                  'permission denied for function webhook_receive', 'meter_ingest cannot store billing webhooks');
 select throws_ok($$select * from meter.invoices$$, '42501', 'permission denied for table invoices',
                  'meter_ingest cannot read invoices');
-select throws_ok($$select * from meter.close_period('2025-05')$$, '42501', 'permission denied for function close_period',
+select throws_ok($$select * from meter.period_close('2025-05')$$, '42501', 'permission denied for function period_close',
                  'meter_ingest cannot close a period');
 
 reset role;
@@ -321,7 +321,7 @@ grant select on pv_event to public;
 select meter.plan_upsert('tap-pv-plan', 'usd');
 select meter.plan_price_set('tap-pv-plan', 'tap.pv.calls', 'per_unit', 1);
 select meter.customer_subscribe('tap-pv-cust', 'tap-pv-plan', '2025-01');
-select outcome from meter.close_period('2025-05', 'tap-pv-cust');
+select outcome from meter.period_close('2025-05', 'tap-pv-cust');
 
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_analyst.
@@ -340,10 +340,10 @@ select throws_ok($$select * from meter.api_keys$$, '42501', 'permission denied f
                  'meter_analyst cannot select meter.api_keys');
 select throws_ok($$select * from meter.events$$, '42501', 'permission denied for table events',
                  'meter_analyst cannot select meter.events');
-select throws_ok($$select * from meter.ingest_events('[]'::jsonb)$$, '42501',
-                 'permission denied for function ingest_events', 'meter_analyst cannot ingest');
-select throws_ok($$select meter.authenticate_api_key('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$, '42501',
-                 'permission denied for function authenticate_api_key', 'meter_analyst cannot probe tokens');
+select throws_ok($$select * from meter.event_ingest('[]'::jsonb)$$, '42501',
+                 'permission denied for function event_ingest', 'meter_analyst cannot ingest');
+select throws_ok($$select meter.api_key_authenticate('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$, '42501',
+                 'permission denied for function api_key_authenticate', 'meter_analyst cannot probe tokens');
 
 select lives_ok($$select * from meter.rollup_hourly$$, 'meter_analyst reads meter.rollup_hourly');
 select lives_ok($$select * from meter.rollup_hourly_unique$$, 'meter_analyst reads meter.rollup_hourly_unique');
@@ -370,9 +370,9 @@ select is_empty(
     'meter_analyst can run rollup_verify (security definer: no access to raw events needed)');
 select throws_ok($$select * from meter.rollup_run()$$, '42501', 'permission denied for function rollup_run',
                  'meter_analyst cannot run the rollup');
-select throws_ok($$select * from meter.cancel_events('[]')$$, '42501', 'permission denied for function cancel_events',
+select throws_ok($$select * from meter.event_cancel('[]')$$, '42501', 'permission denied for function event_cancel',
                  'meter_analyst cannot cancel events');
-select throws_ok($$select meter.upsert_meter('tap.pv.sneaky')$$, '42501', 'permission denied for function upsert_meter',
+select throws_ok($$select meter.meter_upsert('tap.pv.sneaky')$$, '42501', 'permission denied for function meter_upsert',
                  'meter_analyst cannot create or change meters');
 select throws_ok($$delete from meter.rollup_hourly$$, '42501', 'permission denied for table rollup_hourly',
                  'meter_analyst cannot change the rollups');
@@ -400,7 +400,7 @@ select results_eq(
     'meter_analyst reads meter.reconciliation (its calls of _period_usage and price_amount run as the analyst)');
 select lives_ok($$select * from meter.late_after_close$$,
                 'meter_analyst reads meter.late_after_close (its view reads the events with the owner''s rights)');
-select throws_ok($$select * from meter.close_period('2025-05')$$, '42501', 'permission denied for function close_period',
+select throws_ok($$select * from meter.period_close('2025-05')$$, '42501', 'permission denied for function period_close',
                  'meter_analyst cannot close a period');
 select throws_ok($$select meter.plan_price_set('tap-pv-plan', 'tap.pv.calls', 'per_unit', 0)$$, '42501',
                  'permission denied for function plan_price_set', 'meter_analyst cannot price meters');

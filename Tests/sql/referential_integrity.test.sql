@@ -3,10 +3,10 @@
 begin;
 select plan(6);
 
-select meter.upsert_customer('ri-cust');
-select meter.upsert_meter('ri.calls', 'count');
+select meter.customer_upsert('ri-cust');
+select meter.meter_upsert('ri.calls', 'count');
 select results_eq(
-    $$select status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select status from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
         'customer', 'ri-cust', 'meter', 'ri.calls', 'idempotency_key', 'ri-1', 'occurred_at', pg_catalog.now())))$$,
     $$values ('accepted'::text)$$, 'an event for the new customer and meter is stored');
 

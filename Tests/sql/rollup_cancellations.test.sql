@@ -27,29 +27,24 @@ update meter.rollup_watermark set position_xid = '0', position_id = 0;
 create temp table wm0 as select * from meter.rollup_watermark;
 
 create temp table fx as
-select meter.upsert_customer('tap-rc-a')                          as cust,
-       meter.upsert_meter('tap.rc.calls')                         as m_calls,
-       meter.upsert_meter('tap.rc.bytes', 'sum')                  as m_bytes,
-       meter.upsert_meter('tap.rc.peak', 'max')                   as m_peak,
-       meter.upsert_meter('tap.rc.users', 'unique_count', 'user') as m_users;
+select meter.customer_upsert('tap-rc-a')                          as cust,
+       meter.meter_upsert('tap.rc.calls')                         as m_calls,
+       meter.meter_upsert('tap.rc.bytes', 'sum')                  as m_bytes,
+       meter.meter_upsert('tap.rc.peak', 'max')                   as m_peak,
+       meter.meter_upsert('tap.rc.users', 'unique_count', 'user') as m_users;
 
-create function pg_temp.put(p_meter text, p_key text, p_occurred_at timestamptz, p_value numeric,
-                            p_properties jsonb, p_xid xid8)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid)
-    select (select cust from fx), m.id, p_key, p_occurred_at, p_value, p_properties, p_xid
-    from meter.meters m where m.code = p_meter
-    returning id
-$$;
+\ir support/fixtures.sql
+create function pg_temp.event(p_meter text, p_key text, p_occurred_at timestamptz, p_value numeric,
+                               p_properties jsonb, p_xid xid8)
+returns bigint language sql
+as $$ select pg_temp.put('tap-rc-a', p_meter, p_key, p_occurred_at, p_value, p_properties, p_xid) $$;
 
 -- Cancel one event of tap-rc-a through the API; returns its verdict.
 create function pg_temp.cancel(p_key text)
 returns text
 language sql
 as $$
-    select status from meter.cancel_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    select status from meter.event_cancel(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
         'customer', 'tap-rc-a', 'idempotency_key', p_key, 'reason', 'test')))
 $$;
 
@@ -71,17 +66,17 @@ where e.customer_id = (select cust from fx);
 -- ---------------------------------------------------------------------------------------------
 -- Committed history (transaction 100): 11 events.
 -- ---------------------------------------------------------------------------------------------
-select pg_temp.put('tap.rc.peak',  'p1', '2024-03-10 10:05+00', 5, '{}', '100');
-select pg_temp.put('tap.rc.peak',  'p2', '2024-03-10 10:10+00', 9, '{}', '100');
-select pg_temp.put('tap.rc.peak',  'p3', '2024-03-10 10:15+00', 7, '{}', '100');
-select pg_temp.put('tap.rc.users', 'u1', '2024-03-10 10:20+00', 1, '{"user": "ann"}', '100');
-select pg_temp.put('tap.rc.users', 'u2', '2024-03-10 10:25+00', 1, '{"user": "ann"}', '100');
-select pg_temp.put('tap.rc.users', 'u3', '2024-03-10 10:30+00', 1, '{"user": "bob"}', '100');
-select pg_temp.put('tap.rc.bytes', 'b1', '2024-03-10 10:35+00', 2, '{}', '100');
-select pg_temp.put('tap.rc.bytes', 'b2', '2024-03-10 10:40+00', 3, '{}', '100');
-select pg_temp.put('tap.rc.calls', 'c1', '2024-03-10 10:45+00', 1, '{}', '100');
-select pg_temp.put('tap.rc.calls', 'c2', '2024-03-10 10:50+00', 1, '{}', '100');
-select pg_temp.put('tap.rc.calls', 'c3', '2024-03-10 12:00+00', 1, '{}', '100');
+select pg_temp.event('tap.rc.peak',  'p1', '2024-03-10 10:05+00', 5, '{}', '100');
+select pg_temp.event('tap.rc.peak',  'p2', '2024-03-10 10:10+00', 9, '{}', '100');
+select pg_temp.event('tap.rc.peak',  'p3', '2024-03-10 10:15+00', 7, '{}', '100');
+select pg_temp.event('tap.rc.users', 'u1', '2024-03-10 10:20+00', 1, '{"user": "ann"}', '100');
+select pg_temp.event('tap.rc.users', 'u2', '2024-03-10 10:25+00', 1, '{"user": "ann"}', '100');
+select pg_temp.event('tap.rc.users', 'u3', '2024-03-10 10:30+00', 1, '{"user": "bob"}', '100');
+select pg_temp.event('tap.rc.bytes', 'b1', '2024-03-10 10:35+00', 2, '{}', '100');
+select pg_temp.event('tap.rc.bytes', 'b2', '2024-03-10 10:40+00', 3, '{}', '100');
+select pg_temp.event('tap.rc.calls', 'c1', '2024-03-10 10:45+00', 1, '{}', '100');
+select pg_temp.event('tap.rc.calls', 'c2', '2024-03-10 10:50+00', 1, '{}', '100');
+select pg_temp.event('tap.rc.calls', 'c3', '2024-03-10 12:00+00', 1, '{}', '100');
 
 select is(pg_catalog.current_setting('DateStyle'), 'SQL, DMY', 'this session''s DateStyle is SQL, DMY');
 
@@ -118,7 +113,7 @@ select results_eq(
 create temp table after_run1 as select * from rolled;
 
 select results_eq(
-    $$select ord, status from meter.cancel_events($j$[
+    $$select ord, status from meter.event_cancel($j$[
           {"customer": "tap-rc-a", "idempotency_key": "p2"}, {"customer": "tap-rc-a", "idempotency_key": "u1"},
           {"customer": "tap-rc-a", "idempotency_key": "b2"}, {"customer": "tap-rc-a", "idempotency_key": "c1"}]$j$)$$,
     $$values (0, 'cancelled'::text), (1, 'cancelled'), (2, 'cancelled'), (3, 'cancelled')$$,
@@ -191,7 +186,7 @@ select results_eq(
 -- Emulation: run 4 is taken to have run at horizon 200; transaction 200 then commits p4.
 -- ---------------------------------------------------------------------------------------------
 update meter.rollup_watermark set position_xid = '200', position_id = 0;
-select pg_temp.put('tap.rc.peak', 'p4', '2024-03-10 10:55+00', 6, '{}', '200');
+select pg_temp.event('tap.rc.peak', 'p4', '2024-03-10 10:55+00', 6, '{}', '200');
 select is(pg_temp.cancel('p3'), 'cancelled', 'setup: p3 (7, the max of peak''s hour) is cancelled');
 
 create temp table run5 as select * from meter.rollup_run();
@@ -208,7 +203,7 @@ select results_eq(
 -- (a) An event of this transaction: above every horizon it can see.
 -- ---------------------------------------------------------------------------------------------
 select results_eq(
-    $$select status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select status from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
           'customer', 'tap-rc-a', 'meter', 'tap.rc.calls', 'idempotency_key', 'own',
           'occurred_at', pg_catalog.now())))$$,
     $$values ('accepted'::text)$$,
@@ -218,8 +213,8 @@ select is(pg_temp.cancel('own'), 'cancelled', 'and cancelled');
 -- (b) Transactions 300 and 301 commit after a run at horizon 300; the event of 301 is cancelled;
 -- the next runs take one event each.
 update meter.rollup_watermark set position_xid = '300', position_id = 0;
-select pg_temp.put('tap.rc.calls', 'q1', '2024-03-10 14:00+00', 1, '{}', '300');
-select pg_temp.put('tap.rc.calls', 'q2', '2024-03-10 14:10+00', 1, '{}', '301');
+select pg_temp.event('tap.rc.calls', 'q1', '2024-03-10 14:00+00', 1, '{}', '300');
+select pg_temp.event('tap.rc.calls', 'q2', '2024-03-10 14:10+00', 1, '{}', '301');
 select pg_temp.cancel('q2');
 
 create temp table run6 as select 'first'::text as name, * from meter.rollup_run(1);

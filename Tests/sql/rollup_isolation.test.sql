@@ -18,14 +18,14 @@ select is_empty($$select 1 from meter.events$$,
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-ri-a') as cust,
-       meter.upsert_meter('tap.ri.calls') as m_calls;
+select meter.customer_upsert('tap-ri-a') as cust,
+       meter.meter_upsert('tap.ri.calls') as m_calls;
 
 -- Work for a run: two committed events (transaction 100), one of them cancelled.
 insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, xid)
 select (select cust from fx), (select m_calls from fx), k, '2024-03-10 10:00+00', '100'
 from (values ('e1'), ('e2')) v(k);
-select meter.cancel_events('[{"customer": "tap-ri-a", "idempotency_key": "e1"}]');
+select meter.event_cancel('[{"customer": "tap-ri-a", "idempotency_key": "e1"}]');
 
 create temp table wm0 as select * from meter.rollup_watermark;
 

@@ -25,22 +25,16 @@ select columns_are('meter', 'rollup_lag',
 
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
-select meter.upsert_customer('tap-rl-a');
-select meter.upsert_meter('tap.rl.calls');
+select meter.customer_upsert('tap-rl-a');
+select meter.meter_upsert('tap.rl.calls');
 
-create function pg_temp.put(p_key text, p_xid xid8, p_received_at timestamptz default pg_catalog.now())
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, received_at, xid)
-    select c.id, m.id, p_key, '2024-03-10 10:00+00', p_received_at, p_xid
-    from meter.customers c, meter.meters m
-    where c.external_id = 'tap-rl-a' and m.code = 'tap.rl.calls'
-    returning id
-$$;
+\ir support/fixtures.sql
+create function pg_temp.lag_event(p_key text, p_xid xid8, p_received_at timestamptz default pg_catalog.now())
+returns bigint language sql
+as $$ select pg_temp.put('tap-rl-a', 'tap.rl.calls', p_key, '2024-03-10 10:00+00', p_xid => p_xid, p_received_at => p_received_at) $$;
 
-select pg_temp.put('e1', '100', pg_catalog.now() - interval '2 days');
-select pg_temp.put('e2', '100', pg_catalog.now() - interval '2 days');
+select pg_temp.lag_event('e1', '100', pg_catalog.now() - interval '2 days');
+select pg_temp.lag_event('e2', '100', pg_catalog.now() - interval '2 days');
 
 select results_eq(
     $$select pending_events, waiting_on_horizon, pending_cancellations, lag_seconds >= 172800 from meter.rollup_lag$$,
@@ -74,7 +68,7 @@ select ok((select horizon_xid <= pg_catalog.pg_current_xact_id() from meter.roll
 -- ---------------------------------------------------------------------------------------------
 -- An event of this transaction: pending, and waiting on the horizon (on this very transaction).
 -- ---------------------------------------------------------------------------------------------
-select meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+select meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-rl-a', 'meter', 'tap.rl.calls', 'idempotency_key', 'own', 'occurred_at', pg_catalog.now())));
 update meter.events set received_at = pg_catalog.now() - interval '1 hour' where idempotency_key = 'own';
 
@@ -95,8 +89,8 @@ select results_eq(
 -- run at horizon 200; transaction 250 then committed an event.
 -- ---------------------------------------------------------------------------------------------
 update meter.rollup_watermark set position_xid = '200', position_id = 0;
-select pg_temp.put('e3', '250', pg_catalog.now() - interval '30 minutes');
-select meter.cancel_events('[{"customer": "tap-rl-a", "idempotency_key": "e1"}]');
+select pg_temp.lag_event('e3', '250', pg_catalog.now() - interval '30 minutes');
+select meter.event_cancel('[{"customer": "tap-rl-a", "idempotency_key": "e1"}]');
 update meter.event_cancellations set cancelled_at = pg_catalog.now() - interval '3 hours'
 where event_id = (select id from meter.events where idempotency_key = 'e1');
 

@@ -28,20 +28,14 @@ select ok(pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) > '300':
 
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
-select meter.upsert_customer('tap-ls-a');
-select meter.upsert_meter('tap.ls.calls');
+select meter.customer_upsert('tap-ls-a');
+select meter.meter_upsert('tap.ls.calls');
 
 -- An event of tap-ls-a as the committed transaction p_xid stored it, received p_age ago.
-create function pg_temp.put(p_key text, p_xid xid8, p_age interval)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, received_at, xid)
-    select c.id, m.id, p_key, '2024-03-10 10:00+00', pg_catalog.now() - p_age, p_xid
-    from meter.customers c, meter.meters m
-    where c.external_id = 'tap-ls-a' and m.code = 'tap.ls.calls'
-    returning id
-$$;
+\ir support/fixtures.sql
+create function pg_temp.lag_event(p_key text, p_xid xid8, p_age interval)
+returns bigint language sql
+as $$ select pg_temp.put('tap-ls-a', 'tap.ls.calls', p_key, '2024-03-10 10:00+00', p_xid => p_xid, p_received_at => pg_catalog.now() - p_age) $$;
 
 -- Is the lag p_seconds, give or take the time this transaction has run? (On failure, the
 -- diagnostics show the actual value.)
@@ -69,7 +63,7 @@ as $$
 declare
     v_status text;
 begin
-    select status into v_status from meter.cancel_events(pg_catalog.jsonb_build_array(
+    select status into v_status from meter.event_cancel(pg_catalog.jsonb_build_array(
         pg_catalog.jsonb_build_object('customer', 'tap-ls-a', 'idempotency_key', p_key)));
     update meter.event_cancellations set cancelled_at = pg_catalog.now() - p_age
     where event_id = (select id from meter.events where idempotency_key = p_key);
@@ -87,8 +81,8 @@ select is(meter.rollup_lag_seconds(), 0::numeric, 'nothing pending: 0');
 -- transaction 101 and received 5 hours ago; eb is stored after it (higher id) by transaction 100,
 -- which took its xid earlier, and received 1 hour ago.
 -- ---------------------------------------------------------------------------------------------
-select pg_temp.put('ea', '101', interval '5 hours');
-select pg_temp.put('eb', '100', interval '1 hour');
+select pg_temp.lag_event('ea', '101', interval '5 hours');
+select pg_temp.lag_event('eb', '100', interval '1 hour');
 
 select pg_temp.lag_ok(3600,
           'pending events: the age of the first in (xid, id) order (eb, xid 100: 1 hour), '
@@ -110,7 +104,7 @@ select is(meter.rollup_lag_seconds(), 0::numeric, 'everything folded: 0 again');
 -- ---------------------------------------------------------------------------------------------
 -- An event at or above the horizon: this transaction's own, received 2 hours ago.
 -- ---------------------------------------------------------------------------------------------
-select meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+select meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-ls-a', 'meter', 'tap.ls.calls', 'idempotency_key', 'own', 'occurred_at', pg_catalog.now())));
 update meter.events set received_at = pg_catalog.now() - interval '2 hours' where idempotency_key = 'own';
 
@@ -122,7 +116,7 @@ select pg_temp.lag_ok(7200,
 -- Committed after run 1 (taken to have run at horizon 200): transaction 250, 30 minutes ago. It
 -- comes first in (xid, id) order, but this transaction's event is older.
 update meter.rollup_watermark set position_xid = '200', position_id = 0;
-select pg_temp.put('ec', '250', interval '30 minutes');
+select pg_temp.lag_event('ec', '250', interval '30 minutes');
 
 select pg_temp.lag_ok(7200,
           'the first event at or above the horizon is older than the first pending one (ec, 30 minutes): '

@@ -15,30 +15,24 @@ select is_empty($$select 1 from meter.events$$,
                 'precondition: no stored events (the suite runs on a freshly migrated database)');
 
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
-select meter.upsert_customer('tap-rb-a');
-select meter.upsert_meter('tap.rb.bytes', 'sum');
+select meter.customer_upsert('tap-rb-a');
+select meter.meter_upsert('tap.rb.bytes', 'sum');
 
-create function pg_temp.put(p_key text, p_value numeric, p_xid xid8)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, xid)
-    select c.id, m.id, p_key, '2024-03-10 10:30+00', p_value, p_xid
-    from meter.customers c, meter.meters m
-    where c.external_id = 'tap-rb-a' and m.code = 'tap.rb.bytes'
-    returning id
-$$;
+\ir support/fixtures.sql
+create function pg_temp.bytes_event(p_key text, p_value numeric, p_xid xid8)
+returns bigint language sql
+as $$ select pg_temp.put('tap-rb-a', 'tap.rb.bytes', p_key, '2024-03-10 10:30+00', p_value, p_xid => p_xid) $$;
 
-select pg_temp.put('a', 1, '100');
-select pg_temp.put('b', 2, '101');
-select pg_temp.put('c', 4, '102');
+select pg_temp.bytes_event('a', 1, '100');
+select pg_temp.bytes_event('b', 2, '101');
+select pg_temp.bytes_event('c', 4, '102');
 create temp table run1 as select * from meter.rollup_run();
 select is((select events_folded from run1), 3::bigint, 'setup: three events folded before the "restore"');
 
 -- The restore: every id a million higher; one more event, not yet folded by the old cluster.
 update meter.events set xid = (xid::text::bigint + 1000000)::text::xid8;
 update meter.rollup_watermark set position_xid = (position_xid::text::bigint + 1000000)::text::xid8;
-select pg_temp.put('d', 8, ((select position_xid from meter.rollup_watermark)::text::bigint + 5)::text::xid8);
+select pg_temp.bytes_event('d', 8, ((select position_xid from meter.rollup_watermark)::text::bigint + 5)::text::xid8);
 
 select throws_ok($$select * from meter.rollup_run()$$, '55000', null,
                  'before the rebase the rollup refuses: its watermark is ahead of this cluster''s horizon');

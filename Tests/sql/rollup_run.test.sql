@@ -31,25 +31,15 @@ select is(pg_catalog.current_setting('TimeZone'), 'Asia/Kolkata',
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-rr-a')                         as cust_a,
-       meter.upsert_customer('tap-rr-b')                         as cust_b,
-       meter.upsert_meter('tap.rr.calls')                        as m_calls,
-       meter.upsert_meter('tap.rr.bytes', 'sum')                 as m_bytes,
-       meter.upsert_meter('tap.rr.peak', 'max')                  as m_peak,
-       meter.upsert_meter('tap.rr.users', 'unique_count', 'user') as m_users;
+select meter.customer_upsert('tap-rr-a')                         as cust_a,
+       meter.customer_upsert('tap-rr-b')                         as cust_b,
+       meter.meter_upsert('tap.rr.calls')                        as m_calls,
+       meter.meter_upsert('tap.rr.bytes', 'sum')                 as m_bytes,
+       meter.meter_upsert('tap.rr.peak', 'max')                  as m_peak,
+       meter.meter_upsert('tap.rr.users', 'unique_count', 'user') as m_users;
 
 -- An event as the committed transaction p_xid stored it.
-create function pg_temp.put(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
-                            p_value numeric default 1, p_properties jsonb default '{}', p_xid xid8 default '100')
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid)
-    select c.id, m.id, p_key, p_occurred_at, p_value, p_properties, p_xid
-    from meter.customers c, meter.meters m
-    where c.external_id = p_customer and m.code = p_meter
-    returning id
-$$;
+\ir support/fixtures.sql
 
 -- Rollup rows of this test, by name.
 create temp view rolled as
@@ -90,10 +80,10 @@ select pg_temp.put('tap-rr-a', 'tap.rr.users', 'u5', '2024-03-10 11:30:00+00', 1
 select pg_temp.put('tap-rr-a', 'tap.rr.users', 'u6', '2024-03-10 11:31:00+00', 1, '{"user": 7}', '102');
 
 -- Not committed yet, so never folded in this test: an event of this very transaction (through
--- ingest_events, xid = our own xid) and one of a transaction that started after ours and has
+-- event_ingest, xid = our own xid) and one of a transaction that started after ours and has
 -- committed (xid above ours): both sit at or above any horizon this transaction can see.
 select results_eq(
-    $$select status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select status from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
           'customer', 'tap-rr-a', 'meter', 'tap.rr.calls', 'idempotency_key', 'own',
           'occurred_at', pg_catalog.now())))$$,
     $$values ('accepted'::text)$$,

@@ -17,8 +17,8 @@ select is_empty($$select 1 from meter.events$$,
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-ul-a')                          as cust,
-       meter.upsert_meter('tap.ul.users', 'unique_count', 'user') as m_users;
+select meter.customer_upsert('tap-ul-a')                          as cust,
+       meter.meter_upsert('tap.ul.users', 'unique_count', 'user') as m_users;
 
 -- The long value: 200 md5 digests, 6400 bytes of hex that pglz cannot compress; and a second one
 -- with the same 6400-byte prefix.
@@ -38,15 +38,10 @@ select throws_ok($$insert into btree_probe select v from lv$$, '54000', null,
                  'setup: the long value cannot be a B-tree key (index row size exceeds the 2704-byte maximum)');
 
 -- An event of tap-ul-a as the committed transaction p_xid stored it, with {"user": p_user}.
-create function pg_temp.put(p_key text, p_occurred_at timestamptz, p_user text, p_xid xid8)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, properties, xid)
-    select (select cust from fx), (select m_users from fx), p_key, p_occurred_at,
-           pg_catalog.jsonb_build_object('user', p_user), p_xid
-    returning id
-$$;
+\ir support/fixtures.sql
+create function pg_temp.user_event(p_key text, p_occurred_at timestamptz, p_user text, p_xid xid8)
+returns bigint language sql
+as $$ select pg_temp.put('tap-ul-a', 'tap.ul.users', p_key, p_occurred_at, p_properties => pg_catalog.jsonb_build_object('user', p_user), p_xid => p_xid) $$;
 
 -- Unique-value rows of this test, the long values by name.
 create temp view rolled_unique as
@@ -68,8 +63,8 @@ from meter.usage('tap-ul-a', 'tap.ul.users', '2024-03-10 00:00+00', '2024-03-11 
 -- ---------------------------------------------------------------------------------------------
 -- Run 1: the long value next to a short one (transaction 100).
 -- ---------------------------------------------------------------------------------------------
-select pg_temp.put('u1', '2024-03-10 10:05+00', (select v from lv), '100');
-select pg_temp.put('u2', '2024-03-10 10:10+00', 'ann', '100');
+select pg_temp.user_event('u1', '2024-03-10 10:05+00', (select v from lv), '100');
+select pg_temp.user_event('u2', '2024-03-10 10:10+00', 'ann', '100');
 
 select lives_ok($$create temp table run1 as select * from meter.rollup_run()$$,
                 'run 1 folds an event whose unique value is 6400 bytes without error');
@@ -100,10 +95,10 @@ select is_empty($$select * from meter.rollup_verify('2024-03-10 00:00+00', '2024
 -- ---------------------------------------------------------------------------------------------
 update meter.rollup_watermark set position_xid = '200', position_id = 0;
 
-select pg_temp.put('u3', '2024-03-10 10:20+00', (select v from lv), '200');
-select pg_temp.put('u4', '2024-03-10 11:05+00', (select v from lv), '201');
-select pg_temp.put('u5', '2024-03-10 11:10+00', (select v from lv), '201');
-select pg_temp.put('u6', '2024-03-10 11:15+00', (select v2 from lv), '201');
+select pg_temp.user_event('u3', '2024-03-10 10:20+00', (select v from lv), '200');
+select pg_temp.user_event('u4', '2024-03-10 11:05+00', (select v from lv), '201');
+select pg_temp.user_event('u5', '2024-03-10 11:10+00', (select v from lv), '201');
+select pg_temp.user_event('u6', '2024-03-10 11:15+00', (select v2 from lv), '201');
 
 select lives_ok($$create temp table run2 as select * from meter.rollup_run()$$,
                 'run 2 folds the late events without error');
@@ -141,7 +136,7 @@ select is_empty($$select * from meter.rollup_verify('2024-03-10 00:00+00', '2024
 -- Run 3: one of the two hour-10 events with the long value is cancelled.
 -- ---------------------------------------------------------------------------------------------
 select results_eq(
-    $$select status from meter.cancel_events('[{"customer": "tap-ul-a", "idempotency_key": "u1"}]')$$,
+    $$select status from meter.event_cancel('[{"customer": "tap-ul-a", "idempotency_key": "u1"}]')$$,
     $$values ('cancelled'::text)$$,
     'setup: u1 (the long value, hour 10) is cancelled');
 
@@ -174,7 +169,7 @@ select is_empty($$select * from meter.rollup_verify('2024-03-10 00:00+00', '2024
 -- Run 4: the other hour-10 event with the long value is cancelled too.
 -- ---------------------------------------------------------------------------------------------
 select results_eq(
-    $$select status from meter.cancel_events('[{"customer": "tap-ul-a", "idempotency_key": "u3"}]')$$,
+    $$select status from meter.event_cancel('[{"customer": "tap-ul-a", "idempotency_key": "u3"}]')$$,
     $$values ('cancelled'::text)$$,
     'setup: u3 (the long value''s last event in hour 10) is cancelled');
 

@@ -20,21 +20,16 @@ select is_empty($$select 1 from meter.events$$,
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-rv-a')                          as cust,
-       meter.upsert_meter('tap.rv.calls')                         as m_calls,
-       meter.upsert_meter('tap.rv.peak', 'max')                   as m_peak,
-       meter.upsert_meter('tap.rv.users', 'unique_count', 'user') as m_users;
+select meter.customer_upsert('tap-rv-a')                          as cust,
+       meter.meter_upsert('tap.rv.calls')                         as m_calls,
+       meter.meter_upsert('tap.rv.peak', 'max')                   as m_peak,
+       meter.meter_upsert('tap.rv.users', 'unique_count', 'user') as m_users;
 
-create function pg_temp.put(p_meter text, p_key text, p_occurred_at timestamptz, p_value numeric,
-                            p_properties jsonb, p_xid xid8)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid)
-    select (select cust from fx), m.id, p_key, p_occurred_at, p_value, p_properties, p_xid
-    from meter.meters m where m.code = p_meter
-    returning id
-$$;
+\ir support/fixtures.sql
+create function pg_temp.event(p_meter text, p_key text, p_occurred_at timestamptz, p_value numeric,
+                               p_properties jsonb, p_xid xid8)
+returns bigint language sql
+as $$ select pg_temp.put('tap-rv-a', p_meter, p_key, p_occurred_at, p_value, p_properties, p_xid) $$;
 
 -- What rollup_verify reports for this test's customer, meters by code.
 create function pg_temp.diff(p_from timestamptz, p_to timestamptz)
@@ -49,16 +44,16 @@ as $$
     order by m.code, v.hour
 $$;
 
-select pg_temp.put('tap.rv.calls', 'c1', '2024-03-10 10:05+00', 1, '{}', '100');
-select pg_temp.put('tap.rv.calls', 'c2', '2024-03-10 10:10+00', 1, '{}', '100');
-select pg_temp.put('tap.rv.calls', 'c3', '2024-03-10 11:20+00', 1, '{}', '100');
-select pg_temp.put('tap.rv.calls', 'c4', '2024-03-10 12:00+00', 1, '{}', '100');
-select pg_temp.put('tap.rv.peak',  'p1', '2024-03-10 10:15+00', 4, '{}', '100');
-select pg_temp.put('tap.rv.peak',  'p2', '2024-03-10 10:20+00', 6, '{}', '100');
-select pg_temp.put('tap.rv.users', 'u1', '2024-03-10 10:25+00', 1, '{"user": "ann"}', '100');
-select pg_temp.put('tap.rv.users', 'u2', '2024-03-10 10:30+00', 1, '{"user": "bob"}', '100');
-select pg_temp.put('tap.rv.users', 'u3', '2024-03-10 10:35+00', 1, '{"user": "ann"}', '100');
-select meter.cancel_events('[{"customer": "tap-rv-a", "idempotency_key": "c4"}]');
+select pg_temp.event('tap.rv.calls', 'c1', '2024-03-10 10:05+00', 1, '{}', '100');
+select pg_temp.event('tap.rv.calls', 'c2', '2024-03-10 10:10+00', 1, '{}', '100');
+select pg_temp.event('tap.rv.calls', 'c3', '2024-03-10 11:20+00', 1, '{}', '100');
+select pg_temp.event('tap.rv.calls', 'c4', '2024-03-10 12:00+00', 1, '{}', '100');
+select pg_temp.event('tap.rv.peak',  'p1', '2024-03-10 10:15+00', 4, '{}', '100');
+select pg_temp.event('tap.rv.peak',  'p2', '2024-03-10 10:20+00', 6, '{}', '100');
+select pg_temp.event('tap.rv.users', 'u1', '2024-03-10 10:25+00', 1, '{"user": "ann"}', '100');
+select pg_temp.event('tap.rv.users', 'u2', '2024-03-10 10:30+00', 1, '{"user": "bob"}', '100');
+select pg_temp.event('tap.rv.users', 'u3', '2024-03-10 10:35+00', 1, '{"user": "ann"}', '100');
+select meter.event_cancel('[{"customer": "tap-rv-a", "idempotency_key": "c4"}]');
 
 create temp table run1 as select * from meter.rollup_run();
 
@@ -73,9 +68,9 @@ select is_empty($$select * from meter.rollup_verify('2024-03-10 00:00+00', '2024
 
 -- Lag is not a difference: an event of this transaction (not folded, above the horizon) and a
 -- cancellation not subtracted yet.
-select meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+select meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-rv-a', 'meter', 'tap.rv.calls', 'idempotency_key', 'own', 'occurred_at', pg_catalog.now())));
-select meter.cancel_events('[{"customer": "tap-rv-a", "idempotency_key": "c3"}]');
+select meter.event_cancel('[{"customer": "tap-rv-a", "idempotency_key": "c3"}]');
 
 select is_empty($$select * from meter.rollup_verify('2000-01-01 00:00+00', '2100-01-01 00:00+00')$$,
                 'an event not folded yet and a cancellation not subtracted yet are lag, not differences');
@@ -165,9 +160,9 @@ select is_empty($$select * from meter.rollup_verify('2024-03-10 00:00+00', '2024
 -- kind of bug rollup_verify is there to catch).
 -- ---------------------------------------------------------------------------------------------
 create temp table skipped as
-select pg_temp.put('tap.rv.calls', 's1', '2024-03-10 11:40+00', 1, '{}', '150') as id
+select pg_temp.event('tap.rv.calls', 's1', '2024-03-10 11:40+00', 1, '{}', '150') as id
 union all
-select pg_temp.put('tap.rv.users', 's2', '2024-03-10 16:00+00', 1, '{"user": "dan"}', '150');
+select pg_temp.event('tap.rv.users', 's2', '2024-03-10 16:00+00', 1, '{"user": "dan"}', '150');
 
 select results_eq(
     $$select meter, hour, rollup_events, raw_events, rollup_quantity, raw_quantity, unique_values_differing

@@ -20,32 +20,28 @@ update meter.rollup_watermark set position_xid = '0', position_id = 0;
 create temp table wm0 as select * from meter.rollup_watermark;
 
 create temp table fx as
-select meter.upsert_customer('tap-rw-a') as cust,
-       meter.upsert_meter('tap.rw.bytes', 'sum') as m_bytes;
+select meter.customer_upsert('tap-rw-a') as cust,
+       meter.meter_upsert('tap.rw.bytes', 'sum') as m_bytes;
 
-create function pg_temp.put(p_key text, p_value numeric, p_xid xid8)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, xid)
-    values ((select cust from fx), (select m_bytes from fx), p_key, '2024-03-10 10:30+00', p_value, p_xid)
-    returning id
-$$;
+\ir support/fixtures.sql
+create function pg_temp.bytes_event(p_key text, p_value numeric, p_xid xid8)
+returns bigint language sql
+as $$ select pg_temp.put('tap-rw-a', 'tap.rw.bytes', p_key, '2024-03-10 10:30+00', p_value, p_xid => p_xid) $$;
 
 -- Six events of three transactions. Transaction 102 inserted first (smallest id): (xid, id) order
 -- is not id order. Values are powers of two, so the sum says which events were counted, and how
 -- often.
 create temp table ev (k text primary key, id bigint not null);
-insert into ev values ('z',  pg_temp.put('z',  32, '102'));
-insert into ev values ('a1', pg_temp.put('a1',  1, '100'));
-insert into ev values ('a2', pg_temp.put('a2',  2, '100'));
-insert into ev values ('a3', pg_temp.put('a3',  4, '100'));
-insert into ev values ('b1', pg_temp.put('b1',  8, '101'));
-insert into ev values ('b2', pg_temp.put('b2', 16, '101'));
+insert into ev values ('z',  pg_temp.bytes_event('z',  32, '102'));
+insert into ev values ('a1', pg_temp.bytes_event('a1',  1, '100'));
+insert into ev values ('a2', pg_temp.bytes_event('a2',  2, '100'));
+insert into ev values ('a3', pg_temp.bytes_event('a3',  4, '100'));
+insert into ev values ('b1', pg_temp.bytes_event('b1',  8, '101'));
+insert into ev values ('b2', pg_temp.bytes_event('b2', 16, '101'));
 
 -- And one event of this very transaction, which no run here can fold.
 select results_eq(
-    $$select status from meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select status from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
           'customer', 'tap-rw-a', 'meter', 'tap.rw.bytes', 'idempotency_key', 'own',
           'occurred_at', pg_catalog.now(), 'value', '64')))$$,
     $$values ('accepted'::text)$$,

@@ -27,31 +27,21 @@ select is_empty($$select 1 from meter.sync_outbox$$, 'precondition: the outbox i
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-so-a')                          as cust_a,
-       meter.upsert_customer('tap-so-b')                          as cust_b,
-       meter.upsert_meter('tap.so.calls')                         as m_calls,
-       meter.upsert_meter('tap.so.bytes', 'sum')                  as m_bytes,
-       meter.upsert_meter('tap.so.peak', 'max')                   as m_peak,
-       meter.upsert_meter('tap.so.users', 'unique_count', 'user') as m_users,
-       meter.upsert_meter('tap.so.mixed', 'count')                as m_mixed,
-       meter.upsert_meter('tap.so.free')                          as m_free,
+select meter.customer_upsert('tap-so-a')                          as cust_a,
+       meter.customer_upsert('tap-so-b')                          as cust_b,
+       meter.meter_upsert('tap.so.calls')                         as m_calls,
+       meter.meter_upsert('tap.so.bytes', 'sum')                  as m_bytes,
+       meter.meter_upsert('tap.so.peak', 'max')                   as m_peak,
+       meter.meter_upsert('tap.so.users', 'unique_count', 'user') as m_users,
+       meter.meter_upsert('tap.so.mixed', 'count')                as m_mixed,
+       meter.meter_upsert('tap.so.free')                          as m_free,
        pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC') + interval '1 hour'  as h1,
        pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC') + interval '2 hours' as h2;
 -- tap.so.mixed counts events until h2, and sums their values from h2 on (version 2).
-select meter.upsert_meter('tap.so.mixed', 'sum', null, null, null, (select h2 from fx));
+select meter.meter_upsert('tap.so.mixed', 'sum', null, null, null, (select h2 from fx));
 
 -- An event as the committed transaction p_xid stored it.
-create function pg_temp.put(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
-                            p_value numeric, p_properties jsonb, p_xid xid8)
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid)
-    select c.id, m.id, p_key, p_occurred_at, p_value, p_properties, p_xid
-    from meter.customers c, meter.meters m
-    where c.external_id = p_customer and m.code = p_meter
-    returning id
-$$;
+\ir support/fixtures.sql
 
 create function pg_temp.mid(p_meter text) returns bigint language sql
 as $$ select id from meter.meters where code = p_meter $$;
@@ -350,7 +340,7 @@ select is(pg_temp.ok('tap.so.peak', '2024-03-10 11:00+00'), 'synced', 'peak hour
 -- Cancellations bump the revision (run 4): a synced hour goes pending, an in-flight one stays.
 -- ---------------------------------------------------------------------------------------------
 select results_eq(
-    $$select status from meter.cancel_events('[{"customer": "tap-so-a", "idempotency_key": "p4"},
+    $$select status from meter.event_cancel('[{"customer": "tap-so-a", "idempotency_key": "p4"},
                                                {"customer": "tap-so-a", "idempotency_key": "u2"}]')$$,
     $$values ('cancelled'::text), ('cancelled')$$,
     'setup: peak p4 (hour 11''s only event) and users u2 (bob) are cancelled');

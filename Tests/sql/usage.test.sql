@@ -8,8 +8,8 @@
 --
 -- Emulated history (see rollup_run.test.sql): events get explicit xids of finished transactions
 -- below the horizon, and the meter version change of tap.us.switch on 2024-03-10 12:00 UTC is
--- written directly into meter.meter_versions, as meter.upsert_meter would have scheduled it before
--- that hour (upsert_meter only accepts future hours, so past history cannot be made through it).
+-- written directly into meter.meter_versions, as meter.meter_upsert would have scheduled it before
+-- that hour (meter_upsert only accepts future hours, so past history cannot be made through it).
 -- The suite runs on a freshly migrated database (checked first).
 begin;
 select plan(33);
@@ -22,29 +22,19 @@ select is_empty($$select 1 from meter.events$$,
 update meter.rollup_watermark set position_xid = '0', position_id = 0;
 
 create temp table fx as
-select meter.upsert_customer('tap-us-a')                          as cust_a,
-       meter.upsert_customer('tap-us-b')                          as cust_b,
-       meter.upsert_customer('tap-us-idle')                       as cust_idle,
-       meter.upsert_meter('tap.us.calls')                         as m_calls,
-       meter.upsert_meter('tap.us.bytes', 'sum')                  as m_bytes,
-       meter.upsert_meter('tap.us.peak', 'max')                   as m_peak,
-       meter.upsert_meter('tap.us.users', 'unique_count', 'user') as m_users,
-       meter.upsert_meter('tap.us.switch', 'count')               as m_switch;
+select meter.customer_upsert('tap-us-a')                          as cust_a,
+       meter.customer_upsert('tap-us-b')                          as cust_b,
+       meter.customer_upsert('tap-us-idle')                       as cust_idle,
+       meter.meter_upsert('tap.us.calls')                         as m_calls,
+       meter.meter_upsert('tap.us.bytes', 'sum')                  as m_bytes,
+       meter.meter_upsert('tap.us.peak', 'max')                   as m_peak,
+       meter.meter_upsert('tap.us.users', 'unique_count', 'user') as m_users,
+       meter.meter_upsert('tap.us.switch', 'count')               as m_switch;
 
 insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from, created_at)
 values ((select m_switch from fx), 2, 'sum', null, '2024-03-10 12:00+00', '2024-03-10 09:12+00');
 
-create function pg_temp.put(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
-                            p_value numeric default 1, p_properties jsonb default '{}')
-returns bigint
-language sql
-as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid)
-    select c.id, m.id, p_key, p_occurred_at, p_value, p_properties, '100'
-    from meter.customers c, meter.meters m
-    where c.external_id = p_customer and m.code = p_meter
-    returning id
-$$;
+\ir support/fixtures.sql
 
 select pg_temp.put('tap-us-a', 'tap.us.calls', 'c1', '2024-03-10 10:15+00');
 select pg_temp.put('tap-us-a', 'tap.us.calls', 'c2', '2024-03-10 10:45+00');
@@ -74,14 +64,14 @@ select pg_temp.put('tap-us-a', 'tap.us.switch', 's5', '2024-03-11 01:00+00', 1);
 
 create temp table run1 as select * from meter.rollup_run();
 -- dan's only event is cancelled after the rollup, and subtracted by the next run.
-select meter.cancel_events('[{"customer": "tap-us-a", "idempotency_key": "u7"}]');
+select meter.event_cancel('[{"customer": "tap-us-a", "idempotency_key": "u7"}]');
 create temp table run2 as select * from meter.rollup_run();
 
 select results_eq($$select (select events_folded from run1), (select cancellations_folded from run2)$$,
                   $$values (25::bigint, 1::bigint)$$, 'setup: 25 events rolled up, one cancellation subtracted');
 
 -- An event of this transaction: not rolled up, so not in usage.
-select meter.ingest_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+select meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-us-a', 'meter', 'tap.us.calls', 'idempotency_key', 'own', 'occurred_at', pg_catalog.now())));
 
 -- ---------------------------------------------------------------------------------------------

@@ -4,10 +4,10 @@ begin;
 select plan(11);
 
 create temp table fx as
-select meter.upsert_customer('tap-vw-cust', 'TAP views', 'Pacific/Auckland') as cust,
-       meter.upsert_customer('tap-vw-idle')                                  as idle,
-       meter.upsert_meter('tap.vw.bytes', 'sum')                             as m_bytes,
-       meter.upsert_meter('tap.vw.calls')                                    as m_calls;
+select meter.customer_upsert('tap-vw-cust', 'TAP views', 'Pacific/Auckland') as cust,
+       meter.customer_upsert('tap-vw-idle')                                  as idle,
+       meter.meter_upsert('tap.vw.bytes', 'sum')                             as m_bytes,
+       meter.meter_upsert('tap.vw.calls')                                    as m_calls;
 
 create temp table batch (name text primary key, b jsonb not null);
 insert into batch values
@@ -33,11 +33,11 @@ insert into batch values
 
 -- A window wide enough for fixed 2024 dates, narrow enough to reject the year-2000 element.
 create temp table runs as
-select 'stored' as name, v.* from meter.ingest_events((select b from batch where name = 'stored'), interval '5 minutes', interval '20 years') v;
+select 'stored' as name, v.* from meter.event_ingest((select b from batch where name = 'stored'), interval '5 minutes', interval '20 years') v;
 insert into runs
-select 'resend1', v.* from meter.ingest_events((select b from batch where name = 'resend1'), interval '5 minutes', interval '20 years') v;
+select 'resend1', v.* from meter.event_ingest((select b from batch where name = 'resend1'), interval '5 minutes', interval '20 years') v;
 insert into runs
-select 'resend2', v.* from meter.ingest_events((select b from batch where name = 'resend2'), interval '5 minutes', interval '20 years') v;
+select 'resend2', v.* from meter.event_ingest((select b from batch where name = 'resend2'), interval '5 minutes', interval '20 years') v;
 
 select results_eq(
     $$select name, ord, status from runs order by name, ord$$,
@@ -79,9 +79,9 @@ select is((select pg_catalog.sum(events) from meter.event_daily where customer =
 -- meter.api_keys_public
 -- ---------------------------------------------------------------------------------------------
 create temp table k as
-select meter.create_api_key('tap-vw-key-live', 'mk_ViewLiveKey0123456789ABCDEFGHIJKLMNOPQR') as live,
-       meter.create_api_key('tap-vw-key-dead', 'mk_ViewDeadKey0123456789ABCDEFGHIJKLMNOPQR') as dead;
-select meter.revoke_api_key((select dead from k)::text) as revoked into temp table rk;
+select meter.api_key_create('tap-vw-key-live', 'mk_ViewLiveKey0123456789ABCDEFGHIJKLMNOPQR') as live,
+       meter.api_key_create('tap-vw-key-dead', 'mk_ViewDeadKey0123456789ABCDEFGHIJKLMNOPQR') as dead;
+select meter.api_key_revoke((select dead from k)::text) as revoked into temp table rk;
 
 select columns_are('meter', 'api_keys_public',
                    array['id', 'name', 'prefix', 'created_at', 'revoked_at', 'active']::name[],

@@ -1,6 +1,6 @@
 -- meter._invoice_frozen(): trigger function keeping closed invoices final. A correction to a closed
 -- period (a late event, a cancellation) lands as an adjustment line on a later invoice
--- (meter.close_period); the invoice itself is never updated, deleted, truncated or given a new
+-- (meter.period_close); the invoice itself is never updated, deleted, truncated or given a new
 -- line once its close committed.
 create or replace function meter._invoice_frozen()
 returns trigger
@@ -27,7 +27,7 @@ $$;
 comment on function meter._invoice_frozen() is 'Trigger: closed invoices and their lines are never changed.';
 revoke all on function meter._invoice_frozen() from public;
 
--- Invoice totals are written by close_period in the same transaction as the invoice (the row is
+-- Invoice totals are written by period_close in the same transaction as the invoice (the row is
 -- inserted, then its total set before commit): only changes in later transactions are refused.
 create or replace trigger invoices_frozen
     before update or delete on meter.invoices

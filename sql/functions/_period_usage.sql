@@ -1,5 +1,5 @@
 -- meter._period_usage(customer_id, meter_id, from, to): a meter's billable quantity and event
--- count for [from, to), from the hourly rollups (the figures close_period invoices).
+-- count for [from, to), from the hourly rollups (the figures period_close invoices).
 --
 --   count -> events; sum -> Σ quantity; max -> the largest hourly maximum (0 without events);
 --   unique_count -> distinct values over the whole period (not a sum of hourly counts).

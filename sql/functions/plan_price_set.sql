@@ -5,7 +5,7 @@
 -- numbers, ascending, with a final up_to null.
 --
 -- Setting a meter's price again replaces it, until the plan has invoiced the meter: a closed
--- period is re-priced with its plan's prices when late events adjust it (meter.close_period) and
+-- period is re-priced with its plan's prices when late events adjust it (meter.period_close) and
 -- in meter.reconciliation, so a changed price would re-invoice every closed period of every
 -- customer on the plan. That change is refused (55000): create a new plan and subscribe customers
 -- to it from an open period. Setting the very same price again is accepted.

@@ -21,7 +21,7 @@
 --   * closed, not dead: the engine refuses the hour as before its current period
 --     (timestamp_too_early) and we have closed that period ourselves (meter.invoices): the engine
 --     invoiced it already, and the change is carried by an adjustment line of our next invoice
---     (meter.close_period). Nothing to retry; reconciliation compares the engine with the usage
+--     (meter.period_close). Nothing to retry; reconciliation compares the engine with the usage
 --     line frozen at close.
 -- Returns the new state, or 'stale' for a claim that is no longer the caller's.
 create or replace function meter.sync_failed(

@@ -17,7 +17,7 @@ public enum PlanMirror {
                    (select v.aggregation from meter.meter_version_ranges v where v.meter_id = m.id order by v.version desc limit 1) as aggregation
             from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id join meter.meters m on m.id = pp.meter_id
             where pp.engine_price_id is null and m.code = any ($1::text[]) order by p.code, m.code
-            """, ["{" + engineMeters.joined(separator: ",") + "}"]).rows
+            """, [engineMeters]).rows
         for r in rows {
             let plan = try r.string("plan"), meter = try r.string("meter"), model = try r.string("model")
             var params: [(String, String)] = [

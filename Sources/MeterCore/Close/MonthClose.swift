@@ -1,8 +1,7 @@
 import Foundation
 import PGClient
-import MeterWire
 
-/// The month close: meter.close_period for every customer (or one), one transaction per batch of
+/// The month close: meter.period_close for every customer (or one), one transaction per batch of
 /// customers rather than one for the whole period, so a close of 100,000 customers neither holds
 /// its locks nor grows its transaction for minutes (docs/scaling.md 1b). Used by `meterctl close`,
 /// the replay and the chaos scenarios alike.
@@ -12,7 +11,7 @@ import MeterWire
 /// (closed customers answer `already_closed`). Customers created while it runs are swept up at the
 /// end, in further batches, until none is left.
 package enum MonthClose {
-    /// One customer's answer from meter.close_period.
+    /// One customer's answer from meter.period_close.
     package struct Outcome: Sendable, Equatable {
         package let customer: String
         /// closed, already_closed or no_plan.
@@ -56,10 +55,10 @@ package enum MonthClose {
                     outcomes += try c.execute("""
                         select r.customer, r.outcome, coalesce(r.invoice_id::text, '-') as invoice, r.lines,
                                coalesce(r.total::text, '-') as total, coalesce(r.currency, '') as currency
-                        from pg_catalog.jsonb_array_elements_text($2::jsonb) with ordinality as x(external_id, n)
-                        cross join lateral meter.close_period($1, x.external_id, make_interval(mins => $3::int)) r
+                        from pg_catalog.unnest($2::text[]) with ordinality as x(external_id, n)
+                        cross join lateral meter.period_close($1, x.external_id, make_interval(mins => $3::int)) r
                         order by x.n
-                        """, [period, "[" + part.map(JSONWriter.quote).joined(separator: ",") + "]", graceMinutes]).rows.map { r in
+                        """, [period, Array(part), graceMinutes]).rows.map { r in
                         Outcome(customer: try r.string("customer"), outcome: try r.string("outcome"), invoice: try r.string("invoice"),
                                 lines: try r.int("lines"), total: try r.string("total"), currency: try r.string("currency"))
                     }

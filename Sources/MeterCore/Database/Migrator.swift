@@ -4,7 +4,7 @@ import PGClient
 
 /// Applies `sql/migrations/NNNN_name.sql` (forward-only, each once, each in its own transaction,
 /// recorded with its SHA-256 in `meter.schema_migrations`), then re-applies every
-/// `sql/functions/*.sql` (CREATE OR REPLACE) in name order in one transaction.
+/// `sql/functions/*.sql` then `sql/views/*.sql` (CREATE OR REPLACE) in name order in one transaction.
 ///
 /// Every transaction first takes the transaction-scoped advisory lock
 /// `pg_advisory_xact_lock(hashtext('meter.migrate'))`, so concurrent runs serialize (a second
@@ -71,12 +71,16 @@ public struct Migrator: Sendable {
         }
     }
 
+    /// `sql/functions/*.sql`, then `sql/views/*.sql` (a view may call a function), each folder in
+    /// name order; a file is named by its path under sql/ (`functions/event_ingest.sql`).
     public func functionFiles() throws -> [File] {
-        let dir = sqlDirectory + "/functions"
-        let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".sql") }.sorted()
-        return try names.map { name in
-            let path = dir + "/" + name
-            return File(version: 0, name: name, path: path, sql: try String(contentsOfFile: path, encoding: .utf8))
+        try ["functions", "views"].flatMap { folder in
+            let dir = sqlDirectory + "/" + folder
+            let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".sql") }.sorted()
+            return try names.map { name in
+                let path = dir + "/" + name
+                return File(version: 0, name: folder + "/" + name, path: path, sql: try String(contentsOfFile: path, encoding: .utf8))
+            }
         }
     }
 
@@ -104,7 +108,7 @@ public struct Migrator: Sendable {
                     applied_at timestamptz not null default now()
                 );
                 comment on table meter.schema_functions is
-                    'Last applied version of each sql/functions file (re-applied on every migrate).';
+                    'Last applied version of each sql/functions and sql/views file (re-applied on every migrate), by path under sql/.';
                 """)
         }
     }
@@ -202,6 +206,9 @@ public struct Migrator: Sendable {
                     on conflict (name) do update set checksum = excluded.checksum, applied_at = now()
                     """, [f.name, try Self.checksum(c, f.sql)])
             }
+            // The ledger names only files that exist: a renamed or removed file's row goes (its
+            // object is dropped by the migration that renamed it).
+            try c.execute("delete from meter.schema_functions where name <> all($1::text[])", [functions.map(\.name)])
         }
         report.functions = functions.count
         logger.info("migrate.functions", metadata: ["count": "\(functions.count)"])

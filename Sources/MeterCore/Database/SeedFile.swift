@@ -53,10 +53,10 @@ public struct SeedFile: Sendable {
     public func apply(_ conn: PGConnection) throws -> (customers: Int, meters: Int) {
         try conn.transaction { c in
             for cu in customers {
-                try c.execute("select meter.upsert_customer($1, $2, $3)", [cu.externalID, cu.name, cu.timezone])
+                try c.execute("select meter.customer_upsert($1, $2, $3)", [cu.externalID, cu.name, cu.timezone])
             }
             for m in meters {
-                try c.execute("select meter.upsert_meter($1, $2, $3, $4, $5)",
+                try c.execute("select meter.meter_upsert($1, $2, $3, $4, $5)",
                               [m.code, m.aggregation, m.uniqueProperty, m.name, m.unit])
             }
         }

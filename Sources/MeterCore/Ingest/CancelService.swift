@@ -1,5 +1,5 @@
 /// Cancellations: `POST /v1/events/cancel`. Each element names a stored event by customer and
-/// idempotency key; `meter.cancel_events()` (sql/functions/cancel_events.sql) decides, with the
+/// idempotency key; `meter.event_cancel()` (sql/functions/event_cancel.sql) decides, with the
 /// primary key of meter.event_cancellations making it idempotent. The rollup subtracts it once.
 import PGClient
 import MeterWire
@@ -85,7 +85,7 @@ public struct CancelService: Sendable {
         do {
             rows = try await pool.withConnection { conn in
                 try conn.executePrepared("""
-                    select ord, status, event_id, code, field, reason from meter.cancel_events($1::jsonb, $2)
+                    select ord, status, event_id, code, field, reason from meter.event_cancel($1::jsonb, $2)
                     """, [body, token]).rows
             }
         } catch let e as PGError where e.sqlState == "28000" {

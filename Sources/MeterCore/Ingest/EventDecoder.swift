@@ -1,6 +1,6 @@
 /// Turns request JSON into normalized events, one verdict per element, before anything touches
 /// the database. What needs the database (does the customer exist? is the key new?) is decided
-/// by `meter.ingest_events()`; everything else is decided here, with a stable code and the field.
+/// by `meter.event_ingest()`; everything else is decided here, with a stable code and the field.
 import MeterWire
 
 
@@ -28,7 +28,7 @@ public struct NormalizedEvent: Sendable, Equatable {
     /// Always a JSON object.
     public var properties: JSONValue
 
-    /// The element sent to `meter.ingest_events()`.
+    /// The element sent to `meter.event_ingest()`.
     package var sqlJSON: String {
         "{\"customer\":\(JSONWriter.quote(customer)),\"meter\":\(JSONWriter.quote(meter)),"
             + "\"idempotency_key\":\(JSONWriter.quote(idempotencyKey)),"

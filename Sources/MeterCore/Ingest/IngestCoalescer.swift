@@ -2,7 +2,7 @@ import Foundation
 import PGClient
 
 /// Group commit for ingest requests: requests that arrive while every database connection is busy
-/// are stored together, in one `meter.ingest_events()` call and one COMMIT, by the next
+/// are stored together, in one `meter.event_ingest()` call and one COMMIT, by the next
 /// connection that comes free.
 ///
 /// Why: a single-event request costs a statement, a commit and several thread hand-offs, almost
@@ -10,7 +10,7 @@ import PGClient
 /// one statement turns that fixed cost into a per-batch cost. When the service is idle a request
 /// finds a free connection at once and goes alone (no added latency, no timer).
 ///
-/// Guarantees are those of `meter.ingest_events()` for the combined batch: every event gets its
+/// Guarantees are those of `meter.event_ingest()` for the combined batch: every event gets its
 /// own verdict; each caller is answered only after the COMMIT that holds its events; identical
 /// events from two requests in one group are one `accepted` and one `duplicate`, exactly as if
 /// they had raced. Only requests with the same API key are grouped (the key is checked inside the
@@ -47,7 +47,7 @@ package final class IngestCoalescer: @unchecked Sendable {
         self.maxEvents = maxEvents
     }
 
-    /// Stores `items` (serialized events) for `token`; returns the rows of `meter.ingest_events()`
+    /// Stores `items` (serialized events) for `token`; returns the rows of `meter.event_ingest()`
     /// for them, with `ord` relative to `items`.
     package func submit(token: String, items: [String]) async throws -> Rows {
         try await withCheckedThrowingContinuation { cont in

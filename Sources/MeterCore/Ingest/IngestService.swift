@@ -10,7 +10,7 @@ public struct IngestVerdict: Sendable, Equatable {
     public var error: FieldError?
 }
 
-/// Calls `meter.ingest_events()` for the valid events of a request and merges its verdicts with
+/// Calls `meter.event_ingest()` for the valid events of a request and merges its verdicts with
 /// those decided before the database (syntax, limits). The SQL function is the single place
 /// where idempotency is decided (UNIQUE constraint); this type only moves data.
 public struct IngestService: Sendable {
@@ -31,10 +31,10 @@ public struct IngestService: Sendable {
                                          params: [limits.maxFutureSeconds, limits.maxPastSeconds], maxEvents: max(limits.maxBatchEvents, 1000), metrics: metrics)
     }
 
-    package static let authenticateSQL = "select meter.authenticate_api_key($1) as id"
+    package static let authenticateSQL = "select meter.api_key_authenticate($1) as id"
     package static let ingestSQL = """
         select ord, status, event_id, code, field, reason
-        from meter.ingest_events($1::jsonb, $3::bigint * interval '1 second', $4::bigint * interval '1 second', $2)
+        from meter.event_ingest($1::jsonb, $3::bigint * interval '1 second', $4::bigint * interval '1 second', $2)
         """
 
     public enum Outcome: Sendable {

@@ -132,17 +132,17 @@ public final class ChaosHarness: @unchecked Sendable {
             """).single()
         (periodStart, periodEnd, period) = (try p.int("s"), try p.int("e"), try p.string("p"))
 
-        for m in Self.meters { try c.execute("select meter.upsert_meter($1, $2)", [m.code, m.aggregation]) }
+        for m in Self.meters { try c.execute("select meter.meter_upsert($1, $2)", [m.code, m.aggregation]) }
         try c.execute("select meter.plan_upsert('chaos', 'usd')")
         for m in Self.meters {
             try c.execute("select meter.plan_price_set('chaos', $1, 'per_unit', $2::numeric)", [m.code, m.unitAmount])
         }
         for i in 0..<o.customers {
-            try c.execute("select meter.upsert_customer($1, $2, 'UTC')", [customer(i), "Chaos customer \(i + 1)"])
+            try c.execute("select meter.customer_upsert($1, $2, 'UTC')", [customer(i), "Chaos customer \(i + 1)"])
             try c.execute("select meter.customer_subscribe($1, 'chaos', $2)", [customer(i), period])
         }
         token = APIKeys.generate()
-        try c.execute("select meter.create_api_key('chaos', $1)", [token])
+        try c.execute("select meter.api_key_create('chaos', $1)", [token])
 
         mock = ChildProcess(name: "billing-mock", argv: [o.meterctl, "billing-mock", "--database-url", conninfo,
                                                          "--sql-dir", o.sqlDir, "--port", String(mockPort),
@@ -207,7 +207,7 @@ public final class ChaosHarness: @unchecked Sendable {
     /// The main load's events: `o.events` events in the last `o.hours` hours of the month,
     /// spread over the customers and both meters.
     public func mainEvents(prefix: String = "e") -> [ChaosEvent] {
-        var r = ReplayRandom(seed: o.seed)
+        var r = SeededRandom(seed: o.seed)
         let from = (periodEnd - Int64(o.hours) * 3600) * 1_000_000
         let span = Int64(o.hours) * 3_600_000_000
         return (0..<o.events).map { i in
@@ -315,10 +315,8 @@ public final class ChaosHarness: @unchecked Sendable {
                 select k, c, m, to_timestamp(t / 1e6), v, a, r, x
                 from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::boolean[], $7::text[], $8::text[])
                      as u(k, c, m, t, v, a, r, x)
-                """, [Self.arr(part.map(\.key)), Self.arr(part.map(\.customer)), Self.arr(part.map(\.meter)),
-                      "{" + part.map { String($0.at) }.joined(separator: ",") + "}", Self.arr(part.map(\.value)),
-                      "{" + idx.map { result.acked[$0] ? "t" : "f" }.joined(separator: ",") + "}",
-                      Self.arr(idx.map { result.rejected[$0] }), Self.arr(part.map(\.expectReject))])
+                """, [part.map(\.key), part.map(\.customer), part.map(\.meter), part.map(\.at), part.map(\.value),
+                      idx.map { result.acked[$0] }, idx.map { result.rejected[$0] }, part.map(\.expectReject)])
         }
         let s = try c.execute("""
             select count(*) as sent,
@@ -415,13 +413,6 @@ public final class ChaosHarness: @unchecked Sendable {
     }
 
     // MARK: helpers
-
-    package static func arr(_ xs: [String?]) -> String {
-        "{" + xs.map { v in
-            guard let v else { return "NULL" }
-            return "\"" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        }.joined(separator: ",") + "}"
-    }
 
     package static func n(_ v: Int64) -> String { n(Int(v)) }
     package static func n(_ v: Int) -> String {

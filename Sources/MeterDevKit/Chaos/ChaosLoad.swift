@@ -58,7 +58,7 @@ public final class ChaosLoad: @unchecked Sendable {
 
     public func run() async throws -> Result {
         defer { lock.withLock { finished = true } }
-        var r = ReplayRandom(seed: seed ^ 0x5EED)
+        var r = SeededRandom(seed: seed ^ 0x5EED)
         var order = Array(events.indices)
         for i in events.indices where r.chance(duplicateRate) { order.append(i) }
         for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, r.below(i + 1)) }

@@ -71,7 +71,7 @@ public enum ChaosScenarios {
         let events = h.mainEvents()
         let load = h.load(events)
         let loadTask = Task { try await load.run() }
-        var r = ReplayRandom(seed: h.o.seed ^ 0x4B11)
+        var r = SeededRandom(seed: h.o.seed ^ 0x4B11)
         var kinds: [String: Int] = [:]
         // Spread over the load: on average one kill per (load time / (kills + 1)), at random.
         let loadSeconds = Double(events.count) * (1 + h.o.duplicateRate) / Double(max(h.o.rate, 1))
@@ -281,7 +281,7 @@ public enum ChaosScenarios {
         let now0 = try dbNow()
         _ = try await h.client.post("/v1/test_helpers/test_clocks/\(h.clock)/advance", [("frozen_time", String(now0 + 1800))],
                                     idempotencyKey: "chaos-advance-\(h.clock)-now")
-        var r = ReplayRandom(seed: h.o.seed ^ 0xC10C)
+        var r = SeededRandom(seed: h.o.seed ^ 0xC10C)
         let offsets: [Int64] = [-600, -420, -300, -120, -30, -1, 0, 1, 30, 120, 180, 240, 420, 480, 600]
         func skewed(_ tag: String, _ n: Int, now: Int64) -> [ChaosEvent] {
             (0..<n).map { i in
@@ -382,7 +382,7 @@ public enum ChaosScenarios {
             try await onDedicatedThread {
                 let c = try h.connect()
                 try c.execute("begin")
-                let n = try c.execute("select count(*) as n from meter.close_period($1, null, interval '0')", [h.period]).single().int("n")
+                let n = try c.execute("select count(*) as n from meter.period_close($1, null, interval '0')", [h.period]).single().int("n")
                 let killed = try h.pg.killAll()
                 c.close()
                 h.log("crash mid-close: SIGKILL of all \(killed) server processes with the close of \(n) invoices uncommitted")

@@ -248,9 +248,8 @@ public struct ReplayExpectation: Sendable {
             out.differences.append("verdicts: expected \(Self.describe(verdicts)), received \(Self.describe(received))")
         }
         out.invoicesExpected = currencies.count
-        let inPeriods = ["{" + periods.joined(separator: ",") + "}"]  // a text[] parameter
         out.invoicesFound = Int(try c.execute("select count(*) as n from meter.invoices where period = any($1::text[])",
-                                              inPeriods).single().int("n"))
+                                              [periods]).single().int("n"))
         if out.invoicesFound != out.invoicesExpected {
             out.differences.append("invoices: expected \(out.invoicesExpected), found \(out.invoicesFound)")
         }
@@ -261,7 +260,7 @@ public struct ReplayExpectation: Sendable {
             select x.external_id as customer, i.period, i.subtotal, i.total
             from meter.invoices i join meter.customers x on x.id = i.customer_id
             where i.period = any($1::text[])
-            """, inPeriods).rows {
+            """, [periods]).rows {
             let id = (try r.string("customer")) + "|" + (try r.string("period"))
             let want = expectedTotal[id] ?? 0
             let (subtotal, total) = (try r.optionalInt("subtotal"), try r.optionalInt("total"))
@@ -278,7 +277,7 @@ public struct ReplayExpectation: Sendable {
             join meter.customers x on x.id = i.customer_id
             join meter.meters m on m.id = l.meter_id
             where i.period = any($1::text[])
-            """, inPeriods).rows {
+            """, [periods]).rows {
             let k = Key(customer: try r.string("customer"), period: try r.string("period"), kind: try r.string("kind"),
                         meter: try r.string("meter"), adjusts: try r.string("adjusts"))
             actual[k] = Line(events: try r.int("event_count"), quantity: Self.decimal(try r.string("quantity")) ?? -1,

@@ -124,7 +124,7 @@ public enum ReplayRunner {
 
         // Customers, meters, plans (every pricing model, three currencies), an API key.
         for m in ReplayWorkload.meters {
-            try c.execute("select meter.upsert_meter($1, $2, $3)", [m.code, m.aggregation, m.unique])
+            try c.execute("select meter.meter_upsert($1, $2, $3)", [m.code, m.aggregation, m.unique])
         }
         for p in plans {
             try c.execute("select meter.plan_upsert($1, $2)", [p.code, p.currency])
@@ -134,12 +134,12 @@ public enum ReplayRunner {
             }
         }
         for i in 0..<o.customers {
-            try c.execute("select meter.upsert_customer($1, $2, 'UTC')", [workload.customerID(i), "Replay customer \(i + 1)"])
+            try c.execute("select meter.customer_upsert($1, $2, 'UTC')", [workload.customerID(i), "Replay customer \(i + 1)"])
             try c.execute("select meter.customer_subscribe($1, $2, $3)",
                           [workload.customerID(i), plans[ReplayWorkload.planIndex(customer: i, plans: plans.count)].code, firstPeriod])
         }
         let token = APIKeys.generate()
-        try c.execute("select meter.create_api_key('replay', $1)", [token])
+        try c.execute("select meter.api_key_create('replay', $1)", [token])
 
         // The engine, on a test clock at the window's start; our plans mirrored as its prices.
         var mockConfig = BillingMockConfiguration()

@@ -13,21 +13,6 @@
 import Foundation
 import MeterWire
 
-/// SplitMix64: small, fast, and the same on every platform.
-public struct ReplayRandom: Sendable {
-    package var state: UInt64
-    public init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1 }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    public mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
-    public mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
-}
-
 public struct ReplayEvent: Sendable {
     public enum Kind: String, Sendable { case event, cancel, invalid }
     public var kind: Kind
@@ -109,7 +94,7 @@ public struct ReplayWorkload: Sendable {
 
     /// The events of day `d` (0-based) in the order they are first sent, already out of order.
     public func day(_ d: Int) -> [ReplayEvent] {
-        var rng = ReplayRandom(seed: seed &+ UInt64(d) &* 1_000_003)
+        var rng = SeededRandom(seed: seed &+ UInt64(d) &* 1_000_003)
         let dayStart = start + Int64(d) * 86_400
         let totalWeight = Self.hourWeights.reduce(0, +)
         var out: [ReplayEvent] = []
@@ -158,7 +143,7 @@ public struct ReplayWorkload: Sendable {
 
     /// Cancellations made during day `d`: `cancelShare` of that day's events (1 % by default).
     public func cancellations(_ events: [ReplayEvent], day d: Int) -> [ReplayEvent] {
-        var rng = ReplayRandom(seed: seed &+ 77 &+ UInt64(d) &* 31)
+        var rng = SeededRandom(seed: seed &+ 77 &+ UInt64(d) &* 31)
         return events.filter { $0.kind == .event && rng.chance(cancelShare) }.map {
             ReplayEvent(kind: .cancel, customer: $0.customer, meter: $0.meter, key: $0.key, at: $0.at, value: $0.value)
         }
@@ -167,7 +152,7 @@ public struct ReplayWorkload: Sendable {
     /// Late events for a period, sent after its close: for about 30 % of the customers one or two
     /// events in its last day, plus cancellations of `lateCancelShare` of the period's events.
     public func lateAfterClose(periodEnd: Int64, periodEvents: [ReplayEvent], index: Int) -> [ReplayEvent] {
-        var rng = ReplayRandom(seed: seed &+ 999 &+ UInt64(index))
+        var rng = SeededRandom(seed: seed &+ 999 &+ UInt64(index))
         var out: [ReplayEvent] = []
         for c in 0..<customers where rng.chance(0.3) {
             let at = (periodEnd - 1 - Int64(rng.below(86_000))) * 1_000_000

@@ -4,7 +4,7 @@ import Logging
 import PGClient
 import MeterCore
 
-/// `meterctl bench close`: meter.close_period for many customers, beside a read-only baseline.
+/// `meterctl bench close`: meter.period_close for many customers, beside a read-only baseline.
 struct BenchClose: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "close",
@@ -15,7 +15,7 @@ struct BenchClose: AsyncParsableCommand {
             meter), --events-per-customer events per customer and meter in the month two months back, \
             rolled up with meter.rollup_run. Baseline: one read-only query computing what the close reads \
             (per customer and meter: the rollup figures and the SHA-256 over the sorted events). Then \
-            meter.close_period for all customers, timed; then a second close (must create nothing) and the \
+            meter.period_close for all customers, timed; then a second close (must create nothing) and the \
             reconciliation view (every row must MATCH).
             """)
     @OptionGroup var global: GlobalOptions
@@ -41,7 +41,7 @@ struct BenchClose: AsyncParsableCommand {
 
         let period = try c.execute("select to_char(date_trunc('month', now(), 'UTC') - interval '2 months', 'YYYY-MM') as p").single().string("p")
         print("setup: \(customers) customers, \(eventsPerCustomer) events per customer and meter in \(period)")
-        try c.execute("select meter.upsert_meter('bench.calls', 'count'), meter.upsert_meter('bench.gb', 'sum')")
+        try c.execute("select meter.meter_upsert('bench.calls', 'count'), meter.meter_upsert('bench.gb', 'sum')")
         try c.execute("select meter.plan_upsert('bench', 'usd', 'Bench')")
         try c.execute("""
             select meter.plan_price_set('bench', 'bench.calls', 'graduated', null, null,
@@ -84,12 +84,12 @@ struct BenchClose: AsyncParsableCommand {
         print(String(format: "baseline: %d customer/meter figures read in %.2f s", baselineRows, baseline))
 
         let t2 = ContinuousClock.now
-        let closed = try c.execute("select count(*) filter (where outcome = 'closed') as n from meter.close_period($1)", [period])
+        let closed = try c.execute("select count(*) filter (where outcome = 'closed') as n from meter.period_close($1)", [period])
             .single().int("n")
         let close = (ContinuousClock.now - t2).seconds
         print(String(format: "close: %d customers closed in %.2f s (%.0f customers/s); baseline %.2f s; ratio %.2f",
                      closed, close, Double(closed) / close, baseline, close / baseline))
-        let again = try c.execute("select count(*) filter (where outcome = 'already_closed') as n from meter.close_period($1)", [period])
+        let again = try c.execute("select count(*) filter (where outcome = 'already_closed') as n from meter.period_close($1)", [period])
             .single().int("n")
         let lines = try c.execute("select count(*) as n from meter.invoice_lines").single().int("n")
         let t3 = ContinuousClock.now

@@ -167,7 +167,7 @@ struct BenchRollup: AsyncParsableCommand {
         try {
             let conn = try PGConnection(conninfo: conninfo)
             defer { conn.close() }
-            try conn.execute("select meter.create_api_key($1, $2)", ["bench-rollup", token])
+            try conn.execute("select meter.api_key_create($1, $2)", ["bench-rollup", token])
             try Rollup.drain(conn)
         }()
         var config = service.configuration(sqlDir: sqlDir)

@@ -86,7 +86,7 @@ struct BenchSync: AsyncParsableCommand {
             ("currency", "usd"), ("product_data[name]", "bench"), ("unit_amount_decimal", "0.01"),
             ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
         ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
-        try conn.execute("select meter.upsert_meter('bench.sync', 'sum')")
+        try conn.execute("select meter.meter_upsert('bench.sync', 'sum')")
         try conn.execute("""
             insert into meter.customers (external_id) select 'bench-' || g from generate_series(1, $1::int) g
             """, [customers])

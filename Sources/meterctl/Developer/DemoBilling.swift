@@ -75,10 +75,10 @@ struct DemoBilling {
                    on o.customer_id = r.customer_id and o.meter_id = r.meter_id and o.hour = r.hour
             left join meter.billing_links l on l.customer_id = r.customer_id and l.meter_id = r.meter_id
             where r.hour >= date_trunc('month', now(), 'UTC')
-              and c.external_id in (select jsonb_array_elements_text($1::jsonb))
+              and c.external_id = any($1::text[])
             group by c.external_id, m.code, l.subscription_item_id
             order by 1, 2
-            """, ["[" + customers.map(JSONWriter.quote).joined(separator: ",") + "]"]).rows
+            """, [customers]).rows
         var table: [[String]] = []
         var differing = 0
         for r in rows {

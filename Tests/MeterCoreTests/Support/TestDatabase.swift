@@ -9,7 +9,8 @@ import MeterDevKit
 /// own directory and on its own port (scripts/test.sh exports both; defaults below), with a
 /// fresh database per test process, migrated from the repository's sql/.
 enum TestDatabase {
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    /// Tests/MeterCoreTests/Support/TestDatabase.swift → the repository.
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
     static let sqlDir = repoRoot + "/sql"
     static let env = ProcessInfo.processInfo.environment

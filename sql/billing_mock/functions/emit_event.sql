@@ -4,6 +4,7 @@ create or replace function billing_mock.emit_event(p_type text, p_object jsonb, 
 returns text
 language plpgsql
 volatile
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_id text := billing_mock.new_id('evt');
@@ -21,3 +22,6 @@ begin
     return v_id;
 end;
 $$;
+
+comment on function billing_mock.emit_event(text, jsonb, bigint) is
+    'Records an API event and queues its delivery to every enabled webhook endpoint subscribed to its type; returns its id.';

@@ -1,6 +1,7 @@
 -- The mock billing engine's own state (meterctl billing-mock). The product never reads this
 -- schema: it talks to the engine over HTTP only, as it would to Stripe. Applied (idempotently)
--- by the mock at every start, together with the functions of this directory, in name order.
+-- by the mock at every start, then the functions of sql/billing_mock/functions/ in name order
+-- (one function per file, named after it, search_path pinned, like sql/functions/).
 create schema if not exists billing_mock;
 
 -- Every API object (customer, product, price, subscription, subscription_item, invoice,

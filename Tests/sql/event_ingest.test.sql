@@ -1,4 +1,4 @@
--- meter.ingest_events(): one verdict per input element, exactly-once storage per
+-- meter.event_ingest(): one verdict per input element, exactly-once storage per
 -- (customer, idempotency_key), duplicate vs conflict decided by content, the time window, and
 -- the audit trail in meter.event_redeliveries.
 --
@@ -11,10 +11,10 @@ select plan(39);
 -- Fixtures: our own customers and meters, with names nothing else uses.
 -- ---------------------------------------------------------------------------------------------
 create temp table fx as
-select meter.upsert_customer('tap-ie-alpha', 'TAP ingest alpha') as cust_a,
-       meter.upsert_customer('tap-ie-beta', 'TAP ingest beta')   as cust_b,
-       meter.upsert_meter('tap.ie.calls')                        as m_calls,
-       meter.upsert_meter('tap.ie.bytes', 'sum', null, 'bytes', 'B') as m_bytes;
+select meter.customer_upsert('tap-ie-alpha', 'TAP ingest alpha') as cust_a,
+       meter.customer_upsert('tap-ie-beta', 'TAP ingest beta')   as cust_b,
+       meter.meter_upsert('tap.ie.calls')                        as m_calls,
+       meter.meter_upsert('tap.ie.bytes', 'sum', null, 'bytes', 'B') as m_bytes;
 
 -- One input element; value and properties are left out when null, as a client may do.
 create function pg_temp.ev(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
@@ -42,7 +42,7 @@ insert into batch values ('first', pg_catalog.jsonb_build_array(
                '{"region": "eu", "tier": "gold"}'),
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-k4', pg_catalog.now() - interval '4 hours', '1')));
 
-create temp table run1 as select * from meter.ingest_events((select b from batch where name = 'first'));
+create temp table run1 as select * from meter.event_ingest((select b from batch where name = 'first'));
 
 select results_eq(
     'select ord, status, code, field, reason from run1 order by ord',
@@ -77,7 +77,7 @@ select results_eq(
 -- The same batch again: all duplicate, original ids, nothing stored, one audit row each.
 -- ---------------------------------------------------------------------------------------------
 create temp table events_after_first as select pg_catalog.count(*) as n from meter.events;
-create temp table run2 as select * from meter.ingest_events((select b from batch where name = 'first'));
+create temp table run2 as select * from meter.event_ingest((select b from batch where name = 'first'));
 
 select results_eq(
     'select ord, status, event_id, code, field, reason from run2 order by ord',
@@ -106,7 +106,7 @@ insert into batch values ('conflicting', pg_catalog.jsonb_build_array(
 create temp table alpha_before_conflicts as
 select * from meter.events where customer_id = (select cust_a from fx);
 
-create temp table run3 as select * from meter.ingest_events((select b from batch where name = 'conflicting'));
+create temp table run3 as select * from meter.event_ingest((select b from batch where name = 'conflicting'));
 
 select results_eq(
     'select ord, status, event_id, code, field, reason from run3 order by ord',
@@ -140,8 +140,8 @@ insert into batch values ('rescaled', pg_catalog.jsonb_build_array(
                '{"a": {"x": null, "y": true}, "b": 2}'::jsonb),
     pg_temp.ev('tap-ie-alpha', 'tap.ie.bytes', 'tap-ie-num', pg_catalog.now() - interval '5 minutes', '1.500000000000')));
 
-create temp table run_n1 as select * from meter.ingest_events((select b from batch where name = 'scaled'));
-create temp table run_n2 as select * from meter.ingest_events((select b from batch where name = 'rescaled'));
+create temp table run_n1 as select * from meter.event_ingest((select b from batch where name = 'scaled'));
+create temp table run_n2 as select * from meter.event_ingest((select b from batch where name = 'rescaled'));
 
 select results_eq(
     'select ord, status from run_n1 order by ord',
@@ -170,7 +170,7 @@ insert into batch values ('repeats', pg_catalog.jsonb_build_array(
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-rep-c', pg_catalog.now() - interval '10 minutes', null, '{"x": 1}'),
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-rep-c', pg_catalog.now() - interval '10 minutes', null, '{"x": 2}')));
 
-create temp table run_r as select * from meter.ingest_events((select b from batch where name = 'repeats'));
+create temp table run_r as select * from meter.event_ingest((select b from batch where name = 'repeats'));
 
 select results_eq(
     'select ord, status, code from run_r order by ord',
@@ -207,7 +207,7 @@ insert into batch values ('unknown', pg_catalog.jsonb_build_array(
     pg_temp.ev('tap-ie-alpha', 'tap.ie.nometer', 'tap-ie-u2', pg_catalog.now()),
     pg_temp.ev('tap-ie-nobody', 'tap.ie.nometer', 'tap-ie-u3', pg_catalog.now())));
 
-create temp table run_u as select * from meter.ingest_events((select b from batch where name = 'unknown'));
+create temp table run_u as select * from meter.event_ingest((select b from batch where name = 'unknown'));
 
 select results_eq(
     'select ord, status, event_id, code, field, reason from run_u order by ord',
@@ -233,7 +233,7 @@ insert into batch values ('window', pg_catalog.jsonb_build_array(
 
 select results_eq(
     $$select ord, status, code, field, reason
-      from meter.ingest_events((select b from batch where name = 'window'), interval '1 minute', interval '1 day')
+      from meter.event_ingest((select b from batch where name = 'window'), interval '1 minute', interval '1 day')
       order by ord$$,
     $$values (0, 'accepted'::text, null::text, null::text, null::text),
              (1, 'rejected', 'occurred_at_in_future', 'occurred_at',
@@ -250,7 +250,7 @@ insert into batch values ('default_window', pg_catalog.jsonb_build_array(
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-d4', pg_catalog.now() - interval '35 days 1 second')));
 
 select results_eq(
-    $$select ord, status, code, reason from meter.ingest_events((select b from batch where name = 'default_window')) order by ord$$,
+    $$select ord, status, code, reason from meter.event_ingest((select b from batch where name = 'default_window')) order by ord$$,
     $$values (0, 'accepted'::text, null::text, null::text),
              (1, 'rejected', 'occurred_at_in_future', 'occurred_at is more than 00:05:00 ahead of the server clock'),
              (2, 'accepted', null, null),
@@ -270,9 +270,9 @@ insert into batch values ('late_retry', pg_catalog.jsonb_build_array(
     pg_temp.ev('tap-ie-alpha', 'tap.ie.bytes', 'tap-ie-early', pg_catalog.now() + interval '1 day', '8')));
 
 create temp table run_l1 as
-select * from meter.ingest_events((select b from batch where name = 'late_first'), interval '2 days', interval '100 days');
+select * from meter.event_ingest((select b from batch where name = 'late_first'), interval '2 days', interval '100 days');
 create temp table run_l2 as
-select * from meter.ingest_events((select b from batch where name = 'late_retry'), interval '5 minutes', interval '1 day');
+select * from meter.event_ingest((select b from batch where name = 'late_retry'), interval '5 minutes', interval '1 day');
 
 select results_eq(
     'select ord, status from run_l1 order by ord',
@@ -294,7 +294,7 @@ insert into batch values ('two_customers', pg_catalog.jsonb_build_array(
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-shared', pg_catalog.now()),
     pg_temp.ev('tap-ie-beta', 'tap.ie.calls', 'tap-ie-shared', pg_catalog.now())));
 
-create temp table run_2c as select * from meter.ingest_events((select b from batch where name = 'two_customers'));
+create temp table run_2c as select * from meter.event_ingest((select b from batch where name = 'two_customers'));
 
 select results_eq(
     'select ord, status from run_2c order by ord',
@@ -320,7 +320,7 @@ insert into batch values ('mixed', pg_catalog.jsonb_build_array(
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-m4', pg_catalog.now() - interval '1 year')));
 
 select results_eq(
-    $$select ord, status from meter.ingest_events((select b from batch where name = 'mixed'))$$,
+    $$select ord, status from meter.event_ingest((select b from batch where name = 'mixed'))$$,
     $$values (0, 'rejected'::text), (1, 'accepted'), (2, 'duplicate'), (3, 'conflict'), (4, 'accepted'), (5, 'rejected')$$,
     'verdict rows follow input order (no ORDER BY needed), ord 0..n-1');
 
@@ -328,22 +328,22 @@ select results_eq(
 -- Argument shape.
 -- ---------------------------------------------------------------------------------------------
 select throws_ok(
-    $$select * from meter.ingest_events('{"customer": "tap-ie-alpha"}'::jsonb)$$,
-    '22023', 'meter.ingest_events: p_events must be a JSON array',
+    $$select * from meter.event_ingest('{"customer": "tap-ie-alpha"}'::jsonb)$$,
+    '22023', 'meter.event_ingest: p_events must be a JSON array',
     'a JSON object instead of an array raises 22023');
 
 select throws_ok(
-    $$select * from meter.ingest_events(null::jsonb)$$,
-    '22023', 'meter.ingest_events: p_events must be a JSON array',
+    $$select * from meter.event_ingest(null::jsonb)$$,
+    '22023', 'meter.event_ingest: p_events must be a JSON array',
     'NULL raises 22023');
 
 select throws_ok(
-    $$select * from meter.ingest_events('"[]"'::jsonb)$$,
-    '22023', 'meter.ingest_events: p_events must be a JSON array',
+    $$select * from meter.event_ingest('"[]"'::jsonb)$$,
+    '22023', 'meter.event_ingest: p_events must be a JSON array',
     'a JSON string raises 22023');
 
 select is_empty(
-    $$select * from meter.ingest_events('[]'::jsonb)$$,
+    $$select * from meter.event_ingest('[]'::jsonb)$$,
     'an empty array yields no verdicts');
 
 -- ---------------------------------------------------------------------------------------------
@@ -395,7 +395,7 @@ insert into batch values ('window_repeats', pg_catalog.jsonb_build_array(
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-wr-b', pg_catalog.now() - interval '1 hour'),
     pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-wr-b', pg_catalog.now() + interval '1 day')));
 
-create temp table run_wr as select * from meter.ingest_events((select b from batch where name = 'window_repeats'));
+create temp table run_wr as select * from meter.event_ingest((select b from batch where name = 'window_repeats'));
 
 select results_eq(
     'select ord, status, code from run_wr order by ord',

@@ -1,11 +1,11 @@
--- meter.upsert_customer(external_id, name, billing_timezone): creates the customer or updates its
+-- meter.customer_upsert(external_id, name, billing_timezone): creates the customer or updates its
 -- name and timezone; returns its id. Idempotent, so seed files can be applied repeatedly.
 -- The timezone must be one Postgres knows (pg_timezone_names); it is checked here.
 -- Billing periods are calendar months in that timezone (meter.billing_period), so once a period of
 -- the customer is closed (an invoice exists) the timezone never changes (55000): the months on
 -- either side of a change would overlap or leave a gap (hours billed twice or never), and a closed
 -- month would get a second invoice under its other bounds. Giving the same timezone again is fine.
-create or replace function meter.upsert_customer(
+create or replace function meter.customer_upsert(
     p_external_id      text,
     p_name             text default null,
     p_billing_timezone text default 'UTC'
@@ -39,7 +39,7 @@ begin
 end;
 $$;
 
-comment on function meter.upsert_customer(text, text, text) is
+comment on function meter.customer_upsert(text, text, text) is
     'Creates or updates a customer by external_id; returns its id.';
 
-revoke all on function meter.upsert_customer(text, text, text) from public;
+revoke all on function meter.customer_upsert(text, text, text) from public;

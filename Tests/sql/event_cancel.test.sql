@@ -1,4 +1,4 @@
--- meter.cancel_events(): one verdict per input element, by position (cancelled, already_cancelled,
+-- meter.event_cancel(): one verdict per input element, by position (cancelled, already_cancelled,
 -- rejected with unknown_customer or event_not_found), exactly one cancellation per event, the
 -- event row itself never touched, so that a cancelled key can never be used again (a different
 -- event under it is a conflict, the same one a duplicate, and it stays cancelled); the API token
@@ -8,13 +8,13 @@ begin;
 select plan(25);
 
 create temp table fx as
-select meter.upsert_customer('tap-ce-alpha') as cust_a,
-       meter.upsert_customer('tap-ce-beta')  as cust_b,
-       meter.upsert_meter('tap.ce.bytes', 'sum') as m_bytes;
+select meter.customer_upsert('tap-ce-alpha') as cust_a,
+       meter.customer_upsert('tap-ce-beta')  as cust_b,
+       meter.meter_upsert('tap.ce.bytes', 'sum') as m_bytes;
 
-select meter.create_api_key('tap-ce-live', 'mk_CancelLiveKey0123456789ABCDEFGHIJKLMNOP');
-select meter.create_api_key('tap-ce-dead', 'mk_CancelDeadKey0123456789ABCDEFGHIJKLMNOP');
-select meter.revoke_api_key('mk_CancelDea');
+select meter.api_key_create('tap-ce-live', 'mk_CancelLiveKey0123456789ABCDEFGHIJKLMNOP');
+select meter.api_key_create('tap-ce-dead', 'mk_CancelDeadKey0123456789ABCDEFGHIJKLMNOP');
+select meter.api_key_revoke('mk_CancelDea');
 
 create temp table batch (name text primary key, b jsonb not null);
 insert into batch values ('events', pg_catalog.jsonb_build_array(
@@ -27,7 +27,7 @@ insert into batch values ('events', pg_catalog.jsonb_build_array(
     pg_catalog.jsonb_build_object('customer', 'tap-ce-beta', 'meter', 'tap.ce.bytes', 'idempotency_key', 'k1',
                                   'occurred_at', pg_catalog.now() - interval '1 hour', 'value', '40')));
 
-create temp table stored as select * from meter.ingest_events((select b from batch where name = 'events'));
+create temp table stored as select * from meter.event_ingest((select b from batch where name = 'events'));
 create temp table ev as
 select c.external_id as customer, e.idempotency_key as key, e.id
 from meter.events e join meter.customers c on c.id = e.customer_id
@@ -50,7 +50,7 @@ insert into batch values ('first', $$[
   {"customer": "tap-ce-beta",   "idempotency_key": "k2"}
 ]$$);
 
-create temp table run1 as select * from meter.cancel_events((select b from batch where name = 'first'));
+create temp table run1 as select * from meter.event_cancel((select b from batch where name = 'first'));
 
 select results_eq(
     $$select ord, status, event_id, code, field, reason from run1$$,
@@ -78,7 +78,7 @@ select is_empty(
       where e.customer = 'tap-ce-beta'$$,
     'beta''s k1 is not cancelled by alpha''s k1');
 
-create temp table run2 as select * from meter.cancel_events((select b from batch where name = 'first'));
+create temp table run2 as select * from meter.event_cancel((select b from batch where name = 'first'));
 
 select results_eq(
     $$select ord, status, event_id, code from run2$$,
@@ -96,16 +96,16 @@ select results_eq(
     $$select * from events_before order by id$$,
     'cancelling never changes the event rows');
 
-select is_empty($$select * from meter.cancel_events('[]')$$, 'an empty array yields no verdicts');
+select is_empty($$select * from meter.event_cancel('[]')$$, 'an empty array yields no verdicts');
 
 select results_eq(
-    $$select ord, status, code, field from meter.cancel_events('[{"idempotency_key": "k3"}, {"customer": "tap-ce-alpha"}]')$$,
+    $$select ord, status, code, field from meter.event_cancel('[{"idempotency_key": "k3"}, {"customer": "tap-ce-alpha"}]')$$,
     $$values (0, 'rejected'::text, 'unknown_customer'::text, 'customer'::text),
              (1, 'rejected', 'event_not_found', 'idempotency_key')$$,
     'a missing customer or key is rejected like an unknown one');
 
 select throws_ok(
-    $$select * from meter.cancel_events(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    $$select * from meter.event_cancel(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
           'customer', 'tap-ce-alpha', 'idempotency_key', 'k3', 'reason', pg_catalog.repeat('x', 1001))))$$,
     '23514', 'new row for relation "event_cancellations" violates check constraint "event_cancellations_reason_length"',
     'a reason over 1000 characters is refused (23514)');
@@ -120,7 +120,7 @@ insert into batch values ('reuse', pg_catalog.jsonb_build_array(
                                   'occurred_at', pg_catalog.now() - interval '1 hour', 'value', '20')));
 
 select results_eq(
-    $$select ord, status, event_id, code from meter.ingest_events((select b from batch where name = 'reuse'))$$,
+    $$select ord, status, event_id, code from meter.event_ingest((select b from batch where name = 'reuse'))$$,
     $$values (0, 'conflict'::text, (select id from ev where customer = 'tap-ce-alpha' and key = 'k1'), 'idempotency_key_conflict'::text),
              (1, 'duplicate', (select id from ev where customer = 'tap-ce-alpha' and key = 'k2'), null)$$,
     'a cancelled key cannot be reused: a different event under it is a conflict, a resend of the '
@@ -133,7 +133,7 @@ select results_eq(
     'no second event was stored under the cancelled key');
 
 select results_eq(
-    $$select ord, status from meter.cancel_events('[{"customer": "tap-ce-alpha", "idempotency_key": "k1"},
+    $$select ord, status from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k1"},
                                                   {"customer": "tap-ce-alpha", "idempotency_key": "k2"}]')$$,
     $$values (0, 'already_cancelled'::text), (1, 'already_cancelled')$$,
     'and the events stay cancelled');
@@ -142,48 +142,48 @@ select results_eq(
 -- API token.
 -- ---------------------------------------------------------------------------------------------
 select throws_ok(
-    $$select * from meter.cancel_events('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]', 'mk_not_a_key')$$,
+    $$select * from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]', 'mk_not_a_key')$$,
     '28000', 'unknown or revoked API key', 'an unknown token raises 28000');
 select throws_ok(
-    $$select * from meter.cancel_events('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]',
+    $$select * from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]',
                                         'mk_CancelDeadKey0123456789ABCDEFGHIJKLMNOP')$$,
     '28000', 'unknown or revoked API key', 'a revoked token raises 28000');
 select throws_ok(
-    $$select * from meter.cancel_events('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]', '')$$,
+    $$select * from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]', '')$$,
     '28000', 'unknown or revoked API key', 'an empty token raises 28000');
 select is_empty(
     $$select 1 from meter.event_cancellations where event_id = (select id from ev where customer = 'tap-ce-alpha' and key = 'k3')$$,
     'a refused token cancels nothing');
 select results_eq(
-    $$select ord, status, event_id from meter.cancel_events('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]',
+    $$select ord, status, event_id from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]',
                                                              'mk_CancelLiveKey0123456789ABCDEFGHIJKLMNOP')$$,
     $$values (0, 'cancelled'::text, (select id from ev where customer = 'tap-ce-alpha' and key = 'k3'))$$,
     'a live token cancels');
 select results_eq(
-    $$select ord, status from meter.cancel_events('[{"customer": "tap-ce-beta", "idempotency_key": "k1"}]', null)$$,
+    $$select ord, status from meter.event_cancel('[{"customer": "tap-ce-beta", "idempotency_key": "k1"}]', null)$$,
     $$values (0, 'cancelled'::text)$$,
     'no token (operators in psql): no check');
 
 -- ---------------------------------------------------------------------------------------------
 -- Argument shape.
 -- ---------------------------------------------------------------------------------------------
-select throws_ok($$select * from meter.cancel_events('{"customer": "tap-ce-alpha", "idempotency_key": "k1"}')$$,
-                 '22023', 'meter.cancel_events: p_cancellations must be a JSON array',
+select throws_ok($$select * from meter.event_cancel('{"customer": "tap-ce-alpha", "idempotency_key": "k1"}')$$,
+                 '22023', 'meter.event_cancel: p_cancellations must be a JSON array',
                  'a JSON object instead of an array raises 22023');
-select throws_ok($$select * from meter.cancel_events(null)$$,
-                 '22023', 'meter.cancel_events: p_cancellations must be a JSON array', 'NULL raises 22023');
-select throws_ok($$select * from meter.cancel_events('"[]"')$$,
-                 '22023', 'meter.cancel_events: p_cancellations must be a JSON array', 'a JSON string raises 22023');
-select throws_ok($$select * from meter.cancel_events('[]', 'mk_not_a_key')$$,
+select throws_ok($$select * from meter.event_cancel(null)$$,
+                 '22023', 'meter.event_cancel: p_cancellations must be a JSON array', 'NULL raises 22023');
+select throws_ok($$select * from meter.event_cancel('"[]"')$$,
+                 '22023', 'meter.event_cancel: p_cancellations must be a JSON array', 'a JSON string raises 22023');
+select throws_ok($$select * from meter.event_cancel('[]', 'mk_not_a_key')$$,
                  '28000', 'unknown or revoked API key', 'the token is checked even for an empty request');
 
 -- ---------------------------------------------------------------------------------------------
 -- Function properties.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'cancel_events', array['jsonb', 'text']::name[], 'volatile',
-                     'cancel_events is VOLATILE');
-select is_definer('meter', 'cancel_events', array['jsonb', 'text']::name[],
-                  'cancel_events is SECURITY DEFINER (meter_ingest reads and writes no table itself)');
+select volatility_is('meter', 'event_cancel', array['jsonb', 'text']::name[], 'volatile',
+                     'event_cancel is VOLATILE');
+select is_definer('meter', 'event_cancel', array['jsonb', 'text']::name[],
+                  'event_cancel is SECURITY DEFINER (meter_ingest reads and writes no table itself)');
 
 select * from finish();
 rollback;

@@ -10,6 +10,7 @@ create or replace function billing_mock.close_periods(p_clock text, p_now bigint
 returns integer
 language plpgsql
 volatile
+set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
 as $$
 declare
@@ -102,3 +103,6 @@ begin
     return v_n;
 end;
 $$;
+
+comment on function billing_mock.close_periods(text, bigint) is
+    'Bills every subscription period of a test clock (or of no clock) that ended by now; returns the number of invoices created.';

@@ -1,8 +1,8 @@
--- meter.create_api_key(name, token): registers a new API key and returns its id.
+-- meter.api_key_create(name, token): registers a new API key and returns its id.
 --
 -- The caller (meterctl keys create) generates the token from a CSPRNG and shows it once; only its
 -- SHA-256 and a 12-character prefix (for listings) are stored. Operators only, no grant.
-create or replace function meter.create_api_key(p_name text, p_token text)
+create or replace function meter.api_key_create(p_name text, p_token text)
 returns bigint
 language sql
 volatile
@@ -13,7 +13,7 @@ as $$
     returning id
 $$;
 
-comment on function meter.create_api_key(text, text) is
+comment on function meter.api_key_create(text, text) is
     'Stores a new API key (hash and prefix only) and returns its id.';
 
-revoke all on function meter.create_api_key(text, text) from public;
+revoke all on function meter.api_key_create(text, text) from public;

@@ -1,5 +1,5 @@
--- meter.close_period(period, customer, grace): close a billing period ('YYYY-MM') into invoices.
--- `select * from meter.close_period('2026-10');` closes every customer; with a customer's external
+-- meter.period_close(period, customer, grace): close a billing period ('YYYY-MM') into invoices.
+-- `select * from meter.period_close('2026-10');` closes every customer; with a customer's external
 -- id, that customer only. One row per customer: closed, already_closed or no_plan.
 --
 -- Refusals (nothing is written, SQLSTATE 55000, the message says what to wait for):
@@ -18,7 +18,7 @@
 --     already invoiced for it, adjustments included). Nothing is ever dropped or re-invoiced.
 -- The invoice row is the period's freeze: the unique (customer, period_start) key makes a second
 -- close (or a concurrent one) create nothing, and triggers refuse any later change.
-create or replace function meter.close_period(
+create or replace function meter.period_close(
     p_period   text,
     p_customer text default null,
     p_grace    interval default '1 hour')
@@ -167,7 +167,7 @@ begin
 end;
 $$;
 
-comment on function meter.close_period(text, text, interval) is
+comment on function meter.period_close(text, text, interval) is
     'Closes a billing period into frozen invoices from rollups x prices; idempotent; late changes become adjustment lines.';
 
-revoke all on function meter.close_period(text, text, interval) from public;
+revoke all on function meter.period_close(text, text, interval) from public;

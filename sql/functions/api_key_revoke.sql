@@ -1,7 +1,7 @@
--- meter.revoke_api_key(key): revokes the key named by id (digits) or by its prefix; returns the
+-- meter.api_key_revoke(key): revokes the key named by id (digits) or by its prefix; returns the
 -- number of keys newly revoked (0 when already revoked or unknown). Effective for the very next
 -- request: authentication reads meter.api_keys every time.
-create or replace function meter.revoke_api_key(p_key text)
+create or replace function meter.api_key_revoke(p_key text)
 returns integer
 language sql
 volatile
@@ -17,7 +17,7 @@ as $$
     select pg_catalog.count(*)::integer from revoked
 $$;
 
-comment on function meter.revoke_api_key(text) is
+comment on function meter.api_key_revoke(text) is
     'Revokes an API key by id or prefix; returns how many were newly revoked.';
 
-revoke all on function meter.revoke_api_key(text) from public;
+revoke all on function meter.api_key_revoke(text) from public;

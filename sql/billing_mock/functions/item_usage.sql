@@ -5,6 +5,7 @@ create or replace function billing_mock.item_usage(p_item text, p_from bigint, p
 returns numeric
 language sql
 stable
+set search_path = pg_catalog, pg_temp
 as $$
     select coalesce(case coalesce(p_aggregate, 'sum')
         when 'sum' then (select sum(quantity) from billing_mock.usage_records
@@ -19,3 +20,6 @@ as $$
                                order by ts desc limit 1)
     end, 0);
 $$;
+
+comment on function billing_mock.item_usage(text, bigint, bigint, text) is
+    'A subscription item''s usage over [from, to) (unix seconds) by the price''s aggregate_usage: sum, max, last_during_period, last_ever.';

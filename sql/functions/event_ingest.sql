@@ -1,4 +1,4 @@
--- meter.ingest_events(events, max_future, max_past, api_token): store a batch of usage events
+-- meter.event_ingest(events, max_future, max_past, api_token): store a batch of usage events
 -- exactly once.
 --
 -- Guarantees
@@ -30,11 +30,11 @@
 --
 -- api_token: when given (the HTTP service always gives it, so that authentication and ingest take
 -- one round trip), it must be a live API key, else SQLSTATE 28000 is raised and nothing is stored.
--- The check is meter.authenticate_api_key()'s, inlined: a nested call would cost a search_path
+-- The check is meter.api_key_authenticate()'s, inlined: a nested call would cost a search_path
 -- switch per request on the hottest path.
 --
 -- Runs as its owner (SECURITY DEFINER) so that meter_ingest needs no table privileges.
-create or replace function meter.ingest_events(
+create or replace function meter.event_ingest(
     p_events     jsonb,
     p_max_future interval default interval '5 minutes',
     p_max_past   interval default interval '35 days',
@@ -53,7 +53,7 @@ declare
     v_id       bigint;
 begin
     if p_events is null or pg_catalog.jsonb_typeof(p_events) <> 'array' then
-        raise exception 'meter.ingest_events: p_events must be a JSON array'
+        raise exception 'meter.event_ingest: p_events must be a JSON array'
             using errcode = '22023';
     end if;
 
@@ -90,7 +90,7 @@ begin
         end if;
     end if;
 
-    -- The key (the same check as meter.authenticate_api_key(), inlined: a nested call would cost
+    -- The key (the same check as meter.api_key_authenticate(), inlined: a nested call would cost
     -- a search_path switch per request).
     if p_api_token is not null then
         perform 1 from meter.api_keys k
@@ -235,8 +235,8 @@ begin
 end;
 $$;
 
-comment on function meter.ingest_events(jsonb, interval, interval, text) is
+comment on function meter.event_ingest(jsonb, interval, interval, text) is
     'Stores usage events exactly once per (customer, idempotency_key); one verdict per input element.';
 
-revoke all on function meter.ingest_events(jsonb, interval, interval, text) from public;
-grant execute on function meter.ingest_events(jsonb, interval, interval, text) to meter_ingest;
+revoke all on function meter.event_ingest(jsonb, interval, interval, text) from public;
+grant execute on function meter.event_ingest(jsonb, interval, interval, text) to meter_ingest;

@@ -1,4 +1,4 @@
--- meter.upsert_meter(code, aggregation, unique_property, name, unit, effective_from): creates a
+-- meter.meter_upsert(code, aggregation, unique_property, name, unit, effective_from): creates a
 -- meter, confirms an identical one, or adds a new version of its definition. Returns the meter id.
 --
 -- Guarantees
@@ -11,7 +11,7 @@
 --     max_future ahead can be). This check holds the rollup lock (meter.rollup_run's advisory
 --     lock, waiting for a running rollup), so no rollup can fold such an event in between.
 --   * Name and unit are descriptive: a non-null value replaces the stored one, in place.
-create or replace function meter.upsert_meter(
+create or replace function meter.meter_upsert(
     p_code            text,
     p_aggregation     text default 'count',
     p_unique_property text default null,
@@ -91,7 +91,7 @@ begin
 end;
 $$;
 
-comment on function meter.upsert_meter(text, text, text, text, text, timestamptz) is
+comment on function meter.meter_upsert(text, text, text, text, text, timestamptz) is
     'Creates a meter, or adds a version of its definition in force from a future UTC hour; returns its id.';
 
-revoke all on function meter.upsert_meter(text, text, text, text, text, timestamptz) from public;
+revoke all on function meter.meter_upsert(text, text, text, text, text, timestamptz) from public;

@@ -9,6 +9,7 @@ create or replace function billing_mock.price_amount(p_price jsonb, p_quantity n
 returns bigint
 language plpgsql
 immutable
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_q      numeric := coalesce(p_quantity, 0);
@@ -50,3 +51,6 @@ begin
     return round(v_amount)::bigint;
 end;
 $$;
+
+comment on function billing_mock.price_amount(jsonb, numeric) is
+    'The amount of a line in minor units, exact, rounded once half away from zero (per_unit, package, graduated, volume).';

@@ -1,4 +1,4 @@
--- meter.cancel_events(cancellations, api_token): retract stored events, idempotently.
+-- meter.event_cancel(cancellations, api_token): retract stored events, idempotently.
 --
 -- Guarantees
 --   * Exactly once per event: the primary key of meter.event_cancellations. Cancelling again (a
@@ -11,12 +11,12 @@
 --       already_cancelled  - retracted before (or earlier in this request)
 --       rejected           - unknown_customer, or event_not_found (no committed event under this
 --                            key: it may still be in flight; retrying later is safe)
---   * Sends no NOTIFY, for the reason given in meter.ingest_events: the service wakes the rollup
+--   * Sends no NOTIFY, for the reason given in meter.event_ingest: the service wakes the rollup
 --     after its commit (EventsNotifier); the rollup polls every second anyway.
 --
 -- Input: a JSON array of objects {customer, idempotency_key, reason?}; the HTTP layer has checked
--- their syntax. api_token: as for meter.ingest_events (SQLSTATE 28000 when not a live key).
-create or replace function meter.cancel_events(
+-- their syntax. api_token: as for meter.event_ingest (SQLSTATE 28000 when not a live key).
+create or replace function meter.event_cancel(
     p_cancellations jsonb,
     p_api_token     text default null
 )
@@ -30,15 +30,15 @@ declare
     v_verdicts meter.cancel_verdict[];
 begin
     if p_cancellations is null or pg_catalog.jsonb_typeof(p_cancellations) <> 'array' then
-        raise exception 'meter.cancel_events: p_cancellations must be a JSON array'
+        raise exception 'meter.event_cancel: p_cancellations must be a JSON array'
             using errcode = '22023';
     end if;
     if pg_catalog.current_setting('synchronous_commit') = 'off' then
         perform pg_catalog.set_config('synchronous_commit', 'on', true);
     end if;
-    -- Not the hot path: the key check is meter.authenticate_api_key() itself, not an inlined copy
-    -- (meter.ingest_events inlines it to save a call per request).
-    if p_api_token is not null and meter.authenticate_api_key(p_api_token) is null then
+    -- Not the hot path: the key check is meter.api_key_authenticate() itself, not an inlined copy
+    -- (meter.event_ingest inlines it to save a call per request).
+    if p_api_token is not null and meter.api_key_authenticate(p_api_token) is null then
         raise exception 'unknown or revoked API key' using errcode = '28000';
     end if;
 
@@ -95,8 +95,8 @@ begin
 end;
 $$;
 
-comment on function meter.cancel_events(jsonb, text) is
+comment on function meter.event_cancel(jsonb, text) is
     'Cancels stored events by (customer, idempotency_key), idempotently; one verdict per input element.';
 
-revoke all on function meter.cancel_events(jsonb, text) from public;
-grant execute on function meter.cancel_events(jsonb, text) to meter_ingest;
+revoke all on function meter.event_cancel(jsonb, text) from public;
+grant execute on function meter.event_cancel(jsonb, text) to meter_ingest;

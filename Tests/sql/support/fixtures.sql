@@ -1,0 +1,22 @@
+-- What the pgTAP files share, included once per file with `\ir support/fixtures.sql` (pg_prove
+-- runs each file through psql). Temporary objects only (pg_temp): nothing outlives the file's
+-- session, and nothing here is a test. The folder is not matched by Tests/sql/*.sql.
+
+-- pg_temp.put(customer, meter, key, occurred_at, value, properties, xid, received_at): one raw
+-- event stored directly (not through meter.event_ingest), by the customer's external id and the
+-- meter's code; returns its id.
+--   xid defaults to 100: a long-finished transaction, below any rollup horizon, as committed
+--   history leaves an event (rollup_run.test.sql explains why a test cannot commit its own);
+--   value, properties and received_at default as the table does (1, '{}', now()).
+create function pg_temp.put(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
+                            p_value numeric default 1, p_properties jsonb default '{}', p_xid xid8 default '100',
+                            p_received_at timestamptz default pg_catalog.now())
+returns bigint
+language sql
+as $$
+    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid, received_at)
+    select c.id, m.id, p_key, p_occurred_at, p_value, p_properties, p_xid, p_received_at
+    from meter.customers c, meter.meters m
+    where c.external_id = p_customer and m.code = p_meter
+    returning id
+$$;
