@@ -3,7 +3,8 @@
 #   - no product module (PGClient, MeterWire, MeterCore, MeterAPI) imports the mock engine
 #     (BillingMock) or the dev kit (MeterDevKit), nor declares either as a dependency;
 #   - the mock engine imports no product module above the wire formats (MeterCore, MeterAPI);
-#   - in meterctl, only Sources/meterctl/Developer/ imports the dev kit or the mock engine.
+#   - in meterctl, only Sources/meterctl/Developer/ imports the dev kit or the mock engine;
+#   - README.md's layout lists exactly the module folders of Sources/.
 # The compiler enforces what Package.swift declares; this checks that Package.swift says the
 # right thing and that no file reaches around it. Exits 1 naming each violation.
 set -euo pipefail
@@ -40,5 +41,10 @@ while read -r target dep; do
   esac
 done <<<"$deps"
 
+# The README's layout names every module folder, and no folder that is gone.
+readme_modules=$(sed -n '/^## Layout/,/^## /p' README.md | grep -oE '^Sources/[A-Za-z]+/' | sort -u)
+tree_modules=$(ls -d Sources/*/ | sort -u)
+[[ "$readme_modules" == "$tree_modules" ]] || fail "README's layout lists $(echo $readme_modules), the tree has $(echo $tree_modules)"
+
 if (( bad )); then exit 1; fi
-echo "check-modules: product modules (${product[*]}) import neither BillingMock nor MeterDevKit; BillingMock imports no product module; only meterctl/Developer imports tooling"
+echo "check-modules: product modules (${product[*]}) import neither BillingMock nor MeterDevKit; BillingMock imports no product module; only meterctl/Developer imports tooling; README lists the $(wc -l <<<"$tree_modules") module folders"

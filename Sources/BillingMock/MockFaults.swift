@@ -2,6 +2,7 @@
 // `meterctl billing-mock`) and at run time (POST /admin/faults with a JSON object).
 
 import Foundation
+import Synchronization
 import MeterWire
 
 public struct MockFaults: Sendable, Equatable {
@@ -67,10 +68,9 @@ public struct MockFaults: Sendable, Equatable {
 }
 
 /// The faults in force, shared by the HTTP handlers and the webhook sender.
-public final class MockFaultState: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: MockFaults
-    public init(_ initial: MockFaults = .init()) { value = initial }
-    public var current: MockFaults { lock.withLock { value } }
-    public func set(_ f: MockFaults) { lock.withLock { value = f } }
+public final class MockFaultState: Sendable {
+    private let value: Mutex<MockFaults>
+    public init(_ initial: MockFaults = .init()) { value = Mutex(initial) }
+    public var current: MockFaults { value.withLock { $0 } }
+    public func set(_ f: MockFaults) { value.withLock { $0 = f } }
 }

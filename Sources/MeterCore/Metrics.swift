@@ -67,7 +67,7 @@ public final class MeterMetrics: Sendable {
             help: "Seconds (monotonic clock) since the rollup loop last finished a run attempt (ran, skipped or failed)")
         rollupLoopStalled = registry.meterGauge(
             name: "meter_rollup_loop_stalled",
-            help: "1 while the rollup loop has finished no run attempt for longer than its stall bound (--rollup-stall-after-s)")
+            help: "1 while the rollup loop has finished no run attempt for longer than its stall bound (--rollup-stall-after-seconds)")
         func cancels(_ s: String) -> Counter {
             registry.meterCounter(name: "meter_cancel_events_total", labels: [("status", s)],
                                  help: "Event cancellations by verdict")

@@ -4,31 +4,21 @@ import Logging
 import PGClient
 import MeterCore
 
-/// How to reach the billing engine: flags or environment, shared by serve, billing and sync.
+/// How to reach the billing engine: flags or environment, shared by every command that calls it
+/// (serve, billing, sync, plans mirror, close).
 struct BillingAPIOptions: ParsableArguments {
     @Option(name: .customLong("billing-api-base"), help: "Billing engine base URL (env METER_BILLING_API_BASE), e.g. http://127.0.0.1:12111")
     var apiBase: String?
     @Option(name: .customLong("billing-api-key"), help: "Billing engine secret key (env METER_BILLING_API_KEY), sk_test_...")
     var apiKey: String?
-    @Option(name: .customLong("billing-timeout-ms"), help: "Timeout of one billing API call (env METER_BILLING_TIMEOUT_MS). Default: 10000")
-    var timeoutMs: Int?
+    @Option(name: .customLong("billing-timeout-seconds"), help: "Timeout of one billing API call, decimals allowed (env METER_BILLING_TIMEOUT_SECONDS). Default: 10")
+    var timeoutSeconds: Double?
     @Option(name: .customLong("billing-test-clock"), help: "Create billing customers on this test clock (env METER_BILLING_TEST_CLOCK; tests and demos only)")
     var testClock: String?
-    @Option(name: .customLong("sync-batch"), help: "Hours claimed per sync pass (env METER_SYNC_BATCH). Default: 200")
-    var syncBatch: Int?
-    @Option(name: .customLong("sync-concurrency"), help: "Usage sends in flight at once (env METER_SYNC_CONCURRENCY). Default: 8")
-    var syncConcurrency: Int?
-    @Option(name: .customLong("sync-max-attempts"), help: "Refusals (4xx) in a row before an hour is parked as dead; timeouts and 5xx park it only after 24 h unsynced (env METER_SYNC_MAX_ATTEMPTS). Default: 10")
-    var syncMaxAttempts: Int?
-    @Option(name: .customLong("sync-backoff-cap-s"), help: "Longest wait between two attempts of an hour (env METER_SYNC_BACKOFF_CAP_S). Default: 300")
-    var syncBackoffCap: Int?
-    @Option(name: .customLong("sync-lease-s"), help: "A claimed hour not reported within this is handed out again, e.g. after a crash; at least 3 × the call timeout (env METER_SYNC_LEASE_S). Default: 60")
-    var syncLease: Int?
-    @Option(name: .customLong("sync-give-up-after-s"), help: "Park an hour as dead after this long unsynced with only unknown outcomes (timeouts, 5xx) (env METER_SYNC_GIVE_UP_AFTER_S). Default: 86400, the engine's idempotency-key lifetime; lower it only to rehearse dead letters")
-    var syncGiveUpAfter: Int?
 
     var configured: Bool { (apiBase ?? GlobalOptions.env["METER_BILLING_API_BASE"]) != nil }
 
+    /// The engine to call; sync tuning at its defaults (commands that run the sync add SyncOptions).
     func sync() throws -> SyncConfiguration {
         let env = GlobalOptions.env
         guard let base = apiBase ?? env["METER_BILLING_API_BASE"] else {
@@ -41,25 +31,50 @@ struct BillingAPIOptions: ParsableArguments {
             throw ValidationError("--billing-api-base must start with http:// or https://; got \(base)")
         }
         var api = BillingAPIConfiguration(baseURL: base, apiKey: key)
-        func int(_ v: Int?, _ name: String, min: Int) throws -> Int? {
-            guard let n = v ?? env[name].flatMap(Int.init) else { return nil }
-            guard n >= min else { throw ValidationError("\(name) must be at least \(min); got \(n)") }
-            return n
+        if let s = try GlobalOptions.number(timeoutSeconds, "billing-timeout-seconds", "METER_BILLING_TIMEOUT_SECONDS", min: 0.1) {
+            api.timeout = .milliseconds(Int64((s * 1000).rounded()))
         }
-        if let ms = try int(timeoutMs, "METER_BILLING_TIMEOUT_MS", min: 100) { api.timeout = .milliseconds(ms) }
         var c = SyncConfiguration(api: api)
         c.testClock = testClock ?? env["METER_BILLING_TEST_CLOCK"]
-        if let n = try int(syncBatch, "METER_SYNC_BATCH", min: 1) { c.batch = n }
-        if let n = try int(syncConcurrency, "METER_SYNC_CONCURRENCY", min: 1) { c.concurrency = n }
-        if let n = try int(syncMaxAttempts, "METER_SYNC_MAX_ATTEMPTS", min: 1) { c.maxAttempts = n }
-        if let n = try int(syncBackoffCap, "METER_SYNC_BACKOFF_CAP_S", min: 1) { c.backoffCap = .seconds(n) }
-        if let n = try int(syncGiveUpAfter, "METER_SYNC_GIVE_UP_AFTER_S", min: 1) {
-            guard n <= 86_400 else { throw ValidationError("METER_SYNC_GIVE_UP_AFTER_S must be at most 86400 (the engine keeps idempotency keys 24 h); got \(n)") }
+        c.lease = max(c.lease, api.timeout * 3)
+        return c
+    }
+}
+
+/// Tuning of the billing sync loop: only on the commands that run it (serve, sync run).
+struct SyncOptions: ParsableArguments {
+    @Option(name: .customLong("sync-claim-hours"), help: "Hours claimed per sync pass (env METER_SYNC_CLAIM_HOURS). Default: 200")
+    var claimHours: Int?
+    @Option(name: .customLong("sync-concurrency"), help: "Usage sends in flight at once (env METER_SYNC_CONCURRENCY). Default: 8")
+    var concurrency: Int?
+    @Option(name: .customLong("sync-max-attempts"), help: "Refusals (4xx) in a row before an hour is parked as dead; timeouts and 5xx park it only after 24 h unsynced (env METER_SYNC_MAX_ATTEMPTS). Default: 10")
+    var maxAttempts: Int?
+    @Option(name: .customLong("sync-backoff-cap-seconds"), help: "Longest wait between two attempts of an hour (env METER_SYNC_BACKOFF_CAP_SECONDS). Default: 300")
+    var backoffCapSeconds: Int?
+    @Option(name: .customLong("sync-lease-seconds"), help: "A claimed hour not reported within this is handed out again, e.g. after a crash; at least 3 × the call timeout (env METER_SYNC_LEASE_SECONDS). Default: 60")
+    var leaseSeconds: Int?
+    @Option(name: .customLong("sync-give-up-after-seconds"), help: "Park an hour as dead after this long unsynced with only unknown outcomes (timeouts, 5xx) (env METER_SYNC_GIVE_UP_AFTER_SECONDS). Default: 86400, the engine's idempotency-key lifetime; lower it only to rehearse dead letters")
+    var giveUpAfterSeconds: Int?
+
+    /// `base` (from BillingAPIOptions.sync()) with this tuning applied.
+    func apply(to base: SyncConfiguration) throws -> SyncConfiguration {
+        var c = base
+        func int(_ v: Int?, _ flag: String, _ name: String, min: Int) throws -> Int? {
+            try GlobalOptions.number(v.map(Double.init), flag, name, min: Double(min), whole: true).map { Int($0) }
+        }
+        if let n = try int(claimHours, "sync-claim-hours", "METER_SYNC_CLAIM_HOURS", min: 1) { c.batch = n }
+        if let n = try int(concurrency, "sync-concurrency", "METER_SYNC_CONCURRENCY", min: 1) { c.concurrency = n }
+        if let n = try int(maxAttempts, "sync-max-attempts", "METER_SYNC_MAX_ATTEMPTS", min: 1) { c.maxAttempts = n }
+        if let n = try int(backoffCapSeconds, "sync-backoff-cap-seconds", "METER_SYNC_BACKOFF_CAP_SECONDS", min: 1) { c.backoffCap = .seconds(n) }
+        if let n = try int(giveUpAfterSeconds, "sync-give-up-after-seconds", "METER_SYNC_GIVE_UP_AFTER_SECONDS", min: 1) {
+            guard n <= 86_400 else {
+                throw ValidationError("--sync-give-up-after-seconds (METER_SYNC_GIVE_UP_AFTER_SECONDS) must be at most 86400 (the engine keeps idempotency keys 24 h); got \(n)")
+            }
             c.giveUpAfter = .seconds(n)
         }
-        if let n = try int(syncLease, "METER_SYNC_LEASE_S", min: 1) { c.lease = .seconds(n) }
+        if let n = try int(leaseSeconds, "sync-lease-seconds", "METER_SYNC_LEASE_SECONDS", min: 1) { c.lease = .seconds(n) }
         // The lease must outlast a call, or a slow call's hour would be handed out again meanwhile.
-        c.lease = max(c.lease, api.timeout * 3)
+        c.lease = max(c.lease, c.api.timeout * 3)
         return c
     }
 }
@@ -233,9 +248,10 @@ struct SyncCommand: AsyncParsableCommand {
             discussion: "Safe beside `meterctl serve`: both claim hours with SKIP LOCKED, never the same hour at once.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var billing: BillingAPIOptions
+        @OptionGroup var tuning: SyncOptions
         func run() async throws {
             let logger = global.bootstrapLogging(defaultLevel: .warning)
-            var sync = try billing.sync()
+            var sync = try tuning.apply(to: billing.sync())
             sync.worker = "meterctl-sync-run-\(ProcessInfo.processInfo.processIdentifier)"
             let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
             let pool = PGPool(conninfo: conninfo, maxConnections: sync.concurrency + 1, logger: logger)

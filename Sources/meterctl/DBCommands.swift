@@ -69,14 +69,14 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Flag(name: .customLong("status"), help: "List applied and pending files; change nothing.")
     var status = false
-    @Option(name: .customLong("lock-timeout"), help: "lock_timeout for DDL (env METER_LOCK_TIMEOUT). Default: 10s")
-    var lockTimeout: String?
+    @Option(name: .customLong("lock-timeout-seconds"), help: "lock_timeout for DDL (env METER_LOCK_TIMEOUT_SECONDS). Default: 10")
+    var lockTimeoutSeconds: Int?
 
     func run() async throws {
         let logger = global.bootstrapLogging()
         let sqlDir = try global.target.locateSQL()
         let migrator = Migrator(sqlDirectory: sqlDir,
-                                lockTimeout: lockTimeout ?? GlobalOptions.env["METER_LOCK_TIMEOUT"] ?? "10s",
+                                lockTimeout: "\(try GlobalOptions.number(lockTimeoutSeconds.map(Double.init), "lock-timeout-seconds", "METER_LOCK_TIMEOUT_SECONDS", min: 1, whole: true).map { Int($0) } ?? 10)s",
                                 logger: logger)
         try global.withConnection { conn in
             if status {

@@ -66,6 +66,51 @@ struct GlobalOptions: ParsableArguments {
 
     static let env = ProcessInfo.processInfo.environment
 
+    /// A number from its flag, else from its environment variable; nil when neither is set. Refused,
+    /// naming both, when the variable is not a number, below `min`, above `max`, or (with `whole`)
+    /// not a whole number. Durations are seconds everywhere (`--…-seconds`, decimals where allowed).
+    static func number(_ flagValue: Double?, _ flag: String, _ envName: String, min: Double,
+                       max: Double = .greatestFiniteMagnitude, whole: Bool = false) throws -> Double? {
+        var value = flagValue
+        if value == nil, let raw = env[envName] {
+            guard let n = Double(raw), n.isFinite, !whole || n == n.rounded() else {
+                throw ValidationError("\(envName) must be \(whole ? "a whole number" : "a number"); got \(raw)")
+            }
+            value = n
+        }
+        guard let v = value else { return nil }
+        guard v >= min, v <= max else {
+            let bound = v < min ? "at least \(Self.show(min))" : "at most \(Self.show(max))"
+            throw ValidationError("--\(flag) (\(envName)) must be \(bound); got \(Self.show(v))")
+        }
+        return v
+    }
+
+    private static func show(_ v: Double) -> String { v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v) }
+
+    /// Environment variables renamed when every duration became `…_SECONDS` and "batch" got one
+    /// meaning (docs/decisions.md, "Flags and environment"): a deployment still setting an old
+    /// name is refused at start, never silently run with the default.
+    static let retiredEnvironment: [String: String] = [
+        "METER_MAX_BATCH": "METER_MAX_EVENTS_PER_REQUEST",
+        "METER_FUTURE_TOLERANCE": "METER_FUTURE_TOLERANCE_SECONDS",
+        "METER_PAST_TOLERANCE": "METER_PAST_TOLERANCE_SECONDS",
+        "METER_ROLLUP_INTERVAL_MS": "METER_ROLLUP_INTERVAL_SECONDS",
+        "METER_ROLLUP_STALL_AFTER_S": "METER_ROLLUP_STALL_AFTER_SECONDS",
+        "METER_BILLING_TIMEOUT_MS": "METER_BILLING_TIMEOUT_SECONDS",
+        "METER_SYNC_BATCH": "METER_SYNC_CLAIM_HOURS",
+        "METER_SYNC_BACKOFF_CAP_S": "METER_SYNC_BACKOFF_CAP_SECONDS",
+        "METER_SYNC_LEASE_S": "METER_SYNC_LEASE_SECONDS",
+        "METER_SYNC_GIVE_UP_AFTER_S": "METER_SYNC_GIVE_UP_AFTER_SECONDS",
+        "METER_LOCK_TIMEOUT": "METER_LOCK_TIMEOUT_SECONDS",
+    ]
+
+    func validate() throws {
+        for (old, new) in Self.retiredEnvironment.sorted(by: { $0.key < $1.key }) where Self.env[old] != nil {
+            throw ValidationError("\(old) is no longer read: set \(new) instead (durations are in seconds)")
+        }
+    }
+
     var target: DatabaseTarget {
         DatabaseTarget(databaseURL: databaseURL ?? Self.env["DATABASE_URL"],
                        dataDir: dataDir ?? Self.env["METER_DATA_DIR"] ?? ".meter/pg",

@@ -101,7 +101,7 @@ struct Close: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Close a billing period (YYYY-MM) into frozen invoices (meter.period_close).",
         discussion: """
-            Refuses until the period (in each customer's billing timezone) ended --grace-minutes ago and \
+            Refuses until the period (in each customer's billing timezone) ended --grace-seconds ago and \
             every event of it is rolled up. Running it again changes nothing. Events or cancellations that \
             arrive for a closed period later become adjustment lines on the next invoice. Prints one line \
             per customer: closed, already_closed or no_plan.
@@ -109,17 +109,19 @@ struct Close: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Billing period, YYYY-MM.") var period: String
     @Option(help: "One customer (external id). Default: all.") var customer: String?
-    @Option(name: .customLong("grace-minutes"), help: "Wait this long after the period end. Default: 60") var graceMinutes: Int = 60
-    @Option(help: "Customers closed per transaction (each batch holds the rollup's horizon while it runs; docs/scaling.md 1b). Default: 100") var batch: Int = 100
+    @Option(name: .customLong("grace-seconds"), help: "Wait this long after the period end. Default: 3600") var graceSeconds: Int = 3600
+    @Option(name: .customLong("customers-per-transaction"),
+            help: "Customers closed per transaction (each transaction holds the rollup's horizon while it runs; docs/scaling.md 1b). Default: 100")
+    var customersPerTransaction: Int = 100
     @OptionGroup var billing: BillingAPIOptions
-    @Option(name: .customLong("engine-timeout"), help: "Seconds to wait for the engine's invoices (with --billing-api-base). Default: 120")
+    @Option(name: .customLong("engine-timeout-seconds"), help: "How long to wait for the engine's invoices (with --billing-api-base). Default: 120")
     var engineTimeout: Double = 120
     func validate() throws {
         guard period.range(of: #"^[0-9]{4}-(0[1-9]|1[0-2])$"#, options: .regularExpression) != nil else {
             throw ValidationError("--period must be YYYY-MM; got \(period)")
         }
-        guard graceMinutes >= 0 else { throw ValidationError("--grace-minutes must be at least 0") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard graceSeconds >= 0 else { throw ValidationError("--grace-seconds must be at least 0") }
+        guard customersPerTransaction >= 1 else { throw ValidationError("--customers-per-transaction must be at least 1") }
     }
     func run() async throws {
         let logger = global.bootstrapLogging(defaultLevel: .warning)
@@ -130,7 +132,7 @@ struct Close: AsyncParsableCommand {
         let rows: [MonthClose.Outcome]
         do {
             rows = try global.withConnection(migrate: global.target.isEmbedded) { c in
-                try MonthClose.run(c, period: period, customer: customer, graceMinutes: graceMinutes, batch: batch) {
+                try MonthClose.run(c, period: period, customer: customer, graceSeconds: graceSeconds, customersPerTransaction: customersPerTransaction) {
                     FileHandle.standardError.write(Data(($0 + "\n").utf8))
                 }
             }

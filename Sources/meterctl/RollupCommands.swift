@@ -16,12 +16,12 @@ struct RollupCommand: AsyncParsableCommand {
             discussion: """
                 Calls meter.rollup_run(max_events) repeatedly until nothing is left below the horizon \
                 (the oldest open transaction), printing each run. With --once, one run only. If another \
-                worker holds the rollup lock, retries every 50 ms for --lock-wait seconds, then fails.
+                worker holds the rollup lock, retries every 50 ms for --lock-wait-seconds, then fails.
                 """)
         @OptionGroup var global: GlobalOptions
         @Option(name: .customLong("max-events"), help: "Events per run at most. Default: 1000000") var maxEvents = Rollup.defaultMaxEvents
         @Flag(help: "One run only.") var once = false
-        @Option(name: .customLong("lock-wait"), help: "Seconds to wait while another rollup holds the lock. Default: 300")
+        @Option(name: .customLong("lock-wait-seconds"), help: "How long to wait while another rollup holds the lock. Default: 300")
         var lockWait: Double = 300
         func validate() throws {
             if maxEvents < 1 || maxEvents > Int(Int32.max) {

@@ -10,88 +10,90 @@ struct ServiceOptions: ParsableArguments {
     @Option(help: "Listen port, 0 = any free port (env METER_PORT). Default: 8080") var port: Int?
     @Option(name: .customLong("pool-size"), help: "Database connections (env METER_POOL_SIZE). Default: 16")
     var poolSize: Int?
-    @Option(name: .customLong("max-batch"), help: "Events per request (env METER_MAX_BATCH). Default: 1000")
-    var maxBatch: Int?
+    @Option(name: .customLong("max-events-per-request"), help: "Events per request (env METER_MAX_EVENTS_PER_REQUEST). Default: 1000")
+    var maxEventsPerRequest: Int?
     @Option(name: .customLong("max-body-bytes"), help: "Request body limit (env METER_MAX_BODY_BYTES). Default: 1048576")
     var maxBodyBytes: Int?
     @Option(name: .customLong("max-properties-bytes"), help: "Serialized properties limit per event (env METER_MAX_PROPERTIES_BYTES). Default: 8192")
     var maxPropertiesBytes: Int?
-    @Option(name: .customLong("future-tolerance"), help: "Seconds occurred_at may lead the database clock (env METER_FUTURE_TOLERANCE). Default: 300")
-    var futureTolerance: Int?
-    @Option(name: .customLong("past-tolerance"), help: "Seconds occurred_at may trail the database clock (env METER_PAST_TOLERANCE). Default: 3024000 (35 days)")
-    var pastTolerance: Int?
-    @Option(name: .customLong("rollup-interval-ms"), help: "Longest pause between rollup runs; ingest wakes the loop earlier via NOTIFY (env METER_ROLLUP_INTERVAL_MS). Default: 1000")
-    var rollupIntervalMs: Int?
+    @Option(name: .customLong("future-tolerance-seconds"), help: "How far occurred_at may lead the database clock (env METER_FUTURE_TOLERANCE_SECONDS). Default: 300")
+    var futureToleranceSeconds: Int?
+    @Option(name: .customLong("past-tolerance-seconds"), help: "How far occurred_at may trail the database clock (env METER_PAST_TOLERANCE_SECONDS). Default: 3024000 (35 days)")
+    var pastToleranceSeconds: Int?
+    @Option(name: .customLong("rollup-interval-seconds"), help: "Longest pause between rollup runs, decimals allowed; ingest wakes the loop earlier (env METER_ROLLUP_INTERVAL_SECONDS). Default: 1")
+    var rollupIntervalSeconds: Double?
     @Option(name: .customLong("rollup-max-events"), help: "Events folded per rollup run at most (env METER_ROLLUP_MAX_EVENTS). Default: 1000000")
     var rollupMaxEvents: Int?
-    @Option(name: .customLong("rollup-stall-after-s"), help: "The rollup loop counts as stalled after this many seconds without a finished run attempt: meter_rollup_loop_stalled = 1, an error log line rollup.loop_stalled, /readyz says so (env METER_ROLLUP_STALL_AFTER_S). Default: 120")
-    var rollupStallAfterS: Int?
+    @Option(name: .customLong("rollup-stall-after-seconds"), help: "The rollup loop counts as stalled after this long without a finished run attempt: meter_rollup_loop_stalled = 1, an error log line rollup.loop_stalled, /readyz says so (env METER_ROLLUP_STALL_AFTER_SECONDS). Default: 120")
+    var rollupStallAfterSeconds: Int?
     @Flag(name: .customLong("no-rollup"), help: "Do not run the rollup loop in this process (env METER_ROLLUP=off).")
     var noRollup = false
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
     var openAPI: String?
 
-    mutating func validate() throws {
-        let env = GlobalOptions.env
-        func positive(_ v: Int?, _ envName: String, _ flag: String, min: Int = 1) throws {
-            if let n = v ?? env[envName].flatMap(Int.init), n < min {
-                throw ValidationError("--\(flag) (\(envName)) must be at least \(min); got \(n)")
-            }
-            if v == nil, let raw = env[envName], Int(raw) == nil {
-                throw ValidationError("\(envName) must be a whole number; got \(raw)")
-            }
+    /// Each setting from its flag, else its environment variable, checked once (validate) and
+    /// read by configuration().
+    struct Settings {
+        var port, poolSize, maxEventsPerRequest, maxBodyBytes, maxPropertiesBytes: Int?
+        var futureTolerance, pastTolerance, rollupMaxEvents, rollupStallAfter: Int?
+        var rollupInterval: Double?
+    }
+
+    func settings() throws -> Settings {
+        func whole(_ v: Int?, _ flag: String, _ env: String, min: Int, max: Int = .max) throws -> Int? {
+            try GlobalOptions.number(v.map(Double.init), flag, env, min: Double(min), max: Double(max), whole: true).map { Int($0) }
         }
-        try positive(port, "METER_PORT", "port", min: 0)
-        try positive(poolSize, "METER_POOL_SIZE", "pool-size")
-        try positive(maxBatch, "METER_MAX_BATCH", "max-batch")
-        try positive(maxBodyBytes, "METER_MAX_BODY_BYTES", "max-body-bytes", min: 64)
-        try positive(maxPropertiesBytes, "METER_MAX_PROPERTIES_BYTES", "max-properties-bytes", min: 2)
-        try positive(futureTolerance, "METER_FUTURE_TOLERANCE", "future-tolerance", min: 0)
-        try positive(pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance", min: 0)
-        try positive(rollupIntervalMs, "METER_ROLLUP_INTERVAL_MS", "rollup-interval-ms", min: 10)
-        try positive(rollupMaxEvents, "METER_ROLLUP_MAX_EVENTS", "rollup-max-events")
-        try positive(rollupStallAfterS, "METER_ROLLUP_STALL_AFTER_S", "rollup-stall-after-s")
+        var s = Settings()
+        s.port = try whole(port, "port", "METER_PORT", min: 0, max: 65_535)
+        s.poolSize = try whole(poolSize, "pool-size", "METER_POOL_SIZE", min: 1)
+        s.maxEventsPerRequest = try whole(maxEventsPerRequest, "max-events-per-request", "METER_MAX_EVENTS_PER_REQUEST", min: 1)
+        s.maxBodyBytes = try whole(maxBodyBytes, "max-body-bytes", "METER_MAX_BODY_BYTES", min: 64)
+        s.maxPropertiesBytes = try whole(maxPropertiesBytes, "max-properties-bytes", "METER_MAX_PROPERTIES_BYTES", min: 2)
+        s.futureTolerance = try whole(futureToleranceSeconds, "future-tolerance-seconds", "METER_FUTURE_TOLERANCE_SECONDS",
+                                      min: 0, max: 3650 * 86_400)
+        s.pastTolerance = try whole(pastToleranceSeconds, "past-tolerance-seconds", "METER_PAST_TOLERANCE_SECONDS",
+                                    min: 0, max: 3650 * 86_400)
+        s.rollupMaxEvents = try whole(rollupMaxEvents, "rollup-max-events", "METER_ROLLUP_MAX_EVENTS", min: 1, max: Int(Int32.max))
+        s.rollupStallAfter = try whole(rollupStallAfterSeconds, "rollup-stall-after-seconds", "METER_ROLLUP_STALL_AFTER_SECONDS", min: 1)
+        s.rollupInterval = try GlobalOptions.number(rollupIntervalSeconds, "rollup-interval-seconds", "METER_ROLLUP_INTERVAL_SECONDS", min: 0.01)
         // An idle loop finishes an attempt once per interval: a bound within three intervals
         // would report a healthy loop as stalled.
-        let intervalMs = rollupIntervalMs ?? env["METER_ROLLUP_INTERVAL_MS"].flatMap(Int.init) ?? 1000
-        if let s = rollupStallAfterS ?? env["METER_ROLLUP_STALL_AFTER_S"].flatMap(Int.init), s * 1000 < 3 * intervalMs {
-            throw ValidationError("--rollup-stall-after-s (METER_ROLLUP_STALL_AFTER_S) must be at least 3 × --rollup-interval-ms "
-                                  + "(\(intervalMs) ms); got \(s) s")
+        let interval = s.rollupInterval ?? 1
+        if let stall = s.rollupStallAfter, Double(stall) < 3 * interval {
+            throw ValidationError("--rollup-stall-after-seconds (METER_ROLLUP_STALL_AFTER_SECONDS) must be at least 3 × "
+                                  + "--rollup-interval-seconds (\(interval) s); got \(stall) s")
         }
-        if let n = rollupMaxEvents ?? env["METER_ROLLUP_MAX_EVENTS"].flatMap(Int.init), n > Int(Int32.max) {
-            throw ValidationError("--rollup-max-events (METER_ROLLUP_MAX_EVENTS) must be at most \(Int32.max); got \(n)")
-        }
-        if let v = env["METER_ROLLUP"], !["on", "off"].contains(v) {
+        return s
+    }
+
+    mutating func validate() throws {
+        _ = try settings()
+        if let v = GlobalOptions.env["METER_ROLLUP"], !["on", "off"].contains(v) {
             throw ValidationError("METER_ROLLUP must be on or off; got \(v)")
-        }
-        for (v, envName, flag) in [(futureTolerance, "METER_FUTURE_TOLERANCE", "future-tolerance"),
-                                   (pastTolerance, "METER_PAST_TOLERANCE", "past-tolerance")] {
-            if let n = v ?? env[envName].flatMap(Int.init), n > 3650 * 86_400 {
-                throw ValidationError("--\(flag) (\(envName)) must be at most 315360000 seconds (10 years); got \(n)")
-            }
         }
     }
 
     func configuration(sqlDir: String) -> ServeConfiguration {
         let env = GlobalOptions.env
+        let s = (try? settings()) ?? Settings()  // validated before run
         var c = ServeConfiguration()
         c.host = host ?? env["METER_HOST"] ?? "127.0.0.1"
-        c.port = port ?? env["METER_PORT"].flatMap(Int.init) ?? 8080
-        if let v = maxBatch ?? env["METER_MAX_BATCH"].flatMap(Int.init) { c.limits.maxBatchEvents = v }
-        if let v = maxBodyBytes ?? env["METER_MAX_BODY_BYTES"].flatMap(Int.init) { c.limits.maxBodyBytes = v }
-        if let v = maxPropertiesBytes ?? env["METER_MAX_PROPERTIES_BYTES"].flatMap(Int.init) { c.limits.maxPropertiesBytes = v }
-        if let v = futureTolerance ?? env["METER_FUTURE_TOLERANCE"].flatMap(Int.init) { c.limits.maxFutureSeconds = v }
-        if let v = pastTolerance ?? env["METER_PAST_TOLERANCE"].flatMap(Int.init) { c.limits.maxPastSeconds = v }
+        c.port = s.port ?? 8080
+        if let v = s.maxEventsPerRequest { c.limits.maxBatchEvents = v }
+        if let v = s.maxBodyBytes { c.limits.maxBodyBytes = v }
+        if let v = s.maxPropertiesBytes { c.limits.maxPropertiesBytes = v }
+        if let v = s.futureTolerance { c.limits.maxFutureSeconds = v }
+        if let v = s.pastTolerance { c.limits.maxPastSeconds = v }
         if noRollup || env["METER_ROLLUP"] == "off" {
             c.rollup = nil
         } else {
             var r = RollupWorker.Configuration()
-            if let v = rollupIntervalMs ?? env["METER_ROLLUP_INTERVAL_MS"].flatMap(Int.init) {
-                r.interval = .milliseconds(v)
-                r.minGap = min(r.minGap, .milliseconds(v))
+            if let v = s.rollupInterval {
+                r.interval = .milliseconds(Int64((v * 1000).rounded()))
+                r.minGap = min(r.minGap, r.interval)
             }
-            if let v = rollupMaxEvents ?? env["METER_ROLLUP_MAX_EVENTS"].flatMap(Int.init) { r.maxEvents = v }
-            if let v = rollupStallAfterS ?? env["METER_ROLLUP_STALL_AFTER_S"].flatMap(Int.init) { r.stallAfter = .seconds(v) }
+            if let v = s.rollupMaxEvents { r.maxEvents = v }
+            if let v = s.rollupStallAfter { r.stallAfter = .seconds(v) }
             c.rollup = r
         }
         c.openAPIPath = openAPI ?? env["METER_OPENAPI"]
@@ -99,7 +101,7 @@ struct ServiceOptions: ParsableArguments {
         return c
     }
 
-    var pool: Int { poolSize ?? GlobalOptions.env["METER_POOL_SIZE"].flatMap(Int.init) ?? 16 }
+    var pool: Int { ((try? settings()) ?? Settings()).poolSize ?? 16 }
 }
 
 struct Serve: AsyncParsableCommand {
@@ -113,6 +115,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var service: ServiceOptions
     @OptionGroup var billing: BillingAPIOptions
+    @OptionGroup var sync: SyncOptions
     @Flag(help: "Apply migrations before serving (always done for the embedded Postgres).") var migrate = false
 
     func run() async throws {
@@ -121,7 +124,7 @@ struct Serve: AsyncParsableCommand {
         let conninfo = try global.conninfo(migrate: migrate || global.target.isEmbedded)
         var config = service.configuration(sqlDir: sqlDir)
         // The billing sync runs when an engine is configured (--billing-api-base).
-        if billing.configured { config.sync = try billing.sync() }
+        if billing.configured { config.sync = try sync.apply(to: billing.sync()) }
         config.expectedLedger = try MeterServer.expectedLedger(conninfo: conninfo, sqlDir: sqlDir)
         try await MeterServer.run(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
     }

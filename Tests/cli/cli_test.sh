@@ -41,6 +41,15 @@ m billing price --meter cli.smoke --price-id price_cli_smoke | grep -q "billed w
 m sync status | grep -q "^pending 0, in flight 0, dead 0"
 m sync retry --meter cli.smoke | grep -q "0 dead hour(s) back to pending"
 if m sync retry --meter no.such.meter 2>/dev/null; then echo "sync retry of an unknown meter must fail"; exit 1; fi
+# A setting under a retired name is refused, naming the new one, never silently ignored.
+if METER_ROLLUP_INTERVAL_MS=500 m migrate --status >/dev/null 2>.meter/retired-env.log; then
+  echo "a retired environment variable must be refused"; exit 1
+fi
+grep -q "METER_ROLLUP_INTERVAL_MS is no longer read: set METER_ROLLUP_INTERVAL_SECONDS instead" .meter/retired-env.log
+if m serve --rollup-interval-seconds 1 --rollup-stall-after-seconds 2 2>.meter/stall-bound.log; then
+  echo "a stall bound under 3 intervals must be refused"; exit 1
+fi
+grep -q "rollup-stall-after-seconds (METER_ROLLUP_STALL_AFTER_SECONDS) must be at least 3" .meter/stall-bound.log
 echo "CLI smoke test passed"
 
 echo "== mock billing engine: the official Stripe Python SDK (stripe==11.6.0) against it"

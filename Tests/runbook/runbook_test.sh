@@ -113,7 +113,7 @@ done
 METER_API_KEY=$(meterctl keys create --name runbook --quiet)
 export METER_API_KEY
 
-meterctl serve --port "$serve_port" --past-tolerance 8640000 --billing-test-clock "$clock" \
+meterctl serve --port "$serve_port" --past-tolerance-seconds 8640000 --billing-test-clock "$clock" \
   --billing-api-base "$METER_BILLING_API_BASE" --billing-api-key "$engine_key" 2>"$state/serve.log" &
 pids+=($!)
 wait_http "$METER_URL/readyz"

@@ -35,12 +35,12 @@ package enum MonthClose {
         }
     }
 
-    /// Closes `period` (YYYY-MM) for `customer` or all customers, `batch` customers per transaction,
-    /// each only once its period ended `graceMinutes` ago in its billing timezone. `progress` hears
+    /// Closes `period` (YYYY-MM) for `customer` or all customers, `customersPerTransaction` at a
+    /// time, each only once its period ended `graceSeconds` ago in its billing timezone. `progress` hears
     /// "close P: n/N customers" after each batch when there is more than one.
-    package static func run(_ c: PGConnection, period: String, customer: String? = nil, graceMinutes: Int = 60,
-                            batch: Int = 100, progress: (String) -> Void = { _ in }) throws -> [Outcome] {
-        precondition(batch >= 1 && graceMinutes >= 0)
+    package static func run(_ c: PGConnection, period: String, customer: String? = nil, graceSeconds: Int = 3600,
+                            customersPerTransaction batch: Int = 100, progress: (String) -> Void = { _ in }) throws -> [Outcome] {
+        precondition(batch >= 1 && graceSeconds >= 0)
         func list() throws -> [String] {
             try customer.map { [$0] }
                 ?? c.execute("select external_id from meter.customers order by external_id collate \"C\"").rows.map { try $0.string("external_id") }
@@ -56,9 +56,9 @@ package enum MonthClose {
                         select r.customer, r.outcome, coalesce(r.invoice_id::text, '-') as invoice, r.lines,
                                coalesce(r.total::text, '-') as total, coalesce(r.currency, '') as currency
                         from pg_catalog.unnest($2::text[]) with ordinality as x(external_id, n)
-                        cross join lateral meter.period_close($1, x.external_id, make_interval(mins => $3::int)) r
+                        cross join lateral meter.period_close($1, x.external_id, make_interval(secs => $3::int)) r
                         order by x.n
-                        """, [period, Array(part), graceMinutes]).rows.map { r in
+                        """, [period, Array(part), graceSeconds]).rows.map { r in
                         Outcome(customer: try r.string("customer"), outcome: try r.string("outcome"), invoice: try r.string("invoice"),
                                 lines: try r.int("lines"), total: try r.string("total"), currency: try r.string("currency"))
                     }

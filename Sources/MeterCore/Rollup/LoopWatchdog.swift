@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 
 /// Says loudly when a background loop stops turning.
@@ -16,16 +17,18 @@ import Logging
 ///     unready: ingest does not depend on the loop (docs/decisions.md 77).
 /// A run blocked longer than the bound (a lock held by another session, up to the statement
 /// timeout) is reported too: the loop is not turning, whatever the reason.
-public final class LoopWatchdog: @unchecked Sendable {
+public final class LoopWatchdog: Sendable {
     public let name: String
     public let stallAfter: Duration
     private let metrics: MeterMetrics?
     private let logger: Logger
-    private let lock = NSLock()
-    private var lastBeat = ContinuousClock.now
-    private var stalledSince: ContinuousClock.Instant?
-    private var lastAlarm: ContinuousClock.Instant?
-    private var stopped = false
+    private struct State {
+        var lastBeat = ContinuousClock.now
+        var stalledSince: ContinuousClock.Instant?
+        var lastAlarm: ContinuousClock.Instant?
+        var stopped = false
+    }
+    private let state = Mutex(State())
 
     public init(name: String, stallAfter: Duration, metrics: MeterMetrics?, logger: Logger) {
         self.name = name
@@ -37,10 +40,10 @@ public final class LoopWatchdog: @unchecked Sendable {
     /// The loop finished an attempt.
     public func beat() {
         let now = ContinuousClock.now
-        let stalledFor: Duration? = lock.withLock {
-            lastBeat = now
-            defer { stalledSince = nil; lastAlarm = nil }
-            guard let since = stalledSince else { return nil }
+        let stalledFor: Duration? = state.withLock { s in
+            s.lastBeat = now
+            defer { s.stalledSince = nil; s.lastAlarm = nil }
+            guard let since = s.stalledSince else { return nil }
             // (under the lock: a watchdog look in between cannot set it back to 1 afterwards)
             metrics?.rollupLoopStalled.set(0.0)
             metrics?.rollupLoopIdleSeconds.set(0.0)
@@ -57,38 +60,38 @@ public final class LoopWatchdog: @unchecked Sendable {
     }
 
     public var status: Status {
-        let idle = ContinuousClock.now - lock.withLock { lastBeat }
+        let idle = ContinuousClock.now - state.withLock { $0.lastBeat }
         return Status(idle: idle, stalled: idle > stallAfter)
     }
 
     /// Starts the watchdog thread (until `stop()`).
     public func start() {
-        lock.withLock { lastBeat = ContinuousClock.now }
+        state.withLock { $0.lastBeat = ContinuousClock.now }
         let t = Thread { [self] in
-            while !lock.withLock({ stopped }) {
+            while !state.withLock({ $0.stopped }) {
                 check()
                 var pause = timespec(tv_sec: 0, tv_nsec: 250_000_000)
-                for _ in 0..<4 where !lock.withLock({ stopped }) { nanosleep(&pause, nil) }
+                for _ in 0..<4 where !state.withLock({ $0.stopped }) { nanosleep(&pause, nil) }
             }
         }
         t.name = "meter-\(name)-watchdog"
         t.start()
     }
 
-    public func stop() { lock.withLock { stopped = true } }
+    public func stop() { state.withLock { $0.stopped = true } }
 
     /// One look: gauges refreshed, an alarm logged when due. Called every second by the
     /// watchdog thread and at every scrape of /metrics.
     public func check() {
         let now = ContinuousClock.now
-        let (idle, alarm): (Duration, Bool) = lock.withLock {
-            let idle = now - lastBeat
+        let (idle, alarm): (Duration, Bool) = state.withLock { s in
+            let idle = now - s.lastBeat
             metrics?.rollupLoopIdleSeconds.set(idle.seconds)
             metrics?.rollupLoopStalled.set(idle > stallAfter ? 1.0 : 0.0)
             guard idle > stallAfter else { return (idle, false) }
-            if stalledSince == nil { stalledSince = lastBeat }
-            if let last = lastAlarm, now - last < stallAfter { return (idle, false) }
-            lastAlarm = now
+            if s.stalledSince == nil { s.stalledSince = s.lastBeat }
+            if let last = s.lastAlarm, now - last < stallAfter { return (idle, false) }
+            s.lastAlarm = now
             return (idle, true)
         }
         if alarm {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import ServiceLifecycle
 import PGClient
@@ -126,18 +127,22 @@ public final class RollupWorker: Service, @unchecked Sendable {
 
 /// A wake-up flag a task can wait on with a timeout. Signals that arrive while nobody waits are
 /// remembered (once), so a notification arriving during a run triggers the next one at once.
-package final class WakeSignal: @unchecked Sendable {
-    private let lock = NSLock()
-    private var pending = false
-    private var waiter: (id: Int, continuation: CheckedContinuation<Bool, Never>)?
-    private var nextID = 0
-    /// A timeout that fired before its wait registered.
-    private var fired = 0
+package final class WakeSignal: Sendable {
+    private struct State {
+        var pending = false
+        var waiter: (id: Int, continuation: CheckedContinuation<Bool, Never>)?
+        var nextID = 0
+        /// A timeout that fired before its wait registered.
+        var fired = 0
+    }
+    private let state = Mutex(State())
+
+    package init() {}
 
     package func signal() {
-        let w: CheckedContinuation<Bool, Never>? = lock.withLock {
-            if let w = waiter { waiter = nil; return w.continuation }
-            pending = true
+        let w: CheckedContinuation<Bool, Never>? = state.withLock { s in
+            if let w = s.waiter { s.waiter = nil; return w.continuation }
+            s.pending = true
             return nil
         }
         w?.resume(returning: true)
@@ -146,17 +151,17 @@ package final class WakeSignal: @unchecked Sendable {
     /// Returns on a signal (true), after `timeout` or when the calling task is cancelled (false).
     @discardableResult
     package func wait(timeout: Duration) async -> Bool {
-        let id = lock.withLock { nextID += 1; return nextID }
+        let id = state.withLock { s in s.nextID += 1; return s.nextID }
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
                 try? await Task.sleep(for: max(timeout, .zero))  // throws at once when cancelled
                 fire(id)
             }
             let signalled = await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-                let now: Bool? = lock.withLock {
-                    if pending { pending = false; return true }
-                    if fired == id { return false }
-                    waiter = (id, c)
+                let now: Bool? = state.withLock { s in
+                    if s.pending { s.pending = false; return true }
+                    if s.fired == id { return false }
+                    s.waiter = (id, c)
                     return nil
                 }
                 if let now { c.resume(returning: now) }
@@ -168,9 +173,9 @@ package final class WakeSignal: @unchecked Sendable {
 
     /// Ends wait number `id` if it is still waiting (the timeout of an earlier wait is ignored).
     private func fire(_ id: Int) {
-        let w: CheckedContinuation<Bool, Never>? = lock.withLock {
-            guard let w = waiter, w.id == id else { fired = id; return nil }
-            waiter = nil
+        let w: CheckedContinuation<Bool, Never>? = state.withLock { s in
+            guard let w = s.waiter, w.id == id else { s.fired = id; return nil }
+            s.waiter = nil
             return w.continuation
         }
         w?.resume(returning: false)

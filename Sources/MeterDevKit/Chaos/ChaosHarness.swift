@@ -146,7 +146,7 @@ public final class ChaosHarness: @unchecked Sendable {
 
         mock = ChildProcess(name: "billing-mock", argv: [o.meterctl, "billing-mock", "--database-url", conninfo,
                                                          "--sql-dir", o.sqlDir, "--port", String(mockPort),
-                                                         "--webhook-retry-base-ms", "200", "--log-level", "info"],
+                                                         "--webhook-retry-base-seconds", "0.2", "--log-level", "info"],
                             logPath: dir + "/billing-mock.log")
         try mock.start()
         try await onDedicatedThread { [mockPort] in try waitForHTTP(port: mockPort, path: "/healthz") }
@@ -169,13 +169,13 @@ public final class ChaosHarness: @unchecked Sendable {
 
         service = ChildProcess(name: "service", argv: [o.meterctl, "serve", "--database-url", serviceConninfo,
                                                        "--sql-dir", o.sqlDir, "--port", String(servicePort),
-                                                       "--pool-size", "8", "--past-tolerance", "8640000",
-                                                       "--rollup-interval-ms", "200", "--log-level", "info",
+                                                       "--pool-size", "8", "--past-tolerance-seconds", "8640000",
+                                                       "--rollup-interval-seconds", "0.2", "--log-level", "info",
                                                        "--billing-api-base", "http://127.0.0.1:\(mockPort)",
                                                        "--billing-api-key", "sk_test_chaos", "--billing-test-clock", clock,
-                                                       "--billing-timeout-ms", "3000", "--sync-backoff-cap-s", "2",
+                                                       "--billing-timeout-seconds", "3", "--sync-backoff-cap-seconds", "2",
                                                        // a killed worker's claims are handed out again after 10 s (default 60)
-                                                       "--sync-lease-s", "10"] + serviceArguments,
+                                                       "--sync-lease-seconds", "10"] + serviceArguments,
                                environment: serviceEnvironment, logPath: dir + "/service.log")
         try await startService()
         log("service on 127.0.0.1:\(servicePort) (pid \(service.pid)), logs in \(dir)/")
@@ -273,7 +273,7 @@ public final class ChaosHarness: @unchecked Sendable {
     /// `beforeClose` may inject a fault first (postgres-crash).
     public func closeMonth(beforeClose: ((ChaosHarness) async throws -> Void)? = nil) async throws {
         if let beforeClose { try await beforeClose(self) }
-        let r = try Subprocess.run([o.meterctl, "close", "--period", period, "--grace-minutes", "0", "--batch", "7",
+        let r = try Subprocess.run([o.meterctl, "close", "--period", period, "--grace-seconds", "0", "--customers-per-transaction", "7",
                                     "--billing-api-base", "http://127.0.0.1:\(mockPort)", "--billing-api-key", "sk_test_chaos",
                                     "--billing-test-clock", clock, "--database-url", conninfo, "--log-level", "warning"])
         let lines = r.output.split(separator: "\n")

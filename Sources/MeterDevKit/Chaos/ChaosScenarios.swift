@@ -129,7 +129,7 @@ public enum ChaosScenarios {
     package static func billingOutage(_ h: ChaosHarness) async throws -> ChaosVerdict {
         let phase = h.o.phaseSeconds
         let giveUp = max(Int(phase / 2), 2)
-        h.serviceArguments = ["--sync-give-up-after-s", String(giveUp)]
+        h.serviceArguments = ["--sync-give-up-after-seconds", String(giveUp)]
         try await h.setUp()
         let events = h.mainEvents()
         let load = h.load(events)

@@ -237,7 +237,7 @@ public enum ReplayRunner {
                 try await drain(c, progress: progress)
                 // The engine brought to the period's end as `meterctl close` does it.
                 let expected = try await EngineAlignment.align(c, client: client, testClock: clock, period: p, timeout: 120, say: progress)
-                let closed = try MonthClose.run(c, period: p, graceMinutes: 0).filter { $0.outcome == "closed" }.count
+                let closed = try MonthClose.run(c, period: p, graceSeconds: 0).filter { $0.outcome == "closed" }.count
                 summary.periods.append(p)
                 progress("close \(p): \(closed) invoices; engine invoices \(expected)")
                 // (none after the last close: nothing would follow to adjust them)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Logging
 import PGClient
 import MeterWire
@@ -13,19 +14,20 @@ struct Bench: AsyncParsableCommand {
 }
 
 /// Thread-safe accumulator for the load generator's threads.
-final class BenchTally: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var events = 0
-    private(set) var requests = 0
-    private(set) var failures = 0
-    private(set) var latenciesNs: [UInt64] = []
+final class BenchTally: Sendable {
+    private struct Totals { var events = 0, requests = 0, failures = 0; var latenciesNs: [UInt64] = [] }
+    private let totals = Mutex(Totals())
     func add(events e: Int, latencies: [UInt64], failures f: Int) {
-        lock.withLock {
-            events += e; requests += latencies.count; failures += f
-            latenciesNs.append(contentsOf: latencies)
+        totals.withLock { t in
+            t.events += e; t.requests += latencies.count; t.failures += f
+            t.latenciesNs.append(contentsOf: latencies)
         }
     }
-    var snapshot: (Int, Int) { lock.withLock { (events, requests) } }
+    var snapshot: (Int, Int) { totals.withLock { ($0.events, $0.requests) } }
+    var events: Int { totals.withLock { $0.events } }
+    var requests: Int { totals.withLock { $0.requests } }
+    var failures: Int { totals.withLock { $0.failures } }
+    var latenciesNs: [UInt64] { totals.withLock { $0.latenciesNs } }
 }
 
 struct BenchIngest: AsyncParsableCommand {
@@ -35,16 +37,16 @@ struct BenchIngest: AsyncParsableCommand {
         discussion: """
             Starts the service in this process (embedded Postgres unless DATABASE_URL) unless --url is \
             given, creates bench customers and a meter, then runs --concurrency client threads sending \
-            batches of --batch-size new events (1 = single-event requests) for --duration seconds or \
+            batches of --events-per-request new events (1 = single-event requests) for --duration-seconds or \
             --events events. Then it COPYs the same number of new events into meter.events and prints \
             events/s, latency p50/p99/max and the ratio HTTP/COPY.
             """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var service: ServiceOptions
     @Option(help: "Client threads. Default: 16") var concurrency: Int = 16
-    @Option(name: .customLong("batch-size"), help: "Events per request; 1 sends single-event bodies. Default: 1000")
-    var batchSize: Int = 1000
-    @Option(help: "Seconds to run. Default: 10") var duration: Double = 10
+    @Option(name: .customLong("events-per-request"), help: "Events per request; 1 sends single-event bodies. Default: 1000")
+    var eventsPerRequest: Int = 1000
+    @Option(name: .customLong("duration-seconds"), help: "How long to run. Default: 10") var duration: Double = 10
     @Option(help: "Stop after this many events (optional).") var events: Int?
     @Option(name: .customLong("bench-customers"), help: "Customers to spread events over. Default: 100")
     var benchCustomers: Int = 100
@@ -76,13 +78,13 @@ struct BenchIngest: AsyncParsableCommand {
         } else {
             var config = service.configuration(sqlDir: sqlDir)
             config.port = service.port ?? 0
-            config.limits.maxBatchEvents = max(config.limits.maxBatchEvents, batchSize)
+            config.limits.maxBatchEvents = max(config.limits.maxBatchEvents, eventsPerRequest)
             config.expectedLedger = try MeterServer.expectedLedger(conninfo: conninfo, sqlDir: sqlDir)
             let started = try await MeterServer.start(config: config, conninfo: conninfo, poolSize: service.pool, logger: logger)
             port = started.port
             server = started.stop
         }
-        let mode = batchSize == 1 ? "single-event requests" : "batches of \(batchSize)"
+        let mode = eventsPerRequest == 1 ? "single-event requests" : "batches of \(eventsPerRequest)"
         print("bench ingest: \(mode), concurrency \(concurrency), duration \(duration)s\(events.map { ", at most \($0) events" } ?? ""), run \(runID)")
 
         // Phase 1: HTTP.
@@ -90,7 +92,7 @@ struct BenchIngest: AsyncParsableCommand {
         let deadline = Date().addingTimeInterval(duration)
         let limit = events ?? Int.max
         let start = DispatchTime.now().uptimeNanoseconds
-        let (c, b, h, p, tok) = (concurrency, batchSize, host, port, token)
+        let (c, b, h, p, tok) = (concurrency, eventsPerRequest, host, port, token)
         let progress = Task {
             while !Task.isCancelled {
                 try await Task.sleep(for: .seconds(1))
@@ -173,7 +175,7 @@ struct BenchIngest: AsyncParsableCommand {
         // Phase 3, single events only: a durable one-row INSERT per transaction, as many clients
         // as the HTTP run had, for as long (10 s at most): the ceiling of a commit per event.
         var insertRate: Double?
-        if batchSize == 1 {
+        if eventsPerRequest == 1 {
             let seconds = min(elapsed, 10)
             print("insert baseline: \(concurrency) client(s), one-row INSERT per transaction, \(String(format: "%.0f", seconds)) s")
             let setup = try PGConnection(conninfo: conninfo)

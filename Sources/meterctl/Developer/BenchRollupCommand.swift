@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Logging
 import PGClient
 import MeterWire
@@ -21,7 +22,7 @@ struct BenchRollup: AsyncParsableCommand {
             to read and aggregate them, without writing rollups or moving a watermark). Then \
             meter.rollup_verify checks the result.
             Phase 2 (freshness): starts the service in this process (its rollup loop included), sends \
-            --rate events/s over HTTP for --duration seconds, and meanwhile probes: a probe sends one \
+            --rate events/s over HTTP for --duration-seconds, and meanwhile probes: a probe sends one \
             event, waits for its 2xx (the commit), then polls rollup_hourly until the event is counted. \
             Baseline: the same probes with no other load.
             """)
@@ -33,13 +34,13 @@ struct BenchRollup: AsyncParsableCommand {
     @Option(help: "Hours the backlog spreads over. Default: 24") var hours: Int = 24
     @Option(name: .customLong("max-events"), help: "max_events per rollup run. Default: 1000000") var maxEvents: Int = Rollup.defaultMaxEvents
     @Option(help: "Ingest rate for the freshness phase, events/s. Default: 10000") var rate: Int = 10_000
-    @Option(help: "Seconds of the freshness phase. Default: 30") var duration: Double = 30
+    @Option(name: .customLong("duration-seconds"), help: "Length of the freshness phase. Default: 30") var duration: Double = 30
     @Flag(name: .customLong("skip-backlog"), help: "Only the freshness phase.") var skipBacklog = false
     @Flag(name: .customLong("skip-freshness"), help: "Only the backlog phase.") var skipFreshness = false
 
     func validate() throws {
         if events < 1 || transactions < 1 || benchCustomers < 1 || hours < 1 || maxEvents < 1 || rate < 1 || duration <= 0 {
-            throw ValidationError("--events, --transactions, --bench-customers, --hours, --max-events, --rate and --duration must be positive")
+            throw ValidationError("--events, --transactions, --bench-customers, --hours, --max-events, --rate and --duration-seconds must be positive")
         }
     }
 
@@ -280,11 +281,10 @@ struct BenchRollup: AsyncParsableCommand {
     }
 }
 
-final class LockedArray<T: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [T] = []
-    func append(_ x: T) { lock.withLock { items.append(x) } }
-    var values: [T] { lock.withLock { items } }
+final class LockedArray<T: Sendable>: Sendable {
+    private let items = Mutex<[T]>([])
+    func append(_ x: T) { items.withLock { $0.append(x) } }
+    var values: [T] { items.withLock { $0 } }
 }
 
 private func say(_ s: String) { FileHandle.standardError.write((s + "\n").data(using: .utf8)!) }

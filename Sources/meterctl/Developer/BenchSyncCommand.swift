@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import AsyncHTTPClient
+import NIOCore
 import Logging
 import PGClient
 import MeterCore
@@ -30,13 +29,13 @@ struct BenchSync: AsyncParsableCommand {
     @Option(help: "Backlog of hours. Default: 100000") var hours: Int = 100_000
     @Option(help: "Customers the hours spread over. Default: 200") var customers: Int = 200
     @Option(help: "Sends in flight at once. Default: 16") var concurrency: Int = 16
-    @Option(help: "Hours claimed per pass. Default: 500") var batch: Int = 500
+    @Option(name: .customLong("claim-hours"), help: "Hours claimed per pass. Default: 500") var claimHours: Int = 500
     @Option(name: .customLong("baseline-calls"), help: "Raw POSTs of the baseline. Default: 20000") var baselineCalls: Int = 20_000
     @Option(name: .customLong("outage-seconds"), help: "Outage length before the drain. Default: 5") var outageSeconds: Double = 5
 
     func validate() throws {
-        if hours < 1 || customers < 1 || concurrency < 1 || batch < 1 || baselineCalls < 1 || outageSeconds < 0 {
-            throw ValidationError("--hours, --customers, --concurrency, --batch, --baseline-calls must be positive")
+        if hours < 1 || customers < 1 || concurrency < 1 || claimHours < 1 || baselineCalls < 1 || outageSeconds < 0 {
+            throw ValidationError("--hours, --customers, --concurrency, --claim-hours, --baseline-calls must be positive")
         }
         if hours / customers > 24 * 30 {
             throw ValidationError("--hours / --customers must be at most 720 (hours of one month per customer)")
@@ -102,7 +101,7 @@ struct BenchSync: AsyncParsableCommand {
 
         var sync = SyncConfiguration(api: api)
         sync.testClock = clock
-        sync.batch = batch
+        sync.batch = claimHours
         sync.concurrency = concurrency
         sync.maxAttempts = 1000
         sync.backoffBase = .milliseconds(200)
@@ -188,10 +187,10 @@ struct BenchSync: AsyncParsableCommand {
 
 
     func setFaults(_ base: String, _ json: String) async throws {
-        let url = URL(string: base + "/admin/faults")!
-        var r = URLRequest(url: url)
-        r.httpMethod = "POST"
-        r.httpBody = Data(json.utf8)
-        _ = try await URLSession.shared.data(for: r)
+        var r = HTTPClientRequest(url: base + "/admin/faults")
+        r.method = .POST
+        r.body = .bytes(ByteBuffer(string: json))
+        let response = try await HTTPClient.shared.execute(r, timeout: .seconds(10))
+        guard response.status == .ok else { throw ValidationError("the mock refused the faults: HTTP \(response.status.code)") }
     }
 }

@@ -21,15 +21,15 @@ struct BillingMockCommand: AsyncParsableCommand {
     var errorRate: Double = 0
     @Option(name: .customLong("error-status"), help: "Status of injected errors: 500 or 503. Default: 503")
     var errorStatus: Int = 503
-    @Option(name: .customLong("latency-ms"), help: "Latency added to each API call. Default: 0") var latencyMs: Int = 0
+    @Option(name: .customLong("latency-seconds"), help: "Latency added to each API call, decimals allowed. Default: 0") var latencySeconds: Double = 0
     @Flag(help: "Start in a full outage (every API call 503).") var outage = false
     @Option(name: .customLong("drop-rate"), help: "Share of API calls applied, then answered by closing the connection (0-1). Default: 0")
     var dropRate: Double = 0
     @Option(name: .customLong("webhook-duplicate-rate"), help: "Share of webhook deliveries sent twice (0-1). Default: 0")
     var webhookDuplicateRate: Double = 0
     @Flag(name: .customLong("webhook-shuffle"), help: "Deliver webhooks in random order.") var webhookShuffle = false
-    @Option(name: .customLong("webhook-retry-base-ms"), help: "First webhook retry delay, doubled per attempt. Default: 1000")
-    var webhookRetryBaseMs: Int = 1000
+    @Option(name: .customLong("webhook-retry-base-seconds"), help: "First webhook retry delay, doubled per attempt, decimals allowed. Default: 1")
+    var webhookRetryBaseSeconds: Double = 1
 
     func validate() throws {
         for (v, flag) in [(errorRate, "error-rate"), (dropRate, "drop-rate"), (webhookDuplicateRate, "webhook-duplicate-rate")]
@@ -37,8 +37,8 @@ struct BillingMockCommand: AsyncParsableCommand {
             throw ValidationError("--\(flag) must be between 0 and 1; got \(v)")
         }
         guard errorStatus == 500 || errorStatus == 503 else { throw ValidationError("--error-status must be 500 or 503") }
-        guard latencyMs >= 0 else { throw ValidationError("--latency-ms must be at least 0") }
-        guard webhookRetryBaseMs >= 1 else { throw ValidationError("--webhook-retry-base-ms must be at least 1") }
+        guard latencySeconds >= 0 else { throw ValidationError("--latency-seconds must be at least 0") }
+        guard webhookRetryBaseSeconds >= 0.001 else { throw ValidationError("--webhook-retry-base-seconds must be at least 0.001") }
     }
 
     func run() async throws {
@@ -51,12 +51,12 @@ struct BillingMockCommand: AsyncParsableCommand {
         config.port = port ?? env["BILLING_MOCK_PORT"].flatMap(Int.init) ?? 12111
         config.faults.errorRate = errorRate
         config.faults.errorStatus = errorStatus
-        config.faults.latencyMs = latencyMs
+        config.faults.latencyMs = Int((latencySeconds * 1000).rounded())
         config.faults.outage = outage
         config.faults.dropRate = dropRate
         config.faults.webhookDuplicateRate = webhookDuplicateRate
         config.faults.webhookShuffle = webhookShuffle
-        config.webhookRetryBase = .milliseconds(webhookRetryBaseMs)
+        config.webhookRetryBase = .milliseconds(Int64((webhookRetryBaseSeconds * 1000).rounded()))
         try await BillingMockServer.run(config: config, conninfo: conninfo, sqlDirectory: sqlDir, logger: logger)
     }
 }

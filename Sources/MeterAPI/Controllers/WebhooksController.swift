@@ -6,21 +6,28 @@ import PGClient
 import MeterWire
 import MeterCore
 
-// POST /webhooks/billing: the billing engine's signed events.
-//
-// Order of checks, each refusal storing nothing: size (413), the Stripe-Signature header against
-// every active secret of meter.webhook_secrets (400 signature_missing / signature_malformed /
-// signature_mismatch / signature_expired; 300 s tolerance; constant-time comparison), then the
-// payload's shape (400 invalid_payload naming the field). A verified event is stored once by its
-// id (meter.webhook_receive) and acknowledged at once (200, "duplicate": true for a redelivery);
-// it is applied later by WebhookProcessor (meter.webhook_process), so the engine never waits for
-// our processing and never retries because of it.
-extension MeterApplication {
-    public static let webhookMaxBytes = 1 << 20
-    public static let webhookTolerance: Int64 = 300
+/// POST /webhooks/billing: the billing engine's signed events.
+///
+/// Order of checks, each refusal storing nothing: size (413), the Stripe-Signature header against
+/// every active secret of meter.webhook_secrets (400 signature_missing / signature_malformed /
+/// signature_mismatch / signature_expired; 300 s tolerance; constant-time comparison), then the
+/// payload's shape (400 invalid_payload naming the field). A verified event is stored once by its
+/// id (meter.webhook_receive) and acknowledged at once (200, "duplicate": true for a redelivery);
+/// it is applied later by WebhookProcessor (meter.webhook_process), so the engine never waits for
+/// our processing and never retries because of it.
+package struct WebhooksController: Sendable {
+    package static let maxBytes = 1 << 20
+    package static let tolerance: Int64 = 300
+    package let pool: PGPool
+    package let metrics: MeterMetrics
+    package let processor: WebhookProcessor?
 
-    package static func postWebhook(request: Request, pool: PGPool, metrics: MeterMetrics,
-                            processor: WebhookProcessor?, logger: Logger) async throws -> Response {
+    package func addRoutes(to router: Router<BasicRequestContext>) {
+        router.post("/webhooks/billing", use: post)
+    }
+
+    @Sendable package func post(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let logger = context.logger
         // Every refusal is counted by reason and logged (with the request id): a signature_expired
         // streak means a skewed clock on the engine's side, signature_mismatch a secret to rotate.
         let reject: (String) -> Void = { reason in
@@ -30,11 +37,11 @@ extension MeterApplication {
         }
         let body: ByteBuffer
         do {
-            body = try await request.body.collect(upTo: webhookMaxBytes)
+            body = try await request.body.collect(upTo: Self.maxBytes)
         } catch {
             reject("size")
             return APIResponse.error(.contentTooLarge, code: "payload_too_large",
-                                     message: "webhook payloads are limited to \(webhookMaxBytes) bytes", field: "body")
+                                     message: "webhook payloads are limited to \(Self.maxBytes) bytes", field: "body")
         }
         let bytes = Array(body.readableBytesView)
         let header = request.headers[.init("Stripe-Signature")!]
@@ -54,7 +61,7 @@ extension MeterApplication {
                                      message: "no active webhook secret: add one with meterctl billing webhook-secret add")
         }
         do {
-            try WebhookSignature.verify(payload: bytes, header: header, secrets: secretList, tolerance: webhookTolerance, now: now)
+            try WebhookSignature.verify(payload: bytes, header: header, secrets: secretList, tolerance: Self.tolerance, now: now)
         } catch {
             reject(error.code)
             return APIResponse.error(.badRequest, code: error.code, message: error.message, field: "Stripe-Signature")

@@ -5,90 +5,30 @@ import PGClient
 import MeterWire
 import MeterCore
 
-/// POST /v1/events/cancel and GET /v1/usage. Both take the same bearer API keys as ingest.
-extension MeterApplication {
-    /// The bearer token of a request, or nil when there is none.
-    package static func bearerToken(_ request: Request) -> String? {
-        guard let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") else { return nil }
-        let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespacesAndNewlines)
-        return token.isEmpty ? nil : token
-    }
+/// GET /v1/usage: usage from the hourly rollups, per bucket, with the same bearer keys as ingest.
+package struct UsageController: Sendable {
+    package let pool: PGPool
+    package let ingest: IngestService
 
-    // MARK: POST /v1/events/cancel
-
-    /// One cancellation {customer, idempotency_key, reason?}, a JSON array of them, or
-    /// {"cancellations": [...]}. Single: 200 cancelled or already_cancelled, 404 when no such
-    /// event (or customer), 422 when malformed. Batch: 200 when every element is cancelled or
-    /// already cancelled, else 207 with each element's verdict; valid elements are applied either way.
-    package static func postCancel(request: Request, context: BasicRequestContext, service: CancelService,
-                           ingest: IngestService) async throws -> Response {
-        guard let token = bearerToken(request) else {
-            return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
-        }
-        let gate = KeyGate(token: token, ingest: ingest, context: context)
-        let mediaType = mediaType(request)
-        guard mediaType == "application/json" else {
-            return await gate.refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
-                                                  message: "Content-Type must be application/json; got \(mediaType.isEmpty ? "none" : mediaType)",
-                                                  field: "Content-Type"))
-        }
-        let limits = service.limits
-        let json: JSONValue
-        switch try await readJSON(request, limits: limits, gate: gate) {
-        case .failure(let refusal): return refusal.response
-        case .success(let j): json = j
-        }
-        let elements: [JSONValue]
-        let isBatch: Bool
-        switch json {
-        case .array(let a):
-            elements = a; isBatch = true
-        case .object where json["cancellations"] != nil && json.objectValue?.count == 1:
-            guard let a = json["cancellations"]?.arrayValue else {
-                return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
-                                                      message: "\"cancellations\" must be an array", field: "cancellations"))
-            }
-            elements = a; isBatch = true
-        case .object:
-            elements = [json]; isBatch = false
-        default:
-            return await gate.refuse(APIResponse.error(.badRequest, code: "invalid_body",
-                                                  message: "body must be a cancellation object, a JSON array of them, or {\"cancellations\": [...]}"))
-        }
-        if let refusal = await batchSizeRefusal(elements.count, isBatch: isBatch, noun: "cancellations", limits: limits, gate: gate) {
-            return refusal
-        }
-        let decoded = elements.map { CancelService.decode($0, limits: limits) }
-        let verdicts: [CancelVerdict]
-        do {
-            switch try await service.cancel(decoded, token: token) {
-            case .unauthorized: return unauthorized()
-            case .done(let v): verdicts = v
-            }
-        } catch {
-            return unavailable(error, context: context)
-        }
-        return isBatch ? APIResponse.cancelBatch(verdicts) : APIResponse.cancelSingle(verdicts[0])
-    }
-
-    // MARK: GET /v1/usage
-
-    package static let usageParameters: Set<String> = ["customer", "meter", "from", "to", "granularity"]
+    package static let parameters: Set<String> = ["customer", "meter", "from", "to", "granularity"]
     /// The longest interval one usage request may cover.
-    package static let maxUsageSpanMicros: Int64 = 366 * 86_400 * 1_000_000
+    package static let maxSpanMicros: Int64 = 366 * 86_400 * 1_000_000
+
+    package func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/v1/usage", use: get)
+    }
 
     /// Usage from the hourly rollups (`meter.usage()`), per bucket. `customer` is required;
     /// `meter` optional (all meters); `from`/`to` RFC 3339 on UTC hour boundaries, default the
     /// current UTC month up to the next hour; `granularity` hour, day (default) or month.
-    package static func getUsage(request: Request, context: BasicRequestContext, pool: PGPool,
-                         ingest: IngestService) async throws -> Response {
-        guard let token = bearerToken(request) else {
-            return unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+    @Sendable package func get(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let token = APIRequest.bearerToken(request) else {
+            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
         do {
-            if try await ingest.authenticate(token: token) == nil { return unauthorized() }
+            if try await ingest.authenticate(token: token) == nil { return APIResponse.unauthorized() }
         } catch {
-            return unavailable(error, context: context)
+            return APIResponse.unavailable(error, context: context)
         }
         let query = request.uri.queryParameters
         func invalid(_ field: String, _ code: String, _ message: String) -> Response {
@@ -100,9 +40,9 @@ extension MeterApplication {
             if v.contains("\u{0}") {
                 return invalid(name, "invalid_value", "\(name) must not contain NUL (%00)")
             }
-            if !usageParameters.contains(name) {
+            if !Self.parameters.contains(name) {
                 return invalid(name, "unknown_parameter",
-                               "unknown query parameter \"\(name)\"; expected \(usageParameters.sorted().joined(separator: ", "))")
+                               "unknown query parameter \"\(name)\"; expected \(Self.parameters.sorted().joined(separator: ", "))")
             }
             if !seen.insert(name).inserted {
                 return invalid(name, "repeated_parameter", "\(name) is given more than once")
@@ -143,7 +83,7 @@ extension MeterApplication {
         if from >= to {
             return invalid(query["to"] == nil ? "from" : "to", "invalid_range", "to (\(to.iso8601)) must be after from (\(from.iso8601))")
         }
-        if to.epochMicroseconds - from.epochMicroseconds > maxUsageSpanMicros {
+        if to.epochMicroseconds - from.epochMicroseconds > Self.maxSpanMicros {
             return invalid(query["to"] == nil ? "from" : "to", "range_too_large",
                            "from (\(from.iso8601)) and to (\(to.iso8601)) may be at most 366 days apart")
         }
@@ -171,7 +111,7 @@ extension MeterApplication {
         } catch let e as PGError where e.sqlState == "22023" {
             return invalid(e.message.contains("granularity") ? "granularity" : "from", "invalid_value", e.message)
         } catch {
-            return unavailable(error, context: context, message: "usage is unavailable; retry later")
+            return APIResponse.unavailable(error, context: context, message: "usage is unavailable; retry later")
         }
     }
 }

@@ -1,0 +1,98 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import PGClient
+import MeterWire
+import MeterCore
+
+/// What every endpoint reads from a request the same way: the bearer key, the media type, a
+/// JSON body within the limits, and the key check before a request-level refusal.
+package enum APIRequest {
+    /// The bearer token of a request, or nil when there is none.
+    package static func bearerToken(_ request: Request) -> String? {
+        guard let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") else { return nil }
+        let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespacesAndNewlines)
+        return token.isEmpty ? nil : token
+    }
+
+    /// The media type of the request body, lower-cased, without parameters ("" when absent).
+    package static func mediaType(_ request: Request) -> String {
+        (request.headers[.contentType] ?? "").split(separator: ";").first
+            .map { String($0).trimmingCharacters(in: .whitespacesAndNewlines).lowercased() } ?? ""
+    }
+
+    /// Checks the caller's key before a request-level refusal is sent: a bad key answers 401
+    /// whatever else is wrong with the request (one round trip, only on the refusal path).
+    package struct KeyGate {
+        package let token: String
+        package let ingest: IngestService
+        package let context: BasicRequestContext
+
+        package func refuse(_ response: Response) async -> Response {
+            do {
+                return try await ingest.authenticate(token: token) == nil ? APIResponse.unauthorized() : response
+            } catch {
+                return APIResponse.unavailable(error, context: context)
+            }
+        }
+    }
+
+    package struct Refusal: Error { let response: Response }
+
+    /// An empty batch (400) or one over `limits.maxBatchEvents` elements (413), refused through `gate`.
+    package static func batchSizeRefusal(_ count: Int, isBatch: Bool, noun: String, limits: IngestLimits,
+                                 gate: KeyGate) async -> Response? {
+        if isBatch && count == 0 {
+            return await gate.refuse(APIResponse.error(.badRequest, code: "empty_batch", message: "the batch holds no \(noun)"))
+        }
+        if count > limits.maxBatchEvents {
+            return await gate.refuse(APIResponse.error(.contentTooLarge, code: "batch_too_large",
+                                                       message: "the batch holds \(count) \(noun); at most \(limits.maxBatchEvents) per request"))
+        }
+        return nil
+    }
+
+    /// Reads the body (at most `limits.maxBodyBytes`) and parses it as strict JSON; a body too
+    /// large (413) or not JSON (400) is refused through `gate`.
+    package static func readJSON(_ request: Request, limits: IngestLimits, gate: KeyGate) async throws -> Result<JSONValue, Refusal> {
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limits.maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            return .failure(Refusal(response: await gate.refuse(APIResponse.tooLarge(limits))))
+        }
+        do {
+            return .success(try JSONParser.parse(Array(buffer: body)))
+        } catch {
+            return .failure(Refusal(response: await gate.refuse(
+                APIResponse.error(.badRequest, code: "malformed_json", message: "body is not valid JSON: \(error)"))))
+        }
+    }
+}
+
+/// The refusals every endpoint shares.
+extension APIResponse {
+    package static func unauthorized(message: String = "unknown or revoked API key") -> Response {
+        APIResponse.error(.unauthorized, code: "unauthorized", message: message,
+                          headers: [.wwwAuthenticate: message.hasPrefix("missing") ? "Bearer" : "Bearer error=\"invalid_token\""])
+    }
+
+    package static func tooLarge(_ limits: IngestLimits) -> Response {
+        APIResponse.error(.contentTooLarge, code: "body_too_large",
+                          message: "request body exceeds \(limits.maxBodyBytes) bytes")
+    }
+
+    /// The database failed (not the client): 503, retryable with the same idempotency keys, when
+    /// the connection or the pool failed; 500 for anything else (a bug on our side, logged).
+    package static func unavailable(_ error: any Error, context: BasicRequestContext,
+                            message: String = "the event store is unavailable; retry with the same idempotency keys") -> Response {
+        context.logger.error("ingest.database_error", metadata: ["error": "\(error)"])
+        if let pg = error as? PGError, !pg.isTransient, pg.kind != .poolClosed {
+            return APIResponse.error(.internalServerError, code: "internal_error",
+                                     message: "internal error (logged with this request's X-Request-Id)")
+        }
+        return APIResponse.error(.serviceUnavailable, code: "database_unavailable",
+                                 message: message,
+                                 headers: [.retryAfter: "1"])
+    }
+}
