@@ -4,6 +4,7 @@
 #     (BillingMock) or the dev kit (MeterDevKit), nor declares either as a dependency;
 #   - the mock engine imports no product module above the wire formats (MeterCore, MeterAPI);
 #   - in meterctl, only Sources/meterctl/Developer/ imports the dev kit or the mock engine;
+#   - every imported module is a declared dependency of its target;
 #   - README.md's layout lists exactly the module folders of Sources/.
 # The compiler enforces what Package.swift declares; this checks that Package.swift says the
 # right thing and that no file reaches around it. Exits 1 naming each violation.
@@ -40,6 +41,31 @@ while read -r target dep; do
     MeterCore|MeterAPI) [[ $target == BillingMock ]] && fail "Package.swift: BillingMock depends on $dep" ;;
   esac
 done <<<"$deps"
+
+# Every module a file imports is declared by its target (nothing arrives only transitively), the
+# toolchain's own modules aside.
+undeclared=$(swift package dump-package 2>/dev/null | python3 -c '
+import json, os, re, sys
+system = {"Foundation", "FoundationNetworking", "Glibc", "Dispatch", "Synchronization", "XCTest", "_Concurrency"}
+pkg = json.load(sys.stdin)
+for t in pkg["targets"]:
+    declared = {t["name"]}
+    for d in t.get("dependencies", []):
+        for kind in ("byName", "target", "product"):
+            if kind in d and d[kind]:
+                declared.add(d[kind][0])
+    root = t.get("path") or ("Tests/" if t["type"] == "test" else "Sources/") + t["name"]
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if not f.endswith(".swift"):
+                continue
+            path = os.path.join(dirpath, f)
+            for n, line in enumerate(open(path), 1):
+                m = re.match(r"\s*(?:@testable\s+|@_exported\s+)?import\s+(?:struct\s+|enum\s+|class\s+|func\s+)?(\w+)", line)
+                if m and m.group(1) not in declared and m.group(1) not in system:
+                    print("%s:%d: imports %s, not a dependency of %s" % (path, n, m.group(1), t["name"]))
+')
+while IFS= read -r hit; do [[ -n $hit ]] && fail "$hit"; done <<<"$undeclared"
 
 # The README's layout names every module folder, and no folder that is gone.
 readme_modules=$(sed -n '/^## Layout/,/^## /p' README.md | grep -oE '^Sources/[A-Za-z]+/' | sort -u)

@@ -208,8 +208,9 @@ check_meterctl() {
     for w in "${words[@]:1}"; do
       [[ $w =~ ^[a-z][a-z-]*$ ]] || break
       help=$(meterctl "${path[@]}" --help 2>&1) || { echo "meterctl ${path[*]}: no such command"; ok=1; break; }
-      grep -q '^SUBCOMMANDS:' <<<"$help" || break
-      if ! sed -n '/^SUBCOMMANDS:/,/^$/p' <<<"$help" | grep -Eq "^  $w( |$)"; then
+      # (meterctl's own help lists its subcommands in groups: OPERATOR SUBCOMMANDS:, DEVELOPER SUBCOMMANDS:)
+      grep -qE '^([A-Z]+ )*SUBCOMMANDS:$' <<<"$help" || break
+      if ! sed -nE '/^([A-Z]+ )*SUBCOMMANDS:$/,/^$/p' <<<"$help" | grep -Eq "^  $w( |$)"; then
         echo "meterctl ${path[*]} $w: no such subcommand"; ok=1; break
       fi
       path+=("$w")
