@@ -10,6 +10,8 @@ public final class MeterMetrics: Sendable {
     package let poolOpen, poolInUse, poolWaiting: Gauge
     /// Requests stored per COMMIT by the group-commit coalescer (1 = alone).
     package let requestsPerCommit: ValueHistogram
+    /// Groups whose shared statement failed for a non-transient reason, stored again request by request.
+    package let groupsRetriedAlone: Counter
     package let rollupRuns, rollupSkipped, rollupFailures, rollupEvents, rollupCancellations: Counter
     package let rollupDuration: DurationHistogram
     package let rollupLagSeconds, rollupPendingEvents, rollupWaitingOnHorizon, rollupPendingCancellations: Gauge
@@ -39,6 +41,8 @@ public final class MeterMetrics: Sendable {
         requestsPerCommit = registry.meterValueHistogram(name: "meter_ingest_requests_per_commit",
                                                         buckets: [1, 2, 4, 8, 16, 32, 64, 128],
                                                         help: "Ingest requests stored together in one COMMIT (group commit)")
+        groupsRetriedAlone = registry.meterCounter(name: "meter_ingest_groups_split_total",
+                                                   help: "Group commits whose statement failed for a non-transient reason and were stored request by request")
         func runs(_ r: String) -> Counter {
             registry.meterCounter(name: "meter_rollup_runs_total", labels: [("result", r)],
                                  help: "Rollup runs: ran, skipped (another run held the lock), failed")

@@ -693,6 +693,34 @@ public struct ExactDecimal: Sendable, Hashable, CustomStringConvertible {
         self.fractionDigits = String(decoding: fracPart, as: UTF8.self)
     }
 
+    /// The display scale Postgres gives a number written as `lexeme` (numeric_in: the digits after
+    /// the point as written, trailing zeros included, minus the exponent, at least 0), or nil when
+    /// `lexeme` is not a number. Postgres refuses a display scale over `postgresMaxDisplayScale`
+    /// (SQLSTATE 22003) even when the value itself is small: `1.000…0e-10000` with 6,384 zeros is
+    /// 1e-10000 but has display scale 16,384. The exponent saturates, so any text is safe to ask.
+    public static func postgresDisplayScale(ofLexeme lexeme: String) -> Int? {
+        var fraction = 0, exponent = 0, expNegative = false
+        var part = 0  // 0 integer digits, 1 fraction digits, 2 exponent digits
+        for (k, c) in lexeme.utf8.enumerated() {
+            switch c {
+            case ASCII.minus where k == 0: continue
+            case ASCII.dot where part == 0: part = 1
+            case ASCII.lowerE, ASCII.upperE: guard part < 2 else { return nil }; part = 2
+            case ASCII.plus, ASCII.minus:
+                guard part == 2 else { return nil }
+                expNegative = c == ASCII.minus
+            case ASCII.zero...ASCII.nine:
+                if part == 1 { fraction += 1 }
+                if part == 2, exponent < 1_000_000 { exponent = exponent * 10 + Int(c - ASCII.zero) }
+            default: return nil
+            }
+        }
+        return max(0, fraction - (expNegative ? -exponent : exponent))
+    }
+
+    /// NUMERIC_DSCALE_MAX of Postgres: the largest display scale a numeric (and a jsonb number) holds.
+    public static let postgresMaxDisplayScale = 16_383
+
     /// True when the value is zero.
     public var isZero: Bool { integerDigits == "0" && fractionDigits.isEmpty }
 

@@ -115,6 +115,65 @@ final class IngestConcurrencyTests: XCTestCase {
 }
 
 
+/// Group commit isolates a request whose statement fails for a reason of its own: held behind a
+/// busy one-connection pool, three requests of one key are taken as one group; the middle one
+/// carries a number Postgres refuses (display scale 16,384: SQLSTATE 22003, not transient). Only
+/// that request gets the error; the other two get their verdicts and their events are stored.
+final class GroupCommitIsolationTests: XCTestCase {
+    func testAFailingRequestFailsAloneNotItsGroup() async throws {
+        let fx = try APIHarness.makeFixture()
+        let pool = PGPool(conninfo: fx.conninfo, maxConnections: 1, logger: TestDatabase.logger)
+        let metrics = MeterMetrics()
+        let coalescer = IngestCoalescer(pool: pool, sql: IngestService.ingestSQL, params: [300, 3_024_000],
+                                        maxEvents: 1000, metrics: metrics)
+        let t = APIHarness.now(offsetSeconds: -30)
+        func item(_ key: String, properties: String = "{}") -> String {
+            #"{"customer":\#(JSONWriter.quote(fx.customers[0])),"meter":"\#(fx.prefix).calls","idempotency_key":"\#(key)","occurred_at":"\#(t)","value":"1","properties":\#(properties)}"#
+        }
+        let poison = #"{"n":1."# + String(repeating: "0", count: 6_384) + "e-10000}"
+        // The pool's only connection is busy until the three requests are queued.
+        let (held, release) = AsyncStream.makeStream(of: Void.self)
+        let (holding, holdingSink) = AsyncStream.makeStream(of: Void.self)
+        let holder = Task {
+            try await pool.withConnection { _ in
+                holdingSink.yield()
+                let sem = DispatchSemaphore(value: 0)
+                Task { for await _ in held {}; sem.signal() }
+                sem.wait()
+            }
+        }
+        for await _ in holding { break }
+        async let a = Result(catching: { try await coalescer.submit(token: fx.token, items: [item("iso-a")]) })
+        try await Task.sleep(for: .milliseconds(100))
+        async let b = Result(catching: { try await coalescer.submit(token: fx.token, items: [item("iso-b", properties: poison)]) })
+        try await Task.sleep(for: .milliseconds(100))
+        async let c = Result(catching: { try await coalescer.submit(token: fx.token, items: [item("iso-c")]) })
+        try await Task.sleep(for: .milliseconds(100))
+        release.finish()
+        let (ra, rb, rc) = await (a, b, c)
+        try await holder.value
+        for (name, r) in [("a", ra), ("c", rc)] {
+            let rows = try r.get()
+            XCTAssertEqual(rows.count, 1, name)
+            XCTAssertEqual(try rows.first?.row.string("status"), "accepted", name)
+        }
+        switch rb {
+        case .success(let rows): XCTFail("the poisoned request was stored: \(rows.map(\.row))")
+        case .failure(let e): XCTAssertEqual((e as? PGError)?.sqlState, "22003", "\(e)")
+        }
+        XCTAssertEqual(try APIHarness.count(fx), 2)
+        let text = String(decoding: metrics.registry.emitToBuffer(), as: UTF8.self)
+        XCTAssertTrue(text.contains("meter_ingest_groups_split_total 1"), "the three were not one group:\n\(text)")
+        await pool.shutdown()
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
+
 /// Runs one ingest call on a connection of its own and returns the statuses in order.
 func ingestStatuses(_ info: String, _ sql: String, _ body: String) throws -> [String] {
     let c = try PGConnection(conninfo: info)

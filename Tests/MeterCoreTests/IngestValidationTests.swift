@@ -11,6 +11,40 @@ import MeterWire
 final class IngestValidationTests: XCTestCase {
     typealias T = APIHarness
 
+    /// A property number whose value is small but whose display scale (the fraction as written
+    /// minus the exponent) exceeds what Postgres stores (16,383) is refused by name, not a 500,
+    /// and the valid event beside it is stored.
+    func testANumberPostgresCannotStoreIsRefusedNotA500() async throws {
+        try await T.withApp { client, fx in
+            let huge = "1." + String(repeating: "0", count: 6_384) + "e-10000"   // 1e-10000, display scale 16,384
+            let fits = "1." + String(repeating: "0", count: 6_383) + "e-10000"   // display scale 16,383
+            let batch = "[" + [T.event(fx, key: "ds0", properties: #"{"n":\#(huge)}"#),
+                               T.event(fx, key: "ds1", properties: #"{"n":\#(fits)}"#),
+                               T.event(fx, key: "ds2")].joined(separator: ",") + "]"
+            let r = try await T.post(client, batch, token: fx.token)
+            XCTAssertEqual(r.status, 207, "\(r.json)")
+            let results = try XCTUnwrap(r.json["results"]?.arrayValue)
+            XCTAssertEqual(results[0]["status"]?.stringValue, "rejected")
+            XCTAssertEqual(results[0]["error"]?["code"]?.stringValue, "invalid_value")
+            XCTAssertEqual(results[0]["error"]?["field"]?.stringValue, "properties")
+            XCTAssertEqual(results[1]["status"]?.stringValue, "accepted", "\(r.json)")
+            XCTAssertEqual(results[2]["status"]?.stringValue, "accepted", "\(r.json)")
+            let single = try await T.post(client, T.event(fx, key: "ds3", properties: #"{"n":\#(huge)}"#), token: fx.token)
+            XCTAssertEqual(single.status, 422, "\(single.json)")
+            XCTAssertEqual(try T.count(fx), 2)
+        }
+    }
+
+    func testDisplayScaleIsComputedAsPostgresDoes() {
+        XCTAssertEqual(ExactDecimal.postgresDisplayScale(ofLexeme: "1.500"), 3)
+        XCTAssertEqual(ExactDecimal.postgresDisplayScale(ofLexeme: "1.5e-3"), 4)
+        XCTAssertEqual(ExactDecimal.postgresDisplayScale(ofLexeme: "12.5e3"), 0)
+        XCTAssertEqual(ExactDecimal.postgresDisplayScale(ofLexeme: "-0.25E+1"), 1)
+        XCTAssertEqual(ExactDecimal.postgresDisplayScale(ofLexeme: "7"), 0)
+        XCTAssertGreaterThan(ExactDecimal.postgresDisplayScale(ofLexeme: "1e-99999999999") ?? 0, ExactDecimal.postgresMaxDisplayScale)
+        XCTAssertNil(ExactDecimal.postgresDisplayScale(ofLexeme: "1.2.3"))
+    }
+
     func testMixedBatchStoresTheValidAndReportsTheInvalidByIndex() async throws {
         try await T.withApp { client, fx in
             let batch = "[" + [

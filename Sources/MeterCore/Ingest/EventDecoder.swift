@@ -217,12 +217,16 @@ public enum EventDecoder {
         return v
     }
 
-    /// jsonb stores numbers as numeric (at most 131072 integer and 16383 fractional digits); a
-    /// number beyond that would fail the whole request in the database, so it is refused here.
+    /// jsonb stores numbers as numeric (at most 131072 integer and 16383 fractional digits, and a
+    /// display scale, the fraction as written minus the exponent, of at most 16383); a number
+    /// beyond that would fail the whole request in the database, so it is refused here.
     package static func firstUnstorableNumber(_ v: JSONValue) -> String? {
         switch v {
         case .number(let n):
-            return (try? ExactDecimal(parsing: n, maxIntegerDigits: 10_000, maxScale: 10_000)) == nil ? n : nil
+            guard (try? ExactDecimal(parsing: n, maxIntegerDigits: 10_000, maxScale: 10_000)) != nil,
+                  let dscale = ExactDecimal.postgresDisplayScale(ofLexeme: n), dscale <= ExactDecimal.postgresMaxDisplayScale
+            else { return n }
+            return nil
         case .array(let a): return a.lazy.compactMap(firstUnstorableNumber).first
         case .object(let o): return o.lazy.compactMap { firstUnstorableNumber($0.1) }.first
         default: return nil

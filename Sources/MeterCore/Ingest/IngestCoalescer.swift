@@ -14,8 +14,10 @@ import PGClient
 /// own verdict; each caller is answered only after the COMMIT that holds its events; identical
 /// events from two requests in one group are one `accepted` and one `duplicate`, exactly as if
 /// they had raced. Only requests with the same API key are grouped (the key is checked inside the
-/// call), and a group never exceeds `maxEvents`. If the call fails, every request of the group gets
-/// the error (transient ones become 503; clients retry with the same keys).
+/// call), and a group never exceeds `maxEvents`. If the call fails for a transient reason (the
+/// connection, the server), every request of the group gets the error (503; clients retry with
+/// the same keys); for any other reason each request is stored again alone, so a request that
+/// cannot be stored fails by itself and never takes the others of its group down.
 ///
 /// Liveness: every request starts one driver; a driver takes at most one group (or none, when the
 /// queue is empty because its request was taken by another), so every queued request is taken
@@ -82,25 +84,35 @@ package final class IngestCoalescer: @unchecked Sendable {
                 let group = self.takeGroup()
                 if group.isEmpty { return [] }
                 self.metrics?.requestsPerCommit.record(Double(group.count))
-                let payload = "[" + group.flatMap(\.items).joined(separator: ",") + "]"
-                let rows: [PGRow]
+                func store(_ part: [Pending]) throws -> [(Pending, Result<Rows, any Error>)] {
+                    let payload = "[" + part.flatMap(\.items).joined(separator: ",") + "]"
+                    let rows = try conn.executePrepared(sql, [payload, part[0].token] + params).rows
+                    // Split the verdicts back by each request's range of positions.
+                    var byOrd: [Int: PGRow] = [:]
+                    for r in rows { if let o = try? r.int("ord") { byOrd[Int(o)] = r } }
+                    var out: [(Pending, Result<Rows, any Error>)] = []
+                    var start = 0
+                    for p in part {
+                        var mine: Rows = []
+                        for i in 0..<p.items.count { if let r = byOrd[start + i] { mine.append((i, r)) } }
+                        out.append((p, .success(mine)))
+                        start += p.items.count
+                    }
+                    return out
+                }
                 do {
-                    rows = try conn.executePrepared(sql, [payload, group[0].token] + params).rows
+                    return try store(group)
                 } catch {
-                    return group.map { ($0, .failure(error)) }
+                    // A statement that failed for a reason of its own (not the connection, not the
+                    // server going away) may be one request's fault: each request is then stored
+                    // alone, so only the one at fault gets the error and the others their verdicts.
+                    let transient = (error as? PGError).map { $0.isTransient || $0.kind == .poolClosed } ?? false
+                    guard group.count > 1, !transient else { return group.map { ($0, .failure(error)) } }
+                    self.metrics?.groupsRetriedAlone.increment()
+                    return group.map { p in
+                        do { return try store([p])[0] } catch { return (p, .failure(error)) }
+                    }
                 }
-                // Split the verdicts back by each request's range of positions.
-                var out: [(Pending, Result<Rows, any Error>)] = []
-                var start = 0
-                var byOrd: [Int: PGRow] = [:]
-                for r in rows { if let o = try? r.int("ord") { byOrd[Int(o)] = r } }
-                for p in group {
-                    var mine: Rows = []
-                    for i in 0..<p.items.count { if let r = byOrd[start + i] { mine.append((i, r)) } }
-                    out.append((p, .success(mine)))
-                    start += p.items.count
-                }
-                return out
             }
             for (p, result) in done { p.continuation.resume(with: result) }
         } catch {
