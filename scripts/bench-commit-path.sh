@@ -39,7 +39,7 @@ echo "== preparing: customer, meter, API key, $preload preloaded events, the bas
 psql -X -q "$dbinfo" <<SQL
 select meter.customer_upsert('bench-c1');
 select meter.meter_upsert('bench_units', 'sum');
-select meter.api_key_create('bench-commit', '$token');
+select meter.api_key_create('bench-commit', left('$token', 12), sha256(convert_to('$token', 'UTF8')));
 insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
 select (select id from meter.customers where external_id = 'bench-c1'),
        (select id from meter.meters where code = 'bench_units'),
@@ -51,11 +51,11 @@ SQL
 
 dir=$(mktemp -d)
 cat >"$dir/ingest.sql" <<SQL
-select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', '$token');
+select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', sha256(convert_to('$token', 'UTF8')));
 SQL
 cat >"$dir/ingest_notify.sql" <<SQL
 begin;
-select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', '$token');
+select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', sha256(convert_to('$token', 'UTF8')));
 select pg_notify('meter_events', '');
 commit;
 SQL

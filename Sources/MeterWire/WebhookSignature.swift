@@ -74,7 +74,9 @@ public enum WebhookSignature {
         }
         guard let i = matched else { throw .noSignatureMatches }
         // Checked after the MAC: a stale but authentic delivery is told apart from a forgery.
-        guard abs(now - t) <= tolerance else { throw .timestampOutsideTolerance }
+        // Overflow-safe: t comes from the header and may be any Int64 (Int64.min: abs would trap).
+        let (skew, overflow) = now.subtractingReportingOverflow(t)
+        guard !overflow, skew != .min, abs(skew) <= tolerance else { throw .timestampOutsideTolerance }
         return i
     }
 

@@ -114,7 +114,7 @@ struct Keys: AsyncParsableCommand {
         func run() async throws {
             let token = APIKeys.generate()
             let id = try global.withConnection { c in
-                try c.execute("select meter.api_key_create($1, $2) as id", [name, token]).single().int("id")
+                try APIKeys.register(c, name: name, token: token)
             }
             if quiet { print(token); return }
             print("API key \(id) (\(name)) created. Token, shown only now:")

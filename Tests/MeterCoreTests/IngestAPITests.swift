@@ -131,7 +131,7 @@ enum APIHarness {
         try c.execute("select meter.meter_upsert($1, 'count')", ["\(prefix).calls"])
         try c.execute("select meter.meter_upsert($1, 'sum')", ["\(prefix).gb"])
         let token = APIKeys.generate()
-        try c.execute("select meter.api_key_create($1, $2)", [prefix, token])
+        try APIKeys.register(c, name: prefix, token: token)
         return Fixture(prefix: prefix, token: token, customers: customers, conninfo: info)
     }
 

@@ -72,7 +72,7 @@ final class IngestConcurrencyTests: XCTestCase {
         try await APIHarness.withApp(poolSize: 2) { client, fx in
             let other = APIKeys.generate()
             let c = try PGConnection(conninfo: fx.conninfo)
-            try c.execute("select meter.api_key_create($1, $2)", ["revoked", other])
+            try APIKeys.register(c, name: "revoked", token: other)
             try c.execute("select meter.api_key_revoke(left($1, 12))", [other])
             let t = APIHarness.now(offsetSeconds: -30)
             let results = try await withThrowingTaskGroup(of: (Int, APIHarness.Reply).self) { g in
@@ -143,11 +143,11 @@ final class GroupCommitIsolationTests: XCTestCase {
             }
         }
         for await _ in holding { break }
-        async let a = Result(catching: { try await coalescer.submit(token: fx.token, items: [item("iso-a")]) })
+        async let a = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [item("iso-a")]) })
         try await Task.sleep(for: .milliseconds(100))
-        async let b = Result(catching: { try await coalescer.submit(token: fx.token, items: [item("iso-b", properties: poison)]) })
+        async let b = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [item("iso-b", properties: poison)]) })
         try await Task.sleep(for: .milliseconds(100))
-        async let c = Result(catching: { try await coalescer.submit(token: fx.token, items: [item("iso-c")]) })
+        async let c = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [item("iso-c")]) })
         try await Task.sleep(for: .milliseconds(100))
         release.finish()
         let (ra, rb, rc) = await (a, b, c)

@@ -58,7 +58,7 @@ final class MigratorTests: XCTestCase {
             select count(*) as n from pg_catalog.pg_proc where pronamespace = 'meter'::regnamespace
               and proname in ('api_key_authenticate', 'event_ingest', 'event_cancel', 'period_close', 'customer_upsert', 'meter_upsert')
             """).single().int("n"), 6)
-        XCTAssertTrue(try c.execute("select pg_catalog.has_function_privilege('meter_ingest', 'meter.event_ingest(jsonb, interval, interval, text)', 'execute') as ok")
+        XCTAssertTrue(try c.execute("select pg_catalog.has_function_privilege('meter_ingest', 'meter.event_ingest(jsonb, interval, interval, bytea)', 'execute') as ok")
             .single().bool("ok"))
         let ledger = try c.execute("select name from meter.schema_functions order by name collate \"C\"").rows.map { try $0.string("name") }
         XCTAssertEqual(ledger, try m.functionFiles().map(\.name).sorted())

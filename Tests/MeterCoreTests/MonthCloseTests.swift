@@ -157,3 +157,28 @@ final class MonthCloseTests: XCTestCase {
         }
     }
 }
+
+/// The report's formats keep a row a row whatever a customer id holds: CSV quotes a field with a
+/// comma, a quote or any line break ("\r\n" included, one Character in Swift); Markdown escapes
+/// "|" and flattens line breaks.
+final class ReconciliationFormatTests: XCTestCase {
+    func testHostileCellsStayInTheirCell() {
+        var values: [String: String] = [:]
+        for c in ReconciliationReport.columns { values[c.key] = "0" }
+        values["customer"] = "acme|evil\r\nnext"
+        values["meter"] = "calls,\"x\""
+        values["status"] = "MATCH"
+        let report = ReconciliationReport(period: "2026-11", source: nil, rows: [.init(values: values)], daily: [])
+        // Byte-wise (Swift compares Characters, and "\r\n" is one): the customer field is quoted
+        // with its line break inside, and so is the meter with its comma and doubled quotes.
+        func has(_ text: String, _ part: String) -> Bool { Data(text.utf8).range(of: Data(part.utf8)) != nil }
+        XCTAssertTrue(has(report.csv(), "\n2026-11,\"acme|evil\r\nnext\",\"calls,\"\"x\"\"\",0,"), report.csv())
+        let mdRow = report.markdown().components(separatedBy: "\n").first { $0.contains("acme") } ?? ""
+        // Unescaped pipes delimit the cells: one more than the columns.
+        var pipes = 0, escaped = false
+        for ch in mdRow.unicodeScalars { if ch == "|" && !escaped { pipes += 1 }; escaped = ch == "\\" }
+        XCTAssertEqual(pipes, ReconciliationReport.columns.count + 1, mdRow)
+        XCTAssertTrue(mdRow.contains("acme\\|evil next"), mdRow)
+    }
+}
+

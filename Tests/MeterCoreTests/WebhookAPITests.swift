@@ -99,6 +99,18 @@ final class WebhookAPITests: XCTestCase {
         }
     }
 
+    /// A validly signed header whose timestamp is at the ends of Int64 is outside the tolerance,
+    /// never an arithmetic trap (abs(now - Int64.min) overflowed and crashed the service).
+    func testExtremeTimestampsAreRefusedNotATrap() {
+        let body = Array(#"{"id":"evt_x"}"#.utf8)
+        for t in [Int64.min, Int64.min + 1, Int64.max, -1] {
+            let header = WebhookSignature.sign(payload: body, secret: Self.newSecret, timestamp: t)
+            XCTAssertThrowsError(try WebhookSignature.verify(payload: body, header: header, secrets: [Self.newSecret])) { e in
+                XCTAssertEqual("\(e)", "\(WebhookSignature.Failure.timestampOutsideTolerance)", "t = \(t)")
+            }
+        }
+    }
+
     func testPaidBeforeFinalizedLeavesTheInvoicePaid() async throws {
         try await APIHarness.withApp { client, fx in
             let c = try PGConnection(conninfo: fx.conninfo)

@@ -3,6 +3,7 @@
 -- Expected hashes are literals computed outside Postgres (printf %s TOKEN | sha256sum).
 begin;
 select plan(26);
+\ir support/fixtures.sql
 
 create temp table tok (name text primary key, token text not null);
 insert into tok values
@@ -11,9 +12,9 @@ insert into tok values
     ('charlie', 'mk_CharlieTap0123456789ABCDEFGHIJKLMNOPQRST');
 
 create temp table k as
-select meter.api_key_create('tap-keys-alpha',   (select token from tok where name = 'alpha'))   as alpha,
-       meter.api_key_create('tap-keys-bravo',   (select token from tok where name = 'bravo'))   as bravo,
-       meter.api_key_create('tap-keys-charlie', (select token from tok where name = 'charlie')) as charlie;
+select pg_temp.key_create('tap-keys-alpha',   (select token from tok where name = 'alpha'))   as alpha,
+       pg_temp.key_create('tap-keys-bravo',   (select token from tok where name = 'bravo'))   as bravo,
+       pg_temp.key_create('tap-keys-charlie', (select token from tok where name = 'charlie')) as charlie;
 
 -- ---------------------------------------------------------------------------------------------
 -- Creation and storage.
@@ -42,7 +43,7 @@ select is((select pg_catalog.count(*) from meter.api_keys a, tok t
           0::bigint, 'key_hash is not the token''s bytes');
 
 select throws_ok(
-    $$select meter.api_key_create('tap-keys-again', 'mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$,
+    $$select pg_temp.key_create('tap-keys-again', 'mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$,
     '23505', 'duplicate key value violates unique constraint "api_keys_key_hash_key"',
     'the same token cannot be registered twice (23505)');
 
@@ -54,27 +55,27 @@ select throws_ok(
 -- ---------------------------------------------------------------------------------------------
 -- Authentication.
 -- ---------------------------------------------------------------------------------------------
-select is(meter.api_key_authenticate('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select alpha from k),
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS')), (select alpha from k),
           'the right token authenticates to its key id');
-select is(meter.api_key_authenticate('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select bravo from k),
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS')), (select bravo from k),
           'each token authenticates to its own key');
-select is(meter.api_key_authenticate('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRs'), null::bigint,
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRs')), null::bigint,
           'a token differing in one character is refused (NULL)');
-select is(meter.api_key_authenticate('mk_AlphaTapK'), null::bigint,
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_AlphaTapK')), null::bigint,
           'the prefix alone is not a token (NULL)');
-select is(meter.api_key_authenticate(''), null::bigint, 'the empty token is refused (NULL)');
+select is(meter.api_key_authenticate(pg_temp.key_hash('')), null::bigint, 'the empty token is refused (NULL)');
 select is(meter.api_key_authenticate(null), null::bigint, 'a NULL token is refused (NULL)');
 
 -- ---------------------------------------------------------------------------------------------
 -- Revocation by id: 1 then 0, effective immediately, other keys unaffected.
 -- ---------------------------------------------------------------------------------------------
 select is(meter.api_key_revoke((select alpha from k)::text), 1, 'revoke by id returns 1');
-select is(meter.api_key_authenticate('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS'), null::bigint,
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_AlphaTapKey0123456789ABCDEFGHIJKLMNOPQRS')), null::bigint,
           'a key revoked by id no longer authenticates');
 select is(meter.api_key_revoke((select alpha from k)::text), 0, 'revoking it again returns 0');
 select is((select revoked_at from meter.api_keys where id = (select alpha from k)), pg_catalog.now(),
           'revoked_at is the revoking transaction''s time');
-select is(meter.api_key_authenticate('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select bravo from k),
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS')), (select bravo from k),
           'revoking one key leaves the others live');
 
 -- ---------------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ select is(meter.api_key_authenticate('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQR
 -- ---------------------------------------------------------------------------------------------
 select is(meter.api_key_revoke('mk_BravoTap'), 0, 'a partial prefix revokes nothing');
 select is(meter.api_key_revoke('mk_BravoTapK'), 1, 'revoke by the 12-character prefix returns 1');
-select is(meter.api_key_authenticate('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS'), null::bigint,
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_BravoTapKey0123456789ABCDEFGHIJKLMNOPQRS')), null::bigint,
           'a key revoked by prefix no longer authenticates');
 select is(meter.api_key_revoke('mk_BravoTapK'), 0, 'revoking by prefix again returns 0');
 
@@ -92,12 +93,12 @@ select is(meter.api_key_revoke('mk_BravoTapK'), 0, 'revoking by prefix again ret
 select is(meter.api_key_revoke('mk_NoSuchKey'), 0, 'an unknown prefix revokes nothing');
 select is(meter.api_key_revoke('99999999999999999999'), 0,
           'a 20-digit argument is not taken as an id (no bigint overflow) and revokes nothing');
-select is(meter.api_key_authenticate('mk_CharlieTap0123456789ABCDEFGHIJKLMNOPQRST'), (select charlie from k),
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_CharlieTap0123456789ABCDEFGHIJKLMNOPQRST')), (select charlie from k),
           'after all that, the untouched key still authenticates');
 
-select is_definer('meter', 'api_key_authenticate', array['text']::name[],
+select is_definer('meter', 'api_key_authenticate', array['bytea']::name[],
                   'api_key_authenticate is SECURITY DEFINER (meter_ingest reads no table)');
-select isnt_definer('meter', 'api_key_create', array['text', 'text']::name[],
+select isnt_definer('meter', 'api_key_create', array['text', 'text', 'bytea']::name[],
                     'api_key_create runs with the caller''s rights (operators only)');
 
 select * from finish();

@@ -260,7 +260,7 @@ select is(pg_temp.receive((select p from ev where name = 'a_paid')), false, 'and
 select is(meter.webhook_process(), 1, 'one event processed (the redelivery was never stored)');
 select results_eq(
     $$select status, status_rank, total, amount_paid, finalized_at, paid_at, last_event_id from invoice where invoice_id = 'in_tap_a'$$,
-    $$values ('paid'::text, 3::smallint, 1234::bigint, 1234::bigint, '2025-11-24 17:00+00'::timestamptz,
+    $$values ('paid'::text, 4::smallint, 1234::bigint, 1234::bigint, '2025-11-24 17:00+00'::timestamptz,
               '2025-11-25 17:00+00'::timestamptz, 'evt_a_paid'::text)$$,
     'paid: status paid, amount_paid, paid_at');
 
@@ -298,7 +298,7 @@ select results_eq(
     'paid applied, the late finalized stale');
 select results_eq(
     $$select customer_id, status, status_rank, amount_paid, finalized_at, paid_at, last_event_id from invoice where invoice_id = 'in_tap_b'$$,
-    $$values ((select cust_b from fx), 'paid'::text, 3::smallint, 300::bigint, '2025-11-24 17:00+00'::timestamptz,
+    $$values ((select cust_b from fx), 'paid'::text, 4::smallint, 300::bigint, '2025-11-24 17:00+00'::timestamptz,
               '2025-11-25 17:00+00'::timestamptz, 'evt_b_paid'::text)$$,
     'in_tap_b stays paid');
 select results_eq(

@@ -17,11 +17,10 @@ select col_is_pk('meter', 'schema_migrations', 'version', 'schema_migrations is 
 select col_is_pk('meter', 'schema_functions', 'name', 'schema_functions is keyed by file name');
 
 select results_eq(
-    $$select version, name from meter.schema_migrations where version in (1, 2, 3, 4, 5) order by version$$,
+    $$select version, name from meter.schema_migrations order by version$$,
     $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
-             (5, '0005_function_names.sql')$$,
-    'migrations 1 (0001_init.sql), 2 (0002_rollups.sql), 3 (0003_billing_sync.sql), 4 (0004_month_close.sql) and '
-    '5 (0005_function_names.sql) are recorded once each');
+             (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql')$$,
+    'migrations 1 to 7 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -191,8 +190,8 @@ select results_eq(
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
-             ('api_key_authenticate(p_token text)'),
-             ('api_key_create(p_name text, p_token text)'),
+             ('api_key_authenticate(p_key_hash bytea)'),
+             ('api_key_create(p_name text, p_prefix text, p_key_hash bytea)'),
              ('api_key_revoke(p_key text)'),
              ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text)'),
              ('billing_period(p_customer_id bigint, p_period text)'),
@@ -200,8 +199,8 @@ select results_eq(
              ('billing_unlinked(p_limit integer)'),
              ('customer_subscribe(p_customer text, p_plan text, p_from text)'),
              ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),
-             ('event_cancel(p_cancellations jsonb, p_api_token text)'),
-             ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_token text)'),
+             ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
+             ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
              ('period_close(p_period text, p_customer text, p_grace interval)'),
              ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text)'),

@@ -6,14 +6,15 @@
 -- The rollup's side of cancellations is in rollup_cancellations.test.sql.
 begin;
 select plan(25);
+\ir support/fixtures.sql
 
 create temp table fx as
 select meter.customer_upsert('tap-ce-alpha') as cust_a,
        meter.customer_upsert('tap-ce-beta')  as cust_b,
        meter.meter_upsert('tap.ce.bytes', 'sum') as m_bytes;
 
-select meter.api_key_create('tap-ce-live', 'mk_CancelLiveKey0123456789ABCDEFGHIJKLMNOP');
-select meter.api_key_create('tap-ce-dead', 'mk_CancelDeadKey0123456789ABCDEFGHIJKLMNOP');
+select pg_temp.key_create('tap-ce-live', 'mk_CancelLiveKey0123456789ABCDEFGHIJKLMNOP');
+select pg_temp.key_create('tap-ce-dead', 'mk_CancelDeadKey0123456789ABCDEFGHIJKLMNOP');
 select meter.api_key_revoke('mk_CancelDea');
 
 create temp table batch (name text primary key, b jsonb not null);
@@ -142,11 +143,11 @@ select results_eq(
 -- API token.
 -- ---------------------------------------------------------------------------------------------
 select throws_ok(
-    $$select * from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]', 'mk_not_a_key')$$,
+    $$select * from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]', pg_temp.key_hash('mk_not_a_key'))$$,
     '28000', 'unknown or revoked API key', 'an unknown token raises 28000');
 select throws_ok(
     $$select * from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]',
-                                        'mk_CancelDeadKey0123456789ABCDEFGHIJKLMNOP')$$,
+                                        pg_temp.key_hash('mk_CancelDeadKey0123456789ABCDEFGHIJKLMNOP'))$$,
     '28000', 'unknown or revoked API key', 'a revoked token raises 28000');
 select throws_ok(
     $$select * from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]', '')$$,
@@ -156,7 +157,7 @@ select is_empty(
     'a refused token cancels nothing');
 select results_eq(
     $$select ord, status, event_id from meter.event_cancel('[{"customer": "tap-ce-alpha", "idempotency_key": "k3"}]',
-                                                             'mk_CancelLiveKey0123456789ABCDEFGHIJKLMNOP')$$,
+                                                             pg_temp.key_hash('mk_CancelLiveKey0123456789ABCDEFGHIJKLMNOP'))$$,
     $$values (0, 'cancelled'::text, (select id from ev where customer = 'tap-ce-alpha' and key = 'k3'))$$,
     'a live token cancels');
 select results_eq(
@@ -174,15 +175,15 @@ select throws_ok($$select * from meter.event_cancel(null)$$,
                  '22023', 'meter.event_cancel: p_cancellations must be a JSON array', 'NULL raises 22023');
 select throws_ok($$select * from meter.event_cancel('"[]"')$$,
                  '22023', 'meter.event_cancel: p_cancellations must be a JSON array', 'a JSON string raises 22023');
-select throws_ok($$select * from meter.event_cancel('[]', 'mk_not_a_key')$$,
+select throws_ok($$select * from meter.event_cancel('[]', pg_temp.key_hash('mk_not_a_key'))$$,
                  '28000', 'unknown or revoked API key', 'the token is checked even for an empty request');
 
 -- ---------------------------------------------------------------------------------------------
 -- Function properties.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'event_cancel', array['jsonb', 'text']::name[], 'volatile',
+select volatility_is('meter', 'event_cancel', array['jsonb', 'bytea']::name[], 'volatile',
                      'event_cancel is VOLATILE');
-select is_definer('meter', 'event_cancel', array['jsonb', 'text']::name[],
+select is_definer('meter', 'event_cancel', array['jsonb', 'bytea']::name[],
                   'event_cancel is SECURITY DEFINER (meter_ingest reads and writes no table itself)');
 
 select * from finish();

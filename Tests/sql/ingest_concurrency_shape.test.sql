@@ -115,10 +115,10 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Function properties the design relies on.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[], 'volatile',
+select volatility_is('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[], 'volatile',
                      'event_ingest is VOLATILE (each call sees fresh snapshots per statement)');
 
-select is_definer('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+select is_definer('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                   'event_ingest is SECURITY DEFINER');
 
 select * from finish();

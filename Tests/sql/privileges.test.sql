@@ -22,6 +22,7 @@ begin
 end
 $$;
 select plan(146);
+\ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles.
@@ -44,11 +45,11 @@ select schema_privs_are('meter', 'public',        array[]::name[],        'PUBLI
 -- ---------------------------------------------------------------------------------------------
 -- Functions.
 -- ---------------------------------------------------------------------------------------------
-select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_ingest');
-select function_privs_are('meter', 'api_key_authenticate', array['text']::name[],
+select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute api_key_authenticate');
-select function_privs_are('meter', 'api_key_create', array['text', 'text']::name[],
+select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute api_key_create');
 select function_privs_are('meter', 'api_key_revoke', array['text']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute api_key_revoke');
@@ -58,9 +59,9 @@ select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text',
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute meter_upsert');
 select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute meter_upsert');
-select function_privs_are('meter', 'event_cancel', array['jsonb', 'text']::name[],
+select function_privs_are('meter', 'event_cancel', array['jsonb', 'bytea']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_cancel');
-select function_privs_are('meter', 'event_cancel', array['jsonb', 'text']::name[],
+select function_privs_are('meter', 'event_cancel', array['jsonb', 'bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute event_cancel');
 select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute usage');
@@ -89,15 +90,15 @@ select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
                           'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute rollup_lag_seconds');
 select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
                           'public', array[]::name[], 'PUBLIC may not execute rollup_lag_seconds');
-select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute event_ingest');
-select function_privs_are('meter', 'api_key_authenticate', array['text']::name[],
+select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_authenticate');
-select function_privs_are('meter', 'api_key_create', array['text', 'text']::name[],
+select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_create');
-select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'text']::name[],
+select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute event_ingest');
-select function_privs_are('meter', 'api_key_authenticate', array['text']::name[],
+select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute api_key_authenticate');
 
 -- ---------------------------------------------------------------------------------------------
@@ -226,14 +227,14 @@ select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
 create temp table fx as
 select meter.customer_upsert('tap-pv-cust') as cust,
        meter.meter_upsert('tap.pv.calls')   as m_calls,
-       meter.api_key_create('tap-pv-key', 'mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS') as key_id;
+       pg_temp.key_create('tap-pv-key', 'mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS') as key_id;
 grant select on fx to public;
 
 set local role meter_ingest;
 
 select is(current_user::text, 'meter_ingest', 'now running as meter_ingest');
 
-select is(meter.api_key_authenticate('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS'), (select key_id from fx),
+select is(meter.api_key_authenticate(pg_temp.key_hash('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS')), (select key_id from fx),
           'meter_ingest can authenticate a key (security definer reads meter.api_keys)');
 
 select results_eq(
@@ -269,7 +270,7 @@ select throws_ok($$select * from meter.api_keys$$, '42501', 'permission denied f
                  'meter_ingest cannot select meter.api_keys');
 select throws_ok($$update meter.api_keys set revoked_at = null$$, '42501', 'permission denied for table api_keys',
                  'meter_ingest cannot un-revoke keys');
-select throws_ok($$select meter.api_key_create('tap-pv-sneaky', 'mk_SneakyTapKey0123456789ABCDEFGHIJKLMNOP')$$,
+select throws_ok($$select pg_temp.key_create('tap-pv-sneaky', 'mk_SneakyTapKey0123456789ABCDEFGHIJKLMNOP')$$,
                  '42501', 'permission denied for function api_key_create',
                  'meter_ingest cannot create API keys');
 select throws_ok($$select meter.customer_upsert('tap-pv-sneaky')$$, '42501',
@@ -342,7 +343,7 @@ select throws_ok($$select * from meter.events$$, '42501', 'permission denied for
                  'meter_analyst cannot select meter.events');
 select throws_ok($$select * from meter.event_ingest('[]'::jsonb)$$, '42501',
                  'permission denied for function event_ingest', 'meter_analyst cannot ingest');
-select throws_ok($$select meter.api_key_authenticate('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS')$$, '42501',
+select throws_ok($$select meter.api_key_authenticate(pg_temp.key_hash('mk_PrivTapKey0123456789ABCDEFGHIJKLMNOPQRS'))$$, '42501',
                  'permission denied for function api_key_authenticate', 'meter_analyst cannot probe tokens');
 
 select lives_ok($$select * from meter.rollup_hourly$$, 'meter_analyst reads meter.rollup_hourly');

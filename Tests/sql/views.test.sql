@@ -2,6 +2,7 @@
 -- day of occurred_at) and meter.api_keys_public (keys without their hashes).
 begin;
 select plan(11);
+\ir support/fixtures.sql
 
 create temp table fx as
 select meter.customer_upsert('tap-vw-cust', 'TAP views', 'Pacific/Auckland') as cust,
@@ -79,8 +80,8 @@ select is((select pg_catalog.sum(events) from meter.event_daily where customer =
 -- meter.api_keys_public
 -- ---------------------------------------------------------------------------------------------
 create temp table k as
-select meter.api_key_create('tap-vw-key-live', 'mk_ViewLiveKey0123456789ABCDEFGHIJKLMNOPQR') as live,
-       meter.api_key_create('tap-vw-key-dead', 'mk_ViewDeadKey0123456789ABCDEFGHIJKLMNOPQR') as dead;
+select pg_temp.key_create('tap-vw-key-live', 'mk_ViewLiveKey0123456789ABCDEFGHIJKLMNOPQR') as live,
+       pg_temp.key_create('tap-vw-key-dead', 'mk_ViewDeadKey0123456789ABCDEFGHIJKLMNOPQR') as dead;
 select meter.api_key_revoke((select dead from k)::text) as revoked into temp table rk;
 
 select columns_are('meter', 'api_keys_public',

@@ -5,6 +5,8 @@
 -- the customer is closed (an invoice exists) the timezone never changes (55000): the months on
 -- either side of a change would overlap or leave a gap (hours billed twice or never), and a closed
 -- month would get a second invoice under its other bounds. Giving the same timezone again is fine.
+-- A change of timezone holds the close's advisory lock while it checks, so it cannot miss the
+-- invoices of a close running at the same time.
 create or replace function meter.customer_upsert(
     p_external_id      text,
     p_name             text default null,
@@ -21,6 +23,13 @@ begin
     if not exists (select 1 from pg_catalog.pg_timezone_names where name = p_billing_timezone) then
         raise exception 'unknown billing timezone %', pg_catalog.quote_literal(p_billing_timezone)
             using errcode = '22023', hint = 'use an IANA name such as UTC or Europe/Paris';
+    end if;
+    -- A timezone change takes the close's lock (meter.period_close) first: a close running now
+    -- finishes, and its invoices are seen below; otherwise hours could be billed by neither
+    -- month or by both. Creating a customer or keeping its timezone takes no lock.
+    if exists (select 1 from meter.customers c
+               where c.external_id = p_external_id and c.billing_timezone <> p_billing_timezone) then
+        perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.close'));
     end if;
     if exists (select 1 from meter.customers c
                where c.external_id = p_external_id and c.billing_timezone <> p_billing_timezone

@@ -1,4 +1,4 @@
--- meter.event_cancel(cancellations, api_token): retract stored events, idempotently.
+-- meter.event_cancel(cancellations, api_key_hash): retract stored events, idempotently.
 --
 -- Guarantees
 --   * Exactly once per event: the primary key of meter.event_cancellations. Cancelling again (a
@@ -15,10 +15,10 @@
 --     after its commit (EventsNotifier); the rollup polls every second anyway.
 --
 -- Input: a JSON array of objects {customer, idempotency_key, reason?}; the HTTP layer has checked
--- their syntax. api_token: as for meter.event_ingest (SQLSTATE 28000 when not a live key).
+-- their syntax. api_key_hash: as for meter.event_ingest (SQLSTATE 28000 when not a live key).
 create or replace function meter.event_cancel(
     p_cancellations jsonb,
-    p_api_token     text default null
+    p_api_key_hash  bytea default null
 )
 returns setof meter.cancel_verdict
 language plpgsql
@@ -38,7 +38,7 @@ begin
     end if;
     -- Not the hot path: the key check is meter.api_key_authenticate() itself, not an inlined copy
     -- (meter.event_ingest inlines it to save a call per request).
-    if p_api_token is not null and meter.api_key_authenticate(p_api_token) is null then
+    if p_api_key_hash is not null and meter.api_key_authenticate(p_api_key_hash) is null then
         raise exception 'unknown or revoked API key' using errcode = '28000';
     end if;
 
@@ -95,8 +95,8 @@ begin
 end;
 $$;
 
-comment on function meter.event_cancel(jsonb, text) is
+comment on function meter.event_cancel(jsonb, bytea) is
     'Cancels stored events by (customer, idempotency_key), idempotently; one verdict per input element.';
 
-revoke all on function meter.event_cancel(jsonb, text) from public;
-grant execute on function meter.event_cancel(jsonb, text) to meter_ingest;
+revoke all on function meter.event_cancel(jsonb, bytea) from public;
+grant execute on function meter.event_cancel(jsonb, bytea) to meter_ingest;

@@ -28,7 +28,8 @@
 -- (timestamptz text), value (numeric text), properties (object). The HTTP layer has already
 -- checked their syntax, lengths and limits; this function checks what needs the database.
 --
--- api_token: when given (the HTTP service always gives it, so that authentication and ingest take
+-- api_key_hash: the SHA-256 of the caller's bearer token (the service sends the hash, never the
+-- token). When given (the HTTP service always gives it, so that authentication and ingest take
 -- one round trip), it must be a live API key, else SQLSTATE 28000 is raised and nothing is stored.
 -- The check is meter.api_key_authenticate()'s, inlined: a nested call would cost a search_path
 -- switch per request on the hottest path.
@@ -38,7 +39,7 @@ create or replace function meter.event_ingest(
     p_events     jsonb,
     p_max_future interval default interval '5 minutes',
     p_max_past   interval default interval '35 days',
-    p_api_token  text default null
+    p_api_key_hash bytea default null
 )
 returns setof meter.ingest_verdict
 language plpgsql
@@ -77,9 +78,9 @@ begin
         join meter.customers c on c.external_id = e.customer
         join meter.meters m on m.code = e.meter
         where e.occurred_at between v_now - p_max_past and v_now + p_max_future
-          and (p_api_token is null
+          and (p_api_key_hash is null
                or exists (select 1 from meter.api_keys k
-                          where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(p_api_token, 'UTF8'))
+                          where k.key_hash = p_api_key_hash
                             and k.revoked_at is null))
         on conflict (customer_id, idempotency_key) do nothing
         returning id into v_id;
@@ -92,9 +93,9 @@ begin
 
     -- The key (the same check as meter.api_key_authenticate(), inlined: a nested call would cost
     -- a search_path switch per request).
-    if p_api_token is not null then
+    if p_api_key_hash is not null then
         perform 1 from meter.api_keys k
-        where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(p_api_token, 'UTF8'))
+        where k.key_hash = p_api_key_hash
           and k.revoked_at is null;
         if not found then
             raise exception 'unknown or revoked API key' using errcode = '28000';
@@ -235,8 +236,8 @@ begin
 end;
 $$;
 
-comment on function meter.event_ingest(jsonb, interval, interval, text) is
+comment on function meter.event_ingest(jsonb, interval, interval, bytea) is
     'Stores usage events exactly once per (customer, idempotency_key); one verdict per input element.';
 
-revoke all on function meter.event_ingest(jsonb, interval, interval, text) from public;
-grant execute on function meter.event_ingest(jsonb, interval, interval, text) to meter_ingest;
+revoke all on function meter.event_ingest(jsonb, interval, interval, bytea) from public;
+grant execute on function meter.event_ingest(jsonb, interval, interval, bytea) to meter_ingest;

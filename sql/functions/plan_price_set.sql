@@ -8,7 +8,8 @@
 -- period is re-priced with its plan's prices when late events adjust it (meter.period_close) and
 -- in meter.reconciliation, so a changed price would re-invoice every closed period of every
 -- customer on the plan. That change is refused (55000): create a new plan and subscribe customers
--- to it from an open period. Setting the very same price again is accepted.
+-- to it from an open period. Setting the very same price again is accepted. The check holds the
+-- close's advisory lock, so it cannot miss the invoices of a close running at the same time.
 create or replace function meter.plan_price_set(
     p_plan         text,
     p_meter        text,
@@ -76,6 +77,11 @@ begin
         end loop;
     end if;
 
+    -- The close's lock (meter.period_close): a close running now finishes first, and its invoices
+    -- are seen by the check below; a close starting after this commits prices with the new price.
+    -- Without it, a price change committed during a close would re-price that month's later
+    -- adjustments.
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.close'));
     if exists (select 1 from meter.plan_prices p
                where p.plan_id = v_plan_id and p.meter_id = v_meter_id
                  and (p.model, p.unit_amount, p.package_size, p.tiers) is distinct from

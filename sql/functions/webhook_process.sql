@@ -4,11 +4,18 @@
 -- processed in the same transaction as their effect.
 --
 -- invoice.* events carry the whole invoice. Deliveries repeat and arrive in any order, so an
--- invoice's status only moves forward: draft (1) < open (2) < paid / void / uncollectible (3). An
+-- invoice's status only moves forward: draft (1) < open (2) < uncollectible (3) < paid / void (4)
+-- (Stripe lets an uncollectible invoice still be paid or voided; paid and void are final). An
 -- event with a lower or equal rank than what is stored changes nothing (outcome 'stale'), so
 -- invoice.paid followed by a late invoice.finalized leaves the invoice paid. Amounts, period and
 -- lines are taken from the first event and from any later event of a higher rank (a draft's
 -- lines may still change; a finalized invoice's do not). Other event types are kept, 'ignored'.
+--
+-- Concurrency: several processors (one per `meterctl serve`) may apply two events of one invoice
+-- at once, before its row exists. The rank guard is therefore in the upsert itself (ON CONFLICT
+-- ... DO UPDATE ... WHERE the stored rank is lower): a processor that waited on the other's
+-- insert finds the committed row and leaves a higher status alone, and the lines are replaced
+-- only by the event whose upsert changed the row.
 --
 -- Amounts are integer minor units as the engine reports them; quantities exact numeric
 -- (quantity_decimal when present, else quantity). An event that cannot be applied (a malformed
@@ -43,8 +50,8 @@ begin
         if v_event.type like 'invoice.%' and v_event.payload #>> '{data,object,object}' = 'invoice' then
             v_inv := v_event.payload #> '{data,object}';
             v_status := v_inv ->> 'status';
-            v_rank := case v_status when 'draft' then 1 when 'open' then 2
-                                    when 'paid' then 3 when 'void' then 3 when 'uncollectible' then 3 end;
+            v_rank := case v_status when 'draft' then 1 when 'open' then 2 when 'uncollectible' then 3
+                                    when 'paid' then 4 when 'void' then 4 end;
             if v_rank is null then
                 v_outcome := 'unknown status ' || coalesce(v_status, 'null');
             else
@@ -76,8 +83,14 @@ begin
                             amount_due = excluded.amount_due, amount_paid = excluded.amount_paid,
                             finalized_at = coalesce(excluded.finalized_at, i.finalized_at),
                             paid_at = coalesce(excluded.paid_at, i.paid_at),
-                            last_event_id = excluded.last_event_id, updated_at = pg_catalog.now();
-
+                            last_event_id = excluded.last_event_id, updated_at = pg_catalog.now()
+                        where i.status_rank < excluded.status_rank
+                    returning i.status_rank into v_current;
+                end if;
+                if v_outcome = 'stale' or v_current is distinct from v_rank then
+                    -- (a concurrent processor stored a rank as high or higher meanwhile)
+                    v_outcome := 'stale';
+                else
                     delete from meter.billing_invoice_lines where invoice_id = v_inv ->> 'id';
                     insert into meter.billing_invoice_lines (
                         invoice_id, line_id, subscription_item_id, price_id, customer_id, meter_id,

@@ -91,14 +91,16 @@ package struct UsageController: Sendable {
         do {
             let result = try await pool.withConnection { conn in
                 try conn.executePrepared("""
-                    with bounds as (select $3::timestamptz as f, $4::timestamptz as t)
+                    -- (materialized: the lag is read once per request, not once per output row)
+                    with bounds as materialized (select $3::timestamptz as f, $4::timestamptz as t,
+                                                        meter.rollup_lag_seconds() as lag)
                     select to_char(b.f at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as range_from,
                            to_char(b.t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as range_to,
                            u.meter,
                            to_char(u.bucket_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_start,
                            to_char(u.bucket_end at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_end,
                            u.meter_version, u.aggregation, u.quantity::text as quantity, u.event_count,
-                           meter.rollup_lag_seconds()::text as lag_seconds
+                           b.lag::text as lag_seconds
                     from bounds b
                     left join lateral meter.usage($1, $2, b.f, b.t, $5) u on true
                     """, params)

@@ -85,8 +85,8 @@ public struct CancelService: Sendable {
         do {
             rows = try await pool.withConnection { conn in
                 try conn.executePrepared("""
-                    select ord, status, event_id, code, field, reason from meter.event_cancel($1::jsonb, $2)
-                    """, [body, token]).rows
+                    select ord, status, event_id, code, field, reason from meter.event_cancel($1::jsonb, $2::bytea)
+                    """, [body, APIKeys.hashParameter(token)]).rows
             }
         } catch let e as PGError where e.sqlState == "28000" {
             return .unauthorized

@@ -26,6 +26,7 @@ package final class IngestCoalescer: @unchecked Sendable {
     package typealias Rows = [(ord: Int, row: PGRow)]
 
     package struct Pending: Sendable {
+        /// The caller's key as sent to Postgres: the SHA-256 of its token (APIKeys.hashParameter).
         package let token: String
         package let items: [String]
         package let continuation: CheckedContinuation<Rows, any Error>
@@ -40,7 +41,7 @@ package final class IngestCoalescer: @unchecked Sendable {
     private let lock = NSLock()
     private var queue: [Pending] = []
 
-    /// `sql` takes $1 = the JSON array of events, $2 = the token, then `params`.
+    /// `sql` takes $1 = the JSON array of events, $2 = the key's hash, then `params`.
     package init(pool: PGPool, sql: String, params: [any PGParameter], maxEvents: Int, metrics: MeterMetrics? = nil) {
         self.pool = pool
         self.params = params
@@ -49,7 +50,7 @@ package final class IngestCoalescer: @unchecked Sendable {
         self.maxEvents = maxEvents
     }
 
-    /// Stores `items` (serialized events) for `token`; returns the rows of `meter.event_ingest()`
+    /// Stores `items` (serialized events) for the key whose hash is `token`; returns the rows of `meter.event_ingest()`
     /// for them, with `ord` relative to `items`.
     package func submit(token: String, items: [String]) async throws -> Rows {
         try await withCheckedThrowingContinuation { cont in

@@ -31,10 +31,10 @@ public struct IngestService: Sendable {
                                          params: [limits.maxFutureSeconds, limits.maxPastSeconds], maxEvents: max(limits.maxBatchEvents, 1000), metrics: metrics)
     }
 
-    package static let authenticateSQL = "select meter.api_key_authenticate($1) as id"
+    package static let authenticateSQL = "select meter.api_key_authenticate($1::bytea) as id"
     package static let ingestSQL = """
         select ord, status, event_id, code, field, reason
-        from meter.event_ingest($1::jsonb, $3::bigint * interval '1 second', $4::bigint * interval '1 second', $2)
+        from meter.event_ingest($1::jsonb, $3::bigint * interval '1 second', $4::bigint * interval '1 second', $2::bytea)
         """
 
     public enum Outcome: Sendable {
@@ -45,7 +45,7 @@ public struct IngestService: Sendable {
     /// The live API key id for a bearer token, or nil.
     public func authenticate(token: String) async throws -> Int64? {
         try await pool.withConnection { conn in
-            try conn.executePrepared(Self.authenticateSQL, [token]).single().optionalInt("id")
+            try conn.executePrepared(Self.authenticateSQL, [APIKeys.hashParameter(token)]).single().optionalInt("id")
         }
     }
 
@@ -73,7 +73,7 @@ public struct IngestService: Sendable {
             // the other queued requests of the same key when all are busy.
             let rows: IngestCoalescer.Rows
             do {
-                rows = try await coalescer.submit(token: token, items: items)
+                rows = try await coalescer.submit(token: APIKeys.hashParameter(token), items: items)
             } catch let e as PGError where e.sqlState == "28000" {
                 return .unauthorized
             }

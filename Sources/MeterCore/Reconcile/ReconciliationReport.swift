@@ -13,6 +13,13 @@ package struct ReconciliationReport: Sendable {
     /// Events per day of the period, for the HTML chart (empty unless loaded `withChart`).
     package let daily: [Day]
 
+    package init(period: String, source: String?, rows: [Row], daily: [Day]) {
+        self.period = period
+        self.source = source
+        self.rows = rows
+        self.daily = daily
+    }
+
     package struct Day: Sendable {
         package let day: String, raw: String, rolled: String, invoiced: String
     }
@@ -27,6 +34,7 @@ package struct ReconciliationReport: Sendable {
 
     package struct Row: Sendable {
         package var values: [String: String]
+        package init(values: [String: String]) { self.values = values }
         package subscript(_ k: String) -> String { values[k] ?? "" }
     }
 
@@ -154,7 +162,12 @@ package struct ReconciliationReport: Sendable {
         s += "Quantities in the meter's unit; amounts in the currency's major unit.\n\n"
         s += "| " + Self.columns.map(\.title).joined(separator: " | ") + " |\n"
         s += "|" + Self.columns.map { _ in "---" }.joined(separator: "|") + "|\n"
-        for r in rows { s += "| " + Self.columns.map { r[$0.key].isEmpty ? "–" : r[$0.key] }.joined(separator: " | ") + " |\n" }
+        // A cell's "|" would end it early, and a line break would end the row: both escaped.
+        func cell(_ v: String) -> String {
+            v.isEmpty ? "–" : v.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\r\n", with: " ")
+                .replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
+        }
+        for r in rows { s += "| " + Self.columns.map { cell(r[$0.key]) }.joined(separator: " | ") + " |\n" }
         s += "\n## Totals\n\n| currency | customers | invoiced | expected | MATCH | MISMATCH |\n|---|---|---|---|---|---|\n"
         for t in totals() { s += "| \(t.currency) | \(t.customers) | \(t.invoiced) | \(t.expected) | \(t.match) | \(t.mismatch) |\n" }
         let d = discrepancies()
@@ -164,7 +177,12 @@ package struct ReconciliationReport: Sendable {
     }
 
     package func csv() -> String {
-        func field(_ v: String) -> String { v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : v }
+        // Quoted when it holds a comma, a quote or a line break (by scalar: Swift sees "\r\n" as one
+        // Character, equal to neither "\r" nor "\n").
+        func field(_ v: String) -> String {
+            v.unicodeScalars.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
+                ? "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : v
+        }
         var s = (["period"] + Self.columns.map(\.key)).joined(separator: ",") + "\n"
         for r in rows { s += ([period] + Self.columns.map { field(r[$0.key]) }).joined(separator: ",") + "\n" }
         return s

@@ -142,7 +142,7 @@ public final class ChaosHarness: @unchecked Sendable {
             try c.execute("select meter.customer_subscribe($1, 'chaos', $2)", [customer(i), period])
         }
         token = APIKeys.generate()
-        try c.execute("select meter.api_key_create('chaos', $1)", [token])
+        try APIKeys.register(c, name: "chaos", token: token)
 
         mock = ChildProcess(name: "billing-mock", argv: [o.meterctl, "billing-mock", "--database-url", conninfo,
                                                          "--sql-dir", o.sqlDir, "--port", String(mockPort),

@@ -139,7 +139,7 @@ public enum ReplayRunner {
                           [workload.customerID(i), plans[ReplayWorkload.planIndex(customer: i, plans: plans.count)].code, firstPeriod])
         }
         let token = APIKeys.generate()
-        try c.execute("select meter.api_key_create('replay', $1)", [token])
+        try APIKeys.register(c, name: "replay", token: token)
 
         // The engine, on a test clock at the window's start; our plans mirrored as its prices.
         var mockConfig = BillingMockConfiguration()

@@ -67,7 +67,7 @@ struct BenchIngest: AsyncParsableCommand {
             try SeedFile(customers: customers.map { .init(externalID: $0, name: nil, timezone: "UTC") },
                          meters: [.init(code: "bench_units", aggregation: "sum", uniqueProperty: nil, name: "bench", unit: nil)])
                 .apply(conn)
-            if apiKey == nil { try conn.execute("select meter.api_key_create($1, $2)", ["bench-\(runID)", token]) }
+            if apiKey == nil { try APIKeys.register(conn, name: "bench-\(runID)", token: token) }
         }()
 
         var host = "127.0.0.1", port = 0

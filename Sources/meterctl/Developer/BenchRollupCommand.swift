@@ -168,7 +168,7 @@ struct BenchRollup: AsyncParsableCommand {
         try {
             let conn = try PGConnection(conninfo: conninfo)
             defer { conn.close() }
-            try conn.execute("select meter.api_key_create($1, $2)", ["bench-rollup", token])
+            try APIKeys.register(conn, name: "bench-rollup", token: token)
             try Rollup.drain(conn)
         }()
         var config = service.configuration(sqlDir: sqlDir)

@@ -45,7 +45,7 @@ struct Demo: AsyncParsableCommand {
             let conn = try PGConnection(conninfo: conninfo)
             defer { conn.close() }
             try seed.apply(conn)
-            try conn.execute("select meter.api_key_create($1, $2)", ["demo", token])
+            try APIKeys.register(conn, name: "demo", token: token)
         }()
         print("database:   \(global.target.isEmbedded ? global.target.embedded.psqlCommand : "DATABASE_URL")")
         print("seeded:     \(seed.customers.count) customers, \(seed.meters.count) meters (\(seedPath))")

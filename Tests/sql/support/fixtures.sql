@@ -20,3 +20,11 @@ as $$
     where c.external_id = p_customer and m.code = p_meter
     returning id
 $$;
+
+-- pg_temp.key_hash(token): what the service sends for a bearer token (its SHA-256), and
+-- pg_temp.key_create(name, token): meter.api_key_create as `meterctl keys create` calls it
+-- (hash and 12-character prefix; the token itself never reaches Postgres).
+create function pg_temp.key_hash(p_token text) returns bytea language sql immutable
+as $$ select pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')) $$;
+create function pg_temp.key_create(p_name text, p_token text) returns bigint language sql
+as $$ select meter.api_key_create(p_name, pg_catalog.left(p_token, 12), pg_temp.key_hash(p_token)) $$;
