@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import PGClient
@@ -11,6 +12,11 @@ public struct ServeConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 8080
     public var limits = IngestLimits()
+    /// A connection that sends nothing for this long is closed: an idle keep-alive connection, or
+    /// a request sent halfway and stalled (it would otherwise hold a socket and the SIGTERM drain).
+    public var idleTimeoutSeconds = 60
+    /// Connections served at once; beyond, new ones wait in the listen backlog (not accepted).
+    public var maxConnections = 1024
     /// The OpenAPI document served at GET /openapi.yaml.
     public var openAPIPath: String?
     /// version → checksum of the migrations this build expects (for /readyz).
@@ -65,8 +71,10 @@ public enum MeterApplication {
         let router = buildRouter(config: config, pool: pool, metrics: metrics, logger: logger, webhooks: webhooks,
                                  rollupWatchdog: rollupWatchdog, notifier: notifier)
         return Application(router: router,
+                           server: .http1(configuration: .init(idleTimeout: .seconds(Int64(config.idleTimeoutSeconds)))),
                            configuration: .init(address: .hostname(config.host, port: config.port),
-                                                serverName: "meter"),
+                                                serverName: "meter",
+                                                availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
                            onServerRunning: onServerRunning,
                            logger: logger)
     }

@@ -26,6 +26,10 @@ struct ServiceOptions: ParsableArguments {
     var rollupMaxEvents: Int?
     @Option(name: .customLong("rollup-stall-after-seconds"), help: "The rollup loop counts as stalled after this long without a finished run attempt: meter_rollup_loop_stalled = 1, an error log line rollup.loop_stalled, /readyz says so (env METER_ROLLUP_STALL_AFTER_SECONDS). Default: 120")
     var rollupStallAfterSeconds: Int?
+    @Option(name: .customLong("http-idle-timeout-seconds"), help: "Close a connection that sends nothing for this long: idle keep-alive, or a request stalled halfway (env METER_HTTP_IDLE_TIMEOUT_SECONDS). Default: 60")
+    var httpIdleTimeoutSeconds: Int?
+    @Option(name: .customLong("max-connections"), help: "HTTP connections served at once; more wait in the listen backlog (env METER_MAX_CONNECTIONS). Default: 1024")
+    var maxConnections: Int?
     @Flag(name: .customLong("no-rollup"), help: "Do not run the rollup loop in this process (env METER_ROLLUP=off).")
     var noRollup = false
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
@@ -36,6 +40,7 @@ struct ServiceOptions: ParsableArguments {
     struct Settings {
         var port, poolSize, maxEventsPerRequest, maxBodyBytes, maxPropertiesBytes: Int?
         var futureTolerance, pastTolerance, rollupMaxEvents, rollupStallAfter: Int?
+        var idleTimeout, maxConnections: Int?
         var rollupInterval: Double?
     }
 
@@ -53,6 +58,8 @@ struct ServiceOptions: ParsableArguments {
                                       min: 0, max: 3650 * 86_400)
         s.pastTolerance = try whole(pastToleranceSeconds, "past-tolerance-seconds", "METER_PAST_TOLERANCE_SECONDS",
                                     min: 0, max: 3650 * 86_400)
+        s.idleTimeout = try whole(httpIdleTimeoutSeconds, "http-idle-timeout-seconds", "METER_HTTP_IDLE_TIMEOUT_SECONDS", min: 1, max: 86_400)
+        s.maxConnections = try whole(maxConnections, "max-connections", "METER_MAX_CONNECTIONS", min: 1, max: 1_000_000)
         s.rollupMaxEvents = try whole(rollupMaxEvents, "rollup-max-events", "METER_ROLLUP_MAX_EVENTS", min: 1, max: Int(Int32.max))
         s.rollupStallAfter = try whole(rollupStallAfterSeconds, "rollup-stall-after-seconds", "METER_ROLLUP_STALL_AFTER_SECONDS", min: 1)
         s.rollupInterval = try GlobalOptions.number(rollupIntervalSeconds, "rollup-interval-seconds", "METER_ROLLUP_INTERVAL_SECONDS", min: 0.01)
@@ -84,6 +91,8 @@ struct ServiceOptions: ParsableArguments {
         if let v = s.maxPropertiesBytes { c.limits.maxPropertiesBytes = v }
         if let v = s.futureTolerance { c.limits.maxFutureSeconds = v }
         if let v = s.pastTolerance { c.limits.maxPastSeconds = v }
+        if let v = s.idleTimeout { c.idleTimeoutSeconds = v }
+        if let v = s.maxConnections { c.maxConnections = v }
         if noRollup || env["METER_ROLLUP"] == "off" {
             c.rollup = nil
         } else {

@@ -85,6 +85,42 @@ final class ServiceTests: XCTestCase {
         }
     }
 
+    /// A request sent halfway and then stalled holds its socket only until the idle timeout: the
+    /// server closes the connection (no read timeout let such sockets pile up and stall the drain).
+    func testAStalledHalfRequestIsClosedAfterTheIdleTimeout() async throws {
+        let fx = try T.makeFixture()
+        var config = ServeConfiguration()
+        config.idleTimeoutSeconds = 1
+        let server = try await RunningServer.start(config, conninfo: fx.conninfo, poolSize: 2)
+        let port = server.port
+        let closedAfter = try await onDedicatedThread { () -> Double in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard ok == 0 else { return -1 }
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let half = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"customer\""
+            _ = half.withCString { send(fd, $0, strlen($0), 0) }
+            let start = Date()
+            var buffer = [UInt8](repeating: 0, count: 512)
+            while true {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n == 0 { return Date().timeIntervalSince(start) }   // closed by the server
+                if n < 0 { return -2 }                                 // still open after 10 s
+            }
+        }
+        try await server.stop()
+        XCTAssertGreaterThanOrEqual(closedAfter, 0.5, "closed at once or never (\(closedAfter))")
+        XCTAssertLessThan(closedAfter, 5, "the stalled request was not closed by the idle timeout")
+    }
+
     /// A real listening server: a request held up inside the database is still answered (and its
     /// event committed) after shutdown was requested; then the server stops.
     func testShutdownDrainsInFlightRequests() async throws {
