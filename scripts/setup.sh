@@ -62,4 +62,11 @@ if ! "$venv/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe_ver
   "$venv/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe_version'"
 fi
 
+# schemathesis for the hostile-input suite (Tests/hostile/), pinned.
+schemathesis_version=4.32.5
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $schemathesis_version\$"; then
+  echo "setup: installing schemathesis==$schemathesis_version into $venv" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi
+
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected /opt/swift)" >&2; exit 1; }

@@ -6,6 +6,8 @@
 #   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), then
 #      Tests/cli/cli_test.sh: CLI smoke tests, the official Stripe Python SDK against the mock
 #      billing engine, and a serve smoke test;
+#      then the hostile-input suite (Tests/hostile/: the classic cases, schemathesis against the
+#      served OpenAPI document);
 #   4. runs the Swift tests (XCTest): libpq wrapper, migrator, HTTP API end to end;
 #   5. runs every command of docs/runbook.md against a scratch instance (Tests/runbook/);
 #   6. runs the five chaos scenarios (chaos/all --quick, their own cluster .meter/chaos/pg) and a
@@ -45,6 +47,15 @@ sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.l
 echo "== CLI and service as processes, the Stripe SDK against the mock (Tests/cli/cli_test.sh)"
 Tests/cli/cli_test.sh "$tap_conninfo"
 sdk_tests=$(grep -c '^ok ' .meter/stripe-sdk.log)
+
+echo "== hostile input: the classic cases and schemathesis against the served OpenAPI document (Tests/hostile/hostile_test.sh)"
+set +e
+timeout -k 30 900 Tests/hostile/hostile_test.sh "$tap_conninfo" 2>&1 | tee .meter/hostile.log
+hostile_status=${PIPESTATUS[0]}
+set -e
+hostile_passed=$(grep -c '^ok ' .meter/hostile.log || true)
+hostile_failed=$(grep -c '^not ok ' .meter/hostile.log || true)
+if [[ $hostile_status != 0 && $hostile_failed == 0 ]]; then hostile_failed=1; fi
 psql -X -q "$conninfo" -c "drop database if exists $db"
 
 echo "== Swift tests (XCTest)"
@@ -84,6 +95,6 @@ else
 fi
 
 echo
-echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; runbook: $runbook_passed passed, $runbook_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
-echo "tests: $((sql_tests + sdk_tests + swift_tests - swift_failed + runbook_passed + chaos_passed)) passed, $((swift_failed + runbook_failed + chaos_failed)) failed"
-[[ "$swift_failed" == 0 && "$runbook_failed" == 0 && "$chaos_failed" == 0 ]]
+echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; hostile input: $hostile_passed passed, $hostile_failed failed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; runbook: $runbook_passed passed, $runbook_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
+echo "tests: $((sql_tests + sdk_tests + hostile_passed + swift_tests - swift_failed + runbook_passed + chaos_passed)) passed, $((hostile_failed + swift_failed + runbook_failed + chaos_failed)) failed"
+[[ "$hostile_failed" == 0 && "$swift_failed" == 0 && "$runbook_failed" == 0 && "$chaos_failed" == 0 ]]

@@ -21,6 +21,35 @@ package enum APIRequest {
             .map { String($0).trimmingCharacters(in: .whitespacesAndNewlines).lowercased() } ?? ""
     }
 
+    /// Before a body is read: one declared over the limit is refused (413, key checked first), and
+    /// a large one (over 64 KiB, or of unknown length) is read only for a live key, so a flood from
+    /// unknown keys costs no parsing (one extra round trip, only for such bodies).
+    package static func refuseLargeBodyEarly(_ request: Request, token: String, limits: IngestLimits,
+                                             gate: KeyGate) async -> Response? {
+        let declaredLength = request.headers[.contentLength].flatMap(Int.init)
+        if let length = declaredLength, length > limits.maxBodyBytes {
+            return await gate.refuse(APIResponse.tooLarge(limits))
+        }
+        if declaredLength.map({ $0 > 65_536 }) ?? true {
+            do {
+                if try await gate.ingest.authenticate(token: token) == nil { return APIResponse.unauthorized() }
+            } catch {
+                return APIResponse.unavailable(error, context: gate.context)
+            }
+        }
+        return nil
+    }
+
+    /// A request body in a content coding (gzip, deflate, br...): none is supported, so it is
+    /// refused as such (415, naming Content-Encoding) rather than read as malformed JSON.
+    package static func unsupportedEncoding(_ request: Request) -> Response? {
+        guard let encoding = request.headers[.contentEncoding]?.trimmingCharacters(in: .whitespaces).lowercased(),
+              !encoding.isEmpty, encoding != "identity" else { return nil }
+        return APIResponse.error(.unsupportedMediaType, code: "unsupported_content_encoding",
+                                 message: "Content-Encoding \(encoding.prefix(40)) is not supported; send the body uncompressed",
+                                 field: "Content-Encoding")
+    }
+
     /// Checks the caller's key before a request-level refusal is sent: a bad key answers 401
     /// whatever else is wrong with the request (one round trip, only on the refusal path).
     package struct KeyGate {

@@ -20,8 +20,17 @@ package struct RequestIDMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as HTTPResponseError {
-            response = APIResponse.error(error.status, code: error.status == .notFound ? "not_found" : "http_error",
-                                         message: "\(error.status.code) \(error.status.reasonPhrase)")
+            // A path we serve, asked with a method it does not take: 405 with the methods it does
+            // (RFC 9110), not 404.
+            let allowed = MeterApplication.routes.filter { $0.path == request.uri.path }.map(\.method)
+            if error.status == .notFound, !allowed.isEmpty {
+                response = APIResponse.error(.methodNotAllowed, code: "method_not_allowed",
+                                             message: "\(request.uri.path) takes \(allowed.joined(separator: ", ")); got \(request.method)",
+                                             headers: [.allow: allowed.joined(separator: ", ")])
+            } else {
+                response = APIResponse.error(error.status, code: error.status == .notFound ? "not_found" : "http_error",
+                                             message: "\(error.status.code) \(error.status.reasonPhrase)")
+            }
         } catch {
             context.logger.error("http.unhandled", metadata: ["error": "\(error)"])
             response = APIResponse.error(.internalServerError, code: "internal_error", message: "internal error")

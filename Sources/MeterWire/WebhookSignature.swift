@@ -47,10 +47,9 @@ public enum WebhookSignature {
         }
     }
 
-    /// Checks a Stripe-Signature header. Returns the index of the secret that matched.
-    @discardableResult
-    public static func verify(payload: [UInt8], header: String?, secrets: [String], tolerance: Int64 = 300,
-                              now: Int64 = Int64(Date().timeIntervalSince1970)) throws(Failure) -> Int {
+    /// The timestamp and the candidate signatures of a Stripe-Signature header: what can be checked
+    /// before the payload is read or any secret looked up (missing or malformed header).
+    public static func parseHeader(_ header: String?) throws(Failure) -> (timestamp: Int64, signatures: [[UInt8]]) {
         guard let header, !header.isEmpty else { throw .missingHeader }
         var timestamp: Int64?
         var signatures: [[UInt8]] = []
@@ -67,6 +66,14 @@ public enum WebhookSignature {
             }
         }
         guard let t = timestamp, !signatures.isEmpty || header.contains("v1=") else { throw .malformedHeader }
+        return (t, signatures)
+    }
+
+    /// Checks a Stripe-Signature header. Returns the index of the secret that matched.
+    @discardableResult
+    public static func verify(payload: [UInt8], header: String?, secrets: [String], tolerance: Int64 = 300,
+                              now: Int64 = Int64(Date().timeIntervalSince1970)) throws(Failure) -> Int {
+        let (t, signatures) = try parseHeader(header)
         var matched: Int?
         for (i, secret) in secrets.enumerated() {
             let expected = mac(payload: payload, secret: secret, timestamp: t)

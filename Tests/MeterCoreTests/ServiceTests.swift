@@ -243,6 +243,20 @@ final class ServiceTests: XCTestCase {
             XCTAssertEqual(e.status, .serviceUnavailable)
             XCTAssertEqual(e.headers[.retryAfter], "1")
             XCTAssertTrue(String(buffer: e.body).contains(#""code":"database_unavailable""#))
+            // Refusals that need no database are answered without one: a webhook without a
+            // signature header, or with a malformed one, never reaches the pool for the secrets.
+            for (header, code) in [(nil, "signature_missing"), ("t=abc,v1=00", "signature_malformed")] as [(String?, String)] {
+                var headers: HTTPFields = [.contentType: "application/json"]
+                if let header { headers[.init("Stripe-Signature")!] = header }
+                let w = try await client.execute(uri: "/webhooks/billing", method: .post, headers: headers,
+                                                 body: ByteBuffer(string: #"{"id":"evt_x"}"#))
+                XCTAssertEqual(w.status, .badRequest, String(buffer: w.body))
+                XCTAssertTrue(String(buffer: w.body).contains(#""code":"\#(code)""#), String(buffer: w.body))
+            }
+            // A path we serve, asked with a method it does not take: 405 naming the methods.
+            let m = try await client.execute(uri: "/v1/events", method: .get)
+            XCTAssertEqual(m.status, .methodNotAllowed)
+            XCTAssertEqual(m.headers[.allow], "POST")
         }
         await pool.shutdown()
     }

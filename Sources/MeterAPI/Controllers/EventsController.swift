@@ -47,18 +47,9 @@ package struct EventsController: Sendable {
                                      message: "Content-Type must be one of \(Self.contentTypes.keys.sorted().joined(separator: ", ")); got \(mediaType.isEmpty ? "none" : mediaType)",
                                      field: "Content-Type"))
         }
-        let declaredLength = request.headers[.contentLength].flatMap(Int.init)
-        if let length = declaredLength, length > limits.maxBodyBytes {
-            return await gate.refuse(APIResponse.tooLarge(limits))
-        }
-        // A large body from an unknown key is not worth reading: check the key first (one extra
-        // round trip, only for bodies over 64 KiB or without a Content-Length).
-        if declaredLength.map({ $0 > 65_536 }) ?? true {
-            do {
-                if try await ingest.authenticate(token: token) == nil { return APIResponse.unauthorized() }
-            } catch {
-                return APIResponse.unavailable(error, context: context)
-            }
+        if let refusal = APIRequest.unsupportedEncoding(request) { return await gate.refuse(refusal) }
+        if let refusal = await APIRequest.refuseLargeBodyEarly(request, token: token, limits: limits, gate: gate) {
+            return refusal
         }
         let json: JSONValue
         switch try await APIRequest.readJSON(request, limits: limits, gate: gate) {
@@ -132,7 +123,11 @@ package struct EventsController: Sendable {
                                                   message: "Content-Type must be application/json; got \(mediaType.isEmpty ? "none" : mediaType)",
                                                   field: "Content-Type"))
         }
+        if let refusal = APIRequest.unsupportedEncoding(request) { return await gate.refuse(refusal) }
         let limits = cancellations.limits
+        if let refusal = await APIRequest.refuseLargeBodyEarly(request, token: token, limits: limits, gate: gate) {
+            return refusal
+        }
         let json: JSONValue
         switch try await APIRequest.readJSON(request, limits: limits, gate: gate) {
         case .failure(let refusal): return refusal.response

@@ -35,6 +35,15 @@ package struct WebhooksController: Sendable {
             metrics.sync.webhooksRejected(reason).increment()
             logger.warning("webhook.rejected", metadata: ["reason": "\(reason)"])
         }
+        // The header first: a request without a well-formed signature costs neither reading its
+        // body nor a database round trip for the secrets.
+        let header = request.headers[.init("Stripe-Signature")!]
+        do {
+            _ = try WebhookSignature.parseHeader(header)
+        } catch {
+            reject(error.code)
+            return APIResponse.error(.badRequest, code: error.code, message: error.message, field: "Stripe-Signature")
+        }
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: Self.maxBytes)
@@ -44,7 +53,6 @@ package struct WebhooksController: Sendable {
                                      message: "webhook payloads are limited to \(Self.maxBytes) bytes", field: "body")
         }
         let bytes = Array(body.readableBytesView)
-        let header = request.headers[.init("Stripe-Signature")!]
         // The signature's timestamp is checked against the database's clock, like everything else
         // time-dependent in meter: a service host whose clock drifts or steps does not start
         // refusing (or accepting stale) deliveries (docs/decisions.md 70).
