@@ -106,6 +106,16 @@ extension APIResponse {
                           headers: [.wwwAuthenticate: message.hasPrefix("missing") ? "Bearer" : "Bearer error=\"invalid_token\""])
     }
 
+    /// A live key without the scope the operation needs (403, stable code insufficient_scope).
+    package static func insufficientScope(_ message: String) -> Response {
+        error(.forbidden, code: "insufficient_scope", message: message)
+    }
+
+    /// A key restricted to other customers (403, customer_not_allowed, field customer).
+    package static func customerNotAllowed(_ customer: String) -> Response {
+        error(.forbidden, code: "customer_not_allowed", message: "this API key may not act for customer \(customer)", field: "customer")
+    }
+
     package static func tooLarge(_ limits: IngestLimits) -> Response {
         APIResponse.error(.contentTooLarge, code: "body_too_large",
                           message: "request body exceeds \(limits.maxBodyBytes) bytes")

@@ -44,7 +44,7 @@ package enum APIResponse {
         case .accepted: .created
         case .duplicate: .ok
         case .conflict: .conflict
-        case .rejected: .unprocessableContent
+        case .rejected: v.error?.code == "customer_not_allowed" ? .forbidden : .unprocessableContent
         }
         return json(status, verdictObject(v, includeIndex: false))
     }

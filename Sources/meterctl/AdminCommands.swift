@@ -107,17 +107,36 @@ struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Manage ingest API keys (stored as SHA-256 only).",
                                                     subcommands: [Create.self, List.self, Revoke.self])
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a key; the token is printed once.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a key; the token is printed once.",
+            discussion: """
+                --scope (repeatable): ingest (POST /v1/events), cancel (POST /v1/events/cancel), read \
+                (GET /v1/usage); default all three. --customer (repeatable, external ids): the key acts \
+                for those customers only; default every customer. Outside its scopes a request gets 403 \
+                insufficient_scope; an event or cancellation for another customer is rejected \
+                customer_not_allowed.
+                """)
         @OptionGroup var global: GlobalOptions
         @Option(help: "What the key is for.") var name: String
+        @Option(help: "ingest | cancel | read; repeat for several. Default: all three.") var scope: [String] = []
+        @Option(help: "A customer (external id) the key may act for; repeat for several. Default: every customer.")
+        var customer: [String] = []
         @Flag(help: "Print only the token (for scripts).") var quiet = false
+        func validate() throws {
+            for s in scope where !["ingest", "cancel", "read"].contains(s) {
+                throw ValidationError("--scope must be ingest, cancel or read; got \(s)")
+            }
+        }
         func run() async throws {
             let token = APIKeys.generate()
+            let scopes = scope.isEmpty ? APIKeys.allScopes : scope
             let id = try global.withConnection { c in
-                try APIKeys.register(c, name: name, token: token)
+                try APIKeys.register(c, name: name, token: token, scopes: scopes, customers: customer.isEmpty ? nil : customer)
             }
             if quiet { print(token); return }
-            print("API key \(id) (\(name)) created. Token, shown only now:")
+            print("API key \(id) (\(name)) created, scopes \(Set(scopes).sorted().joined(separator: ", ")), "
+                  + (customer.isEmpty ? "every customer" : "customers \(customer.joined(separator: ", "))")
+                  + ". Token, shown only now:")
             print(token)
         }
     }
@@ -128,13 +147,15 @@ struct Keys: AsyncParsableCommand {
             let rows = try global.withConnection { c in
                 try c.execute("""
                     select id, name, prefix, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS') as created,
-                           coalesce(to_char(revoked_at, 'YYYY-MM-DD HH24:MI:SS'), '') as revoked
+                           coalesce(to_char(revoked_at, 'YYYY-MM-DD HH24:MI:SS'), '') as revoked,
+                           array_to_string(scopes, ',') as scopes, coalesce(array_to_string(customers, ','), '*') as customers
                     from meter.api_keys_public order by id
                     """).rows
             }
-            printTable(["id", "name", "prefix", "created", "revoked"],
+            printTable(["id", "name", "prefix", "created", "revoked", "scopes", "customers"],
                        try rows.map { [String(try $0.int("id")), try $0.string("name"), try $0.string("prefix"),
-                                       try $0.string("created"), try $0.string("revoked")] })
+                                       try $0.string("created"), try $0.string("revoked"), try $0.string("scopes"),
+                                       try $0.string("customers")] })
         }
     }
     struct Revoke: AsyncParsableCommand {

@@ -28,6 +28,10 @@ if m meters add cli.smoke --aggregation count --effective-from 2020-01-01T00:00:
 fi
 key_id=$(m keys create --name cli-smoke | sed -n 's/^API key \([0-9]*\) .*/\1/p')
 m keys list | grep -q "cli-smoke"
+m keys create --name cli-scoped --scope read --customer cli-smoke | grep -q "scopes read, customers cli-smoke"
+m keys list | grep -Eq "cli-scoped .* read +cli-smoke"
+if m keys create --name cli-bad --scope write 2>/dev/null; then echo "an unknown scope must be refused"; exit 1; fi
+if m keys create --name cli-bad --customer nobody-at-all 2>/dev/null; then echo "an unknown customer must be refused"; exit 1; fi
 m keys revoke "$key_id" | grep -q "revoked 1 key"
 if m keys revoke "$key_id" 2>/dev/null; then echo "revoking twice must fail"; exit 1; fi
 m rollup run | tail -1 | grep -q "^rollup: "

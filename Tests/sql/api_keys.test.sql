@@ -98,7 +98,7 @@ select is(meter.api_key_authenticate(pg_temp.key_hash('mk_CharlieTap0123456789AB
 
 select is_definer('meter', 'api_key_authenticate', array['bytea']::name[],
                   'api_key_authenticate is SECURITY DEFINER (meter_ingest reads no table)');
-select isnt_definer('meter', 'api_key_create', array['text', 'text', 'bytea']::name[],
+select isnt_definer('meter', 'api_key_create', array['text', 'text', 'bytea', 'text[]', 'text[]']::name[],
                     'api_key_create runs with the caller''s rights (operators only)');
 
 select * from finish();

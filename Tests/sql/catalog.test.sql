@@ -19,8 +19,9 @@ select col_is_pk('meter', 'schema_functions', 'name', 'schema_functions is keyed
 select results_eq(
     $$select version, name from meter.schema_migrations order by version$$,
     $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
-             (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql')$$,
-    'migrations 1 to 7 are recorded once each, and no other');
+             (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
+             (8, '0008_api_key_scopes.sql')$$,
+    'migrations 1 to 8 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -30,7 +31,7 @@ select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_events_hash.sql'::text), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
-             ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'),
+             ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
              ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
@@ -191,7 +192,8 @@ select results_eq(
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('api_key_authenticate(p_key_hash bytea)'),
-             ('api_key_create(p_name text, p_prefix text, p_key_hash bytea)'),
+             ('api_key_authorize(p_key_hash bytea, p_scope text, p_customer text)'),
+             ('api_key_create(p_name text, p_prefix text, p_key_hash bytea, p_scopes text[], p_customers text[])'),
              ('api_key_revoke(p_key text)'),
              ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text)'),
              ('billing_period(p_customer_id bigint, p_period text)'),
@@ -218,7 +220,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the thirty-two documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the thirty-three documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -259,9 +261,9 @@ select results_eq(
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('_rollup_pending'::text), ('api_key_authenticate'), ('event_cancel'), ('event_ingest'),
+    $$values ('_rollup_pending'::text), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest'),
              ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
-    'only _rollup_pending, api_key_authenticate, event_cancel, event_ingest, rollup_lag_seconds, '
+    'only _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, rollup_lag_seconds, '
     'rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(

@@ -49,7 +49,7 @@ select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'i
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_ingest');
 select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute api_key_authenticate');
-select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea']::name[],
+select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea', 'text[]', 'text[]']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute api_key_create');
 select function_privs_are('meter', 'api_key_revoke', array['text']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute api_key_revoke');
@@ -94,7 +94,7 @@ select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'i
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute event_ingest');
 select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_authenticate');
-select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea']::name[],
+select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea', 'text[]', 'text[]']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_create');
 select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute event_ingest');

@@ -85,8 +85,8 @@ select pg_temp.key_create('tap-vw-key-live', 'mk_ViewLiveKey0123456789ABCDEFGHIJ
 select meter.api_key_revoke((select dead from k)::text) as revoked into temp table rk;
 
 select columns_are('meter', 'api_keys_public',
-                   array['id', 'name', 'prefix', 'created_at', 'revoked_at', 'active']::name[],
-                   'api_keys_public has exactly id, name, prefix, created_at, revoked_at, active');
+                   array['id', 'name', 'prefix', 'created_at', 'revoked_at', 'active', 'scopes', 'customers']::name[],
+                   'api_keys_public has exactly id, name, prefix, created_at, revoked_at, active, scopes, customers');
 
 select hasnt_column('meter', 'api_keys_public', 'key_hash', 'api_keys_public has no key_hash column');
 

@@ -9,13 +9,15 @@
 --   * Per-element verdicts, by position:
 --       cancelled          - retracted now
 --       already_cancelled  - retracted before (or earlier in this request)
---       rejected           - unknown_customer, or event_not_found (no committed event under this
+--       rejected           - unknown_customer, customer_not_allowed (the key is restricted to
+--                            other customers), or event_not_found (no committed event under this
 --                            key: it may still be in flight; retrying later is safe)
 --   * Sends no NOTIFY, for the reason given in meter.event_ingest: the service wakes the rollup
 --     after its commit (EventsNotifier); the rollup polls every second anyway.
 --
 -- Input: a JSON array of objects {customer, idempotency_key, reason?}; the HTTP layer has checked
--- their syntax. api_key_hash: as for meter.event_ingest (SQLSTATE 28000 when not a live key).
+-- their syntax. api_key_hash: as for meter.event_ingest (SQLSTATE 28000 when not a live key, 42501
+-- when the key lacks the cancel scope).
 create or replace function meter.event_cancel(
     p_cancellations jsonb,
     p_api_key_hash  bytea default null
@@ -28,6 +30,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_verdicts meter.cancel_verdict[];
+    v_scopes   text[];
+    v_allowed  bigint[];  -- the key's customers; NULL = every customer
 begin
     if p_cancellations is null or pg_catalog.jsonb_typeof(p_cancellations) <> 'array' then
         raise exception 'meter.event_cancel: p_cancellations must be a JSON array'
@@ -36,10 +40,16 @@ begin
     if pg_catalog.current_setting('synchronous_commit') = 'off' then
         perform pg_catalog.set_config('synchronous_commit', 'on', true);
     end if;
-    -- Not the hot path: the key check is meter.api_key_authenticate() itself, not an inlined copy
-    -- (meter.event_ingest inlines it to save a call per request).
-    if p_api_key_hash is not null and meter.api_key_authenticate(p_api_key_hash) is null then
-        raise exception 'unknown or revoked API key' using errcode = '28000';
+    if p_api_key_hash is not null then
+        select k.scopes, k.customer_ids into v_scopes, v_allowed from meter.api_keys k
+        where k.key_hash = p_api_key_hash and k.revoked_at is null;
+        if not found then
+            raise exception 'unknown or revoked API key' using errcode = '28000';
+        end if;
+        if not ('cancel' = any (v_scopes)) then
+            raise exception 'this API key may not cancel events (its scopes: %)', pg_catalog.array_to_string(v_scopes, ', ')
+                using errcode = '42501', hint = 'create a key with the cancel scope: meterctl keys create --scope cancel';
+        end if;
     end if;
 
     with input as (
@@ -50,11 +60,13 @@ begin
     ),
     found as (
         select i.*, c.id as customer_id, e.id as event_id,
+               c.id is not null and v_allowed is not null and not (c.id = any (v_allowed)) as not_allowed,
                e.id is not null
                and pg_catalog.row_number() over (partition by e.id order by i.ord) = 1 as first_of_event
         from input i
         left join meter.customers c on c.external_id = i.customer
         left join meter.events e on e.customer_id = c.id and e.idempotency_key = i.idempotency_key
+                                 and (v_allowed is null or c.id = any (v_allowed))
     ),
     inserted as (
         insert into meter.event_cancellations (event_id, reason)
@@ -67,22 +79,25 @@ begin
     select pg_catalog.array_agg(row(
            f.ord,
            case
-               when f.customer_id is null or f.event_id is null then 'rejected'
+               when f.customer_id is null or f.not_allowed or f.event_id is null then 'rejected'
                when f.first_of_event and n.event_id is not null then 'cancelled'
                else 'already_cancelled'
            end,
            f.event_id,
            case
                when f.customer_id is null then 'unknown_customer'
+               when f.not_allowed then 'customer_not_allowed'
                when f.event_id is null then 'event_not_found'
            end,
            case
-               when f.customer_id is null then 'customer'
+               when f.customer_id is null or f.not_allowed then 'customer'
                when f.event_id is null then 'idempotency_key'
            end,
            case
                when f.customer_id is null then
                    pg_catalog.format('no customer with external id %L', f.customer)
+               when f.not_allowed then
+                   pg_catalog.format('this API key may not act for customer %L', f.customer)
                when f.event_id is null then
                    pg_catalog.format('no stored event of customer %L has idempotency key %L',
                                      f.customer, f.idempotency_key)

@@ -1,4 +1,4 @@
--- meter.event_ingest(events, max_future, max_past, api_token): store a batch of usage events
+-- meter.event_ingest(events, max_future, max_past, api_key_hash): store a batch of usage events
 -- exactly once.
 --
 -- Guarantees
@@ -10,7 +10,8 @@
 --       duplicate - the key exists with the same content (meter, occurred_at, value, properties);
 --                   event_id is the original row; nothing changes
 --       conflict  - the key exists with different content; nothing changes
---       rejected  - unknown customer/meter or occurred_at outside the accepted window
+--       rejected  - unknown customer/meter, occurred_at outside the accepted window, or a
+--                   customer the key may not act for (customer_not_allowed)
 --     A key repeated inside one request: the first occurrence decides, later ones are
 --     duplicate or conflict against it.
 --   * Time policy uses the database clock (now() of this transaction), so an application host with
@@ -30,7 +31,9 @@
 --
 -- api_key_hash: the SHA-256 of the caller's bearer token (the service sends the hash, never the
 -- token). When given (the HTTP service always gives it, so that authentication and ingest take
--- one round trip), it must be a live API key, else SQLSTATE 28000 is raised and nothing is stored.
+-- one round trip), it must be a live API key, else SQLSTATE 28000 is raised and nothing is stored;
+-- a key without the ingest scope raises 42501 (insufficient_scope), and the events of customers
+-- outside a key's customer list are rejected one by one (customer_not_allowed).
 -- The check is meter.api_key_authenticate()'s, inlined: a nested call would cost a search_path
 -- switch per request on the hottest path.
 --
@@ -52,6 +55,8 @@ declare
     v_verdicts meter.ingest_verdict[];
     v_one      meter.ingest_verdict;
     v_id       bigint;
+    v_scopes   text[];
+    v_allowed  bigint[];  -- the key's customers; NULL = every customer
 begin
     if p_events is null or pg_catalog.jsonb_typeof(p_events) <> 'array' then
         raise exception 'meter.event_ingest: p_events must be a JSON array'
@@ -81,7 +86,9 @@ begin
           and (p_api_key_hash is null
                or exists (select 1 from meter.api_keys k
                           where k.key_hash = p_api_key_hash
-                            and k.revoked_at is null))
+                            and k.revoked_at is null
+                            and 'ingest' = any (k.scopes)
+                            and (k.customer_ids is null or c.id = any (k.customer_ids))))
         on conflict (customer_id, idempotency_key) do nothing
         returning id into v_id;
         if v_id is not null then
@@ -94,11 +101,15 @@ begin
     -- The key (the same check as meter.api_key_authenticate(), inlined: a nested call would cost
     -- a search_path switch per request).
     if p_api_key_hash is not null then
-        perform 1 from meter.api_keys k
+        select k.scopes, k.customer_ids into v_scopes, v_allowed from meter.api_keys k
         where k.key_hash = p_api_key_hash
           and k.revoked_at is null;
         if not found then
             raise exception 'unknown or revoked API key' using errcode = '28000';
+        end if;
+        if not ('ingest' = any (v_scopes)) then
+            raise exception 'this API key may not ingest events (its scopes: %)', pg_catalog.array_to_string(v_scopes, ', ')
+                using errcode = '42501', hint = 'create a key with the ingest scope: meterctl keys create --scope ingest';
         end if;
     end if;
 
@@ -120,6 +131,7 @@ begin
         select i.*, c.id as customer_id, m.id as meter_id,
                case
                    when c.id is null then 'unknown_customer'
+                   when v_allowed is not null and not (c.id = any (v_allowed)) then 'customer_not_allowed'
                    when m.id is null then 'unknown_meter'
                    when i.occurred_at > v_now + p_max_future then 'occurred_at_in_future'
                    when i.occurred_at < v_now - p_max_past then 'occurred_at_too_old'
@@ -153,12 +165,13 @@ begin
                row(k.ord,
                    case
                        when k.first_of_key and n.id is not null then 'accepted'
-                       when k.error in ('unknown_customer', 'unknown_meter') then 'rejected'
+                       when k.error in ('unknown_customer', 'unknown_meter', 'customer_not_allowed') then 'rejected'
                        -- an out-of-window element may be the retry of a stored event: pending
                    end,
                    n.id, k.error,
                    case k.error
                        when 'unknown_customer' then 'customer'
+                       when 'customer_not_allowed' then 'customer'
                        when 'unknown_meter' then 'meter'
                        when 'occurred_at_in_future' then 'occurred_at'
                        when 'occurred_at_too_old' then 'occurred_at'
@@ -166,6 +179,8 @@ begin
                    case k.error
                        when 'unknown_customer' then
                            pg_catalog.format('no customer with external id %L; create it first', k.customer)
+                       when 'customer_not_allowed' then
+                           pg_catalog.format('this API key may not act for customer %L', k.customer)
                        when 'unknown_meter' then
                            pg_catalog.format('no meter with code %L; create it first', k.meter)
                        when 'occurred_at_in_future' then

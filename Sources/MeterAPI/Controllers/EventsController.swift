@@ -92,6 +92,7 @@ package struct EventsController: Sendable {
         do {
             switch try await ingest.ingest(decoded, token: token) {
             case .unauthorized: return APIResponse.unauthorized()
+            case .forbidden(let message): return APIResponse.insufficientScope(message)
             case .stored(let v): verdicts = v
             }
         } catch {
@@ -158,6 +159,7 @@ package struct EventsController: Sendable {
         do {
             switch try await cancellations.cancel(decoded, token: token) {
             case .unauthorized: return APIResponse.unauthorized()
+            case .forbidden(let message): return APIResponse.insufficientScope(message)
             case .done(let v): verdicts = v
             }
         } catch {

@@ -25,12 +25,19 @@ package struct UsageController: Sendable {
         guard let token = APIRequest.bearerToken(request) else {
             return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
+        let query = request.uri.queryParameters
+        // The key, its read scope and its customers, in one round trip, before anything else.
+        let named = query["customer"].map(String.init).flatMap { $0.isEmpty || $0.contains("\u{0}") ? nil : $0 }
         do {
-            if try await ingest.authenticate(token: token) == nil { return APIResponse.unauthorized() }
+            switch try await ingest.authorize(token: token, scope: "read", customer: named) {
+            case .ok: break
+            case .unauthorized: return APIResponse.unauthorized()
+            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read usage")
+            case .customerNotAllowed: return APIResponse.customerNotAllowed(named ?? "")
+            }
         } catch {
             return APIResponse.unavailable(error, context: context)
         }
-        let query = request.uri.queryParameters
         func invalid(_ field: String, _ code: String, _ message: String) -> Response {
             APIResponse.error(.unprocessableContent, code: code, message: message, field: field)
         }
@@ -138,7 +145,11 @@ extension APIResponse {
         switch v.status {
         case .cancelled, .alreadyCancelled: status = .ok
         case .rejected:
-            status = ["event_not_found", "unknown_customer"].contains(v.error?.code ?? "") ? .notFound : .unprocessableContent
+            switch v.error?.code {
+            case "event_not_found", "unknown_customer": status = .notFound
+            case "customer_not_allowed": status = .forbidden
+            default: status = .unprocessableContent
+            }
         }
         return json(status, cancelObject(v, includeIndex: false))
     }

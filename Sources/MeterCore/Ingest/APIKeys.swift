@@ -23,10 +23,15 @@ public enum APIKeys {
     /// The prefix shown in listings.
     public static func prefix(_ token: String) -> String { String(token.prefix(12)) }
 
-    /// Registers `token` under `name` (meter.api_key_create: its hash and prefix); returns the id.
+    /// The scopes a key may have: POST /v1/events, POST /v1/events/cancel, GET /v1/usage.
+    public static let allScopes = ["ingest", "cancel", "read"]
+
+    /// Registers `token` under `name` (meter.api_key_create: its hash and prefix) with `scopes`,
+    /// for `customers` (external ids; nil = every customer); returns the id.
     @discardableResult
-    public static func register(_ conn: PGConnection, name: String, token: String) throws -> Int64 {
-        try conn.execute("select meter.api_key_create($1, $2, $3::bytea) as id", [name, prefix(token), hashParameter(token)])
-            .single().int("id")
+    public static func register(_ conn: PGConnection, name: String, token: String, scopes: [String] = allScopes,
+                                customers: [String]? = nil) throws -> Int64 {
+        try conn.execute("select meter.api_key_create($1, $2, $3::bytea, $4::text[], $5::text[]) as id",
+                         [name, prefix(token), hashParameter(token), scopes, customers]).single().int("id")
     }
 }

@@ -66,6 +66,8 @@ public struct CancelService: Sendable {
     public enum Outcome: Sendable {
         case done([CancelVerdict])
         case unauthorized
+        /// A live key without the cancel scope.
+        case forbidden(String)
     }
 
     /// Authenticates `token` and cancels the valid elements in one statement (one transaction,
@@ -90,6 +92,8 @@ public struct CancelService: Sendable {
             }
         } catch let e as PGError where e.sqlState == "28000" {
             return .unauthorized
+        } catch let e as PGError where e.sqlState == "42501" {
+            return .forbidden(e.message)
         }
         for r in rows {
             let i = positions[Int(try r.int("ord"))]

@@ -40,6 +40,25 @@ public struct IngestService: Sendable {
     public enum Outcome: Sendable {
         case stored([IngestVerdict])
         case unauthorized
+        /// A live key without the scope this needs (the message names it).
+        case forbidden(String)
+    }
+
+    /// What meter.api_key_authorize answers for a key and a scope (and a customer, when named).
+    public enum Authorization: String, Sendable {
+        case ok, unauthorized
+        case insufficientScope = "insufficient_scope"
+        case customerNotAllowed = "customer_not_allowed"
+    }
+
+    package static let authorizeSQL = "select meter.api_key_authorize($1::bytea, $2, $3) as verdict"
+
+    /// Whether `token` may use `scope` (ingest, cancel, read) for `customer` (nil: none named).
+    public func authorize(token: String, scope: String, customer: String?) async throws -> Authorization {
+        try await pool.withConnection { conn in
+            let v = try conn.executePrepared(Self.authorizeSQL, [APIKeys.hashParameter(token), scope, customer]).single().string("verdict")
+            return Authorization(rawValue: v) ?? .unauthorized
+        }
     }
 
     /// The live API key id for a bearer token, or nil.
@@ -66,8 +85,12 @@ public struct IngestService: Sendable {
             }
         }
         if positions.isEmpty {
-            // Nothing for the database to store; the key must still be valid.
-            if try await authenticate(token: token) == nil { return .unauthorized }
+            // Nothing for the database to store; the key must still be valid, and may ingest.
+            switch try await authorize(token: token, scope: "ingest", customer: nil) {
+            case .unauthorized: return .unauthorized
+            case .insufficientScope: return .forbidden("this API key may not ingest events")
+            case .ok, .customerNotAllowed: break
+            }
         } else {
             // Stored through the group-commit coalescer: alone when a connection is free, with
             // the other queued requests of the same key when all are busy.
@@ -76,6 +99,8 @@ public struct IngestService: Sendable {
                 rows = try await coalescer.submit(token: APIKeys.hashParameter(token), items: items)
             } catch let e as PGError where e.sqlState == "28000" {
                 return .unauthorized
+            } catch let e as PGError where e.sqlState == "42501" {
+                return .forbidden(e.message)
             }
             for (ord, r) in rows {
                 let i = positions[ord]
