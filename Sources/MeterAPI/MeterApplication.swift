@@ -17,6 +17,10 @@ public struct ServeConfiguration: Sendable {
     public var idleTimeoutSeconds = 60
     /// Connections served at once; beyond, new ones wait in the listen backlog (not accepted).
     public var maxConnections = 1024
+    /// Requests of one API key in flight at once (0 = no cap); beyond: 429.
+    public var keyMaxConcurrentRequests = 256
+    /// Requests of one API key per second (0 = no cap); beyond: 429 with Retry-After.
+    public var keyRequestsPerSecond = 10_000.0
     /// The OpenAPI document served at GET /openapi.yaml.
     public var openAPIPath: String?
     /// version → checksum of the migrations this build expects (for /readyz).
@@ -51,6 +55,10 @@ public enum MeterApplication {
                                     notifier: EventsNotifier? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: RequestIDMiddleware(metrics: metrics))
+        if config.keyMaxConcurrentRequests > 0 || config.keyRequestsPerSecond > 0 {
+            let limiter = KeyLimiter(.init(maxConcurrent: config.keyMaxConcurrentRequests, perSecond: config.keyRequestsPerSecond))
+            router.add(middleware: KeyLimitMiddleware(limiter: limiter, metrics: metrics))
+        }
         let ingest = IngestService(pool: pool, limits: config.limits, metrics: metrics, notifier: notifier)
         let cancellations = CancelService(pool: pool, limits: config.limits, metrics: metrics, notifier: notifier)
         EventsController(ingest: ingest, cancellations: cancellations).addRoutes(to: router)

@@ -124,6 +124,16 @@ public final class MeterMetrics: Sendable {
         return c
     }
 
+    /// Requests refused 429 by the per-key limits, by reason: concurrency or rate.
+    public func throttled(_ reason: String) -> Counter {
+        let key = "throttled \(reason)"
+        if let c = lock.withLock({ counters[key] }) { return c }
+        let c = registry.meterCounter(name: "meter_http_throttled_total", labels: [("reason", reason)],
+                                      help: "Requests refused 429 by the per-key limits, by reason (concurrency, rate)")
+        lock.withLock { counters[key] = c }
+        return c
+    }
+
     public func latency(route: String) -> DurationHistogram {
         if let h = lock.withLock({ histograms[route] }) { return h }
         let h = makeLatency(route: route)

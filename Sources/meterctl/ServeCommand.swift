@@ -30,6 +30,10 @@ struct ServiceOptions: ParsableArguments {
     var httpIdleTimeoutSeconds: Int?
     @Option(name: .customLong("max-connections"), help: "HTTP connections served at once; more wait in the listen backlog (env METER_MAX_CONNECTIONS). Default: 1024")
     var maxConnections: Int?
+    @Option(name: .customLong("key-max-concurrent-requests"), help: "Requests of one API key in flight at once, 0 = no cap; beyond: 429 (env METER_KEY_MAX_CONCURRENT_REQUESTS). Default: 256")
+    var keyMaxConcurrentRequests: Int?
+    @Option(name: .customLong("key-requests-per-second"), help: "Requests of one API key per second, 0 = no cap; beyond: 429 with Retry-After (env METER_KEY_REQUESTS_PER_SECOND). Default: 10000")
+    var keyRequestsPerSecond: Double?
     @Flag(name: .customLong("no-rollup"), help: "Do not run the rollup loop in this process (env METER_ROLLUP=off).")
     var noRollup = false
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
@@ -40,7 +44,8 @@ struct ServiceOptions: ParsableArguments {
     struct Settings {
         var port, poolSize, maxEventsPerRequest, maxBodyBytes, maxPropertiesBytes: Int?
         var futureTolerance, pastTolerance, rollupMaxEvents, rollupStallAfter: Int?
-        var idleTimeout, maxConnections: Int?
+        var idleTimeout, maxConnections, keyMaxConcurrent: Int?
+        var keyPerSecond: Double?
         var rollupInterval: Double?
     }
 
@@ -60,6 +65,8 @@ struct ServiceOptions: ParsableArguments {
                                     min: 0, max: 3650 * 86_400)
         s.idleTimeout = try whole(httpIdleTimeoutSeconds, "http-idle-timeout-seconds", "METER_HTTP_IDLE_TIMEOUT_SECONDS", min: 1, max: 86_400)
         s.maxConnections = try whole(maxConnections, "max-connections", "METER_MAX_CONNECTIONS", min: 1, max: 1_000_000)
+        s.keyMaxConcurrent = try whole(keyMaxConcurrentRequests, "key-max-concurrent-requests", "METER_KEY_MAX_CONCURRENT_REQUESTS", min: 0)
+        s.keyPerSecond = try GlobalOptions.number(keyRequestsPerSecond, "key-requests-per-second", "METER_KEY_REQUESTS_PER_SECOND", min: 0)
         s.rollupMaxEvents = try whole(rollupMaxEvents, "rollup-max-events", "METER_ROLLUP_MAX_EVENTS", min: 1, max: Int(Int32.max))
         s.rollupStallAfter = try whole(rollupStallAfterSeconds, "rollup-stall-after-seconds", "METER_ROLLUP_STALL_AFTER_SECONDS", min: 1)
         s.rollupInterval = try GlobalOptions.number(rollupIntervalSeconds, "rollup-interval-seconds", "METER_ROLLUP_INTERVAL_SECONDS", min: 0.01)
@@ -93,6 +100,8 @@ struct ServiceOptions: ParsableArguments {
         if let v = s.pastTolerance { c.limits.maxPastSeconds = v }
         if let v = s.idleTimeout { c.idleTimeoutSeconds = v }
         if let v = s.maxConnections { c.maxConnections = v }
+        if let v = s.keyMaxConcurrent { c.keyMaxConcurrentRequests = v }
+        if let v = s.keyPerSecond { c.keyRequestsPerSecond = v }
         if noRollup || env["METER_ROLLUP"] == "off" {
             c.rollup = nil
         } else {
