@@ -10,23 +10,8 @@
 begin;
 select plan(6);
 create extension if not exists dblink;
+\ir support/fixtures.sql
 
-create function pg_temp.conninfo() returns text language sql
-as $$ select pg_catalog.format('host=%s port=%s dbname=%s user=%s',
-                               pg_catalog.split_part(pg_catalog.current_setting('unix_socket_directories'), ',', 1),
-                               pg_catalog.current_setting('port'), pg_catalog.current_database(), current_user) $$;
--- Waits (up to 5 s) until session `p_pid` waits on a lock; true when it does.
-create function pg_temp.waits(p_pid int) returns boolean language plpgsql
-as $$
-begin
-    for i in 1..500 loop
-        if exists (select 1 from pg_catalog.pg_stat_activity where pid = p_pid and wait_event_type = 'Lock') then
-            return true;
-        end if;
-        perform pg_catalog.pg_sleep(0.01);
-    end loop;
-    return false;
-end $$;
 
 select dblink_connect('close_a', pg_temp.conninfo());
 select dblink_connect('close_b', pg_temp.conninfo());

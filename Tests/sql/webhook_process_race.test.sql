@@ -11,11 +11,8 @@
 begin;
 select plan(8);
 create extension if not exists dblink;
+\ir support/fixtures.sql
 
-create function pg_temp.conninfo() returns text language sql
-as $$ select pg_catalog.format('host=%s port=%s dbname=%s user=%s',
-                               pg_catalog.split_part(pg_catalog.current_setting('unix_socket_directories'), ',', 1),
-                               pg_catalog.current_setting('port'), pg_catalog.current_database(), current_user) $$;
 -- An invoice.* event of invoice in_race_1 with the given status (one line of quantity `q`).
 create function pg_temp.ev(p_id text, p_type text, p_invoice text, p_status text, p_q int) returns text language sql
 as $$ select pg_catalog.format('select meter.webhook_receive(%L, %L, now(), %L::jsonb)', p_id, p_type,
@@ -42,16 +39,7 @@ select is((select n from dblink('race_a', 'select meter.webhook_process(1)') as 
 -- B: takes created and waits on A's row.
 create temp table b_pid as select pid from dblink('race_b', 'select pg_backend_pid()') as t(pid int);
 select dblink_send_query('race_b', 'select meter.webhook_process(1)');
-do $$
-begin
-    for i in 1..500 loop
-        exit when exists (select 1 from pg_catalog.pg_stat_activity
-                          where pid = (select pid from b_pid) and wait_event_type = 'Lock');
-        perform pg_catalog.pg_sleep(0.01);
-    end loop;
-end $$;
-select ok(exists (select 1 from pg_catalog.pg_stat_activity where pid = (select pid from b_pid) and wait_event_type = 'Lock'),
-          'processor B waits for A''s uncommitted invoice row');
+select ok(pg_temp.waits((select pid from b_pid)), 'processor B waits for A''s uncommitted invoice row');
 select dblink_exec('race_a', 'commit');
 select is((select n from dblink_get_result('race_b') as t(n int)), 1, 'then B handled its one event (invoice.created)');
 select dblink_get_result('race_b');  -- end of B's query

@@ -28,3 +28,22 @@ create function pg_temp.key_hash(p_token text) returns bytea language sql immuta
 as $$ select pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')) $$;
 create function pg_temp.key_create(p_name text, p_token text) returns bigint language sql
 as $$ select meter.api_key_create(p_name, pg_catalog.left(p_token, 12), pg_temp.key_hash(p_token)) $$;
+
+-- For the files that race two real sessions (dblink): a conninfo back to this very database
+-- over its own socket, and pg_temp.waits(pid): true once session `pid` waits on a lock (5 s at
+-- most).
+create function pg_temp.conninfo() returns text language sql
+as $$ select pg_catalog.format('host=%s port=%s dbname=%s user=%s',
+                               pg_catalog.split_part(pg_catalog.current_setting('unix_socket_directories'), ',', 1),
+                               pg_catalog.current_setting('port'), pg_catalog.current_database(), current_user) $$;
+create function pg_temp.waits(p_pid int) returns boolean language plpgsql
+as $$
+begin
+    for i in 1..500 loop
+        if exists (select 1 from pg_catalog.pg_stat_activity where pid = p_pid and wait_event_type = 'Lock') then
+            return true;
+        end if;
+        perform pg_catalog.pg_sleep(0.01);
+    end loop;
+    return false;
+end $$;
