@@ -11,6 +11,18 @@ package struct UsageController: Sendable {
     package let ingest: IngestService
 
     package static let parameters: Set<String> = ["customer", "meter", "from", "to", "granularity"]
+    /// The default range on the database clock: from the start of the customer's current billing
+    /// month in its billing timezone (UTC for an unknown customer, which meter.usage then refuses),
+    /// floored to a UTC hour, to the start of the next UTC hour.
+    package static let defaultsSQL = """
+        with tz as (select coalesce((select c.billing_timezone from meter.customers c where c.external_id = $1), 'UTC') as name)
+        select to_char(pg_catalog.date_bin(interval '1 hour',
+                           pg_catalog.date_trunc('month', pg_catalog.now() at time zone tz.name) at time zone tz.name,
+                           timestamptz '2000-01-01 00:00:00+00') at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as f,
+               to_char(pg_catalog.date_trunc('hour', pg_catalog.now() at time zone 'UTC') + interval '1 hour',
+                       'YYYY-MM-DD"T"HH24:MI:SS"Z"') as t
+        from tz
+        """
     /// The longest interval one usage request may cover.
     package static let maxSpanMicros: Int64 = 366 * 86_400 * 1_000_000
 
@@ -19,8 +31,10 @@ package struct UsageController: Sendable {
     }
 
     /// Usage from the hourly rollups (`meter.usage()`), per bucket. `customer` is required;
-    /// `meter` optional (all meters); `from`/`to` RFC 3339 on UTC hour boundaries, default the
-    /// current UTC month up to the next hour; `granularity` hour, day (default) or month.
+    /// `meter` optional (all meters); `from`/`to` RFC 3339 on UTC hour boundaries, by default the
+    /// customer's current billing month (its start in the customer's billing timezone, on the
+    /// database clock, floored to a UTC hour) up to the start of the next hour; `granularity` hour,
+    /// day (default) or month.
     @Sendable package func get(_ request: Request, context: BasicRequestContext) async throws -> Response {
         guard let token = APIRequest.bearerToken(request) else {
             return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
@@ -76,28 +90,34 @@ package struct UsageController: Sendable {
                 return .failure(FieldError(code: "invalid_timestamp", field: name, message: "\(name): \(error.reason)"))
             }
         }
-        let from: RFC3339Timestamp, to: RFC3339Timestamp
+        let from: RFC3339Timestamp?, to: RFC3339Timestamp?
         switch (hourBoundary("from"), hourBoundary("to")) {
         case (.failure(let e), _), (_, .failure(let e)):
             return invalid(e.field ?? "", e.code, e.message)
         case (.success(let f), .success(let t)):
-            // Defaults: the current UTC month, up to the start of the next hour.
-            let hour: Int64 = 3_600_000_000
-            let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
-            to = t ?? RFC3339Timestamp(epochMicroseconds: (now / hour + 1) * hour)
-            from = f ?? RFC3339Timestamp.startOfMonth(containing: now)
+            (from, to) = (f, t)
         }
-        if from >= to {
-            return invalid(query["to"] == nil ? "from" : "to", "invalid_range", "to (\(to.iso8601)) must be after from (\(from.iso8601))")
-        }
-        if to.epochMicroseconds - from.epochMicroseconds > Self.maxSpanMicros {
-            return invalid(query["to"] == nil ? "from" : "to", "range_too_large",
-                           "from (\(from.iso8601)) and to (\(to.iso8601)) may be at most 366 days apart")
-        }
-        let params: [any PGParameter] = [customer, meter, from.utcString, to.utcString, granularity]
+        enum Outcome { case rows([PGRow]), refused(field: String, code: String, message: String) }
+        let blame = query["to"] == nil ? "from" : "to"
         do {
-            let result = try await pool.withConnection { conn in
-                try conn.executePrepared("""
+            let outcome = try await pool.withConnection { conn -> Outcome in
+                // The defaults are the database's: its clock, and the customer's billing month in
+                // the customer's timezone (floored to a UTC hour), up to the start of the next hour.
+                var (f, t) = (from, to)
+                if f == nil || t == nil {
+                    let d = try conn.executePrepared(Self.defaultsSQL, [customer]).single()
+                    f = try f ?? RFC3339Timestamp(parsing: try d.string("f"))
+                    t = try t ?? RFC3339Timestamp(parsing: try d.string("t"))
+                }
+                guard let f, let t else { return .refused(field: "from", code: "invalid_value", message: "no range") }
+                if f >= t {
+                    return .refused(field: blame, code: "invalid_range", message: "to (\(t.iso8601)) must be after from (\(f.iso8601))")
+                }
+                if t.epochMicroseconds - f.epochMicroseconds > Self.maxSpanMicros {
+                    return .refused(field: blame, code: "range_too_large",
+                                    message: "from (\(f.iso8601)) and to (\(t.iso8601)) may be at most 366 days apart")
+                }
+                return .rows(try conn.executePrepared("""
                     -- (materialized: the lag is read once per request, not once per output row)
                     with bounds as materialized (select $3::timestamptz as f, $4::timestamptz as t,
                                                         meter.rollup_lag_seconds() as lag)
@@ -110,9 +130,14 @@ package struct UsageController: Sendable {
                            b.lag::text as lag_seconds
                     from bounds b
                     left join lateral meter.usage($1, $2, b.f, b.t, $5) u on true
-                    """, params)
+                    """, [customer, meter, f.utcString, t.utcString, granularity]).rows)
             }
-            return APIResponse.usage(customer: customer, granularity: granularity, rows: result.rows)
+            let rows: [PGRow]
+            switch outcome {
+            case .rows(let r): rows = r
+            case .refused(let field, let code, let message): return invalid(field, code, message)
+            }
+            return APIResponse.usage(customer: customer, granularity: granularity, rows: rows)
         } catch let e as PGError where e.sqlState == "P0002" {
             // meter.usage() raises "no customer with ..." or "no meter with ..."
             let field = e.message.hasPrefix("no meter") ? "meter" : "customer"
@@ -122,15 +147,6 @@ package struct UsageController: Sendable {
         } catch {
             return APIResponse.unavailable(error, context: context, message: "usage is unavailable; retry later")
         }
-    }
-}
-
-extension RFC3339Timestamp {
-    /// 00:00 UTC on the first day of the month containing `micros` (microseconds since the epoch).
-    package static func startOfMonth(containing micros: Int64) -> RFC3339Timestamp {
-        let day = Int(micros / microsPerDay)
-        let (y, m, _) = civilFromDays(day)
-        return RFC3339Timestamp(epochMicroseconds: Int64(daysFromCivil(year: y, month: m, day: 1)) * microsPerDay)
     }
 }
 
