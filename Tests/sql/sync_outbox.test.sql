@@ -15,7 +15,7 @@
 -- elapsed backoff is emulated by moving claimed_at or next_attempt_at. The suite runs on a freshly
 -- migrated database (checked first).
 begin;
-select plan(96);
+select plan(98);
 
 -- The session's time zone must play no part (hours and keys are UTC / epoch based).
 set local timezone = 'Asia/Kolkata';
@@ -426,6 +426,17 @@ select results_eq(
     $$select state, attempts, last_error, claim_token, sending_key from ob where meter = 'tap.so.users'$$,
     $$values ('dead'::text, 6, '503 again'::text, null::bigint, pg_temp.k('tap.so.users', 1710064800, 2))$$,
     'dead, 6 attempts, the last error kept, the uncertain request kept');
+-- A late event of the parked hour: its revision moves on, but an hour parked by the give-up timer
+-- keeps its uncertain request and stays dead: repeating that request after the engine's
+-- idempotency key expired is an operator's decision (sync_retry), not a rollup's side effect.
+update meter.rollup_watermark set position_xid = '220', position_id = 0;
+select pg_temp.put('tap-so-a', 'tap.so.users', 'u-late', '2024-03-10 10:30+00', 1, '{"user": "cid"}', '220');
+select results_eq($$select events_folded, hours_touched from meter.rollup_run()$$, $$values (1::bigint, 1::bigint)$$,
+                  'a late event of the parked hour is folded');
+select results_eq(
+    $$select state, revision, attempts, sending_key from ob where meter = 'tap.so.users'$$,
+    $$values ('dead'::text, 3::bigint, 6, pg_temp.k('tap.so.users', 1710064800, 2))$$,
+    'the hour stays dead at its new revision 3, its attempts and uncertain request kept');
 
 -- A second dead hour: mixed h1 (in flight since claim 1) fails definitively with max_attempts 1.
 select is(pg_temp.fail('tap.so.mixed', (select h1 from fx), '400 no such item', true, 1), 'dead',

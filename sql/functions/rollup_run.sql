@@ -166,9 +166,15 @@ begin
         where exists (select 1 from meter.billing_prices p where p.meter_id = h.meter_id)
         on conflict (customer_id, meter_id, hour) do update
             set revision        = excluded.revision,
-                state           = case o.state when 'in_flight' then 'in_flight' else 'pending' end,
-                attempts        = case when o.state in ('dead', 'closed') then 0 else o.attempts end,
-                next_attempt_at = case when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
+                state           = case when o.state = 'in_flight' then 'in_flight'
+                                   -- parked by the give-up timer with an uncertain request: the
+                                   -- new revision waits for an operator's sync_retry
+                                   when o.state = 'dead' and o.sending_key is not null then 'dead'
+                                   else 'pending' end,
+                attempts        = case when o.state = 'dead' and o.sending_key is not null then o.attempts
+                                   when o.state in ('dead', 'closed') then 0 else o.attempts end,
+                next_attempt_at = case when o.state = 'dead' and o.sending_key is not null then o.next_attempt_at
+                                   when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
                                        else o.next_attempt_at end,
                 unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
         returning 1
@@ -218,9 +224,15 @@ begin
     outbox as (
         update meter.sync_outbox o
         set revision        = h.revision,
-            state           = case o.state when 'in_flight' then 'in_flight' else 'pending' end,
-            attempts        = case when o.state in ('dead', 'closed') then 0 else o.attempts end,
-            next_attempt_at = case when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
+            state           = case when o.state = 'in_flight' then 'in_flight'
+                                   -- parked by the give-up timer with an uncertain request: the
+                                   -- new revision waits for an operator's sync_retry
+                                   when o.state = 'dead' and o.sending_key is not null then 'dead'
+                                   else 'pending' end,
+            attempts        = case when o.state = 'dead' and o.sending_key is not null then o.attempts
+                                   when o.state in ('dead', 'closed') then 0 else o.attempts end,
+            next_attempt_at = case when o.state = 'dead' and o.sending_key is not null then o.next_attempt_at
+                                   when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
                                    else o.next_attempt_at end,
             unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
         from hourly h
