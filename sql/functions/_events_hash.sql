@@ -12,6 +12,12 @@
 --
 -- A line without events hashes the empty string (e3b0c442...); without the coalesce the query
 -- above would give null for it.
+--
+-- The events are those the rollups hold: below the rollup watermark, and cancelled only when the
+-- cancellation was subtracted (rolled_up_at set). meter.period_close, which holds the rollup lock
+-- while it runs, so gets a hash of exactly the events its quantity counts, even when another
+-- event commits meanwhile (it waits for a later run and an adjustment line). After the close,
+-- when everything is rolled up, the auditor's query above gives the same hash.
 create or replace function meter._events_hash(
     p_customer_id bigint,
     p_meter_id    bigint,
@@ -27,7 +33,8 @@ as $$
     from meter.events e
     where e.customer_id = p_customer_id and e.meter_id = p_meter_id
       and e.occurred_at >= p_from and e.occurred_at < p_to
-      and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id);
+      and (e.xid, e.id) < (select w.position_xid, w.position_id from meter.rollup_watermark w where w.name = 'events')
+      and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id and c.rolled_up_at is not null);
 $$;
 
 comment on function meter._events_hash(bigint, bigint, timestamptz, timestamptz) is

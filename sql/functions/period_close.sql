@@ -54,6 +54,10 @@ begin
     end if;
     -- One close at a time (a second caller waits, then finds the invoices made).
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.close'));
+    -- And no rollup run meanwhile (meter.rollup_run's lock; a run under way finishes first): the
+    -- rollups, the watermark and the events they hold stay as this close reads them, so a line's
+    -- quantity and its events_hash describe the same events (meter._events_hash).
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
     select * into strict v_wm from meter.rollup_watermark where name = 'events';
 
     for v_c in
