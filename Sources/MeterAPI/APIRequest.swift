@@ -22,15 +22,19 @@ package enum APIRequest {
     }
 
     /// Before a body is read: one declared over the limit is refused (413, key checked first), and
-    /// a large one (over 64 KiB, or of unknown length) is read only for a live key, so a flood from
-    /// unknown keys costs no parsing (one extra round trip, only for such bodies).
+    /// any but a small one (over 4 KiB, or of unknown length) is read only for a live key, so an
+    /// unknown key can make the server parse at most 4 KiB (a single event is a few hundred
+    /// bytes and keeps its one round trip; a batch pays one more, spread over its events).
+    /// The largest body parsed before its key is known to be live.
+    package static let parseBeforeKeyBytes = 4_096
+
     package static func refuseLargeBodyEarly(_ request: Request, token: String, limits: IngestLimits,
                                              gate: KeyGate) async -> Response? {
         let declaredLength = request.headers[.contentLength].flatMap(Int.init)
         if let length = declaredLength, length > limits.maxBodyBytes {
             return await gate.refuse(APIResponse.tooLarge(limits))
         }
-        if declaredLength.map({ $0 > 65_536 }) ?? true {
+        if declaredLength.map({ $0 > Self.parseBeforeKeyBytes }) ?? true {
             do {
                 if try await gate.ingest.authenticate(token: token) == nil { return APIResponse.unauthorized() }
             } catch {

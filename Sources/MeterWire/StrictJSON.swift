@@ -608,6 +608,18 @@ public struct ExactDecimal: Sendable, Hashable, CustomStringConvertible {
     /// The exponent is applied exactly by moving the decimal point; exponents beyond ±10000 are
     /// rejected before any digits are built. Limits apply to the normalized value.
     public init(parsing text: String, maxIntegerDigits: Int = 26, maxScale: Int = 12) throws(DecimalError) {
+        try self.init(parsing: text, maxIntegerDigits: maxIntegerDigits, maxScale: maxScale, materialize: true)
+    }
+
+    /// Whether `text` is a decimal within the limits, decided without building its digits: the
+    /// cost is the length of the text whatever its exponent (`1e-9999` is 7 bytes, not 10,000
+    /// digit writes), so checking a body of such numbers costs what reading it costs.
+    public static func isWithinLimits(_ text: String, maxIntegerDigits: Int, maxScale: Int) -> Bool {
+        (try? ExactDecimal(parsing: text, maxIntegerDigits: maxIntegerDigits, maxScale: maxScale, materialize: false)) != nil
+    }
+
+    /// `materialize: false` stops after the limit checks, leaving the digits empty (isWithinLimits).
+    private init(parsing text: String, maxIntegerDigits: Int, maxScale: Int, materialize: Bool) throws(DecimalError) {
         let b = Array(text.utf8)
         let n = b.count
         let notANumber = DecimalError(reason: "not a decimal number")
@@ -672,6 +684,12 @@ public struct ExactDecimal: Sendable, Hashable, CustomStringConvertible {
         }
         if scale > maxScale {
             throw DecimalError(reason: "more than \(maxScale) digits after the decimal point")
+        }
+        guard materialize else {
+            self.isNegative = negative
+            self.integerDigits = ""
+            self.fractionDigits = ""
+            return
         }
 
         var intPart: [UInt8] = []

@@ -35,6 +35,17 @@ final class IngestValidationTests: XCTestCase {
         }
     }
 
+    /// The cheap limit check (no digits built) answers exactly as parsing does.
+    func testLimitCheckAgreesWithParsing() {
+        let lexemes = ["0", "-0", "1", "1e-9999", "1e-10000", "1e-10001", "1e10000", "1e9999", "12.5e3", "0.000",
+                       "1." + String(repeating: "0", count: 20_000), String(repeating: "9", count: 10_001),
+                       String(repeating: "9", count: 10_000), "1.5e-9998", "-3.25E+2", "abc", "1.", ".5", "1e", "--1"]
+        for l in lexemes {
+            let parsed = (try? ExactDecimal(parsing: l, maxIntegerDigits: 10_000, maxScale: 10_000)) != nil
+            XCTAssertEqual(ExactDecimal.isWithinLimits(l, maxIntegerDigits: 10_000, maxScale: 10_000), parsed, l.prefix(30) + "")
+        }
+    }
+
     func testDisplayScaleIsComputedAsPostgresDoes() {
         XCTAssertEqual(ExactDecimal.postgresDisplayScale(ofLexeme: "1.500"), 3)
         XCTAssertEqual(ExactDecimal.postgresDisplayScale(ofLexeme: "1.5e-3"), 4)

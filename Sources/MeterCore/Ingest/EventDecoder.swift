@@ -223,7 +223,7 @@ public enum EventDecoder {
     package static func firstUnstorableNumber(_ v: JSONValue) -> String? {
         switch v {
         case .number(let n):
-            guard (try? ExactDecimal(parsing: n, maxIntegerDigits: 10_000, maxScale: 10_000)) != nil,
+            guard ExactDecimal.isWithinLimits(n, maxIntegerDigits: 10_000, maxScale: 10_000),
                   let dscale = ExactDecimal.postgresDisplayScale(ofLexeme: n), dscale <= ExactDecimal.postgresMaxDisplayScale
             else { return n }
             return nil
