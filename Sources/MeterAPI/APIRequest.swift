@@ -22,10 +22,12 @@ package enum APIRequest {
     }
 
     /// Before a body is read: one declared over the limit is refused (413, key checked first), and
-    /// any but a small one (over 4 KiB, or of unknown length) is read only for a live key, so an
-    /// unknown key can make the server parse at most 4 KiB (a single event is a few hundred
-    /// bytes and keeps its one round trip; a batch pays one more, spread over its events).
-    /// The largest body parsed before its key is known to be live.
+    /// the key is checked (one round trip) unless the body is small (at most 4 KiB, length
+    /// declared) and the key was authenticated in this process within the last 30 s (LiveKeys).
+    /// So no body of an unknown key is parsed; a live key's single events keep their one round
+    /// trip (the ingest call checks the key again, so revocation still acts at once); a batch pays
+    /// one more, spread over its events.
+    /// The largest body parsed on the strength of a recent authentication.
     package static let parseBeforeKeyBytes = 4_096
 
     package static func refuseLargeBodyEarly(_ request: Request, token: String, limits: IngestLimits,
@@ -34,9 +36,11 @@ package enum APIRequest {
         if let length = declaredLength, length > limits.maxBodyBytes {
             return await gate.refuse(APIResponse.tooLarge(limits))
         }
-        if declaredLength.map({ $0 > Self.parseBeforeKeyBytes }) ?? true {
+        let small = declaredLength.map { $0 <= Self.parseBeforeKeyBytes } ?? false
+        if !(small && gate.live.contains(token)) {
             do {
                 if try await gate.ingest.authenticate(token: token) == nil { return APIResponse.unauthorized() }
+                gate.live.record(token)
             } catch {
                 return APIResponse.unavailable(error, context: gate.context)
             }
@@ -60,6 +64,8 @@ package enum APIRequest {
         package let token: String
         package let ingest: IngestService
         package let context: BasicRequestContext
+        /// Keys authenticated recently in this process (decides only what may be parsed first).
+        package let live: LiveKeys
 
         package func refuse(_ response: Response) async -> Response {
             do {

@@ -31,6 +31,8 @@ public struct ServeConfiguration: Sendable {
     public var sync: SyncConfiguration?
     /// Apply received webhooks in this process (WebhookProcessor).
     public var processWebhooks = true
+    /// Hourly retention pass (RetentionWorker); nil = none (`meterctl prune` by hand).
+    public var retention: Retention.Policy? = .init()
     public init() {}
 }
 

@@ -40,6 +40,9 @@ public enum MeterServer {
             services.append(SyncWorker(conninfo: conninfo, config: sync, metrics: metrics.sync, logger: logger))
         }
         if let webhooks { services.append(webhooks) }
+        if let policy = config.retention {
+            services.append(RetentionWorker(conninfo: conninfo, policy: policy, metrics: metrics, logger: logger))
+        }
         services.append(notifier)
         services.append(app)
         let group = ServiceGroup(configuration: .init(

@@ -34,6 +34,10 @@ struct ServiceOptions: ParsableArguments {
     var keyMaxConcurrentRequests: Int?
     @Option(name: .customLong("key-requests-per-second"), help: "Requests of one API key per second, 0 = no cap; beyond: 429 with Retry-After (env METER_KEY_REQUESTS_PER_SECOND). Default: 10000")
     var keyRequestsPerSecond: Double?
+    @Option(name: .customLong("conflict-payload-retention-seconds"), help: "How long a conflicting redelivery keeps what was offered; after, only its SHA-256 (env METER_CONFLICT_PAYLOAD_RETENTION_SECONDS). Default: 7776000 (90 days), at least 86400")
+    var conflictPayloadRetentionSeconds: Int?
+    @Option(name: .customLong("webhook-retention-seconds"), help: "How long a processed billing webhook is kept (its id deduplicates redeliveries) (env METER_WEBHOOK_RETENTION_SECONDS). Default: 7776000 (90 days), at least 604800")
+    var webhookRetentionSeconds: Int?
     @Flag(name: .customLong("no-rollup"), help: "Do not run the rollup loop in this process (env METER_ROLLUP=off).")
     var noRollup = false
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
@@ -47,6 +51,7 @@ struct ServiceOptions: ParsableArguments {
         var idleTimeout, maxConnections, keyMaxConcurrent: Int?
         var keyPerSecond: Double?
         var rollupInterval: Double?
+        var retention = Retention.Policy()
     }
 
     func settings() throws -> Settings {
@@ -69,6 +74,7 @@ struct ServiceOptions: ParsableArguments {
         s.keyPerSecond = try GlobalOptions.number(keyRequestsPerSecond, "key-requests-per-second", "METER_KEY_REQUESTS_PER_SECOND", min: 0)
         s.rollupMaxEvents = try whole(rollupMaxEvents, "rollup-max-events", "METER_ROLLUP_MAX_EVENTS", min: 1, max: Int(Int32.max))
         s.rollupStallAfter = try whole(rollupStallAfterSeconds, "rollup-stall-after-seconds", "METER_ROLLUP_STALL_AFTER_SECONDS", min: 1)
+        s.retention = try RetentionFlags.policy(conflictPayloadRetentionSeconds, webhookRetentionSeconds)
         s.rollupInterval = try GlobalOptions.number(rollupIntervalSeconds, "rollup-interval-seconds", "METER_ROLLUP_INTERVAL_SECONDS", min: 0.01)
         // An idle loop finishes an attempt once per interval: a bound within three intervals
         // would report a healthy loop as stalled.
@@ -102,6 +108,7 @@ struct ServiceOptions: ParsableArguments {
         if let v = s.maxConnections { c.maxConnections = v }
         if let v = s.keyMaxConcurrent { c.keyMaxConcurrentRequests = v }
         if let v = s.keyPerSecond { c.keyRequestsPerSecond = v }
+        c.retention = s.retention
         if noRollup || env["METER_ROLLUP"] == "off" {
             c.rollup = nil
         } else {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The operator CLI and the service as processes, against a migrated scratch database (run by
 # scripts/test.sh after the pgTAP files, on the same database):
-#   - CLI smoke tests: migrate --status, customers, meters and versions, keys, rollup, billing
+#   - CLI smoke tests: migrate --status, customers, meters and versions, keys, rollup, prune, billing
 #     secrets and prices, sync status and retry;
 #   - the mock billing engine as a process, and the official Stripe Python SDK (stripe==11.6.0)
 #     against it (Tests/python/stripe_sdk_fidelity.py; its ok lines go to .meter/stripe-sdk.log);
@@ -37,6 +37,8 @@ if m keys revoke "$key_id" 2>/dev/null; then echo "revoking twice must fail"; ex
 m rollup run | tail -1 | grep -q "^rollup: "
 m rollup status | grep -q "^watermark:"
 m rollup verify | grep -q "agrees with raw events"
+m prune | tail -1 | grep -Eq "^prune: [0-9]+ conflict payloads cleared .* [0-9]+ processed webhook events deleted"
+if m prune --webhook-retention-seconds 3600 2>/dev/null; then echo "a webhook retention under 7 days must be refused"; exit 1; fi
 m billing webhook-secret add whsec_cli_smoke_secret | grep -q "secret added"
 m billing webhook-secret list | grep -q "whsec_cli_.*active"
 secret_id=$(m billing webhook-secret list | awk '/whsec_cli_/ {print $1}')

@@ -20,8 +20,8 @@ select results_eq(
     $$select version, name from meter.schema_migrations order by version$$,
     $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
              (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
-             (8, '0008_api_key_scopes.sql')$$,
-    'migrations 1 to 8 are recorded once each, and no other');
+             (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql')$$,
+    'migrations 1 to 9 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -39,7 +39,7 @@ select set_eq(
              ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/meter_upsert.sql'),
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
-             ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
+             ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
              ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'),
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
              ('functions/usage.sql'), ('functions/webhook_process.sql'), ('functions/webhook_receive.sql'),
@@ -209,6 +209,7 @@ select results_eq(
              ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb)'),
              ('plan_upsert(p_code text, p_currency text, p_name text)'),
              ('price_amount(p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_quantity numeric)'),
+             ('retention_prune(p_conflict_payload_keep interval, p_webhook_keep interval, p_max_rows integer)'),
              ('rollup_lag_seconds()'),
              ('rollup_rebase()'),
              ('rollup_run(p_max_events integer)'),
@@ -220,7 +221,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the thirty-three documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the thirty-four documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

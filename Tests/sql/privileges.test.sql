@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(146);
+select plan(147);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -176,6 +176,16 @@ select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
              and p.proname in ('sync_claim', 'sync_succeeded', 'sync_failed', 'sync_retry', 'billing_price_set',
                                'billing_unlinked', 'billing_link_record', 'webhook_receive', 'webhook_process')),
           9::bigint, 'the check above covers the nine billing sync functions');
+
+-- Retention (0009): the operator's (meterctl prune, serve's retention loop).
+select is(
+    (select pg_catalog.array_agg(r.rolname::text order by 1)
+     from pg_catalog.pg_proc p, pg_catalog.pg_roles r
+     where p.oid = 'meter.retention_prune(interval, interval, integer)'::regprocedure
+       and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+       and not r.rolsuper and r.oid <> p.proowner),
+    null::text[],
+    'no role but the owner (and superusers) may execute retention_prune');
 
 -- Month close (0004).
 select table_privs_are('meter', 'currencies',       'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.currencies');

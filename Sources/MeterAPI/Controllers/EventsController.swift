@@ -10,6 +10,8 @@ import MeterCore
 package struct EventsController: Sendable {
     package let ingest: IngestService
     package let cancellations: CancelService
+    /// Keys seen authenticated lately: their small bodies are parsed before the key is checked again.
+    package let live = LiveKeys()
 
     /// The request body formats of POST /v1/events, by media type.
     package static let contentTypes: [String: EventFormat] = [
@@ -38,7 +40,7 @@ package struct EventsController: Sendable {
         guard let token = APIRequest.bearerToken(request) else {
             return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
-        let gate = APIRequest.KeyGate(token: token, ingest: ingest, context: context)
+        let gate = APIRequest.KeyGate(token: token, ingest: ingest, context: context, live: live)
 
         // 2. What it sent.
         let mediaType = APIRequest.mediaType(request)
@@ -93,7 +95,7 @@ package struct EventsController: Sendable {
             switch try await ingest.ingest(decoded, token: token) {
             case .unauthorized: return APIResponse.unauthorized()
             case .forbidden(let message): return APIResponse.insufficientScope(message)
-            case .stored(let v): verdicts = v
+            case .stored(let v): verdicts = v; live.record(token)
             }
         } catch {
             return APIResponse.unavailable(error, context: context)
@@ -117,7 +119,7 @@ package struct EventsController: Sendable {
         guard let token = APIRequest.bearerToken(request) else {
             return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
-        let gate = APIRequest.KeyGate(token: token, ingest: ingest, context: context)
+        let gate = APIRequest.KeyGate(token: token, ingest: ingest, context: context, live: live)
         let mediaType = APIRequest.mediaType(request)
         guard mediaType == "application/json" else {
             return await gate.refuse(APIResponse.error(.unsupportedMediaType, code: "unsupported_media_type",
@@ -160,7 +162,7 @@ package struct EventsController: Sendable {
             switch try await cancellations.cancel(decoded, token: token) {
             case .unauthorized: return APIResponse.unauthorized()
             case .forbidden(let message): return APIResponse.insufficientScope(message)
-            case .done(let v): verdicts = v
+            case .done(let v): verdicts = v; live.record(token)
             }
         } catch {
             return APIResponse.unavailable(error, context: context)
