@@ -62,6 +62,21 @@ if ! "$venv/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe_ver
   "$venv/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe_version'"
 fi
 
+# A second venv with the newest Stripe SDK (16.1.0, API version 2026-10-28.endive): Billing
+# Meters and the v2 meter event stream (Tests/python/stripe_meters_fidelity.py).
+venv16="$root/.meter/venv-stripe16"
+stripe16_version=16.1.0
+if ! "$venv16/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe16_version'" 2>/dev/null; then
+  if ! "$venv16/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$venv16"
+    echo "setup: creating $venv16" >&2
+    python3 -m venv "$venv16"
+  fi
+  echo "setup: installing stripe==$stripe16_version into $venv16" >&2
+  "$venv16/bin/python" -m pip install -q --disable-pip-version-check "stripe==$stripe16_version"
+  "$venv16/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe16_version'"
+fi
+
 # schemathesis for the hostile-input suite (Tests/hostile/), pinned.
 schemathesis_version=4.32.5
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $schemathesis_version\$"; then

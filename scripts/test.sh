@@ -46,7 +46,7 @@ sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.l
 
 echo "== CLI and service as processes, the Stripe SDK against the mock (Tests/cli/cli_test.sh)"
 Tests/cli/cli_test.sh "$tap_conninfo"
-sdk_tests=$(grep -c '^ok ' .meter/stripe-sdk.log)
+sdk_tests=$(( $(grep -c '^ok ' .meter/stripe-sdk.log) + $(grep -c '^ok ' .meter/stripe-meters.log) ))
 
 echo "== hostile input: the classic cases and schemathesis against the served OpenAPI document (Tests/hostile/hostile_test.sh)"
 set +e

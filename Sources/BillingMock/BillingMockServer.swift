@@ -134,6 +134,16 @@ public enum BillingMockServer {
         }
         router.post("/v1/**", use: api)
         router.get("/v1/**", use: api)
+        let api2: @Sendable (Request, MockRequestContext) async throws -> Response = { request, context in
+            let response = try await apiCallV2(request, context, pool: pool, faults: faults, metrics: metrics, logger: logger)
+            metrics.requests(response.status.code).increment()
+            logger.info("billing_mock.request", metadata: [
+                "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+            ])
+            return response
+        }
+        router.post("/v2/**", use: api2)
+        router.get("/v2/**", use: api2)
         router.get("/admin/faults") { _, _ in json(200, faults.current.json.text) }
         router.post("/admin/faults") { request, _ in
             let body = try await request.body.collect(upTo: 64 * 1024)
@@ -178,9 +188,8 @@ public enum BillingMockServer {
         return router
     }
 
-    package static func apiCall(_ request: Request, _ context: MockRequestContext, pool: PGPool, faults: MockFaultState,
-                        metrics: BillingMockMetrics, logger: Logger) async throws -> Response {
-        let f = faults.current
+    /// An injected outage or error (or latency, then nil): what every API call meets first.
+    package static func injectedFault(_ f: MockFaults, metrics: BillingMockMetrics) async throws -> Response? {
         if f.outage {
             metrics.faults("outage").increment()
             return error(MockAPIError(status: 503, type: "api_error", code: nil, message: "The billing engine is unavailable (injected outage).", param: nil))
@@ -191,12 +200,31 @@ public enum BillingMockServer {
             return error(MockAPIError(status: f.errorStatus, type: "api_error", code: nil,
                                       message: "An error occurred on the billing engine (injected).", param: nil))
         }
+        return nil
+    }
+
+    /// The bearer token, if the request has one.
+    package static func bearer(_ request: Request) -> String? {
+        guard let auth = request.headers[.authorization], auth.hasPrefix("Bearer ") else { return nil }
+        let token = String(auth.dropFirst(7))
+        return token.isEmpty ? nil : token
+    }
+
+    package static func secretKey(_ request: Request) -> String? {
+        guard let key = bearer(request), key.hasPrefix("sk_test_"), key.count > 8 else { return nil }
+        return key
+    }
+
+    package static let invalidKey = MockAPIError(status: 401, type: "invalid_request_error", code: nil,
+                                                 message: "Invalid API Key provided: send Authorization: Bearer sk_test_...", param: nil)
+
+    package static func apiCall(_ request: Request, _ context: MockRequestContext, pool: PGPool, faults: MockFaultState,
+                        metrics: BillingMockMetrics, logger: Logger) async throws -> Response {
+        let f = faults.current
+        if let fault = try await injectedFault(f, metrics: metrics) { return fault }
         // Authentication: Stripe's secret test keys.
-        guard let auth = request.headers[.authorization], auth.hasPrefix("Bearer "),
-              case let key = String(auth.dropFirst(7)), key.hasPrefix("sk_test_"), key.count > 8 else {
-            return error(MockAPIError(status: 401, type: "invalid_request_error", code: nil,
-                                      message: "Invalid API Key provided: send Authorization: Bearer sk_test_...", param: nil))
-        }
+        guard let key = secretKey(request) else { return error(invalidKey) }
+        let version = request.headers[.init("Stripe-Version")!] ?? MockEngine.accountDefaultVersion
         let method = request.method == .post ? "POST" : "GET"
         let path = Array(request.uri.path.split(separator: "/").map(String.init).dropFirst())  // without "v1"
         let bodyText: String
@@ -222,52 +250,120 @@ public enum BillingMockServer {
         }()
         let outcome: (status: Int, body: String, replayed: Bool)
         do {
-            outcome = try await pool.withConnection { c in
-                try c.transaction { c in
-                    if let k = idemKey {
-                        _ = try c.execute("select pg_catalog.set_config('billing_mock.idempotency_key', $1, true)", [k])
-                        _ = try c.execute("""
-                            delete from billing_mock.idempotency
-                            where api_key = $1 and key = $2 and created_at <= pg_catalog.now() - interval '24 hours'
-                            """, [key, k])
-                        // A concurrent request with the same key waits here for the first to
-                        // commit, then replays its response.
-                        let inserted = try c.execute("""
-                            insert into billing_mock.idempotency (api_key, key, fingerprint, status, body)
-                            values ($1, $2, $3, 0, '') on conflict do nothing
-                            """, [key, k, fingerprint]).affectedRows
-                        if inserted == 0 {
-                            let saved = try c.execute("select fingerprint, status, body from billing_mock.idempotency where api_key = $1 and key = $2",
-                                                      [key, k]).single()
-                            if try saved.string("fingerprint") != fingerprint {
-                                throw MockAPIError(status: 400, type: "idempotency_error", code: nil,
-                                                   message: "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '\(k)' if you meant to execute a different request.",
-                                                   param: nil)
-                            }
-                            return (Int(try saved.int("status")), try saved.string("body"), true)
-                        }
-                    }
-                    let (status, body) = try MockEngine.handle(c, method: method, path: path, form: form)
-                    let text = body.text
-                    if let k = idemKey {
-                        _ = try c.execute("update billing_mock.idempotency set status = $3, body = $4 where api_key = $1 and key = $2",
-                                          [key, k, status, text])
-                    }
-                    return (status, text, false)
-                }
+            outcome = try await applyOnce(pool: pool, apiKey: key, idempotencyKey: idemKey, fingerprint: fingerprint) { c in
+                try MockEngine.handle(c, method: method, path: path, form: form, version: version)
             }
         } catch let e as MockAPIError {
             return error(e)
-        } catch let e as JSONParseError {
-            logger.error("billing_mock.corrupt_document", metadata: ["error": "\(e)"])
-            return error(MockAPIError(status: 500, type: "api_error", code: nil, message: "internal error", param: nil))
-        } catch let e as PGError {
-            logger.error("billing_mock.database_error", metadata: ["error": "\(e)"])
-            return error(MockAPIError(status: 500, type: "api_error", code: nil, message: "internal error", param: nil))
+        } catch {
+            return internalError(error, logger: logger)
         }
         if outcome.replayed { metrics.replays.increment() }
         if method == "POST", f.dropRate > 0, Double.random(in: 0..<1) < f.dropRate {
             // Applied and committed; the caller never hears of it.
+            metrics.faults("drop").increment()
+            logger.info("billing_mock.response_dropped", metadata: ["path": "\(request.uri.path)", "key": "\(idemKey ?? "")"])
+            try? await context.channel.close()
+            throw CancellationError()
+        }
+        return json(outcome.status, outcome.body, replayed: outcome.replayed, idempotencyKey: idemKey)
+    }
+}
+
+extension BillingMockServer {
+    /// Runs `body` in one transaction, once per Idempotency-Key (kept 24 h): the same key with the
+    /// same fingerprint replays the saved response, with other parameters it is a 400
+    /// idempotency_error. Applying and remembering commit together.
+    package static func applyOnce(pool: PGPool, apiKey: String, idempotencyKey: String?, fingerprint: String,
+                                  _ body: @escaping @Sendable (PGConnection) throws -> (Int, JSONValue)) async throws
+        -> (status: Int, body: String, replayed: Bool) {
+        try await pool.withConnection { c in
+            try c.transaction { c in
+                if let k = idempotencyKey {
+                    _ = try c.execute("select pg_catalog.set_config('billing_mock.idempotency_key', $1, true)", [k])
+                    _ = try c.execute("""
+                        delete from billing_mock.idempotency
+                        where api_key = $1 and key = $2 and created_at <= pg_catalog.now() - interval '24 hours'
+                        """, [apiKey, k])
+                    // A concurrent request with the same key waits here for the first to
+                    // commit, then replays its response.
+                    let inserted = try c.execute("""
+                        insert into billing_mock.idempotency (api_key, key, fingerprint, status, body)
+                        values ($1, $2, $3, 0, '') on conflict do nothing
+                        """, [apiKey, k, fingerprint]).affectedRows
+                    if inserted == 0 {
+                        let saved = try c.execute("select fingerprint, status, body from billing_mock.idempotency where api_key = $1 and key = $2",
+                                                  [apiKey, k]).single()
+                        if try saved.string("fingerprint") != fingerprint {
+                            throw MockAPIError(status: 400, type: "idempotency_error", code: nil,
+                                               message: "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '\(k)' if you meant to execute a different request.",
+                                               param: nil)
+                        }
+                        return (Int(try saved.int("status")), try saved.string("body"), true)
+                    }
+                }
+                let (status, json) = try body(c)
+                let text = json.text
+                if let k = idempotencyKey {
+                    _ = try c.execute("update billing_mock.idempotency set status = $3, body = $4 where api_key = $1 and key = $2",
+                                      [apiKey, k, status, text])
+                }
+                return (status, text, false)
+            }
+        }
+    }
+
+    package static func internalError(_ error: any Error, logger: Logger) -> Response {
+        if error is JSONParseError {
+            logger.error("billing_mock.corrupt_document", metadata: ["error": "\(error)"])
+        } else {
+            logger.error("billing_mock.database_error", metadata: ["error": "\(error)"])
+        }
+        return Self.error(MockAPIError(status: 500, type: "api_error", code: nil, message: "internal error", param: nil))
+    }
+
+    /// API v2 (JSON bodies): Billing Meters' session, stream and single events, and v2 events.
+    /// The stream is authenticated by a session token, everything else by the secret key.
+    package static func apiCallV2(_ request: Request, _ context: MockRequestContext, pool: PGPool, faults: MockFaultState,
+                                  metrics: BillingMockMetrics, logger: Logger) async throws -> Response {
+        let f = faults.current
+        if let fault = try await injectedFault(f, metrics: metrics) { return fault }
+        let method = request.method == .post ? "POST" : "GET"
+        let path = Array(request.uri.path.split(separator: "/").map(String.init).dropFirst())  // without "v2"
+        let isStream = path == ["billing", "meter_event_stream"]
+        guard let key = isStream ? bearer(request) : secretKey(request) else { return error(invalidKey) }
+        var body: JSONValue?
+        var bodyText = ""
+        if method == "POST" {
+            let bytes = try await request.body.collect(upTo: 1 << 20)
+            bodyText = String(buffer: bytes)
+            if !bodyText.isEmpty {
+                do { body = try JSONParser.parse(Array(bytes.readableBytesView)) } catch {
+                    return Self.error(.invalid("Invalid JSON body: \(error)"))
+                }
+            }
+        }
+        let idemKey = method == "POST" ? request.headers[.init("Idempotency-Key")!] : nil
+        if let k = idemKey, k.count > 255 || k.isEmpty {
+            return error(.invalid("Idempotency-Key must be 1-255 characters", param: "Idempotency-Key"))
+        }
+        let outcome: (status: Int, body: String, replayed: Bool)
+        do {
+            if isStream {
+                try await pool.withConnection { c in try MockEngine.authorizeStream(c, token: key) }
+            }
+            let parsed = body
+            outcome = try await applyOnce(pool: pool, apiKey: key, idempotencyKey: idemKey,
+                                          fingerprint: method + " " + request.uri.path + " " + bodyText) { c in
+                try MockEngine.handleV2(c, method: method, path: path, body: parsed, apiKey: key)
+            }
+        } catch let e as MockAPIError {
+            return error(e)
+        } catch {
+            return internalError(error, logger: logger)
+        }
+        if outcome.replayed { metrics.replays.increment() }
+        if method == "POST", f.dropRate > 0, Double.random(in: 0..<1) < f.dropRate {
             metrics.faults("drop").increment()
             logger.info("billing_mock.response_dropped", metadata: ["path": "\(request.uri.path)", "key": "\(idemKey ?? "")"])
             try? await context.channel.close()

@@ -110,9 +110,13 @@ package struct MockEngine: Sendable {
     package static let routeWords: Set<String> = [
         "customers", "products", "prices", "subscriptions", "subscription_items", "usage_records",
         "usage_record_summaries", "invoices", "test_helpers", "test_clocks", "advance", "webhook_endpoints", "events",
+        "billing", "meters", "meter_events", "meter_event_adjustments", "event_summaries", "deactivate", "reactivate",
     ]
 
-    package static func handle(_ c: PGConnection, method: String, path: [String], form: FormNode) throws -> (Int, JSONValue) {
+    /// `version` is the request's Stripe-Version (the account default when absent): from
+    /// 2025-03-31.basil on, usage records and metered prices without a meter are gone.
+    package static func handle(_ c: PGConnection, method: String, path: [String], form: FormNode,
+                               version: String = accountDefaultVersion) throws -> (Int, JSONValue) {
         let realNow = Int64(Date().timeIntervalSince1970)
         // Path segments that are not resource names are object ids: "subscription_items/si_1/usage_records"
         // becomes the route "subscription_items/:id/usage_records" with id "si_1".
@@ -127,7 +131,7 @@ package struct MockEngine: Sendable {
         case "GET customers/:id": return (200, try require(c, id, "customer", what: "customer", param: "id"))
         case "POST products": return (200, try createProduct(c, form, realNow))
         case "GET products/:id": return (200, try require(c, id, "product", what: "product", param: "id"))
-        case "POST prices": return (200, try createPrice(c, form, realNow))
+        case "POST prices": return (200, try createPrice(c, form, realNow, version: version))
         case "GET prices/:id": return (200, try require(c, id, "price", what: "price", param: "id"))
         case "POST subscriptions": return (200, try createSubscription(c, form))
         case "GET subscriptions/:id":
@@ -135,8 +139,22 @@ package struct MockEngine: Sendable {
         case "POST subscription_items": return (200, try createItem(c, form))
         case "GET subscription_items/:id":
             return (200, try require(c, id, "subscription_item", what: "subscription item", param: "id"))
-        case "POST subscription_items/:id/usage_records": return (200, try usageRecord(c, id, form))
-        case "GET subscription_items/:id/usage_record_summaries": return (200, try summaries(c, id))
+        case "POST subscription_items/:id/usage_records", "GET subscription_items/:id/usage_record_summaries":
+            guard !isBasilOrLater(version) else {
+                throw MockAPIError(status: 404, type: "invalid_request_error", code: nil,
+                                   message: "Unrecognized request URL (\(method): /v1/\(path.joined(separator: "/"))). Usage records were removed in API version \(basil): record usage with Billing Meters (POST /v1/billing/meter_events).",
+                                   param: nil)
+            }
+            return method == "POST" ? (200, try usageRecord(c, id, form)) : (200, try summaries(c, id))
+        case "POST billing/meters": return (200, try createMeter(c, form, realNow))
+        case "GET billing/meters": return (200, try listMeters(c, form))
+        case "GET billing/meters/:id": return (200, try require(c, id, "billing.meter", what: "billing meter", param: "id"))
+        case "POST billing/meters/:id": return (200, try updateMeter(c, id, form, realNow))
+        case "POST billing/meters/:id/deactivate": return (200, try setMeterStatus(c, id, active: false, realNow))
+        case "POST billing/meters/:id/reactivate": return (200, try setMeterStatus(c, id, active: true, realNow))
+        case "GET billing/meters/:id/event_summaries": return (200, try eventSummaries(c, id, form))
+        case "POST billing/meter_events": return (200, try createMeterEvent(c, form))
+        case "POST billing/meter_event_adjustments": return (200, try createAdjustment(c, form))
         case "GET invoices": return (200, try listInvoices(c, form))
         case "GET invoices/:id": return (200, try require(c, id, "invoice", what: "invoice", param: "id"))
         case "POST test_helpers/test_clocks": return (200, try createClock(c, form, realNow))
@@ -196,7 +214,8 @@ package struct MockEngine: Sendable {
         return v
     }
 
-    package static func createPrice(_ c: PGConnection, _ form: FormNode, _ now: Int64) throws -> JSONValue {
+    package static func createPrice(_ c: PGConnection, _ form: FormNode, _ now: Int64,
+                                    version: String = accountDefaultVersion) throws -> JSONValue {
         guard let currency = form["currency"]?.string?.lowercased(), !currency.isEmpty else { throw MockAPIError.missing("currency") }
         guard currency.range(of: "^[a-z]{3}$", options: .regularExpression) != nil else {
             throw MockAPIError.invalid("Invalid currency: \(currency)", param: "currency")
@@ -267,12 +286,39 @@ package struct MockEngine: Sendable {
             guard usage == "metered" || usage == "licensed" else {
                 throw MockAPIError.invalid("Invalid recurring[usage_type]", param: "recurring[usage_type]")
             }
-            let agg = r["aggregate_usage"]?.string ?? (usage == "metered" ? "sum" : nil)
+            // A metered price bills a Billing Meter (recurring[meter]); before basil it could
+            // instead aggregate legacy usage records (aggregate_usage).
+            let meterID = r["meter"]?.string
+            if let meterID {
+                guard usage == "metered" else {
+                    throw MockAPIError.invalid("recurring[meter] can only be set on a metered price (recurring[usage_type]=metered)",
+                                               param: "recurring[meter]")
+                }
+                let meter = try require(c, meterID, "billing.meter", what: "billing meter", param: "recurring[meter]")
+                guard meter["status"]?.stringValue == "active" else {
+                    throw MockAPIError.invalid("The meter \(meterID) is inactive: a deactivated meter cannot be attached to a price.",
+                                               param: "recurring[meter]")
+                }
+                if r["aggregate_usage"] != nil {
+                    throw MockAPIError.invalid("recurring[aggregate_usage] cannot be used with recurring[meter]: the meter's formula aggregates.",
+                                               param: "recurring[aggregate_usage]")
+                }
+            } else if isBasilOrLater(version) {
+                if r["aggregate_usage"] != nil {
+                    throw MockAPIError.invalid("Received unknown parameter: recurring[aggregate_usage] (removed in API version \(basil)).",
+                                               param: "recurring[aggregate_usage]", code: "parameter_unknown")
+                }
+                if usage == "metered" {
+                    throw MockAPIError.invalid("A metered price needs a meter: set recurring[meter] (API version \(basil) and later).",
+                                               param: "recurring[meter]", code: "parameter_missing")
+                }
+            }
+            let agg = meterID != nil ? nil : r["aggregate_usage"]?.string ?? (usage == "metered" ? "sum" : nil)
             if let agg, !["sum", "max", "last_during_period", "last_ever"].contains(agg) {
                 throw MockAPIError.invalid("Invalid recurring[aggregate_usage]", param: "recurring[aggregate_usage]")
             }
             recurring = .obj(["interval": "month", "interval_count": .int(1), "usage_type": .string(usage),
-                              "aggregate_usage": .str(agg)])
+                              "aggregate_usage": .str(agg), "meter": .str(meterID)])
         }
         var transform: JSONValue = .null
         if let t = form["transform_quantity"] {
@@ -396,6 +442,10 @@ package struct MockEngine: Sendable {
         let item = try require(c, itemID, "subscription_item", what: "subscription item", param: "subscription_item")
         guard item["price"]?["recurring"]?["usage_type"]?.stringValue == "metered" else {
             throw MockAPIError.invalid("Usage records are only for metered prices", param: "subscription_item")
+        }
+        guard item["price"]?["recurring"]?["meter"]?.stringValue == nil else {
+            throw MockAPIError.invalid("This item's price bills a Billing Meter: record usage with meter events (POST /v1/billing/meter_events), not usage records.",
+                                       param: "subscription_item")
         }
         guard let q = form["quantity"]?.string else { throw MockAPIError.missing("quantity") }
         let quantity = try decimal(q, "quantity")!

@@ -8,6 +8,7 @@ import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 import PGClient
 import MeterWire
 
@@ -22,58 +23,83 @@ package final class MockWebhookSender: Service, @unchecked Sendable {
         self.pool = pool; self.faults = faults; self.metrics = metrics; self.config = config; self.logger = logger
     }
 
-    package struct Delivery: Sendable { let id: Int64; let eventID: String; let url: String; let secret: String; let payload: String; let attempts: Int64 }
+    package struct Delivery: Sendable {
+        let id: Int64; let eventID: String; let endpoint: String; let url: String; let secret: String; let payload: String
+        let attempts: Int64
+    }
+
+    /// Endpoints with a delivery under way: each endpoint gets its deliveries one at a time, in
+    /// due order, and endpoints are served side by side, so one that hangs until the timeout
+    /// delays only its own.
+    private let busy = Mutex<Set<String>>([])
 
     package func run() async throws {
         let client = HTTPClient.shared
         await cancelWhenGracefulShutdown { [self] in
-            while !Task.isCancelled {
-                let batch: [Delivery]
-                do {
-                    // Claimed with a 60 s lease: a crash mid-send delivers again later (at least once).
-                    batch = try await pool.withConnection { c in
-                        try c.execute("""
-                            with due as (
-                                select id from billing_mock.deliveries
-                                where delivered_at is null and next_attempt_at <= pg_catalog.now()
-                                order by next_attempt_at, id limit 50
-                                for update skip locked
-                            )
-                            update billing_mock.deliveries d
-                            set attempts = d.attempts + 1, next_attempt_at = pg_catalog.now() + interval '60 seconds'
-                            from due, billing_mock.objects e, billing_mock.objects w
-                            where d.id = due.id and e.id = d.event_id and w.id = d.endpoint_id
-                            returning d.id, d.event_id, d.attempts, w.data ->> 'url' as url,
-                                      w.data ->> 'secret' as secret, e.data::text as payload
-                            """).rows.map { r in
-                            Delivery(id: try r.int("id"), eventID: try r.string("event_id"), url: try r.string("url"),
-                                     secret: try r.string("secret"), payload: try r.string("payload"), attempts: try r.int("attempts"))
-                        }
-                    }
-                } catch {
-                    logger.warning("billing_mock.webhook_claim_failed", metadata: ["error": "\(error)"])
-                    try? await Task.sleep(for: .seconds(1))
-                    continue
-                }
-                if batch.isEmpty {
-                    try? await Task.sleep(for: config.webhookPoll)
-                    continue
-                }
-                let f = faults.current
-                let ordered = f.webhookShuffle ? batch.shuffled() : batch
-                await withTaskGroup(of: Void.self) { group in
-                    for d in ordered {
-                        group.addTask { [self] in
-                            if f.webhookShuffle { try? await Task.sleep(for: .milliseconds(Int.random(in: 0...500))) }
-                            await deliver(d, client: client)
-                            if f.webhookDuplicateRate > 0, Double.random(in: 0..<1) < f.webhookDuplicateRate {
-                                metrics.faults("webhook_duplicate").increment()
-                                await deliver(d, client: client)
+            await withDiscardingTaskGroup { workers in
+                while !Task.isCancelled {
+                    let batch: [Delivery]
+                    let skip = Array(busy.withLock { $0 })
+                    do {
+                        // Claimed with a 60 s lease: a crash mid-send delivers again later (at least once).
+                        batch = try await pool.withConnection { c in
+                            try c.execute("""
+                                with due as (
+                                    select id from billing_mock.deliveries
+                                    where delivered_at is null and next_attempt_at <= pg_catalog.now()
+                                      and endpoint_id <> all($1::text[])
+                                    order by next_attempt_at, id limit 50
+                                    for update skip locked
+                                )
+                                update billing_mock.deliveries d
+                                set attempts = d.attempts + 1, next_attempt_at = pg_catalog.now() + interval '60 seconds'
+                                from due, billing_mock.objects e, billing_mock.objects w
+                                where d.id = due.id and e.id = d.event_id and w.id = d.endpoint_id
+                                returning d.id, d.event_id, d.endpoint_id, d.attempts, d.next_attempt_at, w.data ->> 'url' as url,
+                                          w.data ->> 'secret' as secret,
+                                          -- a v2 event is delivered thin: without data (fetched by id)
+                                          case e.object when 'v2.core.event' then (e.data - 'data' - 'changes' - 'snapshot_event')::text
+                                                        else e.data::text end as payload
+                                """, [skip]).rows.map { r in
+                                Delivery(id: try r.int("id"), eventID: try r.string("event_id"), endpoint: try r.string("endpoint_id"),
+                                         url: try r.string("url"), secret: try r.string("secret"), payload: try r.string("payload"),
+                                         attempts: try r.int("attempts"))
                             }
                         }
-                        if !f.webhookShuffle { await group.next() }  // in order, one at a time
+                    } catch {
+                        logger.warning("billing_mock.webhook_claim_failed", metadata: ["error": "\(error)"])
+                        try? await Task.sleep(for: .seconds(1))
+                        continue
+                    }
+                    if batch.isEmpty {
+                        try? await Task.sleep(for: config.webhookPoll)
+                        continue
+                    }
+                    var byEndpoint: [String: [Delivery]] = [:]
+                    for d in batch { byEndpoint[d.endpoint, default: []].append(d) }
+                    let f = faults.current
+                    for (endpoint, deliveries) in byEndpoint {
+                        busy.withLock { _ = $0.insert(endpoint) }
+                        workers.addTask { [self] in
+                            defer { busy.withLock { _ = $0.remove(endpoint) } }
+                            let ordered = f.webhookShuffle ? deliveries.shuffled() : deliveries
+                            await withTaskGroup(of: Void.self) { group in
+                                for d in ordered {
+                                    group.addTask { [self] in
+                                        if f.webhookShuffle { try? await Task.sleep(for: .milliseconds(Int.random(in: 0...500))) }
+                                        await deliver(d, client: client)
+                                        if f.webhookDuplicateRate > 0, Double.random(in: 0..<1) < f.webhookDuplicateRate {
+                                            metrics.faults("webhook_duplicate").increment()
+                                            await deliver(d, client: client)
+                                        }
+                                    }
+                                    if !f.webhookShuffle { await group.next() }  // in order, one at a time
+                                }
+                            }
+                        }
                     }
                 }
+                workers.cancelAll()
             }
         }
     }

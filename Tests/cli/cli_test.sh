@@ -3,8 +3,10 @@
 # scripts/test.sh after the pgTAP files, on the same database):
 #   - CLI smoke tests: migrate --status, customers, meters and versions, keys, rollup, prune, billing
 #     secrets and prices, sync status and retry;
-#   - the mock billing engine as a process, and the official Stripe Python SDK (stripe==11.6.0)
-#     against it (Tests/python/stripe_sdk_fidelity.py; its ok lines go to .meter/stripe-sdk.log);
+#   - the mock billing engine as a process, and the official Stripe Python SDK against it:
+#     stripe==11.6.0 on the legacy usage records (Tests/python/stripe_sdk_fidelity.py, ok lines in
+#     .meter/stripe-sdk.log) and stripe==16.1.0 on Billing Meters and the v2 meter event stream
+#     (Tests/python/stripe_meters_fidelity.py, .meter/stripe-meters.log);
 #   - billing CLI against the mock: price, link, sync run and status, endpoint registration;
 #   - plans, subscriptions, close refusals, reconcile of an unclosed period;
 #   - serve with the billing sync: readiness, SIGTERM drains and exits 0, its lifecycle log lines.
@@ -71,6 +73,13 @@ set +e
 sdk_status=${PIPESTATUS[0]}
 set -e
 [[ $sdk_status == 0 ]] || { echo "Stripe SDK fidelity test failed"; kill "$mock_pid"; exit 1; }
+
+echo "== mock billing engine: Billing Meters and the v2 meter event stream with the newest Stripe SDK (stripe==16.1.0)"
+set +e
+.meter/venv-stripe16/bin/python Tests/python/stripe_meters_fidelity.py --api-base "http://127.0.0.1:$mock_port" | tee .meter/stripe-meters.log
+meters_status=${PIPESTATUS[0]}
+set -e
+[[ $meters_status == 0 ]] || { echo "Stripe SDK (Billing Meters) fidelity test failed"; kill "$mock_pid"; exit 1; }
 
 echo "== CLI smoke test: billing price, link, sync run and status against the mock"
 b=(--billing-api-base "http://127.0.0.1:$mock_port" --billing-api-key sk_test_smoke)

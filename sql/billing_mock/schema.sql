@@ -68,3 +68,45 @@ create table if not exists billing_mock.usage_record_log (
     applied_at         timestamptz not null default now()
 );
 create index if not exists usage_record_log_item on billing_mock.usage_record_log (subscription_item, ts);
+
+-- Billing Meters (Stripe's usage-based billing since API 2025-03-31.basil): meters are objects
+-- ('billing.meter'); meter events are rows here, one per accepted event, in order of receipt
+-- (seq). identifier is unique for ever (Stripe: for at least 24 hours). A cancelled event
+-- (meter_event_adjustments, type=cancel) keeps its row with cancelled_at set.
+create table if not exists billing_mock.meter_events (
+    seq           bigint generated always as identity primary key,
+    identifier    text not null unique,
+    meter_id      text not null,
+    event_name    text not null,
+    customer      text not null,
+    value         numeric not null,
+    ts            bigint not null,
+    received_at   bigint not null,
+    cancelled_at  bigint,
+    payload       jsonb not null,
+    via           text not null default 'v1'
+);
+create index if not exists meter_events_by_customer on billing_mock.meter_events (meter_id, customer, ts);
+
+-- v2 meter event sessions: a token for POST /v2/billing/meter_event_stream, valid 15 minutes
+-- (real time, like Stripe's; test clocks do not move it).
+create table if not exists billing_mock.meter_event_sessions (
+    token       text primary key,
+    id          text not null unique,
+    api_key     text not null,
+    created_at  timestamptz not null default now(),
+    expires_at  timestamptz not null
+);
+
+-- Meter events the engine refused after accepting them (the v2 stream validates asynchronously):
+-- reported by a v1.billing.meter.error_report_triggered (or .no_meter_found) event.
+create table if not exists billing_mock.meter_event_errors (
+    id          bigint generated always as identity primary key,
+    meter_id    text,
+    event_name  text,
+    identifier  text,
+    code        text not null,
+    message     text not null,
+    report_id   text,
+    created_at  timestamptz not null default now()
+);

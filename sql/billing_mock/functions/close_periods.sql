@@ -2,8 +2,9 @@
 --
 -- For the subscriptions of customers on test clock `clock` (or, with clock null, of customers on
 -- no test clock, against the real time), while current_period_end <= now: one invoice for
--- [current_period_start, current_period_end) with a line per subscription item (usage per the
--- price's aggregate_usage, amount per billing_price_amount), created as draft, finalized and paid
+-- [current_period_start, current_period_end) with a line per subscription item (usage: the
+-- customer's Billing Meter value for a price on a meter, else the legacy usage records per the
+-- price's aggregate_usage; amount per billing_mock.price_amount), created as draft, finalized and paid
 -- at the period end (events invoice.created, invoice.finalized, invoice.paid, in that order),
 -- then the period moves one month on. Returns the number of invoices created.
 create or replace function billing_mock.close_periods(p_clock text, p_now bigint)
@@ -49,8 +50,15 @@ begin
                           where i.object = 'subscription_item' and i.data ->> 'subscription' = v_sub.id
                           order by i.created_at
             loop
-                v_qty := billing_mock.item_usage(v_item ->> 'id', v_start, v_end,
-                                                 v_item #>> '{price,recurring,aggregate_usage}');
+                if v_item #>> '{price,recurring,meter}' is not null then
+                    -- A price on a Billing Meter: the meter's value for this customer; a
+                    -- negative total bills as 0 (Stripe).
+                    v_qty := greatest(billing_mock.meter_value(v_item #>> '{price,recurring,meter}', v_data ->> 'customer',
+                                                               v_start, v_end), 0);
+                else
+                    v_qty := billing_mock.item_usage(v_item ->> 'id', v_start, v_end,
+                                                     v_item #>> '{price,recurring,aggregate_usage}');
+                end if;
                 v_amount := billing_mock.price_amount(v_item -> 'price', v_qty);
                 v_currency := coalesce(v_currency, v_item #>> '{price,currency}');
                 v_total := v_total + v_amount;
