@@ -90,19 +90,29 @@ struct BillingCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Bill a meter with a price of the engine (created here unless --price-id is given).",
             discussion: """
-                Creates a product and a monthly metered price (per unit, amount in minor units, decimals \
-                allowed) unless --price-id names an existing one, then records it (meter.billing_price_set): \
-                the meter's hours enter the billing outbox from now on, and the hours it already has are \
-                enqueued (those from --since on, if given).
+                Billing Meters (the default, Stripe's API since 2025-03-31.basil): creates the engine's \
+                Billing Meter (event name = --event-name, sum of hourly totals, pre-aggregated by hour) and \
+                a monthly metered price on it, unless --price-id names an existing price on such a meter. \
+                Meter events carry whole numbers: each hour's total is sent times 10^--value-scale, and the \
+                created price is per that unit. With --engine-api usage-records (accounts pinned to an \
+                older API version), a legacy metered price and usage records (action=set) instead. Then \
+                records it (meter.billing_price_set): the meter's hours enter the billing outbox from now \
+                on, and the hours it already has are enqueued (those from --since on, if given).
                 """)
         @OptionGroup var global: GlobalOptions
         @OptionGroup var billing: BillingAPIOptions
         @Option(help: "Meter code.") var meter: String
         @Option(name: .customLong("price-id"), help: "An existing price of the engine.") var priceID: String?
-        @Option(name: .customLong("unit-amount-decimal"), help: "Price per unit in minor units (e.g. 0.5 = half a cent).")
+        @Option(name: .customLong("unit-amount-decimal"), help: "Price per unit of the meter in minor units (e.g. 0.5 = half a cent).")
         var unitAmountDecimal: String?
         @Option(help: "ISO currency, lower case. Default: usd") var currency = "usd"
-        @Option(name: .customLong("aggregate-usage"), help: "sum|max|last_during_period|last_ever. Default: max for max meters, else sum")
+        @Option(name: .customLong("engine-api"), help: "meter-events (Billing Meters) or usage-records (legacy). Default: meter-events; with --price-id, what the price is on (read from the engine)")
+        var engineAPI: String?
+        @Option(name: .customLong("event-name"), help: "The engine Billing Meter's event name (meter-events). Default: the meter code")
+        var eventName: String?
+        @Option(name: .customLong("value-scale"), help: "Meter events carry whole numbers: send each hour's total times 10^N (0-12; e.g. 3 for GB with 3 decimals). Default: 0")
+        var valueScale = 0
+        @Option(name: .customLong("aggregate-usage"), help: "usage-records only: sum|max|last_during_period|last_ever. Default: max for max meters, else sum")
         var aggregateUsage: String?
         @Option(help: "Enqueue existing hours from this instant on (RFC 3339). Default: all") var since: String?
 
@@ -110,12 +120,55 @@ struct BillingCommand: AsyncParsableCommand {
             if (priceID == nil) == (unitAmountDecimal == nil) {
                 throw ValidationError("give exactly one of --price-id or --unit-amount-decimal")
             }
+            if let api = engineAPI, !["meter-events", "usage-records"].contains(api) {
+                throw ValidationError("--engine-api must be meter-events or usage-records; got \(api)")
+            }
+            guard (0...12).contains(valueScale) else { throw ValidationError("--value-scale must be between 0 and 12; got \(valueScale)") }
+            if engineAPI == "usage-records" && (eventName != nil || valueScale != 0) {
+                throw ValidationError("--event-name and --value-scale are for --engine-api meter-events")
+            }
+            if engineAPI != "usage-records" && priceID == nil && aggregateUsage != nil {
+                throw ValidationError("--aggregate-usage is for --engine-api usage-records (a Billing Meter sums its hourly totals)")
+            }
+            if priceID != nil && aggregateUsage != nil {
+                throw ValidationError("--aggregate-usage is for a price created here (without --price-id)")
+            }
+            if let u = unitAmountDecimal, u.range(of: #"^[0-9]{1,20}(\.[0-9]{1,12})?$"#, options: .regularExpression) == nil {
+                throw ValidationError("--unit-amount-decimal must be a non-negative decimal (at most 12 decimals); got \(u)")
+            }
         }
 
         func run() async throws {
             let logger = global.bootstrapLogging(defaultLevel: .warning)
             let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
             var price = priceID
+            var event = engineAPI == "usage-records" ? nil : (eventName ?? meter)
+            if let priceID {
+                // The price says which API it bills: a price on a Billing Meter (recurring.meter)
+                // takes meter events of that meter's event name; any other, usage records.
+                if billing.configured {
+                    let client = BillingClient(try billing.sync().api)
+                    let p = try await client.get("/v1/prices/\(priceID)")
+                    if let engineMeter = p["recurring"]?["meter"]?.stringValue {
+                        guard engineAPI != "usage-records" else {
+                            throw ValidationError("price \(priceID) is on the Billing Meter \(engineMeter): it takes meter events, not usage records")
+                        }
+                        let m = try await client.get("/v1/billing/meters/\(engineMeter)")
+                        guard let name = m["event_name"]?.stringValue else { throw ValidationError("the engine's meter \(engineMeter) has no event_name") }
+                        if let given = eventName, given != name {
+                            throw ValidationError("price \(priceID) is on the meter of event name \(name), not \(given)")
+                        }
+                        event = name
+                    } else {
+                        guard engineAPI != "meter-events" && eventName == nil && valueScale == 0 else {
+                            throw ValidationError("price \(priceID) is a legacy metered price (no recurring.meter): it takes usage records")
+                        }
+                        event = nil
+                    }
+                } else if engineAPI == nil {
+                    throw ValidationError("with --price-id and no engine to read the price from, say --engine-api meter-events (with --event-name) or usage-records")
+                }
+            }
             if price == nil {
                 let sync = try billing.sync()
                 let client = BillingClient(sync.api)
@@ -128,20 +181,33 @@ struct BillingCommand: AsyncParsableCommand {
                 }
                 await pool.shutdown()
                 guard let aggregation else { throw ValidationError("unknown meter \(meter)") }
-                let agg = aggregateUsage ?? (aggregation == "max" ? "max" : "sum")
                 let product = try await client.post("/v1/products", [("name", meter), ("metadata[meter]", meter)],
-                                                    idempotencyKey: "meter-product-\(meter)-\(unitAmountDecimal!)-\(currency)-\(agg)")
-                let v = try await client.post("/v1/prices", [
-                    ("currency", currency), ("product", product["id"]?.stringValue ?? ""),
-                    ("unit_amount_decimal", unitAmountDecimal!), ("recurring[interval]", "month"),
-                    ("recurring[usage_type]", "metered"), ("recurring[aggregate_usage]", agg), ("nickname", meter),
-                ], idempotencyKey: "meter-price-\(meter)-\(unitAmountDecimal!)-\(currency)-\(agg)")
+                                                    idempotencyKey: "meter-product-\(meter)-\(unitAmountDecimal!)-\(currency)-\(event ?? "usage-records")-\(valueScale)")
+                var params: [(String, String)] = [
+                    ("currency", currency), ("product", product["id"]?.stringValue ?? ""), ("nickname", meter),
+                    ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
+                ]
+                if let event {
+                    guard aggregation != "max" else {
+                        throw ValidationError("meter \(meter) is a max meter: a Billing Meter cannot bill a period maximum; use --engine-api usage-records")
+                    }
+                    let engineMeter = try await BillingMeters.ensure(client: client, eventName: event, displayName: meter)
+                    params += [("recurring[meter]", engineMeter),
+                               ("unit_amount_decimal", BillingMeters.perScaledUnit(unitAmountDecimal!, scale: valueScale))]
+                } else {
+                    let agg = aggregateUsage ?? (aggregation == "max" ? "max" : "sum")
+                    params += [("unit_amount_decimal", unitAmountDecimal!), ("recurring[aggregate_usage]", agg)]
+                }
+                let v = try await client.post("/v1/prices", params, idempotencyKey: BillingMeters.key("meter-price-\(meter)", params))
                 price = v["id"]?.stringValue
             }
             let n = try global.withConnection { c in
-                try c.execute("select meter.billing_price_set($1, $2, $3::timestamptz) as n", [meter, price!, since]).single().int("n")
+                try c.execute("select meter.billing_price_set($1, $2, $3::timestamptz, $4, $5) as n",
+                              [meter, price!, since, event, valueScale]).single().int("n")
             }
-            print("meter \(meter) billed with \(price!); \(n) existing hour(s) enqueued")
+            print("meter \(meter) billed with \(price!)"
+                  + (event.map { " (meter events \($0), value scale \(valueScale))" } ?? " (usage records)")
+                  + "; \(n) existing hour(s) enqueued")
         }
     }
 

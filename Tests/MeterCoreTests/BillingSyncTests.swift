@@ -208,6 +208,9 @@ final class BillingEnv: @unchecked Sendable {
     let clock: String
     /// Test hours (RollupDB numbering) inside the current calendar month.
     let hours: [Int]
+    /// With Billing Meters: the engine meter's id and the value scale the 'gb' meter is sent at.
+    var engineMeter: String?
+    var valueScale = 0
 
     private init(db: RollupDB, engine: InProcessServer, base: String,
                  client: BillingClient, pool: PGPool, sync: SyncConfiguration, clock: String, hours: [Int]) {
@@ -215,7 +218,9 @@ final class BillingEnv: @unchecked Sendable {
         self.client = client; self.pool = pool; self.sync = sync; self.clock = clock; self.hours = hours
     }
 
-    static func start(_ tag: String) async throws -> BillingEnv {
+    /// `valueScale` given: the 'gb' meter is billed through a Billing Meter (meter events, each
+    /// hour's total times 10^valueScale); else with legacy usage records.
+    static func start(_ tag: String, meterEventsScale valueScale: Int? = nil) async throws -> BillingEnv {
         let db = try RollupDB.make(tag)
         var config = BillingMockConfiguration()
         config.port = 0
@@ -230,13 +235,22 @@ final class BillingEnv: @unchecked Sendable {
         let now = Int64(Date().timeIntervalSince1970)
         let clock = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(now))],
                                           idempotencyKey: UUID().uuidString)["id"]!.stringValue!
-        let price = try await client.post("/v1/prices", [
-            ("currency", "usd"), ("product_data[name]", "GB"), ("unit_amount_decimal", "0.5"),
-            ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
-        ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
+        var engineMeter: String?
+        var priceParams = [("currency", "usd"), ("product_data[name]", "GB"), ("unit_amount_decimal", "0.5"),
+                           ("recurring[interval]", "month"), ("recurring[usage_type]", "metered")]
+        if let valueScale {
+            engineMeter = try await BillingMeters.ensure(client: client, eventName: "gb_\(tag)", displayName: "GB")
+            priceParams[2] = ("unit_amount_decimal", BillingMeters.perScaledUnit("0.5", scale: valueScale))
+            priceParams.append(("recurring[meter]", engineMeter!))
+        }
+        let price = try await client.post("/v1/prices", priceParams, idempotencyKey: UUID().uuidString)["id"]!.stringValue!
         let c = try PGConnection(conninfo: db.info)
         defer { c.close() }
-        try c.execute("select meter.billing_price_set('gb', $1)", [price])
+        if let valueScale {
+            try c.execute("select meter.billing_price_set('gb', $1, null, $2, $3)", [price, "gb_\(tag)", valueScale])
+        } else {
+            try c.execute("select meter.billing_price_set('gb', $1)", [price])
+        }
         // Hours of this calendar month only (the engine refuses usage before the period start).
         let monthStart = try c.execute("select extract(epoch from date_trunc('month', now(), 'UTC'))::bigint as s").single().int("s")
         let hours = (0..<6).filter { Int64(db.base.timeIntervalSince1970) - Int64($0) * 3600 >= monthStart }
@@ -251,8 +265,11 @@ final class BillingEnv: @unchecked Sendable {
         sync.interval = .milliseconds(100)
         sync.lease = .seconds(6)
         let pool = PGPool(conninfo: db.info, maxConnections: 6, logger: TestDatabase.logger)
-        return BillingEnv(db: db, engine: engine, base: base, client: client, pool: pool, sync: sync,
-                          clock: clock, hours: hours)
+        let env = BillingEnv(db: db, engine: engine, base: base, client: client, pool: pool, sync: sync,
+                             clock: clock, hours: hours)
+        env.engineMeter = engineMeter
+        env.valueScale = valueScale ?? 0
+        return env
     }
 
     func stop() async {
@@ -286,6 +303,25 @@ final class BillingEnv: @unchecked Sendable {
     func engineTotals() async throws -> [Int64: String] {
         let c = try PGConnection(conninfo: db.info)
         defer { c.close() }
+        if let meter = engineMeter {
+            // The meter's hourly summaries (the newest event of each hour), back to the meter's unit.
+            let customer = try c.execute("select billing_customer_id from meter.billing_customers").single().string("billing_customer_id")
+            let (from, to) = (epoch(hours.max()!), epoch(hours.min()!) + 3600)
+            var out: [Int64: String] = [:]
+            var after: String?
+            while true {
+                var query = [("customer", customer), ("start_time", String(from)), ("end_time", String(to)),
+                             ("value_grouping_window", "hour"), ("limit", "100")]
+                if let after { query.append(("starting_after", after)) }
+                let page = try await client.get("/v1/billing/meters/\(meter)/event_summaries", query: query)
+                for s in page["data"]?.arrayValue ?? [] {
+                    let v = Decimal(string: s["aggregated_value"]!.numberLexeme!)! / pow(Decimal(10), valueScale)
+                    out[s["start_time"]!.int64Value!] = "\(v)"
+                }
+                guard page["has_more"]?.boolValue == true else { return out }
+                after = page["data"]?.arrayValue?.last?["id"]?.stringValue
+            }
+        }
         let item = try c.execute("select subscription_item_id from meter.billing_links").single().string("subscription_item_id")
         let doc = try JSONParser.parse(try await admin(.GET, "/admin/usage_records?subscription_item=\(item)"))
         var out: [Int64: String] = [:]

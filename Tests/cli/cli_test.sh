@@ -45,7 +45,8 @@ m billing webhook-secret add whsec_cli_smoke_secret | grep -q "secret added"
 m billing webhook-secret list | grep -q "whsec_cli_.*active"
 secret_id=$(m billing webhook-secret list | awk '/whsec_cli_/ {print $1}')
 m billing webhook-secret retire "$secret_id" | grep -q "retired"
-m billing price --meter cli.smoke --price-id price_cli_smoke | grep -q "billed with price_cli_smoke"
+m billing price --meter cli.smoke --price-id price_cli_smoke --engine-api usage-records | grep -q "billed with price_cli_smoke (usage records)"
+if m billing price --meter cli.smoke --price-id price_cli_smoke --engine-api meter-events 2>/dev/null; then echo "a max meter must be refused for Billing Meters"; exit 1; fi
 m sync status | grep -q "^pending 0, in flight 0, dead 0"
 m sync retry --meter cli.smoke | grep -q "0 dead hour(s) back to pending"
 if m sync retry --meter no.such.meter 2>/dev/null; then echo "sync retry of an unknown meter must fail"; exit 1; fi
@@ -84,7 +85,10 @@ set -e
 echo "== CLI smoke test: billing price, link, sync run and status against the mock"
 b=(--billing-api-base "http://127.0.0.1:$mock_port" --billing-api-key sk_test_smoke)
 m meters add cli.billed --aggregation sum | grep -q "meter cli.billed"
-m billing price --meter cli.billed --unit-amount-decimal 0.5 "${b[@]}" | grep -q "meter cli.billed billed with price_"
+m billing price --meter cli.billed --unit-amount-decimal 0.5 --value-scale 1 "${b[@]}" | grep -q "meter cli.billed billed with price_.* (meter events cli.billed, value scale 1)"
+if m billing price --meter cli.billed --unit-amount-decimal 0.5 --aggregate-usage max "${b[@]}" 2>/dev/null; then
+  echo "--aggregate-usage must be refused for Billing Meters"; exit 1
+fi
 now_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 psql -X -q -t "$tap_conninfo" -c "select status from meter.event_ingest('[{\"customer\":\"cli-smoke\",\"meter\":\"cli.billed\",\"idempotency_key\":\"b1\",\"occurred_at\":\"$now_utc\",\"value\":\"2.5\"}]')" | grep -q accepted
 m rollup run | tail -1 | grep -q "^rollup: "

@@ -20,8 +20,8 @@ select results_eq(
     $$select version, name from meter.schema_migrations order by version$$,
     $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
              (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
-             (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql')$$,
-    'migrations 1 to 9 are recorded once each, and no other');
+             (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql')$$,
+    'migrations 1 to 10 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -197,7 +197,7 @@ select results_eq(
              ('api_key_revoke(p_key text)'),
              ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text)'),
              ('billing_period(p_customer_id bigint, p_period text)'),
-             ('billing_price_set(p_meter text, p_price_id text, p_since timestamp with time zone)'),
+             ('billing_price_set(p_meter text, p_price_id text, p_since timestamp with time zone, p_event_name text, p_value_scale integer)'),
              ('billing_unlinked(p_limit integer)'),
              ('customer_subscribe(p_customer text, p_plan text, p_from text)'),
              ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),

@@ -1,14 +1,23 @@
--- meter.billing_price_set(meter, price_id): bill a meter with a price of the billing engine.
+-- meter.billing_price_set(meter, price_id, since, event_name, value_scale): bill a meter with a
+-- price of the billing engine.
 --
 -- From then on every rollup change of the meter enters the outbox. The hours the meter already
 -- has are enqueued now (those at or after `since`, when given), so pricing a meter late bills its
 -- existing usage. Changing the price of a priced meter only affects links made afterwards
 -- (existing subscription items keep their price; re-pricing a live subscription is done in the
 -- engine). Returns the number of hours enqueued.
+--
+-- With event_name the price is on a Billing Meter of that event name: hours go out as meter
+-- events (engine_api meter_events), each hour's total times 10^value_scale, which must then be
+-- a whole number. Without it, legacy usage records. A max meter cannot be billed through a
+-- Billing Meter (its formulas are sum, count and last; a period maximum needs each hour to carry
+-- the running maximum of its period, not built yet): 0A000.
 create or replace function meter.billing_price_set(
-    p_meter    text,
-    p_price_id text,
-    p_since    timestamptz default null)
+    p_meter       text,
+    p_price_id    text,
+    p_since       timestamptz default null,
+    p_event_name  text default null,
+    p_value_scale integer default 0)
 returns bigint
 language plpgsql
 volatile
@@ -26,14 +35,29 @@ begin
         raise exception 'price id must be 1-255 letters, digits or underscores, got %', coalesce(p_price_id, 'null')
             using errcode = '22023';
     end if;
+    if p_event_name is not null and pg_catalog.length(p_event_name) not between 1 and 100 then
+        raise exception 'event_name must be 1-100 characters' using errcode = '22023';
+    end if;
+    if p_value_scale is null or p_value_scale not between 0 and 12 then
+        raise exception 'value_scale must be between 0 and 12, got %', coalesce(p_value_scale::text, 'null')
+            using errcode = '22023';
+    end if;
+    if p_event_name is not null and exists (
+        select 1 from meter.meter_versions v where v.meter_id = v_meter_id and v.aggregation = 'max') then
+        raise exception 'meter % has a max version: a Billing Meter cannot bill a period maximum (formulas sum, count, last); bill it with usage records', p_meter
+            using errcode = '0A000';
+    end if;
 
     -- Serialize with rollup_run (which reads billing_prices when writing the outbox): without
     -- the lock, a run committing concurrently could change an hour without enqueuing it.
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
 
-    insert into meter.billing_prices as p (meter_id, price_id)
-    values (v_meter_id, p_price_id)
-    on conflict (meter_id) do update set price_id = excluded.price_id, updated_at = pg_catalog.now();
+    insert into meter.billing_prices as p (meter_id, price_id, engine_api, event_name, value_scale)
+    values (v_meter_id, p_price_id, case when p_event_name is null then 'usage_records' else 'meter_events' end,
+            p_event_name, p_value_scale)
+    on conflict (meter_id) do update
+        set price_id = excluded.price_id, engine_api = excluded.engine_api, event_name = excluded.event_name,
+            value_scale = excluded.value_scale, updated_at = pg_catalog.now();
 
     insert into meter.sync_outbox (customer_id, meter_id, hour, revision)
     select r.customer_id, r.meter_id, r.hour, r.revision
@@ -47,7 +71,7 @@ begin
 end;
 $$;
 
-comment on function meter.billing_price_set(text, text, timestamptz) is
-    'Bills a meter with an engine price; enqueues the hours it already has. Returns hours enqueued.';
+comment on function meter.billing_price_set(text, text, timestamptz, text, integer) is
+    'Bills a meter with an engine price (usage records, or meter events on a Billing Meter); enqueues the hours it already has.';
 
-revoke all on function meter.billing_price_set(text, text, timestamptz) from public;
+revoke all on function meter.billing_price_set(text, text, timestamptz, text, integer) from public;

@@ -68,6 +68,13 @@ begin
             using errcode = '22023';
     end if;
 
+    if p_aggregation = 'max' and exists (
+        select 1 from meter.billing_prices b where b.meter_id = v_id and b.engine_api = 'meter_events') then
+        raise exception 'meter % is billed through a Billing Meter (meter events): it cannot become a max meter',
+            pg_catalog.quote_literal(p_code)
+            using errcode = '0A000', hint = 'bill it with usage records first (meterctl billing price without --event-name)';
+    end if;
+
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
     -- Under REPEATABLE READ or SERIALIZABLE, this transaction's snapshot can predate a rollup that
     -- committed before the lock was granted, and the check below would read the old watermark

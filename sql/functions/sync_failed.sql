@@ -19,7 +19,8 @@
 --     (default 24 h, the lifetime of the engine's idempotency keys) is parked, so that a request
 --     repeated after that is a decision of an operator, not a silent retry.
 --   * closed, not dead: the engine refuses the hour as before its current period
---     (timestamp_too_early) and we have closed that period ourselves (meter.invoices): the engine
+--     (timestamp_too_early; for a Billing Meter, timestamp_too_far_in_past: more than 35 days
+--     back) and we have closed that period ourselves (meter.invoices): the engine
 --     invoiced it already, and the change is carried by an adjustment line of our next invoice
 --     (meter.period_close). Nothing to retry; reconciliation compares the engine with the usage
 --     line frozen at close.
@@ -42,7 +43,7 @@ set search_path = pg_catalog, pg_temp
 as $$
     with failed as (
         update meter.sync_outbox o
-        set state            = case when p_definitive and p_error like '%timestamp_too_early%'
+        set state            = case when p_definitive and (p_error like '%timestamp_too_early%' or p_error like '%timestamp_too_far_in_past%')
                                          and exists (select 1 from meter.invoices i
                                                      where i.customer_id = o.customer_id
                                                        and o.hour >= i.period_start and o.hour < i.period_end)
@@ -53,7 +54,7 @@ as $$
             next_attempt_at  = pg_catalog.now()
                                + least(p_cap, p_base * power(2, least(greatest(o.attempts - 1, 0), 30)))
                                  * (0.5 + pg_catalog.random() / 2),
-            unsynced_since   = case when p_definitive and p_error like '%timestamp_too_early%'
+            unsynced_since   = case when p_definitive and (p_error like '%timestamp_too_early%' or p_error like '%timestamp_too_far_in_past%')
                                          and exists (select 1 from meter.invoices i
                                                      where i.customer_id = o.customer_id
                                                        and o.hour >= i.period_start and o.hour < i.period_end)

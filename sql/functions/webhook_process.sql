@@ -18,7 +18,8 @@
 -- only by the event whose upsert changed the row.
 --
 -- Amounts are integer minor units as the engine reports them; quantities exact numeric
--- (quantity_decimal when present, else quantity). An event that cannot be applied (a malformed
+-- (quantity_decimal when present, else quantity), in the meter's own unit: a line of a meter
+-- billed through a Billing Meter counts in units of 10^-value_scale and is divided back. An event that cannot be applied (a malformed
 -- invoice) is marked processed with outcome 'error: ...' and blocks nothing behind it.
 create or replace function meter.webhook_process(p_limit integer default 100)
 returns integer
@@ -97,13 +98,16 @@ begin
                         quantity, amount, currency, period_start, period_end, description)
                     select v_inv ->> 'id', li ->> 'id', li ->> 'subscription_item', li #>> '{price,id}',
                            l.customer_id, l.meter_id,
-                           coalesce(li ->> 'quantity_decimal', li ->> 'quantity', '0')::numeric,
+                           -- a Billing Meter counts in units of 10^-value_scale: back to the meter's unit
+                           pg_catalog.trim_scale(coalesce(li ->> 'quantity_decimal', li ->> 'quantity', '0')::numeric
+                               / pg_catalog.power(10::numeric, coalesce(bp.value_scale, 0))),
                            (li ->> 'amount')::bigint, coalesce(li ->> 'currency', v_inv ->> 'currency'),
                            pg_catalog.to_timestamp((li #>> '{period,start}')::bigint),
                            pg_catalog.to_timestamp((li #>> '{period,end}')::bigint),
                            li ->> 'description'
                     from pg_catalog.jsonb_array_elements(coalesce(v_inv #> '{lines,data}', '[]')) li
-                    left join meter.billing_links l on l.subscription_item_id = li ->> 'subscription_item';
+                    left join meter.billing_links l on l.subscription_item_id = li ->> 'subscription_item'
+                    left join meter.billing_prices bp on bp.meter_id = l.meter_id and bp.engine_api = 'meter_events';
                     v_outcome := 'applied';
                 end if;
             end if;

@@ -28,13 +28,18 @@ public struct BillingAPIError: Error, CustomStringConvertible, Sendable {
     public let type: String?
     public let code: String?
     public let message: String
-    /// The engine said it did not apply the request: repeating it as is cannot help.
+    /// Refused here, before sending (e.g. a value the engine cannot take): never sent, definitive.
+    public var notSent = false
+    /// The engine said it did not apply the request, or it was never sent: repeating it as is
+    /// cannot help.
     public var definitive: Bool {
+        if notSent { return true }
         guard let s = status else { return false }
         return (400..<500).contains(s) && s != 409 && s != 429
     }
     public var description: String {
-        (status.map { "HTTP \($0)" } ?? "no response") + (code.map { " \($0)" } ?? "") + ": " + message
+        if notSent { return "not sent" + (code.map { " \($0)" } ?? "") + ": " + message }
+        return (status.map { "HTTP \($0)" } ?? "no response") + (code.map { " \($0)" } ?? "") + ": " + message
     }
 }
 

@@ -9,9 +9,9 @@
 //          meter) or an item added to that subscription (the next ones). Every call carries an
 //          Idempotency-Key derived from our ids, so a crash between the call and the record
 //          replays the same object within the engine's 24 h instead of creating a second one.
-//   send:  claim up to `batch` hours, POST each hour's absolute total with action=set and the
-//          hour start as timestamp, report each outcome. Calls run `concurrency` at a time; one
-//          hour is never in flight twice (the claim).
+//   send:  claim up to `batch` hours, POST each hour's absolute total (a meter event on the
+//          meter's Billing Meter, or a legacy usage record with action=set), report each outcome.
+//          Calls run `concurrency` at a time; one hour is never in flight twice (the claim).
 
 import Foundation
 import Logging
@@ -139,7 +139,10 @@ public enum BillingSync {
 
     package struct Claimed: Sendable {
         package let customerID: Int64, meterID: Int64, hour: String, hourEpoch: Int64, quantity: String, key: String
-        package let item: String, token: Int64
+        package let item: String, token: Int64, revision: Int64
+        /// How the meter is billed (meter.billing_prices): meter events on a Billing Meter of
+        /// `eventName` for `billingCustomer`, values times 10^valueScale; else usage records.
+        package let eventName: String?, valueScale: Int, billingCustomer: String
     }
 
     /// One pass: links, one claim of up to `batch` hours, their sends and reports.
@@ -155,14 +158,19 @@ public enum BillingSync {
         let worker = config.worker, batch = config.batch, lease = seconds(config.lease)
         let claimed = try await pool.withConnection { c in
             try c.execute("""
-                select customer_id, meter_id, hour::text as hour, extract(epoch from hour)::bigint as epoch,
-                       quantity::text as quantity, idempotency_key, subscription_item_id, claim_token
-                from meter.sync_claim($1, $2, $3::interval)
+                select s.customer_id, s.meter_id, s.hour::text as hour, extract(epoch from s.hour)::bigint as epoch,
+                       s.quantity::text as quantity, s.idempotency_key, s.subscription_item_id, s.claim_token, s.revision,
+                       p.event_name, p.value_scale, b.billing_customer_id
+                from meter.sync_claim($1, $2, $3::interval) s
+                join meter.billing_prices p on p.meter_id = s.meter_id
+                join meter.billing_customers b on b.customer_id = s.customer_id
                 """, [worker, batch, lease]).rows.map { r in
                 Claimed(customerID: try r.int("customer_id"), meterID: try r.int("meter_id"), hour: try r.string("hour"),
                         hourEpoch: try r.int("epoch"), quantity: try r.string("quantity"),
                         key: try r.string("idempotency_key"), item: try r.string("subscription_item_id"),
-                        token: try r.int("claim_token"))
+                        token: try r.int("claim_token"), revision: try r.int("revision"),
+                        eventName: try r.optionalString("event_name"), valueScale: Int(try r.int("value_scale")),
+                        billingCustomer: try r.string("billing_customer_id"))
             }
         }
         result.claimed = claimed.count
@@ -197,11 +205,25 @@ public enum BillingSync {
         let started = ContinuousClock.now
         var error: BillingAPIError?
         do {
-            _ = try await client.post("/v1/subscription_items/\(h.item)/usage_records", [
-                ("quantity", h.quantity), ("timestamp", String(h.hourEpoch)), ("action", "set"),
-            ], idempotencyKey: h.key)
+            if let event = h.eventName {
+                // A Billing Meter pre-aggregated by hour keeps the newest event of each hour: the
+                // hour's absolute total, as action=set did. The revision is in the timestamp's
+                // seconds, so a late-landing older revision is never the newest (decision 100).
+                _ = try await client.post("/v1/billing/meter_events", [
+                    ("event_name", event), ("payload[stripe_customer_id]", h.billingCustomer),
+                    ("payload[value]", try MeterEventValue.scaled(h.quantity, scale: h.valueScale)),
+                    ("identifier", h.key), ("timestamp", String(h.hourEpoch + min(h.revision, 3599))),
+                ], idempotencyKey: h.key)
+            } else {
+                _ = try await client.post("/v1/subscription_items/\(h.item)/usage_records", [
+                    ("quantity", h.quantity), ("timestamp", String(h.hourEpoch)), ("action", "set"),
+                ], idempotencyKey: h.key)
+            }
         } catch let e {
-            error = e
+            // Our identifier names (customer, meter, hour, revision) and a revision's total never
+            // changes: "already submitted" means this very event was applied (a repeat after the
+            // engine forgot the Idempotency-Key), so the hour is synced.
+            error = h.eventName != nil && e.code == "duplicate_meter_event" ? nil : e
         }
         metrics?.sendDuration.record(ContinuousClock.now - started)
         let failure = error
@@ -250,5 +272,32 @@ public enum BillingSync {
             progress(total)
             if r.claimed == 0 && r.linked == 0 { return total }
         }
+    }
+}
+
+/// Meter events carry whole numbers (at most 15 digits): an hour's exact total times 10^scale.
+public enum MeterEventValue {
+    /// The value to send for `quantity` (a plain decimal, as Postgres prints numeric), or a
+    /// definitive refusal naming the scale to use when it is not whole at this one.
+    public static func scaled(_ quantity: String, scale: Int) throws(BillingAPIError) -> String {
+        let negative = quantity.hasPrefix("-")
+        let digits = negative ? String(quantity.dropFirst()) : quantity
+        let parts = digits.split(separator: ".", omittingEmptySubsequences: false)
+        let whole = String(parts.first ?? "0")
+        var fraction = parts.count > 1 ? String(parts[1]) : ""
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        guard fraction.count <= scale else {
+            throw BillingAPIError(status: nil, type: nil, code: "meter_value_not_whole",
+                                  message: "the hour's total \(quantity) has \(fraction.count) decimal(s): a meter event takes whole numbers; bill the meter with --value-scale \(fraction.count) or more",
+                                  notSent: true)
+        }
+        var value = whole + fraction + String(repeating: "0", count: scale - fraction.count)
+        while value.count > 1 && value.hasPrefix("0") { value.removeFirst() }
+        guard value.count <= 15 else {
+            throw BillingAPIError(status: nil, type: nil, code: "meter_value_too_many_digits",
+                                  message: "the hour's total \(quantity) at value scale \(scale) has more than 15 digits",
+                                  notSent: true)
+        }
+        return (negative && value != "0" ? "-" : "") + value
     }
 }
