@@ -91,7 +91,8 @@ struct BillingCommand: AsyncParsableCommand {
             abstract: "Bill a meter with a price of the engine (created here unless --price-id is given).",
             discussion: """
                 Billing Meters (the default, Stripe's API since 2025-03-31.basil): creates the engine's \
-                Billing Meter (event name = --event-name, sum of hourly totals, pre-aggregated by hour) and \
+                Billing Meter (event name = --event-name, pre-aggregated by hour: the sum of hourly totals, \
+                or for a max meter the last of the hours' running maxima of the month) and \
                 a monthly metered price on it, unless --price-id names an existing price on such a meter. \
                 Meter events carry whole numbers: each hour's total is sent times 10^--value-scale, and the \
                 created price is per that unit. With --engine-api usage-records (accounts pinned to an \
@@ -110,8 +111,9 @@ struct BillingCommand: AsyncParsableCommand {
         var engineAPI: String?
         @Option(name: .customLong("event-name"), help: "The engine Billing Meter's event name (meter-events). Default: the meter code")
         var eventName: String?
-        @Option(name: .customLong("value-scale"), help: "Meter events carry whole numbers: send each hour's total times 10^N (0-12; e.g. 3 for GB with 3 decimals). Default: 0")
-        var valueScale = 0
+        @Option(name: .customLong("value-scale"), help: "Meter events carry whole numbers: send each hour's total times 10^N (0-12; e.g. 3 for GB with 3 decimals). Default: 0; with --price-id, the price's metadata[meter_value_scale]")
+        var valueScaleOption: Int?
+        var valueScale: Int { valueScaleOption ?? 0 }
         @Option(name: .customLong("aggregate-usage"), help: "usage-records only: sum|max|last_during_period|last_ever. Default: max for max meters, else sum")
         var aggregateUsage: String?
         @Option(help: "Enqueue existing hours from this instant on (RFC 3339). Default: all") var since: String?
@@ -124,7 +126,7 @@ struct BillingCommand: AsyncParsableCommand {
                 throw ValidationError("--engine-api must be meter-events or usage-records; got \(api)")
             }
             guard (0...12).contains(valueScale) else { throw ValidationError("--value-scale must be between 0 and 12; got \(valueScale)") }
-            if engineAPI == "usage-records" && (eventName != nil || valueScale != 0) {
+            if engineAPI == "usage-records" && (eventName != nil || valueScaleOption != nil) {
                 throw ValidationError("--event-name and --value-scale are for --engine-api meter-events")
             }
             if engineAPI != "usage-records" && priceID == nil && aggregateUsage != nil {
@@ -143,6 +145,7 @@ struct BillingCommand: AsyncParsableCommand {
             let conninfo = try global.conninfo(migrate: global.target.isEmbedded)
             var price = priceID
             var event = engineAPI == "usage-records" ? nil : (eventName ?? meter)
+            var scale = valueScale
             if let priceID {
                 // The price says which API it bills: a price on a Billing Meter (recurring.meter)
                 // takes meter events of that meter's event name; any other, usage records.
@@ -159,8 +162,11 @@ struct BillingCommand: AsyncParsableCommand {
                             throw ValidationError("price \(priceID) is on the meter of event name \(name), not \(given)")
                         }
                         event = name
+                        if valueScaleOption == nil, let s = p["metadata"]?["meter_value_scale"]?.stringValue, let n = Int(s), (0...12).contains(n) {
+                            scale = n
+                        }
                     } else {
-                        guard engineAPI != "meter-events" && eventName == nil && valueScale == 0 else {
+                        guard engineAPI != "meter-events" && eventName == nil && valueScaleOption == nil else {
                             throw ValidationError("price \(priceID) is a legacy metered price (no recurring.meter): it takes usage records")
                         }
                         event = nil
@@ -182,18 +188,16 @@ struct BillingCommand: AsyncParsableCommand {
                 await pool.shutdown()
                 guard let aggregation else { throw ValidationError("unknown meter \(meter)") }
                 let product = try await client.post("/v1/products", [("name", meter), ("metadata[meter]", meter)],
-                                                    idempotencyKey: "meter-product-\(meter)-\(unitAmountDecimal!)-\(currency)-\(event ?? "usage-records")-\(valueScale)")
+                                                    idempotencyKey: "meter-product-\(meter)-\(unitAmountDecimal!)-\(currency)-\(event ?? "usage-records")-\(scale)")
                 var params: [(String, String)] = [
                     ("currency", currency), ("product", product["id"]?.stringValue ?? ""), ("nickname", meter),
                     ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
                 ]
                 if let event {
-                    guard aggregation != "max" else {
-                        throw ValidationError("meter \(meter) is a max meter: a Billing Meter cannot bill a period maximum; use --engine-api usage-records")
-                    }
-                    let engineMeter = try await BillingMeters.ensure(client: client, eventName: event, displayName: meter)
-                    params += [("recurring[meter]", engineMeter),
-                               ("unit_amount_decimal", BillingMeters.perScaledUnit(unitAmountDecimal!, scale: valueScale))]
+                    let engineMeter = try await BillingMeters.ensure(client: client, eventName: event, displayName: meter,
+                                                                     formula: BillingMeters.formula(forAggregation: aggregation))
+                    params += [("recurring[meter]", engineMeter), ("metadata[meter_value_scale]", String(scale)),
+                               ("unit_amount_decimal", BillingMeters.perScaledUnit(unitAmountDecimal!, scale: scale))]
                 } else {
                     let agg = aggregateUsage ?? (aggregation == "max" ? "max" : "sum")
                     params += [("unit_amount_decimal", unitAmountDecimal!), ("recurring[aggregate_usage]", agg)]
@@ -203,10 +207,10 @@ struct BillingCommand: AsyncParsableCommand {
             }
             let n = try global.withConnection { c in
                 try c.execute("select meter.billing_price_set($1, $2, $3::timestamptz, $4, $5) as n",
-                              [meter, price!, since, event, valueScale]).single().int("n")
+                              [meter, price!, since, event, event == nil ? 0 : scale]).single().int("n")
             }
             print("meter \(meter) billed with \(price!)"
-                  + (event.map { " (meter events \($0), value scale \(valueScale))" } ?? " (usage records)")
+                  + (event.map { " (meter events \($0), value scale \(scale))" } ?? " (usage records)")
                   + "; \(n) existing hour(s) enqueued")
         }
     }

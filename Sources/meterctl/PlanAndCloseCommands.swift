@@ -15,12 +15,42 @@ struct Plans: AsyncParsableCommand {
             abstract: "Create the billing engine's price objects mirroring the plans' prices (those not mirrored yet).",
             discussion: """
                 per_unit → unit_amount_decimal; package → transform_quantity (divide_by, round up); graduated and \
-                volume → tiers. aggregate_usage is max for max meters, else sum. unique_count meters are not \
-                mirrored: the engine can only sum or max hourly records, and the period-wide distinct count is \
-                billed by meter's close. Customers linked afterwards get their plan's engine price.
+                volume → tiers. Billing Meters (the default): each meter gets an engine meter of its code (sum of \
+                hourly totals; last of running maxima for a max meter) and the price is on it, per 10^-N of the \
+                meter's unit with --value-scale METER=N. --engine-api usage-records: legacy prices \
+                (aggregate_usage max for max meters, else sum). unique_count meters are not mirrored: the \
+                period-wide distinct count is billed by meter's close. Customers linked afterwards get their \
+                plan's engine price; bill the meters with `meterctl billing price --price-id`.
                 """)
         @OptionGroup var global: GlobalOptions
         @OptionGroup var billing: BillingAPIOptions
+        @Option(name: .customLong("engine-api"), help: "meter-events (Billing Meters) or usage-records (legacy). Default: meter-events")
+        var engineAPI = "meter-events"
+        @Option(name: .customLong("value-scale"), help: "METER=N: send that meter's hourly totals times 10^N (0-12), its prices per that unit. Repeatable. Default: 0")
+        var valueScales: [String] = []
+
+        func scales() throws -> [String: Int] {
+            var out: [String: Int] = [:]
+            for v in valueScales {
+                let parts = v.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, let n = Int(parts[1]), (0...12).contains(n), !parts[0].isEmpty else {
+                    throw ValidationError("--value-scale takes METER=N with N from 0 to 12; got \(v)")
+                }
+                out[parts[0]] = n
+            }
+            return out
+        }
+
+        func validate() throws {
+            guard PlanMirror.EngineAPI(rawValue: engineAPI) != nil else {
+                throw ValidationError("--engine-api must be meter-events or usage-records; got \(engineAPI)")
+            }
+            if engineAPI == "usage-records" && !valueScales.isEmpty {
+                throw ValidationError("--value-scale is for --engine-api meter-events")
+            }
+            _ = try scales()
+        }
+
         func run() async throws {
             _ = global.bootstrapLogging(defaultLevel: .warning)
             let sync = try billing.sync()
@@ -33,7 +63,8 @@ struct Plans: AsyncParsableCommand {
                        order by v.version desc limit 1) <> 'unique_count'
                 """).rows.map { try $0.string("code") }
             let before = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
-            try await PlanMirror.mirror(c, client: BillingClient(sync.api), engineMeters: meters)
+            try await PlanMirror.mirror(c, client: BillingClient(sync.api), engineMeters: meters,
+                                        api: PlanMirror.EngineAPI(rawValue: engineAPI)!, scales: try scales())
             let after = try c.execute("select count(*) as n from meter.plan_prices where engine_price_id is not null").single().int("n")
             print("mirrored \(after - before) plan price(s); \(after) in all have an engine price")
         }

@@ -85,6 +85,65 @@ final class BillingMetersSyncTests: XCTestCase {
         XCTAssertEqual(try c.execute("select count(*) as n from billing_mock.meter_events").single().int("n"), 0)
     }
 
+    /// A max meter: its engine meter takes the last value of hourly running maxima, so the
+    /// engine's value for the month is the month's maximum, after a late event raised an early
+    /// hour and after that maximum was cancelled (both re-send the later hours).
+    func testAMaxMeterBillsTheMonthsMaximumThroughRunningMaxima() async throws {
+        let env = try await BillingEnv.start("mev_max", meterEventsScale: 0)
+        defer { Task { await env.stop() } }
+        guard env.hours.count >= 3 else { throw XCTSkip("the first hours of a month: three hours of it are needed") }
+        let c = try PGConnection(conninfo: env.db.info)
+        try c.execute("select meter.meter_upsert('peak', 'max')")
+        let engineMeter = try await BillingMeters.ensure(client: env.client, eventName: "peak_mev_max", displayName: "Peak",
+                                                         formula: BillingMeters.formula(forAggregation: "max"))
+        let price = try await env.client.post("/v1/prices", [
+            ("currency", "usd"), ("product_data[name]", "Peak"), ("unit_amount_decimal", "100"),
+            ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"), ("recurring[meter]", engineMeter),
+        ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
+        try c.execute("select meter.billing_price_set('peak', $1, null, 'peak_mev_max', 0)", [price])
+        let (early, middle, late) = (env.hours.max()!, env.hours.sorted()[env.hours.count / 2], env.hours.min()!)
+        func put(_ key: String, _ hour: Int, _ value: String) throws {
+            let at = RFC3339Timestamp(epochMicroseconds: (env.epoch(hour) + 600) * 1_000_000).iso8601
+            let status = try c.execute("select status from meter.event_ingest($1::jsonb)", [
+                #"[{"customer":"acme","meter":"peak","idempotency_key":"\#(key)","occurred_at":"\#(at)","value":"\#(value)"}]"#,
+            ]).single().string("status")
+            XCTAssertEqual(status, "accepted")
+        }
+        func engineMonth() async throws -> Decimal? {
+            let customer = try c.execute("select billing_customer_id from meter.billing_customers").single().string("billing_customer_id")
+            let month = try c.execute("""
+                select extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC'))::bigint as s,
+                       extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC') + interval '1 month')::bigint as e
+                """, [env.epoch(late)]).single()
+            let page = try await env.client.get("/v1/billing/meters/\(engineMeter)/event_summaries", query: [
+                ("customer", customer), ("start_time", String(try month.int("s"))), ("end_time", String(try month.int("e")))])
+            return page["data"]?.arrayValue?.first?["aggregated_value"]?.numberLexeme.flatMap { Decimal(string: $0) }
+        }
+        try put("m1", early, "4")
+        try put("m2", late, "2")
+        try put("m3", middle, "3")
+        _ = try Rollup.drain(c)
+        try await env.drainUntilSynced(c)
+        let first = try await engineMonth()
+        XCTAssertEqual(first, 4, "the month's maximum so far (early hour), carried by the last hour")
+
+        try put("m4", early, "9")   // late: raises the early hour; the later hours must carry 9
+        _ = try Rollup.drain(c)
+        try await env.drainUntilSynced(c)
+        let second = try await engineMonth()
+        XCTAssertEqual(second, 9, "a late maximum in an early hour reaches the month's value")
+
+        try env.db.cancel(c, keys: ["m4"])   // the maximum cancelled: back to 4
+        _ = try Rollup.drain(c)
+        try await env.drainUntilSynced(c)
+        let third = try await engineMonth()
+        XCTAssertEqual(third, 4, "cancelling the maximum lowers the month's value")
+        let keys = try c.execute("""
+            select count(*) - count(distinct identifier) as dup from billing_mock.meter_events
+            """).single().int("dup")
+        XCTAssertEqual(keys, 0)
+    }
+
     func testValuesAreScaledExactly() throws {
         XCTAssertEqual(try MeterEventValue.scaled("12.25", scale: 2), "1225")
         XCTAssertEqual(try MeterEventValue.scaled("12.250000", scale: 3), "12250")

@@ -46,7 +46,7 @@ m billing webhook-secret list | grep -q "whsec_cli_.*active"
 secret_id=$(m billing webhook-secret list | awk '/whsec_cli_/ {print $1}')
 m billing webhook-secret retire "$secret_id" | grep -q "retired"
 m billing price --meter cli.smoke --price-id price_cli_smoke --engine-api usage-records | grep -q "billed with price_cli_smoke (usage records)"
-if m billing price --meter cli.smoke --price-id price_cli_smoke --engine-api meter-events 2>/dev/null; then echo "a max meter must be refused for Billing Meters"; exit 1; fi
+if m billing price --meter cli.smoke --price-id price_cli_smoke --engine-api meter-events 2>/dev/null; then echo "a meter mixing max and sum versions must be refused for Billing Meters"; exit 1; fi
 m sync status | grep -q "^pending 0, in flight 0, dead 0"
 m sync retry --meter cli.smoke | grep -q "0 dead hour(s) back to pending"
 if m sync retry --meter no.such.meter 2>/dev/null; then echo "sync retry of an unknown meter must fail"; exit 1; fi

@@ -1,40 +1,98 @@
 -- Billing Meters on our side (0010_billing_meters): meter.billing_price_set with an event name
 -- bills the meter through meter events (engine_api meter_events, value_scale); it refuses what
--- a Billing Meter cannot bill (a max meter, 0A000) and scales outside 0..12 (22023); a meter
--- billed so cannot become a max meter; without an event name it is back on usage records.
--- meter.webhook_process divides an engine invoice line of such a meter by 10^value_scale, so
--- the reconciliation compares quantities in the meter's own unit.
+-- one Billing Meter cannot bill (versions mixing max and other aggregations, 0A000) and scales
+-- outside 0..12 (22023); a meter billed so cannot change between max and another aggregation;
+-- without an event name it is on usage records. A max meter billed so sends each hour's running
+-- maximum of its UTC month, and a change of an earlier hour sends the later ones of the month
+-- again (a new outbox revision, ahead of the rollup's). meter.webhook_process divides an engine
+-- invoice line of such a meter by 10^value_scale: the reconciliation compares the meter's unit.
 begin;
-select plan(12);
+select plan(20);
 \ir support/fixtures.sql
 
 create temp table fx as
 select meter.customer_upsert('tap-bm-a') as cust,
        meter.meter_upsert('tap.bm.gb', 'sum') as m_gb,
-       meter.meter_upsert('tap.bm.peak', 'max') as m_peak;
+       meter.meter_upsert('tap.bm.peak', 'max') as m_peak,
+       meter.meter_upsert('tap.bm.calls', 'count') as m_calls,
+       meter.meter_upsert('tap.bm.mixed', 'sum') as m_mixed;
+select meter.meter_upsert('tap.bm.mixed', 'max', null, null, null, pg_catalog.date_trunc('hour', pg_catalog.now()) + interval '3 hours');
 
 select is(meter.billing_price_set('tap.bm.gb', 'price_gb', null, 'gb_stored', 3), 0::bigint,
           'billing_price_set with an event name: nothing to enqueue yet');
 select results_eq($$select engine_api, event_name, value_scale from meter.billing_prices where meter_id = (select m_gb from fx)$$,
                   $$values ('meter_events'::text, 'gb_stored'::text, 3::smallint)$$,
                   '... recorded as meter events on that Billing Meter, at value scale 3');
-select throws_ok($$select meter.billing_price_set('tap.bm.peak', 'price_peak', null, 'peak', 0)$$, '0A000', null,
-                 'a max meter cannot be billed through a Billing Meter (0A000)');
+select throws_ok($$select meter.billing_price_set('tap.bm.mixed', 'price_mixed', null, 'mixed', 0)$$, '0A000', null,
+                 'a meter mixing max and sum versions cannot be billed through one Billing Meter (0A000)');
 select throws_ok($$select meter.billing_price_set('tap.bm.gb', 'price_gb', null, 'gb_stored', 13)$$, '22023', null,
                  'a value scale over 12 is refused (22023)');
 select throws_ok($$select meter.billing_price_set('tap.bm.gb', 'price_gb', null, pg_catalog.repeat('e', 101), 0)$$, '22023', null,
                  'an event name over 100 characters is refused (22023)');
 select throws_ok($$select meter.meter_upsert('tap.bm.gb', 'max', null, null, null, pg_catalog.date_trunc('hour', pg_catalog.now()) + interval '2 hours')$$,
                  '0A000', null, 'a meter billed through a Billing Meter cannot get a max version (0A000)');
-select lives_ok($$select meter.billing_price_set('tap.bm.peak', 'price_peak')$$,
-                'a max meter is billed with usage records');
-select results_eq($$select engine_api, event_name, value_scale from meter.billing_prices where meter_id = (select m_peak from fx)$$,
+select lives_ok($$select meter.billing_price_set('tap.bm.calls', 'price_calls')$$,
+                'without an event name: usage records');
+select results_eq($$select engine_api, event_name, value_scale from meter.billing_prices where meter_id = (select m_calls from fx)$$,
                   $$values ('usage_records'::text, null::text, 0::smallint)$$, '... recorded as such');
 
--- An engine invoice line of the Billing Meter's price, in thousandths of a GB.
+-- A max meter through a Billing Meter: the running maximum of the month.
+select lives_ok($$select meter.billing_price_set('tap.bm.peak', 'price_peak', null, 'peak', 0)$$,
+                'a max meter may be billed through a Billing Meter');
 select meter.billing_link_record((select cust from fx), null, 'cus_tap_bm', null, null, null);
-select meter.billing_link_record((select cust from fx), (select m_gb from fx), 'cus_tap_bm', 'sub_tap_bm', 'si_tap_bm_gb', 'price_gb');
 select meter.billing_link_record((select cust from fx), (select m_peak from fx), 'cus_tap_bm', 'sub_tap_bm', 'si_tap_bm_peak', 'price_peak');
+select pg_temp.put('tap-bm-a', 'tap.bm.peak', 'p1', '2024-03-10 10:05+00', 5);
+select pg_temp.put('tap-bm-a', 'tap.bm.peak', 'p2', '2024-03-10 12:05+00', 3);
+select pg_temp.put('tap-bm-a', 'tap.bm.peak', 'p3', '2024-04-01 00:05+00', 1);
+select meter.rollup_run();
+create temp table claim1 as select * from meter.sync_claim('tap-bm-worker');
+select results_eq($$select hour, quantity, revision from claim1 order by hour$$,
+                  $$values ('2024-03-10 10:00+00'::timestamptz, 5::numeric, 1::bigint),
+                           ('2024-03-10 12:00+00', 5, 2),
+                           ('2024-04-01 00:00+00', 1, 1)$$,
+                  'each hour carries the running maximum of its UTC month (12:00: 5, from 10:00; its revision 2: '
+                  'an earlier hour of its month changed in the same run); April starts again');
+select meter.sync_succeeded(customer_id, meter_id, hour, claim_token) from claim1;
+-- Committed after that run (rollup_run.test.sql explains the emulation): the watermark back to
+-- the horizon run 1 is taken to have had (xid 101), and a late event of transaction 101.
+update meter.rollup_watermark set position_xid = '101', position_id = 0;
+select pg_temp.put('tap-bm-a', 'tap.bm.peak', 'p4', '2024-03-10 10:45+00', 8, '{}', '101');   -- late, raises 10:00 to 8
+select meter.rollup_run();
+select results_eq($$select o.hour, o.state, o.revision, r.revision from meter.sync_outbox o
+                    join meter.rollup_hourly r using (customer_id, meter_id, hour) order by o.hour$$,
+                  $$values ('2024-03-10 10:00+00'::timestamptz, 'pending'::text, 2::bigint, 2::bigint),
+                           ('2024-03-10 12:00+00', 'pending', 3, 1),
+                           ('2024-04-01 00:00+00', 'synced', 1, 1)$$,
+                  'a change at 10:00 sends 12:00 again (outbox revision ahead of its rollup''s), not April');
+create temp table claim2 as select * from meter.sync_claim('tap-bm-worker');
+select results_eq($$select hour, quantity, revision from claim2 order by hour$$,
+                  $$values ('2024-03-10 10:00+00'::timestamptz, 8::numeric, 2::bigint), ('2024-03-10 12:00+00', 8, 3)$$,
+                  '... both with the new maximum, under new keys');
+select is((select pg_catalog.count(distinct idempotency_key) from (select idempotency_key from claim1 union all select idempotency_key from claim2) k),
+          5::bigint, 'no key is used for two contents');
+select meter.sync_succeeded(customer_id, meter_id, hour, claim_token) from claim2;
+select is((select pg_catalog.count(*) from meter.sync_outbox where state <> 'synced'), 0::bigint, 'then everything is synced');
+
+-- March is closed on our side (so the engine invoiced it first); a change to one of its hours
+-- is not sent (Billing Meters would take it, into an invoiced period) but closed.
+insert into meter.plans (code, currency) values ('tap-bm-plan', 'usd');
+insert into meter.invoices (customer_id, period, period_start, period_end, plan_id, currency)
+values ((select cust from fx), '2024-03', '2024-03-01 00:00+00', '2024-04-01 00:00+00',
+        (select id from meter.plans where code = 'tap-bm-plan'), 'usd');
+update meter.rollup_watermark set position_xid = '102', position_id = 0;
+select pg_temp.put('tap-bm-a', 'tap.bm.peak', 'p5', '2024-03-10 12:30+00', 20, '{}', '102');
+select pg_temp.put('tap-bm-a', 'tap.bm.peak', 'p6', '2024-04-01 00:30+00', 2, '{}', '102');
+select meter.rollup_run();
+select results_eq($$select hour, quantity from meter.sync_claim('tap-bm-worker') order by hour$$,
+                  $$values ('2024-04-01 00:00+00'::timestamptz, 2::numeric)$$,
+                  'after our close of March, only April''s changed hour is sent');
+select results_eq($$select hour, state from meter.sync_outbox where hour < '2024-04-01' order by hour$$,
+                  $$values ('2024-03-10 10:00+00'::timestamptz, 'synced'::text), ('2024-03-10 12:00+00', 'closed')$$,
+                  '... March''s is closed, not sent: the next invoice''s adjustment carries it');
+
+-- An engine invoice line of the Billing Meter's price, in thousandths of a GB.
+select meter.billing_link_record((select cust from fx), (select m_gb from fx), 'cus_tap_bm', 'sub_tap_bm', 'si_tap_bm_gb', 'price_gb');
+select meter.billing_link_record((select cust from fx), (select m_calls from fx), 'cus_tap_bm', 'sub_tap_bm', 'si_tap_bm_calls', 'price_calls');
 select meter.webhook_receive('evt_tap_bm_paid', 'invoice.paid', pg_catalog.now(), $${
   "id": "evt_tap_bm_paid", "object": "event", "type": "invoice.paid", "created": 1764000000,
   "data": {"object": {
@@ -45,12 +103,12 @@ select meter.webhook_receive('evt_tap_bm_paid', 'invoice.paid', pg_catalog.now()
     "lines": {"object": "list", "data": [
       {"id": "il_gb", "object": "line_item", "amount": 31, "currency": "usd", "quantity": 12250,
        "subscription_item": "si_tap_bm_gb", "price": {"id": "price_gb"}, "period": {"start": 1761955200, "end": 1764547200}},
-      {"id": "il_peak", "object": "line_item", "amount": 7, "currency": "usd", "quantity": 7,
-       "subscription_item": "si_tap_bm_peak", "price": {"id": "price_peak"}, "period": {"start": 1761955200, "end": 1764547200}}
+      {"id": "il_calls", "object": "line_item", "amount": 7, "currency": "usd", "quantity": 7,
+       "subscription_item": "si_tap_bm_calls", "price": {"id": "price_calls"}, "period": {"start": 1761955200, "end": 1764547200}}
     ]}}}}$$::jsonb);
 select is(meter.webhook_process(10), 1, 'the invoice event is applied');
 select results_eq($$select line_id, quantity from meter.billing_invoice_lines where invoice_id = 'in_tap_bm' order by line_id$$,
-                  $$values ('il_gb'::text, 12.25::numeric), ('il_peak', 7::numeric)$$,
+                  $$values ('il_calls'::text, 7::numeric), ('il_gb', 12.25)$$,
                   'a Billing Meter line is stored in the meter''s unit (12250 thousandths = 12.25); a usage-records line as sent');
 select is((select pg_catalog.scale(quantity) from meter.billing_invoice_lines where line_id = 'il_gb'), 2,
           '... exactly, without trailing zeros');

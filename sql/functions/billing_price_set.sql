@@ -9,9 +9,10 @@
 --
 -- With event_name the price is on a Billing Meter of that event name: hours go out as meter
 -- events (engine_api meter_events), each hour's total times 10^value_scale, which must then be
--- a whole number. Without it, legacy usage records. A max meter cannot be billed through a
--- Billing Meter (its formulas are sum, count and last; a period maximum needs each hour to carry
--- the running maximum of its period, not built yet): 0A000.
+-- a whole number. Without it, legacy usage records. A max meter's hours then carry the running
+-- maximum of their UTC month (its engine meter takes the last value, decision 102); a meter whose
+-- versions mix max and other aggregations cannot be billed through a Billing Meter (0A000): one
+-- engine meter has one formula.
 create or replace function meter.billing_price_set(
     p_meter       text,
     p_price_id    text,
@@ -42,9 +43,9 @@ begin
         raise exception 'value_scale must be between 0 and 12, got %', coalesce(p_value_scale::text, 'null')
             using errcode = '22023';
     end if;
-    if p_event_name is not null and exists (
-        select 1 from meter.meter_versions v where v.meter_id = v_meter_id and v.aggregation = 'max') then
-        raise exception 'meter % has a max version: a Billing Meter cannot bill a period maximum (formulas sum, count, last); bill it with usage records', p_meter
+    if p_event_name is not null and (
+        select pg_catalog.count(distinct v.aggregation = 'max') from meter.meter_versions v where v.meter_id = v_meter_id) > 1 then
+        raise exception 'meter % has max and other versions: one Billing Meter has one formula; bill it with usage records', p_meter
             using errcode = '0A000';
     end if;
 

@@ -68,11 +68,11 @@ begin
             using errcode = '22023';
     end if;
 
-    if p_aggregation = 'max' and exists (
+    if (p_aggregation = 'max') <> (v_latest.aggregation = 'max') and exists (
         select 1 from meter.billing_prices b where b.meter_id = v_id and b.engine_api = 'meter_events') then
-        raise exception 'meter % is billed through a Billing Meter (meter events): it cannot become a max meter',
+        raise exception 'meter % is billed through a Billing Meter (meter events): it cannot change between max and another aggregation',
             pg_catalog.quote_literal(p_code)
-            using errcode = '0A000', hint = 'bill it with usage records first (meterctl billing price without --event-name)';
+            using errcode = '0A000', hint = 'one engine meter has one formula (last for max, sum otherwise)';
     end if;
 
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));

@@ -165,7 +165,8 @@ begin
         select h.customer_id, h.meter_id, h.hour, h.revision from hourly h
         where exists (select 1 from meter.billing_prices p where p.meter_id = h.meter_id)
         on conflict (customer_id, meter_id, hour) do update
-            set revision        = excluded.revision,
+            -- (an outbox revision may run ahead of the rollup's: step 4b)
+            set revision        = greatest(o.revision + 1, excluded.revision),
                 state           = case when o.state = 'in_flight' then 'in_flight'
                                    -- parked by the give-up timer with an uncertain request: the
                                    -- new revision waits for an operator's sync_retry
@@ -223,7 +224,7 @@ begin
     ),
     outbox as (
         update meter.sync_outbox o
-        set revision        = h.revision,
+        set revision        = greatest(o.revision + 1, h.revision),
             state           = case when o.state = 'in_flight' then 'in_flight'
                                    -- parked by the give-up timer with an uncertain request: the
                                    -- new revision waits for an operator's sync_retry
@@ -277,6 +278,32 @@ begin
                               pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)) t
         where r.customer_id = t.customer_id and r.meter_id = t.meter_id and r.hour = t.hour;
     end if;
+
+    -- 4b. A max meter billed through a Billing Meter sends each hour's running maximum of its
+    -- UTC month (the engine's formula last then bills the month's maximum, decision 102): a
+    -- changed hour changes what every later hour of its month must carry, so those get a new
+    -- outbox revision (ahead of their rollup's) and are sent again, like any changed hour.
+    update meter.sync_outbox o
+    set revision        = o.revision + 1,
+        state           = case when o.state = 'in_flight' then 'in_flight'
+                               when o.state = 'dead' and o.sending_key is not null then 'dead'
+                               else 'pending' end,
+        attempts        = case when o.state = 'dead' and o.sending_key is not null then o.attempts
+                               when o.state in ('dead', 'closed') then 0 else o.attempts end,
+        next_attempt_at = case when o.state = 'dead' and o.sending_key is not null then o.next_attempt_at
+                               when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
+                               else o.next_attempt_at end,
+        unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
+    from (select k.c as customer_id, k.m as meter_id, pg_catalog.min(k.h) as first_changed
+          from rows from (pg_catalog.unnest(coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}')),
+                          pg_catalog.unnest(coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}')),
+                          pg_catalog.unnest(coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}'))) as k(c, m, h)
+          where exists (select 1 from meter.billing_prices b join meter.meter_versions v on v.meter_id = b.meter_id
+                        where b.meter_id = k.m and b.engine_api = 'meter_events' and v.aggregation = 'max')
+          group by k.c, k.m, pg_catalog.date_trunc('month', k.h)) t
+    where o.customer_id = t.customer_id and o.meter_id = t.meter_id
+      and o.hour > t.first_changed
+      and o.hour < pg_catalog.date_trunc('month', t.first_changed) + interval '1 month';
 
     -- 5. Move the watermark, in this same transaction.
     select pg_catalog.count(*) into v_hours

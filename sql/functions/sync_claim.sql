@@ -16,8 +16,10 @@
 --     worker links them first (meter.billing_unlinked, meter.billing_link_record).
 --
 -- The quantity per aggregation: count -> events, sum -> quantity, max -> the hour's maximum
--- (0 when every event was cancelled), unique_count -> distinct values in the hour (billed as a sum
--- of hourly distinct counts; docs/decisions.md). Exact numeric, never rounded here.
+-- (0 when every event was cancelled; through a Billing Meter, the running maximum of the hour's
+-- UTC month, decision 102), unique_count -> distinct values in the hour (billed as a sum of
+-- hourly distinct counts; docs/decisions.md). Exact numeric, never rounded here. The revision
+-- sent is the outbox's (equal to the rollup's, or ahead of it for a running maximum).
 create or replace function meter.sync_claim(
     p_worker text,
     p_limit  integer default 100,
@@ -83,18 +85,40 @@ begin
               for update of o skip locked) x;
     end if;
 
+    -- 3. Billing Meters take events up to 35 days back, even into a period the engine has
+    -- invoiced: an hour of a period we have closed (after the engine, EngineAlignment) is not
+    -- sent but closed, as the legacy API's timestamp_too_early made it (sync_failed): our next
+    -- invoice's adjustment line carries the change (decision 66). An uncertain request is still
+    -- repeated first.
+    update meter.sync_outbox o
+    set state = 'closed', unsynced_since = null, attempts = 0, next_attempt_at = pg_catalog.now(),
+        claim_token = null, claimed_by = null, claimed_at = null, last_error = null
+    from rows from (pg_catalog.unnest(v_customers), pg_catalog.unnest(v_meters), pg_catalog.unnest(v_hours))
+         as c(customer_id, meter_id, hour)
+    where o.customer_id = c.customer_id and o.meter_id = c.meter_id and o.hour = c.hour
+      and o.sending_key is null
+      and exists (select 1 from meter.billing_prices b where b.meter_id = o.meter_id and b.engine_api = 'meter_events')
+      and exists (select 1 from meter.invoices i
+                  where i.customer_id = o.customer_id and o.hour >= i.period_start and o.hour < i.period_end);
+
     return query
     with picked as (
         -- What to send: the pending uncertain request if there is one, else the current revision
         -- with its total (rollup_hourly and the outbox change in the same transactions, so the
         -- revision and the totals read here belong together).
         select o.customer_id, o.meter_id, o.hour,
-               coalesce(o.sending_revision, r.revision) as send_revision,
+               coalesce(o.sending_revision, o.revision) as send_revision,
                coalesce(o.sending_quantity,
                         case v.aggregation
                             when 'count' then r.event_count::numeric
                             when 'sum' then r.quantity
-                            when 'max' then coalesce(r.max_value, 0)
+                            when 'max' then
+                                case when b.engine_api = 'meter_events' then
+                                    -- the running maximum of the hour's UTC month (decision 102)
+                                    (select coalesce(pg_catalog.max(r2.max_value), 0) from meter.rollup_hourly r2
+                                     where r2.customer_id = o.customer_id and r2.meter_id = o.meter_id
+                                       and r2.hour >= pg_catalog.date_trunc('month', o.hour) and r2.hour <= o.hour)
+                                else coalesce(r.max_value, 0) end
                             when 'unique_count' then
                                 (select pg_catalog.count(*) from meter.rollup_hourly_unique u
                                  where u.customer_id = o.customer_id and u.meter_id = o.meter_id
@@ -109,6 +133,7 @@ begin
           on r.customer_id = o.customer_id and r.meter_id = o.meter_id and r.hour = o.hour
         join meter.meter_version_ranges v
           on v.meter_id = o.meter_id and o.hour >= v.effective_from and o.hour < v.effective_until
+        join meter.billing_prices b on b.meter_id = o.meter_id
     )
     update meter.sync_outbox o
     set state            = 'in_flight',
@@ -125,6 +150,7 @@ begin
     from picked p
     join meter.billing_links l on l.customer_id = p.customer_id and l.meter_id = p.meter_id
     where o.customer_id = p.customer_id and o.meter_id = p.meter_id and o.hour = p.hour
+      and o.state <> 'closed'
     returning o.customer_id, o.meter_id, o.hour, o.sending_revision, o.sending_quantity, o.sending_key,
               l.subscription_item_id, o.claim_token, o.attempts;
 end;

@@ -7,12 +7,17 @@ import Foundation
 import MeterWire
 
 public enum BillingMeters {
-    /// The id of the engine's meter for `eventName`: created (sum, hourly window), or the existing
-    /// one when the event name is already taken (an event name is one meter's).
-    public static func ensure(client: BillingClient, eventName: String, displayName: String) async throws -> String {
+    /// The engine formula for one of our aggregations: a max meter sends running maxima and the
+    /// engine takes the last (decision 102); every other sends hourly totals to sum.
+    public static func formula(forAggregation aggregation: String) -> String { aggregation == "max" ? "last" : "sum" }
+
+    /// The id of the engine's meter for `eventName`: created (`formula`, hourly window), or the
+    /// existing one when the event name is already taken (an event name is one meter's).
+    public static func ensure(client: BillingClient, eventName: String, displayName: String,
+                              formula: String = "sum") async throws -> String {
         do {
             let m = try await client.post("/v1/billing/meters", [
-                ("display_name", displayName), ("event_name", eventName), ("default_aggregation[formula]", "sum"),
+                ("display_name", displayName), ("event_name", eventName), ("default_aggregation[formula]", formula),
                 ("event_time_window", "hour"),
             ], idempotencyKey: "meter-billing-meter-\(eventName)")
             if let id = m["id"]?.stringValue { return id }
@@ -26,10 +31,10 @@ public enum BillingMeters {
             let page = try await client.get("/v1/billing/meters", query: query)
             let meters = page["data"]?.arrayValue ?? []
             if let m = meters.first(where: { $0["event_name"]?.stringValue == eventName }), let id = m["id"]?.stringValue {
-                guard m["default_aggregation"]?["formula"]?.stringValue == "sum",
+                guard m["default_aggregation"]?["formula"]?.stringValue == formula,
                       m["event_time_window"]?.stringValue == "hour" else {
                     throw BillingAPIError(status: nil, type: nil, code: "meter_mismatch",
-                                          message: "the engine's meter \(id) for event name \(eventName) does not sum hourly totals (formula sum, event_time_window hour); choose another --event-name",
+                                          message: "the engine's meter \(id) for event name \(eventName) is not formula \(formula) with event_time_window hour; choose another --event-name",
                                           notSent: true)
                 }
                 return id

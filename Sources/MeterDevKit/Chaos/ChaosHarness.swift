@@ -160,8 +160,9 @@ public final class ChaosHarness: @unchecked Sendable {
             throw Failure(description: "the engine created a test clock without an id")
         }
         clock = clockID
-        try await PlanMirror.mirror(c, client: client, engineMeters: Self.meters.map(\.code))
-        try PlanMirror.billMeters(c, plan: "chaos", meters: Self.meters.map(\.code), since: periodStart)
+        // Billing Meters; storage_gb values have 3 decimals (the engine counts milli-GB).
+        try await PlanMirror.mirror(c, client: client, engineMeters: Self.meters.map(\.code), scales: ["storage_gb": 3])
+        try PlanMirror.billMeters(c, plan: "chaos", meters: Self.meters.map(\.code), since: periodStart, scales: ["storage_gb": 3])
         let endpoint = try await client.registerWebhookEndpoint(url: "http://127.0.0.1:\(servicePort)/webhooks/billing",
                                                                idempotencyKey: "chaos-endpoint-\(scenario)-\(servicePort)")
         try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint.secret])
@@ -295,9 +296,10 @@ public final class ChaosHarness: @unchecked Sendable {
                 update meter.rollup_hourly set event_count = event_count + 1, quantity = quantity + 1
                 where (customer_id, meter_id, hour) = (select customer_id, meter_id, hour from meter.rollup_hourly order by 1, 2, 3 limit 1)
                 """)
+            // The newest event of the latest hour window: the one the engine bills for that hour.
             try c.execute("""
-                update billing_mock.usage_records set quantity = quantity + 1
-                where (subscription_item, ts) = (select subscription_item, ts from billing_mock.usage_records order by 1 desc, 2 desc limit 1)
+                update billing_mock.meter_events set value = value + 1
+                where seq = (select seq from billing_mock.meter_events order by ts desc, seq desc limit 1)
                 """)
             faults.append("sabotage: the first rollup hour and the last engine hour altered before the checks (the verdict must FAIL, with 2 engine hours differing)")
         }
@@ -348,21 +350,34 @@ public final class ChaosHarness: @unchecked Sendable {
                    coalesce(sum(r.event_count), 0) as rolled_up, count(*) as hours
             from exp full join meter.rollup_hourly r using (customer_id, meter_id, hour)
             """).single()
+        // The engine's hours, read from its own tables: per Billing Meter, customer and hour
+        // window, the event it bills (the newest: latest timestamp, then latest received), back
+        // in the meter's unit (divided by 10^value_scale).
         let b = try c.execute("""
             with ours as (
                 select r.customer_id, r.meter_id, r.hour, r.event_count,
                        case m.code when 'api_calls' then r.event_count::numeric else r.quantity end as quantity,
-                       l.subscription_item_id as item
+                       bc.billing_customer_id as cus, p.event_name, p.value_scale
                 from meter.rollup_hourly r join meter.meters m on m.id = r.meter_id
-                join meter.billing_links l on l.customer_id = r.customer_id and l.meter_id = r.meter_id),
-            eng as (select subscription_item as item, to_timestamp(ts) as hour, quantity, writes from billing_mock.usage_records)
+                join meter.billing_links l on l.customer_id = r.customer_id and l.meter_id = r.meter_id
+                join meter.billing_customers bc on bc.customer_id = r.customer_id
+                join meter.billing_prices p on p.meter_id = r.meter_id),
+            windows as (
+                select e.customer as cus, e.event_name, to_timestamp(e.ts - e.ts % 3600) as hour, e.value,
+                       count(*) over (partition by e.customer, e.event_name, e.ts - e.ts % 3600) as writes,
+                       row_number() over (partition by e.customer, e.event_name, e.ts - e.ts % 3600 order by e.ts desc, e.seq desc) as k
+                from billing_mock.meter_events e where e.cancelled_at is null),
+            eng as (
+                select w.cus, w.event_name, w.hour, w.value / power(10::numeric, coalesce(p.value_scale, 0)) as quantity, w.writes
+                from windows w left join meter.billing_prices p on p.event_name = w.event_name where w.k = 1)
             select count(*) as hours,
                    count(*) filter (where eng.quantity is null) as unbilled,
                    count(*) filter (where eng.quantity <> ours.quantity) as differing,
                    coalesce(sum(ours.event_count) filter (where eng.quantity = ours.quantity), 0) as billed,
                    coalesce(sum(eng.writes), 0) as writes,
-                   (select count(*) from eng where not exists (select 1 from ours where ours.item = eng.item and ours.hour = eng.hour)) as foreign_hours
-            from ours left join eng on eng.item = ours.item and eng.hour = ours.hour
+                   (select count(*) from eng where not exists (select 1 from ours where ours.cus = eng.cus and ours.event_name = eng.event_name
+                                                                                     and ours.hour = eng.hour)) as foreign_hours
+            from ours left join eng on eng.cus = ours.cus and eng.event_name = ours.event_name and eng.hour = ours.hour
             """).single()
         let verifyRows = try c.execute("""
             select count(*) as n from meter.rollup_verify((select min(occurred_at) from meter.events),

@@ -159,9 +159,12 @@ public enum ReplayRunner {
             let client = BillingClient(api)
             let clock = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(start)), ("name", "replay")],
                                               idempotencyKey: "replay-clock-\(o.seed)-\(start)")["id"]!.stringValue!
-            try await PlanMirror.mirror(c, client: client, engineMeters: ["api_calls", "storage_gb", "peak_seats"])
-            try PlanMirror.billMeters(c, plan: "starter", meters: ["api_calls", "storage_gb", "peak_seats"], since: start)
-            progress("engine: mock at \(base), test clock \(clock), plans mirrored as engine prices")
+            // Billing Meters (Stripe's API since 2025-03-31.basil); storage_gb has 3 decimals, so
+            // the engine counts milli-GB.
+            let scales = ["storage_gb": 3]
+            try await PlanMirror.mirror(c, client: client, engineMeters: ["api_calls", "storage_gb", "peak_seats"], scales: scales)
+            try PlanMirror.billMeters(c, plan: "starter", meters: ["api_calls", "storage_gb", "peak_seats"], since: start, scales: scales)
+            progress("engine: mock at \(base), test clock \(clock), plans mirrored as engine prices on Billing Meters")
 
             // The service: ingest (history allowed), rollup loop, sync loop on the test clock, webhooks.
             var serve = ServeConfiguration()

@@ -11,7 +11,8 @@ import MeterDevKit
 /// the schema billing_mock, like the rest of the demo database), two priced meters, and at the
 /// end the month's figures side by side: rollups → synced → engine.
 struct DemoBilling {
-    static let pricedMeters = [("api_calls", "0.02"), ("storage_gb_hours", "1.5")]
+    /// Billed through Billing Meters: (meter, cents per unit, value scale: storage has 2 decimals).
+    static let pricedMeters = [("api_calls", "0.02", 0), ("storage_gb_hours", "1.5", 2)]
     let base: String
     let client: BillingClient
     let engine: InProcessServer
@@ -27,7 +28,7 @@ struct DemoBilling {
         do {
             let conn = try PGConnection(conninfo: conninfo)
             defer { conn.close() }
-            for (meter, unit) in pricedMeters {
+            for (meter, unit, scale) in pricedMeters {
                 let existing = try conn.execute("""
                     select p.price_id from meter.billing_prices p join meter.meters m on m.id = p.meter_id where m.code = $1
                     """, [meter]).rows.first.map { try $0.string("price_id") }
@@ -36,12 +37,16 @@ struct DemoBilling {
                     continue
                 }
                 let product = try await client.post("/v1/products", [("name", meter)], idempotencyKey: UUID().uuidString)
+                let engineMeter = try await BillingMeters.ensure(client: client, eventName: meter, displayName: meter)
                 let price = try await client.post("/v1/prices", [
-                    ("currency", "usd"), ("product", product["id"]?.stringValue ?? ""), ("unit_amount_decimal", unit),
-                    ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"), ("nickname", meter),
+                    ("currency", "usd"), ("product", product["id"]?.stringValue ?? ""),
+                    ("unit_amount_decimal", BillingMeters.perScaledUnit(unit, scale: scale)),
+                    ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"), ("recurring[meter]", engineMeter),
+                    ("metadata[meter_value_scale]", String(scale)), ("nickname", meter),
                 ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
                 // Only this month's hours: the engine bills calendar months from the 1st.
-                try conn.execute("select meter.billing_price_set($1, $2, date_trunc('month', now(), 'UTC'))", [meter, price])
+                try conn.execute("select meter.billing_price_set($1, $2, date_trunc('month', now(), 'UTC'), $1, $3)",
+                                 [meter, price, scale])
                 notes.append("\(meter) priced at \(unit) cent/unit (\(price))")
             }
         } catch {
@@ -56,13 +61,16 @@ struct DemoBilling {
     }
 
     /// This month, per seeded customer and priced meter: the rolled-up total, what the outbox
-    /// records as synced, and the engine's usage summary for the current period.
+    /// records as synced, and the engine's meter event summary for the month (its unit).
     func report(conninfo: String, customers: [String]) async throws {
         print("\n-- this month, rollups → synced → billing engine (count: events; sum: quantity) --")
         let conn = try PGConnection(conninfo: conninfo)
         defer { conn.close() }
         let rows = try conn.execute("""
             select c.external_id as customer, m.code as meter, l.subscription_item_id as item,
+                   bc.billing_customer_id as cus, p.event_name, p.value_scale,
+                   extract(epoch from date_trunc('month', now(), 'UTC'))::bigint as month_start,
+                   extract(epoch from date_trunc('month', now(), 'UTC') + interval '1 month')::bigint as month_end,
                    trim_scale(sum(case v.aggregation when 'count' then r.event_count::numeric else r.quantity end))::text as rolled,
                    trim_scale(coalesce(sum(o.synced_quantity) filter (where o.synced_revision = o.revision), 0))::text as synced,
                    count(*) filter (where o.state = 'synced')::text || '/' || count(*)::text as hours
@@ -74,9 +82,10 @@ struct DemoBilling {
             left join meter.sync_outbox o
                    on o.customer_id = r.customer_id and o.meter_id = r.meter_id and o.hour = r.hour
             left join meter.billing_links l on l.customer_id = r.customer_id and l.meter_id = r.meter_id
+            left join meter.billing_customers bc on bc.customer_id = r.customer_id
             where r.hour >= date_trunc('month', now(), 'UTC')
               and c.external_id = any($1::text[])
-            group by c.external_id, m.code, l.subscription_item_id
+            group by c.external_id, m.code, l.subscription_item_id, bc.billing_customer_id, p.event_name, p.value_scale
             order by 1, 2
             """, [customers]).rows
         var table: [[String]] = []
@@ -84,9 +93,16 @@ struct DemoBilling {
         for r in rows {
             let rolled = try r.string("rolled"), synced = try r.string("synced")
             var engine = "-"
-            if let item = try r.optionalString("item") {
-                let summaries = try await client.get("/v1/subscription_items/\(item)/usage_record_summaries")
-                engine = summaries["data"]?.arrayValue?.first?["total_usage"]?.numberLexeme ?? "?"
+            if try r.optionalString("item") != nil, let cus = try r.optionalString("cus"), let event = try r.optionalString("event_name") {
+                // The engine's value of this month for the customer, back in the meter's unit.
+                let meters = try await client.get("/v1/billing/meters", query: [("limit", "100")])["data"]?.arrayValue ?? []
+                if let id = meters.first(where: { $0["event_name"]?.stringValue == event })?["id"]?.stringValue {
+                    let page = try await client.get("/v1/billing/meters/\(id)/event_summaries", query: [
+                        ("customer", cus), ("start_time", String(try r.int("month_start"))), ("end_time", String(try r.int("month_end")))])
+                    if let v = page["data"]?.arrayValue?.first?["aggregated_value"]?.numberLexeme.flatMap({ Decimal(string: $0) }) {
+                        engine = "\(v / pow(Decimal(10), Int(try r.int("value_scale"))))"
+                    }
+                }
             }
             let same = Decimal(string: rolled) == Decimal(string: synced) && Decimal(string: synced) == Decimal(string: engine)
             if !same { differing += 1 }
