@@ -17,7 +17,9 @@ public enum MeterServer {
                            onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let pool = PGPool(conninfo: conninfo, maxConnections: poolSize, logger: logger)
         let metrics = MeterMetrics()
-        let webhooks = config.processWebhooks ? WebhookProcessor(conninfo: conninfo, logger: logger, metrics: metrics.sync) : nil
+        let webhooks = config.processWebhooks
+            ? WebhookProcessor(conninfo: conninfo, logger: logger, metrics: metrics.sync, client: config.sync.map { BillingClient($0.api) })
+            : nil
         let rollupWorker = config.rollup.map { RollupWorker(conninfo: conninfo, configuration: $0, metrics: metrics, logger: logger) }
         // Ingest's wake-up of the rollup, off the commit path: this process's loop directly, the
         // others by a NOTIFY at most every 100 ms (EventsNotifier).

@@ -56,6 +56,9 @@ struct SyncOptions: ParsableArguments {
     @Option(name: .customLong("sync-give-up-after-seconds"), help: "Park an hour as dead after this long unsynced with only unknown outcomes (timeouts, 5xx) (env METER_SYNC_GIVE_UP_AFTER_SECONDS). Default: 86400, the engine's idempotency-key lifetime; lower it only to rehearse dead letters")
     var giveUpAfterSeconds: Int?
 
+    @Flag(name: .customLong("no-meter-event-stream"), help: "Send meter events one per call (POST /v1/billing/meter_events) instead of in batches of 100 through the v2 stream (env METER_SYNC_METER_EVENT_STREAM=off).")
+    var noMeterEventStream = false
+
     /// `base` (from BillingAPIOptions.sync()) with this tuning applied.
     func apply(to base: SyncConfiguration) throws -> SyncConfiguration {
         var c = base
@@ -75,6 +78,10 @@ struct SyncOptions: ParsableArguments {
         if let n = try int(leaseSeconds, "sync-lease-seconds", "METER_SYNC_LEASE_SECONDS", min: 1) { c.lease = .seconds(n) }
         // The lease must outlast a call, or a slow call's hour would be handed out again meanwhile.
         c.lease = max(c.lease, c.api.timeout * 3)
+        if let v = GlobalOptions.env["METER_SYNC_METER_EVENT_STREAM"], !["on", "off"].contains(v) {
+            throw ValidationError("METER_SYNC_METER_EVENT_STREAM must be on or off; got \(v)")
+        }
+        if noMeterEventStream || GlobalOptions.env["METER_SYNC_METER_EVENT_STREAM"] == "off" { c.meterEventStream = false }
         return c
     }
 }
@@ -202,7 +209,8 @@ struct BillingCommand: AsyncParsableCommand {
                     let agg = aggregateUsage ?? (aggregation == "max" ? "max" : "sum")
                     params += [("unit_amount_decimal", unitAmountDecimal!), ("recurring[aggregate_usage]", agg)]
                 }
-                let v = try await client.post("/v1/prices", params, idempotencyKey: BillingMeters.key("meter-price-\(meter)", params))
+                let v = try await client.post("/v1/prices", params, idempotencyKey: BillingMeters.key("meter-price-\(meter)", params),
+                                              version: event != nil ? client.configuration.apiVersion : nil)
                 price = v["id"]?.stringValue
             }
             let n = try global.withConnection { c in

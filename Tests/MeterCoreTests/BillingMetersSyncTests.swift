@@ -3,6 +3,7 @@ import XCTest
 import PGClient
 import MeterWire
 import MeterCore
+import MeterAPI
 import BillingMock
 import MeterDevKit
 
@@ -142,6 +143,63 @@ final class BillingMetersSyncTests: XCTestCase {
             select count(*) - count(distinct identifier) as dup from billing_mock.meter_events
             """).single().int("dup")
         XCTAssertEqual(keys, 0)
+    }
+
+    /// Batches go through the v2 stream (one call per 100 hours), and with it turned off one
+    /// POST /v1/billing/meter_events per hour: the engine's hours equal the rollups either way.
+    func testTheStreamCarriesBatchesAndTheV1PathStillWorks() async throws {
+        let env = try await BillingEnv.start("mev_stream", meterEventsScale: 2)
+        defer { Task { await env.stop() } }
+        let c = try PGConnection(conninfo: env.db.info)
+        for (i, h) in env.hours.enumerated() { try env.db.ingest(c, key: "s\(i)", hour: h, value: "\(i + 1).25") }
+        _ = try Rollup.drain(c)
+        try await env.drainUntilSynced(c)
+        try await env.assertEngineEqualsRollups(c)
+        let via = try c.execute("select via, count(*) as n from billing_mock.meter_events group by via").rows
+            .map { (try $0.string("via"), try $0.int("n")) }
+        XCTAssertEqual(via.map(\.0), ["v2_stream"], "\(via)")
+
+        env.sync.meterEventStream = false
+        try env.db.ingest(c, key: "late", hour: env.hours[0], value: "0.5")
+        _ = try Rollup.drain(c)
+        try await env.drainUntilSynced(c)
+        try await env.assertEngineEqualsRollups(c)
+        XCTAssertEqual(try c.execute("select count(*) as n from billing_mock.meter_events where via = 'v1'").single().int("n"), 1)
+    }
+
+    /// The stream answers before it judges: an event the engine refuses afterwards (its meter
+    /// was deactivated) comes back as a signed error report to serve's webhook endpoint, which
+    /// fetches it and parks the hour dead with the engine's reason, never leaving it "synced".
+    func testARefusalReportedAfterTheStreamAnsweredParksTheHourDead() async throws {
+        let env = try await BillingEnv.start("mev_refused", meterEventsScale: 2)
+        defer { Task { await env.stop() } }
+        let c = try PGConnection(conninfo: env.db.info)
+        try env.db.ingest(c, key: "r0", hour: env.hours[0], value: "1")
+        var serve = ServeConfiguration()
+        serve.port = 0
+        serve.sync = env.sync
+        serve.rollup?.interval = .milliseconds(100)
+        let server = try await MeterServer.start(config: serve, conninfo: env.db.info, poolSize: 4, logger: TestDatabase.logger)
+        defer { Task { await server.stop() } }
+        let endpoint = try await env.client.registerWebhookEndpoint(url: "http://127.0.0.1:\(server.port)/webhooks/billing",
+                                                                   idempotencyKey: UUID().uuidString)
+        try c.execute("insert into meter.webhook_secrets (secret) values ($1)", [endpoint.secret])
+        try await env.waitSynced(c, timeout: 30)
+
+        _ = try await env.client.post("/v1/billing/meters/\(env.engineMeter!)/deactivate", [], idempotencyKey: UUID().uuidString)
+        let h = env.hours.last!
+        try env.db.ingest(c, key: "r1", hour: h, value: "2")
+        try RollupDB.waitUntil("the refused hour is parked dead with the engine's reason", timeout: 30) {
+            let r = try c.execute("select state, coalesce(last_error, '') as e from meter.sync_outbox where hour = $1::timestamptz",
+                                  [env.db.hourStart(h)]).rows.first
+            return try r?.string("state") == "dead" && (r?.string("e").contains("archived_meter") ?? false)
+        }
+        let report = try c.execute("""
+            select outcome from meter.webhook_events where type = 'v1.billing.meter.error_report_triggered'
+            """).single().string("outcome")
+        XCTAssertTrue(report.hasPrefix("applied: 1 hour(s) parked dead"), report)
+        XCTAssertEqual(try c.execute("select count(*) as n from meter.sync_outbox where state = 'synced'").single().int("n"),
+                       Int64(env.hours[0] == h ? 0 : 1), "only the hour sent before the deactivation is synced")
     }
 
     func testValuesAreScaledExactly() throws {

@@ -104,7 +104,7 @@ meterctl plans price standard --meter storage_gb_hours --model graduated \
 meterctl customers subscribe acme --plan standard --from "$period"
 meterctl customers subscribe globex --plan standard --from "$period"
 # Mirror the plan to the engine before anything is linked, and bill both meters through it.
-meterctl plans mirror
+meterctl plans mirror --value-scale storage_gb_hours=1   # Billing Meters take whole numbers: tenths of a GB-hour
 for meter in api_calls storage_gb_hours; do
   price=$(q "select pp.engine_price_id from meter.plan_prices pp join meter.meters m on m.id = pp.meter_id
              join meter.plans p on p.id = pp.plan_id where p.code = 'standard' and m.code = '$meter'")

@@ -7,7 +7,7 @@
 -- again (a new outbox revision, ahead of the rollup's). meter.webhook_process divides an engine
 -- invoice line of such a meter by 10^value_scale: the reconciliation compares the meter's unit.
 begin;
-select plan(20);
+select plan(25);
 \ir support/fixtures.sql
 
 create temp table fx as
@@ -73,6 +73,27 @@ select is((select pg_catalog.count(distinct idempotency_key) from (select idempo
 select meter.sync_succeeded(customer_id, meter_id, hour, claim_token) from claim2;
 select is((select pg_catalog.count(*) from meter.sync_outbox where state <> 'synced'), 0::bigint, 'then everything is synced');
 
+-- The engine refuses, after the fact, the event that synced 10:00 (revision 2): an error report.
+select meter.webhook_receive('evt_tap_bm_report', 'v1.billing.meter.error_report_triggered', pg_catalog.now(),
+                             '{"id": "evt_tap_bm_report", "object": "v2.core.event", "type": "v1.billing.meter.error_report_triggered"}');
+select is(meter.webhook_process(10), 0, 'webhook_process leaves a meter error report to the service (it is fetched in full)');
+select is(meter.sync_refused('evt_tap_bm_report', pg_catalog.format($${"data": {"reason": {"error_count": 3, "error_types": [
+              {"code": "archived_meter", "error_count": 3, "sample_errors": [
+                  {"error_message": "meter inactive", "request": {"identifier": "%s"}},
+                  {"error_message": "meter inactive", "request": {"identifier": "%s"}},
+                  {"error_message": "not ours", "request": {"identifier": "someone-else-42"}}]}]}}}$$,
+              (select idempotency_key from claim2 where hour = '2024-03-10 10:00+00'),
+              (select idempotency_key from claim1 where hour = '2024-03-10 12:00+00'))::jsonb),
+          1, 'sync_refused parks the hour whose current synced event was refused; an older revision''s refusal and a foreign identifier change nothing');
+select results_eq($$select hour, state, synced_revision, synced_quantity is null, last_error like 'engine refused asynchronously (evt_tap_bm_report): archived_meter: meter inactive'
+                    from meter.sync_outbox where hour < '2024-04-01' order by hour$$,
+                  $$values ('2024-03-10 10:00+00'::timestamptz, 'dead'::text, 0::bigint, true, true),
+                           ('2024-03-10 12:00+00', 'synced', 3, false, null)$$,
+                  '... dead with the engine''s code and message, no longer counted as synced');
+select is((select outcome from meter.webhook_events where event_id = 'evt_tap_bm_report'),
+          'applied: 1 hour(s) parked dead; 3 refusal(s) counted, 3 named', 'the report is processed, with what it did');
+select lives_ok($$select meter.sync_retry('tap-bm-a', 'tap.bm.peak')$$, 'sync retry re-drives it');
+
 -- March is closed on our side (so the engine invoiced it first); a change to one of its hours
 -- is not sent (Billing Meters would take it, into an invoiced period) but closed.
 insert into meter.plans (code, currency) values ('tap-bm-plan', 'usd');
@@ -87,8 +108,8 @@ select results_eq($$select hour, quantity from meter.sync_claim('tap-bm-worker')
                   $$values ('2024-04-01 00:00+00'::timestamptz, 2::numeric)$$,
                   'after our close of March, only April''s changed hour is sent');
 select results_eq($$select hour, state from meter.sync_outbox where hour < '2024-04-01' order by hour$$,
-                  $$values ('2024-03-10 10:00+00'::timestamptz, 'synced'::text), ('2024-03-10 12:00+00', 'closed')$$,
-                  '... March''s is closed, not sent: the next invoice''s adjustment carries it');
+                  $$values ('2024-03-10 10:00+00'::timestamptz, 'closed'::text), ('2024-03-10 12:00+00', 'closed')$$,
+                  '... March''s are closed, not sent (the retried one too): the next invoice''s adjustment carries them');
 
 -- An engine invoice line of the Billing Meter's price, in thousandths of a GB.
 select meter.billing_link_record((select cust from fx), (select m_gb from fx), 'cus_tap_bm', 'sub_tap_bm', 'si_tap_bm_gb', 'price_gb');

@@ -40,7 +40,7 @@ select set_eq(
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
-             ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'),
+             ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
              ('functions/usage.sql'), ('functions/webhook_process.sql'), ('functions/webhook_receive.sql'),
              ('views/api_keys_public.sql'), ('views/event_daily.sql'), ('views/late_after_close.sql'),
@@ -216,12 +216,13 @@ select results_eq(
              ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('sync_claim(p_worker text, p_limit integer, p_lease interval)'),
              ('sync_failed(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint, p_error text, p_definitive boolean, p_max_attempts integer, p_base interval, p_cap interval, p_give_up_after interval)'),
+             ('sync_refused(p_event_id text, p_event jsonb)'),
              ('sync_retry(p_customer text, p_meter text)'),
              ('sync_succeeded(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint)'),
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the thirty-four documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the thirty-five documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

@@ -165,7 +165,7 @@ select is(
     (select pg_catalog.array_agg(p.oid::regprocedure::text || ' by ' || r.rolname order by 1)
      from pg_catalog.pg_proc p, pg_catalog.pg_roles r
      where p.pronamespace = 'meter'::regnamespace
-       and p.proname in ('sync_claim', 'sync_succeeded', 'sync_failed', 'sync_retry', 'billing_price_set',
+       and p.proname in ('sync_claim', 'sync_succeeded', 'sync_failed', 'sync_retry', 'sync_refused', 'billing_price_set',
                          'billing_unlinked', 'billing_link_record', 'webhook_receive', 'webhook_process')
        and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
        and not r.rolsuper and r.oid <> p.proowner),
@@ -173,9 +173,9 @@ select is(
     'no role but the owner (and superusers) may execute the sync, link, price and webhook functions');
 select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
            where p.pronamespace = 'meter'::regnamespace
-             and p.proname in ('sync_claim', 'sync_succeeded', 'sync_failed', 'sync_retry', 'billing_price_set',
+             and p.proname in ('sync_claim', 'sync_succeeded', 'sync_failed', 'sync_retry', 'sync_refused', 'billing_price_set',
                                'billing_unlinked', 'billing_link_record', 'webhook_receive', 'webhook_process')),
-          9::bigint, 'the check above covers the nine billing sync functions');
+          10::bigint, 'the check above covers the ten billing sync functions');
 
 -- Retention (0009): the operator's (meterctl prune, serve's retention loop).
 select is(

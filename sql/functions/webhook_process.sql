@@ -40,6 +40,8 @@ begin
     for v_event in
         select * from meter.webhook_events
         where processed_at is null
+          -- meter error reports are thin: the service fetches them and calls meter.sync_refused
+          and type not like 'v1.billing.meter.%'
         order by received_at
         limit greatest(p_limit, 1)
         for update skip locked

@@ -88,9 +88,18 @@ package struct WebhooksController: Sendable {
             reject("payload")
             return APIResponse.error(.badRequest, code: "invalid_payload", message: "type must be a non-empty string", field: "type")
         }
-        guard let created = event["created"]?.int64Value else {
+        // v1 snapshot events carry unix seconds; v2 thin events (object v2.core.event, e.g. the
+        // meter error reports) an RFC 3339 date-time.
+        let created: Int64
+        if let seconds = event["created"]?.int64Value {
+            created = seconds
+        } else if event["object"]?.stringValue == "v2.core.event", let text = event["created"]?.stringValue,
+                  let t = try? RFC3339Timestamp(parsing: text) {
+            created = t.epochMicroseconds / 1_000_000
+        } else {
             reject("payload")
-            return APIResponse.error(.badRequest, code: "invalid_payload", message: "created must be a unix timestamp", field: "created")
+            return APIResponse.error(.badRequest, code: "invalid_payload",
+                                     message: "created must be a unix timestamp (an RFC 3339 date-time for a v2 event)", field: "created")
         }
         let text = String(decoding: bytes, as: UTF8.self)
         let inserted = try await pool.withConnection { c in

@@ -19,7 +19,7 @@ public enum BillingMeters {
             let m = try await client.post("/v1/billing/meters", [
                 ("display_name", displayName), ("event_name", eventName), ("default_aggregation[formula]", formula),
                 ("event_time_window", "hour"),
-            ], idempotencyKey: "meter-billing-meter-\(eventName)")
+            ], idempotencyKey: "meter-billing-meter-\(eventName)", version: client.configuration.apiVersion)
             if let id = m["id"]?.stringValue { return id }
         } catch {
             guard error.code == "resource_already_exists" else { throw error }
@@ -28,7 +28,7 @@ public enum BillingMeters {
         while true {
             var query = [("limit", "100")]
             if let after { query.append(("starting_after", after)) }
-            let page = try await client.get("/v1/billing/meters", query: query)
+            let page = try await client.get("/v1/billing/meters", query: query, version: client.configuration.apiVersion)
             let meters = page["data"]?.arrayValue ?? []
             if let m = meters.first(where: { $0["event_name"]?.stringValue == eventName }), let id = m["id"]?.stringValue {
                 guard m["default_aggregation"]?["formula"]?.stringValue == formula,

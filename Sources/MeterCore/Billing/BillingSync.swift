@@ -16,6 +16,7 @@
 import Foundation
 import Logging
 import PGClient
+import MeterWire
 
 public struct SyncConfiguration: Sendable {
     public var api: BillingAPIConfiguration
@@ -35,6 +36,9 @@ public struct SyncConfiguration: Sendable {
     public var interval: Duration = .seconds(1)
     /// Customers are created on this test clock (tests and demos; never in production).
     public var testClock: String?
+    /// Meter events go in batches of up to 100 through the v2 stream when the engine has it
+    /// (else, or when false, one POST /v1/billing/meter_events each).
+    public var meterEventStream = true
     public init(api: BillingAPIConfiguration) { self.api = api }
 }
 
@@ -175,16 +179,37 @@ public enum BillingSync {
         }
         result.claimed = claimed.count
         if claimed.isEmpty { return result }
-        let outcomes = await withTaskGroup(of: SendOutcome.self, returning: [SendOutcome].self) { group in
+        // Units of work: a batch of meter events for the v2 stream (up to 100), or one hour.
+        var units: [[Claimed]] = []
+        var streamed: [Claimed] = []
+        let stream = config.meterEventStream ? !(await client.meterEventSession.unavailable) : false
+        for h in claimed {
+            if h.eventName != nil && stream {
+                streamed.append(h)
+            } else {
+                units.append([h])
+            }
+        }
+        let singles = units.count
+        for start in stride(from: 0, to: streamed.count, by: MeterEventSession.eventsPerCall) {
+            units.append(Array(streamed[start..<min(start + MeterEventSession.eventsPerCall, streamed.count)]))
+        }
+        let work = units.enumerated().map { (batch: $0.offset >= singles, hours: $0.element) }
+        let outcomes = await withTaskGroup(of: [SendOutcome].self, returning: [SendOutcome].self) { group in
             var out: [SendOutcome] = []
             var next = 0
-            func start(_ h: Claimed) {
-                group.addTask { await send(h, pool: pool, client: client, config: config, metrics: metrics, logger: logger) }
+            func start(_ unit: (batch: Bool, hours: [Claimed])) {
+                group.addTask {
+                    if !unit.batch {
+                        return [await send(unit.hours[0], pool: pool, client: client, config: config, metrics: metrics, logger: logger)]
+                    }
+                    return await sendBatch(unit.hours, pool: pool, client: client, config: config, metrics: metrics, logger: logger)
+                }
             }
-            while next < min(config.concurrency, claimed.count) { start(claimed[next]); next += 1 }
+            while next < min(config.concurrency, work.count) { start(work[next]); next += 1 }
             for await o in group {
-                out.append(o)
-                if next < claimed.count { start(claimed[next]); next += 1 }
+                out += o
+                if next < work.count { start(work[next]); next += 1 }
             }
             return out
         }
@@ -213,7 +238,7 @@ public enum BillingSync {
                     ("event_name", event), ("payload[stripe_customer_id]", h.billingCustomer),
                     ("payload[value]", try MeterEventValue.scaled(h.quantity, scale: h.valueScale)),
                     ("identifier", h.key), ("timestamp", String(h.hourEpoch + min(h.revision, 3599))),
-                ], idempotencyKey: h.key)
+                ], idempotencyKey: h.key, version: client.configuration.apiVersion)
             } else {
                 _ = try await client.post("/v1/subscription_items/\(h.item)/usage_records", [
                     ("quantity", h.quantity), ("timestamp", String(h.hourEpoch)), ("action", "set"),
@@ -226,7 +251,50 @@ public enum BillingSync {
             error = h.eventName != nil && e.code == "duplicate_meter_event" ? nil : e
         }
         metrics?.sendDuration.record(ContinuousClock.now - started)
-        let failure = error
+        return await report(h, failure: error, pool: pool, config: config, metrics: metrics, logger: logger)
+    }
+
+    /// Sends claimed hours as one call of the v2 meter event stream (answered at once; refusals
+    /// come later as error reports, meter.sync_refused) and reports each hour's outcome. A value
+    /// that cannot be sent is reported alone; an expired session is renewed once.
+    package static func sendBatch(_ hours: [Claimed], pool: PGPool, client: BillingClient, config: SyncConfiguration,
+                                  metrics: SyncMetrics?, logger: Logger) async -> [SendOutcome] {
+        var outcomes: [SendOutcome] = []
+        var events: [JSONValue] = []
+        var sendable: [Claimed] = []
+        for h in hours {
+            do {
+                let value = try MeterEventValue.scaled(h.quantity, scale: h.valueScale)
+                events.append(.obj([
+                    "event_name": .string(h.eventName!), "identifier": .string(h.key),
+                    "timestamp": .string(RFC3339Timestamp(epochMicroseconds: (h.hourEpoch + min(h.revision, 3599)) * 1_000_000).iso8601),
+                    "payload": .obj(["stripe_customer_id": .string(h.billingCustomer), "value": .string(value)]),
+                ]))
+                sendable.append(h)
+            } catch {
+                outcomes.append(await report(h, failure: error, pool: pool, config: config, metrics: metrics, logger: logger))
+            }
+        }
+        if sendable.isEmpty { return outcomes }
+        let started = ContinuousClock.now
+        var failure: BillingAPIError?
+        do {
+            try await client.meterEventSession.stream(events, client: client,
+                                                      idempotencyKey: BillingMeters.key("meter-stream", sendable.map { ("id", $0.key) }))
+        } catch {
+            failure = error
+        }
+        metrics?.sendDuration.record(ContinuousClock.now - started)
+        for h in sendable {
+            outcomes.append(await report(h, failure: failure, pool: pool, config: config, metrics: metrics, logger: logger))
+        }
+        return outcomes
+    }
+
+    /// Records one hour's send outcome (meter.sync_succeeded / meter.sync_failed).
+    package static func report(_ h: Claimed, failure: BillingAPIError?, pool: PGPool, config: SyncConfiguration,
+                               metrics: SyncMetrics?, logger: Logger) async -> SendOutcome {
+        let error = failure
         let (maxAttempts, base, cap) = (config.maxAttempts, seconds(config.backoffBase), seconds(config.backoffCap))
         let giveUp = seconds(config.giveUpAfter)
         do {

@@ -69,7 +69,8 @@ public enum PlanMirror {
                 }
             }
             // The same parameters always give the same key (a retry replays, never duplicates).
-            let price = try await client.post("/v1/prices", params, idempotencyKey: BillingMeters.key("meter-plan-price-\(plan)-\(meter)", params))
+            let price = try await client.post("/v1/prices", params, idempotencyKey: BillingMeters.key("meter-plan-price-\(plan)-\(meter)", params),
+                                              version: api == .meterEvents ? client.configuration.apiVersion : nil)
             try c.execute("select meter.plan_price_mirror_record($1, $2, $3)", [plan, meter, price["id"]!.stringValue!])
         }
     }

@@ -111,9 +111,11 @@ public final class WebhookProcessor: Service, @unchecked Sendable {
     package let pool: PGPool
 
     package let gauge: Gauge?
+    /// The engine, to fetch the meter error reports (thin events) in full; nil: they wait.
+    package let client: BillingClient?
 
-    public init(conninfo: String, logger: Logger, metrics: SyncMetrics? = nil) {
-        self.conninfo = conninfo; self.logger = logger; self.gauge = metrics?.webhooksUnprocessed
+    public init(conninfo: String, logger: Logger, metrics: SyncMetrics? = nil, client: BillingClient? = nil) {
+        self.conninfo = conninfo; self.logger = logger; self.gauge = metrics?.webhooksUnprocessed; self.client = client
         pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30), statementTimeout: "60s",
                       applicationName: "meter-webhooks", logger: logger)
     }
@@ -128,6 +130,7 @@ public final class WebhookProcessor: Service, @unchecked Sendable {
         await cancelWhenGracefulShutdown { [self] in
             while !Task.isCancelled {
                 var n: Int64 = 0
+                if let client { await applyMeterErrorReports(client) }
                 do {
                     let (processed, left) = try await pool.withConnection { c in
                         let p = try c.execute("select meter.webhook_process(100) as n").single().int("n")
@@ -147,5 +150,28 @@ public final class WebhookProcessor: Service, @unchecked Sendable {
         listener.stop()
         relay.cancel()
         await pool.shutdown()
+    }
+
+    /// The v2 stream's refusals: each stored error report is fetched in full (GET
+    /// /v2/core/events/{id}) and its refused events' hours parked dead (meter.sync_refused).
+    package func applyMeterErrorReports(_ client: BillingClient) async {
+        do {
+            let ids = try await pool.withConnection { c in
+                try c.execute("""
+                    select event_id from meter.webhook_events
+                    where processed_at is null and type like 'v1.billing.meter.%' order by received_at limit 20
+                    """).rows.map { try $0.string("event_id") }
+            }
+            for id in ids {
+                let event = try await client.get("/v2/core/events/\(id)", version: client.configuration.apiVersion)
+                let dead = try await pool.withConnection { c in
+                    try c.execute("select meter.sync_refused($1, $2::jsonb) as n", [id, event.text]).single().int("n")
+                }
+                logger.warning("sync.refused_by_engine", metadata: ["event": "\(id)", "hours_dead": "\(dead)",
+                                                                    "type": "\(event["type"]?.stringValue ?? "?")"])
+            }
+        } catch {
+            logger.warning("webhooks.meter_error_report_failed", metadata: ["error": "\(error)"])
+        }
     }
 }
