@@ -285,6 +285,27 @@ public enum BillingSync {
             failure = error
         }
         metrics?.sendDuration.record(ContinuousClock.now - started)
+        if failure == nil {
+            // Every hour of the batch acknowledged: one round trip reports them all.
+            let acknowledged = sendable
+            do {
+                let states = try await pool.withConnection { c in
+                    try c.execute("""
+                        select meter.sync_succeeded(u.c, u.m, u.h, u.t) as s
+                        from unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::bigint[]) as u(c, m, h, t)
+                        """, [acknowledged.map(\.customerID), acknowledged.map(\.meterID), acknowledged.map(\.hour),
+                              acknowledged.map(\.token)])
+                        .rows.map { try $0.string("s") }
+                }
+                metrics?.sends("ok").increment(by: Int64(sendable.count))
+                return outcomes + states.map { SendOutcome(sent: true, state: $0) }
+            } catch {
+                // The reports did not reach Postgres: the claims' leases expire and the same
+                // events are sent again, which the engine deduplicates by identifier.
+                logger.warning("sync.report_failed", metadata: ["hours": "\(sendable.count)", "error": "\(error)"])
+                return outcomes + sendable.map { _ in SendOutcome(sent: true, state: "unreported") }
+            }
+        }
         for h in sendable {
             outcomes.append(await report(h, failure: failure, pool: pool, config: config, metrics: metrics, logger: logger))
         }

@@ -45,7 +45,7 @@ public actor MeterEventSession {
 
     /// Sends one batch through the stream; a session the engine calls expired is renewed and
     /// the call repeated once. Without a stream, a 404 error (the caller sends one by one).
-    func stream(_ events: [JSONValue], client: BillingClient, idempotencyKey: String) async throws(BillingAPIError) {
+    public func stream(_ events: [JSONValue], client: BillingClient, idempotencyKey: String) async throws(BillingAPIError) {
         var renew = false
         for _ in 0..<2 {
             guard let t = try await current(client, renew: renew) else {

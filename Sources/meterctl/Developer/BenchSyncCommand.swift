@@ -4,6 +4,7 @@ import AsyncHTTPClient
 import NIOCore
 import Logging
 import PGClient
+import MeterWire
 import MeterCore
 import BillingMock
 
@@ -18,8 +19,11 @@ struct BenchSync: AsyncParsableCommand {
             with the mock engine in this process on a free loopback port. Setup (not timed): --customers \
             customers linked to one priced meter, and --hours rolled-up hours in January 2026 (rows written \
             directly, the engine on a test clock in that month).
-            Baseline: --baseline-calls raw usage-record POSTs straight to the engine at the same \
-            concurrency, with fresh Idempotency-Keys (what the engine and HTTP cost, without the outbox).
+            With --engine-api meter-events (the default) the meter is billed through a Billing Meter and \
+            the sync sends its hours in batches of 100 through the v2 meter event stream; the baseline is \
+            --baseline-calls raw stream calls of 100 fresh events each, at the same concurrency (the \
+            engine's rate for the same batches, without the outbox). With usage-records: raw usage-record \
+            POSTs with fresh Idempotency-Keys, one hour each.
             Phase 1 (outage then drain): the engine is down (every call 503) while the sync runs for \
             --outage-seconds; then it recovers and the whole backlog is drained by the sync passes \
             (claim, send, report), timed to the last hour synced. Prints hours/s, the drain time, the ratio \
@@ -30,12 +34,18 @@ struct BenchSync: AsyncParsableCommand {
     @Option(help: "Customers the hours spread over. Default: 200") var customers: Int = 200
     @Option(help: "Sends in flight at once. Default: 16") var concurrency: Int = 16
     @Option(name: .customLong("claim-hours"), help: "Hours claimed per pass. Default: 500") var claimHours: Int = 500
-    @Option(name: .customLong("baseline-calls"), help: "Raw POSTs of the baseline. Default: 20000") var baselineCalls: Int = 20_000
+    @Option(name: .customLong("baseline-calls"), help: "Raw calls of the baseline. Default: 20000 usage records, or 200 stream calls of 100 events") var baselineCallsOption: Int?
+    @Option(name: .customLong("engine-api"), help: "meter-events (v2 stream) or usage-records. Default: meter-events") var engineAPI = "meter-events"
+    var meterEvents: Bool { engineAPI == "meter-events" }
+    var baselineCalls: Int { baselineCallsOption ?? (meterEvents ? 200 : 20_000) }
     @Option(name: .customLong("outage-seconds"), help: "Outage length before the drain. Default: 5") var outageSeconds: Double = 5
 
     func validate() throws {
         if hours < 1 || customers < 1 || concurrency < 1 || claimHours < 1 || baselineCalls < 1 || outageSeconds < 0 {
             throw ValidationError("--hours, --customers, --concurrency, --claim-hours, --baseline-calls must be positive")
+        }
+        guard ["meter-events", "usage-records"].contains(engineAPI) else {
+            throw ValidationError("--engine-api must be meter-events or usage-records; got \(engineAPI)")
         }
         if hours / customers > 24 * 30 {
             throw ValidationError("--hours / --customers must be at most 720 (hours of one month per customer)")
@@ -81,10 +91,14 @@ struct BenchSync: AsyncParsableCommand {
         let clock = try await client.post("/v1/test_helpers/test_clocks",
                                           [("frozen_time", String(month + Int64(perCustomer + 2) * 3600))],
                                           idempotencyKey: UUID().uuidString)["id"]!.stringValue!
-        let price = try await client.post("/v1/prices", [
-            ("currency", "usd"), ("product_data[name]", "bench"), ("unit_amount_decimal", "0.01"),
-            ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
-        ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
+        var priceParams = [("currency", "usd"), ("product_data[name]", "bench"), ("unit_amount_decimal", "0.01"),
+                           ("recurring[interval]", "month"), ("recurring[usage_type]", "metered")]
+        if meterEvents {
+            let engineMeter = try await BillingMeters.ensure(client: client, eventName: "bench_sync", displayName: "bench")
+            priceParams[2] = ("unit_amount_decimal", "0.001")   // per tenth (value scale 1: totals end in .5)
+            priceParams.append(("recurring[meter]", engineMeter))
+        }
+        let price = try await client.post("/v1/prices", priceParams, idempotencyKey: UUID().uuidString)["id"]!.stringValue!
         try conn.execute("select meter.meter_upsert('bench.sync', 'sum')")
         try conn.execute("""
             insert into meter.customers (external_id) select 'bench-' || g from generate_series(1, $1::int) g
@@ -97,7 +111,11 @@ struct BenchSync: AsyncParsableCommand {
             order by c.id, h
             limit $3
             """, [month, perCustomer, hours])
-        _ = try conn.execute("select meter.billing_price_set('bench.sync', $1)", [price])
+        if meterEvents {
+            _ = try conn.execute("select meter.billing_price_set('bench.sync', $1, null, 'bench_sync', 1)", [price])
+        } else {
+            _ = try conn.execute("select meter.billing_price_set('bench.sync', $1)", [price])
+        }
 
         var sync = SyncConfiguration(api: api)
         sync.testClock = clock
@@ -117,18 +135,31 @@ struct BenchSync: AsyncParsableCommand {
             print("setup: linked \(linked)/\(customers)")
         }
         let item = try conn.execute("select subscription_item_id from meter.billing_links limit 1").single().string("subscription_item_id")
+        let cus = try conn.execute("select billing_customer_id from meter.billing_customers limit 1").single().string("billing_customer_id")
 
-        // Baseline: raw POSTs, same concurrency.
-        print("baseline: \(baselineCalls) raw usage-record POSTs, concurrency \(concurrency)")
+        // Baseline: raw calls, same concurrency (in meter events: hours per second, 100 per call).
+        let perCall = meterEvents ? MeterEventSession.eventsPerCall : 1
+        print("baseline: \(baselineCalls) raw \(meterEvents ? "stream calls of \(perCall) events" : "usage-record POSTs"), concurrency \(concurrency)")
         let t0 = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             var next = 0
             let calls = baselineCalls
+            let meterEvents = self.meterEvents
             func add(_ i: Int) {
                 group.addTask {
-                    _ = try await client.post("/v1/subscription_items/\(item)/usage_records", [
-                        ("quantity", "1"), ("timestamp", String(month + Int64(i % perCustomer) * 3600 + 1800)), ("action", "set"),
-                    ], idempotencyKey: "bench-baseline-\(UUID().uuidString)")
+                    if meterEvents {
+                        // Fresh identifiers, a day after the backlog's hours (kept apart from them).
+                        let events: [JSONValue] = (0..<perCall).map { k in
+                            .obj(["event_name": "bench_sync", "identifier": .string("bench-baseline-\(i)-\(k)-\(UUID().uuidString)"),
+                                  "timestamp": .string(RFC3339Timestamp(epochMicroseconds: (month + Int64(perCustomer + 1) * 3600) * 1_000_000).iso8601),
+                                  "payload": .obj(["stripe_customer_id": .string(cus), "value": "1"])])
+                        }
+                        try await client.meterEventSession.stream(events, client: client, idempotencyKey: UUID().uuidString)
+                    } else {
+                        _ = try await client.post("/v1/subscription_items/\(item)/usage_records", [
+                            ("quantity", "1"), ("timestamp", String(month + Int64(i % perCustomer) * 3600 + 1800)), ("action", "set"),
+                        ], idempotencyKey: "bench-baseline-\(UUID().uuidString)")
+                    }
                 }
             }
             while next < min(concurrency, calls) { add(next); next += 1 }
@@ -137,8 +168,8 @@ struct BenchSync: AsyncParsableCommand {
             }
         }
         let baselineSeconds = (ContinuousClock.now - t0).seconds
-        let baselineRate = Double(baselineCalls) / baselineSeconds
-        print(String(format: "baseline: %.0f calls/s (%.2f s)", baselineRate, baselineSeconds))
+        let baselineRate = Double(baselineCalls * perCall) / baselineSeconds
+        print(String(format: "baseline: %.0f hours/s (%d calls in %.2f s)", baselineRate, baselineCalls, baselineSeconds))
 
         // Phase 1: an outage while the sync keeps trying, then the drain.
         try await setFaults(base, #"{"outage":true}"#)
@@ -172,15 +203,24 @@ struct BenchSync: AsyncParsableCommand {
         let drainSeconds = (ContinuousClock.now - t1).seconds
         let rate = Double(hours) / drainSeconds
         // The engine's totals against the rollups, hour by hour, for every customer.
-        let mismatches = try conn.execute("""
+        let mismatches = try conn.execute(meterEvents ? """
+            with kept as (
+                select distinct on (e.customer, e.ts / 3600) e.customer, e.ts / 3600 * 3600 as ts, e.value / 10 as q
+                from billing_mock.meter_events e where e.event_name = 'bench_sync' and e.identifier like 'meter-%'
+                order by e.customer, e.ts / 3600, e.ts desc, e.seq desc)
+            select count(*) as n from meter.rollup_hourly r
+            join meter.billing_customers b using (customer_id)
+            left join kept k on k.customer = b.billing_customer_id and k.ts = extract(epoch from r.hour)::bigint
+            where k.q is distinct from r.quantity
+            """ : """
             select count(*) as n from meter.rollup_hourly r
             join meter.billing_links l using (customer_id, meter_id)
             left join billing_mock.usage_records u
               on u.subscription_item = l.subscription_item_id and u.ts = extract(epoch from r.hour)::bigint
             where u.quantity is distinct from r.quantity
             """).single().int("n")
-        print(String(format: "drain: %d hours in %.2f s = %.0f hours/s; baseline %.0f calls/s; ratio %.2f; engine totals differing from rollups: %d",
-                     hours, drainSeconds, rate, baselineRate, rate / baselineRate, mismatches))
+        print(String(format: "drain (%@): %d hours in %.2f s = %.0f hours/s; baseline %.0f hours/s; ratio %.2f; engine totals differing from rollups: %d",
+                     engineAPI, hours, drainSeconds, rate, baselineRate, rate / baselineRate, mismatches))
         await pool.shutdown()
         if mismatches != 0 { throw ExitCode.failure }
     }
