@@ -248,25 +248,35 @@ public enum BillingMockServer {
             return method + " " + request.uri.path + "?" + pairs.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
                 .map { $0.0 + "=" + $0.1 }.joined(separator: "&")
         }()
-        let outcome: (status: Int, body: String, replayed: Bool)
-        do {
-            outcome = try await applyOnce(pool: pool, apiKey: key, idempotencyKey: idemKey, fingerprint: fingerprint) { c in
+        return try await respond(request, context, faults: f, idempotencyKey: idemKey, metrics: metrics, logger: logger) {
+            try await applyOnce(pool: pool, apiKey: key, idempotencyKey: idemKey, fingerprint: fingerprint) { c in
                 try MockEngine.handle(c, method: method, path: path, form: form, version: version)
             }
+        }
+    }
+
+    /// Runs the call and answers it: its saved or fresh response, an error envelope, or (the
+    /// drop fault) nothing at all after the call was applied and committed.
+    package static func respond(_ request: Request, _ context: MockRequestContext, faults f: MockFaults, idempotencyKey: String?,
+                                metrics: BillingMockMetrics, logger: Logger,
+                                _ call: () async throws -> (status: Int, body: String, replayed: Bool)) async throws -> Response {
+        let outcome: (status: Int, body: String, replayed: Bool)
+        do {
+            outcome = try await call()
         } catch let e as MockAPIError {
             return error(e)
         } catch {
             return internalError(error, logger: logger)
         }
         if outcome.replayed { metrics.replays.increment() }
-        if method == "POST", f.dropRate > 0, Double.random(in: 0..<1) < f.dropRate {
+        if request.method == .post, f.dropRate > 0, Double.random(in: 0..<1) < f.dropRate {
             // Applied and committed; the caller never hears of it.
             metrics.faults("drop").increment()
-            logger.info("billing_mock.response_dropped", metadata: ["path": "\(request.uri.path)", "key": "\(idemKey ?? "")"])
+            logger.info("billing_mock.response_dropped", metadata: ["path": "\(request.uri.path)", "key": "\(idempotencyKey ?? "")"])
             try? await context.channel.close()
             throw CancellationError()
         }
-        return json(outcome.status, outcome.body, replayed: outcome.replayed, idempotencyKey: idemKey)
+        return json(outcome.status, outcome.body, replayed: outcome.replayed, idempotencyKey: idempotencyKey)
     }
 }
 
@@ -347,29 +357,16 @@ extension BillingMockServer {
         if let k = idemKey, k.count > 255 || k.isEmpty {
             return error(.invalid("Idempotency-Key must be 1-255 characters", param: "Idempotency-Key"))
         }
-        let outcome: (status: Int, body: String, replayed: Bool)
-        do {
+        let parsed = body
+        return try await respond(request, context, faults: f, idempotencyKey: idemKey, metrics: metrics, logger: logger) {
             if isStream {
                 try await pool.withConnection { c in try MockEngine.authorizeStream(c, token: key) }
             }
-            let parsed = body
-            outcome = try await applyOnce(pool: pool, apiKey: key, idempotencyKey: idemKey,
-                                          fingerprint: method + " " + request.uri.path + " " + bodyText) { c in
+            return try await applyOnce(pool: pool, apiKey: key, idempotencyKey: idemKey,
+                                       fingerprint: method + " " + request.uri.path + " " + bodyText) { c in
                 try MockEngine.handleV2(c, method: method, path: path, body: parsed, apiKey: key)
             }
-        } catch let e as MockAPIError {
-            return error(e)
-        } catch {
-            return internalError(error, logger: logger)
         }
-        if outcome.replayed { metrics.replays.increment() }
-        if method == "POST", f.dropRate > 0, Double.random(in: 0..<1) < f.dropRate {
-            metrics.faults("drop").increment()
-            logger.info("billing_mock.response_dropped", metadata: ["path": "\(request.uri.path)", "key": "\(idemKey ?? "")"])
-            try? await context.channel.close()
-            throw CancellationError()
-        }
-        return json(outcome.status, outcome.body, replayed: outcome.replayed, idempotencyKey: idemKey)
     }
 }
 

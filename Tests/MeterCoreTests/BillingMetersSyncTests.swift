@@ -46,23 +46,7 @@ final class BillingMetersSyncTests: XCTestCase {
         let env = try await BillingEnv.start("mev_drop", meterEventsScale: 1)
         defer { Task { await env.stop() } }
         let c = try PGConnection(conninfo: env.db.info)
-        try env.db.ingest(c, key: "seed", hour: env.hours[0], value: "1")
-        _ = try Rollup.drain(c)
-        _ = try await BillingSync.drain(pool: env.pool, client: env.client, config: env.sync, logger: TestDatabase.logger)
-        try await env.faults(#"{"drop_rate":0.3,"error_rate":0.1,"error_status":500}"#)
-        var n = 0
-        for round in 0..<6 {
-            for _ in 0..<15 {
-                try env.db.ingest(c, key: "d\(n)", hour: env.hours[(n * 7 + round) % env.hours.count], value: "\(n % 9 + 1).5")
-                n += 1
-            }
-            _ = try Rollup.drain(c)
-            _ = try await BillingSync.pass(pool: env.pool, client: env.client, config: env.sync, metrics: nil, logger: TestDatabase.logger)
-        }
-        let dropped = try await env.mockMetric("billing_mock_faults_injected_total{kind=\"drop\"}")
-        XCTAssertGreaterThan(dropped, 0, "some responses were dropped after the call was applied")
-        try await env.faults(#"{"drop_rate":0,"error_rate":0}"#)
-        try await env.drainUntilSynced(c)
+        try await env.applyThenDropRounds(c)
         try await env.assertEngineEqualsRollups(c)
         let doubled = try c.execute("""
             select count(*) - count(distinct identifier) as n from billing_mock.meter_events

@@ -52,26 +52,7 @@ final class BillingSyncTests: XCTestCase {
         let env = try await BillingEnv.start("drop")
         defer { Task { await env.stop() } }
         let c = try PGConnection(conninfo: env.db.info)
-        try env.db.ingest(c, key: "seed", hour: env.hours[0], value: "1")
-        _ = try Rollup.drain(c)
-        _ = try await BillingSync.drain(pool: env.pool, client: env.client, config: env.sync, logger: TestDatabase.logger)
-
-        try await env.faults(#"{"drop_rate":0.3,"error_rate":0.1,"error_status":500}"#)
-        // Rounds of new and late events, rollups and sync passes interleaved: hours get several
-        // revisions while earlier sends of them had unknown outcomes.
-        var n = 0
-        for round in 0..<6 {
-            for _ in 0..<15 {
-                try env.db.ingest(c, key: "d\(n)", hour: env.hours[(n * 7 + round) % env.hours.count], value: "\(n % 9 + 1).5")
-                n += 1
-            }
-            _ = try Rollup.drain(c)
-            _ = try await BillingSync.pass(pool: env.pool, client: env.client, config: env.sync, metrics: nil, logger: TestDatabase.logger)
-        }
-        let dropped = try await env.mockMetric("billing_mock_faults_injected_total{kind=\"drop\"}")
-        XCTAssertGreaterThan(dropped, 0, "some responses were dropped after the call was applied")
-        try await env.faults(#"{"drop_rate":0,"error_rate":0}"#)
-        try await env.drainUntilSynced(c)
+        try await env.applyThenDropRounds(c)
         try await env.assertEngineEqualsRollups(c)
         let replays = try await env.mockMetric("billing_mock_idempotent_replays_total")
         XCTAssertGreaterThan(replays, 0, "retries after dropped responses were replayed, not applied again")
@@ -290,6 +271,29 @@ final class BillingEnv: @unchecked Sendable {
     }
 
     func faults(_ json: String) async throws { _ = try await admin(.POST, "/admin/faults", body: json) }
+
+    /// An hour synced, then six rounds of new and late events, rollups and sync passes while 30 %
+    /// of calls are applied and their answers dropped (and 10 % fail with a 500): hours get
+    /// several revisions while earlier sends of them had unknown outcomes. Faults off, drained.
+    func applyThenDropRounds(_ c: PGConnection) async throws {
+        try db.ingest(c, key: "seed", hour: hours[0], value: "1")
+        _ = try Rollup.drain(c)
+        _ = try await BillingSync.drain(pool: pool, client: client, config: sync, logger: TestDatabase.logger)
+        try await faults(#"{"drop_rate":0.3,"error_rate":0.1,"error_status":500}"#)
+        var n = 0
+        for round in 0..<6 {
+            for _ in 0..<15 {
+                try db.ingest(c, key: "d\(n)", hour: hours[(n * 7 + round) % hours.count], value: "\(n % 9 + 1).5")
+                n += 1
+            }
+            _ = try Rollup.drain(c)
+            _ = try await BillingSync.pass(pool: pool, client: client, config: sync, metrics: nil, logger: TestDatabase.logger)
+        }
+        let dropped = try await mockMetric("billing_mock_faults_injected_total{kind=\"drop\"}")
+        XCTAssertGreaterThan(dropped, 0, "some responses were dropped after the call was applied")
+        try await faults(#"{"drop_rate":0,"error_rate":0}"#)
+        try await drainUntilSynced(c)
+    }
 
     func mockMetric(_ series: String) async throws -> Double {
         let text = try await admin(.GET, "/metrics")

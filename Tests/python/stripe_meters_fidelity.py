@@ -24,15 +24,17 @@ failed is reported "not ok" without calling the mock.
 import argparse
 import calendar
 import datetime
-import http.server
 import json
 import sys
-import threading
 import time
 import traceback
 import types
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
+
+import os
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from webhook_receiver import WebhookReceiver  # noqa: E402  (the folder holds both scripts)
 
 try:
     import stripe
@@ -106,61 +108,6 @@ def event(ctx, meter_event_name, value, ts, identifier=None, customer=None):
     if identifier:
         params["identifier"] = identifier
     return ctx.client.v1.billing.meter_events.create(params)
-
-
-class WebhookReceiver:
-    """A local HTTP server that records every POST (body, Stripe-Signature) and answers 200."""
-
-    def __init__(self):
-        self.deliveries = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self._read_body()
-                with receiver.arrived:
-                    receiver.deliveries.append((body, self.headers.get("Stripe-Signature")))
-                    receiver.arrived.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def _read_body(self):
-                # The mock sends its webhooks chunked (no Content-Length).
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    chunks = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        chunk = self.rfile.read(size)
-                        self.rfile.readline()
-                        if size == 0:
-                            return b"".join(chunks)
-                        chunks.append(chunk)
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stripe/webhook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, predicate, timeout=WEBHOOK_TIMEOUT_S):
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while True:
-                for body, signature in self.deliveries:
-                    try:
-                        if predicate(json.loads(body)):
-                            return body, signature
-                    except ValueError:
-                        pass
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self.arrived.wait(remaining)
 
 
 CHECKS = []
@@ -349,7 +296,7 @@ def _(ctx):
     found = {}
     for event_type, code in (("v1.billing.meter.error_report_triggered", "meter_event_customer_not_found"),
                              ("v1.billing.meter.no_meter_found", "no_meter")):
-        delivery = ctx.receiver.wait_for(lambda e, t=event_type: e.get("type") == t)
+        delivery = ctx.receiver.wait_for(lambda e, t=event_type: e.get("type") == t, WEBHOOK_TIMEOUT_S)
         expect(delivery is not None, f"no {event_type} delivered within {WEBHOOK_TIMEOUT_S} s")
         body, signature = delivery
         expect("data" not in json.loads(body), "a thin event must not carry data")
@@ -396,7 +343,8 @@ def _(ctx):
     expected_amount = int((ctx.expected_quantity * Decimal(UNIT_AMOUNT_DECIMAL)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     expect_equal(Decimal(str(lines[0].quantity)), ctx.expected_quantity, "line quantity")
     expect_equal((lines[0].amount, inv.total), (expected_amount, expected_amount), "line amount and total")
-    delivery = ctx.receiver.wait_for(lambda e: e.get("type") == "invoice.paid" and e["data"]["object"]["id"] == inv.id)
+    delivery = ctx.receiver.wait_for(lambda e: e.get("type") == "invoice.paid" and e["data"]["object"]["id"] == inv.id,
+                                      WEBHOOK_TIMEOUT_S)
     expect(delivery is not None, "no invoice.paid delivered")
     verified = stripe.Webhook.construct_event(delivery[0], delivery[1], ctx.secret)
     expect_equal((verified.type, verified.data.object.total), ("invoice.paid", expected_amount), "verified webhook")

@@ -22,14 +22,16 @@ exercises".
 
 import argparse
 import datetime
-import http.server
 import json
 import sys
-import threading
 import time
 import traceback
 import types
 from decimal import ROUND_HALF_UP, Decimal
+
+import os
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from webhook_receiver import WebhookReceiver  # noqa: E402  (the folder holds both scripts)
 
 try:
     import stripe
@@ -122,65 +124,6 @@ def wait_clock_ready(clock_id, target_frozen_time):
         if time.monotonic() > deadline:
             raise CheckFailed(f"clock still {clock.status!r} after {CLOCK_TIMEOUT_S} s")
         time.sleep(0.2)
-
-
-# --------------------------------------------------------------------------------------------------
-# Webhook receiver: a local HTTP server that records every POST and answers 200.
-
-
-class WebhookReceiver:
-    def __init__(self):
-        self.deliveries = []  # (body bytes, Stripe-Signature header or None), in arrival order
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self._read_body()
-                with receiver.arrived:
-                    receiver.deliveries.append((body, self.headers.get("Stripe-Signature")))
-                    receiver.arrived.notify_all()
-                reply = b"{}"
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def _read_body(self):
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    chunks = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        chunk = self.rfile.read(size)
-                        self.rfile.readline()  # CRLF after each chunk
-                        if size == 0:
-                            return b"".join(chunks)
-                        chunks.append(chunk)
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def log_message(self, *args):  # keep TAP output clean
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stripe/webhook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, predicate, timeout):
-        """The first delivery (body, signature) for which predicate(event dict) holds, or None."""
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while True:
-                for body, signature in self.deliveries:
-                    try:
-                        if predicate(json.loads(body)):
-                            return body, signature
-                    except ValueError:
-                        pass
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self.arrived.wait(remaining)
 
 
 # --------------------------------------------------------------------------------------------------
