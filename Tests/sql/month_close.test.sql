@@ -16,7 +16,7 @@
 -- cancellations get an explicit received_at / cancelled_at between that close and now().
 -- The suite runs on a freshly migrated database (checked first).
 begin;
-select plan(88);
+select plan(89);
 
 -- Neither the close nor the views may depend on the session's time zone (+05:45 here).
 set local timezone = 'Asia/Kathmandu';
@@ -455,6 +455,11 @@ select results_eq(
     $$select unsynced_hours, dead_hours, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
     $$values (1::bigint, 1::bigint, 'MISMATCH: dead-letter'::text)$$,
     'a dead hour too: MISMATCH: dead-letter comes first');
+update meter.sync_outbox set last_error = 'HTTP 400 timestamp_too_far_in_past: more than 35 days before the current time'
+where hour = '2025-05-10 11:00+00' and state = 'dead';
+select is((select status from recon where customer = 'tap-mc-rec' and period = '2025-05'),
+          'MISMATCH: dead-letter, older than the engine takes',
+          'a dead hour the engine no longer takes (Billing Meters: 35 days back) is named as such');
 update meter.sync_outbox o set state = 'synced', synced_revision = o.revision,
        synced_quantity = case when o.hour = '2025-05-10 10:00+00' then 2 else 1 end
 where o.customer_id = (select rec from fx) and o.hour < '2025-06-01';

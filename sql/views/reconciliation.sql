@@ -16,7 +16,8 @@
 --   expected_amount            the rollup quantity priced now (meter.price_amount)
 --   difference                 invoiced_amount - expected_amount
 --   status                     MATCH, or MISMATCH: <first cause> (late-after-close not adjusted
---                              yet, rollup differs from raw events, unsynced hours, dead-letter, engine
+--                              yet, rollup differs from raw events, unsynced hours, dead-letter (", older
+--                              than the engine takes" for hours past a Billing Meter's 35 days), engine
 --                              quantity differs, engine amount differs, amount difference)
 create or replace view meter.reconciliation as
 with lines as (
@@ -30,7 +31,7 @@ figures as (
            u.quantity as rollup_quantity, u.event_count as rollup_events,
            adj.n as adj_events, adj.q as adj_quantity, adj.a as adj_amount,
            late.n as late_after_close, late.unadjusted as late_unadjusted,
-           sy.synced_quantity, sy.unsynced_hours, sy.dead_hours,
+           sy.synced_quantity, sy.unsynced_hours, sy.dead_hours, sy.past_engine_window_hours,
            eng.quantity as engine_invoice_quantity, eng.amount as engine_invoice_amount
     from lines li
     join meter.customers c on c.id = li.customer_id
@@ -87,7 +88,10 @@ figures as (
                     when u.aggregation = 'max' then coalesce(pg_catalog.max(o.synced_quantity), 0)
                     else coalesce(pg_catalog.sum(o.synced_quantity), 0) end as synced_quantity,
                pg_catalog.count(*) filter (where o.state in ('pending', 'in_flight')) as unsynced_hours,
-               pg_catalog.count(*) filter (where o.state = 'dead') as dead_hours
+               pg_catalog.count(*) filter (where o.state = 'dead') as dead_hours,
+               -- dead because the engine no longer takes them (Billing Meters: 35 days back)
+               pg_catalog.count(*) filter (where o.state = 'dead' and o.last_error like '%timestamp_too_far_in_past%')
+                   as past_engine_window_hours
         from meter.sync_outbox o
         where o.customer_id = li.customer_id and o.meter_id = li.meter_id
           and o.hour >= li.period_start and o.hour < li.period_end
@@ -113,6 +117,7 @@ select f.period, f.customer, f.meter, f.currency, f.invoice_id,
            when f.late_unadjusted > 0 then 'MISMATCH: late-after-close not adjusted yet'
            when f.raw_quantity <> f.rollup_quantity or f.raw_events <> f.rollup_events
                then 'MISMATCH: rollup differs from raw events'
+           when f.past_engine_window_hours > 0 then 'MISMATCH: dead-letter, older than the engine takes'
            when f.dead_hours > 0 then 'MISMATCH: dead-letter'
            when f.unsynced_hours > 0 then 'MISMATCH: unsynced hours'
            when f.synced_quantity is not null and f.synced_quantity <> f.quantity then 'MISMATCH: engine quantity differs'
