@@ -124,26 +124,24 @@ public enum BillingMockServer {
     public static func buildRouter(pool: PGPool, faults: MockFaultState, metrics: BillingMockMetrics,
                                    logger: Logger) -> Router<MockRequestContext> {
         let router = Router(context: MockRequestContext.self)
-        let api: @Sendable (Request, MockRequestContext) async throws -> Response = { request, context in
-            let response = try await apiCall(request, context, pool: pool, faults: faults, metrics: metrics, logger: logger)
-            metrics.requests(response.status.code).increment()
-            logger.info("billing_mock.request", metadata: [
-                "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
-            ])
-            return response
+        typealias Call = @Sendable (Request, MockRequestContext, PGPool, MockFaultState, BillingMockMetrics, Logger) async throws -> Response
+        // Every API call, v1 (form bodies) or v2 (JSON): counted by status and logged.
+        func api(_ call: @escaping Call) -> @Sendable (Request, MockRequestContext) async throws -> Response {
+            { request, context in
+                let response = try await call(request, context, pool, faults, metrics, logger)
+                metrics.requests(response.status.code).increment()
+                logger.info("billing_mock.request", metadata: [
+                    "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+                ])
+                return response
+            }
         }
-        router.post("/v1/**", use: api)
-        router.get("/v1/**", use: api)
-        let api2: @Sendable (Request, MockRequestContext) async throws -> Response = { request, context in
-            let response = try await apiCallV2(request, context, pool: pool, faults: faults, metrics: metrics, logger: logger)
-            metrics.requests(response.status.code).increment()
-            logger.info("billing_mock.request", metadata: [
-                "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
-            ])
-            return response
-        }
-        router.post("/v2/**", use: api2)
-        router.get("/v2/**", use: api2)
+        let v1 = api { try await apiCall($0, $1, pool: $2, faults: $3, metrics: $4, logger: $5) }
+        let v2 = api { try await apiCallV2($0, $1, pool: $2, faults: $3, metrics: $4, logger: $5) }
+        router.post("/v1/**", use: v1)
+        router.get("/v1/**", use: v1)
+        router.post("/v2/**", use: v2)
+        router.get("/v2/**", use: v2)
         router.get("/admin/faults") { _, _ in json(200, faults.current.json.text) }
         router.post("/admin/faults") { request, _ in
             let body = try await request.body.collect(upTo: 64 * 1024)

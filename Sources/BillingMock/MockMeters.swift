@@ -42,32 +42,22 @@ extension MockEngine {
             throw MockAPIError.invalid("Invalid default_aggregation[formula]: must be one of count, last, or sum",
                                        param: "default_aggregation[formula]")
         }
-        var customerKey = "stripe_customer_id"
+        /// hash[event_payload_key] when the hash is sent (then required, 1-100 characters), else the default.
+        func payloadKey(_ hash: String, default fallback: String) throws -> String {
+            guard let h = form[hash] else { return fallback }
+            let param = "\(hash)[event_payload_key]"
+            guard let key = h["event_payload_key"]?.string, !key.isEmpty else { throw MockAPIError.missing(param) }
+            guard key.count <= 100 else { throw MockAPIError.invalid("\(param) is longer than 100 characters", param: param) }
+            return key
+        }
         if let m = form["customer_mapping"] {
             guard let type = m["type"]?.string else { throw MockAPIError.missing("customer_mapping[type]") }
             guard type == "by_id" else {
                 throw MockAPIError.invalid("Invalid customer_mapping[type]: must be by_id", param: "customer_mapping[type]")
             }
-            guard let key = m["event_payload_key"]?.string, !key.isEmpty else {
-                throw MockAPIError.missing("customer_mapping[event_payload_key]")
-            }
-            guard key.count <= 100 else {
-                throw MockAPIError.invalid("customer_mapping[event_payload_key] is longer than 100 characters",
-                                           param: "customer_mapping[event_payload_key]")
-            }
-            customerKey = key
         }
-        var valueKey = "value"
-        if let v = form["value_settings"] {
-            guard let key = v["event_payload_key"]?.string, !key.isEmpty else {
-                throw MockAPIError.missing("value_settings[event_payload_key]")
-            }
-            guard key.count <= 100 else {
-                throw MockAPIError.invalid("value_settings[event_payload_key] is longer than 100 characters",
-                                           param: "value_settings[event_payload_key]")
-            }
-            valueKey = key
-        }
+        let customerKey = try payloadKey("customer_mapping", default: "stripe_customer_id")
+        let valueKey = try payloadKey("value_settings", default: "value")
         let window = form["event_time_window"]?.string
         if let window, window != "hour" && window != "day" {
             throw MockAPIError.invalid("Invalid event_time_window: must be one of day or hour", param: "event_time_window")
@@ -161,11 +151,6 @@ extension MockEngine {
         }
     }
 
-    /// A refused meter event: Stripe's error code (the same codes its error reports use).
-    package static func refuse(_ code: String, _ message: String, param: String? = nil) -> MockAPIError {
-        MockAPIError(status: 400, type: "invalid_request_error", code: code, message: message, param: param)
-    }
-
     /// Validates and stores one meter event; its v1 representation. Throws a MockAPIError whose
     /// code is Stripe's (no_meter, archived_meter, meter_event_no_customer_defined, ...).
     package static func acceptMeterEvent(_ c: PGConnection, _ e: MeterEventInput, via: String) throws -> JSONValue {
@@ -178,47 +163,44 @@ extension MockEngine {
             }
         }
         guard let meter = try meterFor(c, eventName: name) else {
-            throw refuse("no_meter", "No meter exists for event_name '\(name)'.", param: "event_name")
+            throw MockAPIError.invalid("No meter exists for event_name '\(name)'.", param: "event_name", code: "no_meter")
         }
         let meterID = meter["id"]!.stringValue!
         guard meter["status"]?.stringValue == "active" else {
-            throw refuse("archived_meter", "The meter \(meterID) for event_name '\(name)' is inactive: it accepts no events.",
-                         param: "event_name")
+            throw MockAPIError.invalid("The meter \(meterID) for event_name '\(name)' is inactive: it accepts no events.",
+                         param: "event_name", code: "archived_meter")
         }
         let customerKey = meter["customer_mapping"]?["event_payload_key"]?.stringValue ?? "stripe_customer_id"
         guard let customerID = payload[customerKey], !customerID.isEmpty else {
-            throw refuse("meter_event_no_customer_defined", "Customer mapping key \(customerKey) not found in payload.",
-                         param: e.param(["payload", customerKey]))
+            throw MockAPIError.invalid("Customer mapping key \(customerKey) not found in payload.",
+                         param: e.param(["payload", customerKey]), code: "meter_event_no_customer_defined")
         }
         guard let customer = try load(c, customerID, "customer") else {
-            throw refuse("meter_event_customer_not_found", "No such customer: '\(customerID)'", param: e.param(["payload", customerKey]))
+            throw MockAPIError.invalid("No such customer: '\(customerID)'", param: e.param(["payload", customerKey]), code: "meter_event_customer_not_found")
         }
         let valueKey = meter["value_settings"]?["event_payload_key"]?.stringValue ?? "value"
         let formula = meter["default_aggregation"]?["formula"]?.stringValue ?? "sum"
         let raw = payload[valueKey] ?? (formula == "count" ? "1" : nil)
         guard let raw else {
-            throw refuse("meter_event_invalid_value", "Value key \(valueKey) not found in payload.", param: e.param(["payload", valueKey]))
+            throw MockAPIError.invalid("Value key \(valueKey) not found in payload.", param: e.param(["payload", valueKey]), code: "meter_event_invalid_value")
         }
         guard raw.range(of: #"^-?[0-9]+$"#, options: .regularExpression) != nil else {
-            throw refuse("meter_event_invalid_value", "The value in the event payload must be a whole number; got '\(raw.prefix(40))'.",
-                         param: e.param(["payload", valueKey]))
+            throw MockAPIError.invalid("The value in the event payload must be a whole number; got '\(raw.prefix(40))'.",
+                         param: e.param(["payload", valueKey]), code: "meter_event_invalid_value")
         }
         let digits = raw.drop { $0 == "-" }.drop { $0 == "0" }
         guard digits.count <= meterEventMaxDigits else {
-            throw refuse("meter_event_value_too_many_digits",
-                         "The value in the event payload can have at most \(meterEventMaxDigits) digits. Received \(raw.prefix(40)).",
-                         param: e.param(["payload", valueKey]))
+            throw MockAPIError.invalid("The value in the event payload can have at most \(meterEventMaxDigits) digits. Received \(raw.prefix(40)).",
+                         param: e.param(["payload", valueKey]), code: "meter_event_value_too_many_digits")
         }
         let now = try Self.now(c, clock: customer["test_clock"]?.stringValue)
         let ts = e.timestamp ?? now
         guard ts >= now - meterEventPastWindow else {
-            throw refuse("timestamp_too_far_in_past",
-                         "The timestamp \(ts) is more than 35 days before the current time (\(now)); meter events must be within the past 35 days.",
-                         param: "timestamp")
+            throw MockAPIError.invalid("The timestamp \(ts) is more than 35 days before the current time (\(now)); meter events must be within the past 35 days.",
+                         param: "timestamp", code: "timestamp_too_far_in_past")
         }
         guard ts <= now + meterEventFutureWindow else {
-            throw refuse("timestamp_in_future",
-                         "The timestamp \(ts) is more than 5 minutes after the current time (\(now)).", param: "timestamp")
+            throw MockAPIError.invalid("The timestamp \(ts) is more than 5 minutes after the current time (\(now)).", param: "timestamp", code: "timestamp_in_future")
         }
         let identifier = try e.identifier ?? newID(c, "mev")
         let inserted = try c.execute("""
@@ -227,8 +209,8 @@ extension MockEngine {
             """, [identifier, meterID, name, customerID, raw, ts, now,
                   JSONValue.object(payload.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).text, via]).affectedRows
         guard inserted == 1 else {
-            throw refuse("duplicate_meter_event", "A meter event with identifier '\(identifier)' has already been submitted.",
-                         param: "identifier")
+            throw MockAPIError.invalid("A meter event with identifier '\(identifier)' has already been submitted.",
+                         param: "identifier", code: "duplicate_meter_event")
         }
         return .obj([
             "object": "billing.meter_event", "created": .int(now), "event_name": .string(name),

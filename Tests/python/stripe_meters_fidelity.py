@@ -26,15 +26,13 @@ import calendar
 import datetime
 import json
 import sys
-import time
-import traceback
 import types
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
 
 import os
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from webhook_receiver import WebhookReceiver  # noqa: E402  (the folder holds both scripts)
+from fidelity import CheckFailed, Checks, WebhookReceiver, expect, expect_equal, run_checks  # noqa: E402
 
 try:
     import stripe
@@ -54,19 +52,6 @@ PERIOD_END = calendar.timegm((2026, 4, 1, 0, 0, 0))
 CLOCK_T0 = calendar.timegm((2026, 3, 11, 0, 0, 0))
 HOUR_A = CLOCK_T0 - 5 * 3600  # 2026-03-10T19:00Z
 HOUR_B = CLOCK_T0 - 3 * 3600  # 2026-03-10T21:00Z
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def expect(condition, message):
-    if not condition:
-        raise CheckFailed(message)
-
-
-def expect_equal(actual, expected, what):
-    expect(actual == expected, f"{what}: expected {expected!r}, got {actual!r}")
 
 
 def refused(call, status, code, what, param=None):
@@ -110,14 +95,8 @@ def event(ctx, meter_event_name, value, ts, identifier=None, customer=None):
     return ctx.client.v1.billing.meter_events.create(params)
 
 
-CHECKS = []
-
-
-def check(description, needs=()):
-    def register(function):
-        CHECKS.append((description, function, needs))
-        return function
-    return register
+checks = Checks()
+check = checks.add
 
 
 @check("the SDK pins an API version after 2025-03-31.basil (no usage records there)")
@@ -350,12 +329,6 @@ def _(ctx):
     expect_equal((verified.type, verified.data.object.total), ("invoice.paid", expected_amount), "verified webhook")
 
 
-def describe(e):
-    ours = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
-    where = f" (line {ours[-1].lineno}: {ours[-1].line})" if ours else ""
-    return f"{type(e).__name__}: {e}{where}"
-
-
 def run(api_base):
     base = api_base.rstrip("/")
     stripe.api_key = API_KEY
@@ -364,33 +337,9 @@ def run(api_base):
                                      http_client=stripe.RequestsClient(timeout=20))
     ctx.receiver = WebhookReceiver()
     ctx.run = uuid.uuid4().hex[:10]   # identifiers are unique per run: the script may run twice on one mock
-    unreachable, failures = None, 0
-    for number, (description, function, needs) in enumerate(CHECKS, 1):
-        missing = [n for n in needs if getattr(ctx, n, None) is None]
-        detail = None
-        if unreachable:
-            detail = f"not run: the mock is unreachable ({unreachable})"
-        elif missing:
-            detail = f"not run: needs {', '.join(missing)} from an earlier check that failed"
-        else:
-            try:
-                function(ctx)
-            except CheckFailed as e:
-                detail = str(e)
-            except stripe.APIConnectionError as e:
-                unreachable = f"cannot connect to {base}"
-                detail = f"{unreachable}: {e}"
-            except Exception as e:
-                detail = describe(e)
-        print(f"ok {number} - {description}" if detail is None else f"not ok {number} - {description}")
-        if detail is not None:
-            failures += 1
-            for line in detail.splitlines() or [""]:
-                print(f"#   {line}")
-        sys.stdout.flush()
-    print(f"1..{len(CHECKS)}")
+    status = run_checks(checks, ctx, __file__, stripe.APIConnectionError, f"cannot connect to {base}")
     ctx.receiver.server.shutdown()
-    return 1 if failures else 0
+    return status
 
 
 def main():

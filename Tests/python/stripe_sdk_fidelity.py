@@ -25,13 +25,12 @@ import datetime
 import json
 import sys
 import time
-import traceback
 import types
 from decimal import ROUND_HALF_UP, Decimal
 
 import os
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from webhook_receiver import WebhookReceiver  # noqa: E402  (the folder holds both scripts)
+from fidelity import CheckFailed, Checks, WebhookReceiver, expect, expect_equal, run_checks  # noqa: E402
 
 try:
     import stripe
@@ -48,19 +47,6 @@ WEBHOOK_TIMEOUT_S = 30  # an invoice.* delivery must arrive within this
 
 # --------------------------------------------------------------------------------------------------
 # Small helpers
-
-
-class CheckFailed(Exception):
-    """An expectation did not hold; the message is the TAP detail."""
-
-
-def expect(condition, message):
-    if not condition:
-        raise CheckFailed(message)
-
-
-def expect_equal(actual, expected, what):
-    expect(actual == expected, f"{what}: expected {expected!r}, got {actual!r}")
 
 
 def expect_raises(exception_class, call, what):
@@ -130,15 +116,8 @@ def wait_clock_ready(clock_id, target_frozen_time):
 # The checks, in execution order. Each is registered with the TAP description and the ctx fields it
 # needs from earlier checks.
 
-CHECKS = []
-
-
-def check(description, needs=()):
-    def register(function):
-        CHECKS.append((description, function, needs))
-        return function
-
-    return register
+checks = Checks()
+check = checks.add
 
 
 @check("test clock: create at the start of the month + 1 day, retrieve it 'ready'")
@@ -468,24 +447,6 @@ def check_bad_key(ctx):
 # Runner
 
 
-def describe_exception(e):
-    """One line: the exception and the line of this script it came from.
-
-    A field missing from a response shows up here: StripeObject raises AttributeError (attribute
-    access) or KeyError (indexing) with the field name as message.
-    """
-    ours = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
-    where = f" (line {ours[-1].lineno}: {ours[-1].line})" if ours else ""
-    if isinstance(e, (AttributeError, KeyError)):
-        return f"a response lacks the field {e}{where}"
-    return f"{type(e).__name__}: {e}{where}"
-
-
-def tap_detail(text):
-    for line in str(text).rstrip("\n").splitlines() or [""]:
-        print(f"#   {line}")
-
-
 def run(api_base):
     stripe.api_key = API_KEY
     stripe.api_base = api_base.rstrip("/")  # the SDK appends "/v1/..." to it
@@ -495,42 +456,11 @@ def run(api_base):
 
     ctx = types.SimpleNamespace()
     ctx.receiver = WebhookReceiver()
-    unreachable = None  # set by the first connection error
-    failures = 0
-
-    for number, (description, function, needs) in enumerate(CHECKS, 1):
-        missing = [name for name in needs if getattr(ctx, name, None) is None]
-        detail = None
-        if unreachable is not None:
-            detail = f"not run: the mock is unreachable ({unreachable})"
-        elif missing:
-            detail = f"not run: needs {', '.join(missing)} from an earlier check that failed"
-        else:
-            try:
-                function(ctx)
-            except CheckFailed as e:
-                detail = str(e)
-            except stripe.error.APIConnectionError as e:
-                unreachable = f"cannot connect to {stripe.api_base}"
-                detail = f"{unreachable}: {' '.join(str(e.user_message or e).split())}"
-            except stripe.error.StripeError as e:
-                detail = f"unexpected {describe_stripe_error(e)}"
-            except Exception as e:  # a response the script cannot digest (or a bug in the script)
-                detail = describe_exception(e)
-        if detail is None:
-            print(f"ok {number} - {description}")
-        else:
-            failures += 1
-            print(f"not ok {number} - {description}")
-            tap_detail(detail)
-        sys.stdout.flush()
-
-    print(f"1..{len(CHECKS)}")
-    if failures:
-        print(f"# {failures} of {len(CHECKS)} checks failed")
+    status = run_checks(checks, ctx, __file__, stripe.error.APIConnectionError, f"cannot connect to {stripe.api_base}",
+                        describe_stripe_error, stripe.error.StripeError)
     ctx.receiver.server.shutdown()
     ctx.receiver.server.server_close()
-    return 1 if failures else 0
+    return status
 
 
 def main():

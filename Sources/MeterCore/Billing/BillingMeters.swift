@@ -24,25 +24,30 @@ public enum BillingMeters {
         } catch {
             guard error.code == "resource_already_exists" else { throw error }
         }
+        if let m = try await find(client: client, eventName: eventName), let id = m["id"]?.stringValue {
+            guard m["default_aggregation"]?["formula"]?.stringValue == formula,
+                  m["event_time_window"]?.stringValue == "hour" else {
+                throw BillingAPIError(status: nil, type: nil, code: "meter_mismatch",
+                                      message: "the engine's meter \(id) for event name \(eventName) is not formula \(formula) with event_time_window hour; choose another --event-name",
+                                      notSent: true)
+            }
+            return id
+        }
+        throw BillingAPIError(status: nil, type: nil, code: nil, message: "the engine neither created nor listed a meter for \(eventName)")
+    }
+
+    /// The engine's meter of `eventName` (active or not), or nil: its meters listed page by page.
+    public static func find(client: BillingClient, eventName: String) async throws -> JSONValue? {
         var after: String?
         while true {
             var query = [("limit", "100")]
             if let after { query.append(("starting_after", after)) }
             let page = try await client.get("/v1/billing/meters", query: query, version: client.configuration.apiVersion)
             let meters = page["data"]?.arrayValue ?? []
-            if let m = meters.first(where: { $0["event_name"]?.stringValue == eventName }), let id = m["id"]?.stringValue {
-                guard m["default_aggregation"]?["formula"]?.stringValue == formula,
-                      m["event_time_window"]?.stringValue == "hour" else {
-                    throw BillingAPIError(status: nil, type: nil, code: "meter_mismatch",
-                                          message: "the engine's meter \(id) for event name \(eventName) is not formula \(formula) with event_time_window hour; choose another --event-name",
-                                          notSent: true)
-                }
-                return id
-            }
-            guard page["has_more"]?.boolValue == true, let last = meters.last?["id"]?.stringValue else { break }
+            if let m = meters.first(where: { $0["event_name"]?.stringValue == eventName }) { return m }
+            guard page["has_more"]?.boolValue == true, let last = meters.last?["id"]?.stringValue else { return nil }
             after = last
         }
-        throw BillingAPIError(status: nil, type: nil, code: nil, message: "the engine neither created nor listed a meter for \(eventName)")
     }
 
     /// A price per unit of the meter, as a price per unit of 10^-scale of it: the decimal point

@@ -147,6 +147,9 @@ public enum BillingSync {
         /// How the meter is billed (meter.billing_prices): meter events on a Billing Meter of
         /// `eventName` for `billingCustomer`, values times 10^valueScale; else usage records.
         package let eventName: String?, valueScale: Int, billingCustomer: String
+        /// Its meter event's timestamp: the hour's start plus the revision in seconds, so that of
+        /// two revisions the newer is the newer event whatever order they land in (decision 100).
+        package var eventTimestamp: Int64 { hourEpoch + min(revision, 3599) }
     }
 
     /// One pass: links, one claim of up to `batch` hours, their sends and reports.
@@ -232,12 +235,11 @@ public enum BillingSync {
         do {
             if let event = h.eventName {
                 // A Billing Meter pre-aggregated by hour keeps the newest event of each hour: the
-                // hour's absolute total, as action=set did. The revision is in the timestamp's
-                // seconds, so a late-landing older revision is never the newest (decision 100).
+                // hour's absolute total, as action=set did.
                 _ = try await client.post("/v1/billing/meter_events", [
                     ("event_name", event), ("payload[stripe_customer_id]", h.billingCustomer),
                     ("payload[value]", try MeterEventValue.scaled(h.quantity, scale: h.valueScale)),
-                    ("identifier", h.key), ("timestamp", String(h.hourEpoch + min(h.revision, 3599))),
+                    ("identifier", h.key), ("timestamp", String(h.eventTimestamp)),
                 ], idempotencyKey: h.key, version: client.configuration.apiVersion)
             } else {
                 _ = try await client.post("/v1/subscription_items/\(h.item)/usage_records", [
@@ -267,7 +269,7 @@ public enum BillingSync {
                 let value = try MeterEventValue.scaled(h.quantity, scale: h.valueScale)
                 events.append(.obj([
                     "event_name": .string(h.eventName!), "identifier": .string(h.key),
-                    "timestamp": .string(RFC3339Timestamp(epochMicroseconds: (h.hourEpoch + min(h.revision, 3599)) * 1_000_000).iso8601),
+                    "timestamp": .string(RFC3339Timestamp(epochMicroseconds: h.eventTimestamp * 1_000_000).iso8601),
                     "payload": .obj(["stripe_customer_id": .string(h.billingCustomer), "value": .string(value)]),
                 ]))
                 sendable.append(h)

@@ -350,9 +350,8 @@ public final class ChaosHarness: @unchecked Sendable {
                    coalesce(sum(r.event_count), 0) as rolled_up, count(*) as hours
             from exp full join meter.rollup_hourly r using (customer_id, meter_id, hour)
             """).single()
-        // The engine's hours, read from its own tables: per Billing Meter, customer and hour
-        // window, the event it bills (the newest: latest timestamp, then latest received), back
-        // in the meter's unit (divided by 10^value_scale).
+        // The engine's hours, as it bills them (billing_mock.meter_kept_events: per Billing Meter,
+        // customer and hour window, the newest event), back in the meter's unit (10^-value_scale).
         let b = try c.execute("""
             with ours as (
                 select r.customer_id, r.meter_id, r.hour, r.event_count,
@@ -362,14 +361,16 @@ public final class ChaosHarness: @unchecked Sendable {
                 join meter.billing_links l on l.customer_id = r.customer_id and l.meter_id = r.meter_id
                 join meter.billing_customers bc on bc.customer_id = r.customer_id
                 join meter.billing_prices p on p.meter_id = r.meter_id),
-            windows as (
-                select e.customer as cus, e.event_name, to_timestamp(e.ts - e.ts % 3600) as hour, e.value,
-                       count(*) over (partition by e.customer, e.event_name, e.ts - e.ts % 3600) as writes,
-                       row_number() over (partition by e.customer, e.event_name, e.ts - e.ts % 3600 order by e.ts desc, e.seq desc) as k
-                from billing_mock.meter_events e where e.cancelled_at is null),
             eng as (
-                select w.cus, w.event_name, w.hour, w.value / power(10::numeric, coalesce(p.value_scale, 0)) as quantity, w.writes
-                from windows w left join meter.billing_prices p on p.event_name = w.event_name where w.k = 1)
+                select k.customer as cus, o.data ->> 'event_name' as event_name, to_timestamp(k.window_start) as hour,
+                       k.value / power(10::numeric, coalesce(p.value_scale, 0)) as quantity,
+                       (select count(*) from billing_mock.meter_events e
+                        where e.meter_id = o.id and e.customer = k.customer and e.cancelled_at is null
+                          and e.ts >= k.window_start and e.ts < k.window_start + 3600) as writes
+                from billing_mock.objects o
+                cross join lateral billing_mock.meter_kept_events(o.id, null, 0, 9223372036854775807) k
+                left join meter.billing_prices p on p.event_name = o.data ->> 'event_name'
+                where o.object = 'billing.meter')
             select count(*) as hours,
                    count(*) filter (where eng.quantity is null) as unbilled,
                    count(*) filter (where eng.quantity <> ours.quantity) as differing,

@@ -205,9 +205,10 @@ struct BenchSync: AsyncParsableCommand {
         // The engine's totals against the rollups, hour by hour, for every customer.
         let mismatches = try conn.execute(meterEvents ? """
             with kept as (
-                select distinct on (e.customer, e.ts / 3600) e.customer, e.ts / 3600 * 3600 as ts, e.value / 10 as q
-                from billing_mock.meter_events e where e.event_name = 'bench_sync' and e.identifier like 'meter-%'
-                order by e.customer, e.ts / 3600, e.ts desc, e.seq desc)
+                select k.customer, k.window_start as ts, k.value / 10 as q
+                from billing_mock.objects o
+                cross join lateral billing_mock.meter_kept_events(o.id, null, 0, 9223372036854775807) k
+                where o.object = 'billing.meter' and o.data ->> 'event_name' = 'bench_sync')
             select count(*) as n from meter.rollup_hourly r
             join meter.billing_customers b using (customer_id)
             left join kept k on k.customer = b.billing_customer_id and k.ts = extract(epoch from r.hour)::bigint

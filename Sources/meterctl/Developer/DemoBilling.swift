@@ -90,13 +90,16 @@ struct DemoBilling {
             """, [customers]).rows
         var table: [[String]] = []
         var differing = 0
+        var engineMeters: [String: String] = [:]  // event name -> the engine meter's id, looked up once
         for r in rows {
             let rolled = try r.string("rolled"), synced = try r.string("synced")
             var engine = "-"
             if try r.optionalString("item") != nil, let cus = try r.optionalString("cus"), let event = try r.optionalString("event_name") {
                 // The engine's value of this month for the customer, back in the meter's unit.
-                let meters = try await client.get("/v1/billing/meters", query: [("limit", "100")])["data"]?.arrayValue ?? []
-                if let id = meters.first(where: { $0["event_name"]?.stringValue == event })?["id"]?.stringValue {
+                if engineMeters[event] == nil {
+                    engineMeters[event] = try await BillingMeters.find(client: client, eventName: event)?["id"]?.stringValue
+                }
+                if let id = engineMeters[event] {
                     let page = try await client.get("/v1/billing/meters/\(id)/event_summaries", query: [
                         ("customer", cus), ("start_time", String(try r.int("month_start"))), ("end_time", String(try r.int("month_end")))])
                     if let v = page["data"]?.arrayValue?.first?["aggregated_value"]?.numberLexeme.flatMap({ Decimal(string: $0) }) {

@@ -15,10 +15,7 @@ begin
         'created', p_at, 'livemode', false, 'pending_webhooks', 0,
         'request', jsonb_build_object('id', null, 'idempotency_key', null),
         'data', jsonb_build_object('object', p_object)));
-    insert into billing_mock.deliveries (event_id, endpoint_id)
-    select v_id, e.id from billing_mock.objects e
-    where e.object = 'webhook_endpoint' and e.data ->> 'status' = 'enabled'
-      and (e.data -> 'enabled_events' ? p_type or e.data -> 'enabled_events' ? '*');
+    perform billing_mock.queue_deliveries(v_id, p_type, true);
     return v_id;
 end;
 $$;

@@ -18,10 +18,7 @@ begin
         'created', pg_catalog.to_char(pg_catalog.to_timestamp(p_at) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
         'livemode', false, 'context', null, 'reason', null, 'changes', null, 'snapshot_event', null,
         'related_object', p_related, 'data', p_data));
-    insert into billing_mock.deliveries (event_id, endpoint_id)
-    select v_id, e.id from billing_mock.objects e
-    where e.object = 'webhook_endpoint' and e.data ->> 'status' = 'enabled'
-      and e.data -> 'enabled_events' ? p_type;  -- named only: '*' means every v1 snapshot event
+    perform billing_mock.queue_deliveries(v_id, p_type, false);  -- named only: '*' means every v1 snapshot event
     return v_id;
 end;
 $$;
