@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MeterCore
+import PGClient
 
 /// `meterctl reconcile --period P --format md|csv|html`: the per-customer reconciliation of a closed
 /// period (ReconciliationReport over meter.reconciliation).
@@ -10,12 +11,17 @@ struct Reconcile: AsyncParsableCommand {
         discussion: """
             Reads meter.reconciliation for --period (closed with meterctl close). md and csv print to \
             stdout unless --output is given; html includes a chart of daily usage (raw vs rolled up vs \
-            invoiced events). Exit status 1 when any row is a MISMATCH.
+            invoiced events). Exit status 1 when any row is a MISMATCH. With a billing engine \
+            (--billing-api-base or METER_BILLING_API_BASE) it first asks the engine again for the period's \
+            usage (its meter event summaries; usage record summaries on the legacy API) and stores it in \
+            meter.billing_usage: the "synced to engine" column (meterctl close --billing-api-base does the \
+            same before closing).
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "Billing period, YYYY-MM.") var period: String
     @Option(help: "md | csv | html. Default: md") var format: String = "md"
     @Option(help: "Write the report to this file instead of stdout.") var output: String?
+    @OptionGroup var billing: BillingAPIOptions
 
     func validate() throws {
         guard ReconciliationReport.Format(rawValue: format) != nil else { throw ValidationError("--format must be md, csv or html; got \(format)") }
@@ -27,6 +33,14 @@ struct Reconcile: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrapLogging(defaultLevel: .warning)
         let format = ReconciliationReport.Format(rawValue: format) ?? .md
+        if billing.configured {
+            let client = BillingClient(try billing.sync().api)
+            let c = try PGConnection(conninfo: try global.conninfo())
+            defer { c.close() }
+            try await EngineUsage.fetch(c, client: client, period: period) {
+                FileHandle.standardError.write(Data(($0 + "\n").utf8))
+            }
+        }
         let report: ReconciliationReport
         do {
             report = try global.withConnection { c in

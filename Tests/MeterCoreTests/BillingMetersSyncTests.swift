@@ -186,6 +186,53 @@ final class BillingMetersSyncTests: XCTestCase {
                        Int64(env.hours[0] == h ? 0 : 1), "only the hour sent before the deactivation is synced")
     }
 
+    /// The reconciliation's "synced to engine" is what the engine holds (its summaries), not what
+    /// the outbox recorded as acknowledged: after an event is cancelled at the engine behind our
+    /// back, the fetched figure drops while the outbox still says the hour is synced. Both APIs.
+    func testEngineUsageIsReadFromTheEnginesSummariesNotTheOutbox() async throws {
+        for scale in [2, nil] as [Int?] {
+            let env = try await BillingEnv.start(scale == nil ? "usage_legacy" : "usage_meters", meterEventsScale: scale)
+            let c = try PGConnection(conninfo: env.db.info)
+            for (i, h) in env.hours.enumerated() { try env.db.ingest(c, key: "u\(i)", hour: h, value: "\(i + 1).25") }
+            _ = try Rollup.drain(c)
+            try await env.drainUntilSynced(c)
+            let period = try c.execute("select to_char(now() at time zone 'UTC', 'YYYY-MM') as p").single().string("p")
+            let n = try await EngineUsage.fetch(c, client: env.client, period: period) { _ in }
+            XCTAssertEqual(n, 1, "one billed customer/meter pair")
+            func figures() throws -> (engine: Decimal?, acknowledged: Decimal?, api: String) {
+                let r = try c.execute("""
+                    select u.quantity::text as q, u.engine_api,
+                           (select sum(o.synced_quantity) from meter.sync_outbox o where o.state = 'synced')::text as a
+                    from meter.billing_usage u
+                    """).single()
+                return (Decimal(string: try r.string("q")), Decimal(string: try r.string("a")), try r.string("engine_api"))
+            }
+            let rolled = try c.execute("select sum(quantity)::text as q from meter.rollup_hourly").single().string("q")
+            var f = try figures()
+            XCTAssertEqual(f.api, scale == nil ? "usage_records" : "meter_events")
+            XCTAssertEqual(f.engine, Decimal(string: rolled), "the engine's figure, back in our unit, equals the rollups")
+            XCTAssertEqual(f.acknowledged, f.engine)
+            if env.engineMeter != nil {
+                // An hour's event cancelled at the engine (an adjustment nobody told meter about).
+                let h = env.hours.last!
+                let row = try c.execute("""
+                    select identifier from billing_mock.meter_events where ts >= $1::bigint and ts < $1::bigint + 3600
+                    order by seq desc limit 1
+                    """, [env.epoch(h)]).single()
+                _ = try await env.client.post("/v1/billing/meter_event_adjustments", [
+                    ("event_name", "gb_usage_meters"), ("type", "cancel"), ("cancel[identifier]", try row.string("identifier")),
+                ], idempotencyKey: UUID().uuidString)
+                try await EngineUsage.fetch(c, client: env.client, period: period) { _ in }
+                f = try figures()
+                let hourTotal = Decimal(env.hours.firstIndex(of: h)! + 1) + Decimal(string: "0.25")!
+                XCTAssertEqual(f.engine, Decimal(string: rolled)! - hourTotal, "the engine no longer holds that hour")
+                XCTAssertEqual(f.acknowledged, Decimal(string: rolled), "while the outbox still says it was acknowledged")
+            }
+            c.close()
+            await env.stop()
+        }
+    }
+
     func testValuesAreScaledExactly() throws {
         XCTAssertEqual(try MeterEventValue.scaled("12.25", scale: 2), "1225")
         XCTAssertEqual(try MeterEventValue.scaled("12.250000", scale: 3), "12250")

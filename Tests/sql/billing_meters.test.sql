@@ -7,7 +7,7 @@
 -- again (a new outbox revision, ahead of the rollup's). meter.webhook_process divides an engine
 -- invoice line of such a meter by 10^value_scale: the reconciliation compares the meter's unit.
 begin;
-select plan(25);
+select plan(26);
 \ir support/fixtures.sql
 
 create temp table fx as
@@ -134,6 +134,19 @@ select results_eq($$select line_id, quantity from meter.billing_invoice_lines wh
 select is((select pg_catalog.scale(quantity) from meter.billing_invoice_lines where line_id = 'il_gb'), 2,
           '... exactly, without trailing zeros');
 select is((select outcome from meter.webhook_events where event_id = 'evt_tap_bm_paid'), 'applied', '... outcome applied');
+
+-- What EngineUsage asks the engine for a period: every billed pair, with its API, event name,
+-- value scale, the engine's customer and item, and the customer's period bounds.
+select results_eq(
+    $$select meter, billing_customer_id, subscription_item_id, engine_api, event_name, value_scale, period_start, period_end
+      from meter.billing_usage_targets('2024-03') where customer = 'tap-bm-a'$$,
+    $$values ('tap.bm.calls'::text, 'cus_tap_bm'::text, 'si_tap_bm_calls'::text, 'usage_records'::text, null::text,
+              0::smallint, '2024-03-01 00:00+00'::timestamptz, '2024-04-01 00:00+00'::timestamptz),
+             ('tap.bm.gb', 'cus_tap_bm', 'si_tap_bm_gb', 'meter_events', 'gb_stored', 3::smallint,
+              '2024-03-01 00:00+00', '2024-04-01 00:00+00'),
+             ('tap.bm.peak', 'cus_tap_bm', 'si_tap_bm_peak', 'meter_events', 'peak', 0::smallint,
+              '2024-03-01 00:00+00', '2024-04-01 00:00+00')$$,
+    'billing_usage_targets: each billed pair of the customer with what to ask the engine');
 
 select * from finish();
 rollback;

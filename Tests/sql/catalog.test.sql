@@ -6,7 +6,7 @@
 -- Functions that belong to an extension (e.g. pgTAP, if it was installed into schema meter) are
 -- not the project's and are left out of the function checks.
 begin;
-select plan(56);
+select plan(57);
 
 -- ---------------------------------------------------------------------------------------------
 -- Migration ledger.
@@ -20,8 +20,9 @@ select results_eq(
     $$select version, name from meter.schema_migrations order by version$$,
     $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
              (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
-             (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql')$$,
-    'migrations 1 to 10 are recorded once each, and no other');
+             (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql'),
+             (11, '0011_billing_usage.sql')$$,
+    'migrations 1 to 11 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -35,6 +36,7 @@ select set_eq(
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
              ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
+             ('functions/billing_usage_record.sql'), ('functions/billing_usage_targets.sql'),
              ('functions/customer_subscribe.sql'), ('functions/customer_upsert.sql'),
              ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/meter_upsert.sql'),
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
@@ -61,8 +63,8 @@ select tables_are('meter',
           'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
-          'invoice_lines']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables and the 0004 tables');
+          'invoice_lines', 'billing_usage']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables and 0011''s billing_usage');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -84,6 +86,8 @@ select results_eq(
     $$select name from meter.rollup_watermark$$, $$values ('events'::text)$$,
     'rollup_watermark holds exactly one row, named events');
 select col_is_pk('meter', 'billing_prices', 'meter_id', 'billing_prices is keyed by meter_id (one price per meter)');
+select col_is_pk('meter', 'billing_usage', array['customer_id', 'meter_id', 'period_start']::name[],
+                 'billing_usage is keyed by (customer_id, meter_id, period_start): one engine figure per period');
 select col_is_pk('meter', 'billing_links', array['customer_id', 'meter_id']::name[],
                  'billing_links is keyed by (customer_id, meter_id) (one subscription item per pair)');
 select col_is_unique('meter', 'billing_links', 'subscription_item_id',
@@ -199,6 +203,8 @@ select results_eq(
              ('billing_period(p_customer_id bigint, p_period text)'),
              ('billing_price_set(p_meter text, p_price_id text, p_since timestamp with time zone, p_event_name text, p_value_scale integer)'),
              ('billing_unlinked(p_limit integer)'),
+             ('billing_usage_record(p_customer_id bigint, p_meter_id bigint, p_period_start timestamp with time zone, p_period_end timestamp with time zone, p_engine_api text, p_engine_object text, p_engine_value numeric, p_value_scale integer)'),
+             ('billing_usage_targets(p_period text)'),
              ('customer_subscribe(p_customer text, p_plan text, p_from text)'),
              ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),
              ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
@@ -222,7 +228,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the thirty-five documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the thirty-seven documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

@@ -16,7 +16,7 @@
 -- cancellations get an explicit received_at / cancelled_at between that close and now().
 -- The suite runs on a freshly migrated database (checked first).
 begin;
-select plan(89);
+select plan(95);
 
 -- Neither the close nor the views may depend on the session's time zone (+05:45 here).
 set local timezone = 'Asia/Kathmandu';
@@ -115,7 +115,7 @@ where c.external_id like 'tap-mc-%';
 -- The reconciliation's figures with fixed types.
 create temp view recon as
 select r.period, r.customer, r.meter, r.raw_events::bigint, r.raw_quantity::numeric, r.duplicates_rejected::bigint,
-       r.late_after_close::bigint, r.rollup_quantity::numeric, r.synced_quantity::numeric,
+       r.late_after_close::bigint, r.rollup_quantity::numeric, r.synced_quantity::numeric, r.acknowledged_quantity::numeric,
        r.unsynced_hours::bigint, r.dead_hours::bigint, r.engine_invoice_quantity::numeric,
        r.engine_invoice_amount::numeric, r.invoiced_quantity::numeric, r.invoiced_amount::numeric,
        r.expected_amount::numeric, r.difference::numeric, r.status
@@ -446,8 +446,8 @@ insert into meter.sync_outbox (customer_id, meter_id, hour, revision, state)
 select rec, m_calls, '2025-05-10 10:00+00'::timestamptz, 1, 'pending' from fx
 union all select rec, m_calls, '2025-06-10 10:00+00'::timestamptz, 1, 'dead' from fx;
 select results_eq(
-    $$select synced_quantity, unsynced_hours, dead_hours, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
-    $$values (0::numeric, 1::bigint, 0::bigint, 'MISMATCH: unsynced hours'::text)$$,
+    $$select synced_quantity, acknowledged_quantity, unsynced_hours, dead_hours, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
+    $$values (null::numeric, 0::numeric, 1::bigint, 0::bigint, 'MISMATCH: unsynced hours'::text)$$,
     'a pending outbox hour of the period: MISMATCH: unsynced hours (a dead hour of June does not count)');
 insert into meter.sync_outbox (customer_id, meter_id, hour, revision, state)
 select rec, m_calls, '2025-05-10 11:00+00', 1, 'dead' from fx;
@@ -464,14 +464,38 @@ update meter.sync_outbox o set state = 'synced', synced_revision = o.revision,
        synced_quantity = case when o.hour = '2025-05-10 10:00+00' then 2 else 1 end
 where o.customer_id = (select rec from fx) and o.hour < '2025-06-01';
 select results_eq(
-    $$select synced_quantity, unsynced_hours, dead_hours, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
-    $$values (3::numeric, 0::bigint, 0::bigint, 'MATCH'::text)$$,
-    'both hours synced with the rollup''s quantities (2 + 1): MATCH');
+    $$select synced_quantity, acknowledged_quantity, unsynced_hours, dead_hours, status
+      from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
+    $$values (null::numeric, 3::numeric, 0::bigint, 0::bigint, 'MISMATCH: engine usage not fetched'::text)$$,
+    'both hours acknowledged (2 + 1), but the engine''s own figure never asked: MISMATCH: engine usage not fetched');
+-- The engine's figure (meter.billing_usage_record, as EngineUsage stores its summaries): 3000
+-- milli-calls at value scale 3 is 3 calls.
+select is(meter.billing_usage_record((select rec from fx), (select m_calls from fx), '2025-05-01 00:00+00',
+                                     '2025-06-01 00:00+00', 'meter_events', 'mtr_tap', 3000, 3),
+          3::numeric, 'billing_usage_record: the engine''s 3000 at value scale 3 is 3 in our unit');
+select results_eq(
+    $$select synced_quantity, acknowledged_quantity, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
+    $$values (3::numeric, 3::numeric, 'MATCH'::text)$$,
+    'the engine holds what we invoiced (3), the outbox agrees: MATCH');
+select is(meter.billing_usage_record((select rec from fx), (select m_calls from fx), '2025-05-01 00:00+00',
+                                     '2025-06-01 00:00+00', 'meter_events', 'mtr_tap', 2, 0),
+          2::numeric, 'a newer fetch replaces the figure');
+select results_eq(
+    $$select synced_quantity, acknowledged_quantity, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
+    $$values (2::numeric, 3::numeric, 'MISMATCH: engine quantity differs'::text)$$,
+    'the engine holds 2 though the outbox says 3 were acknowledged: MISMATCH: engine quantity differs (the engine''s word, not ours)');
+select is((select pg_catalog.count(*) from meter.billing_usage where customer_id = (select rec from fx)), 1::bigint,
+          'one row per (customer, meter, period)');
+update meter.billing_usage set quantity = 3 where customer_id = (select rec from fx);
 update meter.sync_outbox set synced_quantity = 0 where customer_id = (select rec from fx) and hour = '2025-05-10 11:00+00';
 select results_eq(
-    $$select synced_quantity, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
-    $$values (2::numeric, 'MISMATCH: engine quantity differs'::text)$$,
-    'a synced quantity that differs from the rollup: MISMATCH: engine quantity differs');
+    $$select synced_quantity, acknowledged_quantity, status from recon where customer = 'tap-mc-rec' and period = '2025-05'$$,
+    $$values (3::numeric, 2::numeric, 'MISMATCH: acknowledged quantity differs'::text)$$,
+    'the engine agrees but the outbox recorded 2: MISMATCH: acknowledged quantity differs (a sync defect)');
+select throws_ok($$select meter.billing_usage_record((select rec from fx), (select m_calls from fx), '2025-05-01 00:00+00',
+                                                      '2025-06-01 00:00+00', 'meter_events', 'mtr_tap', 1, 13)$$,
+                 '22023', null, 'a value scale above 12 is refused (22023)');
+delete from meter.billing_usage where customer_id = (select rec from fx);
 delete from meter.sync_outbox where customer_id = (select rec from fx);
 
 insert into meter.billing_invoices (invoice_id, billing_customer_id, customer_id, status, status_rank, currency,

@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(147);
+select plan(148);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -142,6 +142,7 @@ select table_privs_are('meter', 'sync_outbox',           'meter_analyst', array[
 select table_privs_are('meter', 'webhook_events',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.webhook_events');
 select table_privs_are('meter', 'billing_invoices',      'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_invoices');
 select table_privs_are('meter', 'billing_invoice_lines', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_invoice_lines');
+select table_privs_are('meter', 'billing_usage',         'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_usage');
 select table_privs_are('meter', 'sync_status',           'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.sync_status');
 select table_privs_are('meter', 'sync_backlog',          'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.sync_backlog');
 select table_privs_are('meter', 'webhook_secrets',       'meter_analyst', array[]::name[], 'meter_analyst: no privilege on meter.webhook_secrets (signing secrets)');
@@ -150,7 +151,7 @@ select is(
      from pg_catalog.pg_class c
      where c.relnamespace = 'meter'::regnamespace
        and c.relname in ('billing_prices', 'billing_customers', 'billing_links', 'sync_outbox', 'webhook_secrets',
-                         'webhook_events', 'billing_invoices', 'billing_invoice_lines', 'sync_status', 'sync_backlog')
+                         'webhook_events', 'billing_invoices', 'billing_invoice_lines', 'billing_usage', 'sync_status', 'sync_backlog')
        and pg_catalog.has_table_privilege('meter_ingest', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')),
     null::text[],
     'meter_ingest: no privilege on any billing sync table or view');

@@ -6,9 +6,13 @@
 --   duplicates_rejected        redeliveries of the period's events acknowledged as duplicates
 --   late_after_close           events/cancellations that arrived after the close (late_after_close)
 --   rollup_quantity            the hourly rollups now (meter._period_usage)
---   synced_quantity            what the billing engine acknowledged, per the outbox (null: not billed there);
+--   synced_quantity            what the billing engine holds for the period, as it reported it before the
+--                              close (meter.billing_usage: its meter event summaries, or usage record
+--                              summaries on the legacy API; null: not billed there, or not fetched);
 --                              compared with our usage line as frozen at close (changes after both
 --                              closes are our adjustments, never sent to the engine's closed period)
+--   acknowledged_quantity      what the engine answered 2xx to, per the outbox (our side of the sync)
+--   engine_usage_fetched_at    when the engine's figure was fetched
 --   unsynced_hours, dead_hours the period's hours not yet acknowledged / parked as dead
 --   engine_invoice_quantity, engine_invoice_amount   the engine's invoice line(s) for the period (webhooks),
 --                              compared with our usage line's amount
@@ -18,7 +22,11 @@
 --   status                     MATCH, or MISMATCH: <first cause> (late-after-close not adjusted
 --                              yet, rollup differs from raw events, unsynced hours, dead-letter (", older
 --                              than the engine takes" for hours past a Billing Meter's 35 days), engine
---                              quantity differs, engine amount differs, amount difference)
+--                              usage not fetched (hours went to the engine, but its figure was never
+--                              asked: `meterctl reconcile --billing-api-base ...`), engine quantity
+--                              differs, acknowledged quantity differs (the engine holds what we invoice
+--                              but the outbox says otherwise: a sync defect), engine amount differs,
+--                              amount difference)
 create or replace view meter.reconciliation as
 with lines as (
     select i.id as invoice_id, i.period, i.period_start, i.period_end, i.closed_at, i.customer_id, i.currency, i.plan_id,
@@ -31,8 +39,9 @@ figures as (
            u.quantity as rollup_quantity, u.event_count as rollup_events,
            adj.n as adj_events, adj.q as adj_quantity, adj.a as adj_amount,
            late.n as late_after_close, late.unadjusted as late_unadjusted,
-           sy.synced_quantity, sy.unsynced_hours, sy.dead_hours, sy.past_engine_window_hours,
-           eng.quantity as engine_invoice_quantity, eng.amount as engine_invoice_amount
+           sy.acknowledged_quantity, sy.hours as outbox_hours, sy.unsynced_hours, sy.dead_hours, sy.past_engine_window_hours,
+           eng.quantity as engine_invoice_quantity, eng.amount as engine_invoice_amount,
+           bu.quantity as synced_quantity, bu.fetched_at as engine_usage_fetched_at
     from lines li
     join meter.customers c on c.id = li.customer_id
     join meter.meters m on m.id = li.meter_id
@@ -86,7 +95,8 @@ figures as (
     cross join lateral (
         select case when pg_catalog.count(*) = 0 then null
                     when u.aggregation = 'max' then coalesce(pg_catalog.max(o.synced_quantity), 0)
-                    else coalesce(pg_catalog.sum(o.synced_quantity), 0) end as synced_quantity,
+                    else coalesce(pg_catalog.sum(o.synced_quantity), 0) end as acknowledged_quantity,
+               pg_catalog.count(*) as hours,
                pg_catalog.count(*) filter (where o.state in ('pending', 'in_flight')) as unsynced_hours,
                pg_catalog.count(*) filter (where o.state = 'dead') as dead_hours,
                -- dead because the engine no longer takes them (Billing Meters: 35 days back)
@@ -103,6 +113,8 @@ figures as (
         where bl.customer_id = li.customer_id and bl.meter_id = li.meter_id
           and bl.period_start < li.period_end and bl.period_end > li.period_start
     ) eng
+    left join meter.billing_usage bu
+           on bu.customer_id = li.customer_id and bu.meter_id = li.meter_id and bu.period_start = li.period_start
 )
 select f.period, f.customer, f.meter, f.currency, f.invoice_id,
        f.raw_events, pg_catalog.trim_scale(f.raw_quantity) as raw_quantity, f.duplicates_rejected, f.late_after_close,
@@ -120,14 +132,18 @@ select f.period, f.customer, f.meter, f.currency, f.invoice_id,
            when f.past_engine_window_hours > 0 then 'MISMATCH: dead-letter, older than the engine takes'
            when f.dead_hours > 0 then 'MISMATCH: dead-letter'
            when f.unsynced_hours > 0 then 'MISMATCH: unsynced hours'
+           when f.outbox_hours > 0 and f.synced_quantity is null then 'MISMATCH: engine usage not fetched'
            when f.synced_quantity is not null and f.synced_quantity <> f.quantity then 'MISMATCH: engine quantity differs'
+           when f.acknowledged_quantity is not null and f.acknowledged_quantity <> f.quantity
+               then 'MISMATCH: acknowledged quantity differs'
            when f.engine_invoice_amount is not null and f.engine_invoice_amount <> f.amount
                then 'MISMATCH: engine amount differs'
            when (f.amount + f.adj_amount) <> meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity)
                 or (f.quantity + f.adj_quantity) <> f.rollup_quantity
                then 'MISMATCH: amount difference'
            else 'MATCH'
-       end as status
+       end as status,
+       pg_catalog.trim_scale(f.acknowledged_quantity) as acknowledged_quantity, f.engine_usage_fetched_at
 from figures f;
 
 comment on view meter.reconciliation is

@@ -2,7 +2,8 @@
 // way for `meterctl close --billing-api-base ...` and the replay (and so the chaos scenarios, which
 // run meterctl close): every hour of the period synced (or the unsynced ones named and the close
 // refused), the engine's period-end invoicing triggered on its test clock, its invoices awaited
-// (stored by the webhook processor of a running service).
+// (stored by the webhook processor of a running service), then its usage summaries of the period
+// fetched (EngineUsage: meter.billing_usage, the reconciliation's "synced to engine").
 
 import Foundation
 import PGClient
@@ -45,7 +46,12 @@ public enum EngineAlignment {
         while true {
             let got = try c.execute("select count(*) as n from meter.billing_invoices where period_end >= to_timestamp($1::bigint) - interval '1 day' and period_end <= to_timestamp($1::bigint) + interval '1 day' and status_rank >= 2",
                                     [end]).single().int("n")
-            if got >= expected { say("engine: \(got) finalized invoice(s) received for \(period)"); return got }
+            if got >= expected {
+                say("engine: \(got) finalized invoice(s) received for \(period)")
+                // The engine's own usage figures, for the reconciliation's "synced to engine".
+                try await EngineUsage.fetch(c, client: client, period: period, say: say)
+                return got
+            }
             if ContinuousClock.now > deadline {
                 throw Failure(description: "the engine's invoices for \(period) did not all arrive in \(Int(timeout)) s (\(got) of \(expected)); is serve running with its webhook endpoint registered?")
             }

@@ -49,6 +49,9 @@ package struct ReconciliationReport: Sendable {
     ]
 
 
+    /// What "synced to engine" is, for the reports' header.
+    package static let syncedNote = "\"synced to engine\" is the engine's own figure (its meter event summaries, or usage record summaries on the legacy API), fetched before the close."
+
     /// Reads the period's figures once (the chart's daily query only when asked: html).
     package static func load(_ c: PGConnection, period: String, source: String? = nil, withChart: Bool) throws -> ReconciliationReport {
         let (rows, daily) = try { () throws -> ([Row], [Day]) in
@@ -58,6 +61,7 @@ package struct ReconciliationReport: Sendable {
             let r = try c.execute("""
                 select r.customer, r.meter, r.currency, r.raw_events::text, r.raw_quantity::text, r.duplicates_rejected::text,
                        r.late_after_close::text, r.rollup_quantity::text, coalesce(r.synced_quantity::text, '') as synced_quantity,
+                       coalesce(r.acknowledged_quantity::text, '') as acknowledged_quantity,
                        coalesce(r.engine_invoice_quantity::text, '') as engine_invoice_quantity,
                        \(money("r.engine_invoice_amount")) as engine_invoice_amount, r.invoiced_quantity::text,
                        \(money("r.invoiced_amount")) as invoiced_amount, \(money("r.expected_amount")) as expected_amount,
@@ -147,7 +151,14 @@ package struct ReconciliationReport: Sendable {
                 why = "raw events \(r["raw_events"]) / quantity \(r["raw_quantity"]) vs rollup \(r["rollup_quantity"]): events not rolled up yet, or a rollup fault (meterctl rollup verify)"
             case "unsynced hours": why = "hours of the period not yet acknowledged by the billing engine (meterctl sync status)"
             case "dead-letter": why = "hours parked as dead in the outbox (meterctl sync status; fix, then meterctl sync retry)"
-            case "engine quantity differs": why = "the engine acknowledged \(r["synced_quantity"]) against a rollup of \(r["rollup_quantity"])"
+            case "engine usage not fetched":
+                why = "hours went to the billing engine but its own figure was never asked (meterctl reconcile --period \(period) --billing-api-base ...)"
+            case "engine quantity differs":
+                why = "the engine holds \(r["synced_quantity"]) (its usage summaries) against \(r["invoiced_quantity"]) invoiced at close"
+            case "acknowledged quantity differs":
+                why = "the engine's figure agrees, but the outbox recorded \(r["acknowledged_quantity"]) acknowledged: a sync defect (meterctl sync status)"
+            case "dead-letter, older than the engine takes":
+                why = "hours parked as dead because the engine no longer takes them (35 days): bill them from our invoice (docs/runbook.md)"
             case "engine amount differs": why = "the engine invoiced \(r["engine_invoice_amount"]) against \(r["expected_amount"]) expected"
             default: why = "invoiced \(r["invoiced_amount"]) (quantity \(r["invoiced_quantity"])) against \(r["expected_amount"]) expected from the rollups"
             }
@@ -159,7 +170,8 @@ package struct ReconciliationReport: Sendable {
         var s = "# Reconciliation, period \(period)\n\n"
         if let source { s += "Data: `\(source)`. " }
         s += "Command: `meterctl reconcile --period \(period) --format md`. Source: the view `meter.reconciliation`. "
-        s += "Quantities in the meter's unit; amounts in the currency's major unit.\n\n"
+        s += "Quantities in the meter's unit; amounts in the currency's major unit. "
+        s += "\(Self.syncedNote)\n\n"
         s += "| " + Self.columns.map(\.title).joined(separator: " | ") + " |\n"
         s += "|" + Self.columns.map { _ in "---" }.joined(separator: "|") + "|\n"
         // A cell's "|" would end it early, and a line break would end the row: both escaped.
@@ -198,7 +210,7 @@ package struct ReconciliationReport: Sendable {
         s += ".MATCH{color:#176b2c}.MISMATCH{color:#b00020;font-weight:bold}</style></head><body>\n"
         s += "<h1>Reconciliation, period \(period)</h1>\n<p>" + (source.map { "Data: <code>\(esc($0))</code>. " } ?? "")
         s += "Command: <code>meterctl reconcile --period \(period) --format html</code>. "
-        s += "Source: <code>meter.reconciliation</code>. Amounts in the currency's major unit.</p>\n"
+        s += "Source: <code>meter.reconciliation</code>. Amounts in the currency's major unit. \(esc(Self.syncedNote))</p>\n"
         // Chart: daily events, raw vs rolled up vs invoiced (inline SVG, no script).
         let values: [Double] = daily.flatMap { d -> [Double] in [Double(d.raw) ?? 0, Double(d.rolled) ?? 0, Double(d.invoiced) ?? 0] }
         let maxV: Double = max(values.max() ?? 1, 1)
