@@ -124,18 +124,21 @@ extension MockEngine {
         }
         let inputs = try events.enumerated().map { try v2Event($0.element, index: $0.offset) }
         struct Refused { let meter: String?; let name: String?; let identifier: String?; let code: String; let message: String }
+        // Judged one by one (shared lookups), stored in one statement; a repeated identifier is
+        // dropped silently (deduplication).
         var refused: [Refused] = []
+        var valid: [MeterEventRow] = []
+        let lookups = MeterEventLookups()
         for e in inputs {
             do {
-                _ = try acceptMeterEvent(c, e, via: "v2_stream")
-            } catch let error as MockAPIError where error.code == "duplicate_meter_event" {
-                continue
+                valid.append(try judgeMeterEvent(c, e, lookups))
             } catch let error as MockAPIError {
-                let meter = try e.eventName.flatMap { try meterFor(c, eventName: $0) }?["id"]?.stringValue
+                let meter = try e.eventName.flatMap { try lookups.meter(c, $0) }?["id"]?.stringValue
                 refused.append(Refused(meter: error.code == "no_meter" ? nil : meter, name: e.eventName, identifier: e.identifier,
                                        code: error.code ?? "invalid_request", message: error.message))
             }
         }
+        _ = try storeMeterEvents(c, valid, via: "v2_stream")
         // One report per meter (and one for events naming no meter), like Stripe's error
         // reports for a validation window (here: this call).
         let groups = Dictionary(grouping: refused) { $0.meter ?? "" }

@@ -151,9 +151,64 @@ extension MockEngine {
         }
     }
 
-    /// Validates and stores one meter event; its v1 representation. Throws a MockAPIError whose
-    /// code is Stripe's (no_meter, archived_meter, meter_event_no_customer_defined, ...).
+    /// What the events of one call share, looked up once per call: meters by event name,
+    /// customers by id, and the engine's time per test clock (a stream call of 100 events for
+    /// one meter reads each once instead of 100 times).
+    package final class MeterEventLookups {
+        var meters: [String: JSONValue?] = [:]
+        var customers: [String: JSONValue?] = [:]
+        var times: [String: Int64] = [:]
+        package init() {}
+
+        func meter(_ c: PGConnection, _ name: String) throws -> JSONValue? {
+            if let m = meters[name] { return m }
+            let m = try meterFor(c, eventName: name)
+            meters[name] = m
+            return m
+        }
+        func customer(_ c: PGConnection, _ id: String) throws -> JSONValue? {
+            if let v = customers[id] { return v }
+            let v = try load(c, id, "customer")
+            customers[id] = v
+            return v
+        }
+        func now(_ c: PGConnection, clock: String?) throws -> Int64 {
+            if let t = times[clock ?? ""] { return t }
+            let t = try MockEngine.now(c, clock: clock)
+            times[clock ?? ""] = t
+            return t
+        }
+    }
+
+    /// A meter event judged valid, ready to store.
+    package struct MeterEventRow {
+        let identifier: String, meterID: String, name: String, customer: String, value: String
+        let ts: Int64, received: Int64, payload: [(String, String)]
+
+        /// Its v1 representation.
+        var object: JSONValue {
+            .obj([
+                "object": "billing.meter_event", "created": .int(received), "event_name": .string(name),
+                "identifier": .string(identifier), "livemode": .bool(false),
+                "payload": .object(payload.map { ($0.0, .string($0.1)) }), "timestamp": .int(ts),
+            ])
+        }
+    }
+
+    /// Validates one meter event and stores it; its v1 representation. Throws a MockAPIError
+    /// whose code is Stripe's (no_meter, archived_meter, meter_event_no_customer_defined,
+    /// duplicate_meter_event, ...).
     package static func acceptMeterEvent(_ c: PGConnection, _ e: MeterEventInput, via: String) throws -> JSONValue {
+        let row = try judgeMeterEvent(c, e, MeterEventLookups())
+        guard try storeMeterEvents(c, [row], via: via) == [true] else {
+            throw MockAPIError.invalid("A meter event with identifier '\(row.identifier)' has already been submitted.",
+                                       param: "identifier", code: "duplicate_meter_event")
+        }
+        return row.object
+    }
+
+    /// Stripe's checks of one meter event, in its order; stores nothing.
+    package static func judgeMeterEvent(_ c: PGConnection, _ e: MeterEventInput, _ lookups: MeterEventLookups) throws -> MeterEventRow {
         guard let name = e.eventName, !name.isEmpty else { throw MockAPIError.missing("event_name") }
         guard name.count <= 100 else { throw MockAPIError.invalid("event_name is longer than 100 characters", param: "event_name") }
         guard let payload = e.payload else { throw MockAPIError.missing("payload") }
@@ -162,7 +217,7 @@ extension MockEngine {
                 throw MockAPIError.invalid("identifier must be 1 to 100 characters", param: "identifier")
             }
         }
-        guard let meter = try meterFor(c, eventName: name) else {
+        guard let meter = try lookups.meter(c, name) else {
             throw MockAPIError.invalid("No meter exists for event_name '\(name)'.", param: "event_name", code: "no_meter")
         }
         let meterID = meter["id"]!.stringValue!
@@ -175,7 +230,7 @@ extension MockEngine {
             throw MockAPIError.invalid("Customer mapping key \(customerKey) not found in payload.",
                          param: e.param(["payload", customerKey]), code: "meter_event_no_customer_defined")
         }
-        guard let customer = try load(c, customerID, "customer") else {
+        guard let customer = try lookups.customer(c, customerID) else {
             throw MockAPIError.invalid("No such customer: '\(customerID)'", param: e.param(["payload", customerKey]), code: "meter_event_customer_not_found")
         }
         let valueKey = meter["value_settings"]?["event_payload_key"]?.stringValue ?? "value"
@@ -193,7 +248,7 @@ extension MockEngine {
             throw MockAPIError.invalid("The value in the event payload can have at most \(meterEventMaxDigits) digits. Received \(raw.prefix(40)).",
                          param: e.param(["payload", valueKey]), code: "meter_event_value_too_many_digits")
         }
-        let now = try Self.now(c, clock: customer["test_clock"]?.stringValue)
+        let now = try lookups.now(c, clock: customer["test_clock"]?.stringValue)
         let ts = e.timestamp ?? now
         guard ts >= now - meterEventPastWindow else {
             throw MockAPIError.invalid("The timestamp \(ts) is more than 35 days before the current time (\(now)); meter events must be within the past 35 days.",
@@ -202,21 +257,34 @@ extension MockEngine {
         guard ts <= now + meterEventFutureWindow else {
             throw MockAPIError.invalid("The timestamp \(ts) is more than 5 minutes after the current time (\(now)).", param: "timestamp", code: "timestamp_in_future")
         }
-        let identifier = try e.identifier ?? newID(c, "mev")
-        let inserted = try c.execute("""
+        return MeterEventRow(identifier: try e.identifier ?? newID(c, "mev"), meterID: meterID, name: name, customer: customerID,
+                             value: raw, ts: ts, received: now, payload: payload.sorted { $0.key < $1.key })
+    }
+
+    /// Stores judged events in one statement, in order; per row, whether it was stored (false: its
+    /// identifier was already taken, by an earlier call or an earlier row of the same call).
+    package static func storeMeterEvents(_ c: PGConnection, _ rows: [MeterEventRow], via: String) throws -> [Bool] {
+        guard !rows.isEmpty else { return [] }
+        let stored = try c.execute("""
             insert into billing_mock.meter_events (identifier, meter_id, event_name, customer, value, ts, received_at, payload, via)
-            values ($1, $2, $3, $4, $5::numeric, $6, $7, $8::jsonb, $9) on conflict (identifier) do nothing
-            """, [identifier, meterID, name, customerID, raw, ts, now,
-                  JSONValue.object(payload.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).text, via]).affectedRows
-        guard inserted == 1 else {
-            throw MockAPIError.invalid("A meter event with identifier '\(identifier)' has already been submitted.",
-                         param: "identifier", code: "duplicate_meter_event")
-        }
-        return .obj([
-            "object": "billing.meter_event", "created": .int(now), "event_name": .string(name),
-            "identifier": .string(identifier), "livemode": .bool(false),
-            "payload": .object(payload.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }), "timestamp": .int(ts),
-        ])
+            select r.identifier, r.meter_id, r.event_name, r.customer, r.value::numeric, r.ts::bigint, r.received::bigint,
+                   r.payload::jsonb, $2
+            from rows from (jsonb_to_recordset($1::jsonb)
+                            as (identifier text, meter_id text, event_name text, customer text, value text, ts text,
+                                received text, payload text)) with ordinality
+                 as r(identifier, meter_id, event_name, customer, value, ts, received, payload, n)
+            order by r.n
+            on conflict (identifier) do nothing
+            returning identifier
+            """, [JSONValue.array(rows.map { r in
+                .obj(["identifier": .string(r.identifier), "meter_id": .string(r.meterID), "event_name": .string(r.name),
+                      "customer": .string(r.customer), "value": .string(r.value), "ts": .string(String(r.ts)),
+                      "received": .string(String(r.received)),
+                      "payload": .string(JSONValue.object(r.payload.map { ($0.0, .string($0.1)) }).text)])
+            }).text, via]).rows
+        var taken = Set(try stored.map { try $0.string("identifier") })
+        // The first row of an identifier is the stored one; a later repeat in the call was dropped.
+        return rows.map { taken.remove($0.identifier) != nil }
     }
 
     package static func createMeterEvent(_ c: PGConnection, _ form: FormNode) throws -> JSONValue {

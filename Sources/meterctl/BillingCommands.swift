@@ -47,6 +47,8 @@ struct SyncOptions: ParsableArguments {
     var claimHours: Int?
     @Option(name: .customLong("sync-concurrency"), help: "Usage sends in flight at once (env METER_SYNC_CONCURRENCY). Default: 8")
     var concurrency: Int?
+    @Option(name: .customLong("sync-passes"), help: "Sync passes side by side in serve, each with --sync-concurrency sends: one claims and reports while another's sends are in flight (env METER_SYNC_PASSES). Default: 2")
+    var passes: Int?
     @Option(name: .customLong("sync-max-attempts"), help: "Refusals (4xx) in a row before an hour is parked as dead; timeouts and 5xx park it only after 24 h unsynced (env METER_SYNC_MAX_ATTEMPTS). Default: 10")
     var maxAttempts: Int?
     @Option(name: .customLong("sync-backoff-cap-seconds"), help: "Longest wait between two attempts of an hour (env METER_SYNC_BACKOFF_CAP_SECONDS). Default: 300")
@@ -67,6 +69,10 @@ struct SyncOptions: ParsableArguments {
         }
         if let n = try int(claimHours, "sync-claim-hours", "METER_SYNC_CLAIM_HOURS", min: 1) { c.batch = n }
         if let n = try int(concurrency, "sync-concurrency", "METER_SYNC_CONCURRENCY", min: 1) { c.concurrency = n }
+        if let n = try int(passes, "sync-passes", "METER_SYNC_PASSES", min: 1) {
+            guard n <= 16 else { throw ValidationError("--sync-passes (METER_SYNC_PASSES) must be at most 16; got \(n)") }
+            c.passes = n
+        }
         if let n = try int(maxAttempts, "sync-max-attempts", "METER_SYNC_MAX_ATTEMPTS", min: 1) { c.maxAttempts = n }
         if let n = try int(backoffCapSeconds, "sync-backoff-cap-seconds", "METER_SYNC_BACKOFF_CAP_SECONDS", min: 1) { c.backoffCap = .seconds(n) }
         if let n = try int(giveUpAfterSeconds, "sync-give-up-after-seconds", "METER_SYNC_GIVE_UP_AFTER_SECONDS", min: 1) {

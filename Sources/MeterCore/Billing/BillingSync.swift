@@ -39,6 +39,11 @@ public struct SyncConfiguration: Sendable {
     /// Meter events go in batches of up to 100 through the v2 stream when the engine has it
     /// (else, or when false, one POST /v1/billing/meter_events each).
     public var meterEventStream = true
+    /// Passes running side by side (serve's sync worker, bench sync): while one pass's sends are
+    /// in flight another claims and reports, so the engine is not left idle between passes. Each
+    /// sends up to `concurrency` at once. Claims never overlap (SKIP LOCKED; an hour in flight is
+    /// not claimable), so the guarantees are those of several workers (decision 105).
+    public var passes = 2
     public init(api: BillingAPIConfiguration) { self.api = api }
 }
 
@@ -152,12 +157,13 @@ public enum BillingSync {
         package var eventTimestamp: Int64 { hourEpoch + min(revision, 3599) }
     }
 
-    /// One pass: links, one claim of up to `batch` hours, their sends and reports.
+    /// One pass: links (unless `link` is false: another pass loop provisions them), one claim of
+    /// up to `batch` hours, their sends and reports.
     public static func pass(pool: PGPool, client: BillingClient, config: SyncConfiguration, metrics: SyncMetrics?,
-                            logger: Logger) async throws -> SyncPassResult {
+                            logger: Logger, link: Bool = true) async throws -> SyncPassResult {
         var result = SyncPassResult()
         do {
-            result.linked = try await linkPending(pool: pool, client: client, config: config, logger: logger)
+            if link { result.linked = try await linkPending(pool: pool, client: client, config: config, logger: logger) }
         } catch {
             // Provisioning failures leave those pairs unlinked (their hours wait); the rest goes on.
             logger.warning("sync.link_failed", metadata: ["error": "\(error)"])

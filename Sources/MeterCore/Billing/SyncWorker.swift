@@ -51,7 +51,7 @@ public final class SyncWorker: Service, @unchecked Sendable {
 
     public init(conninfo: String, config: SyncConfiguration, metrics: SyncMetrics, logger: Logger) {
         self.conninfo = conninfo; self.config = config; self.metrics = metrics; self.logger = logger
-        pool = PGPool(conninfo: conninfo, maxConnections: config.concurrency + 1, acquireTimeout: .seconds(30),
+        pool = PGPool(conninfo: conninfo, maxConnections: config.concurrency * config.passes + 1, acquireTimeout: .seconds(30),
                       statementTimeout: "60s", applicationName: "meter-sync", logger: logger)
     }
 
@@ -59,35 +59,48 @@ public final class SyncWorker: Service, @unchecked Sendable {
         let client = BillingClient(config.api)
         let listener = PGListener(conninfo: conninfo, channels: ["meter_sync"], logger: logger)
         listener.start()
-        let wake = WakeSignal()
-        let relay = Task { for await _ in listener.events { wake.signal() } }
+        // One wake-up per pass loop: a NOTIFY wakes them all (each claims what is left).
+        let wakes = (0..<config.passes).map { _ in WakeSignal() }
+        let relay = Task { for await _ in listener.events { for w in wakes { w.signal() } } }
         logger.info("sync.worker.started", metadata: ["engine": "\(config.api.baseURL)", "batch": "\(config.batch)",
-                                                       "concurrency": "\(config.concurrency)"])
+                                                       "concurrency": "\(config.concurrency)", "passes": "\(config.passes)"])
         await cancelWhenGracefulShutdown { [self] in
-            var lastGauges = ContinuousClock.now - .seconds(10)
-            var failures = 0
-            while !Task.isCancelled {
-                var busy = false
-                do {
-                    let r = try await BillingSync.pass(pool: pool, client: client, config: config, metrics: metrics, logger: logger)
-                    busy = r.claimed >= config.batch
-                    failures = 0
-                } catch {
-                    failures += 1
-                    logger.warning("sync.pass_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
+            await withTaskGroup(of: Void.self) { group in
+                for (i, wake) in wakes.enumerated() {
+                    group.addTask { await self.loop(index: i, wake: wake, client: client) }
                 }
-                if ContinuousClock.now - lastGauges >= .seconds(1) {
-                    lastGauges = ContinuousClock.now
-                    await refreshGauges()
-                }
-                if busy { continue }
-                await wake.wait(timeout: failures > 0 ? min(config.interval * min(failures, 30), .seconds(30)) : config.interval)
             }
         }
         listener.stop()
         relay.cancel()
         await pool.shutdown()
         logger.info("sync.worker.stopped")
+    }
+
+    /// One pass loop. `config.passes` of them run side by side, so that one claims and reports
+    /// while another's sends are in flight (claims skip each other's rows: SKIP LOCKED); the
+    /// first also provisions links and refreshes the gauges.
+    package func loop(index: Int, wake: WakeSignal, client: BillingClient) async {
+        var lastGauges = ContinuousClock.now - .seconds(10)
+        var failures = 0
+        while !Task.isCancelled {
+            var busy = false
+            do {
+                let r = try await BillingSync.pass(pool: pool, client: client, config: config, metrics: metrics, logger: logger,
+                                                   link: index == 0)
+                busy = r.claimed >= config.batch
+                failures = 0
+            } catch {
+                failures += 1
+                logger.warning("sync.pass_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)", "loop": "\(index)"])
+            }
+            if index == 0 && ContinuousClock.now - lastGauges >= .seconds(1) {
+                lastGauges = ContinuousClock.now
+                await refreshGauges()
+            }
+            if busy { continue }
+            await wake.wait(timeout: failures > 0 ? min(config.interval * min(failures, 30), .seconds(30)) : config.interval)
+        }
     }
 
     package func refreshGauges() async {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import AsyncHTTPClient
 import NIOCore
 import Logging
@@ -34,15 +35,16 @@ struct BenchSync: AsyncParsableCommand {
     @Option(help: "Customers the hours spread over. Default: 200") var customers: Int = 200
     @Option(help: "Sends in flight at once. Default: 16") var concurrency: Int = 16
     @Option(name: .customLong("claim-hours"), help: "Hours claimed per pass. Default: 500") var claimHours: Int = 500
-    @Option(name: .customLong("baseline-calls"), help: "Raw calls of the baseline. Default: 20000 usage records, or 200 stream calls of 100 events") var baselineCallsOption: Int?
+    @Option(help: "Passes side by side, as serve's --sync-passes. Default: 2") var passes: Int = 2
+    @Option(name: .customLong("baseline-calls"), help: "Raw calls of the baseline. Default: 20000 usage records, or --hours / 100 stream calls of 100 events (the drain's volume)") var baselineCallsOption: Int?
     @Option(name: .customLong("engine-api"), help: "meter-events (v2 stream) or usage-records. Default: meter-events") var engineAPI = "meter-events"
     var meterEvents: Bool { engineAPI == "meter-events" }
-    var baselineCalls: Int { baselineCallsOption ?? (meterEvents ? 200 : 20_000) }
+    var baselineCalls: Int { baselineCallsOption ?? (meterEvents ? max(hours / 100, 1) : 20_000) }
     @Option(name: .customLong("outage-seconds"), help: "Outage length before the drain. Default: 5") var outageSeconds: Double = 5
 
     func validate() throws {
-        if hours < 1 || customers < 1 || concurrency < 1 || claimHours < 1 || baselineCalls < 1 || outageSeconds < 0 {
-            throw ValidationError("--hours, --customers, --concurrency, --claim-hours, --baseline-calls must be positive")
+        if hours < 1 || customers < 1 || concurrency < 1 || claimHours < 1 || baselineCalls < 1 || passes < 1 || outageSeconds < 0 {
+            throw ValidationError("--hours, --customers, --concurrency, --claim-hours, --baseline-calls, --passes must be positive")
         }
         guard ["meter-events", "usage-records"].contains(engineAPI) else {
             throw ValidationError("--engine-api must be meter-events or usage-records; got \(engineAPI)")
@@ -121,11 +123,12 @@ struct BenchSync: AsyncParsableCommand {
         sync.testClock = clock
         sync.batch = claimHours
         sync.concurrency = concurrency
+        sync.passes = passes
         sync.maxAttempts = 1000
         sync.backoffBase = .milliseconds(200)
         sync.backoffCap = .seconds(2)
         sync.lease = .seconds(60)
-        let pool = PGPool(conninfo: conninfo, maxConnections: concurrency + 2, logger: logger)
+        let pool = PGPool(conninfo: conninfo, maxConnections: concurrency * passes + 2, logger: logger)
         // Links (not timed): one billing customer, subscription and item per customer.
         var linked = 0
         while true {
@@ -185,20 +188,34 @@ struct BenchSync: AsyncParsableCommand {
         print("outage: \(attempted) sends failed; \(pending) hours pending")
         try await setFaults(base, #"{"outage":false}"#)
         let t1 = ContinuousClock.now
-        var lastPrint = ContinuousClock.now
-        var sent = 0
-        while true {
-            let r = try await BillingSync.pass(pool: pool, client: client, config: sync, metrics: nil, logger: logger)
-            sent += r.succeeded
-            if ContinuousClock.now - lastPrint >= .seconds(5) {
-                lastPrint = ContinuousClock.now
-                print(String(format: "drain: %d/%d hours synced (%.0f s)", sent, hours, (ContinuousClock.now - t1).seconds))
+        // `passes` loops side by side, as serve's sync worker runs them; each stops when a claim
+        // comes back empty and nothing is left unsynced.
+        final class Progress: Sendable { let state = Mutex((sent: 0, lastPrint: ContinuousClock.now)) }
+        let progress = Progress()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<passes {
+                group.addTask { [sync] in
+                    let check = try PGConnection(conninfo: conninfo)
+                    defer { check.close() }
+                    while true {
+                        let r = try await BillingSync.pass(pool: pool, client: client, config: sync, metrics: nil, logger: logger,
+                                                           link: false)
+                        let line: String? = progress.state.withLock { p in
+                            p.sent += r.succeeded
+                            guard ContinuousClock.now - p.lastPrint >= .seconds(5) else { return nil }
+                            p.lastPrint = ContinuousClock.now
+                            return String(format: "drain: %d/%d hours synced (%.0f s)", p.sent, hours, (ContinuousClock.now - t1).seconds)
+                        }
+                        if let line { print(line) }
+                        if r.claimed == 0 {
+                            let left = try check.execute("select count(*) as n from meter.sync_outbox where state <> 'synced'").single().int("n")
+                            if left == 0 { return }
+                            try await Task.sleep(for: .milliseconds(20))  // hours still in backoff, or in another pass's flight
+                        }
+                    }
+                }
             }
-            if r.claimed == 0 {
-                let left = try conn.execute("select count(*) as n from meter.sync_outbox where state <> 'synced'").single().int("n")
-                if left == 0 { break }
-                try await Task.sleep(for: .milliseconds(20))  // hours still in backoff
-            }
+            try await group.waitForAll()
         }
         let drainSeconds = (ContinuousClock.now - t1).seconds
         let rate = Double(hours) / drainSeconds
@@ -222,6 +239,32 @@ struct BenchSync: AsyncParsableCommand {
             """).single().int("n")
         print(String(format: "drain (%@): %d hours in %.2f s = %.0f hours/s; baseline %.0f hours/s; ratio %.2f; engine totals differing from rollups: %d",
                      engineAPI, hours, drainSeconds, rate, baselineRate, rate / baselineRate, mismatches))
+
+        // The outbox's own cost, without the engine: every hour made due again, then claimed and
+        // acknowledged in SQL by `passes` connections, `claimHours` at a time. With the engine in
+        // this process on the same Postgres and cores, the drain cannot beat
+        // 1 / (1 / engine rate + 1 / outbox rate): printed as the bound, for reading the ratio.
+        _ = try conn.execute("""
+            update meter.sync_outbox set state = 'pending', revision = revision + 1, next_attempt_at = now(), unsynced_since = now()
+            """)
+        let t2 = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<passes {
+                group.addTask { [claimHours] in
+                    let c = try PGConnection(conninfo: conninfo)
+                    defer { c.close() }
+                    while try c.execute("""
+                        select count(meter.sync_succeeded(s.customer_id, s.meter_id, s.hour, s.claim_token)) as n
+                        from meter.sync_claim($1, $2, '60 seconds') s
+                        """, ["bench-outbox-\(i)", claimHours]).single().int("n") > 0 {}
+                }
+            }
+            try await group.waitForAll()
+        }
+        let outboxRate = Double(hours) / (ContinuousClock.now - t2).seconds
+        let bound = 1 / (1 / baselineRate + 1 / outboxRate)
+        print(String(format: "outbox alone (claim + acknowledge in SQL, no engine): %.0f hours/s; bound with the engine on the same cores %.0f hours/s; drain / bound %.2f",
+                     outboxRate, bound, rate / bound))
         await pool.shutdown()
         if mismatches != 0 { throw ExitCode.failure }
     }
