@@ -53,9 +53,11 @@ struct Meters: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a meter, or add a version of its definition.",
             discussion: """
-                Idempotent for an identical definition. A different aggregation or unique property \
-                becomes a new version, in force from --effective-from (a future UTC hour; default the \
-                next one): hours before it keep the old definition.
+                Idempotent for an identical definition. A different aggregation, unique property or \
+                set of dimensions becomes a new version, in force from --effective-from (a future UTC \
+                hour; default the next one): hours before it keep the old definition. --dimension \
+                (up to 3, repeated) names properties usage is grouped by (meter.rollup_hourly_dims, \
+                GET /v1/usage?group_by=...); without it a new version keeps the latest version's.
                 """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The meter code (what events send as `meter`, the event type).") var code: String
@@ -65,12 +67,23 @@ struct Meters: AsyncParsableCommand {
         @Option(help: "Unit, e.g. requests, GB.") var unit: String?
         @Option(name: .customLong("effective-from"), help: "For a changed definition: the UTC hour it starts (RFC 3339).")
         var effectiveFrom: String?
+        @Option(name: .customLong("dimension"), help: "A property usage is grouped by, e.g. model (repeat for up to 3).")
+        var dimensions: [String] = []
+        @Flag(name: .customLong("no-dimensions"), help: "A new version without dimensions.") var noDimensions = false
+        func validate() throws {
+            if noDimensions && !dimensions.isEmpty { throw ValidationError("--no-dimensions and --dimension exclude each other") }
+        }
         func run() async throws {
+            // Names are checked by meter_upsert (22023); none given keeps the latest version's.
+            let dims: String? = noDimensions ? "{}" : dimensions.isEmpty ? nil
+                : "{" + dimensions.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+                    .joined(separator: ",") + "}"
             let (id, latest) = try global.withConnection { c in
-                let id = try c.execute("select meter.meter_upsert($1, $2, $3, $4, $5, $6::timestamptz) as id",
-                                       [code, aggregation, uniqueProperty, name, unit, effectiveFrom]).single().int("id")
+                let id = try c.execute("select meter.meter_upsert($1, $2, $3, $4, $5, $6::timestamptz, $7::text[]) as id",
+                                       [code, aggregation, uniqueProperty, name, unit, effectiveFrom, dims]).single().int("id")
                 let latest = try c.execute("""
                     select 'version ' || version || ', ' || aggregation || coalesce(' of ' || unique_property, '')
+                           || case when cardinality(dimensions) > 0 then ' by ' || array_to_string(dimensions, ', ') else '' end
                            || case when effective_from = '-infinity' then ''
                                    else ', from ' || to_char(effective_from at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                               end as d
@@ -88,6 +101,7 @@ struct Meters: AsyncParsableCommand {
             let rows = try global.withConnection { c in
                 try c.execute("""
                     select m.id, m.code, v.version, v.aggregation, coalesce(v.unique_property, '') as up,
+                           array_to_string(v.dimensions, ', ') as dims,
                            case when v.effective_from = '-infinity' then 'always'
                                 else to_char(v.effective_from at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') end as since,
                            coalesce(m.unit, '') as unit
@@ -95,9 +109,9 @@ struct Meters: AsyncParsableCommand {
                     order by m.id, v.version
                     """).rows
             }
-            printTable(["id", "code", "version", "aggregation", "unique_property", "in force from", "unit"],
+            printTable(["id", "code", "version", "aggregation", "unique_property", "dimensions", "in force from", "unit"],
                        try rows.map { [String(try $0.int("id")), try $0.string("code"), String(try $0.int("version")),
-                                       try $0.string("aggregation"), try $0.string("up"), try $0.string("since"),
+                                       try $0.string("aggregation"), try $0.string("up"), try $0.string("dims"), try $0.string("since"),
                                        try $0.string("unit")] })
         }
     }

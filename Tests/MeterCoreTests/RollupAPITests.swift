@@ -199,6 +199,68 @@ final class RollupAPITests: XCTestCase {
         }
     }
 
+    /// A meter with dimensions through HTTP: events ingested with properties (one without the
+    /// dimension, a duplicate, a cancellation), grouped by model and filtered on it; the figures
+    /// are recomputed here from what was sent.
+    func testUsageGroupedAndFilteredByDimension() async throws {
+        try await T.withApp { client, fx in
+            let c = try PGConnection(conninfo: fx.conninfo)
+            try c.execute("select meter.meter_upsert($1, 'sum', null, null, null, null, array['model', 'region'])", ["\(fx.prefix).tokens"])
+            let h = Self.lastHour(2)
+            let sent: [(key: String, value: Int, props: String)] = [
+                ("k1", 100, #"{"model":"gpt-4o","region":"eu"}"#), ("k2", 40, #"{"model":"gpt-4o","region":"us"}"#),
+                ("k3", 7, #"{"model":"mini","region":"eu"}"#), ("k4", 3, #"{"region":"eu"}"#), ("k5", 20, #"{"model":"mini","region":"us"}"#),
+            ]
+            let events = sent.map { T.event(fx, key: $0.key, meter: "tokens", value: "\($0.value)", occurredAt: h, properties: $0.props) }
+            let posted = try await T.post(client, "[" + (events + [events[0]]).joined(separator: ",") + "]", token: fx.token)
+            XCTAssertEqual(posted.summary("accepted"), 5)
+            XCTAssertEqual(posted.summary("duplicate"), 1)
+            let cancelled = try await Self.cancel(client, Self.cancelBody(fx, "k5"), token: fx.token)
+            XCTAssertEqual(cancelled.status, 200)
+            try Self.drain(fx)
+
+            let base = "customer=\(fx.customers[0])&meter=\(fx.prefix).tokens&from=\(Self.lastHour(2))&to=\(Self.lastHour(1))&granularity=hour"
+            let grouped = try await Self.usage(client, base + "&group_by=model", token: fx.token)
+            XCTAssertEqual(grouped.status, 200, "\(grouped.json)")
+            var byModel: [String: String] = [:]
+            for row in grouped.json["data"]?.arrayValue ?? [] {
+                let model = row["dimensions"]?["model"]?.stringValue ?? "(none)"
+                byModel[model] = row["quantity"]?.stringValue
+            }
+            // Expected from what was sent: k5 cancelled, the duplicate of k1 counted once, k4 has no model.
+            var expected: [String: Int] = [:]
+            for e in sent where e.key != "k5" {
+                let model = (try JSONParser.parse(e.props))["model"]?.stringValue ?? "(none)"
+                expected[model, default: 0] += e.value
+            }
+            XCTAssertEqual(byModel, expected.mapValues { String($0) })
+
+            // (the second key percent-encoded, as HTTP clients send brackets)
+            let filtered = try await Self.usage(client, base + "&group_by=region&filter[model]=gpt-4o&filter%5Bmodel%5D=mini", token: fx.token)
+            var byRegion: [String: String] = [:]
+            for row in filtered.json["data"]?.arrayValue ?? [] {
+                byRegion[row["dimensions"]?["region"]?.stringValue ?? "(none)"] = row["quantity"]?.stringValue
+            }
+            XCTAssertEqual(byRegion, ["eu": "107", "us": "40"])
+            let plain = try await Self.usage(client, base, token: fx.token)
+            XCTAssertEqual(Self.first(plain)?["quantity"]?.stringValue, "150")
+            XCTAssertNil(Self.first(plain)?["dimensions"], "no dimensions member without group_by")
+
+            for (query, field, code) in [("&group_by=colour", "group_by", "unknown_dimension"),
+                                         ("&filter[colour]=red", "filter", "unknown_dimension"),
+                                         ("&group_by=model,model", "group_by", "invalid_value"),
+                                         ("&filter[bad%20name]=x", "filter[bad name]", "invalid_value")] {
+                let r = try await Self.usage(client, base + query, token: fx.token)
+                XCTAssertEqual(r.status, 422, query)
+                XCTAssertEqual(r.field, field, query)
+                XCTAssertEqual(r.code, code, query)
+            }
+            let noMeter = try await Self.usage(client, "customer=\(fx.customers[0])&group_by=model", token: fx.token)
+            XCTAssertEqual(noMeter.status, 422)
+            XCTAssertEqual(noMeter.code, "missing_field")
+        }
+    }
+
     func testUsageRefusesBadParametersWithTheFieldNamed() async throws {
         try await T.withApp { client, fx in
             let cu = "customer=\(fx.customers[0])"

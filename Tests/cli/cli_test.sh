@@ -28,6 +28,9 @@ m meters list | grep -Eq "cli.smoke +2 +max"
 if m meters add cli.smoke --aggregation count --effective-from 2020-01-01T00:00:00Z 2>/dev/null; then
   echo "a meter version starting in the past must be refused"; exit 1
 fi
+m meters add cli.tokens --aggregation sum --dimension model --dimension region | grep -q "version 1, sum by model, region"
+m meters list | grep -Eq "cli.tokens +1 +sum +model, region"
+if m meters add cli.bad --dimension "no spaces" 2>/dev/null; then echo "a dimension that is no property name must be refused"; exit 1; fi
 key_id=$(m keys create --name cli-smoke | sed -n 's/^API key \([0-9]*\) .*/\1/p')
 m keys list | grep -q "cli-smoke"
 m keys create --name cli-scoped --scope read --customer cli-smoke | grep -q "scopes read, customers cli-smoke"

@@ -21,8 +21,8 @@ select results_eq(
     $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
              (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
              (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql'),
-             (11, '0011_billing_usage.sql')$$,
-    'migrations 1 to 11 are recorded once each, and no other');
+             (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql')$$,
+    'migrations 1 to 12 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -30,7 +30,7 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_events_hash.sql'::text), ('functions/_invoice_frozen.sql'),
+    $$values ('functions/_dimension_values.sql'::text), ('functions/_events_hash.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
@@ -63,8 +63,8 @@ select tables_are('meter',
           'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
-          'invoice_lines', 'billing_usage']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables and 0011''s billing_usage');
+          'invoice_lines', 'billing_usage', 'rollup_hourly_dims']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage and 0012''s rollup_hourly_dims');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -190,7 +190,8 @@ where p.pronamespace = 'meter'::regnamespace
 
 select results_eq(
     $$select signature from own_functions order by signature$$,
-    $$values ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
+    $$values ('_dimension_values(p_properties jsonb, p_dimensions text[])'),
+             ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_invoice_frozen()'),
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
@@ -209,7 +210,7 @@ select results_eq(
              ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),
              ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
              ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
-             ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone)'),
+             ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
              ('period_close(p_period text, p_customer text, p_grace interval)'),
              ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text)'),
              ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb)'),
@@ -225,10 +226,10 @@ select results_eq(
              ('sync_refused(p_event_id text, p_event jsonb)'),
              ('sync_retry(p_customer text, p_meter text)'),
              ('sync_succeeded(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint)'),
-             ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'),
+             ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the thirty-seven documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the thirty-eight documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(148);
+select plan(150);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -55,17 +55,17 @@ select function_privs_are('meter', 'api_key_revoke', array['text']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute api_key_revoke');
 select function_privs_are('meter', 'customer_upsert', array['text', 'text', 'text']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute customer_upsert');
-select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
+select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text', 'text', 'text', 'timestamptz', 'text[]']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute meter_upsert');
-select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text', 'text', 'text', 'timestamptz']::name[],
+select function_privs_are('meter', 'meter_upsert', array['text', 'text', 'text', 'text', 'text', 'timestamptz', 'text[]']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute meter_upsert');
 select function_privs_are('meter', 'event_cancel', array['jsonb', 'bytea']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_cancel');
 select function_privs_are('meter', 'event_cancel', array['jsonb', 'bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute event_cancel');
-select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text']::name[],
+select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text', 'text[]', 'jsonb']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute usage');
-select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text']::name[],
+select function_privs_are('meter', 'usage', array['text', 'text', 'timestamptz', 'timestamptz', 'text', 'text[]', 'jsonb']::name[],
                           'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute usage');
 select function_privs_are('meter', 'rollup_verify', array['timestamptz', 'timestamptz']::name[],
                           'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute rollup_verify');
@@ -115,6 +115,7 @@ select table_privs_are('meter', 'meter_versions',       'meter_ingest', array[]:
 select table_privs_are('meter', 'event_cancellations',  'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.event_cancellations');
 select table_privs_are('meter', 'rollup_hourly',        'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly');
 select table_privs_are('meter', 'rollup_hourly_unique', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly_unique');
+select table_privs_are('meter', 'rollup_hourly_dims', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly_dims');
 select table_privs_are('meter', 'rollup_watermark',     'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_watermark');
 select table_privs_are('meter', 'rollup_lag',           'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_lag');
 select table_privs_are('meter', 'meter_version_ranges', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.meter_version_ranges');
@@ -129,6 +130,7 @@ select table_privs_are('meter', 'meter_versions',       'meter_analyst', array['
 select table_privs_are('meter', 'event_cancellations',  'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.event_cancellations');
 select table_privs_are('meter', 'rollup_hourly',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly');
 select table_privs_are('meter', 'rollup_hourly_unique', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly_unique');
+select table_privs_are('meter', 'rollup_hourly_dims', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly_dims');
 select table_privs_are('meter', 'rollup_watermark',     'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_watermark');
 select table_privs_are('meter', 'rollup_lag',           'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_lag');
 select table_privs_are('meter', 'meter_version_ranges', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.meter_version_ranges');

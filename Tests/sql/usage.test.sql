@@ -247,10 +247,10 @@ select throws_ok($$select * from meter.usage('tap-us-a', 'tap.us.nometer', '2024
 -- Function properties.
 -- ---------------------------------------------------------------------------------------------
 select volatility_is('meter', 'usage',
-                     array['text', 'text', 'timestamp with time zone', 'timestamp with time zone', 'text']::name[],
+                     array['text', 'text', 'timestamp with time zone', 'timestamp with time zone', 'text', 'text[]', 'jsonb']::name[],
                      'stable', 'usage is STABLE');
 select is_definer('meter', 'usage',
-                  array['text', 'text', 'timestamp with time zone', 'timestamp with time zone', 'text']::name[],
+                  array['text', 'text', 'timestamp with time zone', 'timestamp with time zone', 'text', 'text[]', 'jsonb']::name[],
                   'usage is SECURITY DEFINER (the ingest and analyst roles read no table themselves)');
 
 select * from finish();

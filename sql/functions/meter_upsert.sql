@@ -1,8 +1,9 @@
--- meter.meter_upsert(code, aggregation, unique_property, name, unit, effective_from): creates a
--- meter, confirms an identical one, or adds a new version of its definition. Returns the meter id.
+-- meter.meter_upsert(code, aggregation, unique_property, name, unit, effective_from, dimensions):
+-- creates a meter, confirms an identical one, or adds a new version of its definition. Returns the
+-- meter id.
 --
 -- Guarantees
---   * History is never rewritten. A definition (aggregation, unique_property) that differs from
+--   * History is never rewritten. A definition (aggregation, unique_property, dimensions) that differs from
 --     the meter's latest version becomes a new version in force from effective_from, which must be
 --     a UTC hour boundary in the future and after the latest version's start. Default: the next
 --     UTC hour.
@@ -11,13 +12,16 @@
 --     max_future ahead can be). This check holds the rollup lock (meter.rollup_run's advisory
 --     lock, waiting for a running rollup), so no rollup can fold such an event in between.
 --   * Name and unit are descriptive: a non-null value replaces the stored one, in place.
+--   * Dimensions: up to 3 distinct property names (letters, digits, _ . : -, at most 64), grouped
+--     by in meter.rollup_hourly_dims; null keeps the latest version's ('{}' for a new meter).
 create or replace function meter.meter_upsert(
     p_code            text,
     p_aggregation     text default 'count',
     p_unique_property text default null,
     p_name            text default null,
     p_unit            text default null,
-    p_effective_from  timestamptz default null
+    p_effective_from  timestamptz default null,
+    p_dimensions      text[] default null
 )
 returns bigint
 language plpgsql
@@ -29,14 +33,27 @@ declare
     v_latest meter.meter_versions;
     v_from   timestamptz;
 begin
+    if p_dimensions is not null then
+        if pg_catalog.cardinality(p_dimensions) > 3 then
+            raise exception 'a meter has at most 3 dimensions, got %', pg_catalog.cardinality(p_dimensions)
+                using errcode = '22023';
+        end if;
+        if exists (select 1 from pg_catalog.unnest(p_dimensions) d where d is null or d !~ '^[A-Za-z0-9_.:-]{1,64}$') then
+            raise exception 'a dimension is a property name of 1-64 letters, digits, _ . : or -; got %', p_dimensions
+                using errcode = '22023';
+        end if;
+        if (select pg_catalog.count(distinct d) from pg_catalog.unnest(p_dimensions) d) <> pg_catalog.cardinality(p_dimensions) then
+            raise exception 'dimensions must be distinct, got %', p_dimensions using errcode = '22023';
+        end if;
+    end if;
     select id into v_id from meter.meters where code = p_code for update;
     if not found then
         insert into meter.meters (code, name, unit)
         values (p_code, p_name, p_unit)
         returning id into v_id;
         -- Version 1 is in force since forever, so every event of the meter has a definition.
-        insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from)
-        values (v_id, 1, p_aggregation, p_unique_property, '-infinity');
+        insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from, dimensions)
+        values (v_id, 1, p_aggregation, p_unique_property, '-infinity', coalesce(p_dimensions, '{}'));
         return v_id;
     end if;
 
@@ -47,7 +64,8 @@ begin
     select * into v_latest from meter.meter_versions
     where meter_id = v_id order by version desc limit 1;
     if v_latest.aggregation = p_aggregation
-       and v_latest.unique_property is not distinct from p_unique_property then
+       and v_latest.unique_property is not distinct from p_unique_property
+       and v_latest.dimensions = coalesce(p_dimensions, v_latest.dimensions) then
         return v_id;
     end if;
 
@@ -92,13 +110,13 @@ begin
             using errcode = '55000', hint = 'choose a later effective_from';
     end if;
 
-    insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from)
-    values (v_id, v_latest.version + 1, p_aggregation, p_unique_property, v_from);
+    insert into meter.meter_versions (meter_id, version, aggregation, unique_property, effective_from, dimensions)
+    values (v_id, v_latest.version + 1, p_aggregation, p_unique_property, v_from, coalesce(p_dimensions, v_latest.dimensions));
     return v_id;
 end;
 $$;
 
-comment on function meter.meter_upsert(text, text, text, text, text, timestamptz) is
+comment on function meter.meter_upsert(text, text, text, text, text, timestamptz, text[]) is
     'Creates a meter, or adds a version of its definition in force from a future UTC hour; returns its id.';
 
-revoke all on function meter.meter_upsert(text, text, text, text, text, timestamptz) from public;
+revoke all on function meter.meter_upsert(text, text, text, text, text, timestamptz, text[]) from public;

@@ -19,6 +19,9 @@
 --     its folded events justify. The max of an hour that lost an event is recomputed from raw
 --     events, since a maximum cannot be subtracted.
 --   * Late events (any past hour) update their hour like any other; the row's revision grows.
+--   * Meters with dimensions: the same groups are also written per dimension values
+--     (meter.rollup_hourly_dims, meter._dimension_values of the version in force at the hour) by
+--     the same statements, so an hour's dimension rows always sum to its rollup_hourly row.
 --   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
 --     statement (back to pending unless a send is in flight), and meter_sync is NOTIFied at
 --     commit. A rolled-back run leaves neither.
@@ -53,6 +56,8 @@ declare
     v_horizon        xid8;
     v_wm             meter.rollup_watermark;
     v_unique_meters  bigint[];
+    v_dim_meters     bigint[];
+    v_prop_meters    bigint[];
     v_events         bigint := 0;
     v_end_xid        xid8;
     v_end_id         bigint;
@@ -122,29 +127,37 @@ begin
     -- Meters that count distinct values in some version: only their events' properties are read.
     select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_unique_meters
     from meter.meter_versions where aggregation = 'unique_count';
+    -- Meters with dimensions in some version: their events' properties are read too.
+    select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_dim_meters
+    from meter.meter_versions where pg_catalog.cardinality(dimensions) > 0;
+    v_prop_meters := v_unique_meters || v_dim_meters;
 
-    -- 2. Fold the batch. One aggregation into (customer, meter, hour, distinct value) groups: for
-    -- meters counting distinct values, the value of the unique_property of the version in force at
-    -- the event's hour (a hash join with the few versions), null otherwise. Hourly rows and
-    -- distinct values are then written from these groups.
+    -- 2. Fold the batch. One aggregation into (customer, meter, hour, distinct value, dimension
+    -- values) groups: for meters counting distinct values, the value of the unique_property of the
+    -- version in force at the event's hour (a hash join with the few versions), null otherwise; for
+    -- meters with dimensions, the event's values of that version's dimensions, null otherwise.
+    -- Hourly rows, distinct values and dimension rows are then written from these groups.
     with fine as materialized (
         select b.customer_id, b.meter_id, b.hour,
                b.properties ->> uv.unique_property as unique_value,
+               case when pg_catalog.cardinality(uv.dimensions) > 0
+                    then meter._dimension_values(b.properties, uv.dimensions) end as dims,
                pg_catalog.count(*) as n, pg_catalog.sum(b.value) as q, pg_catalog.max(b.value) as mx
         from (
             select e.customer_id, e.meter_id,
                    pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
                    e.value,
-                   case when e.meter_id = any (v_unique_meters) then e.properties end as properties
+                   case when e.meter_id = any (v_prop_meters) then e.properties end as properties
             from meter.events e
             where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
               and (e.xid, e.id) < (v_end_xid, v_end_id)
         ) b
         left join meter.meter_version_ranges uv
                on b.properties is not null
-              and uv.meter_id = b.meter_id and uv.unique_property is not null
+              and uv.meter_id = b.meter_id
+              and (uv.unique_property is not null or pg_catalog.cardinality(uv.dimensions) > 0)
               and b.hour >= uv.effective_from and b.hour < uv.effective_until
-        group by 1, 2, 3, 4
+        group by 1, 2, 3, 4, 5
     ),
     hourly as (
         insert into meter.rollup_hourly as r
@@ -184,14 +197,30 @@ begin
         insert into meter.rollup_hourly_unique as u
                (customer_id, meter_id, hour, value_hash, unique_value, event_count)
         select f.customer_id, f.meter_id, f.hour, pg_catalog.sha256(pg_catalog.convert_to(f.unique_value, 'UTF8')),
-               f.unique_value, f.n
+               f.unique_value, pg_catalog.sum(f.n)
         from fine f
         where f.unique_value is not null
+        group by f.customer_id, f.meter_id, f.hour, f.unique_value
         on conflict (customer_id, meter_id, hour, value_hash) do update
             set event_count = u.event_count + excluded.event_count
         returning 1
+    ),
+    dims as (
+        insert into meter.rollup_hourly_dims as x
+               (customer_id, meter_id, hour, dims_hash, dims, event_count, quantity, max_value)
+        select f.customer_id, f.meter_id, f.hour, pg_catalog.sha256(pg_catalog.convert_to(f.dims::text, 'UTF8')),
+               f.dims, pg_catalog.sum(f.n), pg_catalog.sum(f.q), pg_catalog.max(f.mx)
+        from fine f
+        where f.dims is not null
+        group by f.customer_id, f.meter_id, f.hour, f.dims
+        on conflict (customer_id, meter_id, hour, dims_hash) do update
+            set event_count = x.event_count + excluded.event_count,
+                quantity    = x.quantity + excluded.quantity,
+                max_value   = greatest(x.max_value, excluded.max_value),
+                updated_at  = pg_catalog.now()
+        returning 1
     )
-    -- (uniques is not read below: a data-modifying CTE runs to completion all the same)
+    -- (uniques and dims are not read below: a data-modifying CTE runs to completion all the same)
     select (select coalesce(pg_catalog.sum(f.n), 0)::bigint from fine f),
            pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
            (select pg_catalog.count(*) from outbox)
@@ -209,7 +238,7 @@ begin
         returning e.customer_id, e.meter_id,
                   pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
                   e.value,
-                  case when e.meter_id = any (v_unique_meters) then e.properties end as properties
+                  case when e.meter_id = any (v_prop_meters) then e.properties end as properties
     ),
     hourly as (
         update meter.rollup_hourly r
@@ -254,6 +283,23 @@ begin
         where u.customer_id = d.customer_id and u.meter_id = d.meter_id and u.hour = d.hour
           and u.value_hash = pg_catalog.sha256(pg_catalog.convert_to(d.unique_value, 'UTF8'))
         returning 1
+    ),
+    dims as (
+        update meter.rollup_hourly_dims x
+        set event_count = x.event_count - d.n,
+            quantity    = x.quantity - d.q,
+            updated_at  = pg_catalog.now()
+        from (select du.customer_id, du.meter_id, du.hour, meter._dimension_values(du.properties, dv.dimensions) as dims,
+                     pg_catalog.count(*) as n, pg_catalog.sum(du.value) as q
+              from due du
+              join meter.meter_version_ranges dv
+                on dv.meter_id = du.meter_id and pg_catalog.cardinality(dv.dimensions) > 0
+               and du.hour >= dv.effective_from and du.hour < dv.effective_until
+              where du.properties is not null
+              group by 1, 2, 3, 4) d
+        where x.customer_id = d.customer_id and x.meter_id = d.meter_id and x.hour = d.hour
+          and x.dims_hash = pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8'))
+        returning 1
     )
     select (select pg_catalog.count(*) from due),
            pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
@@ -277,6 +323,24 @@ begin
               from rows from (pg_catalog.unnest(v_c_customers), pg_catalog.unnest(v_c_meters),
                               pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)) t
         where r.customer_id = t.customer_id and r.meter_id = t.meter_id and r.hour = t.hour;
+        -- ... and the same per dimension values, for the meters that have them.
+        update meter.rollup_hourly_dims x
+        set max_value = (
+            select pg_catalog.max(e.value)
+            from meter.events e
+            where e.customer_id = x.customer_id and e.meter_id = x.meter_id
+              and e.occurred_at >= x.hour and e.occurred_at < x.hour + interval '1 hour'
+              and (e.xid, e.id) < (v_end_xid, v_end_id)
+              and meter._dimension_values(e.properties, dv.dimensions) = x.dims
+              and not exists (select 1 from meter.event_cancellations c
+                              where c.event_id = e.id and c.rolled_up_at is not null))
+        from (select distinct k.customer_id, k.meter_id, k.hour
+              from rows from (pg_catalog.unnest(v_c_customers), pg_catalog.unnest(v_c_meters),
+                              pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)
+              where k.meter_id = any (v_dim_meters)) t,
+             meter.meter_version_ranges dv
+        where x.customer_id = t.customer_id and x.meter_id = t.meter_id and x.hour = t.hour
+          and dv.meter_id = x.meter_id and x.hour >= dv.effective_from and x.hour < dv.effective_until;
     end if;
 
     -- 4b. A max meter billed through a Billing Meter sends each hour's running maximum of its

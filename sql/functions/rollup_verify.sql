@@ -4,8 +4,10 @@
 -- What "all is well" means: for every customer, meter and UTC hour, meter.rollup_hourly holds
 -- exactly the events the watermark says are folded ((xid, id) below the watermark), net of the
 -- cancellations the rollup has subtracted (rolled_up_at set): same event count, same sum, same
--- max; and meter.rollup_hourly_unique holds exactly their distinct unique_property values with
--- the same counts. An event counted twice, or skipped behind the watermark, shows up here.
+-- max; meter.rollup_hourly_unique holds exactly their distinct unique_property values with
+-- the same counts; and meter.rollup_hourly_dims holds, for meters with dimensions, exactly their
+-- dimension values (meter._dimension_values of the version in force) with the same count, sum
+-- and max (rows left at 0 events by cancellations count as absent). An event counted twice, or skipped behind the watermark, shows up here.
 -- Events not yet folded are not differences: they are lag (meter.rollup_lag); to check
 -- everything, drain first (`meterctl rollup run` until nothing is pending).
 --
@@ -22,7 +24,8 @@ returns table (
     raw_quantity     numeric,
     rollup_max       numeric,
     raw_max          numeric,
-    unique_values_differing bigint
+    unique_values_differing bigint,
+    dimension_values_differing bigint
 )
 language sql
 stable
@@ -85,18 +88,46 @@ unique_diff as (
     where a.events is distinct from r.events
     group by 1, 2, 3
 ),
+raw_dims as (
+    select f.customer_id, f.meter_id, f.hour, meter._dimension_values(f.properties, v.dimensions) as dims,
+           pg_catalog.count(*) as events, pg_catalog.sum(f.value) as quantity, pg_catalog.max(f.value) as max_value
+    from folded f
+    join meter.meter_version_ranges v
+      on v.meter_id = f.meter_id and pg_catalog.cardinality(v.dimensions) > 0
+     and f.hour >= v.effective_from and f.hour < v.effective_until
+    where not f.cancelled
+    group by 1, 2, 3, 4
+),
+rolled_dims as (
+    select x.customer_id, x.meter_id, x.hour, x.dims, x.event_count as events, x.quantity, x.max_value
+    from meter.rollup_hourly_dims x, bounds b
+    where x.hour >= b.lo and x.hour < b.hi and x.event_count <> 0
+),
+dims_diff as (
+    select coalesce(a.customer_id, r.customer_id) as customer_id,
+           coalesce(a.meter_id, r.meter_id) as meter_id,
+           coalesce(a.hour, r.hour) as hour,
+           pg_catalog.count(*) as differing
+    from raw_dims a
+    full join rolled_dims r
+      on r.customer_id = a.customer_id and r.meter_id = a.meter_id and r.hour = a.hour and r.dims = a.dims
+    where a.events is distinct from r.events or a.quantity is distinct from r.quantity
+       or a.max_value is distinct from r.max_value
+    group by 1, 2, 3
+),
 rolled as (
     select r.customer_id, r.meter_id, r.hour, r.event_count, r.quantity, r.max_value
     from meter.rollup_hourly r, bounds b
     where r.hour >= b.lo and r.hour < b.hi
 )
-select coalesce(r.customer_id, a.customer_id, d.customer_id),
-       coalesce(r.meter_id, a.meter_id, d.meter_id),
-       coalesce(r.hour, a.hour, d.hour),
+select coalesce(r.customer_id, a.customer_id, d.customer_id, dd.customer_id),
+       coalesce(r.meter_id, a.meter_id, d.meter_id, dd.meter_id),
+       coalesce(r.hour, a.hour, d.hour, dd.hour),
        r.event_count, coalesce(a.events, 0),
        r.quantity, coalesce(a.quantity, 0),
        r.max_value, a.max_value,
-       coalesce(d.differing, 0)
+       coalesce(d.differing, 0),
+       coalesce(dd.differing, 0)
 from rolled r
 full join raw a
   on a.customer_id = r.customer_id and a.meter_id = r.meter_id and a.hour = r.hour
@@ -104,10 +135,15 @@ full join unique_diff d
   on d.customer_id = coalesce(r.customer_id, a.customer_id)
  and d.meter_id = coalesce(r.meter_id, a.meter_id)
  and d.hour = coalesce(r.hour, a.hour)
+full join dims_diff dd
+  on dd.customer_id = coalesce(r.customer_id, a.customer_id, d.customer_id)
+ and dd.meter_id = coalesce(r.meter_id, a.meter_id, d.meter_id)
+ and dd.hour = coalesce(r.hour, a.hour, d.hour)
 where coalesce(r.event_count, 0) <> coalesce(a.events, 0)
    or coalesce(r.quantity, 0) <> coalesce(a.quantity, 0)
    or r.max_value is distinct from a.max_value
    or d.differing is not null
+   or dd.differing is not null
 order by 1, 2, 3
 $$;
 

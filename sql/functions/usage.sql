@@ -1,5 +1,5 @@
--- meter.usage(customer, meter, from, to, granularity): usage from the hourly rollups, per bucket,
--- for dashboards and invoice previews (GET /v1/usage calls it).
+-- meter.usage(customer, meter, from, to, granularity, group_by, filter): usage from the hourly
+-- rollups, per bucket, for dashboards and invoice previews (GET /v1/usage calls it).
 --
 --   * customer and meter are external id and code; meter null = every meter of the customer.
 --   * [from, to) must lie on UTC hour boundaries; granularity is hour, day or month, buckets are
@@ -13,12 +13,21 @@
 --     see meter.rollup_lag for how fresh the figures are.
 --   * Quantities are exact numerics, nothing is rounded; trailing fractional zeros are trimmed
 --     (2.50 after a cancellation reads 2.5).
+--   * Dimensions (meter.rollup_hourly_dims): group_by names dimensions of the meter (required
+--     then) and splits each bucket per combination of their values, given in `dimensions`
+--     ({name: value}, null for events without the property, and for hours of a meter version
+--     that does not declare it); filter keeps the usage whose dimension values match, an object
+--     {name: value, or [values]} (null matches the events without the property). Without either,
+--     `dimensions` is null and the figures come from rollup_hourly. A unique_count meter cannot
+--     be grouped or filtered (0A000): its distinct values are not kept per dimension.
 create or replace function meter.usage(
     p_customer    text,
     p_meter       text,
     p_from        timestamptz,
     p_to          timestamptz,
-    p_granularity text default 'hour'
+    p_granularity text default 'hour',
+    p_group_by    text[] default null,
+    p_filter      jsonb default null
 )
 returns table (
     customer      text,
@@ -28,7 +37,8 @@ returns table (
     meter_version integer,
     aggregation   text,
     quantity      numeric,
-    event_count   bigint
+    event_count   bigint,
+    dimensions    jsonb
 )
 language plpgsql
 stable
@@ -63,6 +73,70 @@ begin
             using errcode = 'P0002';
     end if;
 
+    if p_group_by is not null or p_filter is not null then
+        if p_meter is null then
+            raise exception 'group_by and filter need a meter' using errcode = '22023';
+        end if;
+        if p_filter is not null and (pg_catalog.jsonb_typeof(p_filter) <> 'object' or exists (
+                select 1 from pg_catalog.jsonb_each(p_filter) f
+                where pg_catalog.jsonb_typeof(f.value) not in ('string', 'null', 'array')
+                   or (pg_catalog.jsonb_typeof(f.value) = 'array' and exists (
+                           select 1 from pg_catalog.jsonb_array_elements(f.value) a
+                           where pg_catalog.jsonb_typeof(a) not in ('string', 'null'))))) then
+            raise exception 'filter must be an object of dimension: value (a string, null, or an array of them)'
+                using errcode = '22023';
+        end if;
+        if exists (select 1
+                   from (select pg_catalog.unnest(coalesce(p_group_by, '{}'))
+                         union all
+                         select pg_catalog.jsonb_object_keys(coalesce(p_filter, '{}'))) n(name)
+                   where n.name is null or n.name not in (
+                       select d from meter.meter_versions v join meter.meters m on m.id = v.meter_id,
+                                     pg_catalog.unnest(v.dimensions) d
+                       where m.code = p_meter)) then
+            raise exception 'meter % has no such dimension (group_by %, filter %)', pg_catalog.quote_literal(p_meter),
+                p_group_by, p_filter using errcode = '22023';
+        end if;
+        if exists (select 1 from meter.meter_versions v join meter.meters m on m.id = v.meter_id
+                   where m.code = p_meter and v.aggregation = 'unique_count') then
+            raise exception 'meter % counts distinct values: its usage cannot be grouped or filtered by dimension',
+                pg_catalog.quote_literal(p_meter) using errcode = '0A000';
+        end if;
+
+        return query
+        with versions as (
+            select v.meter_id, v.version, v.aggregation, v.effective_from, v.effective_until
+            from meter.meter_version_ranges v
+            join meter.meters m on m.id = v.meter_id
+            where m.code = p_meter
+        ),
+        hours as (
+            select x.meter_id, x.event_count, x.quantity, x.max_value, v.version, v.aggregation,
+                   greatest(pg_catalog.date_trunc(p_granularity, x.hour), v.effective_from, p_from) as seg_start,
+                   least(pg_catalog.date_trunc(p_granularity, x.hour) + v_unit, v.effective_until, p_to) as seg_end,
+                   (select coalesce(pg_catalog.jsonb_object_agg(g, coalesce(x.dims -> g, 'null'::jsonb)), '{}'::jsonb)
+                    from pg_catalog.unnest(coalesce(p_group_by, '{}')) g) as grouped
+            from meter.rollup_hourly_dims x
+            join versions v
+              on v.meter_id = x.meter_id and x.hour >= v.effective_from and x.hour < v.effective_until
+            where x.customer_id = v_customer_id and x.hour >= p_from and x.hour < p_to and x.event_count <> 0
+              and not exists (select 1 from pg_catalog.jsonb_each(coalesce(p_filter, '{}')) f
+                              where not (f.value @> coalesce(x.dims -> f.key, 'null'::jsonb)))
+        )
+        select p_customer, p_meter, h.seg_start, h.seg_end, h.version, h.aggregation,
+               pg_catalog.trim_scale(case h.aggregation
+                   when 'count' then pg_catalog.sum(h.event_count)::numeric
+                   when 'sum' then pg_catalog.sum(h.quantity)
+                   when 'max' then coalesce(pg_catalog.max(h.max_value), 0)
+               end),
+               pg_catalog.sum(h.event_count)::bigint,
+               h.grouped
+        from hours h
+        group by h.seg_start, h.seg_end, h.version, h.aggregation, h.grouped
+        order by h.seg_start, h.grouped::text collate "C";
+        return;
+    end if;
+
     return query
     with versions as (
         select v.meter_id, v.version, v.aggregation, v.effective_from, v.effective_until
@@ -90,7 +164,8 @@ begin
                    where u.customer_id = v_customer_id and u.meter_id = h.meter_id
                      and u.hour >= h.seg_start and u.hour < h.seg_end and u.event_count > 0)
            end),
-           pg_catalog.sum(h.event_count)::bigint
+           pg_catalog.sum(h.event_count)::bigint,
+           null::jsonb
     from hours h
     join meter.meters m on m.id = h.meter_id
     group by m.code, h.meter_id, h.seg_start, h.seg_end, h.version, h.aggregation
@@ -98,8 +173,8 @@ begin
 end;
 $$;
 
-comment on function meter.usage(text, text, timestamptz, timestamptz, text) is
+comment on function meter.usage(text, text, timestamptz, timestamptz, text, text[], jsonb) is
     'Usage per bucket (hour, day, month; UTC) from the hourly rollups, with each meter version''s aggregation.';
 
-revoke all on function meter.usage(text, text, timestamptz, timestamptz, text) from public;
-grant execute on function meter.usage(text, text, timestamptz, timestamptz, text) to meter_ingest, meter_analyst;
+revoke all on function meter.usage(text, text, timestamptz, timestamptz, text, text[], jsonb) from public;
+grant execute on function meter.usage(text, text, timestamptz, timestamptz, text, text[], jsonb) to meter_ingest, meter_analyst;

@@ -10,7 +10,7 @@ package struct UsageController: Sendable {
     package let pool: PGPool
     package let ingest: IngestService
 
-    package static let parameters: Set<String> = ["customer", "meter", "from", "to", "granularity"]
+    package static let parameters: Set<String> = ["customer", "meter", "from", "to", "granularity", "group_by"]
     /// The default range on the database clock: from the start of the customer's current billing
     /// month in its billing timezone (UTC for an unknown customer, which meter.usage then refuses),
     /// floored to a UTC hour, to the start of the next UTC hour.
@@ -34,7 +34,9 @@ package struct UsageController: Sendable {
     /// `meter` optional (all meters); `from`/`to` RFC 3339 on UTC hour boundaries, by default the
     /// customer's current billing month (its start in the customer's billing timezone, on the
     /// database clock, floored to a UTC hour) up to the start of the next hour; `granularity` hour,
-    /// day (default) or month.
+    /// day (default) or month. With dimensions (meter required): `group_by=model,region` splits
+    /// each bucket per value combination (`dimensions` in each item); `filter[model]=gpt-4o`
+    /// keeps the usage of that value, repeated for several (`filter[model]=a&filter[model]=b`).
     @Sendable package func get(_ request: Request, context: BasicRequestContext) async throws -> Response {
         guard let token = APIRequest.bearerToken(request) else {
             return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
@@ -56,14 +58,25 @@ package struct UsageController: Sendable {
             APIResponse.error(.unprocessableContent, code: code, message: message, field: field)
         }
         var seen: Set<String> = []
+        var filter: [String: [String]] = [:]
         for (k, v) in query {
             let name = String(k)
             if v.contains("\u{0}") {
                 return invalid(name, "invalid_value", "\(name) must not contain NUL (%00)")
             }
+            // (keys arrive percent-encoded: clients send filter%5Bmodel%5D for filter[model])
+            if let key = name.removingPercentEncoding, key.hasPrefix("filter[") && key.hasSuffix("]") {
+                let name = key
+                let dimension = String(name.dropFirst(7).dropLast())
+                guard dimension.range(of: #"^[A-Za-z0-9_.:-]{1,64}$"#, options: .regularExpression) != nil else {
+                    return invalid(name, "invalid_value", "\(name): a dimension is a property name of 1-64 letters, digits, _ . : or -")
+                }
+                filter[dimension, default: []].append(String(v))
+                continue
+            }
             if !Self.parameters.contains(name) {
                 return invalid(name, "unknown_parameter",
-                               "unknown query parameter \"\(name)\"; expected \(Self.parameters.sorted().joined(separator: ", "))")
+                               "unknown query parameter \"\(name)\"; expected \(Self.parameters.sorted().joined(separator: ", ")) or filter[<dimension>]")
             }
             if !seen.insert(name).inserted {
                 return invalid(name, "repeated_parameter", "\(name) is given more than once")
@@ -73,6 +86,18 @@ package struct UsageController: Sendable {
             return invalid("customer", "missing_field", "customer is required (the customer's external id)")
         }
         let meter = query["meter"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        let groupBy = query["group_by"].map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        if let groupBy {
+            guard groupBy.count <= 3, groupBy.allSatisfy({ $0.range(of: #"^[A-Za-z0-9_.:-]{1,64}$"#, options: .regularExpression) != nil }),
+                  Set(groupBy).count == groupBy.count else {
+                return invalid("group_by", "invalid_value", "group_by is 1 to 3 distinct dimension names separated by commas")
+            }
+        }
+        if (groupBy != nil || !filter.isEmpty) && meter == nil {
+            return invalid(groupBy != nil ? "group_by" : "filter", "missing_field", "group_by and filter need a meter")
+        }
+        let filterJSON: String? = filter.isEmpty ? nil
+            : JSONValue.object(filter.sorted { $0.key < $1.key }.map { ($0.key, .array($0.value.map { .string($0) })) }).text
         let granularity = query["granularity"].map(String.init) ?? "day"
         guard ["hour", "day", "month"].contains(granularity) else {
             return invalid("granularity", "invalid_value", "granularity must be hour, day or month; got \(granularity)")
@@ -127,10 +152,11 @@ package struct UsageController: Sendable {
                            to_char(u.bucket_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_start,
                            to_char(u.bucket_end at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as bucket_end,
                            u.meter_version, u.aggregation, u.quantity::text as quantity, u.event_count,
-                           b.lag::text as lag_seconds
+                           u.dimensions::text as dimensions, b.lag::text as lag_seconds
                     from bounds b
-                    left join lateral meter.usage($1, $2, b.f, b.t, $5) u on true
-                    """, [customer, meter, f.utcString, t.utcString, granularity]).rows)
+                    left join lateral meter.usage($1, $2, b.f, b.t, $5, $6::text[], $7::jsonb) u on true
+                    """, [customer, meter, f.utcString, t.utcString, granularity,
+                          groupBy.map { "{" + $0.joined(separator: ",") + "}" }, filterJSON]).rows)
             }
             let rows: [PGRow]
             switch outcome {
@@ -143,7 +169,11 @@ package struct UsageController: Sendable {
             let field = e.message.hasPrefix("no meter") ? "meter" : "customer"
             return APIResponse.error(.notFound, code: "\(field)_not_found", message: e.message, field: field)
         } catch let e as PGError where e.sqlState == "22023" {
-            return invalid(e.message.contains("granularity") ? "granularity" : "from", "invalid_value", e.message)
+            let field = e.message.contains("granularity") ? "granularity"
+                : e.message.contains("dimension") ? (groupBy != nil ? "group_by" : "filter") : "from"
+            return invalid(field, field == "group_by" || field == "filter" ? "unknown_dimension" : "invalid_value", e.message)
+        } catch let e as PGError where e.sqlState == "0A000" {
+            return invalid("group_by", "not_groupable", e.message)
         } catch {
             return APIResponse.unavailable(error, context: context, message: "usage is unavailable; retry later")
         }
@@ -201,7 +231,10 @@ extension APIResponse {
                 + ",\"meter_version\":\(version)"
                 + ",\"aggregation\":\(JSONWriter.quote((try? r.string("aggregation")) ?? ""))"
                 + ",\"quantity\":\(JSONWriter.quote((try? r.string("quantity")) ?? "0"))"
-                + ",\"events\":\(events)}")
+                + ",\"events\":\(events)"
+                // {dimension: value or null}, as Postgres printed the jsonb (with group_by only)
+                + (((try? r.optionalString("dimensions")) ?? nil).map { ",\"dimensions\":\($0)" } ?? "")
+                + "}")
         }
         s += items.joined(separator: ",") + "]}"
         return json(.ok, s)

@@ -51,10 +51,11 @@ public enum Rollup {
         public var rollupMax: String
         public var rawMax: String
         public var uniqueValuesDiffering: Int64
+        public var dimensionValuesDiffering: Int64 = 0
         public var description: String {
             "customer \(customerID) meter \(meterID) hour \(hour): events \(rollupEvents) vs raw \(rawEvents), "
                 + "quantity \(rollupQuantity) vs raw \(rawQuantity), max \(rollupMax) vs raw \(rawMax), "
-                + "unique values differing \(uniqueValuesDiffering)"
+                + "unique values differing \(uniqueValuesDiffering), dimension values differing \(dimensionValuesDiffering)"
         }
     }
 
@@ -146,14 +147,15 @@ public enum Rollup {
                    coalesce(rollup_events::text, '-') as rollup_events, raw_events::text as raw_events,
                    coalesce(rollup_quantity::text, '-') as rollup_quantity, raw_quantity::text as raw_quantity,
                    coalesce(rollup_max::text, '-') as rollup_max, coalesce(raw_max::text, '-') as raw_max,
-                   unique_values_differing
+                   unique_values_differing, dimension_values_differing
             from meter.rollup_verify($1::timestamptz, $2::timestamptz)
             """, [from, to]).rows.map { r in
             Difference(customerID: try r.int("customer_id"), meterID: try r.int("meter_id"), hour: try r.string("hour"),
                        rollupEvents: try r.string("rollup_events"), rawEvents: try r.string("raw_events"),
                        rollupQuantity: try r.string("rollup_quantity"), rawQuantity: try r.string("raw_quantity"),
                        rollupMax: try r.string("rollup_max"), rawMax: try r.string("raw_max"),
-                       uniqueValuesDiffering: try r.int("unique_values_differing"))
+                       uniqueValuesDiffering: try r.int("unique_values_differing"),
+                       dimensionValuesDiffering: try r.int("dimension_values_differing"))
         }
     }
 }
