@@ -18,7 +18,7 @@ struct Plans: AsyncParsableCommand {
                 volume → tiers. Billing Meters (the default): each meter gets an engine meter of its code (sum of \
                 hourly totals; last of running maxima for a max meter) and the price is on it, per 10^-N of the \
                 meter's unit with --value-scale METER=N. --engine-api usage-records: legacy prices \
-                (aggregate_usage max for max meters, else sum). unique_count meters are not mirrored: the \
+                (aggregate_usage max for max meters, last_during_period for latest meters, else sum). unique_count meters are not mirrored: the \
                 period-wide distinct count is billed by meter's close. Customers linked afterwards get their \
                 plan's engine price; bill the meters with `meterctl billing price --price-id`.
                 """)

@@ -129,6 +129,67 @@ final class BillingMetersSyncTests: XCTestCase {
         XCTAssertEqual(keys, 0)
     }
 
+    /// A latest meter (a gauge) through a Billing Meter: each hour carries the running last value
+    /// of its month, so the engine's "last" is our period's latest whatever arrives late or is
+    /// cancelled; a tie at the same instant goes to the greater idempotency key.
+    func testALatestMeterBillsThePeriodsLastValue() async throws {
+        let env = try await BillingEnv.start("mev_latest", meterEventsScale: 0)
+        defer { Task { await env.stop() } }
+        guard env.hours.count >= 3 else { throw XCTSkip("the first hours of a month: three hours of it are needed") }
+        let c = try PGConnection(conninfo: env.db.info)
+        try c.execute("select meter.meter_upsert('seats', 'latest')")
+        let engineMeter = try await BillingMeters.ensure(client: env.client, eventName: "seats_mev_latest", displayName: "Seats",
+                                                         formula: BillingMeters.formula(forAggregation: "latest"))
+        let price = try await env.client.post("/v1/prices", [
+            ("currency", "usd"), ("product_data[name]", "Seats"), ("unit_amount_decimal", "100"),
+            ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"), ("recurring[meter]", engineMeter),
+        ], idempotencyKey: UUID().uuidString)["id"]!.stringValue!
+        try c.execute("select meter.billing_price_set('seats', $1, null, 'seats_mev_latest', 0)", [price])
+        let (early, middle, late) = (env.hours.max()!, env.hours.sorted()[env.hours.count / 2], env.hours.min()!)
+        func put(_ key: String, _ hour: Int, _ value: String, minute: Int64 = 10) throws {
+            let at = RFC3339Timestamp(epochMicroseconds: (env.epoch(hour) + minute * 60) * 1_000_000).iso8601
+            let status = try c.execute("select status from meter.event_ingest($1::jsonb)", [
+                #"[{"customer":"acme","meter":"seats","idempotency_key":"\#(key)","occurred_at":"\#(at)","value":"\#(value)"}]"#,
+            ]).single().string("status")
+            XCTAssertEqual(status, "accepted")
+        }
+        func engineMonth() async throws -> Decimal? {
+            let customer = try c.execute("select billing_customer_id from meter.billing_customers").single().string("billing_customer_id")
+            let month = try c.execute("""
+                select extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC'))::bigint as s,
+                       extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC') + interval '1 month')::bigint as e
+                """, [env.epoch(late)]).single()
+            let page = try await env.client.get("/v1/billing/meters/\(engineMeter)/event_summaries", query: [
+                ("customer", customer), ("start_time", String(try month.int("s"))), ("end_time", String(try month.int("e")))])
+            return page["data"]?.arrayValue?.first?["aggregated_value"]?.numberLexeme.flatMap { Decimal(string: $0) }
+        }
+        func sync() async throws {
+            _ = try Rollup.drain(c)
+            try await env.drainUntilSynced(c)
+        }
+        try put("a", early, "10")
+        try put("b", middle, "12")
+        try put("c", late, "7")
+        try await sync()
+        var month = try await engineMonth()
+        XCTAssertEqual(month, 7, "the last hour's last value")
+        try put("e", late, "15", minute: 40)   // later in the last hour: 15
+        try put("d", late, "20", minute: 40)   // same instant, smaller key: e stays
+        try await sync()
+        month = try await engineMonth()
+        XCTAssertEqual(month, 15, "a tie goes to the greater key (e over d)")
+        try env.db.cancel(c, keys: ["c", "d", "e"])   // the last hour empties: back to the middle hour's 12
+        try await sync()
+        month = try await engineMonth()
+        XCTAssertEqual(month, 12, "with the last hour's events cancelled, it carries the month's last value before it")
+        let ours = try c.execute("""
+            select quantity::text as q from meter._period_usage(
+                (select id from meter.customers where external_id = 'acme'), (select id from meter.meters where code = 'seats'),
+                date_trunc('month', to_timestamp($1::bigint), 'UTC'), date_trunc('month', to_timestamp($1::bigint), 'UTC') + interval '1 month')
+            """, [env.epoch(late)]).single().string("q")
+        XCTAssertEqual(Decimal(string: ours), month, "the engine's month equals our period's latest")
+    }
+
     /// Batches go through the v2 stream (one call per 100 hours), and with it turned off one
     /// POST /v1/billing/meter_events per hour: the engine's hours equal the rollups either way.
     func testTheStreamCarriesBatchesAndTheV1PathStillWorks() async throws {

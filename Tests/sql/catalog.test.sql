@@ -21,8 +21,9 @@ select results_eq(
     $$values (1, '0001_init.sql'::text), (2, '0002_rollups.sql'), (3, '0003_billing_sync.sql'), (4, '0004_month_close.sql'),
              (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
              (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql'),
-             (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql')$$,
-    'migrations 1 to 12 are recorded once each, and no other');
+             (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
+             (13, '0013_gauge_latest.sql')$$,
+    'migrations 1 to 13 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,

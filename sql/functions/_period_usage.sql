@@ -2,6 +2,8 @@
 -- count for [from, to), from the hourly rollups (the figures period_close invoices).
 --
 --   count -> events; sum -> Σ quantity; max -> the largest hourly maximum (0 without events);
+--   latest -> the value of the range's last event (the last hour's, by occurred_at then the
+--   greatest idempotency key; 0 without events);
 --   unique_count -> distinct values over the whole period (not a sum of hourly counts).
 -- A meter whose aggregation changes inside the range is refused (55000): schedule meter versions
 -- at period starts.
@@ -32,6 +34,8 @@ begin
                when 'count' then coalesce(pg_catalog.sum(r.event_count), 0)::numeric
                when 'sum' then coalesce(pg_catalog.sum(r.quantity), 0)
                when 'max' then coalesce(pg_catalog.max(r.max_value) filter (where r.event_count > 0), 0)
+               when 'latest' then coalesce((pg_catalog.array_agg(r.latest_value order by r.latest_at desc, r.latest_key collate "C" desc)
+                                            filter (where r.latest_at is not null))[1], 0)
            end
       into event_count, quantity
     from meter.rollup_hourly r

@@ -10,8 +10,9 @@
 -- With event_name the price is on a Billing Meter of that event name: hours go out as meter
 -- events (engine_api meter_events), each hour's total times 10^value_scale, which must then be
 -- a whole number. Without it, legacy usage records. A max meter's hours then carry the running
--- maximum of their UTC month (its engine meter takes the last value, decision 102); a meter whose
--- versions mix max and other aggregations cannot be billed through a Billing Meter (0A000): one
+-- maximum of their UTC month (its engine meter takes the last value, decision 102), a latest meter's
+-- the running last value; a meter whose versions mix max or latest with other aggregations
+-- cannot be billed through a Billing Meter (0A000): one
 -- engine meter has one formula.
 create or replace function meter.billing_price_set(
     p_meter       text,
@@ -44,8 +45,8 @@ begin
             using errcode = '22023';
     end if;
     if p_event_name is not null and (
-        select pg_catalog.count(distinct v.aggregation = 'max') from meter.meter_versions v where v.meter_id = v_meter_id) > 1 then
-        raise exception 'meter % has max and other versions: one Billing Meter has one formula; bill it with usage records', p_meter
+        select pg_catalog.count(distinct v.aggregation in ('max', 'latest')) from meter.meter_versions v where v.meter_id = v_meter_id) > 1 then
+        raise exception 'meter % has max or latest versions beside others: one Billing Meter has one formula; bill it with usage records', p_meter
             using errcode = '0A000';
     end if;
 

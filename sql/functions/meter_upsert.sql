@@ -86,11 +86,11 @@ begin
             using errcode = '22023';
     end if;
 
-    if (p_aggregation = 'max') <> (v_latest.aggregation = 'max') and exists (
+    if (p_aggregation in ('max', 'latest')) <> (v_latest.aggregation in ('max', 'latest')) and exists (
         select 1 from meter.billing_prices b where b.meter_id = v_id and b.engine_api = 'meter_events') then
-        raise exception 'meter % is billed through a Billing Meter (meter events): it cannot change between max and another aggregation',
+        raise exception 'meter % is billed through a Billing Meter (meter events): it cannot change between max or latest and another aggregation',
             pg_catalog.quote_literal(p_code)
-            using errcode = '0A000', hint = 'one engine meter has one formula (last for max, sum otherwise)';
+            using errcode = '0A000', hint = 'one engine meter has one formula (last for max and latest, sum otherwise)';
     end if;
 
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));

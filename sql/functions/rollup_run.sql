@@ -19,6 +19,9 @@
 --     its folded events justify. The max of an hour that lost an event is recomputed from raw
 --     events, since a maximum cannot be subtracted.
 --   * Late events (any past hour) update their hour like any other; the row's revision grows.
+--   * Meters with a latest version: each hour keeps its last event (latest_at, latest_key,
+--     latest_value; the later occurred_at wins, then the greater idempotency key), merged with
+--     what the hour held, and recomputed from raw events when a cancellation hits the hour.
 --   * Meters with dimensions: the same groups are also written per dimension values
 --     (meter.rollup_hourly_dims, meter._dimension_values of the version in force at the hour) by
 --     the same statements, so an hour's dimension rows always sum to its rollup_hourly row.
@@ -58,6 +61,7 @@ declare
     v_unique_meters  bigint[];
     v_dim_meters     bigint[];
     v_prop_meters    bigint[];
+    v_latest_meters  bigint[];
     v_events         bigint := 0;
     v_end_xid        xid8;
     v_end_id         bigint;
@@ -131,6 +135,9 @@ begin
     select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_dim_meters
     from meter.meter_versions where pg_catalog.cardinality(dimensions) > 0;
     v_prop_meters := v_unique_meters || v_dim_meters;
+    -- Meters with a latest version: their events' time and key are read too.
+    select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_latest_meters
+    from meter.meter_versions where aggregation = 'latest';
 
     -- 2. Fold the batch. One aggregation into (customer, meter, hour, distinct value, dimension
     -- values) groups: for meters counting distinct values, the value of the unique_property of the
@@ -142,12 +149,18 @@ begin
                b.properties ->> uv.unique_property as unique_value,
                case when pg_catalog.cardinality(uv.dimensions) > 0
                     then meter._dimension_values(b.properties, uv.dimensions) end as dims,
-               pg_catalog.count(*) as n, pg_catalog.sum(b.value) as q, pg_catalog.max(b.value) as mx
+               pg_catalog.count(*) as n, pg_catalog.sum(b.value) as q, pg_catalog.max(b.value) as mx,
+               -- the group's last event (latest meters only: at and k are null otherwise)
+               pg_catalog.max(b.at) as la,
+               (pg_catalog.array_agg(b.k order by b.at desc, b.k collate "C" desc) filter (where b.at is not null))[1] as lk,
+               (pg_catalog.array_agg(b.value order by b.at desc, b.k collate "C" desc) filter (where b.at is not null))[1] as lv
         from (
             select e.customer_id, e.meter_id,
                    pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
                    e.value,
-                   case when e.meter_id = any (v_prop_meters) then e.properties end as properties
+                   case when e.meter_id = any (v_prop_meters) then e.properties end as properties,
+                   case when e.meter_id = any (v_latest_meters) then e.occurred_at end as at,
+                   case when e.meter_id = any (v_latest_meters) then e.idempotency_key end as k
             from meter.events e
             where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
               and (e.xid, e.id) < (v_end_xid, v_end_id)
@@ -161,14 +174,27 @@ begin
     ),
     hourly as (
         insert into meter.rollup_hourly as r
-               (customer_id, meter_id, hour, event_count, quantity, max_value)
-        select f.customer_id, f.meter_id, f.hour, pg_catalog.sum(f.n), pg_catalog.sum(f.q), pg_catalog.max(f.mx)
+               (customer_id, meter_id, hour, event_count, quantity, max_value, latest_at, latest_key, latest_value)
+        select f.customer_id, f.meter_id, f.hour, pg_catalog.sum(f.n), pg_catalog.sum(f.q), pg_catalog.max(f.mx),
+               pg_catalog.max(f.la),
+               (pg_catalog.array_agg(f.lk order by f.la desc, f.lk collate "C" desc) filter (where f.la is not null))[1],
+               (pg_catalog.array_agg(f.lv order by f.la desc, f.lk collate "C" desc) filter (where f.la is not null))[1]
         from fine f
         group by f.customer_id, f.meter_id, f.hour
         on conflict (customer_id, meter_id, hour) do update
             set event_count = r.event_count + excluded.event_count,
                 quantity    = r.quantity + excluded.quantity,
                 max_value   = greatest(r.max_value, excluded.max_value),
+                -- the later of the two last events (all three from the same one)
+                latest_at    = case when excluded.latest_at is not null and (r.latest_at is null
+                                    or (excluded.latest_at, excluded.latest_key collate "C") > (r.latest_at, r.latest_key collate "C"))
+                                    then excluded.latest_at else r.latest_at end,
+                latest_key   = case when excluded.latest_at is not null and (r.latest_at is null
+                                    or (excluded.latest_at, excluded.latest_key collate "C") > (r.latest_at, r.latest_key collate "C"))
+                                    then excluded.latest_key else r.latest_key end,
+                latest_value = case when excluded.latest_at is not null and (r.latest_at is null
+                                    or (excluded.latest_at, excluded.latest_key collate "C") > (r.latest_at, r.latest_key collate "C"))
+                                    then excluded.latest_value else r.latest_value end,
                 revision    = r.revision + 1,
                 updated_at  = pg_catalog.now()
         returning r.customer_id, r.meter_id, r.hour, r.revision
@@ -323,6 +349,23 @@ begin
               from rows from (pg_catalog.unnest(v_c_customers), pg_catalog.unnest(v_c_meters),
                               pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)) t
         where r.customer_id = t.customer_id and r.meter_id = t.meter_id and r.hour = t.hour;
+        -- ... and the last event of the hours of latest meters (null when none is left).
+        update meter.rollup_hourly r
+        set (latest_at, latest_key, latest_value) = (
+            select e.occurred_at, e.idempotency_key, e.value
+            from meter.events e
+            where e.customer_id = r.customer_id and e.meter_id = r.meter_id
+              and e.occurred_at >= r.hour and e.occurred_at < r.hour + interval '1 hour'
+              and (e.xid, e.id) < (v_end_xid, v_end_id)
+              and not exists (select 1 from meter.event_cancellations c
+                              where c.event_id = e.id and c.rolled_up_at is not null)
+            order by e.occurred_at desc, e.idempotency_key collate "C" desc
+            limit 1)
+        from (select distinct k.customer_id, k.meter_id, k.hour
+              from rows from (pg_catalog.unnest(v_c_customers), pg_catalog.unnest(v_c_meters),
+                              pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)
+              where k.meter_id = any (v_latest_meters)) t
+        where r.customer_id = t.customer_id and r.meter_id = t.meter_id and r.hour = t.hour;
         -- ... and the same per dimension values, for the meters that have them.
         update meter.rollup_hourly_dims x
         set max_value = (
@@ -344,9 +387,10 @@ begin
     end if;
 
     -- 4b. A max meter billed through a Billing Meter sends each hour's running maximum of its
-    -- UTC month (the engine's formula last then bills the month's maximum, decision 102): a
-    -- changed hour changes what every later hour of its month must carry, so those get a new
-    -- outbox revision (ahead of their rollup's) and are sent again, like any changed hour.
+    -- UTC month (the engine's formula last then bills the month's maximum, decision 102), and a
+    -- latest meter (either engine API) each hour's running last value of its month: a changed
+    -- hour changes what every later hour of its month must carry, so those get a new outbox
+    -- revision (ahead of their rollup's) and are sent again, like any changed hour.
     update meter.sync_outbox o
     set revision        = o.revision + 1,
         state           = case when o.state = 'in_flight' then 'in_flight'
@@ -363,7 +407,8 @@ begin
                           pg_catalog.unnest(coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}')),
                           pg_catalog.unnest(coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}'))) as k(c, m, h)
           where exists (select 1 from meter.billing_prices b join meter.meter_versions v on v.meter_id = b.meter_id
-                        where b.meter_id = k.m and b.engine_api = 'meter_events' and v.aggregation = 'max')
+                        where b.meter_id = k.m
+                          and ((b.engine_api = 'meter_events' and v.aggregation = 'max') or v.aggregation = 'latest'))
           group by k.c, k.m, pg_catalog.date_trunc('month', k.h)) t
     where o.customer_id = t.customer_id and o.meter_id = t.meter_id
       and o.hour > t.first_changed

@@ -4,7 +4,7 @@
 -- What "all is well" means: for every customer, meter and UTC hour, meter.rollup_hourly holds
 -- exactly the events the watermark says are folded ((xid, id) below the watermark), net of the
 -- cancellations the rollup has subtracted (rolled_up_at set): same event count, same sum, same
--- max; meter.rollup_hourly_unique holds exactly their distinct unique_property values with
+-- max, and for meters with a latest version the same last event's value (latest_value); meter.rollup_hourly_unique holds exactly their distinct unique_property values with
 -- the same counts; and meter.rollup_hourly_dims holds, for meters with dimensions, exactly their
 -- dimension values (meter._dimension_values of the version in force) with the same count, sum
 -- and max (rows left at 0 events by cancellations count as absent). An event counted twice, or skipped behind the watermark, shows up here.
@@ -24,6 +24,8 @@ returns table (
     raw_quantity     numeric,
     rollup_max       numeric,
     raw_max          numeric,
+    rollup_latest    numeric,
+    raw_latest       numeric,
     unique_values_differing bigint,
     dimension_values_differing bigint
 )
@@ -45,7 +47,7 @@ folded as (
     -- the events the rollups must hold: folded by the watermark, not subtracted by a cancellation
     select e.customer_id, e.meter_id,
            pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
-           e.value, e.properties,
+           e.value, e.properties, e.occurred_at, e.idempotency_key,
            exists (select 1 from meter.event_cancellations c
                    where c.event_id = e.id and c.rolled_up_at is not null) as cancelled
     from meter.events e, meter.rollup_watermark w, bounds b
@@ -57,7 +59,12 @@ raw as (
     select f.customer_id, f.meter_id, f.hour,
            pg_catalog.count(*) filter (where not f.cancelled) as events,
            coalesce(pg_catalog.sum(f.value) filter (where not f.cancelled), 0) as quantity,
-           pg_catalog.max(f.value) filter (where not f.cancelled) as max_value
+           pg_catalog.max(f.value) filter (where not f.cancelled) as max_value,
+           -- the last event's value, for the meters that keep it (null for the others)
+           case when f.meter_id in (select v.meter_id from meter.meter_versions v where v.aggregation = 'latest') then
+               (pg_catalog.array_agg(f.value order by f.occurred_at desc, f.idempotency_key collate "C" desc)
+                    filter (where not f.cancelled))[1]
+           end as latest_value
     from folded f
     group by 1, 2, 3
 ),
@@ -116,7 +123,7 @@ dims_diff as (
     group by 1, 2, 3
 ),
 rolled as (
-    select r.customer_id, r.meter_id, r.hour, r.event_count, r.quantity, r.max_value
+    select r.customer_id, r.meter_id, r.hour, r.event_count, r.quantity, r.max_value, r.latest_value
     from meter.rollup_hourly r, bounds b
     where r.hour >= b.lo and r.hour < b.hi
 )
@@ -126,6 +133,7 @@ select coalesce(r.customer_id, a.customer_id, d.customer_id, dd.customer_id),
        r.event_count, coalesce(a.events, 0),
        r.quantity, coalesce(a.quantity, 0),
        r.max_value, a.max_value,
+       r.latest_value, a.latest_value,
        coalesce(d.differing, 0),
        coalesce(dd.differing, 0)
 from rolled r
@@ -142,6 +150,7 @@ full join dims_diff dd
 where coalesce(r.event_count, 0) <> coalesce(a.events, 0)
    or coalesce(r.quantity, 0) <> coalesce(a.quantity, 0)
    or r.max_value is distinct from a.max_value
+   or r.latest_value is distinct from a.latest_value
    or d.differing is not null
    or dd.differing is not null
 order by 1, 2, 3

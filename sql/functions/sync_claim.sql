@@ -119,6 +119,15 @@ begin
                                      where r2.customer_id = o.customer_id and r2.meter_id = o.meter_id
                                        and r2.hour >= pg_catalog.date_trunc('month', o.hour) and r2.hour <= o.hour)
                                 else coalesce(r.max_value, 0) end
+                            when 'latest' then
+                                -- the running last value of the hour's UTC month (as max's running
+                                -- maximum): an hour whose events were all cancelled carries the
+                                -- month's last value before it, so the engine's last stays right
+                                (select coalesce((pg_catalog.array_agg(r2.latest_value order by r2.latest_at desc, r2.latest_key collate "C" desc)
+                                                  filter (where r2.latest_at is not null))[1], 0)
+                                 from meter.rollup_hourly r2
+                                 where r2.customer_id = o.customer_id and r2.meter_id = o.meter_id
+                                   and r2.hour >= pg_catalog.date_trunc('month', o.hour) and r2.hour <= o.hour)
                             when 'unique_count' then
                                 (select pg_catalog.count(*) from meter.rollup_hourly_unique u
                                  where u.customer_id = o.customer_id and u.meter_id = o.meter_id

@@ -6,7 +6,8 @@
 --     UTC (billing-timezone periods are the month close's business).
 --   * quantity applies the meter version in force at each hour: count = events, sum = sum of
 --     value, max = largest value, unique_count = distinct values of unique_property within the
---     bucket (exact). A bucket that spans a change of meter version is split into one row per
+--     bucket (exact), latest = the value of the bucket's last event (by occurred_at, then the
+--     greatest idempotency key). A bucket that spans a change of meter version is split into one row per
 --     version, and so is a bucket clipped by from or to: bucket_start and bucket_end give the
 --     row's actual interval.
 --   * Only buckets with rolled-up rows appear (sparse). Events not yet rolled up are not counted:
@@ -98,8 +99,8 @@ begin
                 p_group_by, p_filter using errcode = '22023';
         end if;
         if exists (select 1 from meter.meter_versions v join meter.meters m on m.id = v.meter_id
-                   where m.code = p_meter and v.aggregation = 'unique_count') then
-            raise exception 'meter % counts distinct values: its usage cannot be grouped or filtered by dimension',
+                   where m.code = p_meter and v.aggregation in ('unique_count', 'latest')) then
+            raise exception 'meter % counts distinct values or keeps the latest value: its usage cannot be grouped or filtered by dimension',
                 pg_catalog.quote_literal(p_meter) using errcode = '0A000';
         end if;
 
@@ -145,7 +146,8 @@ begin
         where p_meter is null or m.code = p_meter
     ),
     hours as (
-        select r.meter_id, r.event_count, r.quantity, r.max_value, v.version, v.aggregation,
+        select r.meter_id, r.event_count, r.quantity, r.max_value, r.latest_at, r.latest_key, r.latest_value,
+               v.version, v.aggregation,
                greatest(pg_catalog.date_trunc(p_granularity, r.hour), v.effective_from, p_from) as seg_start,
                least(pg_catalog.date_trunc(p_granularity, r.hour) + v_unit, v.effective_until, p_to) as seg_end
         from meter.rollup_hourly r
@@ -158,6 +160,8 @@ begin
                when 'count' then pg_catalog.sum(h.event_count)::numeric
                when 'sum' then pg_catalog.sum(h.quantity)
                when 'max' then coalesce(pg_catalog.max(h.max_value), 0)
+               when 'latest' then coalesce((pg_catalog.array_agg(h.latest_value order by h.latest_at desc, h.latest_key collate "C" desc)
+                                            filter (where h.latest_at is not null))[1], 0)
                when 'unique_count' then (
                    select pg_catalog.count(distinct u.value_hash)::numeric
                    from meter.rollup_hourly_unique u

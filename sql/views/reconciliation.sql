@@ -2,7 +2,7 @@
 -- for analysts in psql and `meterctl reconcile`:
 --
 --   raw_events, raw_quantity   from meter.events, net of cancellations (quantity per aggregation:
---                              count, Σ value, max value, distinct values)
+--                              count, Σ value, max value, distinct values, the last event's value)
 --   duplicates_rejected        redeliveries of the period's events acknowledged as duplicates
 --   late_after_close           events/cancellations that arrived after the close (late_after_close)
 --   rollup_quantity            the hourly rollups now (meter._period_usage)
@@ -53,6 +53,7 @@ figures as (
                    when 'count' then pg_catalog.count(*)::numeric
                    when 'sum' then coalesce(pg_catalog.sum(e.value), 0)
                    when 'max' then coalesce(pg_catalog.max(e.value), 0)
+                   when 'latest' then coalesce((pg_catalog.array_agg(e.value order by e.occurred_at desc, e.idempotency_key collate "C" desc))[1], 0)
                    when 'unique_count' then pg_catalog.count(distinct e.properties ->> (
                        select v.unique_property from meter.meter_version_ranges v
                        where v.meter_id = li.meter_id and v.effective_from <= li.period_start
@@ -94,7 +95,10 @@ figures as (
     ) adj
     cross join lateral (
         select case when pg_catalog.count(*) = 0 then null
+                    -- (max and latest meters send running values: the period's is the last hour's)
                     when u.aggregation = 'max' then coalesce(pg_catalog.max(o.synced_quantity), 0)
+                    when u.aggregation = 'latest' then coalesce((pg_catalog.array_agg(o.synced_quantity order by o.hour desc)
+                                                                filter (where o.synced_quantity is not null))[1], 0)
                     else coalesce(pg_catalog.sum(o.synced_quantity), 0) end as acknowledged_quantity,
                pg_catalog.count(*) as hours,
                pg_catalog.count(*) filter (where o.state in ('pending', 'in_flight')) as unsynced_hours,

@@ -7,9 +7,12 @@ import Foundation
 import MeterWire
 
 public enum BillingMeters {
-    /// The engine formula for one of our aggregations: a max meter sends running maxima and the
-    /// engine takes the last (decision 102); every other sends hourly totals to sum.
-    public static func formula(forAggregation aggregation: String) -> String { aggregation == "max" ? "last" : "sum" }
+    /// The engine formula for one of our aggregations: a max meter sends running maxima and a
+    /// latest meter running last values, and the engine takes the last (decision 102); every
+    /// other sends hourly totals to sum.
+    public static func formula(forAggregation aggregation: String) -> String {
+        aggregation == "max" || aggregation == "latest" ? "last" : "sum"
+    }
 
     /// The id of the engine's meter for `eventName`: created (`formula`, hourly window), or the
     /// existing one when the event name is already taken (an event name is one meter's).

@@ -43,7 +43,8 @@ public enum PlanMirror {
                                                                  formula: BillingMeters.formula(forAggregation: aggregation))
                 params += [("recurring[meter]", engineMeter), ("metadata[meter_value_scale]", String(scale))]
             } else {
-                params.append(("recurring[aggregate_usage]", aggregation == "max" ? "max" : "sum"))
+                params.append(("recurring[aggregate_usage]",
+                               aggregation == "max" ? "max" : aggregation == "latest" ? "last_during_period" : "sum"))
             }
             /// A count of the meter's unit in the engine's unit (times 10^scale), which must be whole.
             func scaledCount(_ v: String, _ what: String) throws -> String {

@@ -52,9 +52,12 @@ public enum Rollup {
         public var rawMax: String
         public var uniqueValuesDiffering: Int64
         public var dimensionValuesDiffering: Int64 = 0
+        public var rollupLatest = "-"
+        public var rawLatest = "-"
         public var description: String {
             "customer \(customerID) meter \(meterID) hour \(hour): events \(rollupEvents) vs raw \(rawEvents), "
                 + "quantity \(rollupQuantity) vs raw \(rawQuantity), max \(rollupMax) vs raw \(rawMax), "
+                + "latest \(rollupLatest) vs raw \(rawLatest), "
                 + "unique values differing \(uniqueValuesDiffering), dimension values differing \(dimensionValuesDiffering)"
         }
     }
@@ -147,6 +150,7 @@ public enum Rollup {
                    coalesce(rollup_events::text, '-') as rollup_events, raw_events::text as raw_events,
                    coalesce(rollup_quantity::text, '-') as rollup_quantity, raw_quantity::text as raw_quantity,
                    coalesce(rollup_max::text, '-') as rollup_max, coalesce(raw_max::text, '-') as raw_max,
+                   coalesce(rollup_latest::text, '-') as rollup_latest, coalesce(raw_latest::text, '-') as raw_latest,
                    unique_values_differing, dimension_values_differing
             from meter.rollup_verify($1::timestamptz, $2::timestamptz)
             """, [from, to]).rows.map { r in
@@ -155,7 +159,8 @@ public enum Rollup {
                        rollupQuantity: try r.string("rollup_quantity"), rawQuantity: try r.string("raw_quantity"),
                        rollupMax: try r.string("rollup_max"), rawMax: try r.string("raw_max"),
                        uniqueValuesDiffering: try r.int("unique_values_differing"),
-                       dimensionValuesDiffering: try r.int("dimension_values_differing"))
+                       dimensionValuesDiffering: try r.int("dimension_values_differing"),
+                       rollupLatest: try r.string("rollup_latest"), rawLatest: try r.string("raw_latest"))
         }
     }
 }
