@@ -168,6 +168,7 @@ final class ReconciliationFormatTests: XCTestCase {
         values["customer"] = "acme|evil\r\nnext"
         values["meter"] = "calls,\"x\""
         values["status"] = "MATCH"
+        values["raw_events"] = "1"  // a line with usage: listed in md (lines without any are counted, not listed)
         let report = ReconciliationReport(period: "2026-11", source: nil, rows: [.init(values: values)], daily: [])
         // Byte-wise (Swift compares Characters, and "\r\n" is one): the customer field is quoted
         // with its line break inside, and so is the meter with its comma and doubled quotes.

@@ -99,6 +99,11 @@ final class ReplayTests: XCTestCase {
         }
         XCTAssertEqual(Int64(check.linesCompared), try c.execute("select count(*) as n from meter.invoice_lines").single().int("n"),
                        "the check compared every invoice line")
+        // The reconciliation's cancelled events: every event the NDJSON cancels (in its period or
+        // after the close), each counted once, on its own line.
+        let cancelledOnLines = try c.execute("select coalesce(sum(cancelled_events), 0)::bigint as n from meter.reconciliation").single().int("n")
+        XCTAssertEqual(cancelledOnLines, Int64(cancelled.count), "cancelled events on the reconciliation's lines")
+        XCTAssertGreaterThan(cancelledOnLines, 0)
         let negative = try c.execute("select count(*) as n from meter.invoice_lines where kind = 'adjustment' and amount < 0").single().int("n")
         XCTAssertGreaterThan(negative, 0, "meter invoiced negative adjustments")
         // The check bites: one negative adjustment line altered by one minor unit, one invoice's

@@ -4,6 +4,7 @@
 --   raw_events, raw_quantity   from meter.events, net of cancellations (quantity per aggregation:
 --                              count, Σ value, max value, distinct values, the last event's value)
 --   duplicates_rejected        redeliveries of the period's events acknowledged as duplicates
+--   cancelled_events           the period's events cancelled (before or after the close)
 --   late_after_close           events/cancellations that arrived after the close (late_after_close)
 --   rollup_quantity            the hourly rollups now (meter._period_usage)
 --   synced_quantity            what the billing engine holds for the period, as it reported it before the
@@ -35,7 +36,7 @@ with lines as (
 ),
 figures as (
     select li.*, c.external_id as customer, m.code as meter, pp.model, pp.unit_amount, pp.package_size, pp.tiers,
-           raw.raw_events, raw.raw_quantity, raw.duplicates_rejected,
+           raw.raw_events, raw.raw_quantity, raw.duplicates_rejected, raw.cancelled_events,
            u.quantity as rollup_quantity, u.event_count as rollup_events,
            adj.n as adj_events, adj.q as adj_quantity, adj.a as adj_amount,
            late.n as late_after_close, late.unadjusted as late_unadjusted,
@@ -61,7 +62,10 @@ figures as (
                end as raw_quantity,
                (select pg_catalog.count(*) from meter.event_redeliveries r join meter.events e2 on e2.id = r.event_id
                  where r.verdict = 'duplicate' and e2.customer_id = li.customer_id and e2.meter_id = li.meter_id
-                   and e2.occurred_at >= li.period_start and e2.occurred_at < li.period_end) as duplicates_rejected
+                   and e2.occurred_at >= li.period_start and e2.occurred_at < li.period_end) as duplicates_rejected,
+               (select pg_catalog.count(*) from meter.event_cancellations x2 join meter.events e3 on e3.id = x2.event_id
+                 where e3.customer_id = li.customer_id and e3.meter_id = li.meter_id
+                   and e3.occurred_at >= li.period_start and e3.occurred_at < li.period_end) as cancelled_events
         from meter.events e
         where e.customer_id = li.customer_id and e.meter_id = li.meter_id
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
@@ -147,7 +151,8 @@ select f.period, f.customer, f.meter, f.currency, f.invoice_id,
                then 'MISMATCH: amount difference'
            else 'MATCH'
        end as status,
-       pg_catalog.trim_scale(f.acknowledged_quantity) as acknowledged_quantity, f.engine_usage_fetched_at
+       pg_catalog.trim_scale(f.acknowledged_quantity) as acknowledged_quantity, f.engine_usage_fetched_at,
+       f.cancelled_events
 from figures f;
 
 comment on view meter.reconciliation is

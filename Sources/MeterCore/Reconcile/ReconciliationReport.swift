@@ -20,8 +20,13 @@ package struct ReconciliationReport: Sendable {
         self.daily = daily
     }
 
+    /// One meter's day: events net of cancellations, as raw events and as rolled up (the chart
+    /// marks the days where they differ), and the day's rolled-up quantity.
     package struct Day: Sendable {
-        package let day: String, raw: String, rolled: String, invoiced: String
+        package let meter: String, day: String, raw: String, rolled: String, quantity: String
+        package init(meter: String, day: String, raw: String, rolled: String, quantity: String) {
+            self.meter = meter; self.day = day; self.raw = raw; self.rolled = rolled; self.quantity = quantity
+        }
     }
 
     /// No invoice of the period is closed.
@@ -41,6 +46,7 @@ package struct ReconciliationReport: Sendable {
     package static let columns: [(key: String, title: String)] = [
         ("customer", "customer"), ("meter", "meter"), ("currency", "currency"), ("raw_events", "raw events"),
         ("raw_quantity", "raw quantity"), ("duplicates_rejected", "duplicates rejected"),
+        ("cancelled_events", "cancelled events"),
         ("late_after_close", "late after close"), ("rollup_quantity", "rollup quantity"),
         ("synced_quantity", "synced to engine"), ("engine_invoice_quantity", "engine invoice quantity"),
         ("engine_invoice_amount", "engine invoice amount"), ("invoiced_quantity", "invoiced quantity"),
@@ -59,14 +65,16 @@ package struct ReconciliationReport: Sendable {
                 "coalesce(pg_catalog.round((\(col))::numeric / pg_catalog.power(10::numeric, cu.minor_unit), cu.minor_unit)::text, '')"
             }
             let r = try c.execute("""
-                select r.customer, r.meter, r.currency, r.raw_events::text, r.raw_quantity::text, r.duplicates_rejected::text,
+                select r.customer, r.meter, r.currency, r.invoice_id::text, r.raw_events::text, r.raw_quantity::text,
+                       r.duplicates_rejected::text, r.cancelled_events::text,
                        r.late_after_close::text, r.rollup_quantity::text, coalesce(r.synced_quantity::text, '') as synced_quantity,
                        coalesce(r.acknowledged_quantity::text, '') as acknowledged_quantity,
                        coalesce(r.engine_invoice_quantity::text, '') as engine_invoice_quantity,
                        \(money("r.engine_invoice_amount")) as engine_invoice_amount, r.invoiced_quantity::text,
                        \(money("r.invoiced_amount")) as invoiced_amount, \(money("r.expected_amount")) as expected_amount,
                        \(money("r.difference")) as difference, r.status, cu.minor_unit::text as minor_unit,
-                       r.invoiced_amount::text as invoiced_minor, r.expected_amount::text as expected_minor
+                       r.invoiced_amount::text as invoiced_minor, r.expected_amount::text as expected_minor,
+                       r.difference::text as difference_minor, coalesce(r.engine_invoice_amount::text, '') as engine_minor
                 from meter.reconciliation r join meter.currencies cu on cu.code = r.currency
                 where r.period = $1
                 order by r.customer collate "C", r.meter collate "C"
@@ -76,25 +84,39 @@ package struct ReconciliationReport: Sendable {
                 Row(values: Dictionary(uniqueKeysWithValues: try keys.map { ($0, try row.optionalString($0) ?? "") }))
             }
             guard withChart else { return (rows, []) }
-            // Daily events: raw (net of cancellations), rolled up, and on closed invoices.
+            // Per meter and UTC day of the period's invoices: events net of cancellations as raw
+            // events and as rolled up, and the rolled-up quantity (Σ for sum meters, events for
+            // count and unique_count meters, the day's largest hourly figure for max and latest
+            // meters: a daily view across customers, not a billed figure).
             let d = try c.execute("""
                 with p as (select i.customer_id, i.period_start, i.period_end from meter.invoices i where i.period = $1),
-                days as (select distinct (pg_catalog.date_trunc('day', h, 'UTC'))::date as day
-                         from p, pg_catalog.generate_series(p.period_start, p.period_end - interval '1 hour', interval '1 hour') h)
-                select days.day::text as day,
-                       (select pg_catalog.count(*) from meter.events e join p on p.customer_id = e.customer_id
-                         where e.occurred_at >= p.period_start and e.occurred_at < p.period_end
-                           and e.occurred_at >= days.day and e.occurred_at < days.day + 1
-                           and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id))::text as raw,
-                       (select coalesce(pg_catalog.sum(r.event_count), 0) from meter.rollup_hourly r join p on p.customer_id = r.customer_id
-                         where r.hour >= p.period_start and r.hour < p.period_end
-                           and r.hour >= days.day and r.hour < days.day + 1)::text as rolled,
-                       (select coalesce(pg_catalog.sum(r.event_count), 0) from meter.rollup_hourly r join p on p.customer_id = r.customer_id
-                         where r.hour >= p.period_start and r.hour < p.period_end and r.hour >= days.day and r.hour < days.day + 1
-                           and exists (select 1 from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id
-                                       where i.customer_id = r.customer_id and i.period = $1 and l.meter_id = r.meter_id))::text as invoiced
-                from days order by days.day
-                """, [period]).rows.map { Day(day: try $0.string("day"), raw: try $0.string("raw"), rolled: try $0.string("rolled"), invoiced: try $0.string("invoiced")) }
+                rolled as (
+                    select m.code as meter, (pg_catalog.date_trunc('day', r.hour, 'UTC'))::date as day,
+                           pg_catalog.sum(r.event_count) as events,
+                           case when pg_catalog.bool_and(v.aggregation in ('count', 'sum', 'unique_count'))
+                                then pg_catalog.sum(case v.aggregation when 'sum' then r.quantity else r.event_count::numeric end)
+                                else pg_catalog.max(coalesce(r.max_value, r.latest_value, r.event_count::numeric)) end as quantity
+                    from meter.rollup_hourly r join p on p.customer_id = r.customer_id
+                    join meter.meters m on m.id = r.meter_id
+                    join meter.meter_version_ranges v on v.meter_id = r.meter_id and r.hour >= v.effective_from and r.hour < v.effective_until
+                    where r.hour >= p.period_start and r.hour < p.period_end
+                    group by 1, 2),
+                raw as (
+                    select m.code as meter, (pg_catalog.date_trunc('day', e.occurred_at, 'UTC'))::date as day, pg_catalog.count(*) as events
+                    from meter.events e join p on p.customer_id = e.customer_id
+                    join meter.meters m on m.id = e.meter_id
+                    where e.occurred_at >= p.period_start and e.occurred_at < p.period_end
+                      and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
+                    group by 1, 2)
+                select coalesce(r.meter, w.meter) as meter, coalesce(r.day, w.day)::text as day,
+                       coalesce(w.events, 0)::text as raw, coalesce(r.events, 0)::text as rolled,
+                       coalesce(pg_catalog.trim_scale(r.quantity), 0)::text as quantity
+                from rolled r full join raw w on w.meter = r.meter and w.day = r.day
+                order by coalesce(r.meter, w.meter) collate "C", coalesce(r.day, w.day)
+                """, [period]).rows.map {
+                Day(meter: try $0.string("meter"), day: try $0.string("day"), raw: try $0.string("raw"),
+                    rolled: try $0.string("rolled"), quantity: try $0.string("quantity"))
+            }
             return (rows, d)
         }()
         guard !rows.isEmpty else { throw NotClosed(period: period) }
@@ -120,28 +142,34 @@ package struct ReconciliationReport: Sendable {
 
     // MARK: formats
 
+    /// Σ of a column of integer minor units over `rows` (one currency), printed with the
+    /// currency's decimals: no floating point.
+    package static func major(_ rows: [Row], _ key: String) -> String {
+        let minor = Int(rows.first?["minor_unit"] ?? "2") ?? 2
+        let total = rows.reduce(Int64(0)) { $0 + (Int64($1[key]) ?? 0) }
+        var unit: Int64 = 1
+        for _ in 0..<minor { unit *= 10 }
+        let whole = "\(total / unit)", frac = String(abs(total % unit))
+        let sign = total < 0 && total / unit == 0 ? "-" : ""
+        return minor == 0 ? whole : sign + whole + "." + String(repeating: "0", count: minor - frac.count) + frac
+    }
+
     package func totals() -> [(currency: String, invoiced: String, expected: String, match: Int, mismatch: Int, customers: Int)] {
-        var out: [(String, String, String, Int, Int, Int)] = []
-        for cur in Set(rows.map { $0["currency"] }).sorted() {
+        Set(rows.map { $0["currency"] }).sorted().map { cur in
             let rs = rows.filter { $0["currency"] == cur }
-            let minor = Int(rs.first?["minor_unit"] ?? "2") ?? 2
-            func sum(_ k: String) -> String {
-                // integer minor units, printed with the currency's decimals (no floating point)
-                let total = rs.reduce(Int64(0)) { $0 + (Int64($1[k]) ?? 0) }
-                var unit: Int64 = 1
-                for _ in 0..<minor { unit *= 10 }
-                let whole = "\(total / unit)", frac = String(abs(total % unit))
-                let sign = total < 0 && total / unit == 0 ? "-" : ""
-                return minor == 0 ? whole : sign + whole + "." + String(repeating: "0", count: minor - frac.count) + frac
-            }
-            out.append((cur, sum("invoiced_minor"), sum("expected_minor"), rs.filter { $0["status"] == "MATCH" }.count,
-                        rs.filter { $0["status"] != "MATCH" }.count, Set(rs.map { $0["customer"] }).count))
+            return (cur, Self.major(rs, "invoiced_minor"), Self.major(rs, "expected_minor"), rs.filter { $0["status"] == "MATCH" }.count,
+                    rs.filter { $0["status"] != "MATCH" }.count, Set(rs.map { $0["customer"] }).count)
         }
-        return out
     }
 
     package func discrepancies() -> [String] {
         rows.filter { $0["status"] != "MATCH" }.map { r in
+            "\(r["customer"]) / \(r["meter"]): \(r["status"].replacingOccurrences(of: "MISMATCH: ", with: "")): \(explanation(r))"
+        }
+    }
+
+    /// Why a MISMATCH line is one, and what to do.
+    package func explanation(_ r: Row) -> String {
             let cause = r["status"].replacingOccurrences(of: "MISMATCH: ", with: "")
             var why: String
             switch cause {
@@ -162,8 +190,59 @@ package struct ReconciliationReport: Sendable {
             case "engine amount differs": why = "the engine invoiced \(r["engine_invoice_amount"]) against \(r["expected_amount"]) expected"
             default: why = "invoiced \(r["invoiced_amount"]) (quantity \(r["invoiced_quantity"])) against \(r["expected_amount"]) expected from the rollups"
             }
-            return "\(r["customer"]) / \(r["meter"]): \(cause): \(why)"
+            return why
+    }
+
+    /// A line with something to show: usage, money, an exception. The others (no event, nothing
+    /// invoiced, MATCH) are counted, not listed, in md and html (csv lists every line).
+    package static func isActive(_ r: Row) -> Bool {
+        r["status"] != "MATCH" || (Int64(r["raw_events"]) ?? 0) != 0 || (Int64(r["invoiced_minor"]) ?? 0) != 0
+            || (Int64(r["late_after_close"]) ?? 0) != 0 || (Int64(r["cancelled_events"]) ?? 0) != 0
+    }
+
+    /// The exceptions a reader signs off, MISMATCH lines first: (customer, meter, category, detail).
+    /// Categories: the MISMATCH cause (dead letter, engine refused, late after close not adjusted
+    /// yet, ...), then, for lines that MATCH, late after close (adjusted on a later invoice) and
+    /// cancelled (events of the period cancelled).
+    package func exceptions() -> [(customer: String, meter: String, category: String, detail: String)] {
+        var out: [(String, String, String, String)] = []
+        for r in rows where r["status"] != "MATCH" {
+            let cause = r["status"].replacingOccurrences(of: "MISMATCH: ", with: "")
+            let category = cause == "dead-letter, older than the engine takes" ? "engine refused (older than it takes)"
+                : cause == "dead-letter" ? "dead letter" : cause
+            out.append((r["customer"], r["meter"], "MISMATCH: " + category, explanation(r)))
         }
+        for r in rows where r["status"] == "MATCH" {
+            if let n = Int64(r["late_after_close"]), n > 0 {
+                out.append((r["customer"], r["meter"], "late after close",
+                            "\(n) event(s) or cancellation(s) after the close, carried by a later invoice's adjustment line"))
+            }
+            if let n = Int64(r["cancelled_events"]), n > 0 {
+                out.append((r["customer"], r["meter"], "cancelled", "\(n) event(s) of the period cancelled"))
+            }
+        }
+        return out
+    }
+
+    /// The summary a reader starts with, per currency.
+    package struct Summary {
+        package var invoices = 0, lines = 0, match = 0, mismatch = 0, active = 0
+        package var currencies: [(currency: String, customers: Int, invoiced: String, expected: String, difference: String, engine: String)] = []
+    }
+
+    package func summary() -> Summary {
+        var s = Summary()
+        s.invoices = Set(rows.map { $0["invoice_id"] }).count
+        s.lines = rows.count
+        s.match = rows.filter { $0["status"] == "MATCH" }.count
+        s.mismatch = s.lines - s.match
+        s.active = rows.filter(Self.isActive).count
+        for t in totals() {
+            let rs = rows.filter { $0["currency"] == t.currency }
+            let engine = rs.contains { !$0["engine_minor"].isEmpty } ? Self.major(rs, "engine_minor") : "–"
+            s.currencies.append((t.currency, t.customers, t.invoiced, t.expected, Self.major(rs, "difference_minor"), engine))
+        }
+        return s
     }
 
     package func markdown() -> String {
@@ -172,18 +251,31 @@ package struct ReconciliationReport: Sendable {
         s += "Command: `meterctl reconcile --period \(period) --format md`. Source: the view `meter.reconciliation`. "
         s += "Quantities in the meter's unit; amounts in the currency's major unit. "
         s += "\(Self.syncedNote)\n\n"
-        s += "| " + Self.columns.map(\.title).joined(separator: " | ") + " |\n"
-        s += "|" + Self.columns.map { _ in "---" }.joined(separator: "|") + "|\n"
         // A cell's "|" would end it early, and a line break would end the row: both escaped.
         func cell(_ v: String) -> String {
             v.isEmpty ? "–" : v.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\r\n", with: " ")
                 .replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
         }
-        for r in rows { s += "| " + Self.columns.map { cell(r[$0.key]) }.joined(separator: " | ") + " |\n" }
-        s += "\n## Totals\n\n| currency | customers | invoiced | expected | MATCH | MISMATCH |\n|---|---|---|---|---|---|\n"
-        for t in totals() { s += "| \(t.currency) | \(t.customers) | \(t.invoiced) | \(t.expected) | \(t.match) | \(t.mismatch) |\n" }
-        let d = discrepancies()
-        s += "\n## Discrepancies\n\n" + (d.isEmpty ? "None: every customer and meter MATCHes.\n" : d.map { "- " + $0 }.joined(separator: "\n") + "\n")
+        let sum = summary()
+        s += "## Summary\n\n"
+        s += "\(sum.invoices) invoice(s), \(sum.lines) line(s): **\(sum.match) MATCH, \(sum.mismatch) MISMATCH**.\n\n"
+        s += "| currency | customers | invoiced | expected from rollups | difference | engine invoiced (lines billed there) |\n|---|---|---|---|---|---|\n"
+        for c in sum.currencies {
+            s += "| \(c.currency) | \(c.customers) | \(c.invoiced) | \(c.expected) | \(c.difference) | \(c.engine) |\n"
+        }
+        let ex = exceptions()
+        s += "\n## Exceptions\n\n"
+        if ex.isEmpty {
+            s += "None: every line MATCHes, nothing arrived after the close, nothing was cancelled.\n"
+        } else {
+            s += "| customer | meter | category | detail |\n|---|---|---|---|\n"
+            for e in ex { s += "| \(cell(e.customer)) | \(cell(e.meter)) | \(cell(e.category)) | \(cell(e.detail)) |\n" }
+        }
+        s += "\n## Lines\n\n"
+        s += "\(sum.active) line(s) with usage, money or an exception; \(sum.lines - sum.active) without any (no event, nothing invoiced, MATCH) are left out here (the csv lists every line).\n\n"
+        s += "| " + Self.columns.map(\.title).joined(separator: " | ") + " |\n"
+        s += "|" + Self.columns.map { _ in "---" }.joined(separator: "|") + "|\n"
+        for r in rows where Self.isActive(r) { s += "| " + Self.columns.map { cell(r[$0.key]) }.joined(separator: " | ") + " |\n" }
         s += "\n## Sign-off\n\n| role | name | signature | date |\n|---|---|---|---|\n| Prepared by (billing operations) | | | |\n| Reviewed by (finance) | | | |\n| Approved by (CFO) | | | |\n"
         return s
     }
@@ -205,43 +297,73 @@ package struct ReconciliationReport: Sendable {
             v.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
         }
         var s = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Reconciliation \(period)</title>\n"
-        s += "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        s += "<style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:12px}"
         s += "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+3),th{text-align:left}"
-        s += ".MATCH{color:#176b2c}.MISMATCH{color:#b00020;font-weight:bold}</style></head><body>\n"
+        s += ".MATCH{color:#176b2c}.MISMATCH{color:#b00020;font-weight:bold}.big{font-size:20px}"
+        s += ".charts{display:flex;flex-wrap:wrap;gap:16px}.chart{break-inside:avoid}"
+        s += "@page{size:A4 landscape;margin:12mm}@media print{body{margin:0}h2{break-after:avoid}tr,.chart{break-inside:avoid}}"
+        s += "</style></head><body>\n"
         s += "<h1>Reconciliation, period \(period)</h1>\n<p>" + (source.map { "Data: <code>\(esc($0))</code>. " } ?? "")
         s += "Command: <code>meterctl reconcile --period \(period) --format html</code>. "
         s += "Source: <code>meter.reconciliation</code>. Amounts in the currency's major unit. \(esc(Self.syncedNote))</p>\n"
-        // Chart: daily events, raw vs rolled up vs invoiced (inline SVG, no script).
-        let values: [Double] = daily.flatMap { d -> [Double] in [Double(d.raw) ?? 0, Double(d.rolled) ?? 0, Double(d.invoiced) ?? 0] }
-        let maxV: Double = max(values.max() ?? 1, 1)
-        let w = 760.0, h = 220.0, left = 50.0, bottom = 30.0
-        let step = daily.count > 1 ? (w - left - 10) / Double(daily.count - 1) : 0
-        func path(_ k: Int, _ color: String, _ dash: String) -> String {
-            let pts = daily.enumerated().map { i, d -> String in
-                let v = Double([d.raw, d.rolled, d.invoiced][k]) ?? 0
-                return String(format: "%.1f,%.1f", left + Double(i) * step, h - bottom - v / maxV * (h - bottom - 10))
-            }.joined(separator: " ")
-            return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" stroke-dasharray=\"\(dash)\" points=\"\(pts)\"/>"
+        let sum = summary()
+        s += "<h2>Summary</h2>\n<p class=\"big\">\(sum.invoices) invoice(s), \(sum.lines) line(s): "
+        s += "<span class=\"MATCH\">\(sum.match) MATCH</span>, <span class=\"\(sum.mismatch == 0 ? "MATCH" : "MISMATCH")\">\(sum.mismatch) MISMATCH</span></p>\n"
+        s += "<table><tr><th>currency</th><th>customers</th><th>invoiced</th><th>expected from rollups</th><th>difference</th><th>engine invoiced (lines billed there)</th></tr>\n"
+        for c in sum.currencies {
+            s += "<tr><td>\(c.currency)</td><td>\(c.customers)</td><td>\(c.invoiced)</td><td>\(c.expected)</td><td>\(c.difference)</td><td>\(c.engine)</td></tr>\n"
         }
-        s += "<h2>Daily events</h2>\n<svg width=\"\(Int(w))\" height=\"\(Int(h))\" role=\"img\" aria-label=\"daily events\">"
-        s += "<line x1=\"\(left)\" y1=\"\(h - bottom)\" x2=\"\(w - 10)\" y2=\"\(h - bottom)\" stroke=\"#888\"/>"
-        s += "<text x=\"4\" y=\"14\" font-size=\"11\">\(Int(maxV))</text><text x=\"4\" y=\"\(h - bottom)\" font-size=\"11\">0</text>"
-        if let first = daily.first, let last = daily.last {
-            s += "<text x=\"\(left)\" y=\"\(h - 8)\" font-size=\"11\">\(first.day)</text><text x=\"\(w - 80)\" y=\"\(h - 8)\" font-size=\"11\">\(last.day)</text>"
+        s += "</table>\n"
+        let ex = exceptions()
+        s += "<h2>Exceptions</h2>\n"
+        if ex.isEmpty {
+            s += "<p>None: every line MATCHes, nothing arrived after the close, nothing was cancelled.</p>\n"
+        } else {
+            s += "<table><tr><th>customer</th><th>meter</th><th>category</th><th>detail</th></tr>\n"
+            for e in ex {
+                s += "<tr><td>\(esc(e.customer))</td><td>\(esc(e.meter))</td><td class=\"\(e.category.hasPrefix("MISMATCH") ? "MISMATCH" : "")\">\(esc(e.category))</td><td style=\"text-align:left\">\(esc(e.detail))</td></tr>\n"
+            }
+            s += "</table>\n"
         }
-        s += path(0, "#1f77b4", "") + path(1, "#ff7f0e", "6 3") + path(2, "#2ca02c", "2 4") + "</svg>\n"
-        s += "<p><span style=\"color:#1f77b4\">━ raw events (net of cancellations)</span> · <span style=\"color:#ff7f0e\">╍ rolled up</span> · <span style=\"color:#2ca02c\">┈ invoiced</span></p>\n"
-        s += "<h2>Per customer and meter</h2>\n<table><tr>" + Self.columns.map { "<th>\(esc($0.title))</th>" }.joined() + "</tr>\n"
-        for r in rows {
+        // Per meter: the rolled-up quantity per UTC day (bars), and a red mark on any day where the
+        // raw events and the rolled-up events differ (inline SVG, no script: prints as drawn).
+        s += "<h2>Daily usage per meter</h2>\n<p>Bars: the day's rolled-up quantity over all customers (Σ for sum meters, events for count and unique_count meters, the largest hourly figure for max and latest meters). "
+        s += "A red mark under a day: its raw events and its rolled-up events differ.</p>\n<div class=\"charts\">"
+        for meter in Array(Set(daily.map(\.meter))).sorted() {
+            let days = daily.filter { $0.meter == meter }
+            let values = days.map { Double($0.quantity) ?? 0 }
+            let maxV = max(values.max() ?? 1, 1e-9)
+            let w = 360.0, h = 150.0, left = 8.0, bottom = 28.0, top = 18.0
+            let bar = (w - left * 2) / Double(max(days.count, 1))
+            var svg = "<svg width=\"\(Int(w))\" height=\"\(Int(h))\" role=\"img\" aria-label=\"daily usage of \(esc(meter))\">"
+            svg += "<text x=\"\(left)\" y=\"12\" font-size=\"12\" font-weight=\"bold\">\(esc(meter))</text>"
+            svg += "<text x=\"\(w - 8)\" y=\"12\" font-size=\"10\" text-anchor=\"end\">max \(esc(days.max { (Double($0.quantity) ?? 0) < (Double($1.quantity) ?? 0) }?.quantity ?? "0"))</text>"
+            for (i, d) in days.enumerated() {
+                let v = Double(d.quantity) ?? 0
+                let bh = v / maxV * (h - bottom - top)
+                svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#4a78b5\"><title>%@: %@</title></rect>",
+                              left + Double(i) * bar, h - bottom - bh, max(bar - 1, 0.5), bh, esc(d.day), esc(d.quantity))
+                if d.raw != d.rolled {
+                    svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"4\" fill=\"#b00020\"><title>%@: %@ raw vs %@ rolled up</title></rect>",
+                                  left + Double(i) * bar, h - bottom + 3, max(bar - 1, 0.5), esc(d.day), d.raw, d.rolled)
+                }
+            }
+            if let first = days.first, let last = days.last {
+                svg += "<text x=\"\(left)\" y=\"\(h - 6)\" font-size=\"10\">\(esc(first.day))</text>"
+                svg += "<text x=\"\(w - 8)\" y=\"\(h - 6)\" font-size=\"10\" text-anchor=\"end\">\(esc(last.day))</text>"
+            }
+            s += "<div class=\"chart\">" + svg + "</svg></div>"
+        }
+        s += "</div>\n"
+        s += "<h2>Lines</h2>\n<p>\(sum.active) line(s) with usage, money or an exception; \(sum.lines - sum.active) without any are left out (the csv lists every line).</p>\n"
+        s += "<table><tr>" + Self.columns.map { "<th>\(esc($0.title))</th>" }.joined() + "</tr>\n"
+        for r in rows where Self.isActive(r) {
             s += "<tr>" + Self.columns.map { c in
                 let v = r[c.key].isEmpty ? "–" : r[c.key]
                 return c.key == "status" ? "<td class=\"\(v.hasPrefix("MATCH") ? "MATCH" : "MISMATCH")\">\(esc(v))</td>" : "<td>\(esc(v))</td>"
             }.joined() + "</tr>\n"
         }
-        s += "</table>\n<h2>Totals</h2>\n<table><tr><th>currency</th><th>customers</th><th>invoiced</th><th>expected</th><th>MATCH</th><th>MISMATCH</th></tr>\n"
-        for t in totals() { s += "<tr><td>\(t.currency)</td><td>\(t.customers)</td><td>\(t.invoiced)</td><td>\(t.expected)</td><td>\(t.match)</td><td>\(t.mismatch)</td></tr>\n" }
-        let d = discrepancies()
-        s += "</table>\n<h2>Discrepancies</h2>\n" + (d.isEmpty ? "<p>None: every customer and meter MATCHes.</p>\n" : "<ul>" + d.map { "<li>\(esc($0))</li>" }.joined() + "</ul>\n")
+        s += "</table>\n"
         s += "<h2>Sign-off</h2>\n<table><tr><th>role</th><th>name</th><th>signature</th><th>date</th></tr>"
         for role in ["Prepared by (billing operations)", "Reviewed by (finance)", "Approved by (CFO)"] {
             s += "<tr><td>\(role)</td><td>&nbsp;</td><td>&nbsp;</td><td>&nbsp;</td></tr>"
