@@ -61,7 +61,7 @@ struct Meters: AsyncParsableCommand {
                 """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The meter code (what events send as `meter`, the event type).") var code: String
-        @Option(help: "count|sum|max|unique_count|latest (a gauge: the period's last value). Default: count") var aggregation: String = "count"
+        @Option(help: "count|sum|max|unique_count|latest|time_weighted_sum (gauges: the period's last value; the value held over time, in value x hours). Default: count") var aggregation: String = "count"
         @Option(name: .customLong("unique-property"), help: "Property counted by unique_count.") var uniqueProperty: String?
         @Option(help: "Display name.") var name: String?
         @Option(help: "Unit, e.g. requests, GB.") var unit: String?

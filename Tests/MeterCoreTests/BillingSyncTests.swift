@@ -272,24 +272,29 @@ final class BillingEnv: @unchecked Sendable {
 
     func faults(_ json: String) async throws { _ = try await admin(.POST, "/admin/faults", body: json) }
 
-    /// An hour synced, then six rounds of new and late events, rollups and sync passes while 30 %
+    /// An hour synced, then rounds of new and late events, rollups and sync passes while 30 %
     /// of calls are applied and their answers dropped (and 10 % fail with a 500): hours get
-    /// several revisions while earlier sends of them had unknown outcomes. Faults off, drained.
+    /// several revisions while earlier sends of them had unknown outcomes. At least six rounds,
+    /// and more until a drop has happened: through the v2 stream a round is one or two calls, so
+    /// six rounds without a single drop (0.7^~8, a few percent) would test nothing (it failed
+    /// CI once that way). Faults off, drained.
     func applyThenDropRounds(_ c: PGConnection) async throws {
         try db.ingest(c, key: "seed", hour: hours[0], value: "1")
         _ = try Rollup.drain(c)
         _ = try await BillingSync.drain(pool: pool, client: client, config: sync, logger: TestDatabase.logger)
         try await faults(#"{"drop_rate":0.3,"error_rate":0.1,"error_status":500}"#)
-        var n = 0
-        for round in 0..<6 {
+        var n = 0, round = 0
+        var dropped = 0.0
+        while round < 6 || (dropped == 0 && round < 60) {
             for _ in 0..<15 {
                 try db.ingest(c, key: "d\(n)", hour: hours[(n * 7 + round) % hours.count], value: "\(n % 9 + 1).5")
                 n += 1
             }
             _ = try Rollup.drain(c)
             _ = try await BillingSync.pass(pool: pool, client: client, config: sync, metrics: nil, logger: TestDatabase.logger)
+            dropped = try await mockMetric("billing_mock_faults_injected_total{kind=\"drop\"}")
+            round += 1
         }
-        let dropped = try await mockMetric("billing_mock_faults_injected_total{kind=\"drop\"}")
         XCTAssertGreaterThan(dropped, 0, "some responses were dropped after the call was applied")
         try await faults(#"{"drop_rate":0,"error_rate":0}"#)
         try await drainUntilSynced(c)

@@ -9,7 +9,9 @@ import MeterDevKit
 /// Last month, closed: events sent through the HTTP API (with redeliveries, cancellations and
 /// events on both sides of each customer's month edge), rolled up, closed; every invoice line is
 /// compared with figures recomputed here, in Swift, from the events this test generated, with its
-/// own implementation of the four price models and of the rounding rule (not the SQL under test).
+/// own implementation of the four price models and of the rounding rule (not the SQL under test),
+/// and of the two gauges: latest (the last event by time, then key) and time_weighted_sum (each
+/// value held until the next event, integrated per UTC hour to 6 decimals).
 final class MonthCloseTests: XCTestCase {
     struct Sent { let customer: String; let meter: String; let key: String; let at: Int64; let value: Decimal; let user: String? }
 
@@ -22,7 +24,8 @@ final class MonthCloseTests: XCTestCase {
             for (cu, tz) in zip(customers, ["UTC", "Europe/Paris", "America/New_York"]) {
                 try c.execute("select meter.customer_upsert($1, null, $2)", [cu, tz])
             }
-            let meters = ["calls": "count", "gb": "sum", "seats": "max", "users": "unique_count"]
+            let meters = ["calls": "count", "gb": "sum", "seats": "max", "users": "unique_count",
+                          "seatsnow": "latest", "storage": "time_weighted_sum"]
             for (m, agg) in meters.sorted(by: { $0.key < $1.key }) {
                 try c.execute("select meter.meter_upsert($1, $2, $3)", ["\(p).\(m)", agg, agg == "unique_count" ? "user" : nil])
             }
@@ -34,6 +37,8 @@ final class MonthCloseTests: XCTestCase {
             try c.execute("select meter.plan_price_set($1, $2, 'per_unit', 0.35)", [plan, "\(p).gb"])
             try c.execute("select meter.plan_price_set($1, $2, 'volume', null, null, $3::jsonb)", [plan, "\(p).seats", tiers])
             try c.execute("select meter.plan_price_set($1, $2, 'package', 125, 7)", [plan, "\(p).users"])
+            try c.execute("select meter.plan_price_set($1, $2, 'per_unit', 40)", [plan, "\(p).seatsnow"])
+            try c.execute("select meter.plan_price_set($1, $2, 'per_unit', 0.0125)", [plan, "\(p).storage"])
             for cu in customers { try c.execute("select meter.customer_subscribe($1, $2, $3)", [cu, plan, period]) }
 
             // Each customer's period bounds, in its timezone.
@@ -51,9 +56,11 @@ final class MonthCloseTests: XCTestCase {
             for cu in customers {
                 let (s, e) = bounds[cu]!
                 for i in 0..<120 {
-                    let m = ["calls", "gb", "seats", "users"][i % 4]
+                    let m = ["calls", "gb", "seats", "users", "seatsnow", "storage"][i % 6]
                     var at = s + Int64(rng.next() % UInt64(e - s))
                     if i == 0 { at = s } else if i == 1 { at = e - 1 } else if i == 2 { at = e } else if i == 3 { at = s - 1 }
+                    // a gauge's value held into the period from before it, and a last value near its end
+                    else if i == 11 { at = s - 1800 } else if i == 10 { at = e - 1 } else if i == 17 { at = e + 600 }
                     let cents = Int(rng.next() % 10_000)
                     let value = m == "calls" || m == "users" ? Decimal(1) : Decimal(cents) / 100
                     sent.append(Sent(customer: cu, meter: m, key: "\(cu)-\(i)", at: at, value: value,
@@ -95,6 +102,8 @@ final class MonthCloseTests: XCTestCase {
                 if q == 0 { return 0 }
                 switch m {
                 case "gb": return q * Decimal(string: "0.35")!
+                case "seatsnow": return q * 40
+                case "storage": return q * Decimal(string: "0.0125")!
                 case "users":
                     var blocks = q / 7
                     var r = Decimal(); NSDecimalRound(&r, &blocks, 0, .up)
@@ -118,15 +127,34 @@ final class MonthCloseTests: XCTestCase {
                 NSDecimalRound(&r, &v, 0, .plain)  // half away from zero for these non-negative amounts
                 return Int64(truncating: r as NSDecimalNumber)
             }
+            // The time-weighted gauge: each value (events by time, then key) held until the next
+            // one, integrated over each UTC hour of [s, e), rounded per hour to 6 decimals.
+            func integral(_ events: [Sent], _ s: Int64, _ e: Int64) -> Decimal {
+                let ordered = events.sorted { ($0.at, $0.key) < ($1.at, $1.key) }
+                var total = Decimal(0)
+                for h in stride(from: s, to: e, by: 3600) {
+                    var hour = Decimal(0)
+                    for (k, x) in ordered.enumerated() {
+                        let from = max(x.at, h), to = min(k + 1 < ordered.count ? ordered[k + 1].at : e, h + 3600, e)
+                        if to > from { hour += x.value * Decimal(to - from) / 3600 }
+                    }
+                    var r = Decimal()
+                    NSDecimalRound(&r, &hour, 6, .plain)
+                    total += r
+                }
+                return total
+            }
             var checked = 0
             for cu in customers {
                 let (s, e) = bounds[cu]!
-                for m in ["calls", "gb", "seats", "users"] {
+                for m in ["calls", "gb", "seats", "users", "seatsnow", "storage"] {
                     let mine = sent.filter { $0.customer == cu && $0.meter == m && $0.at >= s && $0.at < e && !cancelled.contains($0.key) }
                     let quantity: Decimal = switch m {
                     case "calls": Decimal(mine.count)
                     case "gb": mine.reduce(0) { $0 + $1.value }
                     case "seats": mine.map(\.value).max() ?? 0
+                    case "seatsnow": mine.max { ($0.at, $0.key) < ($1.at, $1.key) }?.value ?? 0
+                    case "storage": integral(sent.filter { $0.customer == cu && $0.meter == m && !cancelled.contains($0.key) }, s, e)
                     default: Decimal(Set(mine.compactMap(\.user)).count)
                     }
                     let line = try c.execute("""
@@ -141,11 +169,11 @@ final class MonthCloseTests: XCTestCase {
                     checked += 1
                 }
             }
-            XCTAssertEqual(checked, 12)
+            XCTAssertEqual(checked, 18)
             let statuses = try c.execute("""
                 select status, count(*) as n from meter.reconciliation where period = $1 and customer like $2 group by 1
                 """, [period, "\(p)-%"]).rows.map { "\(try $0.string("status"))=\(try $0.int("n"))" }
-            XCTAssertEqual(statuses, ["MATCH=12"])
+            XCTAssertEqual(statuses, ["MATCH=18"])
             let dups = try c.execute("select sum(duplicates_rejected) as n from meter.reconciliation where period = $1 and customer like $2",
                                      [period, "\(p)-%"]).single().int("n")
             XCTAssertGreaterThan(dups, 0, "the redeliveries are counted")

@@ -22,8 +22,8 @@ select results_eq(
              (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
              (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql'),
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
-             (13, '0013_gauge_latest.sql')$$,
-    'migrations 1 to 13 are recorded once each, and no other');
+             (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql')$$,
+    'migrations 1 to 14 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -31,7 +31,7 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_dimension_values.sql'::text), ('functions/_events_hash.sql'), ('functions/_invoice_frozen.sql'),
+    $$values ('functions/_dimension_values.sql'::text), ('functions/_events_hash.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
@@ -64,8 +64,8 @@ select tables_are('meter',
           'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
-          'invoice_lines', 'billing_usage', 'rollup_hourly_dims']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage and 0012''s rollup_hourly_dims');
+          'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims and 0014''s gauge_series');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -193,7 +193,9 @@ select results_eq(
     $$select signature from own_functions order by signature$$,
     $$values ('_dimension_values(p_properties jsonb, p_dimensions text[])'),
              ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
+             ('_gauge_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_invoice_frozen()'),
+             ('_outbox_requeue(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_revisions bigint[])'),
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
@@ -230,7 +232,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the thirty-eight documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the forty documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -254,7 +256,8 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('_rollup_pending'::text, 'plan_cache_mode=force_custom_plan'::text),
+    $$values ('_gauge_hours'::text, 'TimeZone=UTC'::text),
+             ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('period_close', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
@@ -264,16 +267,16 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on _gauge_hours, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('_rollup_pending'::text), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest'),
+    $$values ('_gauge_hours'::text), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest'),
              ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
-    'only _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, rollup_lag_seconds, '
+    'only _gauge_hours (the reconciliation''s raw integral), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, rollup_lag_seconds, '
     'rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(

@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(150);
+select plan(152);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -116,6 +116,7 @@ select table_privs_are('meter', 'event_cancellations',  'meter_ingest', array[]:
 select table_privs_are('meter', 'rollup_hourly',        'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly');
 select table_privs_are('meter', 'rollup_hourly_unique', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly_unique');
 select table_privs_are('meter', 'rollup_hourly_dims', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly_dims');
+select table_privs_are('meter', 'gauge_series', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.gauge_series');
 select table_privs_are('meter', 'rollup_watermark',     'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_watermark');
 select table_privs_are('meter', 'rollup_lag',           'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_lag');
 select table_privs_are('meter', 'meter_version_ranges', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.meter_version_ranges');
@@ -131,6 +132,7 @@ select table_privs_are('meter', 'event_cancellations',  'meter_analyst', array['
 select table_privs_are('meter', 'rollup_hourly',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly');
 select table_privs_are('meter', 'rollup_hourly_unique', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly_unique');
 select table_privs_are('meter', 'rollup_hourly_dims', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly_dims');
+select table_privs_are('meter', 'gauge_series', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.gauge_series');
 select table_privs_are('meter', 'rollup_watermark',     'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_watermark');
 select table_privs_are('meter', 'rollup_lag',           'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_lag');
 select table_privs_are('meter', 'meter_version_ranges', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.meter_version_ranges');

@@ -3,7 +3,7 @@
 --
 --   count -> events; sum -> Σ quantity; max -> the largest hourly maximum (0 without events);
 --   latest -> the value of the range's last event (the last hour's, by occurred_at then the
---   greatest idempotency key; 0 without events);
+--   greatest idempotency key; 0 without events); time_weighted_sum -> Σ of the hours' integrals;
 --   unique_count -> distinct values over the whole period (not a sum of hourly counts).
 -- A meter whose aggregation changes inside the range is refused (55000): schedule meter versions
 -- at period starts.
@@ -33,6 +33,7 @@ begin
            case aggregation
                when 'count' then coalesce(pg_catalog.sum(r.event_count), 0)::numeric
                when 'sum' then coalesce(pg_catalog.sum(r.quantity), 0)
+               when 'time_weighted_sum' then coalesce(pg_catalog.sum(r.quantity), 0)
                when 'max' then coalesce(pg_catalog.max(r.max_value) filter (where r.event_count > 0), 0)
                when 'latest' then coalesce((pg_catalog.array_agg(r.latest_value order by r.latest_at desc, r.latest_key collate "C" desc)
                                             filter (where r.latest_at is not null))[1], 0)

@@ -46,6 +46,10 @@ begin
             raise exception 'dimensions must be distinct, got %', p_dimensions using errcode = '22023';
         end if;
     end if;
+    if p_aggregation = 'time_weighted_sum' and pg_catalog.cardinality(p_dimensions) > 0 then
+        raise exception 'a time_weighted_sum meter cannot have dimensions (its series are per customer and meter)'
+            using errcode = '0A000';
+    end if;
     select id into v_id from meter.meters where code = p_code for update;
     if not found then
         insert into meter.meters (code, name, unit)
@@ -86,6 +90,11 @@ begin
             using errcode = '22023';
     end if;
 
+    if (p_aggregation = 'time_weighted_sum') <> (v_latest.aggregation = 'time_weighted_sum') then
+        raise exception 'meter % cannot change to or from time_weighted_sum: a gauge''s values hold across hours, versions would split them',
+            pg_catalog.quote_literal(p_code)
+            using errcode = '0A000', hint = 'create a new meter for the gauge';
+    end if;
     if (p_aggregation in ('max', 'latest')) <> (v_latest.aggregation in ('max', 'latest')) and exists (
         select 1 from meter.billing_prices b where b.meter_id = v_id and b.engine_api = 'meter_events') then
         raise exception 'meter % is billed through a Billing Meter (meter events): it cannot change between max or latest and another aggregation',

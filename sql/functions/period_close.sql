@@ -100,6 +100,10 @@ begin
             raise exception 'events of customer % before % are not rolled up yet', v_c.external_id, v_end
                 using errcode = '55000', hint = 'run meterctl rollup run (or wait for the serve loop), then close again';
         end if;
+        if exists (select 1 from meter.gauge_series g where g.customer_id = v_c.id and g.accrued_until < v_end) then
+            raise exception 'time-weighted gauges of customer % are not integrated up to % yet', v_c.external_id, v_end
+                using errcode = '55000', hint = 'run meterctl rollup run (each run integrates the hours that have ended), then close again';
+        end if;
         if exists (select 1 from meter.event_cancellations x join meter.events e on e.id = x.event_id
                    where x.rolled_up_at is null and e.customer_id = v_c.id and e.occurred_at < v_end) then
             raise exception 'cancellations of events of customer % before % are not rolled up yet', v_c.external_id, v_end

@@ -22,6 +22,11 @@
 --   * Meters with a latest version: each hour keeps its last event (latest_at, latest_key,
 --     latest_value; the later occurred_at wins, then the greater idempotency key), merged with
 --     what the hour held, and recomputed from raw events when a cancellation hits the hour.
+--   * Time-weighted gauges (time_weighted_sum): events fold their count only; the quantity of a
+--     series' hours is recomputed from raw events (meter._gauge_hours) from the earliest hour an
+--     event or cancellation of this run touched, and every run extends every series to the last
+--     complete UTC hour (meter.gauge_series), in this same transaction; changed billed hours get
+--     a new outbox revision (meter._outbox_requeue).
 --   * Meters with dimensions: the same groups are also written per dimension values
 --     (meter.rollup_hourly_dims, meter._dimension_values of the version in force at the hour) by
 --     the same statements, so an hour's dimension rows always sum to its rollup_hourly row.
@@ -62,6 +67,12 @@ declare
     v_dim_meters     bigint[];
     v_prop_meters    bigint[];
     v_latest_meters  bigint[];
+    v_tw_meters      bigint[];
+    v_now_hour       timestamptz := pg_catalog.date_trunc('hour', pg_catalog.now());
+    v_g_customers    bigint[];
+    v_g_meters       bigint[];
+    v_g_hours        timestamptz[];
+    v_g_revisions    bigint[];
     v_events         bigint := 0;
     v_end_xid        xid8;
     v_end_id         bigint;
@@ -138,6 +149,9 @@ begin
     -- Meters with a latest version: their events' time and key are read too.
     select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_latest_meters
     from meter.meter_versions where aggregation = 'latest';
+    -- Time-weighted gauges: their events add no quantity (step 4a integrates it).
+    select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_tw_meters
+    from meter.meter_versions where aggregation = 'time_weighted_sum';
 
     -- 2. Fold the batch. One aggregation into (customer, meter, hour, distinct value, dimension
     -- values) groups: for meters counting distinct values, the value of the unique_property of the
@@ -149,7 +163,7 @@ begin
                b.properties ->> uv.unique_property as unique_value,
                case when pg_catalog.cardinality(uv.dimensions) > 0
                     then meter._dimension_values(b.properties, uv.dimensions) end as dims,
-               pg_catalog.count(*) as n, pg_catalog.sum(b.value) as q, pg_catalog.max(b.value) as mx,
+               pg_catalog.count(*) as n, pg_catalog.sum(b.qv) as q, pg_catalog.max(b.value) as mx,
                -- the group's last event (latest meters only: at and k are null otherwise)
                pg_catalog.max(b.at) as la,
                (pg_catalog.array_agg(b.k order by b.at desc, b.k collate "C" desc) filter (where b.at is not null))[1] as lk,
@@ -158,6 +172,7 @@ begin
             select e.customer_id, e.meter_id,
                    pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
                    e.value,
+                   case when e.meter_id = any (v_tw_meters) then 0 else e.value end as qv,
                    case when e.meter_id = any (v_prop_meters) then e.properties end as properties,
                    case when e.meter_id = any (v_latest_meters) then e.occurred_at end as at,
                    case when e.meter_id = any (v_latest_meters) then e.idempotency_key end as k
@@ -272,7 +287,8 @@ begin
             quantity    = r.quantity - d.q,
             revision    = r.revision + 1,
             updated_at  = pg_catalog.now()
-        from (select customer_id, meter_id, hour, pg_catalog.count(*) as n, pg_catalog.sum(value) as q
+        from (select customer_id, meter_id, hour, pg_catalog.count(*) as n,
+                     pg_catalog.sum(case when meter_id = any (v_tw_meters) then 0 else value end) as q
               from due group by 1, 2, 3) d
         where r.customer_id = d.customer_id and r.meter_id = d.meter_id and r.hour = d.hour
         returning r.customer_id, r.meter_id, r.hour, r.revision
@@ -386,6 +402,68 @@ begin
           and dv.meter_id = x.meter_id and x.hour >= dv.effective_from and x.hour < dv.effective_until;
     end if;
 
+    -- 4a. Time-weighted gauges: each series touched by this run is recomputed from the earliest
+    -- hour touched, and every series behind the last complete hour is extended to it; only
+    -- complete hours are written (the current one is integrated once it has ended). An hour
+    -- whose quantity changes gets a new revision; an existing hour that no longer holds anything
+    -- goes to 0; a new hour holding 0 is not written.
+    if pg_catalog.cardinality(v_tw_meters) > 0 then
+        with touched as (
+            select k.c, k.m, pg_catalog.min(k.h) as h
+            from rows from (pg_catalog.unnest(coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}')),
+                            pg_catalog.unnest(coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}')),
+                            pg_catalog.unnest(coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}'))) as k(c, m, h)
+            where k.m = any (v_tw_meters)
+            group by k.c, k.m
+        ),
+        due as (
+            select coalesce(t.c, g.customer_id) as c, coalesce(t.m, g.meter_id) as m,
+                   least(t.h, g.accrued_until) as from_h
+            from touched t
+            full join meter.gauge_series g on g.customer_id = t.c and g.meter_id = t.m
+            where t.c is not null or g.accrued_until < v_now_hour
+        ),
+        computed as materialized (
+            select d.c, d.m, q.hour, q.quantity
+            from due d
+            cross join lateral meter._gauge_hours(d.c, d.m, d.from_h, v_now_hour, v_end_xid, v_end_id) q
+            where d.from_h < v_now_hour
+        ),
+        target as (
+            select c.c, c.m, c.hour, c.quantity from computed c
+            where c.quantity <> 0
+               or exists (select 1 from meter.rollup_hourly r where r.customer_id = c.c and r.meter_id = c.m and r.hour = c.hour)
+            union all
+            select r.customer_id, r.meter_id, r.hour, 0
+            from meter.rollup_hourly r join due d on r.customer_id = d.c and r.meter_id = d.m
+            where r.hour >= d.from_h and r.hour < v_now_hour and r.quantity <> 0
+              and not exists (select 1 from computed c where c.c = r.customer_id and c.m = r.meter_id and c.hour = r.hour)
+        ),
+        written as (
+            insert into meter.rollup_hourly as r (customer_id, meter_id, hour, event_count, quantity)
+            select t.c, t.m, t.hour, 0, t.quantity from target t
+            on conflict (customer_id, meter_id, hour) do update
+                set quantity = excluded.quantity, revision = r.revision + 1, updated_at = pg_catalog.now()
+                where r.quantity is distinct from excluded.quantity
+            returning r.customer_id, r.meter_id, r.hour, r.revision
+        ),
+        series as (
+            insert into meter.gauge_series as g (customer_id, meter_id, accrued_until)
+            select d.c, d.m, v_now_hour from due d
+            on conflict (customer_id, meter_id) do update
+                set accrued_until = greatest(g.accrued_until, excluded.accrued_until), updated_at = pg_catalog.now()
+            returning 1
+        )
+        -- (series is not read: a data-modifying CTE runs to completion all the same)
+        select pg_catalog.array_agg(w.customer_id), pg_catalog.array_agg(w.meter_id), pg_catalog.array_agg(w.hour),
+               pg_catalog.array_agg(w.revision)
+          into v_g_customers, v_g_meters, v_g_hours, v_g_revisions
+        from written w;
+        if v_g_customers is not null then
+            v_outbox := v_outbox + meter._outbox_requeue(v_g_customers, v_g_meters, v_g_hours, v_g_revisions);
+        end if;
+    end if;
+
     -- 4b. A max meter billed through a Billing Meter sends each hour's running maximum of its
     -- UTC month (the engine's formula last then bills the month's maximum, decision 102), and a
     -- latest meter (either engine API) each hour's running last value of its month: a changed
@@ -417,9 +495,9 @@ begin
     -- 5. Move the watermark, in this same transaction.
     select pg_catalog.count(*) into v_hours
     from (select distinct k.c, k.m, k.h
-          from rows from (pg_catalog.unnest(coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}')),
-                          pg_catalog.unnest(coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}')),
-                          pg_catalog.unnest(coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}'))) as k(c, m, h)) d;
+          from rows from (pg_catalog.unnest(coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}') || coalesce(v_g_customers, '{}')),
+                          pg_catalog.unnest(coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}') || coalesce(v_g_meters, '{}')),
+                          pg_catalog.unnest(coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}') || coalesce(v_g_hours, '{}'))) as k(c, m, h)) d;
     v_ms := round(extract(epoch from pg_catalog.clock_timestamp() - v_started) * 1000, 3);
 
     update meter.rollup_watermark

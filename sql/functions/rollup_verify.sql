@@ -4,7 +4,9 @@
 -- What "all is well" means: for every customer, meter and UTC hour, meter.rollup_hourly holds
 -- exactly the events the watermark says are folded ((xid, id) below the watermark), net of the
 -- cancellations the rollup has subtracted (rolled_up_at set): same event count, same sum, same
--- max, and for meters with a latest version the same last event's value (latest_value); meter.rollup_hourly_unique holds exactly their distinct unique_property values with
+-- max, and for meters with a latest version the same last event's value (latest_value); for a
+-- time-weighted gauge, each hour up to its series' accrued_until holds the integral of the
+-- values held (meter._gauge_hours over the same events); meter.rollup_hourly_unique holds exactly their distinct unique_property values with
 -- the same counts; and meter.rollup_hourly_dims holds, for meters with dimensions, exactly their
 -- dimension values (meter._dimension_values of the version in force) with the same count, sum
 -- and max (rows left at 0 events by cancellations count as absent). An event counted twice, or skipped behind the watermark, shows up here.
@@ -55,10 +57,12 @@ folded as (
       and e.occurred_at >= b.lo and e.occurred_at < b.hi
       and (e.xid, e.id) < (w.position_xid, w.position_id)
 ),
-raw as (
+raw_events as (
     select f.customer_id, f.meter_id, f.hour,
            pg_catalog.count(*) filter (where not f.cancelled) as events,
-           coalesce(pg_catalog.sum(f.value) filter (where not f.cancelled), 0) as quantity,
+           -- (a time-weighted gauge's events add no quantity: raw_gauges integrates it)
+           coalesce(pg_catalog.sum(f.value) filter (where not f.cancelled and f.meter_id not in (
+               select v.meter_id from meter.meter_versions v where v.aggregation = 'time_weighted_sum')), 0) as quantity,
            pg_catalog.max(f.value) filter (where not f.cancelled) as max_value,
            -- the last event's value, for the meters that keep it (null for the others)
            case when f.meter_id in (select v.meter_id from meter.meter_versions v where v.aggregation = 'latest') then
@@ -67,6 +71,22 @@ raw as (
            end as latest_value
     from folded f
     group by 1, 2, 3
+),
+raw_gauges as (
+    select g.customer_id, g.meter_id, q.hour, q.quantity
+    from meter.gauge_series g
+    cross join bounds b
+    cross join meter.rollup_watermark w
+    cross join lateral meter._gauge_hours(g.customer_id, g.meter_id, b.lo, least(b.hi, g.accrued_until),
+                                          w.position_xid, w.position_id) q
+    where w.name = 'events' and b.lo < least(b.hi, g.accrued_until) and q.quantity <> 0
+),
+raw as (
+    select coalesce(a.customer_id, t.customer_id) as customer_id, coalesce(a.meter_id, t.meter_id) as meter_id,
+           coalesce(a.hour, t.hour) as hour, coalesce(a.events, 0) as events,
+           coalesce(a.quantity, 0) + coalesce(t.quantity, 0) as quantity, a.max_value, a.latest_value
+    from raw_events a
+    full join raw_gauges t on t.customer_id = a.customer_id and t.meter_id = a.meter_id and t.hour = a.hour
 ),
 raw_unique as (
     select f.customer_id, f.meter_id, f.hour, f.properties ->> v.unique_property as unique_value,

@@ -112,6 +112,7 @@ begin
                         case v.aggregation
                             when 'count' then r.event_count::numeric
                             when 'sum' then r.quantity
+                            when 'time_weighted_sum' then r.quantity
                             when 'max' then
                                 case when b.engine_api = 'meter_events' then
                                     -- the running maximum of the hour's UTC month (decision 102)

@@ -7,7 +7,7 @@
 --   * quantity applies the meter version in force at each hour: count = events, sum = sum of
 --     value, max = largest value, unique_count = distinct values of unique_property within the
 --     bucket (exact), latest = the value of the bucket's last event (by occurred_at, then the
---     greatest idempotency key). A bucket that spans a change of meter version is split into one row per
+--     greatest idempotency key), time_weighted_sum = Σ of the hours' integrals (value x hours). A bucket that spans a change of meter version is split into one row per
 --     version, and so is a bucket clipped by from or to: bucket_start and bucket_end give the
 --     row's actual interval.
 --   * Only buckets with rolled-up rows appear (sparse). Events not yet rolled up are not counted:
@@ -99,8 +99,8 @@ begin
                 p_group_by, p_filter using errcode = '22023';
         end if;
         if exists (select 1 from meter.meter_versions v join meter.meters m on m.id = v.meter_id
-                   where m.code = p_meter and v.aggregation in ('unique_count', 'latest')) then
-            raise exception 'meter % counts distinct values or keeps the latest value: its usage cannot be grouped or filtered by dimension',
+                   where m.code = p_meter and v.aggregation in ('unique_count', 'latest', 'time_weighted_sum')) then
+            raise exception 'meter % counts distinct values or is a gauge: its usage cannot be grouped or filtered by dimension',
                 pg_catalog.quote_literal(p_meter) using errcode = '0A000';
         end if;
 
@@ -159,6 +159,7 @@ begin
            pg_catalog.trim_scale(case h.aggregation
                when 'count' then pg_catalog.sum(h.event_count)::numeric
                when 'sum' then pg_catalog.sum(h.quantity)
+               when 'time_weighted_sum' then pg_catalog.sum(h.quantity)
                when 'max' then coalesce(pg_catalog.max(h.max_value), 0)
                when 'latest' then coalesce((pg_catalog.array_agg(h.latest_value order by h.latest_at desc, h.latest_key collate "C" desc)
                                             filter (where h.latest_at is not null))[1], 0)

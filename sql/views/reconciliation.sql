@@ -2,7 +2,8 @@
 -- for analysts in psql and `meterctl reconcile`:
 --
 --   raw_events, raw_quantity   from meter.events, net of cancellations (quantity per aggregation:
---                              count, Σ value, max value, distinct values, the last event's value)
+--                              count, Σ value, max value, distinct values, the last event's value,
+--                              for a time-weighted gauge its integral over the period)
 --   duplicates_rejected        redeliveries of the period's events acknowledged as duplicates
 --   cancelled_events           the period's events cancelled (before or after the close)
 --   late_after_close           events/cancellations that arrived after the close (late_after_close)
@@ -55,6 +56,10 @@ figures as (
                    when 'sum' then coalesce(pg_catalog.sum(e.value), 0)
                    when 'max' then coalesce(pg_catalog.max(e.value), 0)
                    when 'latest' then coalesce((pg_catalog.array_agg(e.value order by e.occurred_at desc, e.idempotency_key collate "C" desc))[1], 0)
+                   -- integrated from raw events, carrying in the value held at the period start
+                   when 'time_weighted_sum' then (
+                       select coalesce(pg_catalog.sum(g.quantity), 0)
+                       from meter._gauge_hours(li.customer_id, li.meter_id, li.period_start, li.period_end) g)
                    when 'unique_count' then pg_catalog.count(distinct e.properties ->> (
                        select v.unique_property from meter.meter_version_ranges v
                        where v.meter_id = li.meter_id and v.effective_from <= li.period_start
