@@ -15,10 +15,13 @@ struct BenchRollup: AsyncParsableCommand {
         commandName: "rollup",
         abstract: "Rollup throughput on a backlog, and event-to-rollup freshness under ingest load.",
         discussion: """
-            Phase 1 (backlog): COPYs --events new events (three meters: sum, count, unique_count) in \
+            Phase 1 (backlog): COPYs --events new events (three meters: sum, count, unique_count; with \
+            --dimensions 1 or 2 the sum and count meters are grouped by model, and region, and their \
+            events carry 5 models and 3 regions; with --gauge the third meter is a time_weighted_sum \
+            gauge instead of unique_count) in \
             --transactions transactions, spread over --customers customers and the last --hours hours, \
             then drains them with meter.rollup_run(--max-events) and prints events folded per second. \
-            Baseline: the same GROUP BY as a read-only query over the same rows (what Postgres needs just \
+            Baseline: the same GROUP BY (with the dimensions' keys) as a read-only query over the same rows (what Postgres needs just \
             to read and aggregate them, without writing rollups or moving a watermark). Then \
             meter.rollup_verify checks the result.
             Phase 2 (freshness): starts the service in this process (its rollup loop included), sends \
@@ -35,10 +38,13 @@ struct BenchRollup: AsyncParsableCommand {
     @Option(name: .customLong("max-events"), help: "max_events per rollup run. Default: 1000000") var maxEvents: Int = Rollup.defaultMaxEvents
     @Option(help: "Ingest rate for the freshness phase, events/s. Default: 10000") var rate: Int = 10_000
     @Option(name: .customLong("duration-seconds"), help: "Length of the freshness phase. Default: 30") var duration: Double = 30
+    @Option(help: "Dimensions of the sum and count meters: 0, 1 (model) or 2 (model, region). Default: 0") var dimensions: Int = 0
+    @Flag(help: "The third meter is a time_weighted_sum gauge instead of unique_count.") var gauge = false
     @Flag(name: .customLong("skip-backlog"), help: "Only the freshness phase.") var skipBacklog = false
     @Flag(name: .customLong("skip-freshness"), help: "Only the backlog phase.") var skipFreshness = false
 
     func validate() throws {
+        guard (0...2).contains(dimensions) else { throw ValidationError("--dimensions must be 0, 1 or 2") }
         if events < 1 || transactions < 1 || benchCustomers < 1 || hours < 1 || maxEvents < 1 || rate < 1 || duration <= 0 {
             throw ValidationError("--events, --transactions, --bench-customers, --hours, --max-events, --rate and --duration-seconds must be positive")
         }
@@ -57,6 +63,13 @@ struct BenchRollup: AsyncParsableCommand {
                                   .init(code: "bench_calls", aggregation: "count", uniqueProperty: nil, name: "bench", unit: nil),
                                   .init(code: "bench_users", aggregation: "unique_count", uniqueProperty: "user", name: "bench", unit: nil)])
                 .apply(conn)
+            // The meters of this run's shape (dimensions and the gauge are fixed per meter, so each
+            // shape has meters of its own).
+            let dims = ["model", "region"].prefix(dimensions).map { "\"\($0)\"" }.joined(separator: ",")
+            for (code, agg) in [(meterCodes[0], "sum"), (meterCodes[1], "count")] where dimensions > 0 {
+                try conn.execute("select meter.meter_upsert($1, $2, null, 'bench', null, null, $3::text[])", [code, agg, "{\(dims)}"])
+            }
+            if gauge { try conn.execute("select meter.meter_upsert($1, 'time_weighted_sum', null, 'bench')", [meterCodes[2]]) }
         }()
         var lines: [String] = []
         if !skipBacklog {
@@ -71,8 +84,15 @@ struct BenchRollup: AsyncParsableCommand {
 
     // MARK: phase 1
 
+    /// The backlog's three meters for this run's shape.
+    var meterCodes: [String] {
+        let suffix = dimensions > 0 ? "_d\(dimensions)" : ""
+        return ["bench_units" + suffix, "bench_calls" + suffix, gauge ? "bench_gb_tw" : "bench_users"]
+    }
+
     func backlogPhase(conninfo: String) async throws -> [String] {
         let (n, txns, nCustomers, nHours, maxEvents) = (events, transactions, benchCustomers, hours, self.maxEvents)
+        let (codes, nDims, gauge) = (meterCodes, dimensions, self.gauge)
         return try await onDedicatedThread("bench-rollup") {
             let conn = try PGConnection(conninfo: conninfo, statementTimeout: nil)
             defer { conn.close() }
@@ -80,12 +100,12 @@ struct BenchRollup: AsyncParsableCommand {
             if before.events > 0 { say("drained \(before.events) events already pending") }
             let ids = try conn.execute("""
                 select (select min(id) from meter.customers where external_id like 'bench-c%') as first_customer,
-                       (select id from meter.meters where code = 'bench_units') as units,
-                       (select id from meter.meters where code = 'bench_calls') as calls,
-                       (select id from meter.meters where code = 'bench_users') as users,
+                       (select id from meter.meters where code = $1) as units,
+                       (select id from meter.meters where code = $2) as calls,
+                       (select id from meter.meters where code = $3) as users,
                        extract(epoch from date_trunc('hour', now()))::bigint as hour0,
                        (select coalesce(max(id), 0) from meter.events) as max_id
-                """).single()
+                """, [codes[0], codes[1], codes[2]]).single()
             let firstCustomer = try ids.int("first_customer")
             let meters = [try ids.int("units"), try ids.int("calls"), try ids.int("users")]
             let hour0 = try ids.int("hour0"), idBefore = try ids.int("max_id")
@@ -106,7 +126,8 @@ struct BenchRollup: AsyncParsableCommand {
                         // spread over the hours, deterministic, minute and second from i
                         let at = hour0 - Int64((i / 7) % nHours) * 3600 - 3600 + Int64(i % 3600)
                         let ts = RFC3339Timestamp(epochMicroseconds: at * 1_000_000).utcString
-                        let props = m == 2 ? #"{"user": "u\#(i % 5000)"}"# : "{}"
+                        let props = m == 2 ? (gauge ? "{}" : #"{"user": "u\#(i % 5000)"}"#)
+                            : nDims == 0 ? "{}" : #"{"model": "m\#(i % 5)", "region": "r\#(i % 3)"}"#
                         s += "\(firstCustomer + Int64(i % nCustomers))\t\(meters[m])\trb\(runID)-\(i)\t\(ts)\t\(i % 1000).25\t\(props)\n"
                     }
                     return s
@@ -128,15 +149,16 @@ struct BenchRollup: AsyncParsableCommand {
             let rollSeconds = seconds(since: rollStart)
             let rollRate = Double(drained.events) / rollSeconds
 
-            say("baseline: the same aggregation as a read-only query")
+            say("baseline: the same aggregation as a read-only query" + (nDims > 0 ? ", with the dimensions' keys" : ""))
             try conn.execute("set max_parallel_workers_per_gather = 0")  // a rollup run is one process too
             try conn.execute("set work_mem = '256MB'")
             let baseStart = DispatchTime.now().uptimeNanoseconds
             let groups = try conn.execute("""
                 select count(*) as n from (
                     select customer_id, meter_id, date_trunc('hour', occurred_at, 'UTC'),
+                           \(nDims > 0 ? "properties ->> 'model', " : "")\(nDims > 1 ? "properties ->> 'region', " : "")
                            count(*), sum(value), max(value)
-                    from meter.events where id > $1 group by 1, 2, 3) g
+                    from meter.events where id > $1 group by 1, 2, 3\(nDims > 0 ? ", 4" : "")\(nDims > 1 ? ", 5" : "")) g
                 """, [idBefore]).single().int("n")
             let baseSeconds = seconds(since: baseStart)
             let baseRate = Double(n) / baseSeconds
@@ -152,7 +174,7 @@ struct BenchRollup: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             return [
-                "backlog:   \(n) events over \(nCustomers) customers x 3 meters x \(nHours) hours (\(groups) rollup rows), written in \(txns) transactions by COPY in \(fmt(copySeconds)) s",
+                "backlog:   \(n) events over \(nCustomers) customers x 3 meters (\(codes.joined(separator: ", ")); dimensions \(nDims)\(gauge ? ", a time-weighted gauge" : "")) x \(nHours) hours (\(groups) groups), written in \(txns) transactions by COPY in \(fmt(copySeconds)) s",
                 "rollup:    \(drained.events) events folded in \(drained.runs) run(s) of max_events \(maxEvents) in \(fmt(rollSeconds)) s = \(fmt0(rollRate)) events/s",
                 "baseline:  read-only GROUP BY of the same rows (1 process) in \(fmt(baseSeconds)) s = \(fmt0(baseRate)) events/s",
                 "ratio:     rollup / baseline = \(fmt(rollRate / baseRate))",
