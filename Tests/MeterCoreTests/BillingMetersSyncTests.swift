@@ -94,16 +94,7 @@ final class BillingMetersSyncTests: XCTestCase {
             ]).single().string("status")
             XCTAssertEqual(status, "accepted")
         }
-        func engineMonth() async throws -> Decimal? {
-            let customer = try c.execute("select billing_customer_id from meter.billing_customers").single().string("billing_customer_id")
-            let month = try c.execute("""
-                select extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC'))::bigint as s,
-                       extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC') + interval '1 month')::bigint as e
-                """, [env.epoch(late)]).single()
-            let page = try await env.client.get("/v1/billing/meters/\(engineMeter)/event_summaries", query: [
-                ("customer", customer), ("start_time", String(try month.int("s"))), ("end_time", String(try month.int("e")))])
-            return page["data"]?.arrayValue?.first?["aggregated_value"]?.numberLexeme.flatMap { Decimal(string: $0) }
-        }
+        func engineMonth() async throws -> Decimal? { try await Self.engineMonth(env, c, meter: engineMeter, hour: late) }
         try put("m1", early, "4")
         try put("m2", late, "2")
         try put("m3", middle, "3")
@@ -153,16 +144,7 @@ final class BillingMetersSyncTests: XCTestCase {
             ]).single().string("status")
             XCTAssertEqual(status, "accepted")
         }
-        func engineMonth() async throws -> Decimal? {
-            let customer = try c.execute("select billing_customer_id from meter.billing_customers").single().string("billing_customer_id")
-            let month = try c.execute("""
-                select extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC'))::bigint as s,
-                       extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC') + interval '1 month')::bigint as e
-                """, [env.epoch(late)]).single()
-            let page = try await env.client.get("/v1/billing/meters/\(engineMeter)/event_summaries", query: [
-                ("customer", customer), ("start_time", String(try month.int("s"))), ("end_time", String(try month.int("e")))])
-            return page["data"]?.arrayValue?.first?["aggregated_value"]?.numberLexeme.flatMap { Decimal(string: $0) }
-        }
+        func engineMonth() async throws -> Decimal? { try await Self.engineMonth(env, c, meter: engineMeter, hour: late) }
         func sync() async throws {
             _ = try Rollup.drain(c)
             try await env.drainUntilSynced(c)
@@ -292,6 +274,18 @@ final class BillingMetersSyncTests: XCTestCase {
             c.close()
             await env.stop()
         }
+    }
+
+    /// The engine's value of a Billing Meter over the UTC month of `hour` for the one customer.
+    static func engineMonth(_ env: BillingEnv, _ c: PGConnection, meter: String, hour: Int) async throws -> Decimal? {
+        let customer = try c.execute("select billing_customer_id from meter.billing_customers").single().string("billing_customer_id")
+        let month = try c.execute("""
+            select extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC'))::bigint as s,
+                   extract(epoch from date_trunc('month', to_timestamp($1::bigint), 'UTC') + interval '1 month')::bigint as e
+            """, [env.epoch(hour)]).single()
+        let page = try await env.client.get("/v1/billing/meters/\(meter)/event_summaries", query: [
+            ("customer", customer), ("start_time", String(try month.int("s"))), ("end_time", String(try month.int("e")))])
+        return page["data"]?.arrayValue?.first?["aggregated_value"]?.numberLexeme.flatMap { Decimal(string: $0) }
     }
 
     func testValuesAreScaledExactly() throws {

@@ -20,8 +20,8 @@
 --     events, since a maximum cannot be subtracted.
 --   * Late events (any past hour) update their hour like any other; the row's revision grows.
 --   * Meters with a latest version: each hour keeps its last event (latest_at, latest_key,
---     latest_value; the later occurred_at wins, then the greater idempotency key), merged with
---     what the hour held, and recomputed from raw events when a cancellation hits the hour.
+--     latest_value; the later occurred_at wins, then the greater idempotency key), read from raw
+--     events for every hour the run touched (step 4a').
 --   * Time-weighted gauges (time_weighted_sum): events fold their count only; the quantity of a
 --     series' hours is recomputed from raw events (meter._gauge_hours) from the earliest hour an
 --     event or cancellation of this run touched, and every run extends every series to the last
@@ -31,8 +31,8 @@
 --     (meter.rollup_hourly_dims, meter._dimension_values of the version in force at the hour) by
 --     the same statements, so an hour's dimension rows always sum to its rollup_hourly row.
 --   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
---     statement (back to pending unless a send is in flight), and meter_sync is NOTIFied at
---     commit. A rolled-back run leaves neither.
+--     transaction (meter._outbox_requeue: back to pending unless a send is in flight), and
+--     meter_sync is NOTIFied at commit. A rolled-back run leaves neither.
 --
 -- max_events bounds the events folded by one run (and so its duration and memory); more_pending
 -- says when it stopped early. Hours are UTC hours of occurred_at (date_bin on absolute time: the
@@ -82,6 +82,7 @@ declare
     v_customers      bigint[];
     v_meters         bigint[];
     v_hours_changed  timestamptz[];
+    v_revisions      bigint[];
     v_c_customers    bigint[];
     v_c_meters       bigint[];
     v_c_hours        timestamptz[];
@@ -146,7 +147,7 @@ begin
     select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_dim_meters
     from meter.meter_versions where pg_catalog.cardinality(dimensions) > 0;
     v_prop_meters := v_unique_meters || v_dim_meters;
-    -- Meters with a latest version: their events' time and key are read too.
+    -- Meters with a latest version: step 4a' reads the last event of the hours touched.
     select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_latest_meters
     from meter.meter_versions where aggregation = 'latest';
     -- Time-weighted gauges: their events add no quantity (step 4a integrates it).
@@ -163,19 +164,13 @@ begin
                b.properties ->> uv.unique_property as unique_value,
                case when pg_catalog.cardinality(uv.dimensions) > 0
                     then meter._dimension_values(b.properties, uv.dimensions) end as dims,
-               pg_catalog.count(*) as n, pg_catalog.sum(b.qv) as q, pg_catalog.max(b.value) as mx,
-               -- the group's last event (latest meters only: at and k are null otherwise)
-               pg_catalog.max(b.at) as la,
-               (pg_catalog.array_agg(b.k order by b.at desc, b.k collate "C" desc) filter (where b.at is not null))[1] as lk,
-               (pg_catalog.array_agg(b.value order by b.at desc, b.k collate "C" desc) filter (where b.at is not null))[1] as lv
+               pg_catalog.count(*) as n, pg_catalog.sum(b.qv) as q, pg_catalog.max(b.value) as mx
         from (
             select e.customer_id, e.meter_id,
                    pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
                    e.value,
                    case when e.meter_id = any (v_tw_meters) then 0 else e.value end as qv,
-                   case when e.meter_id = any (v_prop_meters) then e.properties end as properties,
-                   case when e.meter_id = any (v_latest_meters) then e.occurred_at end as at,
-                   case when e.meter_id = any (v_latest_meters) then e.idempotency_key end as k
+                   case when e.meter_id = any (v_prop_meters) then e.properties end as properties
             from meter.events e
             where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
               and (e.xid, e.id) < (v_end_xid, v_end_id)
@@ -189,50 +184,17 @@ begin
     ),
     hourly as (
         insert into meter.rollup_hourly as r
-               (customer_id, meter_id, hour, event_count, quantity, max_value, latest_at, latest_key, latest_value)
-        select f.customer_id, f.meter_id, f.hour, pg_catalog.sum(f.n), pg_catalog.sum(f.q), pg_catalog.max(f.mx),
-               pg_catalog.max(f.la),
-               (pg_catalog.array_agg(f.lk order by f.la desc, f.lk collate "C" desc) filter (where f.la is not null))[1],
-               (pg_catalog.array_agg(f.lv order by f.la desc, f.lk collate "C" desc) filter (where f.la is not null))[1]
+               (customer_id, meter_id, hour, event_count, quantity, max_value)
+        select f.customer_id, f.meter_id, f.hour, pg_catalog.sum(f.n), pg_catalog.sum(f.q), pg_catalog.max(f.mx)
         from fine f
         group by f.customer_id, f.meter_id, f.hour
         on conflict (customer_id, meter_id, hour) do update
             set event_count = r.event_count + excluded.event_count,
                 quantity    = r.quantity + excluded.quantity,
                 max_value   = greatest(r.max_value, excluded.max_value),
-                -- the later of the two last events (all three from the same one)
-                latest_at    = case when excluded.latest_at is not null and (r.latest_at is null
-                                    or (excluded.latest_at, excluded.latest_key collate "C") > (r.latest_at, r.latest_key collate "C"))
-                                    then excluded.latest_at else r.latest_at end,
-                latest_key   = case when excluded.latest_at is not null and (r.latest_at is null
-                                    or (excluded.latest_at, excluded.latest_key collate "C") > (r.latest_at, r.latest_key collate "C"))
-                                    then excluded.latest_key else r.latest_key end,
-                latest_value = case when excluded.latest_at is not null and (r.latest_at is null
-                                    or (excluded.latest_at, excluded.latest_key collate "C") > (r.latest_at, r.latest_key collate "C"))
-                                    then excluded.latest_value else r.latest_value end,
                 revision    = r.revision + 1,
                 updated_at  = pg_catalog.now()
         returning r.customer_id, r.meter_id, r.hour, r.revision
-    ),
-    outbox as (
-        insert into meter.sync_outbox as o (customer_id, meter_id, hour, revision)
-        select h.customer_id, h.meter_id, h.hour, h.revision from hourly h
-        where exists (select 1 from meter.billing_prices p where p.meter_id = h.meter_id)
-        on conflict (customer_id, meter_id, hour) do update
-            -- (an outbox revision may run ahead of the rollup's: step 4b)
-            set revision        = greatest(o.revision + 1, excluded.revision),
-                state           = case when o.state = 'in_flight' then 'in_flight'
-                                   -- parked by the give-up timer with an uncertain request: the
-                                   -- new revision waits for an operator's sync_retry
-                                   when o.state = 'dead' and o.sending_key is not null then 'dead'
-                                   else 'pending' end,
-                attempts        = case when o.state = 'dead' and o.sending_key is not null then o.attempts
-                                   when o.state in ('dead', 'closed') then 0 else o.attempts end,
-                next_attempt_at = case when o.state = 'dead' and o.sending_key is not null then o.next_attempt_at
-                                   when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
-                                       else o.next_attempt_at end,
-                unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
-        returning 1
     ),
     uniques as (
         insert into meter.rollup_hourly_unique as u
@@ -264,9 +226,14 @@ begin
     -- (uniques and dims are not read below: a data-modifying CTE runs to completion all the same)
     select (select coalesce(pg_catalog.sum(f.n), 0)::bigint from fine f),
            pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
-           (select pg_catalog.count(*) from outbox)
-      into v_events, v_customers, v_meters, v_hours_changed, v_outbox
+           pg_catalog.array_agg(h.revision)
+      into v_events, v_customers, v_meters, v_hours_changed, v_revisions
     from hourly h;
+    -- ... and every billed hour changed gets its new revision in the outbox, in this transaction
+    -- (an outbox revision may run ahead of the rollup's: step 4b).
+    if v_customers is not null then
+        v_outbox := meter._outbox_requeue(v_customers, v_meters, v_hours_changed, v_revisions);
+    end if;
 
     -- 3. Cancellations whose event is folded (now or before) and that were not subtracted yet.
     with due as (
@@ -365,23 +332,6 @@ begin
               from rows from (pg_catalog.unnest(v_c_customers), pg_catalog.unnest(v_c_meters),
                               pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)) t
         where r.customer_id = t.customer_id and r.meter_id = t.meter_id and r.hour = t.hour;
-        -- ... and the last event of the hours of latest meters (null when none is left).
-        update meter.rollup_hourly r
-        set (latest_at, latest_key, latest_value) = (
-            select e.occurred_at, e.idempotency_key, e.value
-            from meter.events e
-            where e.customer_id = r.customer_id and e.meter_id = r.meter_id
-              and e.occurred_at >= r.hour and e.occurred_at < r.hour + interval '1 hour'
-              and (e.xid, e.id) < (v_end_xid, v_end_id)
-              and not exists (select 1 from meter.event_cancellations c
-                              where c.event_id = e.id and c.rolled_up_at is not null)
-            order by e.occurred_at desc, e.idempotency_key collate "C" desc
-            limit 1)
-        from (select distinct k.customer_id, k.meter_id, k.hour
-              from rows from (pg_catalog.unnest(v_c_customers), pg_catalog.unnest(v_c_meters),
-                              pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)
-              where k.meter_id = any (v_latest_meters)) t
-        where r.customer_id = t.customer_id and r.meter_id = t.meter_id and r.hour = t.hour;
         -- ... and the same per dimension values, for the meters that have them.
         update meter.rollup_hourly_dims x
         set max_value = (
@@ -400,6 +350,29 @@ begin
              meter.meter_version_ranges dv
         where x.customer_id = t.customer_id and x.meter_id = t.meter_id and x.hour = t.hour
           and dv.meter_id = x.meter_id and x.hour >= dv.effective_from and x.hour < dv.effective_until;
+    end if;
+
+    -- 4a'. Latest meters: the last event of every hour this run touched (events folded or
+    -- cancelled), from raw events (an ordered aggregate in the fold would force a sort of the whole
+    -- batch; these hours are few and read by index). Null when the hour has no event left.
+    if pg_catalog.cardinality(v_latest_meters) > 0 then
+        update meter.rollup_hourly r
+        set (latest_at, latest_key, latest_value) = (
+            select e.occurred_at, e.idempotency_key, e.value
+            from meter.events e
+            where e.customer_id = r.customer_id and e.meter_id = r.meter_id
+              and e.occurred_at >= r.hour and e.occurred_at < r.hour + interval '1 hour'
+              and (e.xid, e.id) < (v_end_xid, v_end_id)
+              and not exists (select 1 from meter.event_cancellations c
+                              where c.event_id = e.id and c.rolled_up_at is not null)
+            order by e.occurred_at desc, e.idempotency_key collate "C" desc
+            limit 1)
+        from (select distinct k.c as customer_id, k.m as meter_id, k.h as hour
+              from rows from (pg_catalog.unnest(coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}')),
+                              pg_catalog.unnest(coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}')),
+                              pg_catalog.unnest(coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}'))) as k(c, m, h)
+              where k.m = any (v_latest_meters)) t
+        where r.customer_id = t.customer_id and r.meter_id = t.meter_id and r.hour = t.hour;
     end if;
 
     -- 4a. Time-weighted gauges: each series touched by this run is recomputed from the earliest

@@ -204,24 +204,38 @@ package struct ReconciliationReport: Sendable {
     /// Categories: the MISMATCH cause (dead letter, engine refused, late after close not adjusted
     /// yet, ...), then, for lines that MATCH, late after close (adjusted on a later invoice) and
     /// cancelled (events of the period cancelled).
-    package func exceptions() -> [(customer: String, meter: String, category: String, detail: String)] {
-        var out: [(String, String, String, String)] = []
+    package func exceptions() -> [(customer: String, meter: String, category: String, detail: String, events: Int?)] {
+        var out: [(String, String, String, String, Int?)] = []
         for r in rows where r["status"] != "MATCH" {
             let cause = r["status"].replacingOccurrences(of: "MISMATCH: ", with: "")
             let category = cause == "dead-letter, older than the engine takes" ? "engine refused (older than it takes)"
                 : cause == "dead-letter" ? "dead letter" : cause
-            out.append((r["customer"], r["meter"], "MISMATCH: " + category, explanation(r)))
+            out.append((r["customer"], r["meter"], "MISMATCH: " + category, explanation(r), nil))
         }
         for r in rows where r["status"] == "MATCH" {
             if let n = Int64(r["late_after_close"]), n > 0 {
                 out.append((r["customer"], r["meter"], "late after close",
-                            "\(n) event(s) or cancellation(s) after the close, carried by a later invoice's adjustment line"))
+                            "\(n) event(s) or cancellation(s) after the close, carried by a later invoice's adjustment line", Int(n)))
             }
             if let n = Int64(r["cancelled_events"]), n > 0 {
-                out.append((r["customer"], r["meter"], "cancelled", "\(n) event(s) of the period cancelled"))
+                out.append((r["customer"], r["meter"], "cancelled", "\(n) event(s) of the period cancelled", Int(n)))
             }
         }
         return out
+    }
+
+    /// Exceptions counted per category, in the order of `exceptions()`: lines, and events where
+    /// the category counts events (late after close, cancelled).
+    package func exceptionCategories() -> [(category: String, lines: Int, events: Int?)] {
+        var order: [String] = []
+        var counts: [String: (Int, Int?)] = [:]
+        for e in exceptions() {
+            if counts[e.category] == nil { order.append(e.category) }
+            let old = counts[e.category] ?? (0, e.events == nil ? nil : 0)
+            counts[e.category] = (old.0 + 1, old.1.map { $0 + (e.events ?? 0) })
+        }
+        let rank = { (c: String) in c.hasPrefix("MISMATCH") ? 0 : 1 }
+        return order.sorted { rank($0) < rank($1) }.map { ($0, counts[$0]!.0, counts[$0]!.1) }
     }
 
     /// The summary a reader starts with, per currency.
@@ -268,7 +282,9 @@ package struct ReconciliationReport: Sendable {
         if ex.isEmpty {
             s += "None: every line MATCHes, nothing arrived after the close, nothing was cancelled.\n"
         } else {
-            s += "| customer | meter | category | detail |\n|---|---|---|---|\n"
+            s += "| category | lines | events |\n|---|---|---|\n"
+            for c in exceptionCategories() { s += "| \(cell(c.category)) | \(c.lines) | \(c.events.map(String.init) ?? "–") |\n" }
+            s += "\n| customer | meter | category | detail |\n|---|---|---|---|\n"
             for e in ex { s += "| \(cell(e.customer)) | \(cell(e.meter)) | \(cell(e.category)) | \(cell(e.detail)) |\n" }
         }
         s += "\n## Lines\n\n"
@@ -319,6 +335,11 @@ package struct ReconciliationReport: Sendable {
         if ex.isEmpty {
             s += "<p>None: every line MATCHes, nothing arrived after the close, nothing was cancelled.</p>\n"
         } else {
+            s += "<table><tr><th>category</th><th>lines</th><th>events</th></tr>\n"
+            for c in exceptionCategories() {
+                s += "<tr><td class=\"\(c.category.hasPrefix("MISMATCH") ? "MISMATCH" : "")\">\(esc(c.category))</td><td>\(c.lines)</td><td>\(c.events.map(String.init) ?? "–")</td></tr>\n"
+            }
+            s += "</table>\n<p></p>\n"
             s += "<table><tr><th>customer</th><th>meter</th><th>category</th><th>detail</th></tr>\n"
             for e in ex {
                 s += "<tr><td>\(esc(e.customer))</td><td>\(esc(e.meter))</td><td class=\"\(e.category.hasPrefix("MISMATCH") ? "MISMATCH" : "")\">\(esc(e.category))</td><td style=\"text-align:left\">\(esc(e.detail))</td></tr>\n"
