@@ -31,7 +31,7 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_dimension_values.sql'::text), ('functions/_events_hash.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
+    $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_events_hash.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
@@ -191,7 +191,8 @@ where p.pronamespace = 'meter'::regnamespace
 
 select results_eq(
     $$select signature from own_functions order by signature$$,
-    $$values ('_dimension_values(p_properties jsonb, p_dimensions text[])'),
+    $$values ('_dimension_object(p_dimensions text[], p_values text[])'),
+             ('_dimension_values(p_properties jsonb, p_dimensions text[])'),
              ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_gauge_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_invoice_frozen()'),
@@ -232,7 +233,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the forty documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the forty-one documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

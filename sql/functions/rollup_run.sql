@@ -162,8 +162,12 @@ begin
     with fine as materialized (
         select b.customer_id, b.meter_id, b.hour,
                b.properties ->> uv.unique_property as unique_value,
+               -- the values as a text[] (cheap to hash: grouping by the jsonb object per event was 20
+               -- times slower); the dims CTE names them once per group (meter._dimension_values'
+               -- object, built by meter._dimension_object)
                case when pg_catalog.cardinality(uv.dimensions) > 0
-                    then meter._dimension_values(b.properties, uv.dimensions) end as dims,
+                    then array[b.properties ->> uv.dimensions[1], b.properties ->> uv.dimensions[2],
+                               b.properties ->> uv.dimensions[3]] end as dvals,
                pg_catalog.count(*) as n, pg_catalog.sum(b.qv) as q, pg_catalog.max(b.value) as mx
         from (
             select e.customer_id, e.meter_id,
@@ -211,11 +215,15 @@ begin
     dims as (
         insert into meter.rollup_hourly_dims as x
                (customer_id, meter_id, hour, dims_hash, dims, event_count, quantity, max_value)
-        select f.customer_id, f.meter_id, f.hour, pg_catalog.sha256(pg_catalog.convert_to(f.dims::text, 'UTF8')),
-               f.dims, pg_catalog.sum(f.n), pg_catalog.sum(f.q), pg_catalog.max(f.mx)
-        from fine f
-        where f.dims is not null
-        group by f.customer_id, f.meter_id, f.hour, f.dims
+        select g.customer_id, g.meter_id, g.hour, pg_catalog.sha256(pg_catalog.convert_to(g.dims::text, 'UTF8')),
+               g.dims, g.n, g.q, g.mx
+        from (select f.customer_id, f.meter_id, f.hour, meter._dimension_object(dv.dimensions, f.dvals) as dims,
+                     pg_catalog.sum(f.n) as n, pg_catalog.sum(f.q) as q, pg_catalog.max(f.mx) as mx
+              from fine f
+              join meter.meter_version_ranges dv
+                on dv.meter_id = f.meter_id and f.hour >= dv.effective_from and f.hour < dv.effective_until
+              where f.dvals is not null
+              group by f.customer_id, f.meter_id, f.hour, dv.dimensions, f.dvals) g
         on conflict (customer_id, meter_id, hour, dims_hash) do update
             set event_count = x.event_count + excluded.event_count,
                 quantity    = x.quantity + excluded.quantity,

@@ -116,14 +116,18 @@ unique_diff as (
     group by 1, 2, 3
 ),
 raw_dims as (
-    select f.customer_id, f.meter_id, f.hour, meter._dimension_values(f.properties, v.dimensions) as dims,
-           pg_catalog.count(*) as events, pg_catalog.sum(f.value) as quantity, pg_catalog.max(f.value) as max_value
-    from folded f
-    join meter.meter_version_ranges v
-      on v.meter_id = f.meter_id and pg_catalog.cardinality(v.dimensions) > 0
-     and f.hour >= v.effective_from and f.hour < v.effective_until
-    where not f.cancelled
-    group by 1, 2, 3, 4
+    -- (grouped by the values as text[], named once per group, as rollup_run does)
+    select g.customer_id, g.meter_id, g.hour, meter._dimension_object(g.dimensions, g.dvals) as dims,
+           g.events, g.quantity, g.max_value
+    from (select f.customer_id, f.meter_id, f.hour, v.dimensions,
+                 array[f.properties ->> v.dimensions[1], f.properties ->> v.dimensions[2], f.properties ->> v.dimensions[3]] as dvals,
+                 pg_catalog.count(*) as events, pg_catalog.sum(f.value) as quantity, pg_catalog.max(f.value) as max_value
+          from folded f
+          join meter.meter_version_ranges v
+            on v.meter_id = f.meter_id and pg_catalog.cardinality(v.dimensions) > 0
+           and f.hour >= v.effective_from and f.hour < v.effective_until
+          where not f.cancelled
+          group by 1, 2, 3, 4, 5) g
 ),
 rolled_dims as (
     select x.customer_id, x.meter_id, x.hour, x.dims, x.event_count as events, x.quantity, x.max_value
