@@ -25,21 +25,26 @@ security definer  -- the reconciliation's readers (analysts) may not read raw ev
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
 as $$
-    with held as (
+    with points as (
+        -- the value held when the range starts (the last event before it: one index probe
+        -- backwards on (customer, meter, occurred_at)), and every change within the range; never
+        -- the series' whole history
+        (select e.occurred_at, e.idempotency_key, e.value
+         from meter.events e
+         where e.customer_id = p_customer_id and e.meter_id = p_meter_id and e.occurred_at < p_from
+           and (p_end_xid is null or (e.xid, e.id) < (p_end_xid, p_end_id))
+           and not exists (select 1 from meter.event_cancellations c
+                           where c.event_id = e.id and (p_end_xid is null or c.rolled_up_at is not null))
+         order by e.occurred_at desc, e.idempotency_key collate "C" desc
+         limit 1)
+        union all
         select e.occurred_at, e.idempotency_key, e.value
         from meter.events e
         where e.customer_id = p_customer_id and e.meter_id = p_meter_id
-          and e.occurred_at < p_to
+          and e.occurred_at >= p_from and e.occurred_at < p_to
           and (p_end_xid is null or (e.xid, e.id) < (p_end_xid, p_end_id))
           and not exists (select 1 from meter.event_cancellations c
                           where c.event_id = e.id and (p_end_xid is null or c.rolled_up_at is not null))
-    ),
-    points as (
-        -- the value held when the range starts, and every change within it
-        (select h.occurred_at, h.idempotency_key, h.value from held h where h.occurred_at < p_from
-         order by h.occurred_at desc, h.idempotency_key collate "C" desc limit 1)
-        union all
-        select h.occurred_at, h.idempotency_key, h.value from held h where h.occurred_at >= p_from
     ),
     segments as (
         select greatest(p.occurred_at, p_from) as s,
