@@ -22,8 +22,9 @@ select results_eq(
              (5, '0005_function_names.sql'), (6, '0006_invoice_status_ranks.sql'), (7, '0007_api_key_hashes.sql'),
              (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql'),
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
-             (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql')$$,
-    'migrations 1 to 14 are recorded once each, and no other');
+             (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
+             (15, '0015_price_filters.sql')$$,
+    'migrations 1 to 15 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -31,7 +32,9 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_events_hash.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
+    $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
+             ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'),
+             ('functions/_line_events.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
@@ -109,8 +112,8 @@ select results_eq(
     'currencies: 29 ISO 4217 codes, minor unit 2 but for jpy, krw, clp, isk, vnd (0) and kwd, bhd, jod, omr, tnd (3)');
 select col_is_pk('meter', 'plans', 'id', 'plans.id is the primary key');
 select col_is_unique('meter', 'plans', 'code', 'plans.code is unique');
-select col_is_pk('meter', 'plan_prices', array['plan_id', 'meter_id']::name[],
-                 'plan_prices is keyed by (plan_id, meter_id) (one price per meter of a plan)');
+select col_is_pk('meter', 'plan_prices', array['plan_id', 'meter_id', 'filter']::name[],
+                 'plan_prices is keyed by (plan_id, meter_id, filter) (one price per meter of a plan, or per filter of its dimensions)');
 select col_is_pk('meter', 'customer_plans', array['customer_id', 'effective_from']::name[],
                  'customer_plans is keyed by (customer_id, effective_from)');
 select col_is_pk('meter', 'invoices', 'id', 'invoices.id is the primary key');
@@ -193,9 +196,16 @@ select results_eq(
     $$select signature from own_functions order by signature$$,
     $$values ('_dimension_object(p_dimensions text[], p_values text[])'),
              ('_dimension_values(p_properties jsonb, p_dimensions text[])'),
+             ('_dims_match(p_dims jsonb, p_filter jsonb)'),
+             ('_dims_priced_by(p_plan_id bigint, p_meter_id bigint, p_dims jsonb)'),
+             ('_event_in_line(p_plan_id bigint, p_meter_id bigint, p_filter jsonb, p_properties jsonb, p_occurred_at timestamp with time zone)'),
              ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
+             ('_filter_label(p_filter jsonb, p_has_filters boolean)'),
              ('_gauge_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_invoice_frozen()'),
+             ('_line_events(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
+             ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
+             ('_line_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_outbox_requeue(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_revisions bigint[])'),
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
@@ -216,8 +226,8 @@ select results_eq(
              ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
              ('period_close(p_period text, p_customer text, p_grace interval)'),
-             ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text)'),
-             ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb)'),
+             ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text, p_filter jsonb)'),
+             ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_filter jsonb)'),
              ('plan_upsert(p_code text, p_currency text, p_name text)'),
              ('price_amount(p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_quantity numeric)'),
              ('retention_prune(p_conflict_payload_keep interval, p_webhook_keep interval, p_max_rows integer)'),
@@ -233,7 +243,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the forty-one documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the forty-nine documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

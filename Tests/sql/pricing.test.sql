@@ -339,9 +339,9 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Function properties.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'plan_price_set', array['text', 'text', 'text', 'numeric', 'numeric', 'jsonb']::name[],
+select volatility_is('meter', 'plan_price_set', array['text', 'text', 'text', 'numeric', 'numeric', 'jsonb', 'jsonb']::name[],
                      'volatile', 'plan_price_set is VOLATILE');
-select isnt_definer('meter', 'plan_price_set', array['text', 'text', 'text', 'numeric', 'numeric', 'jsonb']::name[],
+select isnt_definer('meter', 'plan_price_set', array['text', 'text', 'text', 'numeric', 'numeric', 'jsonb', 'jsonb']::name[],
                     'plan_price_set runs with its caller''s rights');
 
 select * from finish();

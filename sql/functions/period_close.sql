@@ -9,10 +9,12 @@
 --     (run `meterctl rollup run`): the invoice is computed from rollups, which must be complete.
 --
 -- For each customer with a plan in force at the period's start and no invoice for it yet:
---   * one 'usage' line per meter priced in the plan: event count and quantity from the rollups
---     (meter._period_usage), amount by meter.price_amount (the one rounding rule), and the SHA-256
---     of the events that make the line (meter._events_hash);
---   * one 'adjustment' line per earlier closed period and meter whose figures changed since they
+--   * one 'usage' line per price of the plan: per meter, or per priced filter of a meter's
+--     dimension values and its default (decision 110): event count and quantity from the rollups
+--     (meter._line_usage, which is meter._period_usage for a meter priced without filters), amount
+--     by meter.price_amount (the one rounding rule), and the SHA-256 of the events that make the
+--     line (meter._line_hash);
+--   * one 'adjustment' line per earlier closed period and line whose figures changed since they
 --     were invoiced (events or cancellations that arrived after that close): the difference in
 --     events, quantity and amount (amount re-priced with that period's plan, minus everything
 --     already invoiced for it, adjustments included). Nothing is ever dropped or re-invoiced.
@@ -117,31 +119,38 @@ begin
 
         -- Usage lines.
         for v_p in
-            select pp.*, m.code as meter_code from meter.plan_prices pp join meter.meters m on m.id = pp.meter_id
-            where pp.plan_id = v_plan.id order by m.code
+            select pp.*, m.code as meter_code,
+                   exists (select 1 from meter.plan_prices f
+                           where f.plan_id = pp.plan_id and f.meter_id = pp.meter_id and f.filter <> '{}') as has_filters
+            from meter.plan_prices pp join meter.meters m on m.id = pp.meter_id
+            where pp.plan_id = v_plan.id order by m.code, pp.filter = '{}', pp.filter
         loop
-            select * into v_u from meter._period_usage(v_c.id, v_p.meter_id, v_start, v_end);
+            select * into v_u from meter._line_usage(v_c.id, v_p.meter_id, v_start, v_end, v_plan.id, v_p.filter);
             v_line := v_line + 1;
-            insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, event_count, quantity, amount,
+            insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, price_filter, event_count, quantity, amount,
                                              events_hash, description)
-            values (v_inv, v_line, 'usage', v_p.meter_id, v_u.event_count, v_u.quantity,
+            values (v_inv, v_line, 'usage', v_p.meter_id, v_p.filter, v_u.event_count, v_u.quantity,
                     meter.price_amount(v_p.model, v_p.unit_amount, v_p.package_size, v_p.tiers, v_u.quantity),
-                    meter._events_hash(v_c.id, v_p.meter_id, v_start, v_end),
-                    pg_catalog.format('%s: %s (%s, %s)', v_p.meter_code, pg_catalog.trim_scale(v_u.quantity), v_u.aggregation, v_p.model));
+                    meter._line_hash(v_c.id, v_p.meter_id, v_start, v_end, v_plan.id, v_p.filter),
+                    pg_catalog.format('%s%s: %s (%s, %s)', v_p.meter_code, meter._filter_label(v_p.filter, v_p.has_filters),
+                                      pg_catalog.trim_scale(v_u.quantity), v_u.aggregation, v_p.model));
         end loop;
 
         -- Adjustments for earlier closed periods whose rollups moved since they were invoiced.
         for v_old in
-            select oi.period, oi.period_start, oi.period_end, l.meter_id, m.code as meter_code,
+            select oi.period, oi.period_start, oi.period_end, oi.plan_id, l.meter_id, l.price_filter, m.code as meter_code,
                    pp.model, pp.unit_amount, pp.package_size, pp.tiers,
+                   exists (select 1 from meter.plan_prices f
+                           where f.plan_id = oi.plan_id and f.meter_id = l.meter_id and f.filter <> '{}') as has_filters,
                    pg_catalog.sum(l.event_count) as n, pg_catalog.sum(l.quantity) as q, pg_catalog.sum(l.amount) as a
             from meter.invoices oi
             join meter.invoice_lines l on (l.kind = 'usage' and l.invoice_id = oi.id)
             join meter.meters m on m.id = l.meter_id
-            join meter.plan_prices pp on pp.plan_id = oi.plan_id and pp.meter_id = l.meter_id
+            join meter.plan_prices pp on pp.plan_id = oi.plan_id and pp.meter_id = l.meter_id and pp.filter = l.price_filter
             where oi.customer_id = v_c.id and oi.period_start < v_start and oi.id <> v_inv
-            group by oi.period, oi.period_start, oi.period_end, l.meter_id, m.code, pp.model, pp.unit_amount, pp.package_size, pp.tiers
-            order by oi.period_start, m.code
+            group by oi.period, oi.period_start, oi.period_end, oi.plan_id, l.meter_id, l.price_filter, m.code,
+                     pp.model, pp.unit_amount, pp.package_size, pp.tiers
+            order by oi.period_start, m.code, l.price_filter = '{}', l.price_filter
         loop
             -- what earlier adjustments already added for that period and meter
             select v_old.n + coalesce(pg_catalog.sum(a.event_count), 0), v_old.q + coalesce(pg_catalog.sum(a.quantity), 0),
@@ -149,18 +158,20 @@ begin
               into v_old.n, v_old.q, v_old.a
             from meter.invoice_lines a join meter.invoices ai on ai.id = a.invoice_id
             where ai.customer_id = v_c.id and a.kind = 'adjustment' and a.adjusts_period = v_old.period
-              and a.meter_id = v_old.meter_id;
-            select * into v_u from meter._period_usage(v_c.id, v_old.meter_id, v_old.period_start, v_old.period_end);
+              and a.meter_id = v_old.meter_id and a.price_filter = v_old.price_filter;
+            select * into v_u from meter._line_usage(v_c.id, v_old.meter_id, v_old.period_start, v_old.period_end,
+                                                     v_old.plan_id, v_old.price_filter);
             v_amount := meter.price_amount(v_old.model, v_old.unit_amount, v_old.package_size, v_old.tiers, v_u.quantity);
             if v_u.event_count <> v_old.n or v_u.quantity <> v_old.q or v_amount <> v_old.a then
                 v_line := v_line + 1;
-                insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, adjusts_period, event_count,
+                insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, price_filter, adjusts_period, event_count,
                                                  quantity, amount, events_hash, description)
-                values (v_inv, v_line, 'adjustment', v_old.meter_id, v_old.period, v_u.event_count - v_old.n,
+                values (v_inv, v_line, 'adjustment', v_old.meter_id, v_old.price_filter, v_old.period, v_u.event_count - v_old.n,
                         v_u.quantity - v_old.q, v_amount - v_old.a,
-                        meter._events_hash(v_c.id, v_old.meter_id, v_old.period_start, v_old.period_end),
-                        pg_catalog.format('%s: adjustment for %s (events or cancellations after its close): %s -> %s',
-                                          v_old.meter_code, v_old.period, pg_catalog.trim_scale(v_old.q),
+                        meter._line_hash(v_c.id, v_old.meter_id, v_old.period_start, v_old.period_end, v_old.plan_id, v_old.price_filter),
+                        pg_catalog.format('%s%s: adjustment for %s (events or cancellations after its close): %s -> %s',
+                                          v_old.meter_code, meter._filter_label(v_old.price_filter, v_old.has_filters),
+                                          v_old.period, pg_catalog.trim_scale(v_old.q),
                                           pg_catalog.trim_scale(v_u.quantity)));
             end if;
         end loop;

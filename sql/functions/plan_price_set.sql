@@ -1,10 +1,19 @@
--- meter.plan_price_set(plan, meter, model, unit_amount, package_size, tiers): price a meter in a
--- plan (see meter.price_amount for the models). Validated here so that a close never meets a
+-- meter.plan_price_set(plan, meter, model, unit_amount, package_size, tiers, filter): price a meter
+-- in a plan (see meter.price_amount for the models), or the part of its usage whose dimension
+-- values fall under `filter`. Validated here so that a close never meets a
 -- malformed price: amounts finite and non-negative (numeric also holds NaN and Infinity, which no
 -- line could be priced with), tiers JSON objects whose up_to, unit_amount and flat_amount are JSON
 -- numbers, ascending, with a final up_to null.
 --
--- Setting a meter's price again replaces it, until the plan has invoiced the meter: a closed
+-- Filters (decision 110): {dimension: value, null or [values]}, stored with each value as a sorted
+-- array ({"model": "a"} is {"model": ["a"]}); null ("none") matches events without the property.
+-- '{}' (the default) prices the usage no other filter of the plan and meter takes. Filters of one
+-- plan and meter must not overlap (two filters overlap unless some dimension they both name has no
+-- value in common), so every combination of values has one price. Only meters whose every
+-- version counts, sums or takes the maximum can be priced per filter, on their dimensions
+-- (0A000 / 22023 otherwise).
+--
+-- Setting a price again replaces it, until the plan has invoiced the meter: a closed
 -- period is re-priced with its plan's prices when late events adjust it (meter.period_close) and
 -- in meter.reconciliation, so a changed price would re-invoice every closed period of every
 -- customer on the plan. That change is refused (55000): create a new plan and subscribe customers
@@ -16,7 +25,8 @@ create or replace function meter.plan_price_set(
     p_model        text,
     p_unit_amount  numeric default null,
     p_package_size numeric default null,
-    p_tiers        jsonb default null)
+    p_tiers        jsonb default null,
+    p_filter       jsonb default '{}')
 returns void
 language plpgsql
 volatile
@@ -29,6 +39,8 @@ declare
     v_tier     jsonb;
     v_n        integer;
     v_i        integer := 0;
+    v_filter   jsonb;
+    v_other    jsonb;
 begin
     select id into v_plan_id from meter.plans where code = p_plan;
     if not found then raise exception 'unknown plan %', coalesce(p_plan, 'null') using errcode = '22023'; end if;
@@ -77,36 +89,94 @@ begin
         end loop;
     end if;
 
+    -- The filter: an object of dimension -> a string, null or a non-empty array of them,
+    -- normalised to sorted arrays of distinct values.
+    if p_filter is null then p_filter := '{}'; end if;
+    if pg_catalog.jsonb_typeof(p_filter) <> 'object' or exists (
+            select 1 from pg_catalog.jsonb_each(p_filter) f
+            where pg_catalog.jsonb_typeof(f.value) not in ('string', 'null', 'array')
+               or (pg_catalog.jsonb_typeof(f.value) = 'array' and (pg_catalog.jsonb_array_length(f.value) = 0 or exists (
+                       select 1 from pg_catalog.jsonb_array_elements(f.value) a
+                       where pg_catalog.jsonb_typeof(a) not in ('string', 'null'))))) then
+        raise exception 'filter must be an object of dimension: value (a string, null, or a non-empty array of them), got %', p_filter
+            using errcode = '22023';
+    end if;
+    select coalesce(pg_catalog.jsonb_object_agg(f.key, (
+               select pg_catalog.jsonb_agg(distinct a.v order by a.v)
+               from pg_catalog.jsonb_array_elements(case pg_catalog.jsonb_typeof(f.value) when 'array' then f.value
+                                                         else pg_catalog.jsonb_build_array(f.value) end) a(v))), '{}')
+      into v_filter
+    from pg_catalog.jsonb_each(p_filter) f;
+    if v_filter <> '{}' then
+        if exists (select 1 from pg_catalog.jsonb_object_keys(v_filter) k(name)
+                   where k.name not in (select d from meter.meter_versions v, pg_catalog.unnest(v.dimensions) d
+                                        where v.meter_id = v_meter_id)) then
+            raise exception 'meter % has no such dimension (filter %)', p_meter, v_filter using errcode = '22023';
+        end if;
+        if exists (select 1 from meter.meter_versions v
+                   where v.meter_id = v_meter_id and v.aggregation not in ('count', 'sum', 'max')) then
+            raise exception 'meter % counts distinct values or is a gauge: it cannot be priced per filter', p_meter
+                using errcode = '0A000';
+        end if;
+        if exists (select 1 from meter.billing_prices b where b.meter_id = v_meter_id) then
+            raise exception 'meter % is synced to the billing engine as one meter: it cannot be priced per filter', p_meter
+                using errcode = '0A000', hint = 'per-filter sync is not built yet (decision 110)';
+        end if;
+        -- Two filters overlap unless a dimension both name has no value in common.
+        select pp.filter into v_other from meter.plan_prices pp
+        where pp.plan_id = v_plan_id and pp.meter_id = v_meter_id and pp.filter <> '{}' and pp.filter <> v_filter
+          and not exists (select 1 from pg_catalog.jsonb_each(v_filter) a join pg_catalog.jsonb_each(pp.filter) b on b.key = a.key
+                          where not exists (select 1 from pg_catalog.jsonb_array_elements(a.value) x
+                                            where b.value @> pg_catalog.jsonb_build_array(x)))
+        limit 1;
+        if found then
+            raise exception 'filter % of meter % overlaps filter % of plan %: some dimension values would have two prices',
+                v_filter, p_meter, v_other, p_plan
+                using errcode = '22023', hint = 'make the filters disjoint on at least one dimension';
+        end if;
+    end if;
+
     -- The close's lock (meter.period_close): a close running now finishes first, and its invoices
     -- are seen by the check below; a close starting after this commits prices with the new price.
     -- Without it, a price change committed during a close would re-price that month's later
     -- adjustments.
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.close'));
+    -- A new filter would move usage between the lines of invoiced periods (re-pricing them
+    -- when late events adjust them): refused like a changed price.
+    if not exists (select 1 from meter.plan_prices p
+                   where p.plan_id = v_plan_id and p.meter_id = v_meter_id and p.filter = v_filter)
+       and exists (select 1 from meter.plan_prices p where p.plan_id = v_plan_id and p.meter_id = v_meter_id)
+       and exists (select 1 from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id
+                   where i.plan_id = v_plan_id and l.meter_id = v_meter_id and l.kind = 'usage') then
+        raise exception 'plan % has invoiced meter %: a new filter would re-divide its closed periods', p_plan, p_meter
+            using errcode = '55000', hint = 'create a new plan with the filters and subscribe customers to it from an open period';
+    end if;
     if exists (select 1 from meter.plan_prices p
-               where p.plan_id = v_plan_id and p.meter_id = v_meter_id
+               where p.plan_id = v_plan_id and p.meter_id = v_meter_id and p.filter = v_filter
                  and (p.model, p.unit_amount, p.package_size, p.tiers) is distinct from
                      (p_model,
                       case when p_model in ('per_unit', 'package') then p_unit_amount end,
                       case when p_model = 'package' then p_package_size end,
                       case when p_model in ('graduated', 'volume') then p_tiers end))
        and exists (select 1 from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id
-                   where i.plan_id = v_plan_id and l.meter_id = v_meter_id and l.kind = 'usage') then
+                   where i.plan_id = v_plan_id and l.meter_id = v_meter_id and l.kind = 'usage'
+                     and l.price_filter = v_filter) then
         raise exception 'plan % has invoiced meter % at its current price: a closed period is never re-priced',
             p_plan, p_meter
             using errcode = '55000', hint = 'create a new plan with the new price and subscribe customers to it from an open period';
     end if;
 
-    insert into meter.plan_prices as p (plan_id, meter_id, model, unit_amount, package_size, tiers)
-    values (v_plan_id, v_meter_id, p_model,
+    insert into meter.plan_prices as p (plan_id, meter_id, filter, model, unit_amount, package_size, tiers)
+    values (v_plan_id, v_meter_id, v_filter, p_model,
             case when p_model in ('per_unit', 'package') then p_unit_amount end,
             case when p_model = 'package' then p_package_size end,
             case when p_model in ('graduated', 'volume') then p_tiers end)
-    on conflict (plan_id, meter_id) do update
+    on conflict (plan_id, meter_id, filter) do update
         set model = excluded.model, unit_amount = excluded.unit_amount, package_size = excluded.package_size,
             tiers = excluded.tiers, engine_price_id = null;
 end;
 $$;
 
-comment on function meter.plan_price_set(text, text, text, numeric, numeric, jsonb) is
-    'Prices a meter in a plan (per_unit, package, graduated, volume), validated.';
-revoke all on function meter.plan_price_set(text, text, text, numeric, numeric, jsonb) from public;
+comment on function meter.plan_price_set(text, text, text, numeric, numeric, jsonb, jsonb) is
+    'Prices a meter in a plan (per_unit, package, graduated, volume), or the usage under a filter of its dimensions, validated.';
+revoke all on function meter.plan_price_set(text, text, text, numeric, numeric, jsonb, jsonb) from public;

@@ -121,8 +121,7 @@ begin
             join versions v
               on v.meter_id = x.meter_id and x.hour >= v.effective_from and x.hour < v.effective_until
             where x.customer_id = v_customer_id and x.hour >= p_from and x.hour < p_to and x.event_count <> 0
-              and not exists (select 1 from pg_catalog.jsonb_each(coalesce(p_filter, '{}')) f
-                              where not (f.value @> coalesce(x.dims -> f.key, 'null'::jsonb)))
+              and meter._dims_match(x.dims, coalesce(p_filter, '{}'))
         )
         select p_customer, p_meter, h.seg_start, h.seg_end, h.version, h.aggregation,
                pg_catalog.trim_scale(case h.aggregation

@@ -1,5 +1,9 @@
--- meter.reconciliation: every closed period, customer and meter, each step's figures side by side,
--- for analysts in psql and `meterctl reconcile`:
+-- meter.reconciliation: every closed period, customer and invoice line (a meter, or a priced filter
+-- of its dimension values: price_filter, decision 110), each step's figures side by side, for
+-- analysts in psql and `meterctl reconcile`. Raw figures are the line's events (meter._event_in_line),
+-- rollups its part of the hourly rollups (meter._line_usage): both assign usage to lines by the
+-- same rule (meter._dims_priced_by).
+--
 --
 --   raw_events, raw_quantity   from meter.events, net of cancellations (quantity per aggregation:
 --                              count, Σ value, max value, distinct values, the last event's value,
@@ -32,7 +36,7 @@
 create or replace view meter.reconciliation as
 with lines as (
     select i.id as invoice_id, i.period, i.period_start, i.period_end, i.closed_at, i.customer_id, i.currency, i.plan_id,
-           l.meter_id, l.event_count, l.quantity, l.amount
+           l.meter_id, l.price_filter, l.event_count, l.quantity, l.amount
     from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id and l.kind = 'usage'
 ),
 figures as (
@@ -47,8 +51,8 @@ figures as (
     from lines li
     join meter.customers c on c.id = li.customer_id
     join meter.meters m on m.id = li.meter_id
-    join meter.plan_prices pp on pp.plan_id = li.plan_id and pp.meter_id = li.meter_id
-    cross join lateral meter._period_usage(li.customer_id, li.meter_id, li.period_start, li.period_end) u
+    join meter.plan_prices pp on pp.plan_id = li.plan_id and pp.meter_id = li.meter_id and pp.filter = li.price_filter
+    cross join lateral meter._line_usage(li.customer_id, li.meter_id, li.period_start, li.period_end, li.plan_id, li.price_filter) u
     cross join lateral (
         select pg_catalog.count(*) as raw_events,
                case u.aggregation
@@ -65,15 +69,20 @@ figures as (
                        where v.meter_id = li.meter_id and v.effective_from <= li.period_start
                          and v.effective_until > li.period_start))::numeric
                end as raw_quantity,
-               (select pg_catalog.count(*) from meter.event_redeliveries r join meter.events e2 on e2.id = r.event_id
-                 where r.verdict = 'duplicate' and e2.customer_id = li.customer_id and e2.meter_id = li.meter_id
-                   and e2.occurred_at >= li.period_start and e2.occurred_at < li.period_end) as duplicates_rejected,
-               (select pg_catalog.count(*) from meter.event_cancellations x2 join meter.events e3 on e3.id = x2.event_id
-                 where e3.customer_id = li.customer_id and e3.meter_id = li.meter_id
-                   and e3.occurred_at >= li.period_start and e3.occurred_at < li.period_end) as cancelled_events
+               (select pg_catalog.count(*) from meter.event_redeliveries r
+                join meter.events e2 on e2.id = r.event_id
+                where r.verdict = 'duplicate' and e2.customer_id = li.customer_id and e2.meter_id = li.meter_id
+                  and e2.occurred_at >= li.period_start and e2.occurred_at < li.period_end
+                  and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e2.properties, e2.occurred_at)) as duplicates_rejected,
+               (select pg_catalog.count(*) from meter.event_cancellations x2
+                join meter.events e3 on e3.id = x2.event_id
+                where e3.customer_id = li.customer_id and e3.meter_id = li.meter_id
+                  and e3.occurred_at >= li.period_start and e3.occurred_at < li.period_end
+                  and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e3.properties, e3.occurred_at)) as cancelled_events
         from meter.events e
         where e.customer_id = li.customer_id and e.meter_id = li.meter_id
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
+          and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at)
           and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
     ) raw
     -- late after close (as meter.late_after_close counts them, computed here per line from the
@@ -94,13 +103,14 @@ figures as (
         ) x
         where e.customer_id = li.customer_id and e.meter_id = li.meter_id
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
+          and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at)
     ) late
     cross join lateral (
         select coalesce(pg_catalog.sum(a.event_count), 0) as n, coalesce(pg_catalog.sum(a.quantity), 0) as q,
                coalesce(pg_catalog.sum(a.amount), 0) as a
         from meter.invoice_lines a join meter.invoices ai on ai.id = a.invoice_id
         where a.kind = 'adjustment' and a.adjusts_period = li.period and ai.customer_id = li.customer_id
-          and a.meter_id = li.meter_id
+          and a.meter_id = li.meter_id and a.price_filter = li.price_filter
     ) adj
     cross join lateral (
         select case when pg_catalog.count(*) = 0 then null
@@ -157,9 +167,9 @@ select f.period, f.customer, f.meter, f.currency, f.invoice_id,
            else 'MATCH'
        end as status,
        pg_catalog.trim_scale(f.acknowledged_quantity) as acknowledged_quantity, f.engine_usage_fetched_at,
-       f.cancelled_events
+       f.cancelled_events, f.price_filter
 from figures f;
 
 comment on view meter.reconciliation is
-    'Per closed period, customer and meter: raw events -> rollups -> synced -> engine invoice -> our invoice, with a status.';
+    'Per closed period, customer and invoice line (meter, price filter): raw events -> rollups -> synced -> engine invoice -> our invoice, with a status.';
 grant select on meter.reconciliation to meter_analyst;
