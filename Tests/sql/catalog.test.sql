@@ -34,7 +34,7 @@ select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'),
-             ('functions/_line_events.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
+             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
@@ -90,10 +90,10 @@ select results_eq(
     $$select name from meter.rollup_watermark$$, $$values ('events'::text)$$,
     'rollup_watermark holds exactly one row, named events');
 select col_is_pk('meter', 'billing_prices', 'meter_id', 'billing_prices is keyed by meter_id (one price per meter)');
-select col_is_pk('meter', 'billing_usage', array['customer_id', 'meter_id', 'period_start']::name[],
-                 'billing_usage is keyed by (customer_id, meter_id, period_start): one engine figure per period');
-select col_is_pk('meter', 'billing_links', array['customer_id', 'meter_id']::name[],
-                 'billing_links is keyed by (customer_id, meter_id) (one subscription item per pair)');
+select col_is_pk('meter', 'billing_usage', array['customer_id', 'meter_id', 'period_start', 'price_filter']::name[],
+                 'billing_usage is keyed by (customer_id, meter_id, period_start, price_filter): one engine figure per period and line');
+select col_is_pk('meter', 'billing_links', array['customer_id', 'meter_id', 'price_filter']::name[],
+                 'billing_links is keyed by (customer_id, meter_id, price_filter) (one subscription item per line)');
 select col_is_unique('meter', 'billing_links', 'subscription_item_id',
                      'billing_links.subscription_item_id is unique (an item bills one pair)');
 select col_is_pk('meter', 'sync_outbox', array['customer_id', 'meter_id', 'hour']::name[],
@@ -202,9 +202,11 @@ select results_eq(
              ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_filter_label(p_filter jsonb, p_has_filters boolean)'),
              ('_gauge_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
+             ('_hour_lines(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone)'),
              ('_invoice_frozen()'),
              ('_line_events(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
+             ('_line_suffix(p_filter jsonb)'),
              ('_line_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_outbox_requeue(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_revisions bigint[])'),
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
@@ -214,11 +216,11 @@ select results_eq(
              ('api_key_authorize(p_key_hash bytea, p_scope text, p_customer text)'),
              ('api_key_create(p_name text, p_prefix text, p_key_hash bytea, p_scopes text[], p_customers text[])'),
              ('api_key_revoke(p_key text)'),
-             ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text)'),
+             ('billing_link_record(p_customer_id bigint, p_meter_id bigint, p_billing_customer_id text, p_subscription_id text, p_subscription_item_id text, p_price_id text, p_price_filter jsonb)'),
              ('billing_period(p_customer_id bigint, p_period text)'),
              ('billing_price_set(p_meter text, p_price_id text, p_since timestamp with time zone, p_event_name text, p_value_scale integer)'),
              ('billing_unlinked(p_limit integer)'),
-             ('billing_usage_record(p_customer_id bigint, p_meter_id bigint, p_period_start timestamp with time zone, p_period_end timestamp with time zone, p_engine_api text, p_engine_object text, p_engine_value numeric, p_value_scale integer)'),
+             ('billing_usage_record(p_customer_id bigint, p_meter_id bigint, p_period_start timestamp with time zone, p_period_end timestamp with time zone, p_engine_api text, p_engine_object text, p_engine_value numeric, p_value_scale integer, p_price_filter jsonb)'),
              ('billing_usage_targets(p_period text)'),
              ('customer_subscribe(p_customer text, p_plan text, p_from text)'),
              ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),
@@ -243,7 +245,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the forty-nine documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the fifty-one documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -267,7 +269,7 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('_gauge_hours'::text, 'TimeZone=UTC'::text),
+    $$values ('_gauge_hours'::text, 'TimeZone=UTC'::text), ('_hour_lines', 'TimeZone=UTC'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('period_close', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
@@ -278,7 +280,7 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on _gauge_hours, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on _gauge_hours, _hour_lines, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');

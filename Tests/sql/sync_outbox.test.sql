@@ -69,7 +69,7 @@ $$;
 -- Every claim made, numbered, and the outbox, by name.
 create temp table claims (n integer, customer_id bigint, meter_id bigint, hour timestamptz, revision bigint,
                           quantity numeric, idempotency_key text, subscription_item_id text,
-                          claim_token bigint, attempts integer);
+                          claim_token bigint, attempts integer, lines jsonb);
 create function pg_temp.claim(p_n integer, p_worker text, p_limit integer default 100,
                               p_lease interval default '60 seconds') returns bigint language sql
 as $$

@@ -1,5 +1,6 @@
--- meter.billing_link_record(customer, meter, billing_customer, subscription, item, price):
--- records what the sync worker (or `meterctl billing link`) provisioned in the engine.
+-- meter.billing_link_record(customer, meter, billing_customer, subscription, item, price, filter):
+-- records what the sync worker (or `meterctl billing link`) provisioned in the engine. `filter`:
+-- the priced filter the item bills ('{}': the meter whole, or its default price; decision 110).
 --
 -- Called after each provisioning step with what exists so far: the billing customer alone
 -- (meter and item null), or the full link. Idempotent: recording the same objects again changes
@@ -11,7 +12,8 @@ create or replace function meter.billing_link_record(
     p_billing_customer_id  text,
     p_subscription_id      text,
     p_subscription_item_id text,
-    p_price_id             text)
+    p_price_id             text,
+    p_price_filter         jsonb default '{}')
 returns void
 language plpgsql
 volatile
@@ -43,7 +45,7 @@ begin
 
     if p_subscription_item_id is not null then
         select * into v_existing from meter.billing_links
-        where customer_id = p_customer_id and meter_id = p_meter_id;
+        where customer_id = p_customer_id and meter_id = p_meter_id and price_filter = coalesce(p_price_filter, '{}');
         if found then
             if v_existing.subscription_item_id <> p_subscription_item_id then
                 raise exception 'customer % meter % is already linked to subscription item %, not %',
@@ -52,14 +54,14 @@ begin
             end if;
             return;
         end if;
-        insert into meter.billing_links (customer_id, meter_id, subscription_item_id, price_id)
-        values (p_customer_id, p_meter_id, p_subscription_item_id, p_price_id);
+        insert into meter.billing_links (customer_id, meter_id, price_filter, subscription_item_id, price_id)
+        values (p_customer_id, p_meter_id, coalesce(p_price_filter, '{}'), p_subscription_item_id, p_price_id);
         perform pg_catalog.pg_notify('meter_sync', '');
     end if;
 end;
 $$;
 
-comment on function meter.billing_link_record(bigint, bigint, text, text, text, text) is
+comment on function meter.billing_link_record(bigint, bigint, text, text, text, text, jsonb) is
     'Records provisioned billing objects (customer, subscription, subscription item); never re-points a link.';
 
-revoke all on function meter.billing_link_record(bigint, bigint, text, text, text, text) from public;
+revoke all on function meter.billing_link_record(bigint, bigint, text, text, text, text, jsonb) from public;

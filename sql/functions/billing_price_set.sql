@@ -13,7 +13,8 @@
 -- maximum of their UTC month (its engine meter takes the last value, decision 102), a latest meter's
 -- the running last value; a meter whose versions mix max or latest with other aggregations
 -- cannot be billed through a Billing Meter (0A000): one
--- engine meter has one formula. Nor can a meter a plan prices per filter (0A000, decision 110).
+-- engine meter has one formula. A meter a plan prices per filter needs Billing Meters (0A000 with
+-- usage records): each filter is sent to an engine meter of its own (decision 110).
 create or replace function meter.billing_price_set(
     p_meter       text,
     p_price_id    text,
@@ -50,11 +51,11 @@ begin
             using errcode = '0A000';
     end if;
 
-    -- A meter some plan prices per filter of its dimensions is billed per line, which the sync
-    -- does not do yet (decision 110): the engine would bill the whole meter at one price.
-    if exists (select 1 from meter.plan_prices pp where pp.meter_id = v_meter_id and pp.filter <> '{}') then
-        raise exception 'meter % has prices per filter of its dimensions: its usage cannot be synced to the billing engine as one meter', p_meter
-            using errcode = '0A000', hint = 'bill it from meter''s own invoices (meterctl close); per-filter sync is not built yet';
+    -- A meter some plan prices per filter of its dimensions is sent per filter, to an engine
+    -- meter each (decision 110): usage records have no such thing.
+    if p_event_name is null and exists (select 1 from meter.plan_prices pp where pp.meter_id = v_meter_id and pp.filter <> '{}') then
+        raise exception 'meter % has prices per filter of its dimensions: it is billed through Billing Meters (an event name), not usage records', p_meter
+            using errcode = '0A000';
     end if;
 
     -- Serialize with rollup_run (which reads billing_prices when writing the outbox): without

@@ -118,9 +118,9 @@ begin
             raise exception 'meter % counts distinct values or is a gauge: it cannot be priced per filter', p_meter
                 using errcode = '0A000';
         end if;
-        if exists (select 1 from meter.billing_prices b where b.meter_id = v_meter_id) then
-            raise exception 'meter % is synced to the billing engine as one meter: it cannot be priced per filter', p_meter
-                using errcode = '0A000', hint = 'per-filter sync is not built yet (decision 110)';
+        if exists (select 1 from meter.billing_prices b where b.meter_id = v_meter_id and b.engine_api = 'usage_records') then
+            raise exception 'meter % is billed through usage records, which cannot be per filter: bill it through Billing Meters first', p_meter
+                using errcode = '0A000';
         end if;
         -- Two filters overlap unless a dimension both name has no value in common.
         select pp.filter into v_other from meter.plan_prices pp

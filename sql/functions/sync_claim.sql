@@ -20,6 +20,12 @@
 -- UTC month, decision 102), unique_count -> distinct values in the hour (billed as a sum of
 -- hourly distinct counts; docs/decisions.md). Exact numeric, never rounded here. The revision
 -- sent is the outbox's (equal to the rollup's, or ahead of it for a running maximum).
+--
+-- Meters the customer's plan prices per filter of their dimensions (decision 110): `lines` holds
+-- one figure per priced filter (meter._hour_lines: [{filter, suffix, quantity}]), each sent as a
+-- meter event to its own engine meter (event name + suffix, identifier = idempotency_key +
+-- suffix); `quantity` stays the whole meter's. Null for every other meter. Kept with the claim
+-- (sending_lines) and repeated as is while the outcome is unknown, like the quantity.
 create or replace function meter.sync_claim(
     p_worker text,
     p_limit  integer default 100,
@@ -33,7 +39,8 @@ returns table (
     idempotency_key      text,
     subscription_item_id text,
     claim_token          bigint,
-    attempts             integer)
+    attempts             integer,
+    lines                jsonb)
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
@@ -45,6 +52,7 @@ declare
     v_customers bigint[];
     v_meters    bigint[];
     v_hours     timestamptz[];
+    v_filtered  bigint[];
 begin
     if p_worker is null or length(p_worker) = 0 then
         raise exception 'worker must be a non-empty name' using errcode = '22023';
@@ -101,6 +109,9 @@ begin
       and exists (select 1 from meter.invoices i
                   where i.customer_id = o.customer_id and o.hour >= i.period_start and o.hour < i.period_end);
 
+    -- Meters some plan prices per filter: only their hours look up the customer's plan.
+    v_filtered := array(select distinct pp.meter_id from meter.plan_prices pp where pp.filter <> '{}'::jsonb);
+
     return query
     with picked as (
         -- What to send: the pending uncertain request if there is one, else the current revision
@@ -134,6 +145,9 @@ begin
                                  where u.customer_id = o.customer_id and u.meter_id = o.meter_id
                                    and u.hour = o.hour and u.event_count > 0)::numeric
                         end) as send_quantity,
+               case when o.sending_key is not null then o.sending_lines
+                    when o.meter_id = any (v_filtered) then meter._hour_lines(o.customer_id, o.meter_id, o.hour)
+               end as send_lines,
                o.sending_key
         from rows from (pg_catalog.unnest(v_customers), pg_catalog.unnest(v_meters), pg_catalog.unnest(v_hours))
              as c(customer_id, meter_id, hour)
@@ -154,15 +168,19 @@ begin
         last_attempt_at  = pg_catalog.now(),
         sending_revision = p.send_revision,
         sending_quantity = p.send_quantity,
+        sending_lines    = p.send_lines,
         sending_key      = coalesce(p.sending_key,
                                     pg_catalog.format('meter-%s-%s-%s-r%s', o.customer_id, o.meter_id,
                                                       extract(epoch from o.hour)::bigint, p.send_revision))
     from picked p
-    join meter.billing_links l on l.customer_id = p.customer_id and l.meter_id = p.meter_id
+    -- (the meter's item; a meter priced per filter has one per filter: its default's, else any)
+    cross join lateral (select l1.subscription_item_id from meter.billing_links l1
+                        where l1.customer_id = p.customer_id and l1.meter_id = p.meter_id
+                        order by l1.price_filter = '{}'::jsonb desc, l1.price_filter limit 1) l
     where o.customer_id = p.customer_id and o.meter_id = p.meter_id and o.hour = p.hour
       and o.state <> 'closed'
     returning o.customer_id, o.meter_id, o.hour, o.sending_revision, o.sending_quantity, o.sending_key,
-              l.subscription_item_id, o.claim_token, o.attempts;
+              l.subscription_item_id, o.claim_token, o.attempts, o.sending_lines;
 end;
 $$;
 

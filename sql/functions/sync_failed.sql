@@ -65,7 +65,8 @@ as $$
             claimed_at       = null,
             sending_revision = case when p_definitive then null else o.sending_revision end,
             sending_quantity = case when p_definitive then null else o.sending_quantity end,
-            sending_key      = case when p_definitive then null else o.sending_key end
+            sending_key      = case when p_definitive then null else o.sending_key end,
+            sending_lines    = case when p_definitive then null else o.sending_lines end
         where o.customer_id = p_customer_id and o.meter_id = p_meter_id and o.hour = p_hour
           and o.claim_token = p_claim_token
         returning o.state

@@ -4,7 +4,9 @@
 --
 -- Contract
 --   * Each sampled refusal names the event by its identifier, which is the outbox key
---     meter-<customer>-<meter>-<hour epoch>-r<revision>: that hour, if it was marked synced (or
+--     meter-<customer>-<meter>-<hour epoch>-r<revision> (plus a priced filter's suffix,
+--     meter._line_suffix, for a meter priced per filter: a refused line parks its whole hour):
+--     that hour, if it was marked synced (or
 --     is being sent) at that revision, is parked dead with the engine's code and message, and is
 --     no longer counted as synced (synced_revision back to 0, synced_quantity null): never
 --     silently synced. `meterctl sync retry` sends it again once the cause is fixed.
@@ -31,7 +33,7 @@ begin
     ours as (
         select m[1]::bigint as customer_id, m[2]::bigint as meter_id, pg_catalog.to_timestamp(m[3]::bigint) as hour,
                m[4]::bigint as revision, s.code, s.message
-        from samples s, pg_catalog.regexp_match(s.identifier, '^meter-([0-9]{1,18})-([0-9]{1,18})-([0-9]{1,12})-r([0-9]{1,18})$') m
+        from samples s, pg_catalog.regexp_match(s.identifier, '^meter-([0-9]{1,18})-([0-9]{1,18})-([0-9]{1,12})-r([0-9]{1,18})(\.f[0-9a-f]{12})?$') m
     ),
     parked as (
         update meter.sync_outbox o
@@ -40,6 +42,7 @@ begin
                                                                  p_event_id, ours.code, ours.message), 1000),
             synced_revision  = case when o.synced_revision = ours.revision then 0 else o.synced_revision end,
             synced_quantity  = case when o.synced_revision = ours.revision then null else o.synced_quantity end,
+            synced_lines     = case when o.synced_revision = ours.revision then null else o.synced_lines end,
             unsynced_since   = coalesce(o.unsynced_since, pg_catalog.now()),
             next_attempt_at  = pg_catalog.now()
         from ours

@@ -18,6 +18,7 @@ as $$
         update meter.sync_outbox o
         set synced_revision  = greatest(o.synced_revision, o.sending_revision),
             synced_quantity  = o.sending_quantity,
+            synced_lines     = o.sending_lines,
             synced_at        = pg_catalog.now(),
             state            = case when o.revision > greatest(o.synced_revision, o.sending_revision)
                                     then 'pending' else 'synced' end,
@@ -32,7 +33,8 @@ as $$
             claimed_at       = null,
             sending_revision = null,
             sending_quantity = null,
-            sending_key      = null
+            sending_key      = null,
+            sending_lines    = null
         where o.customer_id = p_customer_id and o.meter_id = p_meter_id and o.hour = p_hour
           and o.claim_token = p_claim_token
         returning o.state

@@ -96,10 +96,10 @@ begin
                 else
                     delete from meter.billing_invoice_lines where invoice_id = v_inv ->> 'id';
                     insert into meter.billing_invoice_lines (
-                        invoice_id, line_id, subscription_item_id, price_id, customer_id, meter_id,
+                        invoice_id, line_id, subscription_item_id, price_id, customer_id, meter_id, price_filter,
                         quantity, amount, currency, period_start, period_end, description)
                     select v_inv ->> 'id', li ->> 'id', li ->> 'subscription_item', li #>> '{price,id}',
-                           l.customer_id, l.meter_id,
+                           l.customer_id, l.meter_id, l.price_filter,
                            -- a Billing Meter counts in units of 10^-value_scale: back to the meter's unit
                            pg_catalog.trim_scale(coalesce(li ->> 'quantity_decimal', li ->> 'quantity', '0')::numeric
                                / pg_catalog.power(10::numeric, coalesce(bp.value_scale, 0))),

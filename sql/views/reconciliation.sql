@@ -36,7 +36,9 @@
 create or replace view meter.reconciliation as
 with lines as (
     select i.id as invoice_id, i.period, i.period_start, i.period_end, i.closed_at, i.customer_id, i.currency, i.plan_id,
-           l.meter_id, l.price_filter, l.event_count, l.quantity, l.amount
+           l.meter_id, l.price_filter, l.event_count, l.quantity, l.amount,
+           exists (select 1 from meter.plan_prices f
+                   where f.plan_id = i.plan_id and f.meter_id = l.meter_id and f.filter <> '{}') as per_filter
     from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id and l.kind = 'usage'
 ),
 figures as (
@@ -115,10 +117,10 @@ figures as (
     cross join lateral (
         select case when pg_catalog.count(*) = 0 then null
                     -- (max and latest meters send running values: the period's is the last hour's)
-                    when u.aggregation = 'max' then coalesce(pg_catalog.max(o.synced_quantity), 0)
-                    when u.aggregation = 'latest' then coalesce((pg_catalog.array_agg(o.synced_quantity order by o.hour desc)
-                                                                filter (where o.synced_quantity is not null))[1], 0)
-                    else coalesce(pg_catalog.sum(o.synced_quantity), 0) end as acknowledged_quantity,
+                    when u.aggregation = 'max' then coalesce(pg_catalog.max(oq.q), 0)
+                    when u.aggregation = 'latest' then coalesce((pg_catalog.array_agg(oq.q order by o.hour desc)
+                                                                filter (where oq.q is not null))[1], 0)
+                    else coalesce(pg_catalog.sum(oq.q), 0) end as acknowledged_quantity,
                pg_catalog.count(*) as hours,
                pg_catalog.count(*) filter (where o.state in ('pending', 'in_flight')) as unsynced_hours,
                pg_catalog.count(*) filter (where o.state = 'dead') as dead_hours,
@@ -126,6 +128,13 @@ figures as (
                pg_catalog.count(*) filter (where o.state = 'dead' and o.last_error like '%timestamp_too_far_in_past%')
                    as past_engine_window_hours
         from meter.sync_outbox o
+        -- what was acknowledged for this line: the hour's figure, or, for a meter priced per
+        -- filter, the line's own element of it (synced_lines)
+        cross join lateral (
+            select case when not li.per_filter then o.synced_quantity
+                        else (select (x ->> 'quantity')::numeric from pg_catalog.jsonb_array_elements(o.synced_lines) x
+                              where x -> 'filter' = li.price_filter) end as q
+        ) oq
         where o.customer_id = li.customer_id and o.meter_id = li.meter_id
           and o.hour >= li.period_start and o.hour < li.period_end
     ) sy
@@ -134,10 +143,12 @@ figures as (
                case when pg_catalog.count(*) = 0 then null else pg_catalog.sum(bl.amount) end as amount
         from meter.billing_invoice_lines bl
         where bl.customer_id = li.customer_id and bl.meter_id = li.meter_id
+          and coalesce(bl.price_filter, '{}') = li.price_filter
           and bl.period_start < li.period_end and bl.period_end > li.period_start
     ) eng
     left join meter.billing_usage bu
            on bu.customer_id = li.customer_id and bu.meter_id = li.meter_id and bu.period_start = li.period_start
+          and bu.price_filter = li.price_filter
 )
 select f.period, f.customer, f.meter, f.currency, f.invoice_id,
        f.raw_events, pg_catalog.trim_scale(f.raw_quantity) as raw_quantity, f.duplicates_rejected, f.late_after_close,

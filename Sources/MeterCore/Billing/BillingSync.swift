@@ -68,13 +68,15 @@ public enum BillingSync {
                                    limit: Int = 100) async throws -> Int {
         struct Pending: Sendable {
             let customerID: Int64, externalID: String, name: String?, meterID: Int64, meterCode: String, priceID: String
+            /// The priced filter the item bills (its stored JSON text; "{}": the meter whole).
+            let filter: String
             let billingCustomer: String?, subscription: String?
         }
         let rows = try await pool.withConnection { c in
-            try c.execute("select * from meter.billing_unlinked($1)", [limit]).rows.map { r in
+            try c.execute("select *, price_filter::text as filter from meter.billing_unlinked($1)", [limit]).rows.map { r in
                 Pending(customerID: try r.int("customer_id"), externalID: try r.string("customer_external_id"),
                         name: try r.optionalString("customer_name"), meterID: try r.int("meter_id"),
-                        meterCode: try r.string("meter_code"), priceID: try r.string("price_id"),
+                        meterCode: try r.string("meter_code"), priceID: try r.string("price_id"), filter: try r.string("filter"),
                         billingCustomer: try r.optionalString("billing_customer_id"),
                         subscription: try r.optionalString("subscription_id"))
             }
@@ -91,7 +93,7 @@ public enum BillingSync {
                 let v = try await client.post("/v1/customers", params, idempotencyKey: "meter-customer-\(p.customerID)")
                 cus = v["id"]?.stringValue
                 guard let id = cus else { throw BillingAPIError(status: nil, type: nil, code: nil, message: "customer without id") }
-                try await record(pool, p.customerID, nil, id, nil, nil, nil)
+                try await record(pool, p.customerID, nil, id, nil, nil, nil, filter: "{}")
             }
             var item: String?
             if sub == nil {
@@ -113,26 +115,29 @@ public enum BillingSync {
                 sub = v["id"]?.stringValue
                 item = v["items"]?["data"]?.arrayValue?.first?["id"]?.stringValue
             } else {
+                // (one item per priced filter of a meter: the filter's text is in the key)
                 let v = try await client.post("/v1/subscription_items", [("subscription", sub!), ("price", p.priceID)],
-                                              idempotencyKey: "meter-item-\(p.customerID)-\(p.meterID)")
+                                              idempotencyKey: p.filter == "{}" ? "meter-item-\(p.customerID)-\(p.meterID)"
+                                                  : BillingMeters.key("meter-item-\(p.customerID)-\(p.meterID)", [("filter", p.filter)]))
                 item = v["id"]?.stringValue
             }
             guard let sub, let item else {
                 throw BillingAPIError(status: nil, type: nil, code: nil, message: "subscription response without ids")
             }
-            try await record(pool, p.customerID, p.meterID, cus!, sub, item, p.priceID)
+            try await record(pool, p.customerID, p.meterID, cus!, sub, item, p.priceID, filter: p.filter)
             known[p.customerID] = (cus!, sub)
             linked += 1
             logger.info("sync.linked", metadata: ["customer": "\(p.externalID)", "meter": "\(p.meterCode)",
-                                                  "subscription_item": "\(item)"])
+                                                  "filter": "\(p.filter)", "subscription_item": "\(item)"])
         }
         return linked
     }
 
     package static func record(_ pool: PGPool, _ customer: Int64, _ meter: Int64?, _ cus: String, _ sub: String?,
-                       _ item: String?, _ price: String?) async throws {
+                       _ item: String?, _ price: String?, filter: String) async throws {
         try await pool.withConnection { c in
-            _ = try c.execute("select meter.billing_link_record($1, $2, $3, $4, $5, $6)", [customer, meter, cus, sub, item, price])
+            _ = try c.execute("select meter.billing_link_record($1, $2, $3, $4, $5, $6, $7::jsonb)",
+                              [customer, meter, cus, sub, item, price, filter])
         }
     }
 
@@ -152,6 +157,16 @@ public enum BillingSync {
         /// How the meter is billed (meter.billing_prices): meter events on a Billing Meter of
         /// `eventName` for `billingCustomer`, values times 10^valueScale; else usage records.
         package let eventName: String?, valueScale: Int, billingCustomer: String
+        /// Meters priced per filter (meter._hour_lines): one meter event per filter, to the event
+        /// name plus the filter's suffix, identifier = key plus suffix. Empty: the hour is one
+        /// event (`quantity` to `eventName`, identifier `key`).
+        package let lines: [(suffix: String, quantity: String)]
+        /// What goes to the engine: (event name, identifier, quantity) per meter event.
+        package var meterEvents: [(eventName: String, identifier: String, quantity: String)] {
+            guard let eventName else { return [] }
+            if lines.isEmpty { return [(eventName, key, quantity)] }
+            return lines.map { (eventName + $0.suffix, key + $0.suffix, $0.quantity) }
+        }
         /// Its meter event's timestamp: the hour's start plus the revision in seconds, so that of
         /// two revisions the newer is the newer event whatever order they land in (decision 100).
         package var eventTimestamp: Int64 { hourEpoch + min(revision, 3599) }
@@ -173,7 +188,7 @@ public enum BillingSync {
             try c.execute("""
                 select s.customer_id, s.meter_id, s.hour::text as hour, extract(epoch from s.hour)::bigint as epoch,
                        s.quantity::text as quantity, s.idempotency_key, s.subscription_item_id, s.claim_token, s.revision,
-                       p.event_name, p.value_scale, b.billing_customer_id
+                       p.event_name, p.value_scale, b.billing_customer_id, s.lines::text as lines
                 from meter.sync_claim($1, $2, $3::interval) s
                 join meter.billing_prices p on p.meter_id = s.meter_id
                 join meter.billing_customers b on b.customer_id = s.customer_id
@@ -183,7 +198,10 @@ public enum BillingSync {
                         key: try r.string("idempotency_key"), item: try r.string("subscription_item_id"),
                         token: try r.int("claim_token"), revision: try r.int("revision"),
                         eventName: try r.optionalString("event_name"), valueScale: Int(try r.int("value_scale")),
-                        billingCustomer: try r.string("billing_customer_id"))
+                        billingCustomer: try r.string("billing_customer_id"),
+                        lines: try (r.optionalString("lines").map { try JSONParser.parse($0).arrayValue ?? [] } ?? []).map {
+                            ($0["suffix"]?.stringValue ?? "", $0["quantity"]?.stringValue ?? "0")
+                        })
             }
         }
         result.claimed = claimed.count
@@ -200,9 +218,15 @@ public enum BillingSync {
             }
         }
         let singles = units.count
-        for start in stride(from: 0, to: streamed.count, by: MeterEventSession.eventsPerCall) {
-            units.append(Array(streamed[start..<min(start + MeterEventSession.eventsPerCall, streamed.count)]))
+        // Batches of at most eventsPerCall meter events (an hour of a meter priced per filter is
+        // one event per filter; its events always travel together).
+        var chunk: [Claimed] = [], events = 0
+        for h in streamed {
+            let n = h.meterEvents.count
+            if events + n > MeterEventSession.eventsPerCall && !chunk.isEmpty { units.append(chunk); chunk = []; events = 0 }
+            chunk.append(h); events += n
         }
+        if !chunk.isEmpty { units.append(chunk) }
         let work = units.enumerated().map { (batch: $0.offset >= singles, hours: $0.element) }
         let outcomes = await withTaskGroup(of: [SendOutcome].self, returning: [SendOutcome].self) { group in
             var out: [SendOutcome] = []
@@ -239,14 +263,21 @@ public enum BillingSync {
         let started = ContinuousClock.now
         var error: BillingAPIError?
         do {
-            if let event = h.eventName {
+            if h.eventName != nil {
                 // A Billing Meter pre-aggregated by hour keeps the newest event of each hour: the
-                // hour's absolute total, as action=set did.
-                _ = try await client.post("/v1/billing/meter_events", [
-                    ("event_name", event), ("payload[stripe_customer_id]", h.billingCustomer),
-                    ("payload[value]", try MeterEventValue.scaled(h.quantity, scale: h.valueScale)),
-                    ("identifier", h.key), ("timestamp", String(h.eventTimestamp)),
-                ], idempotencyKey: h.key, version: client.configuration.apiVersion)
+                // hour's absolute total, as action=set did. (Per filter: one event each, in turn;
+                // the hour is acknowledged when all were, and a repeat is deduplicated.)
+                for e in h.meterEvents {
+                    do {
+                        _ = try await client.post("/v1/billing/meter_events", [
+                            ("event_name", e.eventName), ("payload[stripe_customer_id]", h.billingCustomer),
+                            ("payload[value]", try MeterEventValue.scaled(e.quantity, scale: h.valueScale)),
+                            ("identifier", e.identifier), ("timestamp", String(h.eventTimestamp)),
+                        ], idempotencyKey: e.identifier, version: client.configuration.apiVersion)
+                    } catch let x where x.code == "duplicate_meter_event" {
+                        continue
+                    }
+                }
             } else {
                 _ = try await client.post("/v1/subscription_items/\(h.item)/usage_records", [
                     ("quantity", h.quantity), ("timestamp", String(h.hourEpoch)), ("action", "set"),
@@ -272,12 +303,16 @@ public enum BillingSync {
         var sendable: [Claimed] = []
         for h in hours {
             do {
-                let value = try MeterEventValue.scaled(h.quantity, scale: h.valueScale)
-                events.append(.obj([
-                    "event_name": .string(h.eventName!), "identifier": .string(h.key),
-                    "timestamp": .string(RFC3339Timestamp(epochMicroseconds: h.eventTimestamp * 1_000_000).iso8601),
-                    "payload": .obj(["stripe_customer_id": .string(h.billingCustomer), "value": .string(value)]),
-                ]))
+                var these: [JSONValue] = []
+                for e in h.meterEvents {
+                    let value = try MeterEventValue.scaled(e.quantity, scale: h.valueScale)
+                    these.append(.obj([
+                        "event_name": .string(e.eventName), "identifier": .string(e.identifier),
+                        "timestamp": .string(RFC3339Timestamp(epochMicroseconds: h.eventTimestamp * 1_000_000).iso8601),
+                        "payload": .obj(["stripe_customer_id": .string(h.billingCustomer), "value": .string(value)]),
+                    ]))
+                }
+                events += these
                 sendable.append(h)
             } catch {
                 outcomes.append(await report(h, failure: error, pool: pool, config: config, metrics: metrics, logger: logger))

@@ -2,7 +2,8 @@
 // stored in meter.billing_usage (issue 14). The reconciliation's "synced to engine" column reads
 // it: what the engine holds, not what it answered 2xx to.
 //
-// For each billed (customer, meter) of the period (meter.billing_usage_targets):
+// For each billed (customer, meter, priced filter) of the period (meter.billing_usage_targets; a
+// filter's engine meter is its own, decision 110):
 //   meter_events    GET /v1/billing/meters/{mtr}/event_summaries (customer, start_time, end_time:
 //                   the period's bounds), the summary's aggregated_value
 //   usage_records   GET /v1/subscription_items/{si}/usage_record_summaries, Σ total_usage of the
@@ -17,6 +18,8 @@ public enum EngineUsage {
     public struct Target: Sendable {
         let customerID: Int64, meterID: Int64
         let customer: String, meter: String
+        /// The priced filter (its JSON text; "{}": the meter whole): its own engine meter.
+        let filter: String
         let billingCustomer: String, item: String
         let api: String, eventName: String?, scale: Int
         let start: Int64, end: Int64
@@ -35,12 +38,13 @@ public enum EngineUsage {
     public static func fetch(_ c: PGConnection, client: BillingClient, period: String, width: Int = 8,
                              say: (String) -> Void) async throws -> Int {
         let targets = try c.execute("""
-            select customer_id, meter_id, customer, meter, billing_customer_id, subscription_item_id, engine_api, event_name,
+            select customer_id, meter_id, customer, meter, price_filter::text as filter, billing_customer_id, subscription_item_id,
+                   engine_api, event_name,
                    value_scale, extract(epoch from period_start)::bigint as s, extract(epoch from period_end)::bigint as e
             from meter.billing_usage_targets($1)
             """, [period]).rows.map { r in
             Target(customerID: try r.int("customer_id"), meterID: try r.int("meter_id"), customer: try r.string("customer"),
-                   meter: try r.string("meter"), billingCustomer: try r.string("billing_customer_id"),
+                   meter: try r.string("meter"), filter: try r.string("filter"), billingCustomer: try r.string("billing_customer_id"),
                    item: try r.string("subscription_item_id"), api: try r.string("engine_api"),
                    eventName: try r.optionalString("event_name"), scale: Int(try r.int("value_scale")),
                    start: try r.int("s"), end: try r.int("e"))
@@ -73,12 +77,12 @@ public enum EngineUsage {
         }
         try c.transaction { c in
             for f in fetched {
-                _ = try c.execute("select meter.billing_usage_record($1, $2, to_timestamp($3::bigint), to_timestamp($4::bigint), $5, $6, $7::numeric, $8)",
+                _ = try c.execute("select meter.billing_usage_record($1, $2, to_timestamp($3::bigint), to_timestamp($4::bigint), $5, $6, $7::numeric, $8, $9::jsonb)",
                                   [f.target.customerID, f.target.meterID, f.target.start, f.target.end, f.target.api, f.object,
-                                   f.value, f.target.scale])
+                                   f.value, f.target.scale, f.target.filter])
             }
         }
-        say("engine: usage of \(fetched.count) billed customer/meter pair(s) of \(period) fetched from its summaries (meter.billing_usage)")
+        say("engine: usage of \(fetched.count) billed customer/meter line(s) of \(period) fetched from its summaries (meter.billing_usage)")
         return fetched.count
     }
 

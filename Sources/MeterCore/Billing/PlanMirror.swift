@@ -2,7 +2,8 @@
 // mirror`, and the replay's setup). Customers linked afterwards get their plan's engine price
 // (meter.billing_unlinked).
 //
-// Billing Meters (the default): each mirrored meter gets an engine Billing Meter of its code
+// Billing Meters (the default): each mirrored meter gets an engine Billing Meter of its code (a
+// price on a filter of its dimensions one of its own: the code plus meter._line_suffix)
 // (formula sum of hourly totals, or last of running maxima for a max meter), and the price is on
 // it, per 10^-scale of the meter's unit when the meter is sent at a value scale (decision 101):
 // unit amounts divided by 10^scale, package sizes and tier bounds multiplied by it. The scale is
@@ -24,22 +25,29 @@ public enum PlanMirror {
     public static func mirror(_ c: PGConnection, client: BillingClient, engineMeters: [String],
                               api: EngineAPI = .meterEvents, scales: [String: Int] = [:]) async throws {
         let rows = try c.execute("""
-            select p.code as plan, p.currency, m.code as meter, pp.model, trim_scale(pp.unit_amount)::text as unit,
+            select p.code as plan, p.currency, m.code as meter, pp.filter::text as filter, meter._line_suffix(pp.filter) as suffix,
+                   meter._filter_label(pp.filter, exists (select 1 from meter.plan_prices f
+                                                          where f.plan_id = pp.plan_id and f.meter_id = pp.meter_id
+                                                            and f.filter <> '{}')) as label,
+                   pp.model, trim_scale(pp.unit_amount)::text as unit,
                    trim_scale(pp.package_size)::text as package, pp.tiers::text as tiers,
                    (select v.aggregation from meter.meter_version_ranges v where v.meter_id = m.id order by v.version desc limit 1) as aggregation
             from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id join meter.meters m on m.id = pp.meter_id
-            where pp.engine_price_id is null and m.code = any ($1::text[]) order by p.code, m.code
+            where pp.engine_price_id is null and m.code = any ($1::text[]) order by p.code, m.code, pp.filter::text
             """, [engineMeters]).rows
         for r in rows {
             let plan = try r.string("plan"), meter = try r.string("meter"), model = try r.string("model")
             let aggregation = try r.string("aggregation")
+            // A priced filter of the meter's dimensions has an engine meter of its own (event name
+            // plus meter._line_suffix; the default '{}' keeps the meter's), decision 110.
+            let filter = try r.string("filter"), suffix = try r.string("suffix"), label = try r.string("label")
             let scale = api == .meterEvents ? scales[meter] ?? 0 : 0
             var params: [(String, String)] = [
-                ("currency", try r.string("currency")), ("product_data[name]", "\(plan) \(meter)"), ("nickname", "\(plan)/\(meter)"),
+                ("currency", try r.string("currency")), ("product_data[name]", "\(plan) \(meter)\(label)"), ("nickname", "\(plan)/\(meter)\(label)"),
                 ("recurring[interval]", "month"), ("recurring[usage_type]", "metered"),
             ]
             if api == .meterEvents {
-                let engineMeter = try await BillingMeters.ensure(client: client, eventName: meter, displayName: meter,
+                let engineMeter = try await BillingMeters.ensure(client: client, eventName: meter + suffix, displayName: meter + label,
                                                                  formula: BillingMeters.formula(forAggregation: aggregation))
                 params += [("recurring[meter]", engineMeter), ("metadata[meter_value_scale]", String(scale))]
             } else {
@@ -72,7 +80,7 @@ public enum PlanMirror {
             // The same parameters always give the same key (a retry replays, never duplicates).
             let price = try await client.post("/v1/prices", params, idempotencyKey: BillingMeters.key("meter-plan-price-\(plan)-\(meter)", params),
                                               version: api == .meterEvents ? client.configuration.apiVersion : nil)
-            try c.execute("select meter.plan_price_mirror_record($1, $2, $3)", [plan, meter, price["id"]!.stringValue!])
+            try c.execute("select meter.plan_price_mirror_record($1, $2, $3, $4::jsonb)", [plan, meter, price["id"]!.stringValue!, filter])
         }
     }
 
@@ -85,6 +93,7 @@ public enum PlanMirror {
             let price = try c.execute("""
                 select pp.engine_price_id from meter.plan_prices pp join meter.plans p on p.id = pp.plan_id
                 join meter.meters m on m.id = pp.meter_id where p.code = $1 and m.code = $2 and pp.engine_price_id is not null
+                order by pp.filter = '{}' desc, pp.filter::text limit 1
                 """, [plan, m]).single().string("engine_price_id")
             try c.execute("select meter.billing_price_set($1, $2, to_timestamp($3::bigint), $4, $5)",
                           [m, price, since, api == .meterEvents ? m : nil, api == .meterEvents ? scales[m] ?? 0 : 0])
