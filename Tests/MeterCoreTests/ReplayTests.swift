@@ -65,15 +65,27 @@ final class ReplayTests: XCTestCase {
                 """, [p]).single()
             let (from, to) = (try b.int("s"), try b.int("e"))
             var expected: [String: (n: Int, q: Decimal)] = [:]
-            let live = events.filter { $0.value.at >= from && $0.value.at < to && !cancelled.contains($0.key) }.map(\.value)
+            let alive = events.filter { !cancelled.contains($0.key) }.map(\.value)
+            let live = alive.filter { $0.at >= from && $0.at < to }
             for group in Dictionary(grouping: live, by: { $0.customer + "|" + $0.meter }) {
                 let q: Decimal = switch group.value[0].meter {
                 case "api_calls": Decimal(group.value.count)
-                case "storage_gb": group.value.reduce(0) { $0 + $1.value }
+                // (every plan has a default token price: the meter's lines together bill every token)
+                case "storage_gb", "ai_tokens": group.value.reduce(0) { $0 + $1.value }
                 case "peak_seats": group.value.map(\.value).max()!
+                case "disk_gb":
+                    // GB-hours: every reading up to the period's end, the last before it carried in
+                    GaugeIntegral.timeWeighted(alive.filter { $0.customer == group.value[0].customer && $0.meter == "disk_gb" && $0.at < to }
+                        .map { GaugeIntegral.Reading(at: $0.at, key: $0.key, value: $0.value) }, from: from, to: to)
                 default: Decimal(Set(group.value.compactMap(\.user)).count)
                 }
                 expected[group.key] = (group.value.count, q)
+            }
+            // A gauge's line is there without readings in the period too: the last one before it holds.
+            for customer in Set(alive.map(\.customer)) where expected[customer + "|disk_gb"] == nil {
+                expected[customer + "|disk_gb"] = (0, GaugeIntegral.timeWeighted(
+                    alive.filter { $0.customer == customer && $0.meter == "disk_gb" && $0.at < to }
+                        .map { GaugeIntegral.Reading(at: $0.at, key: $0.key, value: $0.value) }, from: from, to: to))
             }
             // Ours: the period's usage line plus every adjustment made for it later.
             let rows = try c.execute("""
@@ -92,10 +104,13 @@ final class ReplayTests: XCTestCase {
                 XCTAssertEqual(Decimal(string: try r.optionalString("q") ?? "0"), want.q, "\(p) \(k): quantity")
                 checked += 1
             }
-            XCTAssertEqual(checked, 5 * 4, "every customer and meter has a line in \(p)")
+            XCTAssertEqual(checked, 5 * 6, "every customer and meter has a line in \(p)")
+            // one reconciliation row per price of the customer's plan (ai_tokens: one per filter)
+            let priced = (0..<5).map { ReplayRunner.plans[ReplayWorkload.planIndex(customer: $0, plans: ReplayRunner.plans.count)].prices.count }
+                .reduce(0, +)
             let statuses = try c.execute("select status, count(*) as n from meter.reconciliation where period = $1 group by 1", [p])
                 .rows.map { "\(try $0.string("status"))=\(try $0.int("n"))" }
-            XCTAssertEqual(statuses, ["MATCH=20"], "\(p)")
+            XCTAssertEqual(statuses, ["MATCH=\(priced)"], "\(p)")
         }
         XCTAssertEqual(Int64(check.linesCompared), try c.execute("select count(*) as n from meter.invoice_lines").single().int("n"),
                        "the check compared every invoice line")

@@ -215,7 +215,7 @@ select is(
      from pg_catalog.pg_proc p, pg_catalog.pg_roles r
      where p.pronamespace = 'meter'::regnamespace
        and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set', 'plan_price_mirror_record',
-                         'customer_subscribe', 'period_close', '_line_hash', '_line_events', '_filter_label')
+                         'customer_subscribe', 'period_close', '_line_hash', '_line_events')
        and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
        and not r.rolsuper and r.oid <> p.proowner),
     null::text[],
@@ -225,12 +225,14 @@ select is(
     (select pg_catalog.array_agg(p.oid::regprocedure::text || ' by ' || r.rolname order by 1)
      from pg_catalog.pg_proc p, pg_catalog.pg_roles r
      where p.pronamespace = 'meter'::regnamespace
-       and p.proname in ('_period_usage', 'price_amount', '_line_usage', '_dims_match', '_dims_priced_by', '_event_in_line')
+       and p.proname in ('_period_usage', 'price_amount', '_line_usage', '_dims_match', '_dims_priced_by', '_event_in_line',
+                         '_filter_label')
        and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
        and not r.rolsuper and r.oid <> p.proowner),
     array['meter._dims_match(jsonb,jsonb) by meter_analyst',
           'meter._dims_priced_by(bigint,bigint,jsonb) by meter_analyst',
           'meter._event_in_line(bigint,bigint,jsonb,jsonb,timestamp with time zone) by meter_analyst',
+          'meter._filter_label(jsonb,boolean) by meter_analyst',
           'meter._line_usage(bigint,bigint,timestamp with time zone,timestamp with time zone,bigint,jsonb) by meter_analyst',
           'meter._period_usage(bigint,bigint,timestamp with time zone,timestamp with time zone) by meter_analyst',
           'meter.price_amount(text,numeric,numeric,jsonb,numeric) by meter_analyst'],

@@ -25,6 +25,8 @@
 --   invoiced_quantity, invoiced_amount               our invoice: the usage line plus later adjustments
 --   expected_amount            the rollup quantity priced now (meter.price_amount)
 --   difference                 invoiced_amount - expected_amount
+--   price_filter, line         the priced filter of the line ('{}': the meter whole or its default) and
+--                              the line's name as on the invoice ("ai_tokens [model=gpt-4o]")
 --   status                     MATCH, or MISMATCH: <first cause> (late-after-close not adjusted
 --                              yet, rollup differs from raw events, unsynced hours, dead-letter (", older
 --                              than the engine takes" for hours past a Billing Meter's 35 days), engine
@@ -178,7 +180,9 @@ select f.period, f.customer, f.meter, f.currency, f.invoice_id,
            else 'MATCH'
        end as status,
        pg_catalog.trim_scale(f.acknowledged_quantity) as acknowledged_quantity, f.engine_usage_fetched_at,
-       f.cancelled_events, f.price_filter
+       f.cancelled_events, f.price_filter,
+       -- the line's name as on the invoice: the meter, and its priced filter when it has them
+       f.meter || meter._filter_label(f.price_filter, f.per_filter) as line
 from figures f;
 
 comment on view meter.reconciliation is

@@ -65,7 +65,7 @@ package struct ReconciliationReport: Sendable {
                 "coalesce(pg_catalog.round((\(col))::numeric / pg_catalog.power(10::numeric, cu.minor_unit), cu.minor_unit)::text, '')"
             }
             let r = try c.execute("""
-                select r.customer, r.meter, r.currency, r.invoice_id::text, r.raw_events::text, r.raw_quantity::text,
+                select r.customer, r.line as meter, r.currency, r.invoice_id::text, r.raw_events::text, r.raw_quantity::text,
                        r.duplicates_rejected::text, r.cancelled_events::text,
                        r.late_after_close::text, r.rollup_quantity::text, coalesce(r.synced_quantity::text, '') as synced_quantity,
                        coalesce(r.acknowledged_quantity::text, '') as acknowledged_quantity,
@@ -77,7 +77,7 @@ package struct ReconciliationReport: Sendable {
                        r.difference::text as difference_minor, coalesce(r.engine_invoice_amount::text, '') as engine_minor
                 from meter.reconciliation r join meter.currencies cu on cu.code = r.currency
                 where r.period = $1
-                order by r.customer collate "C", r.meter collate "C"
+                order by r.customer collate "C", r.meter collate "C", r.price_filter = '{}', r.price_filter::text collate "C"
                 """, [period])
             let keys = r.columns
             let rows = try r.rows.map { row in

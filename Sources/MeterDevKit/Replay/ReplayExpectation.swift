@@ -6,8 +6,10 @@
 //   * the verdicts a correct service gives, from the content (first delivery of a key accepted,
 //     later ones duplicates, invalid rows rejected with their expected_error; the first
 //     cancellation of an event cancelled, later ones already_cancelled);
-//   * every invoice line of every closed period: the aggregation (count, sum, max, unique count)
-//     net of cancellations, the price (per_unit, package, graduated, volume; exact decimals,
+//   * every invoice line of every closed period: one per plan price, a meter priced per filter of
+//     its dimensions having a line per filter and one for its default (PriceFilter: which price an
+//     event's properties fall under); the aggregation (count, sum, max, unique count, the gauge's
+//     time-weighted integral, GaugeIntegral) net of cancellations, the price (per_unit, package, graduated, volume; exact decimals,
 //     rounded once per line, half away from zero: the rule written in sql/functions/
 //     price_amount.sql, implemented again here), and the adjustment lines that rows arriving after
 //     a close put on the next invoice.
@@ -30,15 +32,18 @@ public struct ReplayExpectation: Sendable {
         public var amount: Int64
     }
 
-    /// Key of a line: customer, invoice period, kind ("usage" or "adjustment"), meter, and the
-    /// period an adjustment is for ("" for usage).
+    /// Key of a line: customer, invoice period, kind ("usage" or "adjustment"), meter, the priced
+    /// filter (PriceFilter.canonical, "" for the default or a meter priced whole) and the period an
+    /// adjustment is for ("" for usage).
     public struct Key: Hashable, Comparable, Sendable, CustomStringConvertible {
-        public let customer, period, kind, meter, adjusts: String
+        public let customer, period, kind, meter, filter, adjusts: String
         public static func < (a: Key, b: Key) -> Bool {
-            (a.customer, a.period, a.kind, a.meter, a.adjusts) < (b.customer, b.period, b.kind, b.meter, b.adjusts)
+            (a.customer, a.period, a.kind, a.meter, a.filter, a.adjusts) < (b.customer, b.period, b.kind, b.meter, b.filter, b.adjusts)
         }
+        /// The meter and, for a filter's line, the filter: "ai_tokens [model=gpt-4o]".
+        public var line: String { meter + (filter.isEmpty ? "" : " [\(filter)]") }
         public var description: String {
-            "\(customer) \(period) \(kind) \(meter)" + (adjusts.isEmpty ? "" : " for \(adjusts)")
+            "\(customer) \(period) \(kind) \(line)" + (adjusts.isEmpty ? "" : " for \(adjusts)")
         }
     }
 
@@ -59,9 +64,11 @@ public struct ReplayExpectation: Sendable {
     // MARK: computing
 
     package struct Event {
-        package let customer, meter, period: String
+        package let customer, meter, period, key: String
+        package let at: Int64
         package let value: Decimal
         package let user: String?
+        package let properties: [String: String]
         package let lateAfterClose: Bool
     }
 
@@ -87,8 +94,13 @@ public struct ReplayExpectation: Sendable {
                     guard let value = Self.decimal(try str("value")) else {
                         throw ReplayRunner.Failure(description: "NDJSON value not a decimal: \(line.prefix(200))")
                     }
+                    var properties: [String: String] = [:]
+                    if case .object(let fields)? = j["properties"] {
+                        for (k, x) in fields { properties[k] = x.stringValue }
+                    }
                     events[key] = Event(customer: customer, meter: try str("meter"), period: String(at.iso8601.prefix(7)),
-                                        value: value, user: j["user"]?.stringValue, lateAfterClose: late)
+                                        key: try str("idempotency_key"), at: at.epochMicroseconds, value: value,
+                                        user: j["user"]?.stringValue, properties: properties, lateAfterClose: late)
                     v.accepted += 1
                     v.duplicates += deliveries - 1
                 } else {
@@ -116,49 +128,77 @@ public struct ReplayExpectation: Sendable {
         let plans = ReplayRunner.plans
         var lines: [Key: Line] = [:]
         var currencies: [String: String] = [:]
-        /// (customer|period|meter) → (events, quantity) of the live events, with or without the
-        /// rows that arrived after the period's close.
-        func figures(includeLate: Bool) -> [String: (n: Int64, q: Decimal)] {
-            var groups: [String: [Event]] = [:]
-            for (k, e) in events {
-                if e.lateAfterClose && !includeLate { continue }
-                if let late = cancelledLate[k], includeLate || !late { continue }
-                groups[e.customer + "|" + e.period + "|" + e.meter, default: []].append(e)
+        var byCustomer: [String: [(key: String, e: Event)]] = [:]
+        for (k, e) in events { byCustomer[e.customer, default: []].append((k, e)) }
+
+        /// Each price line's (events, quantity) for one customer and period `q`, with what the
+        /// service knew at the close of period `known` (nil: everything): rows sent after a
+        /// close (events, cancellations) are known from the next close on.
+        func figures(_ customer: String, _ prices: [ReplayRunner.Price], period q: String, known: String?)
+            throws -> [String: (n: Int64, q: Decimal)] {
+            func isKnown(_ e: Event) -> Bool { !(e.lateAfterClose && known != nil && e.period >= known!) }
+            func isCancelled(_ k: String, _ e: Event) -> Bool {
+                guard let late = cancelledLate[k] else { return false }
+                return !(late && known != nil && e.period >= known!)
             }
-            return groups.mapValues { es in
-                let aggregation = ReplayWorkload.meters.first { $0.code == es[0].meter }!.aggregation
-                let q: Decimal = switch aggregation {
-                case "count": Decimal(es.count)
-                case "sum": es.reduce(Decimal(0)) { $0 + $1.value }
-                case "max": es.map(\.value).max() ?? 0
-                default: Decimal(Set(es.compactMap(\.user)).count)
+            let live = (byCustomer[customer] ?? []).filter { isKnown($0.e) && !isCancelled($0.key, $0.e) }.map(\.e)
+            var out: [String: (n: Int64, q: Decimal)] = [:]
+            for meter in Set(prices.map(\.meter)) {
+                let aggregation = ReplayWorkload.meters.first { $0.code == meter }!.aggregation
+                let filters = try prices.filter { $0.meter == meter }.map { try PriceFilter(json: $0.filter) }
+                let inPeriod = live.filter { $0.meter == meter && $0.period == q }
+                if aggregation == "time_weighted_sum" {
+                    // values held from earlier periods carry in: every reading up to the period's end
+                    let (from, to) = try Self.monthBounds(q)
+                    let readings = live.filter { $0.meter == meter && $0.at < to }
+                        .map { GaugeIntegral.Reading(at: $0.at, key: $0.key, value: $0.value) }
+                    out[meter + "|"] = (Int64(inPeriod.count), GaugeIntegral.timeWeighted(readings, from: from, to: to))
+                    continue
                 }
-                return (Int64(es.count), q)
+                var groups: [String: [Event]] = [:]
+                for e in inPeriod {
+                    guard let f = PriceFilter.pricing(e.properties, among: filters) else { continue }
+                    groups[meter + "|" + f.canonical, default: []].append(e)
+                }
+                for (line, es) in groups {
+                    let qty: Decimal = switch aggregation {
+                    case "count": Decimal(es.count)
+                    case "sum": es.reduce(Decimal(0)) { $0 + $1.value }
+                    case "max": es.map(\.value).max() ?? 0
+                    default: Decimal(Set(es.compactMap(\.user)).count)
+                    }
+                    out[line] = (Int64(es.count), qty)
+                }
             }
+            return out
         }
-        let onTime = figures(includeLate: false), all = figures(includeLate: true)
-        // What has been invoiced so far for (customer|period|meter): usage plus adjustments.
+        func sortedPrices(_ ps: [ReplayRunner.Price]) throws -> [(price: ReplayRunner.Price, filter: String)] {
+            try ps.map { ($0, try PriceFilter(json: $0.filter).canonical) }.sorted { ($0.price.meter, $0.filter) < ($1.price.meter, $1.filter) }
+        }
+        // What has been invoiced so far for (customer|period|meter|filter): usage plus adjustments.
         var invoiced: [String: Line] = [:]
         for (k, p) in periods.enumerated() {
             for i in 0..<customers {
                 let customer = ReplayWorkload.customerID(i)
                 let plan = plans[ReplayWorkload.planIndex(customer: i, plans: plans.count)]
                 currencies[customer + "|" + p] = plan.currency
-                for price in plan.prices.sorted(by: { $0.meter < $1.meter }) {
-                    let f = onTime[customer + "|" + p + "|" + price.meter] ?? (0, 0)
+                let onTime = try figures(customer, plan.prices, period: p, known: p)
+                for (price, filter) in try sortedPrices(plan.prices) {
+                    let f = onTime[price.meter + "|" + filter] ?? (0, 0)
                     let line = Line(events: f.n, quantity: f.q, amount: try Self.amount(price, f.q))
-                    lines[Key(customer: customer, period: p, kind: "usage", meter: price.meter, adjusts: "")] = line
-                    invoiced[customer + "|" + p + "|" + price.meter] = line
+                    lines[Key(customer: customer, period: p, kind: "usage", meter: price.meter, filter: filter, adjusts: "")] = line
+                    invoiced[customer + "|" + p + "|" + price.meter + "|" + filter] = line
                 }
                 // Adjustments for the periods closed before this one (oldest first).
                 for old in periods[..<k] {
-                    for price in plan.prices.sorted(by: { $0.meter < $1.meter }) {
-                        let id = customer + "|" + old + "|" + price.meter
-                        let f = all[id] ?? (0, 0)
+                    let all = try figures(customer, plan.prices, period: old, known: nil)
+                    for (price, filter) in try sortedPrices(plan.prices) {
+                        let id = customer + "|" + old + "|" + price.meter + "|" + filter
+                        let f = all[price.meter + "|" + filter] ?? (0, 0)
                         let amount = try Self.amount(price, f.q)
                         let was = invoiced[id]!
                         if f.n != was.events || f.q != was.quantity || amount != was.amount {
-                            lines[Key(customer: customer, period: p, kind: "adjustment", meter: price.meter, adjusts: old)] =
+                            lines[Key(customer: customer, period: p, kind: "adjustment", meter: price.meter, filter: filter, adjusts: old)] =
                                 Line(events: f.n - was.events, quantity: f.q - was.quantity, amount: amount - was.amount)
                             invoiced[id] = Line(events: f.n, quantity: f.q, amount: amount)
                         }
@@ -173,8 +213,21 @@ public struct ReplayExpectation: Sendable {
     /// A decimal's text (NDJSON, prices, numeric output) as an exact Decimal, whatever the locale.
     package static func decimal(_ text: String) -> Decimal? { Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) }
 
+    /// A period's UTC bounds in Unix microseconds ("YYYY-MM": the replay's customers bill in UTC).
+    package static func monthBounds(_ period: String) throws -> (Int64, Int64) {
+        let parts = period.split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 2 else { throw ReplayRunner.Failure(description: "not a period: \(period)") }
+        var utc = Calendar(identifier: .gregorian)
+        utc.timeZone = TimeZone(identifier: "UTC")!
+        guard let s = utc.date(from: DateComponents(year: parts[0], month: parts[1], day: 1)),
+              let e = utc.date(byAdding: .month, value: 1, to: s) else {
+            throw ReplayRunner.Failure(description: "not a period: \(period)")
+        }
+        return (Int64(s.timeIntervalSince1970) * 1_000_000, Int64(e.timeIntervalSince1970) * 1_000_000)
+    }
+
     /// The amount of a line in minor units: exact decimals, rounded once, half away from zero.
-    package static func amount(_ p: (meter: String, model: String, unit: String?, package: String?, tiers: String?), _ q: Decimal) throws -> Int64 {
+    package static func amount(_ p: ReplayRunner.Price, _ q: Decimal) throws -> Int64 {
         func dec(_ s: String?) throws -> Decimal {
             guard let s, let d = Self.decimal(s) else {
                 throw ReplayRunner.Failure(description: "price of \(p.meter): not a decimal: \(s ?? "null")")
@@ -270,7 +323,8 @@ public struct ReplayExpectation: Sendable {
         }
         var actual: [Key: Line] = [:]
         for r in try c.execute("""
-            select x.external_id as customer, i.period, l.kind, m.code as meter, coalesce(l.adjusts_period, '') as adjusts,
+            select x.external_id as customer, i.period, l.kind, m.code as meter, l.price_filter::text as filter,
+                   coalesce(l.adjusts_period, '') as adjusts,
                    l.event_count, l.quantity::text as quantity, l.amount, i.currency
             from meter.invoice_lines l
             join meter.invoices i on i.id = l.invoice_id
@@ -279,7 +333,8 @@ public struct ReplayExpectation: Sendable {
             where i.period = any($1::text[])
             """, [periods]).rows {
             let k = Key(customer: try r.string("customer"), period: try r.string("period"), kind: try r.string("kind"),
-                        meter: try r.string("meter"), adjusts: try r.string("adjusts"))
+                        meter: try r.string("meter"), filter: try PriceFilter(json: try r.string("filter")).canonical,
+                        adjusts: try r.string("adjusts"))
             actual[k] = Line(events: try r.int("event_count"), quantity: Self.decimal(try r.string("quantity")) ?? -1,
                              amount: try r.int("amount"))
             if currencies[k.customer + "|" + k.period] != (try r.string("currency")) {
@@ -340,7 +395,8 @@ extension ReplaySummary {
         guard let check else { return s + "No independent check was run.\n" }
         s += "## Independent check\n\n"
         s += "Expected invoices recomputed from the NDJSON alone (content-based verdicts, aggregation, the plan prices, "
-        s += "rounding half away from zero once per line, adjustments for rows after a close; `ReplayExpectation`), "
+        s += "rounding half away from zero once per line, one line per priced filter, the gauge's time-weighted integral, "
+        s += "adjustments for rows after a close; `ReplayExpectation`), "
         s += "compared with `meter.invoices` and `meter.invoice_lines`:\n\n"
         s += "- verdicts: " + (check.differences.contains { $0.hasPrefix("verdicts:") } ? "**DIFFER**" : "equal to the expectation") + "\n"
         s += "- invoices: \(check.invoicesFound) found, \(check.invoicesExpected) expected\n"
@@ -359,7 +415,7 @@ extension ReplaySummary {
         if !check.adjustments.isEmpty {
             s += "| customer | on invoice | meter | for period | events | quantity | amount |\n|---|---|---|---|---|---|---|\n"
             for (k, l) in check.adjustments {
-                s += "| \(k.customer) | \(k.period) | \(k.meter) | \(k.adjusts) | \(l.events) | \(l.quantity) | \(l.amount) |\n"
+                s += "| \(k.customer) | \(k.period) | \(k.line) | \(k.adjusts) | \(l.events) | \(l.quantity) | \(l.amount) |\n"
             }
         }
         return s

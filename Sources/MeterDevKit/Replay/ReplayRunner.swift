@@ -72,24 +72,42 @@ public struct ReplaySummary: Sendable {
 public enum ReplayRunner {
     package struct Failure: Error, CustomStringConvertible { package let description: String }
 
-    package static let plans: [(code: String, currency: String, prices: [(meter: String, model: String, unit: String?, package: String?, tiers: String?)])] = [
+    /// A plan price: the meter, the part of its usage it prices (`filter`, a JSON object of
+    /// dimension -> values; "{}" the meter's default, or the whole meter), model and amounts.
+    package typealias Price = (meter: String, filter: String, model: String, unit: String?, package: String?, tiers: String?)
+
+    /// The plans: every pricing model, three currencies; the AI API's tokens priced per model
+    /// (and per direction on one plan), graduated on gpt-4o; disk as GB-hours.
+    package static let plans: [(code: String, currency: String, prices: [Price])] = [
         ("starter", "usd", [
-            ("api_calls", "per_unit", "0.05", nil, nil),
-            ("storage_gb", "package", "100", "10", nil),
-            ("peak_seats", "volume", nil, nil, #"[{"up_to": 10, "unit_amount": 500}, {"up_to": 50, "unit_amount": 400, "flat_amount": 1000}, {"up_to": null, "unit_amount": 300}]"#),
-            ("active_users", "graduated", nil, nil, #"[{"up_to": 20, "unit_amount": 0}, {"up_to": null, "unit_amount": 150}]"#),
+            ("api_calls", "{}", "per_unit", "0.05", nil, nil),
+            ("storage_gb", "{}", "package", "100", "10", nil),
+            ("peak_seats", "{}", "volume", nil, nil, #"[{"up_to": 10, "unit_amount": 500}, {"up_to": 50, "unit_amount": 400, "flat_amount": 1000}, {"up_to": null, "unit_amount": 300}]"#),
+            ("active_users", "{}", "graduated", nil, nil, #"[{"up_to": 20, "unit_amount": 0}, {"up_to": null, "unit_amount": 150}]"#),
+            ("ai_tokens", #"{"model": ["gpt-4o"]}"#, "graduated", nil, nil, #"[{"up_to": 20000, "unit_amount": 0.003}, {"up_to": null, "unit_amount": 0.002}]"#),
+            ("ai_tokens", #"{"model": ["gpt-4o-mini"]}"#, "per_unit", "0.0004", nil, nil),
+            ("ai_tokens", "{}", "per_unit", "0.0001", nil, nil),
+            ("disk_gb", "{}", "per_unit", "0.0125", nil, nil),
         ]),
         ("scale", "eur", [
-            ("api_calls", "graduated", nil, nil, #"[{"up_to": 1000, "unit_amount": 0.1, "flat_amount": 500}, {"up_to": 10000, "unit_amount": 0.04}, {"up_to": null, "unit_amount": 0.01}]"#),
-            ("storage_gb", "per_unit", "1.5", nil, nil),
-            ("peak_seats", "per_unit", "250", nil, nil),
-            ("active_users", "package", "900", "25", nil),
+            ("api_calls", "{}", "graduated", nil, nil, #"[{"up_to": 1000, "unit_amount": 0.1, "flat_amount": 500}, {"up_to": 10000, "unit_amount": 0.04}, {"up_to": null, "unit_amount": 0.01}]"#),
+            ("storage_gb", "{}", "per_unit", "1.5", nil, nil),
+            ("peak_seats", "{}", "per_unit", "250", nil, nil),
+            ("active_users", "{}", "package", "900", "25", nil),
+            ("ai_tokens", #"{"direction": ["output"], "model": ["gpt-4o"]}"#, "per_unit", "0.006", nil, nil),
+            ("ai_tokens", #"{"direction": ["input"], "model": ["gpt-4o"]}"#, "graduated", nil, nil, #"[{"up_to": 10000, "unit_amount": 0.0025}, {"up_to": null, "unit_amount": 0.0015}]"#),
+            ("ai_tokens", #"{"model": ["embed-3", "gpt-4o-mini"]}"#, "per_unit", "0.0003", nil, nil),
+            ("ai_tokens", "{}", "per_unit", "0.0002", nil, nil),
+            ("disk_gb", "{}", "graduated", nil, nil, #"[{"up_to": 50000, "unit_amount": 0.012}, {"up_to": null, "unit_amount": 0.008}]"#),
         ]),
         ("tokyo", "jpy", [
-            ("api_calls", "volume", nil, nil, #"[{"up_to": 500, "unit_amount": 0.2}, {"up_to": null, "unit_amount": 0.1, "flat_amount": 100}]"#),
-            ("storage_gb", "graduated", nil, nil, #"[{"up_to": 100, "unit_amount": 3}, {"up_to": null, "unit_amount": 2}]"#),
-            ("peak_seats", "package", "1200", "5", nil),
-            ("active_users", "per_unit", "40", nil, nil),
+            ("api_calls", "{}", "volume", nil, nil, #"[{"up_to": 500, "unit_amount": 0.2}, {"up_to": null, "unit_amount": 0.1, "flat_amount": 100}]"#),
+            ("storage_gb", "{}", "graduated", nil, nil, #"[{"up_to": 100, "unit_amount": 3}, {"up_to": null, "unit_amount": 2}]"#),
+            ("peak_seats", "{}", "package", "1200", "5", nil),
+            ("active_users", "{}", "per_unit", "40", nil, nil),
+            ("ai_tokens", #"{"model": ["embed-3"]}"#, "package", "2", "10000", nil),
+            ("ai_tokens", "{}", "per_unit", "0.004", nil, nil),
+            ("disk_gb", "{}", "per_unit", "0.02", nil, nil),
         ]),
     ]
 
@@ -124,13 +142,14 @@ public enum ReplayRunner {
 
         // Customers, meters, plans (every pricing model, three currencies), an API key.
         for m in ReplayWorkload.meters {
-            try c.execute("select meter.meter_upsert($1, $2, $3)", [m.code, m.aggregation, m.unique])
+            try c.execute("select meter.meter_upsert($1, $2, $3, null, null, null, $4::text[])",
+                          [m.code, m.aggregation, m.unique, ReplayWorkload.dimensions[m.code] ?? []])
         }
         for p in plans {
             try c.execute("select meter.plan_upsert($1, $2)", [p.code, p.currency])
             for x in p.prices {
-                try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb)",
-                              [p.code, x.meter, x.model, x.unit, x.package, x.tiers])
+                try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb, $7::jsonb)",
+                              [p.code, x.meter, x.model, x.unit, x.package, x.tiers, x.filter])
             }
         }
         for i in 0..<o.customers {
@@ -160,10 +179,14 @@ public enum ReplayRunner {
             let clock = try await client.post("/v1/test_helpers/test_clocks", [("frozen_time", String(start)), ("name", "replay")],
                                               idempotencyKey: "replay-clock-\(o.seed)-\(start)")["id"]!.stringValue!
             // Billing Meters (Stripe's API since 2025-03-31.basil); storage_gb has 3 decimals, so
-            // the engine counts milli-GB.
+            // the engine counts milli-GB. ai_tokens goes as one engine meter and price per priced
+            // filter of each plan (decision 110). The disk gauge is billed by our invoices only:
+            // its hours accrue up to the real now, which is in the future of the replay's engine
+            // clock (decision 110), as active_users' distinct counts are not hourly sums.
             let scales = ["storage_gb": 3]
-            try await PlanMirror.mirror(c, client: client, engineMeters: ["api_calls", "storage_gb", "peak_seats"], scales: scales)
-            try PlanMirror.billMeters(c, plan: "starter", meters: ["api_calls", "storage_gb", "peak_seats"], since: start, scales: scales)
+            let engineBilled = ["api_calls", "storage_gb", "peak_seats", "ai_tokens"]
+            try await PlanMirror.mirror(c, client: client, engineMeters: engineBilled, scales: scales)
+            try PlanMirror.billMeters(c, plan: "starter", meters: engineBilled, since: start, scales: scales)
             progress("engine: mock at \(base), test clock \(clock), plans mirrored as engine prices on Billing Meters")
 
             // The service: ingest (history allowed), rollup loop, sync loop on the test clock, webhooks.

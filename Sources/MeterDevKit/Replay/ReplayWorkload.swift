@@ -4,8 +4,9 @@
 // the same events, byte for byte. Everything the run sends is first written to NDJSON, so anyone
 // can recompute the expected totals independently of meter's code.
 //
-// Shape: four meters (count, sum, max, unique_count), a daily rhythm (quiet nights, busy
-// afternoons) with bursts, ≥ 5 % duplicate deliveries, out-of-order batches (some held back and
+// Shape: six meters (count, sum, max, unique_count; ai_tokens, a sum with the dimensions model and
+// direction, priced per model; disk_gb, a gauge billed in GB-hours), a daily rhythm (quiet nights,
+// busy afternoons) with bursts, ≥ 5 % duplicate deliveries, out-of-order batches (some held back and
 // sent after the next day's), cancellations, a few invalid events, and late events: some for a
 // period that is already closed when they arrive ("late-after-close"), which must land as
 // adjustments on the next invoice.
@@ -23,6 +24,8 @@ public struct ReplayEvent: Sendable {
     public var at: Int64
     public var value: String
     public var user: String?
+    /// Further properties (the ai_tokens meter's model and direction), in this order.
+    public var properties: [(String, String)] = []
     /// Sent after the close of its period.
     public var afterClose = false
     /// How many times it is delivered (duplicates are redeliveries of the same JSON).
@@ -37,7 +40,10 @@ public struct ReplayEvent: Sendable {
             return #"{"customer":\#(JSONWriter.quote(customer)),"idempotency_key":\#(JSONWriter.quote(key)),"reason":"replay"}"#
         default:
             let t = RFC3339Timestamp(epochMicroseconds: at).iso8601
-            let props = user.map { #","properties":{"user":\#(JSONWriter.quote($0))}"# } ?? ""
+            var fields = properties
+            if let user { fields.insert(("user", user), at: 0) }
+            let props = fields.isEmpty ? "" : #","properties":{"# + fields.map { #"\#(JSONWriter.quote($0.0)):\#(JSONWriter.quote($0.1))"# }
+                .joined(separator: ",") + "}"
             return #"{"customer":\#(JSONWriter.quote(customer)),"meter":\#(JSONWriter.quote(meter)),"idempotency_key":\#(JSONWriter.quote(key)),"occurred_at":"\#(t)","value":\#(value.hasPrefix("-") ? value : "\"" + value + "\"")\#(props)}"#
         }
     }
@@ -50,6 +56,10 @@ public struct ReplayEvent: Sendable {
         if kind != .cancel {
             s += #","occurred_at":"\#(RFC3339Timestamp(epochMicroseconds: at).iso8601)","value":"\#(value)""#
             if let user { s += #","user":\#(JSONWriter.quote(user))"# }
+            if !properties.isEmpty {
+                s += #","properties":{"# + properties.map { #"\#(JSONWriter.quote($0.0)):\#(JSONWriter.quote($0.1))"# }
+                    .joined(separator: ",") + "}"
+            }
             s += #","deliveries":\#(deliveries)"#
         }
         if afterClose { s += #","after_close":true"# }
@@ -61,7 +71,13 @@ public struct ReplayEvent: Sendable {
 public struct ReplayWorkload: Sendable {
     public static let meters: [(code: String, aggregation: String, unique: String?)] = [
         ("api_calls", "count", nil), ("storage_gb", "sum", nil), ("peak_seats", "max", nil), ("active_users", "unique_count", "user"),
+        ("ai_tokens", "sum", nil), ("disk_gb", "time_weighted_sum", nil),
     ]
+    /// The meters' dimensions (meter_upsert's last argument).
+    public static let dimensions: [String: [String]] = ["ai_tokens": ["model", "direction"]]
+    /// The AI API's models, with their share of its calls (per cent); a call without a model
+    /// (5 %) rolls up under "none" and is billed at the plan's default token price.
+    package static let models: [(name: String, share: Int)] = [("gpt-4o", 30), ("gpt-4o-mini", 45), ("embed-3", 20)]
     public let days: Int
     public let customers: Int
     public let seed: UInt64
@@ -98,6 +114,9 @@ public struct ReplayWorkload: Sendable {
         let dayStart = start + Int64(d) * 86_400
         let totalWeight = Self.hourWeights.reduce(0, +)
         var out: [ReplayEvent] = []
+        // The AI API's calls and the disk gauge's readings: a stream of their own, so that adding
+        // them left the four original meters' events as they were.
+        var ai = SeededRandom(seed: seed &+ 313 &+ UInt64(d) &* 7919)
         for c in 0..<customers {
             let customer = customerID(c)
             // each customer has its own size; some days burst
@@ -122,6 +141,26 @@ public struct ReplayWorkload: Sendable {
                 }
                 if rng.chance(0.06) { e.deliveries = 2 + rng.below(2) }  // duplicate deliveries
                 out.append(e)
+            }
+            // AI API calls: tokens (whole), per model and direction.
+            for i in 0..<max(1, eventsPerCustomerDay / 4 + ai.below(5) - 2) {
+                var pick = ai.below(100), model: String?
+                for m in Self.models { if pick < m.share { model = m.name; break }; pick -= m.share }
+                var hour = 0, w = ai.below(totalWeight)
+                while w >= Self.hourWeights[hour] { w -= Self.hourWeights[hour]; hour += 1 }
+                let at = (dayStart + Int64(hour) * 3600 + Int64(ai.below(3600))) * 1_000_000 + Int64(ai.below(1_000_000))
+                var e = ReplayEvent(kind: .event, customer: customer, meter: "ai_tokens", key: "ai-d\(d)-c\(c)-\(i)", at: at,
+                                    value: String(1 + ai.below(model == "embed-3" ? 800 : 6000)))
+                if let model { e.properties.append(("model", model)) }
+                e.properties.append(("direction", ai.chance(0.6) ? "input" : "output"))
+                if ai.chance(0.06) { e.deliveries = 2 }
+                out.append(e)
+            }
+            // Disk in use (GB, a gauge): one to three readings a day, each held until the next.
+            for i in 0..<(1 + ai.below(3)) {
+                let at = (dayStart + Int64(ai.below(86_400))) * 1_000_000 + Int64(ai.below(1_000_000))
+                out.append(ReplayEvent(kind: .event, customer: customer, meter: "disk_gb", key: "disk-d\(d)-c\(c)-\(i)", at: at,
+                                       value: String(format: "%d.%02d", 20 + (c * 37) % 200 + ai.below(40), ai.below(100))))
             }
             // A few invalid events, each with the error the API must give.
             if rng.chance(0.3) {
@@ -164,6 +203,14 @@ public struct ReplayWorkload: Sendable {
                                     at: at, value: "\(1 + rng.below(9)).5")
                 g.afterClose = true
                 out.append(g)
+            }
+            if rng.chance(0.5) {
+                // a late AI call of the most expensive model: an adjustment of that price's line only
+                var t = ReplayEvent(kind: .event, customer: customerID(c), meter: "ai_tokens", key: "late-ai-p\(index)-c\(c)",
+                                    at: at, value: "\(100 + rng.below(5000))")
+                t.properties = [("model", "gpt-4o"), ("direction", "output")]
+                t.afterClose = true
+                out.append(t)
             }
         }
         for e in periodEvents where e.kind == .event && rng.chance(lateCancelShare) {
