@@ -90,7 +90,11 @@ struct Plans: AsyncParsableCommand {
             discussion: """
                 per_unit: --unit-amount per unit. package: --unit-amount per block of --package-size units \
                 (rounded up). graduated / volume: --tiers '[{"up_to":1000,"unit_amount":1},{"up_to":null,"unit_amount":0.5,"flat_amount":100}]'. \
-                The amount of a line is rounded once, half away from zero (meter.price_amount).
+                The amount of a line is rounded once, half away from zero (meter.price_amount). \
+                --filter prices only the usage whose dimension values fall under it, e.g. \
+                --filter '{"model":"gpt-4o"}' or '{"model":["a","b"],"region":"eu"}' (null: events without the \
+                property); the meter's price without --filter is then the default for the rest. Filters of a \
+                plan and meter may not overlap; each is its own invoice line (and its own engine meter).
                 """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Plan code.") var plan: String
@@ -99,12 +103,16 @@ struct Plans: AsyncParsableCommand {
         @Option(name: .customLong("unit-amount"), help: "Minor units per unit (per_unit) or per block (package).") var unitAmount: String?
         @Option(name: .customLong("package-size"), help: "Units per block (package).") var packageSize: String?
         @Option(help: "Tiers as JSON (graduated, volume).") var tiers: String?
+        @Option(help: "Price only the usage whose dimension values match this JSON object (dimension: value or [values]).")
+        var filter: String?
         func run() async throws {
-            try global.withConnection { c in
-                _ = try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb)",
-                                  [plan, meter, model, unitAmount, packageSize, tiers])
+            let stored = try global.withConnection { c in
+                _ = try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb, coalesce($7::jsonb, '{}'))",
+                                  [plan, meter, model, unitAmount, packageSize, tiers, filter])
+                return try c.execute("select meter._filter_label(coalesce($1::jsonb, '{}'), $1 is not null) as label", [filter])
+                    .single().string("label")
             }
-            print("plan \(plan): \(meter) priced \(model)")
+            print("plan \(plan): \(meter)\(stored) priced \(model)")
         }
     }
 
@@ -114,15 +122,16 @@ struct Plans: AsyncParsableCommand {
         func run() async throws {
             let rows = try global.withConnection { c in
                 try c.execute("""
-                    select p.code, p.currency, coalesce(m.code, '-') as meter, coalesce(pp.model, '-') as model,
+                    select p.code, p.currency, coalesce(m.code, '-') as meter, coalesce(pp.filter::text, '') as filter,
+                           coalesce(pp.model, '-') as model,
                            coalesce(trim_scale(pp.unit_amount)::text, '') as unit_amount,
                            coalesce(trim_scale(pp.package_size)::text, '') as package_size, coalesce(pp.tiers::text, '') as tiers
                     from meter.plans p left join meter.plan_prices pp on pp.plan_id = p.id
-                    left join meter.meters m on m.id = pp.meter_id order by p.code, m.code
+                    left join meter.meters m on m.id = pp.meter_id order by p.code, m.code, pp.filter = '{}', pp.filter::text
                     """).rows
             }
-            printTable(["plan", "currency", "meter", "model", "unit_amount", "package_size", "tiers"],
-                       try rows.map { r in try ["code", "currency", "meter", "model", "unit_amount", "package_size", "tiers"].map { try r.string($0) } })
+            printTable(["plan", "currency", "meter", "filter", "model", "unit_amount", "package_size", "tiers"],
+                       try rows.map { r in try ["code", "currency", "meter", "filter", "model", "unit_amount", "package_size", "tiers"].map { try r.string($0) } })
         }
     }
 }

@@ -116,9 +116,16 @@ m plans price cli-plan --meter cli.smoke --model graduated --tiers '[{"up_to":10
 if m plans price cli-plan --meter cli.smoke --model graduated --tiers '[{"up_to":100,"unit_amount":2}]' 2>/dev/null; then
   echo "tiers without a final up_to null must be refused"; exit 1
 fi
-m plans list | grep -Eq "^cli-plan +eur +cli.billed +package +250 +10"
+m plans list | grep -Eq "^cli-plan +eur +cli.billed +\{\} +package +250 +10"
 m plans mirror "${b[@]}" | grep -q "^mirrored 2 plan price(s)"
 m plans mirror "${b[@]}" | grep -q "^mirrored 0 plan price(s)"
+# A price per filter of a meter's dimensions, named on its line; an overlapping one is refused.
+m plans price cli-plan --meter cli.tokens --model per_unit --unit-amount 2 --filter '{"model":"a"}' | grep -q "cli.tokens \[model=a\] priced per_unit"
+if m plans price cli-plan --meter cli.tokens --model per_unit --unit-amount 3 --filter '{"region":"eu"}' 2>/dev/null; then
+  echo "a filter overlapping another of the plan and meter must be refused"; exit 1
+fi
+m plans list | grep -Eq 'cli.tokens +\{"model": \["a"\]\} +per_unit +2'
+
 this_month=$(date -u +%Y-%m)
 m customers subscribe cli-smoke --plan cli-plan --from "$this_month" | grep -q "on plan cli-plan"
 if m close --period "$this_month" 2>.meter/close-refusal.log; then echo "closing the current month must be refused"; exit 1; fi
