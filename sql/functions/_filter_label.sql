@@ -1,6 +1,7 @@
 -- meter._filter_label(filter, has_filters): how an invoice line names the part of a meter it
 -- prices, after the meter's code: '' for a meter priced without filters, ' [model=gpt-4o]' or
--- ' [model=a|b, region=(none)]' for a filter (values in their stored order, "(none)" for JSON null),
+-- ' [model=a|b, region=(none)]' for a filter (values in their stored order, "(none)" for JSON null;
+-- a single value may also be given bare, as plan_price_set accepts it),
 -- ' [other]' for the default price of a meter that also has filters.
 create or replace function meter._filter_label(p_filter jsonb, p_has_filters boolean)
 returns text
@@ -13,7 +14,9 @@ as $$
         when p_filter = '{}'::jsonb then ' [other]'
         else ' [' || (select pg_catalog.string_agg(f.key || '=' || (
                                  select pg_catalog.string_agg(coalesce(v #>> '{}', '(none)'), '|' order by o)
-                                 from pg_catalog.jsonb_array_elements(f.value) with ordinality as a(v, o)),
+                                 from pg_catalog.jsonb_array_elements(case pg_catalog.jsonb_typeof(f.value) when 'array' then f.value
+                                                                       else pg_catalog.jsonb_build_array(f.value) end)
+                                      with ordinality as a(v, o)),
                              ', ' order by f.key)
                       from pg_catalog.jsonb_each(p_filter) f) || ']'
     end
