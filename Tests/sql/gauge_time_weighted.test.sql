@@ -21,8 +21,9 @@ select meter.customer_upsert('tap-gt-a') as cust,
        meter.customer_upsert('tap-gt-b') as cust_b,
        meter.meter_upsert('tap.gt.gb', 'time_weighted_sum') as m_gb;
 
-select throws_ok($$select meter.meter_upsert('tap.gt.dims', 'time_weighted_sum', null, null, null, null, array['region'])$$,
-                 '0A000', null, 'a time-weighted gauge cannot have dimensions (0A000)');
+select meter.meter_upsert('tap.gt.dims', 'time_weighted_sum', null, null, null, null, array['region']);
+select throws_ok($$select meter.meter_upsert('tap.gt.dims', 'time_weighted_sum', null, null, null, null, array['zone'])$$,
+                 '0A000', null, 'a time-weighted gauge keeps its dimensions: no new version changes them (0A000)');
 select throws_ok($$select meter.meter_upsert('tap.gt.gb', 'sum')$$,
                  '0A000', null, 'a time-weighted gauge cannot become another aggregation by a new version (0A000)');
 

@@ -4,9 +4,10 @@
 --
 -- A meter the plan prices without filters is one line: meter._period_usage, unchanged. Otherwise
 -- the hourly rows per dimension values (meter.rollup_hourly_dims) whose values the plan prices with
--- this filter (meter._dims_priced_by): count -> Σ events, sum -> Σ quantity, max -> the largest
--- hourly maximum of those rows (0 without events). meter.plan_price_set admits filters on count,
--- sum and max meters only (distinct values and gauges are not kept per dimension).
+-- this filter (meter._dims_priced_by): count -> Σ events, sum and time_weighted_sum -> Σ quantity
+-- (a gauge's dimension rows hold each combination's integral), max -> the largest hourly maximum
+-- of those rows (0 without events). meter.plan_price_set admits filters on these four only
+-- (distinct values and last values are not kept per dimension).
 create or replace function meter._line_usage(
     p_customer_id bigint,
     p_meter_id    bigint,
@@ -32,8 +33,8 @@ begin
         return next;
         return;
     end if;
-    if aggregation not in ('count', 'sum', 'max') then
-        raise exception 'meter % (%) has prices per filter, which only count, sum and max meters can have',
+    if aggregation not in ('count', 'sum', 'max', 'time_weighted_sum') then
+        raise exception 'meter % (%) has prices per filter, which only count, sum, max and time_weighted_sum meters can have',
             p_meter_id, aggregation using errcode = '0A000';
     end if;
 
@@ -44,6 +45,7 @@ begin
            case aggregation
                when 'count' then coalesce(pg_catalog.sum(g.n), 0)::numeric
                when 'sum' then coalesce(pg_catalog.sum(g.q), 0)
+               when 'time_weighted_sum' then coalesce(pg_catalog.sum(g.q), 0)
                when 'max' then coalesce(pg_catalog.max(g.mx), 0)
            end
       into event_count, quantity

@@ -13,7 +13,9 @@
 --     lock, waiting for a running rollup), so no rollup can fold such an event in between.
 --   * Name and unit are descriptive: a non-null value replaces the stored one, in place.
 --   * Dimensions: up to 3 distinct property names (letters, digits, _ . : -, at most 64), grouped
---     by in meter.rollup_hourly_dims; null keeps the latest version's ('{}' for a new meter).
+--     by in meter.rollup_hourly_dims; null keeps the latest version's ('{}' for a new meter). A
+--     time_weighted_sum meter's are fixed at its creation (a value holds until the next event of
+--     the same dimension values: a change by version would split the series, 0A000).
 create or replace function meter.meter_upsert(
     p_code            text,
     p_aggregation     text default 'count',
@@ -45,10 +47,6 @@ begin
         if (select pg_catalog.count(distinct d) from pg_catalog.unnest(p_dimensions) d) <> pg_catalog.cardinality(p_dimensions) then
             raise exception 'dimensions must be distinct, got %', p_dimensions using errcode = '22023';
         end if;
-    end if;
-    if p_aggregation = 'time_weighted_sum' and pg_catalog.cardinality(p_dimensions) > 0 then
-        raise exception 'a time_weighted_sum meter cannot have dimensions (its series are per customer and meter)'
-            using errcode = '0A000';
     end if;
     select id into v_id from meter.meters where code = p_code for update;
     if not found then
@@ -92,6 +90,11 @@ begin
 
     if (p_aggregation = 'time_weighted_sum') <> (v_latest.aggregation = 'time_weighted_sum') then
         raise exception 'meter % cannot change to or from time_weighted_sum: a gauge''s values hold across hours, versions would split them',
+            pg_catalog.quote_literal(p_code)
+            using errcode = '0A000', hint = 'create a new meter for the gauge';
+    end if;
+    if p_aggregation = 'time_weighted_sum' and coalesce(p_dimensions, v_latest.dimensions) <> v_latest.dimensions then
+        raise exception 'time_weighted_sum meter % keeps its dimensions: a value holds until the next event of the same dimension values, versions would split them',
             pg_catalog.quote_literal(p_code)
             using errcode = '0A000', hint = 'create a new meter for the gauge';
     end if;

@@ -10,8 +10,8 @@
 -- '{}' (the default) prices the usage no other filter of the plan and meter takes. Filters of one
 -- plan and meter must not overlap (two filters overlap unless some dimension they both name has no
 -- value in common), so every combination of values has one price. Only meters whose every
--- version counts, sums or takes the maximum can be priced per filter, on their dimensions
--- (0A000 / 22023 otherwise).
+-- version counts, sums, takes the maximum or is a time-weighted gauge can be priced per filter,
+-- on their dimensions (0A000 / 22023 otherwise).
 --
 -- Setting a price again replaces it, until the plan has invoiced the meter: a closed
 -- period is re-priced with its plan's prices when late events adjust it (meter.period_close) and
@@ -114,8 +114,8 @@ begin
             raise exception 'meter % has no such dimension (filter %)', p_meter, v_filter using errcode = '22023';
         end if;
         if exists (select 1 from meter.meter_versions v
-                   where v.meter_id = v_meter_id and v.aggregation not in ('count', 'sum', 'max')) then
-            raise exception 'meter % counts distinct values or is a gauge: it cannot be priced per filter', p_meter
+                   where v.meter_id = v_meter_id and v.aggregation not in ('count', 'sum', 'max', 'time_weighted_sum')) then
+            raise exception 'meter % counts distinct values or takes the last value: it cannot be priced per filter', p_meter
                 using errcode = '0A000';
         end if;
         if exists (select 1 from meter.billing_prices b where b.meter_id = v_meter_id and b.engine_api = 'usage_records') then

@@ -26,7 +26,8 @@
 --     series' hours is recomputed from raw events (meter._gauge_hours) from the earliest hour an
 --     event or cancellation of this run touched, and every run extends every series to the last
 --     complete UTC hour (meter.gauge_series), in this same transaction; changed billed hours get
---     a new outbox revision (meter._outbox_requeue).
+--     a new outbox revision (meter._outbox_requeue). With dimensions, one series per combination
+--     of values (meter._gauge_dims_hours): each its dimension row, the hour the sum of them.
 --   * Meters with dimensions: the same groups are also written per dimension values
 --     (meter.rollup_hourly_dims, meter._dimension_values of the version in force at the hour) by
 --     the same statements, so an hour's dimension rows always sum to its rollup_hourly row.
@@ -307,7 +308,8 @@ begin
             quantity    = x.quantity - d.q,
             updated_at  = pg_catalog.now()
         from (select du.customer_id, du.meter_id, du.hour, meter._dimension_values(du.properties, dv.dimensions) as dims,
-                     pg_catalog.count(*) as n, pg_catalog.sum(du.value) as q
+                     pg_catalog.count(*) as n,
+                     pg_catalog.sum(case when du.meter_id = any (v_tw_meters) then 0 else du.value end) as q
               from due du
               join meter.meter_version_ranges dv
                 on dv.meter_id = du.meter_id and pg_catalog.cardinality(dv.dimensions) > 0
@@ -404,11 +406,21 @@ begin
             full join meter.gauge_series g on g.customer_id = t.c and g.meter_id = t.m
             where t.c is not null or g.accrued_until < v_now_hour
         ),
+        -- (a gauge with dimensions: one series per combination of values, meter._gauge_dims_hours;
+        -- the hour's total is their sum, and each combination's hour is its dimension row)
+        computed_dims as materialized (
+            select d.c, d.m, q.hour, q.dims, q.quantity
+            from due d
+            cross join lateral meter._gauge_dims_hours(d.c, d.m, d.from_h, v_now_hour, v_end_xid, v_end_id) q
+            where d.from_h < v_now_hour and d.m = any (v_dim_meters)
+        ),
         computed as materialized (
             select d.c, d.m, q.hour, q.quantity
             from due d
             cross join lateral meter._gauge_hours(d.c, d.m, d.from_h, v_now_hour, v_end_xid, v_end_id) q
-            where d.from_h < v_now_hour
+            where d.from_h < v_now_hour and not (d.m = any (v_dim_meters))
+            union all
+            select x.c, x.m, x.hour, pg_catalog.sum(x.quantity) from computed_dims x group by x.c, x.m, x.hour
         ),
         target as (
             select c.c, c.m, c.hour, c.quantity from computed c
@@ -428,6 +440,27 @@ begin
                 where r.quantity is distinct from excluded.quantity
             returning r.customer_id, r.meter_id, r.hour, r.revision
         ),
+        dims_target as (
+            select x.c, x.m, x.hour, x.dims, x.quantity from computed_dims x
+            where x.quantity <> 0
+               or exists (select 1 from meter.rollup_hourly_dims r
+                          where r.customer_id = x.c and r.meter_id = x.m and r.hour = x.hour and r.dims = x.dims)
+            union all
+            select r.customer_id, r.meter_id, r.hour, r.dims, 0
+            from meter.rollup_hourly_dims r join due d on r.customer_id = d.c and r.meter_id = d.m
+            where d.m = any (v_dim_meters) and r.hour >= d.from_h and r.hour < v_now_hour and r.quantity <> 0
+              and not exists (select 1 from computed_dims x
+                              where x.c = r.customer_id and x.m = r.meter_id and x.hour = r.hour and x.dims = r.dims)
+        ),
+        dims_written as (
+            insert into meter.rollup_hourly_dims as x (customer_id, meter_id, hour, dims_hash, dims, event_count, quantity)
+            select t.c, t.m, t.hour, pg_catalog.sha256(pg_catalog.convert_to(t.dims::text, 'UTF8')), t.dims, 0, t.quantity
+            from dims_target t
+            on conflict (customer_id, meter_id, hour, dims_hash) do update
+                set quantity = excluded.quantity, updated_at = pg_catalog.now()
+                where x.quantity is distinct from excluded.quantity
+            returning 1
+        ),
         series as (
             insert into meter.gauge_series as g (customer_id, meter_id, accrued_until)
             select d.c, d.m, v_now_hour from due d
@@ -435,7 +468,7 @@ begin
                 set accrued_until = greatest(g.accrued_until, excluded.accrued_until), updated_at = pg_catalog.now()
             returning 1
         )
-        -- (series is not read: a data-modifying CTE runs to completion all the same)
+        -- (series and dims_written are not read: a data-modifying CTE runs to completion all the same)
         select pg_catalog.array_agg(w.customer_id), pg_catalog.array_agg(w.meter_id), pg_catalog.array_agg(w.hour),
                pg_catalog.array_agg(w.revision)
           into v_g_customers, v_g_meters, v_g_hours, v_g_revisions

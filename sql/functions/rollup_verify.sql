@@ -6,7 +6,8 @@
 -- cancellations the rollup has subtracted (rolled_up_at set): same event count, same sum, same
 -- max, and for meters with a latest version the same last event's value (latest_value); for a
 -- time-weighted gauge, each hour up to its series' accrued_until holds the integral of the
--- values held (meter._gauge_hours over the same events); meter.rollup_hourly_unique holds exactly their distinct unique_property values with
+-- values held (meter._gauge_hours over the same events; with dimensions the Σ of one series per
+-- combination of values, meter._gauge_dims_hours, each also its dimension row); meter.rollup_hourly_unique holds exactly their distinct unique_property values with
 -- the same counts; and meter.rollup_hourly_dims holds, for meters with dimensions, exactly their
 -- dimension values (meter._dimension_values of the version in force) with the same count, sum
 -- and max (rows left at 0 events by cancellations count as absent). An event counted twice, or skipped behind the watermark, shows up here.
@@ -72,6 +73,17 @@ raw_events as (
     from folded f
     group by 1, 2, 3
 ),
+gauge_dims as (
+    -- gauges with dimensions: one series per combination of values (meter._gauge_dims_hours)
+    select g.customer_id, g.meter_id, q.hour, q.dims, q.quantity
+    from meter.gauge_series g
+    cross join bounds b
+    cross join meter.rollup_watermark w
+    cross join lateral meter._gauge_dims_hours(g.customer_id, g.meter_id, b.lo, least(b.hi, g.accrued_until),
+                                               w.position_xid, w.position_id) q
+    where w.name = 'events' and b.lo < least(b.hi, g.accrued_until) and q.quantity <> 0
+      and exists (select 1 from meter.meter_versions v where v.meter_id = g.meter_id and pg_catalog.cardinality(v.dimensions) > 0)
+),
 raw_gauges as (
     select g.customer_id, g.meter_id, q.hour, q.quantity
     from meter.gauge_series g
@@ -80,6 +92,9 @@ raw_gauges as (
     cross join lateral meter._gauge_hours(g.customer_id, g.meter_id, b.lo, least(b.hi, g.accrued_until),
                                           w.position_xid, w.position_id) q
     where w.name = 'events' and b.lo < least(b.hi, g.accrued_until) and q.quantity <> 0
+      and not exists (select 1 from meter.meter_versions v where v.meter_id = g.meter_id and pg_catalog.cardinality(v.dimensions) > 0)
+    union all
+    select x.customer_id, x.meter_id, x.hour, pg_catalog.sum(x.quantity) from gauge_dims x group by 1, 2, 3
 ),
 raw as (
     select coalesce(a.customer_id, t.customer_id) as customer_id, coalesce(a.meter_id, t.meter_id) as meter_id,
@@ -115,13 +130,16 @@ unique_diff as (
     where a.events is distinct from r.events
     group by 1, 2, 3
 ),
-raw_dims as (
-    -- (grouped by the values as text[], named once per group, as rollup_run does)
+raw_dims_events as (
+    -- (grouped by the values as text[], named once per group, as rollup_run does; a gauge's events
+    -- add no quantity: gauge_dims integrates it)
     select g.customer_id, g.meter_id, g.hour, meter._dimension_object(g.dimensions, g.dvals) as dims,
            g.events, g.quantity, g.max_value
     from (select f.customer_id, f.meter_id, f.hour, v.dimensions,
                  array[f.properties ->> v.dimensions[1], f.properties ->> v.dimensions[2], f.properties ->> v.dimensions[3]] as dvals,
-                 pg_catalog.count(*) as events, pg_catalog.sum(f.value) as quantity, pg_catalog.max(f.value) as max_value
+                 pg_catalog.count(*) as events,
+                 pg_catalog.sum(case when v.aggregation = 'time_weighted_sum' then 0 else f.value end) as quantity,
+                 pg_catalog.max(f.value) as max_value
           from folded f
           join meter.meter_version_ranges v
             on v.meter_id = f.meter_id and pg_catalog.cardinality(v.dimensions) > 0
@@ -129,10 +147,17 @@ raw_dims as (
           where not f.cancelled
           group by 1, 2, 3, 4, 5) g
 ),
+raw_dims as (
+    select coalesce(a.customer_id, t.customer_id) as customer_id, coalesce(a.meter_id, t.meter_id) as meter_id,
+           coalesce(a.hour, t.hour) as hour, coalesce(a.dims, t.dims) as dims, coalesce(a.events, 0) as events,
+           coalesce(a.quantity, 0) + coalesce(t.quantity, 0) as quantity, a.max_value
+    from raw_dims_events a
+    full join gauge_dims t on t.customer_id = a.customer_id and t.meter_id = a.meter_id and t.hour = a.hour and t.dims = a.dims
+),
 rolled_dims as (
     select x.customer_id, x.meter_id, x.hour, x.dims, x.event_count as events, x.quantity, x.max_value
     from meter.rollup_hourly_dims x, bounds b
-    where x.hour >= b.lo and x.hour < b.hi and x.event_count <> 0
+    where x.hour >= b.lo and x.hour < b.hi and (x.event_count <> 0 or x.quantity <> 0)
 ),
 dims_diff as (
     select coalesce(a.customer_id, r.customer_id) as customer_id,

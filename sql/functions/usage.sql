@@ -19,8 +19,9 @@
 --     ({name: value}, null for events without the property, and for hours of a meter version
 --     that does not declare it); filter keeps the usage whose dimension values match, an object
 --     {name: value, or [values]} (null matches the events without the property). Without either,
---     `dimensions` is null and the figures come from rollup_hourly. A unique_count meter cannot
---     be grouped or filtered (0A000): its distinct values are not kept per dimension.
+--     `dimensions` is null and the figures come from rollup_hourly. A unique_count or latest
+--     meter cannot be grouped or filtered (0A000): distinct values and last values are not kept
+--     per dimension (a time-weighted gauge's integrals are, per combination of values).
 create or replace function meter.usage(
     p_customer    text,
     p_meter       text,
@@ -99,8 +100,8 @@ begin
                 p_group_by, p_filter using errcode = '22023';
         end if;
         if exists (select 1 from meter.meter_versions v join meter.meters m on m.id = v.meter_id
-                   where m.code = p_meter and v.aggregation in ('unique_count', 'latest', 'time_weighted_sum')) then
-            raise exception 'meter % counts distinct values or is a gauge: its usage cannot be grouped or filtered by dimension',
+                   where m.code = p_meter and v.aggregation in ('unique_count', 'latest')) then
+            raise exception 'meter % counts distinct values or takes the last value: its usage cannot be grouped or filtered by dimension',
                 pg_catalog.quote_literal(p_meter) using errcode = '0A000';
         end if;
 
@@ -120,7 +121,9 @@ begin
             from meter.rollup_hourly_dims x
             join versions v
               on v.meter_id = x.meter_id and x.hour >= v.effective_from and x.hour < v.effective_until
-            where x.customer_id = v_customer_id and x.hour >= p_from and x.hour < p_to and x.event_count <> 0
+            -- (a time-weighted gauge's hours hold a quantity without events)
+            where x.customer_id = v_customer_id and x.hour >= p_from and x.hour < p_to
+              and (x.event_count <> 0 or x.quantity <> 0)
               and meter._dims_match(x.dims, coalesce(p_filter, '{}'))
         )
         select p_customer, p_meter, h.seg_start, h.seg_end, h.version, h.aggregation,
@@ -128,6 +131,7 @@ begin
                    when 'count' then pg_catalog.sum(h.event_count)::numeric
                    when 'sum' then pg_catalog.sum(h.quantity)
                    when 'max' then coalesce(pg_catalog.max(h.max_value), 0)
+                   when 'time_weighted_sum' then pg_catalog.sum(h.quantity)
                end),
                pg_catalog.sum(h.event_count)::bigint,
                h.grouped

@@ -65,9 +65,17 @@ figures as (
                    when 'max' then coalesce(pg_catalog.max(e.value), 0)
                    when 'latest' then coalesce((pg_catalog.array_agg(e.value order by e.occurred_at desc, e.idempotency_key collate "C" desc))[1], 0)
                    -- integrated from raw events, carrying in the value held at the period start
-                   when 'time_weighted_sum' then (
-                       select coalesce(pg_catalog.sum(g.quantity), 0)
-                       from meter._gauge_hours(li.customer_id, li.meter_id, li.period_start, li.period_end) g)
+                   when 'time_weighted_sum' then
+                       case when not exists (select 1 from meter.meter_versions v
+                                             where v.meter_id = li.meter_id and pg_catalog.cardinality(v.dimensions) > 0) then (
+                           select coalesce(pg_catalog.sum(g.quantity), 0)
+                           from meter._gauge_hours(li.customer_id, li.meter_id, li.period_start, li.period_end) g)
+                       else (
+                           -- one series per combination of dimension values; the line's combinations
+                           select coalesce(pg_catalog.sum(g.quantity), 0)
+                           from meter._gauge_dims_hours(li.customer_id, li.meter_id, li.period_start, li.period_end) g
+                           where not li.per_filter or meter._dims_priced_by(li.plan_id, li.meter_id, g.dims) = li.price_filter)
+                       end
                    when 'unique_count' then pg_catalog.count(distinct e.properties ->> (
                        select v.unique_property from meter.meter_version_ranges v
                        where v.meter_id = li.meter_id and v.effective_from <= li.period_start
