@@ -18,23 +18,23 @@
 -- while it runs, so gets a hash of exactly the events its quantity counts, even when another
 -- event commits meanwhile (it waits for a later run and an adjustment line). After the close,
 -- when everything is rolled up, the auditor's query above gives the same hash.
+--
+-- The close hashes each invoice line with meter._line_hash (a meter priced per filter of its
+-- dimensions has a line per filter); this is that hash for a whole meter.
 create or replace function meter._events_hash(
     p_customer_id bigint,
     p_meter_id    bigint,
     p_from        timestamptz,
     p_to          timestamptz)
 returns text
-language sql
+language plpgsql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-    select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
-               e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
-    from meter.events e
-    where e.customer_id = p_customer_id and e.meter_id = p_meter_id
-      and e.occurred_at >= p_from and e.occurred_at < p_to
-      and (e.xid, e.id) < (select w.position_xid, w.position_id from meter.rollup_watermark w where w.name = 'events')
-      and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id and c.rolled_up_at is not null);
+begin
+    -- the whole meter's events: meter._line_hash without a plan (every event is on the line)
+    return meter._line_hash(p_customer_id, p_meter_id, p_from, p_to, null, '{}');
+end;
 $$;
 
 comment on function meter._events_hash(bigint, bigint, timestamptz, timestamptz) is

@@ -1,6 +1,6 @@
 -- meter._line_hash(customer_id, meter_id, from, to, plan_id, filter): the content hash of an
--- invoice line priced with a filter: meter._events_hash's SHA-256 (sorted "key<TAB>value" lines)
--- over the line's events (meter._line_events) instead of the whole meter's. For a meter its plan
+-- invoice line: the SHA-256 of meter._events_hash's recipe (sorted "key<TAB>value" lines) over the
+-- line's events (meter._line_events): a priced filter's, or the whole meter's. For a meter its plan
 -- prices without filters it equals meter._events_hash, so lines of meters without dimensions keep
 -- their hash. The auditor's psql recipe in _events_hash.sql gives it with one more condition: the
 -- event's dimension values fall under the line's filter (docs/runbook.md).

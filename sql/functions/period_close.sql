@@ -58,7 +58,7 @@ begin
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.close'));
     -- And no rollup run meanwhile (meter.rollup_run's lock; a run under way finishes first): the
     -- rollups, the watermark and the events they hold stay as this close reads them, so a line's
-    -- quantity and its events_hash describe the same events (meter._events_hash).
+    -- quantity and its events_hash describe the same events (meter._line_hash).
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
     select * into strict v_wm from meter.rollup_watermark where name = 'events';
 
