@@ -65,6 +65,7 @@ public enum MeterApplication {
         let cancellations = CancelService(pool: pool, limits: config.limits, metrics: metrics, notifier: notifier)
         EventsController(ingest: ingest, cancellations: cancellations).addRoutes(to: router)
         UsageController(pool: pool, ingest: ingest).addRoutes(to: router)
+        InvoicePreviewController(pool: pool, ingest: ingest).addRoutes(to: router)
         WebhooksController(pool: pool, metrics: metrics, processor: webhooks).addRoutes(to: router)
         OpsController(config: config, pool: pool, metrics: metrics, rollupWatchdog: rollupWatchdog,
                       openAPI: config.openAPIPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) },

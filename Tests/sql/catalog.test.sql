@@ -34,7 +34,7 @@ select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'),
-             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_frozen.sql'),
+             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
@@ -42,7 +42,7 @@ select set_eq(
              ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
              ('functions/billing_usage_record.sql'), ('functions/billing_usage_targets.sql'),
              ('functions/customer_subscribe.sql'), ('functions/customer_upsert.sql'),
-             ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/meter_upsert.sql'),
+             ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/invoice_preview.sql'), ('functions/meter_upsert.sql'),
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
@@ -204,6 +204,7 @@ select results_eq(
              ('_gauge_dims_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_gauge_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_hour_lines(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone)'),
+             ('_invoice_draft(p_customer_id bigint, p_plan_id bigint, p_start timestamp with time zone, p_end timestamp with time zone, p_with_hashes boolean)'),
              ('_invoice_frozen()'),
              ('_line_events(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
@@ -227,6 +228,7 @@ select results_eq(
              ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),
              ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
              ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
+             ('invoice_preview(p_customer text, p_period text)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
              ('period_close(p_period text, p_customer text, p_grace interval)'),
              ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text, p_filter jsonb)'),
@@ -246,7 +248,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the fifty-two documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the fifty-four documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -270,8 +272,9 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('_gauge_dims_hours'::text, 'TimeZone=UTC'::text), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'),
+    $$values ('_gauge_dims_hours'::text, 'TimeZone=UTC'::text), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
+             ('invoice_preview', 'TimeZone=UTC'),
              ('period_close', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
@@ -281,7 +284,7 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on _gauge_hours, _gauge_dims_hours, _hour_lines, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, invoice_preview, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
@@ -289,8 +292,8 @@ select results_eq(
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
     $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest'),
-             ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
-    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, rollup_lag_seconds, '
+             ('invoice_preview'), ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
+    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, invoice_preview, rollup_lag_seconds, '
     'rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(

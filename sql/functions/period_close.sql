@@ -8,7 +8,8 @@
 --   * an event of the period is not rolled up yet, or a cancellation of one is not subtracted yet
 --     (run `meterctl rollup run`): the invoice is computed from rollups, which must be complete.
 --
--- For each customer with a plan in force at the period's start and no invoice for it yet:
+-- For each customer with a plan in force at the period's start and no invoice for it yet, the
+-- lines of meter._invoice_draft (the pricing meter.invoice_preview shows beforehand):
 --   * one 'usage' line per price of the plan: per meter, or per priced filter of a meter's
 --     dimension values and its default (decision 110): event count and quantity from the rollups
 --     (meter._line_usage, which is meter._period_usage for a meter priced without filters), amount
@@ -38,11 +39,7 @@ declare
     v_plan     meter.plans;
     v_inv      bigint;
     v_line     integer;
-    v_p        record;
-    v_u        record;
-    v_old      record;
     v_total    bigint;
-    v_amount   bigint;
     v_wm       meter.rollup_watermark;
 begin
     if p_period is null or p_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' then
@@ -115,66 +112,13 @@ begin
         insert into meter.invoices (customer_id, period, period_start, period_end, plan_id, currency)
         values (v_c.id, p_period, v_start, v_end, v_plan.id, v_plan.currency)
         returning id into v_inv;
-        v_line := 0;
-
-        -- Usage lines.
-        for v_p in
-            select pp.*, m.code as meter_code,
-                   exists (select 1 from meter.plan_prices f
-                           where f.plan_id = pp.plan_id and f.meter_id = pp.meter_id and f.filter <> '{}') as has_filters
-            from meter.plan_prices pp join meter.meters m on m.id = pp.meter_id
-            where pp.plan_id = v_plan.id order by m.code, pp.filter = '{}', pp.filter
-        loop
-            select * into v_u from meter._line_usage(v_c.id, v_p.meter_id, v_start, v_end, v_plan.id, v_p.filter);
-            v_line := v_line + 1;
-            insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, price_filter, event_count, quantity, amount,
-                                             events_hash, description)
-            values (v_inv, v_line, 'usage', v_p.meter_id, v_p.filter, v_u.event_count, v_u.quantity,
-                    meter.price_amount(v_p.model, v_p.unit_amount, v_p.package_size, v_p.tiers, v_u.quantity),
-                    meter._line_hash(v_c.id, v_p.meter_id, v_start, v_end, v_plan.id, v_p.filter),
-                    pg_catalog.format('%s%s: %s (%s, %s)', v_p.meter_code, meter._filter_label(v_p.filter, v_p.has_filters),
-                                      pg_catalog.trim_scale(v_u.quantity), v_u.aggregation, v_p.model));
-        end loop;
-
-        -- Adjustments for earlier closed periods whose rollups moved since they were invoiced.
-        for v_old in
-            select oi.period, oi.period_start, oi.period_end, oi.plan_id, l.meter_id, l.price_filter, m.code as meter_code,
-                   pp.model, pp.unit_amount, pp.package_size, pp.tiers,
-                   exists (select 1 from meter.plan_prices f
-                           where f.plan_id = oi.plan_id and f.meter_id = l.meter_id and f.filter <> '{}') as has_filters,
-                   pg_catalog.sum(l.event_count) as n, pg_catalog.sum(l.quantity) as q, pg_catalog.sum(l.amount) as a
-            from meter.invoices oi
-            join meter.invoice_lines l on (l.kind = 'usage' and l.invoice_id = oi.id)
-            join meter.meters m on m.id = l.meter_id
-            join meter.plan_prices pp on pp.plan_id = oi.plan_id and pp.meter_id = l.meter_id and pp.filter = l.price_filter
-            where oi.customer_id = v_c.id and oi.period_start < v_start and oi.id <> v_inv
-            group by oi.period, oi.period_start, oi.period_end, oi.plan_id, l.meter_id, l.price_filter, m.code,
-                     pp.model, pp.unit_amount, pp.package_size, pp.tiers
-            order by oi.period_start, m.code, l.price_filter = '{}', l.price_filter
-        loop
-            -- what earlier adjustments already added for that period and meter
-            select v_old.n + coalesce(pg_catalog.sum(a.event_count), 0), v_old.q + coalesce(pg_catalog.sum(a.quantity), 0),
-                   v_old.a + coalesce(pg_catalog.sum(a.amount), 0)
-              into v_old.n, v_old.q, v_old.a
-            from meter.invoice_lines a join meter.invoices ai on ai.id = a.invoice_id
-            where ai.customer_id = v_c.id and a.kind = 'adjustment' and a.adjusts_period = v_old.period
-              and a.meter_id = v_old.meter_id and a.price_filter = v_old.price_filter;
-            select * into v_u from meter._line_usage(v_c.id, v_old.meter_id, v_old.period_start, v_old.period_end,
-                                                     v_old.plan_id, v_old.price_filter);
-            v_amount := meter.price_amount(v_old.model, v_old.unit_amount, v_old.package_size, v_old.tiers, v_u.quantity);
-            if v_u.event_count <> v_old.n or v_u.quantity <> v_old.q or v_amount <> v_old.a then
-                v_line := v_line + 1;
-                insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, price_filter, adjusts_period, event_count,
-                                                 quantity, amount, events_hash, description)
-                values (v_inv, v_line, 'adjustment', v_old.meter_id, v_old.price_filter, v_old.period, v_u.event_count - v_old.n,
-                        v_u.quantity - v_old.q, v_amount - v_old.a,
-                        meter._line_hash(v_c.id, v_old.meter_id, v_old.period_start, v_old.period_end, v_old.plan_id, v_old.price_filter),
-                        pg_catalog.format('%s%s: adjustment for %s (events or cancellations after its close): %s -> %s',
-                                          v_old.meter_code, meter._filter_label(v_old.price_filter, v_old.has_filters),
-                                          v_old.period, pg_catalog.trim_scale(v_old.q),
-                                          pg_catalog.trim_scale(v_u.quantity)));
-            end if;
-        end loop;
+        -- The lines: the pricing shared with meter.invoice_preview (meter._invoice_draft).
+        insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, price_filter, adjusts_period, event_count,
+                                         quantity, amount, events_hash, description)
+        select v_inv, d.line_no, d.kind, d.meter_id, d.price_filter, d.adjusts_period, d.event_count,
+               d.quantity, d.amount, d.events_hash, d.description
+        from meter._invoice_draft(v_c.id, v_plan.id, v_start, v_end, true) d;
+        get diagnostics v_line = row_count;
 
         select coalesce(pg_catalog.sum(l.amount), 0) into v_total from meter.invoice_lines l where l.invoice_id = v_inv;
         update meter.invoices set subtotal = v_total, total = v_total where id = v_inv;
