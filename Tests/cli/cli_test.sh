@@ -66,6 +66,7 @@ echo "CLI smoke test passed"
 
 echo "== mock billing engine: the official Stripe Python SDK (stripe==11.6.0) against it"
 mock_port=18090
+Tests/support/ports_free.sh "$mock_port" 18089 || exit 1
 DATABASE_URL="$tap_conninfo" .build/debug/meterctl billing-mock --port "$mock_port" --log-level warning 2>.meter/billing-mock.log &
 mock_pid=$!
 for _ in $(seq 1 100); do

@@ -22,10 +22,14 @@ psql -X -q -v ON_ERROR_STOP=1 "$conninfo" >/dev/null <<SQL
 select meter.customer_upsert('hostile-acme'), meter.meter_upsert('hostile.calls', 'count');
 select meter.api_key_create('hostile', left('$token', 12), sha256(convert_to('$token', 'UTF8')));
 SQL
+# The port must be ours: another run on this machine (a second checkout's tests) once held it,
+# and every request of this suite went to that server, with its own database and keys.
+Tests/support/ports_free.sh "$port" || exit 1
 DATABASE_URL="$conninfo" .build/debug/meterctl serve --port "$port" --log-level warning 2>.meter/hostile-serve.log &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null || { echo "not ok - meterctl serve did not start:"; tail -5 .meter/hostile-serve.log; exit 1; }
 
 status=0
 "$py" Tests/hostile/hostile_input.py "http://127.0.0.1:$port" "$token" hostile-acme hostile.calls || status=1

@@ -80,6 +80,7 @@ export METER_BILLING_API_KEY="$engine_key"
 meterctl migrate >/dev/null
 q() { psql -X -At -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 
+"$root/Tests/support/ports_free.sh" "$mock_port" "$serve_port" || exit 1
 meterctl billing-mock --port "$mock_port" 2>"$state/billing-mock.log" &
 pids+=($!)
 wait_http "$METER_BILLING_API_BASE/healthz"
