@@ -44,12 +44,22 @@ public enum MeterApplication {
         ("POST", "/v1/events"),
         ("POST", "/v1/events/cancel"),
         ("GET", "/v1/usage"),
+        ("GET", "/v1/customers/{customer}/invoice_preview"),
+        ("GET", "/v1/customers/{customer}/limits/{meter}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("GET", "/openapi.yaml"),
         ("POST", "/webhooks/billing"),
     ]
+
+    /// Whether a request path is an instance of a route's path ("{name}" stands for one
+    /// non-empty segment).
+    package static func path(_ path: String, matches template: String) -> Bool {
+        let p = path.split(separator: "/", omittingEmptySubsequences: false)
+        let t = template.split(separator: "/", omittingEmptySubsequences: false)
+        return p.count == t.count && zip(p, t).allSatisfy { a, b in a == b || (b.hasPrefix("{") && b.hasSuffix("}") && !a.isEmpty) }
+    }
 
     package static func buildRouter(config: ServeConfiguration, pool: PGPool, metrics: MeterMetrics,
                                     logger: Logger, webhooks: WebhookProcessor? = nil,
@@ -66,6 +76,7 @@ public enum MeterApplication {
         EventsController(ingest: ingest, cancellations: cancellations).addRoutes(to: router)
         UsageController(pool: pool, ingest: ingest).addRoutes(to: router)
         InvoicePreviewController(pool: pool, ingest: ingest).addRoutes(to: router)
+        LimitsController(pool: pool, ingest: ingest).addRoutes(to: router)
         WebhooksController(pool: pool, metrics: metrics, processor: webhooks).addRoutes(to: router)
         OpsController(config: config, pool: pool, metrics: metrics, rollupWatchdog: rollupWatchdog,
                       openAPI: config.openAPIPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) },

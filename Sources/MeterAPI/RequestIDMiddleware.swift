@@ -22,7 +22,7 @@ package struct RequestIDMiddleware: RouterMiddleware {
         } catch let error as HTTPResponseError {
             // A path we serve, asked with a method it does not take: 405 with the methods it does
             // (RFC 9110), not 404.
-            let allowed = MeterApplication.routes.filter { $0.path == request.uri.path }.map(\.method)
+            let allowed = MeterApplication.routes.filter { MeterApplication.path(request.uri.path, matches: $0.path) }.map(\.method)
             if error.status == .notFound, !allowed.isEmpty {
                 response = APIResponse.error(.methodNotAllowed, code: "method_not_allowed",
                                              message: "\(request.uri.path) takes \(allowed.joined(separator: ", ")); got \(request.method)",

@@ -8,7 +8,7 @@ import MeterCore
 struct Plans: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage plans: a currency and a price per meter (per_unit, package, graduated, volume).",
-        subcommands: [Add.self, Price.self, List.self, Mirror.self])
+        subcommands: [Add.self, Price.self, Limit.self, List.self, Mirror.self])
 
     struct Mirror: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -113,6 +113,32 @@ struct Plans: AsyncParsableCommand {
                     .single().string("label")
             }
             print("plan \(plan): \(meter)\(stored) priced \(model)")
+        }
+    }
+
+    struct Limit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Cap a meter's usage per billing period in a plan (GET /v1/customers/{customer}/limits/{meter} checks it).",
+            discussion: """
+                The limit counts the meter's usage as it aggregates (count, sum or max), for the whole meter, or \
+                with --filter '{"model":"gpt-4o"}' the usage under a filter of its dimensions. Limits of one meter \
+                may overlap. --remove drops the limit of that meter and filter.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Plan code.") var plan: String
+        @Option(help: "Meter code.") var meter: String
+        @Option(help: "The period's cap, in the meter's unit.") var quantity: String?
+        @Option(help: "Count only the usage whose dimension values match this JSON object.") var filter: String?
+        @Flag(help: "Remove the limit.") var remove = false
+        func validate() throws {
+            if remove == (quantity != nil) { throw ValidationError("give --quantity, or --remove") }
+        }
+        func run() async throws {
+            let stored = try global.withConnection { c in
+                try c.execute("select meter.plan_limit_set($1, $2, $3::numeric, coalesce($4::jsonb, '{}'))::text as f",
+                              [plan, meter, remove ? nil : quantity, filter]).single().string("f")
+            }
+            print(remove ? "plan \(plan): limit on \(meter) \(stored) removed" : "plan \(plan): \(meter) \(stored) limited to \(quantity!) per period")
         }
     }
 

@@ -289,6 +289,12 @@ final class ServiceTests: XCTestCase {
             let m = try await client.execute(uri: "/v1/events", method: .get)
             XCTAssertEqual(m.status, .methodNotAllowed)
             XCTAssertEqual(m.headers[.allow], "POST")
+            // ... also for a path with parameters ({customer}, {meter} stand for one segment each)
+            let p = try await client.execute(uri: "/v1/customers/acme/limits/calls", method: .post)
+            XCTAssertEqual(p.status, .methodNotAllowed)
+            XCTAssertEqual(p.headers[.allow], "GET")
+            let deeper = try await client.execute(uri: "/v1/customers/acme/limits/calls/more", method: .post)
+            XCTAssertEqual(deeper.status, .notFound)
         }
         await pool.shutdown()
     }

@@ -126,6 +126,9 @@ if m plans price cli-plan --meter cli.tokens --model per_unit --unit-amount 3 --
   echo "a filter overlapping another of the plan and meter must be refused"; exit 1
 fi
 m plans list | grep -Eq 'cli.tokens +\{"model": \["a"\]\} +per_unit +2'
+m plans limit cli-plan --meter cli.tokens --quantity 5000 --filter '{"model":"a"}' | grep -q 'cli.tokens {"model": \["a"\]} limited to 5000 per period'
+m plans limit cli-plan --meter cli.tokens --remove --filter '{"model":"a"}' | grep -q "removed"
+if m plans limit cli-plan --meter cli.tokens --quantity 0 2>/dev/null; then echo "a limit of 0 must be refused"; exit 1; fi
 
 this_month=$(date -u +%Y-%m)
 m customers subscribe cli-smoke --plan cli-plan --from "$this_month" | grep -q "on plan cli-plan"

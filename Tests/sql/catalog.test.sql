@@ -23,8 +23,8 @@ select results_eq(
              (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql'),
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
-             (15, '0015_price_filters.sql')$$,
-    'migrations 1 to 15 are recorded once each, and no other');
+             (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql')$$,
+    'migrations 1 to 16 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -33,7 +33,7 @@ select is_empty(
 select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
-             ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'),
+             ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
@@ -42,7 +42,7 @@ select set_eq(
              ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
              ('functions/billing_usage_record.sql'), ('functions/billing_usage_targets.sql'),
              ('functions/customer_subscribe.sql'), ('functions/customer_upsert.sql'),
-             ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/invoice_preview.sql'), ('functions/meter_upsert.sql'),
+             ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/invoice_preview.sql'), ('functions/limit_check.sql'), ('functions/plan_limit_set.sql'), ('functions/meter_upsert.sql'),
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
@@ -67,8 +67,8 @@ select tables_are('meter',
           'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
-          'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims and 0014''s gauge_series');
+          'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series and 0016''s plan_limits');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -201,6 +201,7 @@ select results_eq(
              ('_event_in_line(p_plan_id bigint, p_meter_id bigint, p_filter jsonb, p_properties jsonb, p_occurred_at timestamp with time zone)'),
              ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_filter_label(p_filter jsonb, p_has_filters boolean)'),
+             ('_filter_normalize(p_meter_id bigint, p_filter jsonb)'),
              ('_gauge_dims_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_gauge_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_hour_lines(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone)'),
@@ -229,8 +230,10 @@ select results_eq(
              ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
              ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
              ('invoice_preview(p_customer text, p_period text)'),
+             ('limit_check(p_customer text, p_meter text, p_dimensions jsonb, p_quantity numeric)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
              ('period_close(p_period text, p_customer text, p_grace interval)'),
+             ('plan_limit_set(p_plan text, p_meter text, p_quantity numeric, p_filter jsonb)'),
              ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text, p_filter jsonb)'),
              ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_filter jsonb)'),
              ('plan_upsert(p_code text, p_currency text, p_name text)'),
@@ -248,7 +251,7 @@ select results_eq(
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
              ('webhook_process(p_limit integer)'),
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the fifty-four documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the fifty-seven documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -275,6 +278,7 @@ select results_eq(
     $$values ('_gauge_dims_hours'::text, 'TimeZone=UTC'::text), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('invoice_preview', 'TimeZone=UTC'),
+             ('limit_check', 'TimeZone=UTC'),
              ('period_close', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
@@ -292,8 +296,8 @@ select results_eq(
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
     $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest'),
-             ('invoice_preview'), ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
-    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, invoice_preview, rollup_lag_seconds, '
+             ('invoice_preview'), ('limit_check'), ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
+    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, invoice_preview, limit_check, rollup_lag_seconds, '
     'rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(

@@ -89,30 +89,9 @@ begin
         end loop;
     end if;
 
-    -- The filter: an object of dimension -> a string, null or a non-empty array of them,
-    -- normalised to sorted arrays of distinct values.
-    if p_filter is null then p_filter := '{}'; end if;
-    if pg_catalog.jsonb_typeof(p_filter) <> 'object' or exists (
-            select 1 from pg_catalog.jsonb_each(p_filter) f
-            where pg_catalog.jsonb_typeof(f.value) not in ('string', 'null', 'array')
-               or (pg_catalog.jsonb_typeof(f.value) = 'array' and (pg_catalog.jsonb_array_length(f.value) = 0 or exists (
-                       select 1 from pg_catalog.jsonb_array_elements(f.value) a
-                       where pg_catalog.jsonb_typeof(a) not in ('string', 'null'))))) then
-        raise exception 'filter must be an object of dimension: value (a string, null, or a non-empty array of them), got %', p_filter
-            using errcode = '22023';
-    end if;
-    select coalesce(pg_catalog.jsonb_object_agg(f.key, (
-               select pg_catalog.jsonb_agg(distinct a.v order by a.v)
-               from pg_catalog.jsonb_array_elements(case pg_catalog.jsonb_typeof(f.value) when 'array' then f.value
-                                                         else pg_catalog.jsonb_build_array(f.value) end) a(v))), '{}')
-      into v_filter
-    from pg_catalog.jsonb_each(p_filter) f;
+    -- The filter, validated and normalised (meter._filter_normalize).
+    v_filter := meter._filter_normalize(v_meter_id, p_filter);
     if v_filter <> '{}' then
-        if exists (select 1 from pg_catalog.jsonb_object_keys(v_filter) k(name)
-                   where k.name not in (select d from meter.meter_versions v, pg_catalog.unnest(v.dimensions) d
-                                        where v.meter_id = v_meter_id)) then
-            raise exception 'meter % has no such dimension (filter %)', p_meter, v_filter using errcode = '22023';
-        end if;
         if exists (select 1 from meter.meter_versions v
                    where v.meter_id = v_meter_id and v.aggregation not in ('count', 'sum', 'max', 'time_weighted_sum')) then
             raise exception 'meter % counts distinct values or takes the last value: it cannot be priced per filter', p_meter

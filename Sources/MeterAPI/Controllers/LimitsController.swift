@@ -1,0 +1,116 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import PGClient
+import MeterWire
+import MeterCore
+
+/// GET /v1/customers/{customer}/limits/{meter}: "may this customer do one more?" The customer's
+/// plan's limits on the meter in the open period (`meter.limit_check()`): per limit its filter,
+/// limit, used (rollups plus what is committed but not rolled up yet, so an event ingested a
+/// moment ago counts), remaining, whether it applies to the next event's dimension values
+/// (`properties[model]=gpt-4o`) and whether `quantity` more (default 1) is allowed; `allowed` at
+/// the top is true when every limit that applies allows it (and when there is none).
+package struct LimitsController: Sendable {
+    package let pool: PGPool
+    package let ingest: IngestService
+
+    package func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/v1/customers/:customer/limits/:meter", use: get)
+    }
+
+    @Sendable package func get(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let token = APIRequest.bearerToken(request) else {
+            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+        }
+        func decoded(_ name: String) -> String {
+            let raw = context.parameters.get(name) ?? ""
+            return raw.removingPercentEncoding ?? raw
+        }
+        let customer = decoded("customer"), meter = decoded("meter")
+        let named = customer.isEmpty || customer.contains("\u{0}") ? nil : customer
+        do {
+            switch try await ingest.authorize(token: token, scope: "read", customer: named) {
+            case .ok: break
+            case .unauthorized: return APIResponse.unauthorized()
+            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read usage or limits")
+            case .customerNotAllowed: return APIResponse.customerNotAllowed(named ?? "")
+            }
+        } catch {
+            return APIResponse.unavailable(error, context: context)
+        }
+        func invalid(_ field: String, _ code: String, _ message: String) -> Response {
+            APIResponse.error(.unprocessableContent, code: code, message: message, field: field)
+        }
+        guard let customer = named else { return invalid("customer", "invalid_value", "customer must be a non-empty external id") }
+        guard !meter.isEmpty, !meter.contains("\u{0}") else { return invalid("meter", "invalid_value", "meter must be a non-empty code") }
+        var seen: Set<String> = []
+        var properties: [(String, JSONValue)] = []
+        for (k, v) in request.uri.queryParameters {
+            let name = String(k).removingPercentEncoding ?? String(k)
+            if v.contains("\u{0}") { return invalid(name, "invalid_value", "\(name) must not contain NUL (%00)") }
+            if name.hasPrefix("properties[") && name.hasSuffix("]") {
+                let dimension = String(name.dropFirst(11).dropLast())
+                guard dimension.range(of: #"^[A-Za-z0-9_.:-]{1,64}$"#, options: .regularExpression) != nil else {
+                    return invalid(name, "invalid_value", "\(name): a dimension is a property name of 1-64 letters, digits, _ . : or -")
+                }
+                if !seen.insert(name).inserted { return invalid(name, "repeated_parameter", "\(name) is given more than once") }
+                properties.append((dimension, .string(String(v))))
+                continue
+            }
+            guard name == "quantity" else {
+                return invalid(name, "unknown_parameter", "unknown query parameter \"\(name)\"; expected quantity or properties[<dimension>]")
+            }
+            if !seen.insert(name).inserted { return invalid(name, "repeated_parameter", "\(name) is given more than once") }
+        }
+        let quantity = request.uri.queryParameters["quantity"].map(String.init) ?? "1"
+        guard quantity.range(of: #"^[0-9]{1,20}(\.[0-9]{1,12})?$"#, options: .regularExpression) != nil,
+              quantity.contains(where: { $0 != "0" && $0 != "." }) else {
+            return invalid("quantity", "invalid_value", "quantity must be a positive decimal (at most 20 digits before the point and 12 after); got \(quantity)")
+        }
+        let dimensions: String? = properties.isEmpty ? nil : JSONValue.object(properties).text
+        do {
+            let rows = try await pool.withConnection { conn in
+                try conn.executePrepared("""
+                    select l.period, l.aggregation, l.filter::text as filter, pg_catalog.trim_scale(l.limit_quantity)::text as lim,
+                           l.used::text as used, l.remaining::text as remaining, l.applies, l.allowed,
+                           (select c.billing_timezone from meter.customers c where c.external_id = $1) as tz
+                    from meter.limit_check($1, $2, $3::jsonb, $4::numeric) l
+                    """, [customer, meter, dimensions, quantity]).rows
+            }
+            return APIResponse.limits(customer: customer, meter: meter, rows: rows)
+        } catch let e as PGError where e.sqlState == "P0002" {
+            let (field, code) = e.message.hasPrefix("no meter") ? ("meter", "meter_not_found")
+                : e.message.contains("has no plan") ? ("customer", "no_plan") : ("customer", "customer_not_found")
+            return APIResponse.error(.notFound, code: code, message: e.message, field: field)
+        } catch {
+            return APIResponse.unavailable(error, context: context, message: "limits are unavailable; retry later")
+        }
+    }
+}
+
+extension APIResponse {
+    package static func limits(customer: String, meter: String, rows: [PGRow]) -> Response {
+        func text(_ r: PGRow, _ c: String) -> String? { (try? r.optionalString(c)) ?? nil }
+        var items: [String] = []
+        var allowed = true
+        for r in rows {
+            let applies = text(r, "applies") == "t", ok = text(r, "allowed") == "t"
+            if applies && !ok { allowed = false }
+            items.append("{\"filter\":\(text(r, "filter") ?? "{}")"
+                + ",\"limit\":\(JSONWriter.quote(text(r, "lim") ?? "0"))"
+                + ",\"used\":\(JSONWriter.quote(text(r, "used") ?? "0"))"
+                + ",\"remaining\":\(JSONWriter.quote(text(r, "remaining") ?? "0"))"
+                + ",\"applies\":\(applies),\"allowed\":\(ok)}")
+        }
+        var s = "{\"customer\":\(JSONWriter.quote(customer)),\"meter\":\(JSONWriter.quote(meter))"
+        if let first = rows.first {
+            s += ",\"period\":\(JSONWriter.quote(text(first, "period") ?? ""))"
+            s += ",\"aggregation\":\(JSONWriter.quote(text(first, "aggregation") ?? ""))"
+        } else {
+            s += ",\"period\":null,\"aggregation\":null"
+        }
+        s += ",\"allowed\":\(allowed),\"limits\":[" + items.joined(separator: ",") + "]}"
+        return json(.ok, s)
+    }
+}
