@@ -10,7 +10,7 @@ import MeterDevKit
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures and a same-run baseline.",
-                                                    subcommands: [BenchIngest.self, BenchRollup.self, BenchSync.self, BenchClose.self])
+                                                    subcommands: [BenchIngest.self, BenchRollup.self, BenchSync.self, BenchClose.self, BenchLimits.self])
 }
 
 /// Thread-safe accumulator for the load generator's threads.
