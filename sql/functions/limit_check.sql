@@ -74,29 +74,39 @@ begin
             from meter.rollup_hourly r
             where r.customer_id = v_c.id and r.meter_id = v_m and r.hour >= v_start and r.hour < v_end;
         else
-            select case v_agg when 'count' then coalesce(pg_catalog.sum(x.event_count), 0)::numeric
-                              when 'sum' then coalesce(pg_catalog.sum(x.quantity), 0)
-                              else coalesce(pg_catalog.max(x.max_value) filter (where x.event_count > 0), 0) end
+            -- (grouped by values first: the filter is matched once per combination, not per hour)
+            select case v_agg when 'count' then coalesce(pg_catalog.sum(g.n), 0)::numeric
+                              when 'sum' then coalesce(pg_catalog.sum(g.q), 0)
+                              else coalesce(pg_catalog.max(g.mx), 0) end
               into v_used
-            from meter.rollup_hourly_dims x
-            where x.customer_id = v_c.id and x.meter_id = v_m and x.hour >= v_start and x.hour < v_end
-              and meter._dims_match(x.dims, v_l.filter);
+            from (select x.dims, pg_catalog.sum(x.event_count) as n, pg_catalog.sum(x.quantity) as q,
+                         pg_catalog.max(x.max_value) filter (where x.event_count > 0) as mx
+                  from meter.rollup_hourly_dims x
+                  where x.customer_id = v_c.id and x.meter_id = v_m and x.hour >= v_start and x.hour < v_end
+                  group by x.dims
+                  offset 0) g  -- (a fence: the planner would push the match below the grouping)
+            where meter._dims_match(g.dims, v_l.filter);
         end if;
         -- committed, not rolled up yet: events past the watermark (not cancelled), and the
         -- cancellations of rolled-up events not subtracted yet
-        select pg_catalog.count(*) filter (where not p.cancelled) as n,
-               coalesce(pg_catalog.sum(p.value) filter (where not p.cancelled), 0) as q,
-               pg_catalog.max(p.value) filter (where not p.cancelled) as mx
+        -- (planned for the actual watermark, the one statement planned per call: a cached generic
+        -- plan cannot tell that few events lie past it, and would read the customer's whole month
+        -- through (customer, meter, occurred_at) instead of the few past the watermark)
+        execute pg_catalog.format($q$
+            select pg_catalog.count(*) filter (where not p.cancelled) as n,
+                   coalesce(pg_catalog.sum(p.value) filter (where not p.cancelled), 0) as q,
+                   pg_catalog.max(p.value) filter (where not p.cancelled) as mx
+            from (select e.value, exists (select 1 from meter.event_cancellations x where x.event_id = e.id) as cancelled,
+                         e.properties, e.occurred_at
+                  from meter.events e
+                  where (e.xid, e.id) >= (%L::xid8, %s::bigint)
+                    and e.customer_id = $1 and e.meter_id = $2 and e.occurred_at >= $3 and e.occurred_at < $4) p
+            where $5 = '{}'::jsonb or meter._dims_match(coalesce(meter._dimension_values(p.properties,
+                      (select v.dimensions from meter.meter_version_ranges v where v.meter_id = $2
+                         and p.occurred_at >= v.effective_from and p.occurred_at < v.effective_until)), '{}'), $5)
+            $q$, v_wm.position_xid, v_wm.position_id)
           into v_pend
-        from (select e.value, exists (select 1 from meter.event_cancellations x where x.event_id = e.id) as cancelled,
-                     e.properties, e.occurred_at
-              from meter.events e
-              where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
-                and e.customer_id = v_c.id and e.meter_id = v_m
-                and e.occurred_at >= v_start and e.occurred_at < v_end) p
-        where v_l.filter = '{}' or meter._dims_match(coalesce(meter._dimension_values(p.properties,
-                  (select v.dimensions from meter.meter_version_ranges v where v.meter_id = v_m
-                     and p.occurred_at >= v.effective_from and p.occurred_at < v.effective_until)), '{}'), v_l.filter);
+          using v_c.id, v_m, v_start, v_end, v_l.filter;
         v_used := case v_agg when 'count' then v_used + v_pend.n
                              when 'sum' then v_used + v_pend.q
                              else greatest(v_used, coalesce(v_pend.mx, 0)) end;
