@@ -23,8 +23,9 @@ select results_eq(
              (8, '0008_api_key_scopes.sql'), (9, '0009_retention.sql'), (10, '0010_billing_meters.sql'),
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
-             (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql')$$,
-    'migrations 1 to 16 are recorded once each, and no other');
+             (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
+             (17, '0017_outgoing_webhooks.sql')$$,
+    'migrations 1 to 17 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -35,7 +36,7 @@ select set_eq(
     $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_invoice_frozen.sql'),
-             ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'),
+             ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_webhook_emit.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
@@ -48,7 +49,8 @@ select set_eq(
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
              ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
-             ('functions/usage.sql'), ('functions/webhook_process.sql'), ('functions/webhook_receive.sql'),
+             ('functions/usage.sql'), ('functions/webhook_claim.sql'), ('functions/webhook_endpoint_set.sql'), ('functions/webhook_process.sql'),
+             ('functions/webhook_redrive.sql'), ('functions/webhook_report.sql'), ('functions/webhook_receive.sql'),
              ('views/api_keys_public.sql'), ('views/event_daily.sql'), ('views/late_after_close.sql'),
              ('views/reconciliation.sql'), ('views/rollup_lag.sql'), ('views/sync_backlog.sql'),
              ('views/sync_status.sql')$$,
@@ -67,8 +69,9 @@ select tables_are('meter',
           'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
-          'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series and 0016''s plan_limits');
+          'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits',
+          'webhook_endpoints', 'webhook_messages', 'webhook_deliveries']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits and 0017''s outgoing webhook tables');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -215,6 +218,7 @@ select results_eq(
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
+             ('_webhook_emit(p_type text, p_key text, p_payload jsonb)'),
              ('api_key_authenticate(p_key_hash bytea)'),
              ('api_key_authorize(p_key_hash bytea, p_scope text, p_customer text)'),
              ('api_key_create(p_name text, p_prefix text, p_key_hash bytea, p_scopes text[], p_customers text[])'),
@@ -249,9 +253,13 @@ select results_eq(
              ('sync_retry(p_customer text, p_meter text)'),
              ('sync_succeeded(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint)'),
              ('usage(p_customer text, p_meter text, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text, p_group_by text[], p_filter jsonb)'),
+             ('webhook_claim(p_worker text, p_limit integer, p_lease interval)'),
+             ('webhook_endpoint_set(p_id bigint, p_url text, p_event_types text[], p_secret text, p_enabled boolean)'),
              ('webhook_process(p_limit integer)'),
-             ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)')$$,
-    'schema meter has exactly the fifty-seven documented functions (no leftover five-argument meter_upsert)');
+             ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
+             ('webhook_redrive(p_endpoint_id bigint)'),
+             ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
+    'schema meter has exactly the sixty-two documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

@@ -122,6 +122,10 @@ begin
 
         select coalesce(pg_catalog.sum(l.amount), 0) into v_total from meter.invoice_lines l where l.invoice_id = v_inv;
         update meter.invoices set subtotal = v_total, total = v_total where id = v_inv;
+        -- Operators' endpoints hear of it (in this transaction: exactly when the invoice exists).
+        perform meter._webhook_emit('invoice.closed', 'invoice:' || v_inv, pg_catalog.jsonb_build_object(
+            'invoice_id', v_inv, 'customer', v_c.external_id, 'period', p_period, 'currency', v_plan.currency,
+            'total', v_total, 'lines', v_line, 'period_start', v_start, 'period_end', v_end));
 
         customer := v_c.external_id; period := p_period; invoice_id := v_inv; outcome := 'closed';
         lines := v_line; total := v_total; currency := v_plan.currency;

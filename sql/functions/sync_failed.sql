@@ -69,9 +69,19 @@ as $$
             sending_lines    = case when p_definitive then null else o.sending_lines end
         where o.customer_id = p_customer_id and o.meter_id = p_meter_id and o.hour = p_hour
           and o.claim_token = p_claim_token
-        returning o.state
+        returning o.state, o.customer_id, o.meter_id, o.hour, o.revision, o.last_error
+    ),
+    -- a dead letter is told to the operators' endpoints (sync.dead_letter), once per hour and revision
+    told as (
+        select meter._webhook_emit('sync.dead_letter',
+                   pg_catalog.format('dead:%s:%s:%s:%s', f.customer_id, f.meter_id, extract(epoch from f.hour)::bigint, f.revision),
+                   pg_catalog.jsonb_build_object(
+                       'customer', (select c.external_id from meter.customers c where c.id = f.customer_id),
+                       'meter', (select m.code from meter.meters m where m.id = f.meter_id),
+                       'hour', f.hour, 'revision', f.revision, 'error', f.last_error))
+        from failed f where f.state = 'dead'
     )
-    select coalesce((select state from failed), 'stale');
+    select coalesce((select state from failed), 'stale') from (select pg_catalog.count(*) from told) t;
 $$;
 
 comment on function meter.sync_failed(bigint, bigint, timestamptz, bigint, text, boolean, integer, interval, interval, interval) is
