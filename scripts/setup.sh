@@ -77,6 +77,14 @@ if ! "$venv16/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe16
   "$venv16/bin/python" -c "import stripe; assert stripe.VERSION == '$stripe16_version'"
 fi
 
+# standardwebhooks (the official Standard Webhooks library) verifies meter's outgoing webhooks
+# (Tests/python/webhooks_out_check.py), pinned.
+standardwebhooks_version=1.1.0
+if ! "$venv/bin/python" -c "import standardwebhooks, importlib.metadata as m; assert m.version('standardwebhooks') == '$standardwebhooks_version'" 2>/dev/null; then
+  echo "setup: installing standardwebhooks==$standardwebhooks_version into $venv" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "standardwebhooks==$standardwebhooks_version"
+fi
+
 # schemathesis for the hostile-input suite (Tests/hostile/), pinned.
 schemathesis_version=4.32.5
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $schemathesis_version\$"; then

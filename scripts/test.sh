@@ -47,6 +47,7 @@ sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.l
 echo "== CLI and service as processes, the Stripe SDK against the mock (Tests/cli/cli_test.sh)"
 Tests/cli/cli_test.sh "$tap_conninfo"
 sdk_tests=$(( $(grep -c '^ok ' .meter/stripe-sdk.log) + $(grep -c '^ok ' .meter/stripe-meters.log) ))
+webhook_tests=$(grep -c '^ok ' .meter/webhooks-out.log)
 
 echo "== hostile input: the classic cases and schemathesis against the served OpenAPI document (Tests/hostile/hostile_test.sh)"
 set +e
@@ -95,6 +96,6 @@ else
 fi
 
 echo
-echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; hostile input: $hostile_passed passed, $hostile_failed failed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; runbook: $runbook_passed passed, $runbook_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
-echo "tests: $((sql_tests + sdk_tests + hostile_passed + swift_tests - swift_failed + runbook_passed + chaos_passed)) passed, $((hostile_failed + swift_failed + runbook_failed + chaos_failed)) failed"
+echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; Standard Webhooks: $webhook_tests passed; hostile input: $hostile_passed passed, $hostile_failed failed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; runbook: $runbook_passed passed, $runbook_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
+echo "tests: $((sql_tests + sdk_tests + webhook_tests + hostile_passed + swift_tests - swift_failed + runbook_passed + chaos_passed)) passed, $((hostile_failed + swift_failed + runbook_failed + chaos_failed)) failed"
 [[ "$hostile_failed" == 0 && "$swift_failed" == 0 && "$runbook_failed" == 0 && "$chaos_failed" == 0 ]]

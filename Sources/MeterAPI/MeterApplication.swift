@@ -33,6 +33,8 @@ public struct ServeConfiguration: Sendable {
     public var processWebhooks = true
     /// Hourly retention pass (RetentionWorker); nil = none (`meterctl prune` by hand).
     public var retention: Retention.Policy? = .init()
+    /// Outgoing webhooks' delivery loop (WebhookDeliveryWorker); nil = none in this process.
+    public var webhookDelivery: WebhookDeliveryConfiguration? = .init()
     public init() {}
 }
 

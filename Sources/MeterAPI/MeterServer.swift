@@ -42,6 +42,9 @@ public enum MeterServer {
             services.append(SyncWorker(conninfo: conninfo, config: sync, metrics: metrics.sync, logger: logger))
         }
         if let webhooks { services.append(webhooks) }
+        if let delivery = config.webhookDelivery {
+            services.append(WebhookDeliveryWorker(conninfo: conninfo, config: delivery, logger: logger))
+        }
         if let policy = config.retention {
             services.append(RetentionWorker(conninfo: conninfo, policy: policy, metrics: metrics, logger: logger))
         }

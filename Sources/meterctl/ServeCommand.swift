@@ -40,6 +40,10 @@ struct ServiceOptions: ParsableArguments {
     var webhookRetentionSeconds: Int?
     @Flag(name: .customLong("no-rollup"), help: "Do not run the rollup loop in this process (env METER_ROLLUP=off).")
     var noRollup = false
+    @Flag(name: .customLong("no-webhook-delivery"), help: "Do not deliver outgoing webhooks from this process (env METER_WEBHOOK_DELIVERY=off).")
+    var noWebhookDelivery = false
+    @Option(name: .customLong("webhook-give-up-seconds"), help: "How long an outgoing webhook is retried before it is dead (env METER_WEBHOOK_GIVE_UP_SECONDS). Default: 259200 (3 days)")
+    var webhookGiveUpSeconds: Int?
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
     var openAPI: String?
 
@@ -109,6 +113,13 @@ struct ServiceOptions: ParsableArguments {
         if let v = s.keyMaxConcurrent { c.keyMaxConcurrentRequests = v }
         if let v = s.keyPerSecond { c.keyRequestsPerSecond = v }
         c.retention = s.retention
+        if noWebhookDelivery || env["METER_WEBHOOK_DELIVERY"] == "off" {
+            c.webhookDelivery = nil
+        } else if let v = webhookGiveUpSeconds ?? env["METER_WEBHOOK_GIVE_UP_SECONDS"].flatMap(Int.init), v > 0 {
+            c.webhookDelivery?.giveUpAfter = .seconds(v)
+            c.webhookDelivery?.backoffCap = min(.seconds(3_600), .seconds(max(1, v / 4)))
+            c.webhookDelivery?.backoffBase = min(.seconds(5), .seconds(max(1, v / 20)))
+        }
         if noRollup || env["METER_ROLLUP"] == "off" {
             c.rollup = nil
         } else {

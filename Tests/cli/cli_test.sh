@@ -9,6 +9,8 @@
 #     (Tests/python/stripe_meters_fidelity.py, .meter/stripe-meters.log);
 #   - billing CLI against the mock: price, link, sync run and status, endpoint registration;
 #   - plans, subscriptions, close refusals, reconcile of an unclosed period;
+#   - outgoing webhooks verified by the official standardwebhooks library (Tests/python/
+#     webhooks_out_check.py, .meter/webhooks-out.log): retry after a 500, dead letter, re-drive, rotation;
 #   - serve with the billing sync: readiness, SIGTERM drains and exits 0, its lifecycle log lines.
 # Usage: Tests/cli/cli_test.sh CONNINFO   (a libpq conninfo of the migrated database)
 # Exits non-zero at the first failed assertion, naming it.
@@ -137,6 +139,9 @@ grep -q "it can be closed from" .meter/close-refusal.log
 if m reconcile --period "$this_month" 2>/dev/null; then echo "reconcile of an unclosed period must fail"; exit 1; fi
 echo "month-close CLI smoke test passed"
 
+echo "== outgoing webhooks, verified by the official standardwebhooks library (Tests/python/webhooks_out_check.py)"
+.meter/venv/bin/python Tests/python/webhooks_out_check.py .build/debug/meterctl "$tap_conninfo" | tee .meter/webhooks-out.log
+
 echo "== service smoke test: serve (with the billing sync), readiness, SIGTERM drains and exits 0"
 port=18089
 DATABASE_URL="$tap_conninfo" .build/debug/meterctl serve --port "$port" --log-level info \
@@ -151,7 +156,7 @@ kill -TERM "$pid"
 wait "$pid" && echo "serve exited 0 after SIGTERM"
 kill -TERM "$mock_pid"
 wait "$mock_pid" && echo "billing-mock exited 0 after SIGTERM"
-for line in serve.stopped rollup.worker.started rollup.worker.stopped sync.worker.started sync.worker.stopped; do
+for line in serve.stopped rollup.worker.started rollup.worker.stopped sync.worker.started sync.worker.stopped webhooks.delivery.started webhooks.delivery.stopped; do
   grep -q "\"msg\":\"$line\"" .meter/serve-smoke.log || { echo "no $line log line"; cat .meter/serve-smoke.log; exit 1; }
 done
 

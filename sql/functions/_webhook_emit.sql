@@ -3,7 +3,7 @@
 -- message id is msg_ + the first 32 hex digits of the SHA-256 of the type and key, so the same
 -- occurrence emitted again (a retried transaction, a second close) is the same message and is not
 -- delivered twice. Returns the message id, or null when that occurrence was already recorded.
--- NOTIFY meter_webhooks wakes the delivery worker after the commit.
+-- NOTIFY meter_webhooks_out wakes the delivery worker after the commit.
 create or replace function meter._webhook_emit(p_type text, p_key text, p_payload jsonb)
 returns text
 language plpgsql
@@ -24,7 +24,7 @@ begin
     insert into meter.webhook_deliveries (message_id, endpoint_id)
     select v_id, e.id from meter.webhook_endpoints e where e.enabled and p_type = any (e.event_types);
     if found then
-        perform pg_catalog.pg_notify('meter_webhooks', '');
+        perform pg_catalog.pg_notify('meter_webhooks_out', '');
     end if;
     return v_id;
 end;

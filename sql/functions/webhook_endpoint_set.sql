@@ -52,7 +52,7 @@ begin
     if v_id is null then
         raise exception 'no webhook endpoint with id %', p_id using errcode = '22023';
     end if;
-    if p_enabled is true then perform pg_catalog.pg_notify('meter_webhooks', ''); end if;
+    if p_enabled is true then perform pg_catalog.pg_notify('meter_webhooks_out', ''); end if;
     return v_id;
 end;
 $$;
