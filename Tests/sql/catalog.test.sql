@@ -24,8 +24,8 @@ select results_eq(
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
-             (17, '0017_outgoing_webhooks.sql')$$,
-    'migrations 1 to 17 are recorded once each, and no other');
+             (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql')$$,
+    'migrations 1 to 18 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -33,12 +33,12 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_dimension_object.sql'::text), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
+    $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_webhook_emit.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
-             ('functions/api_key_create.sql'), ('functions/api_key_revoke.sql'),
+             ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
              ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
              ('functions/billing_usage_record.sql'), ('functions/billing_usage_targets.sql'),
@@ -70,8 +70,8 @@ select tables_are('meter',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
           'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits',
-          'webhook_endpoints', 'webhook_messages', 'webhook_deliveries']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits and 0017''s outgoing webhook tables');
+          'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables and 0018''s alerts');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -197,7 +197,8 @@ where p.pronamespace = 'meter'::regnamespace
 
 select results_eq(
     $$select signature from own_functions order by signature$$,
-    $$values ('_dimension_object(p_dimensions text[], p_values text[])'),
+    $$values ('_alerts_evaluate(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[])'),
+             ('_dimension_object(p_dimensions text[], p_values text[])'),
              ('_dimension_values(p_properties jsonb, p_dimensions text[])'),
              ('_dims_match(p_dims jsonb, p_filter jsonb)'),
              ('_dims_priced_by(p_plan_id bigint, p_meter_id bigint, p_dims jsonb)'),
@@ -219,6 +220,7 @@ select results_eq(
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('_webhook_emit(p_type text, p_key text, p_payload jsonb)'),
+             ('alert_set(p_customer text, p_plan text, p_meter text, p_kind text, p_threshold numeric)'),
              ('api_key_authenticate(p_key_hash bytea)'),
              ('api_key_authorize(p_key_hash bytea, p_scope text, p_customer text)'),
              ('api_key_create(p_name text, p_prefix text, p_key_hash bytea, p_scopes text[], p_customers text[])'),
@@ -259,7 +261,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the sixty-two documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the sixty-four documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -283,7 +285,7 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('_gauge_dims_hours'::text, 'TimeZone=UTC'::text), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'),
+    $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('invoice_preview', 'TimeZone=UTC'),
              ('limit_check', 'TimeZone=UTC'),
@@ -296,7 +298,7 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, invoice_preview, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, invoice_preview, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');

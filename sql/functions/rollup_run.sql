@@ -506,6 +506,14 @@ begin
       and o.hour > t.first_changed
       and o.hour < pg_catalog.date_trunc('month', t.first_changed) + interval '1 month';
 
+    -- 4c. Alerts and limits the changed hours reach fire now, once per customer and period, with
+    -- their webhook messages, in this transaction (meter._alerts_evaluate; nothing to do and one
+    -- query when there is no alert and no limit).
+    perform meter._alerts_evaluate(
+        coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}') || coalesce(v_g_customers, '{}'),
+        coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}') || coalesce(v_g_meters, '{}'),
+        coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}') || coalesce(v_g_hours, '{}'));
+
     -- 5. Move the watermark, in this same transaction.
     select pg_catalog.count(*) into v_hours
     from (select distinct k.c, k.m, k.h
