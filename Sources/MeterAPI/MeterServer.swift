@@ -43,7 +43,7 @@ public enum MeterServer {
         }
         if let webhooks { services.append(webhooks) }
         if let delivery = config.webhookDelivery {
-            services.append(WebhookDeliveryWorker(conninfo: conninfo, config: delivery, logger: logger))
+            services.append(WebhookDeliveryWorker(conninfo: conninfo, config: delivery, metrics: metrics, logger: logger))
         }
         if let policy = config.retention {
             services.append(RetentionWorker(conninfo: conninfo, policy: policy, metrics: metrics, logger: logger))

@@ -8,7 +8,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
-import Metrics
+import Prometheus
 import NIOCore
 import NIOHTTP1
 import PGClient
@@ -142,11 +142,14 @@ public enum WebhookDelivery {
 public final class WebhookDeliveryWorker: Service, @unchecked Sendable {
     let conninfo: String, config: WebhookDeliveryConfiguration, logger: Logger
     let pool: PGPool
-    let delivered = Counter(label: "meter_webhooks_out_deliveries_total", dimensions: [("result", "delivered")])
-    let failed = Counter(label: "meter_webhooks_out_deliveries_total", dimensions: [("result", "failed")])
+    let delivered: Counter
+    let failed: Counter
 
-    public init(conninfo: String, config: WebhookDeliveryConfiguration, logger: Logger) {
+    public init(conninfo: String, config: WebhookDeliveryConfiguration, metrics: MeterMetrics, logger: Logger) {
         self.conninfo = conninfo; self.config = config; self.logger = logger
+        let help = "Outgoing webhook delivery attempts by result: delivered (2xx) or failed (retried, or dead past the give-up time)"
+        delivered = metrics.registry.meterCounter(name: "meter_webhooks_out_deliveries_total", labels: [("result", "delivered")], help: help)
+        failed = metrics.registry.meterCounter(name: "meter_webhooks_out_deliveries_total", labels: [("result", "failed")], help: help)
         pool = PGPool(conninfo: conninfo, maxConnections: 2, acquireTimeout: .seconds(30), statementTimeout: "60s",
                       applicationName: "meter-webhooks-out", logger: logger)
     }
@@ -163,8 +166,8 @@ public final class WebhookDeliveryWorker: Service, @unchecked Sendable {
                 var busy = false
                 do {
                     let r = try await WebhookDelivery.pass(pool: pool, config: config, logger: logger)
-                    delivered.increment(by: r.delivered)
-                    failed.increment(by: r.failed)
+                    delivered.increment(by: Int64(r.delivered))
+                    failed.increment(by: Int64(r.failed))
                     busy = r.claimed >= config.batch
                     failures = 0
                 } catch {
