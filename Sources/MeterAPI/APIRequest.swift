@@ -15,6 +15,26 @@ package enum APIRequest {
         return token.isEmpty ? nil : token
     }
 
+    /// The read endpoints' gate (usage, invoice preview, limits): a bearer key with the read scope,
+    /// allowed for `customer` (nil: no customer named), checked in one round trip before anything
+    /// else. nil when the request may go on; else the response to send (401, 403, 503).
+    package static func authorizeRead(_ request: Request, context: BasicRequestContext, ingest: IngestService,
+                                      customer: String?, what: String) async -> Response? {
+        guard let token = bearerToken(request) else {
+            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+        }
+        do {
+            switch try await ingest.authorize(token: token, scope: "read", customer: customer) {
+            case .ok: return nil
+            case .unauthorized: return APIResponse.unauthorized()
+            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read \(what)")
+            case .customerNotAllowed: return APIResponse.customerNotAllowed(customer ?? "")
+            }
+        } catch {
+            return APIResponse.unavailable(error, context: context)
+        }
+    }
+
     /// The media type of the request body, lower-cased, without parameters ("" when absent).
     package static func mediaType(_ request: Request) -> String {
         (request.headers[.contentType] ?? "").split(separator: ";").first

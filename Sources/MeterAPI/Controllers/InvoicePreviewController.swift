@@ -18,21 +18,11 @@ package struct InvoicePreviewController: Sendable {
     }
 
     @Sendable package func get(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        guard let token = APIRequest.bearerToken(request) else {
-            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
-        }
         let raw = context.parameters.get("customer") ?? ""
         let customer = raw.removingPercentEncoding ?? raw
         let named = customer.isEmpty || customer.contains("\u{0}") ? nil : customer
-        do {
-            switch try await ingest.authorize(token: token, scope: "read", customer: named) {
-            case .ok: break
-            case .unauthorized: return APIResponse.unauthorized()
-            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read usage or invoices")
-            case .customerNotAllowed: return APIResponse.customerNotAllowed(named ?? "")
-            }
-        } catch {
-            return APIResponse.unavailable(error, context: context)
+        if let refused = await APIRequest.authorizeRead(request, context: context, ingest: ingest, customer: named, what: "invoices") {
+            return refused
         }
         func invalid(_ field: String, _ code: String, _ message: String) -> Response {
             APIResponse.error(.unprocessableContent, code: code, message: message, field: field)

@@ -38,21 +38,11 @@ package struct UsageController: Sendable {
     /// each bucket per value combination (`dimensions` in each item); `filter[model]=gpt-4o`
     /// keeps the usage of that value, repeated for several (`filter[model]=a&filter[model]=b`).
     @Sendable package func get(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        guard let token = APIRequest.bearerToken(request) else {
-            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
-        }
         let query = request.uri.queryParameters
         // The key, its read scope and its customers, in one round trip, before anything else.
         let named = query["customer"].map(String.init).flatMap { $0.isEmpty || $0.contains("\u{0}") ? nil : $0 }
-        do {
-            switch try await ingest.authorize(token: token, scope: "read", customer: named) {
-            case .ok: break
-            case .unauthorized: return APIResponse.unauthorized()
-            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read usage")
-            case .customerNotAllowed: return APIResponse.customerNotAllowed(named ?? "")
-            }
-        } catch {
-            return APIResponse.unavailable(error, context: context)
+        if let refused = await APIRequest.authorizeRead(request, context: context, ingest: ingest, customer: named, what: "usage") {
+            return refused
         }
         func invalid(_ field: String, _ code: String, _ message: String) -> Response {
             APIResponse.error(.unprocessableContent, code: code, message: message, field: field)

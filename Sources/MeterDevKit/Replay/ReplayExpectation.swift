@@ -57,6 +57,10 @@ public struct ReplayExpectation: Sendable {
 
     public let verdicts: Verdicts
     public let lines: [Key: Line]
+    /// api_calls events per "customer|period": net of cancellations, and all accepted.
+    package let apiCallsNet: [String: Int]
+    package let apiCallsGross: [String: Int]
+    package let customers: Int
     /// Currency of each (customer, period) invoice.
     public let currencies: [String: String]
     public let periods: [String]
@@ -208,6 +212,16 @@ public struct ReplayExpectation: Sendable {
         }
         self.lines = lines
         self.currencies = currencies
+        // api_calls per customer and period: net of every cancellation (the final figure, which a
+        // firing must have reached) and with none (the most any rollup can have seen).
+        var net: [String: Int] = [:], gross: [String: Int] = [:]
+        for (k, e) in events where e.meter == "api_calls" {
+            gross[e.customer + "|" + e.period, default: 0] += 1
+            if cancelledLate[k] == nil { net[e.customer + "|" + e.period, default: 0] += 1 }
+        }
+        apiCallsNet = net
+        apiCallsGross = gross
+        self.customers = customers
     }
 
     /// A decimal's text (NDJSON, prices, numeric output) as an exact Decimal, whatever the locale.
@@ -291,6 +305,10 @@ public struct ReplayExpectation: Sendable {
         public var differences: [String] = []
         /// The adjustment lines, as expected (all equal to ours when `differences` is empty).
         public var adjustments: [(key: Key, line: Line)] = []
+        /// Alerts and limits fired (kind, customer, period, threshold, value when fired), and how
+        /// many (customer, period) pairs the NDJSON says must have fired and may have fired.
+        public var alertsFired: [(what: String, customer: String, period: String, threshold: String, value: String)] = []
+        public var alertsRequired = 0, alertsPossible = 0
         public var equal: Bool { differences.isEmpty }
     }
 
@@ -366,6 +384,60 @@ public struct ReplayExpectation: Sendable {
         return out
     }
 
+    /// The replay's alerts and limit against the NDJSON: every firing's value reached its
+    /// threshold and lies within what the customer's period could have shown (at most every
+    /// accepted api_call, cancelled or not); every (customer, period) whose final count reaches a
+    /// threshold fired, and none fired whose every accepted call stays below it. Differences are
+    /// added to `check`.
+    package func alertCheck(_ c: PGConnection, into check: inout Comparison) throws {
+        let plans = ReplayRunner.plans
+        let limit = Dictionary(uniqueKeysWithValues: ReplayRunner.limits.map { ($0.plan, Self.decimal($0.limit)!) })
+        var fired: Set<String> = []
+        for r in try c.execute("""
+            select 'alert ' || a.kind as what, x.external_id as customer, f.period, trim_scale(a.threshold)::text as threshold,
+                   trim_scale(f.value)::text as value, p.code as plan
+            from meter.alert_firings f join meter.alerts a on a.id = f.alert_id join meter.customers x on x.id = f.customer_id
+            join meter.plans p on p.id = a.plan_id
+            union all
+            select 'limit reached', x.external_id, f.period, trim_scale(l.quantity)::text, trim_scale(f.value)::text, p.code
+            from meter.limit_firings f join meter.customers x on x.id = f.customer_id join meter.plans p on p.id = f.plan_id
+            join meter.plan_limits l on l.plan_id = f.plan_id and l.meter_id = f.meter_id and l.filter = f.filter
+            order by 2, 3, 1
+            """).rows {
+            let what = try r.string("what"), customer = try r.string("customer"), period = try r.string("period")
+            let threshold = try r.string("threshold"), value = try r.string("value"), plan = try r.string("plan")
+            check.alertsFired.append((what, customer, period, threshold, value))
+            fired.insert(what + "|" + plan + "|" + customer + "|" + period)
+            let need = what == "alert limit_share" ? Self.decimal(threshold)! * (limit[plan] ?? 0) : Self.decimal(threshold)!
+            let v = Self.decimal(value) ?? -1, gross = Decimal(apiCallsGross[customer + "|" + period] ?? 0)
+            if v < need || v > gross {
+                check.differences.append("\(what) \(customer) \(period): fired at \(value), threshold \(need), at most \(gross) calls accepted")
+            }
+        }
+        for i in 0..<customers {
+            let customer = ReplayWorkload.customerID(i)
+            let plan = plans[ReplayWorkload.planIndex(customer: i, plans: plans.count)].code
+            var rules: [(String, Decimal)] = ReplayRunner.alerts.filter { $0.plan == plan }.map {
+                ("alert " + $0.kind, $0.kind == "limit_share" ? Self.decimal($0.threshold)! * (limit[plan] ?? 0) : Self.decimal($0.threshold)!)
+            }
+            if let l = limit[plan] { rules.append(("limit reached", l)) }
+            for p in periods {
+                for (what, need) in rules {
+                    let net = Decimal(apiCallsNet[customer + "|" + p] ?? 0), gross = Decimal(apiCallsGross[customer + "|" + p] ?? 0)
+                    let didFire = fired.contains(what + "|" + plan + "|" + customer + "|" + p)
+                    if net >= need { check.alertsRequired += 1 }
+                    if gross >= need { check.alertsPossible += 1 }
+                    if net >= need && !didFire {
+                        check.differences.append("\(what) \(customer) \(p): \(net) calls reach \(need), but it did not fire")
+                    }
+                    if gross < need && didFire {
+                        check.differences.append("\(what) \(customer) \(p): fired, but only \(gross) calls were ever accepted (\(need) needed)")
+                    }
+                }
+            }
+        }
+    }
+
     package static func describe(_ v: Verdicts) -> String {
         let codes = v.rejectedCodes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         return "\(v.accepted) accepted, \(v.duplicates) duplicates, \(v.conflicts) conflicts, \(v.rejected) rejected (\(codes)); "
@@ -405,6 +477,17 @@ extension ReplaySummary {
         for d in check.differences.prefix(50) { s += "  - \(d)\n" }
         if check.differences.count > 50 { s += "  - ... and \(check.differences.count - 50) more\n" }
         s += "- expected totals: " + check.totals.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key) (minor units)" }.joined(separator: ", ") + "\n\n"
+        s += "## Alerts and limits fired\n\n"
+        s += "Alerts on api_calls (starter: 700 in a period; tokyo: 80 % of its limit of 900) and tokyo's limit reached, "
+        s += "each fired at most once per customer and period by the rollup. Checked against the NDJSON: each firing's "
+        s += "value reached its threshold and is at most the calls ever accepted; every customer and period whose final "
+        s += "count reaches a threshold fired (\(check.alertsRequired) required, \(check.alertsPossible) possible with "
+        s += "cancelled calls counted, \(check.alertsFired.count) fired).\n\n"
+        if !check.alertsFired.isEmpty {
+            s += "| customer | period | what | threshold | value when fired |\n|---|---|---|---|---|\n"
+            for a in check.alertsFired { s += "| \(a.customer) | \(a.period) | \(a.what) | \(a.threshold) | \(a.value) |\n" }
+            s += "\n"
+        }
         s += "## Adjustment lines (rows that arrived after their period's close)\n\n"
         s += "\(check.adjustmentLines) line(s) on the invoices of the months after: "
         s += "\(check.negativeAdjustmentLines) take events away (cancellations after the close), "

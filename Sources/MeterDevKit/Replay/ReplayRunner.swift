@@ -111,6 +111,10 @@ public enum ReplayRunner {
         ]),
     ]
 
+    /// The replay's alerts (plan, threshold, kind) and limits (plan, limit) on api_calls.
+    package static let alerts: [(plan: String, threshold: String, kind: String)] = [("starter", "700", "quantity"), ("tokyo", "0.8", "limit_share")]
+    package static let limits: [(plan: String, limit: String)] = [("tokyo", "900")]
+
     public static func run(conninfo: String, sqlDir: String, options o: ReplayOptions, logger: Logger,
                            progress: @escaping @Sendable (String) -> Void) async throws -> ReplaySummary {
         let started = ContinuousClock.now
@@ -151,6 +155,15 @@ public enum ReplayRunner {
                 try c.execute("select meter.plan_price_set($1, $2, $3, $4::numeric, $5::numeric, $6::jsonb, $7::jsonb)",
                               [p.code, x.meter, x.model, x.unit, x.package, x.tiers, x.filter])
             }
+        }
+        // Alerts and a limit (issue 16): api_calls reaching 700 in a period for starter customers,
+        // 80 % of tokyo's limit of 900 api_calls, and that limit reached; each fires once per
+        // customer and period (checked against the NDJSON: ReplayExpectation.alertCheck).
+        for (plan, threshold, kind) in Self.alerts {
+            try c.execute("select meter.alert_set(null, $1, 'api_calls', $2, $3::numeric)", [plan, kind, threshold])
+        }
+        for (plan, limit) in Self.limits {
+            try c.execute("select meter.plan_limit_set($1, 'api_calls', $2::numeric)", [plan, limit])
         }
         for i in 0..<o.customers {
             try c.execute("select meter.customer_upsert($1, $2, 'UTC')", [workload.customerID(i), "Replay customer \(i + 1)"])
@@ -333,7 +346,8 @@ public enum ReplayRunner {
 
             // The independent check: the NDJSON's expectation against the verdicts and invoices.
             let expectation = try ReplayExpectation(ndjsonPath: summary.ndjsonPath, customers: o.customers, periods: summary.periods)
-            let check = try expectation.compare(received: summary.received, c)
+            var check = try expectation.compare(received: summary.received, c)
+            try expectation.alertCheck(c, into: &check)
             summary.check = check
             progress("check: \(check.linesEqual) of \(check.linesCompared) invoice lines equal to the expectation recomputed from the NDJSON"
                      + (check.equal ? "" : "; \(check.differences.count) difference(s)"))
