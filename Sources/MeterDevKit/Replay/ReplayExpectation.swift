@@ -305,7 +305,7 @@ public struct ReplayExpectation: Sendable {
         public var differences: [String] = []
         /// The adjustment lines, as expected (all equal to ours when `differences` is empty).
         public var adjustments: [(key: Key, line: Line)] = []
-        /// Alerts and limits fired (kind, customer, period, threshold, value when fired), and how
+        /// Alerts and limits fired (kind, customer, period, threshold, the period's final count), and how
         /// many (customer, period) pairs the NDJSON says must have fired and may have fired.
         public var alertsFired: [(what: String, customer: String, period: String, threshold: String, value: String)] = []
         public var alertsRequired = 0, alertsPossible = 0
@@ -406,7 +406,9 @@ public struct ReplayExpectation: Sendable {
             """).rows {
             let what = try r.string("what"), customer = try r.string("customer"), period = try r.string("period")
             let threshold = try r.string("threshold"), value = try r.string("value"), plan = try r.string("plan")
-            check.alertsFired.append((what, customer, period, threshold, value))
+            // (the report shows the period's final count, not the value at firing, which depends on
+            // when the rollup loop happened to run: the report stays the same for the same inputs)
+            check.alertsFired.append((what, customer, period, threshold, String(apiCallsNet[customer + "|" + period] ?? 0)))
             fired.insert(what + "|" + plan + "|" + customer + "|" + period)
             let need = what == "alert limit_share" ? Self.decimal(threshold)! * (limit[plan] ?? 0) : Self.decimal(threshold)!
             let v = Self.decimal(value) ?? -1, gross = Decimal(apiCallsGross[customer + "|" + period] ?? 0)
@@ -484,7 +486,7 @@ extension ReplaySummary {
         s += "count reaches a threshold fired (\(check.alertsRequired) required, \(check.alertsPossible) possible with "
         s += "cancelled calls counted, \(check.alertsFired.count) fired).\n\n"
         if !check.alertsFired.isEmpty {
-            s += "| customer | period | what | threshold | value when fired |\n|---|---|---|---|---|\n"
+            s += "| customer | period | what | threshold | api_calls in the period (final) |\n|---|---|---|---|---|\n"
             for a in check.alertsFired { s += "| \(a.customer) | \(a.period) | \(a.what) | \(a.threshold) | \(a.value) |\n" }
             s += "\n"
         }
