@@ -3,7 +3,7 @@
 -- SKIP LOCKED and reported (delivered on 2xx; retried with backoff; dead after the give-up time;
 -- re-driven), rotation keeps the previous secret; period_close emits invoice.closed once.
 begin;
-select plan(20);
+select plan(21);
 \ir support/fixtures.sql
 
 create temp table ep as
@@ -65,6 +65,17 @@ select meter.period_close('2024-03', 'tap-wo-a', interval '0');
 select results_eq($$select payload ->> 'customer', payload ->> 'period', (payload ->> 'total')::bigint from meter.webhook_messages
                     where type = 'invoice.closed' and payload ->> 'customer' = 'tap-wo-a'$$,
                   $$values ('tap-wo-a'::text, '2024-03'::text, 0::bigint)$$, 'the close emits invoice.closed, once');
+
+-- A late event folded into the closed March: usage.late_after_close, to an endpoint that takes it.
+select meter.webhook_endpoint_set(null, 'http://127.0.0.1:9/late', array['usage.late_after_close'],
+                                  'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+update meter.rollup_watermark set position_xid = '300', position_id = 0;
+select pg_temp.put('tap-wo-a', 'tap.wo.calls', 'late-1', '2024-03-20 10:00+00', 1, '{}', '300');
+select meter.rollup_run();
+select results_eq($$select payload ->> 'customer', payload ->> 'period', payload -> 'meters', (payload ->> 'hours_changed')::int
+                    from meter.webhook_messages where type = 'usage.late_after_close'$$,
+                  $$values ('tap-wo-a'::text, '2024-03'::text, '["tap.wo.calls"]'::jsonb, 1)$$,
+                  'a late event folded into a closed period is told, naming the customer, period and meter');
 
 select * from finish();
 rollback;

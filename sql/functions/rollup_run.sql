@@ -513,6 +513,13 @@ begin
         coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}') || coalesce(v_g_customers, '{}'),
         coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}') || coalesce(v_g_meters, '{}'),
         coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}') || coalesce(v_g_hours, '{}'));
+    -- ... and events or cancellations folded into closed periods are told (usage.late_after_close;
+    -- gauge hours accruing are not news)
+    perform meter._late_after_close_emit(
+        coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}'),
+        coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}'),
+        coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}'),
+        v_end_xid::text || ':' || v_end_id::text);
 
     -- 5. Move the watermark, in this same transaction.
     select pg_catalog.count(*) into v_hours
