@@ -289,7 +289,7 @@ select results_eq(
     $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_late_after_close_emit', 'TimeZone=UTC'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('invoice_preview', 'TimeZone=UTC'),
-             ('limit_check', 'TimeZone=UTC'),
+             ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'),
              ('period_close', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
@@ -301,7 +301,7 @@ select results_eq(
              ('webhook_process', 'TimeZone=UTC')$$,
     'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _late_after_close_emit, invoice_preview, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
-    'jit and work_mem on rollup_run and rollup_verify, enable_sort on rollup_run, custom plans '
+    'jit and work_mem on rollup_run and rollup_verify, jit on limit_check, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(

@@ -28,6 +28,8 @@ stable
 security definer
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
+-- (no JIT: a check is a few small statements; compiling them cost more than running them)
+set jit = off
 as $$
 #variable_conflict use_column
 declare
@@ -111,14 +113,18 @@ begin
                              when 'sum' then v_used + v_pend.q
                              else greatest(v_used, coalesce(v_pend.mx, 0)) end;
         if v_agg in ('count', 'sum') then
-            select v_used - case v_agg when 'count' then pg_catalog.count(*)::numeric else coalesce(pg_catalog.sum(e.value), 0) end
+            -- (the pending cancellations first, few; the filter then tests only their events: matched
+            -- per event of the customer's month it cost 16 ms for 500 events)
+            select v_used - case v_agg when 'count' then pg_catalog.count(*)::numeric else coalesce(pg_catalog.sum(p.value), 0) end
               into v_used
-            from meter.event_cancellations x join meter.events e on e.id = x.event_id
-            where x.rolled_up_at is null and (e.xid, e.id) < (v_wm.position_xid, v_wm.position_id)
-              and e.customer_id = v_c.id and e.meter_id = v_m and e.occurred_at >= v_start and e.occurred_at < v_end
-              and (v_l.filter = '{}' or meter._dims_match(coalesce(meter._dimension_values(e.properties,
+            from (select e.value, e.properties, e.occurred_at
+                  from meter.event_cancellations x join meter.events e on e.id = x.event_id
+                  where x.rolled_up_at is null and (e.xid, e.id) < (v_wm.position_xid, v_wm.position_id)
+                    and e.customer_id = v_c.id and e.meter_id = v_m and e.occurred_at >= v_start and e.occurred_at < v_end
+                  offset 0) p
+            where v_l.filter = '{}' or meter._dims_match(coalesce(meter._dimension_values(p.properties,
                       (select v.dimensions from meter.meter_version_ranges v where v.meter_id = v_m
-                         and e.occurred_at >= v.effective_from and e.occurred_at < v.effective_until)), '{}'), v_l.filter));
+                         and p.occurred_at >= v.effective_from and p.occurred_at < v.effective_until)), '{}'), v_l.filter);
         end if;
 
         filter := v_l.filter; limit_quantity := v_l.quantity; used := pg_catalog.trim_scale(v_used);
