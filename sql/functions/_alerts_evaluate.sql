@@ -84,20 +84,9 @@ begin
                               where f.customer_id = v_t.customer_id and f.plan_id = l.plan_id and f.meter_id = l.meter_id
                                 and f.filter = l.filter and f.period = v_t.period)
         loop
-            if v_l.filter = '{}' then
-                select u.quantity into v_value
-                from meter._period_usage(v_t.customer_id, v_l.meter_id, v_t.period_start, v_t.period_end) u;
-            else
-                select case v.aggregation when 'count' then coalesce(pg_catalog.sum(x.event_count), 0)::numeric
-                                          when 'max' then coalesce(pg_catalog.max(x.max_value) filter (where x.event_count > 0), 0)
-                                          else coalesce(pg_catalog.sum(x.quantity), 0) end
-                  into v_value
-                from meter.rollup_hourly_dims x
-                join meter.meter_version_ranges v on v.meter_id = x.meter_id and x.hour >= v.effective_from and x.hour < v.effective_until
-                where x.customer_id = v_t.customer_id and x.meter_id = v_l.meter_id
-                  and x.hour >= v_t.period_start and x.hour < v_t.period_end and meter._dims_match(x.dims, v_l.filter)
-                group by v.aggregation;
-            end if;
+            v_value := meter._limit_rolled(v_t.customer_id, v_l.meter_id, v_l.filter, v_t.period_start, v_t.period_end,
+                (select v.aggregation from meter.meter_version_ranges v
+                 where v.meter_id = v_l.meter_id and v_t.period_start >= v.effective_from and v_t.period_start < v.effective_until));
             if coalesce(v_value, 0) >= v_l.quantity then
                 insert into meter.limit_firings (customer_id, plan_id, meter_id, filter, period, value)
                 values (v_t.customer_id, v_l.plan_id, v_l.meter_id, v_l.filter, v_t.period, v_value)

@@ -68,27 +68,7 @@ begin
                where l.plan_id = v_plan and l.meter_id = v_m order by l.filter = '{}' desc, l.filter
     loop
         -- rolled up
-        if v_l.filter = '{}' then
-            select case v_agg when 'count' then coalesce(pg_catalog.sum(r.event_count), 0)::numeric
-                              when 'sum' then coalesce(pg_catalog.sum(r.quantity), 0)
-                              else coalesce(pg_catalog.max(r.max_value) filter (where r.event_count > 0), 0) end
-              into v_used
-            from meter.rollup_hourly r
-            where r.customer_id = v_c.id and r.meter_id = v_m and r.hour >= v_start and r.hour < v_end;
-        else
-            -- (grouped by values first: the filter is matched once per combination, not per hour)
-            select case v_agg when 'count' then coalesce(pg_catalog.sum(g.n), 0)::numeric
-                              when 'sum' then coalesce(pg_catalog.sum(g.q), 0)
-                              else coalesce(pg_catalog.max(g.mx), 0) end
-              into v_used
-            from (select x.dims, pg_catalog.sum(x.event_count) as n, pg_catalog.sum(x.quantity) as q,
-                         pg_catalog.max(x.max_value) filter (where x.event_count > 0) as mx
-                  from meter.rollup_hourly_dims x
-                  where x.customer_id = v_c.id and x.meter_id = v_m and x.hour >= v_start and x.hour < v_end
-                  group by x.dims
-                  offset 0) g  -- (a fence: the planner would push the match below the grouping)
-            where meter._dims_match(g.dims, v_l.filter);
-        end if;
+        v_used := meter._limit_rolled(v_c.id, v_m, v_l.filter, v_start, v_end, v_agg);
         -- committed, not rolled up yet: events past the watermark (not cancelled), and the
         -- cancellations of rolled-up events not subtracted yet
         -- (planned for the actual watermark, the one statement planned per call: a cached generic
