@@ -63,20 +63,19 @@ struct WebhooksCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Stop delivering to an endpoint (its pending messages wait).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Endpoint id.") var id: Int64
-        func run() async throws {
-            _ = try global.withConnection { c in try c.execute("select meter.webhook_endpoint_set($1, p_enabled => false)", [id]) }
-            print("endpoint \(id) disabled")
-        }
+        func run() async throws { try WebhooksCommand.setEnabled(global, id, false) }
     }
 
     struct Enable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Deliver to an endpoint again.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Endpoint id.") var id: Int64
-        func run() async throws {
-            _ = try global.withConnection { c in try c.execute("select meter.webhook_endpoint_set($1, p_enabled => true)", [id]) }
-            print("endpoint \(id) enabled")
-        }
+        func run() async throws { try WebhooksCommand.setEnabled(global, id, true) }
+    }
+
+    static func setEnabled(_ global: GlobalOptions, _ id: Int64, _ enabled: Bool) throws {
+        _ = try global.withConnection { c in try c.execute("select meter.webhook_endpoint_set($1, p_enabled => $2)", [id, enabled]) }
+        print("endpoint \(id) \(enabled ? "enabled" : "disabled")")
     }
 
     struct Rotate: AsyncParsableCommand {
