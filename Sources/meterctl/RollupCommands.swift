@@ -67,27 +67,40 @@ struct RollupCommand: AsyncParsableCommand {
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Recompute rollups from raw events and list every hour that differs (meter.rollup_verify).",
-            discussion: "Exit status 0 when all agree, 1 when any hour differs.")
+            abstract: "Recompute rollups from raw events and list every hour that differs (meter.rollup_verify), and every billing period total that differs from its hours (meter.rollup_period_verify).",
+            discussion: "Exit status 0 when all agree, 1 when any hour or period differs.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "Start (RFC 3339 or any Postgres timestamptz). Default: 35 days ago") var from: String?
         @Option(help: "End, exclusive. Default: now + 1 day") var to: String?
         func run() async throws {
-            let (diffs, range) = try global.withConnection { conn in
+            let (diffs, range, periods) = try global.withConnection { conn in
                 let r = try conn.execute("""
                     select coalesce($1::timestamptz, now() - interval '35 days')::text as f,
                            coalesce($2::timestamptz, now() + interval '1 day')::text as t
                     """, [from, to]).single()
                 let f = try r.string("f"), t = try r.string("t")
-                return (try Rollup.verify(conn, from: f, to: t), "\(f) .. \(t)")
-            }
-            if diffs.isEmpty {
-                print("rollup verify: every hour in \(range) agrees with raw events")
-                return
+                let periods = try conn.execute("""
+                    select pg_catalog.format('customer %s meter %s period from %s%s: %s events (hours: %s), quantity %s (hours: %s), max %s (hours: %s)',
+                                             customer_id, meter_id, period_start, coalesce(' values ' || dims::text, ''),
+                                             period_events, hourly_events, period_quantity, hourly_quantity,
+                                             coalesce(period_max::text, 'none'), coalesce(hourly_max::text, 'none')) as line
+                    from meter.rollup_period_verify()
+                    """).rows.map { try $0.string("line") }
+                return (try Rollup.verify(conn, from: f, to: t), "\(f) .. \(t)", periods)
             }
             for d in diffs { print(d) }
-            print("rollup verify: \(diffs.count) hour(s) differ in \(range)")
-            throw ExitCode(1)
+            for p in periods { print(p) }
+            if diffs.isEmpty {
+                print("rollup verify: every hour in \(range) agrees with raw events")
+            } else {
+                print("rollup verify: \(diffs.count) hour(s) differ in \(range)")
+            }
+            if periods.isEmpty {
+                print("rollup verify: every billing period total agrees with its hours")
+            } else {
+                print("rollup verify: \(periods.count) billing period total(s) differ from their hours (repair: select meter.rollup_period_rebuild();)")
+            }
+            if !diffs.isEmpty || !periods.isEmpty { throw ExitCode(1) }
         }
     }
 }

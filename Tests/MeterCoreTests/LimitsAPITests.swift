@@ -84,6 +84,23 @@ final class LimitsAPITests: XCTestCase {
             XCTAssertEqual(r.status, 404); XCTAssertEqual(r.code, "no_plan")
             r = try await Self.check(client, customer, "\(p).calls", token: nil)
             XCTAssertEqual(r.status, 401)
+
+            // The key, checked in the same statement as the limits: unknown, without the read
+            // scope, or for other customers only, nothing of the customer's usage is returned; a
+            // bad key is told before a bad parameter.
+            let ingestOnly = APIKeys.generate(), otherOnly = APIKeys.generate()
+            try APIKeys.register(c, name: "ingest-only", token: ingestOnly, scopes: ["ingest"])
+            try APIKeys.register(c, name: "other-only", token: otherOnly, customers: [fx.customers[1]])
+            r = try await Self.check(client, customer, "\(p).calls", token: APIKeys.generate())
+            XCTAssertEqual(r.status, 401); XCTAssertEqual(r.code, "unauthorized"); XCTAssertNil(r.json["limits"])
+            r = try await Self.check(client, customer, "\(p).calls", "quantity=0", token: APIKeys.generate())
+            XCTAssertEqual(r.status, 401, "a bad key before a bad parameter")
+            r = try await Self.check(client, customer, "\(p).calls", token: ingestOnly)
+            XCTAssertEqual(r.status, 403); XCTAssertEqual(r.code, "insufficient_scope"); XCTAssertNil(r.json["limits"])
+            r = try await Self.check(client, customer, "\(p).calls", token: otherOnly)
+            XCTAssertEqual(r.status, 403); XCTAssertEqual(r.code, "customer_not_allowed"); XCTAssertNil(r.json["limits"])
+            r = try await Self.check(client, customer, "\(p).nothing", token: otherOnly)
+            XCTAssertEqual(r.status, 403, "an unknown meter of a customer the key may not read: 403, not 404")
         }
     }
 }

@@ -24,8 +24,8 @@ select results_eq(
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
-             (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql')$$,
-    'migrations 1 to 18 are recorded once each, and no other');
+             (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql')$$,
+    'migrations 1 to 19 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -36,7 +36,7 @@ select set_eq(
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_limit_rolled.sql'), ('functions/_invoice_frozen.sql'),
-             ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_webhook_emit.sql'),
+             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_webhook_emit.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
@@ -47,7 +47,7 @@ select set_eq(
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
-             ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
+             ('functions/rollup_period_rebuild.sql'), ('functions/rollup_period_verify.sql'), ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
              ('functions/usage.sql'), ('functions/webhook_claim.sql'), ('functions/webhook_endpoint_set.sql'), ('functions/webhook_process.sql'),
              ('functions/webhook_redrive.sql'), ('functions/webhook_report.sql'), ('functions/webhook_receive.sql'),
@@ -70,8 +70,8 @@ select tables_are('meter',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
           'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits',
-          'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables and 0018''s alerts');
+          'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings', 'rollup_period', 'rollup_period_dims']::name[],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts and 0019''s period totals');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
@@ -212,12 +212,13 @@ select results_eq(
              ('_invoice_draft(p_customer_id bigint, p_plan_id bigint, p_start timestamp with time zone, p_end timestamp with time zone, p_with_hashes boolean)'),
              ('_invoice_frozen()'),
              ('_late_after_close_emit(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_run_key text)'),
-             ('_limit_rolled(p_customer_id bigint, p_meter_id bigint, p_filter jsonb, p_from timestamp with time zone, p_to timestamp with time zone, p_aggregation text)'),
+             ('_limit_rolled(p_customer_id bigint, p_meter_id bigint, p_filter jsonb, p_period_start timestamp with time zone, p_aggregation text)'),
              ('_line_events(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_suffix(p_filter jsonb)'),
              ('_line_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_outbox_requeue(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_revisions bigint[])'),
+             ('_period_of(p_timezone text, p_at timestamp with time zone)'),
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
@@ -248,6 +249,7 @@ select results_eq(
              ('price_amount(p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_quantity numeric)'),
              ('retention_prune(p_conflict_payload_keep interval, p_webhook_keep interval, p_max_rows integer)'),
              ('rollup_lag_seconds()'),
+             ('rollup_period_rebuild(p_customer_id bigint)'), ('rollup_period_verify(p_customer_id bigint)'),
              ('rollup_rebase()'),
              ('rollup_run(p_max_events integer)'),
              ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
@@ -263,7 +265,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the sixty-six documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the sixty-nine documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -290,9 +292,10 @@ select results_eq(
     $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_late_after_close_emit', 'TimeZone=UTC'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('invoice_preview', 'TimeZone=UTC'),
-             ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'),
+             ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'), ('limit_check', 'plan_cache_mode=force_generic_plan'),
              ('period_close', 'TimeZone=UTC'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
+             ('rollup_period_rebuild', 'TimeZone=UTC'), ('rollup_period_verify', 'TimeZone=UTC'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
              ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
              ('rollup_run', 'work_mem=256MB'),
@@ -300,17 +303,17 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _late_after_close_emit, invoice_preview, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
-    'jit and work_mem on rollup_run and rollup_verify, jit on limit_check, enable_sort on rollup_run, custom plans '
+    'jit and work_mem on rollup_run and rollup_verify, jit and generic plans on limit_check, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
     $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest'),
-             ('invoice_preview'), ('limit_check'), ('rollup_lag_seconds'), ('rollup_verify'), ('usage')$$,
+             ('invoice_preview'), ('limit_check'), ('rollup_lag_seconds'), ('rollup_period_verify'), ('rollup_verify'), ('usage')$$,
     'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, invoice_preview, limit_check, rollup_lag_seconds, '
-    'rollup_verify and usage are SECURITY DEFINER');
+    'rollup_period_verify, rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(
     $$select signature from own_functions f

@@ -84,7 +84,7 @@ begin
                               where f.customer_id = v_t.customer_id and f.plan_id = l.plan_id and f.meter_id = l.meter_id
                                 and f.filter = l.filter and f.period = v_t.period)
         loop
-            v_value := meter._limit_rolled(v_t.customer_id, v_l.meter_id, v_l.filter, v_t.period_start, v_t.period_end,
+            v_value := meter._limit_rolled(v_t.customer_id, v_l.meter_id, v_l.filter, v_t.period_start,
                 (select v.aggregation from meter.meter_version_ranges v
                  where v.meter_id = v_l.meter_id and v_t.period_start >= v.effective_from and v_t.period_start < v.effective_until));
             if coalesce(v_value, 0) >= v_l.quantity then

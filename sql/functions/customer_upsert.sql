@@ -6,7 +6,8 @@
 -- either side of a change would overlap or leave a gap (hours billed twice or never), and a closed
 -- month would get a second invoice under its other bounds. Giving the same timezone again is fine.
 -- A change of timezone holds the close's advisory lock while it checks, so it cannot miss the
--- invoices of a close running at the same time.
+-- invoices of a close running at the same time, and then the rollup's lock, to rebuild the
+-- customer's billing period totals (meter.rollup_period_rebuild) under the new bounds.
 create or replace function meter.customer_upsert(
     p_external_id      text,
     p_name             text default null,
@@ -18,7 +19,8 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_id bigint;
+    v_id      bigint;
+    v_changed boolean;
 begin
     if not exists (select 1 from pg_catalog.pg_timezone_names where name = p_billing_timezone) then
         raise exception 'unknown billing timezone %', pg_catalog.quote_literal(p_billing_timezone)
@@ -27,8 +29,9 @@ begin
     -- A timezone change takes the close's lock (meter.period_close) first: a close running now
     -- finishes, and its invoices are seen below; otherwise hours could be billed by neither
     -- month or by both. Creating a customer or keeping its timezone takes no lock.
-    if exists (select 1 from meter.customers c
-               where c.external_id = p_external_id and c.billing_timezone <> p_billing_timezone) then
+    v_changed := exists (select 1 from meter.customers c
+                         where c.external_id = p_external_id and c.billing_timezone <> p_billing_timezone);
+    if v_changed then
         perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.close'));
     end if;
     if exists (select 1 from meter.customers c
@@ -44,6 +47,9 @@ begin
         set name = coalesce(excluded.name, meter.customers.name),
             billing_timezone = excluded.billing_timezone
     returning id into v_id;
+    if v_changed then
+        perform meter.rollup_period_rebuild(v_id);
+    end if;
     return v_id;
 end;
 $$;

@@ -31,6 +31,11 @@
 --   * Meters with dimensions: the same groups are also written per dimension values
 --     (meter.rollup_hourly_dims, meter._dimension_values of the version in force at the hour) by
 --     the same statements, so an hour's dimension rows always sum to its rollup_hourly row.
+--   * Billing period totals: the same groups are added to meter.rollup_period(_dims) (the
+--     customer's billing period of the hour) by the same statements, cancellations subtracted
+--     with them, and a period whose hour had its max recomputed gets its max recomputed from its
+--     hours; so a period row is always Σ of its hourly rows (meter.rollup_period_verify). Gauges
+--     (time-weighted) are not kept there.
 --   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
 --     transaction (meter._outbox_requeue: back to pending unless a send is in flight), and
 --     meter_sync is NOTIFied at commit. A rolled-back run leaves neither.
@@ -213,11 +218,8 @@ begin
             set event_count = u.event_count + excluded.event_count
         returning 1
     ),
-    dims as (
-        insert into meter.rollup_hourly_dims as x
-               (customer_id, meter_id, hour, dims_hash, dims, event_count, quantity, max_value)
-        select g.customer_id, g.meter_id, g.hour, pg_catalog.sha256(pg_catalog.convert_to(g.dims::text, 'UTF8')),
-               g.dims, g.n, g.q, g.mx
+    dim_groups as (
+        select g.*, pg_catalog.sha256(pg_catalog.convert_to(g.dims::text, 'UTF8')) as dims_hash
         from (select f.customer_id, f.meter_id, f.hour, meter._dimension_object(dv.dimensions, f.dvals) as dims,
                      pg_catalog.sum(f.n) as n, pg_catalog.sum(f.q) as q, pg_catalog.max(f.mx) as mx
               from fine f
@@ -225,14 +227,54 @@ begin
                 on dv.meter_id = f.meter_id and f.hour >= dv.effective_from and f.hour < dv.effective_until
               where f.dvals is not null
               group by f.customer_id, f.meter_id, f.hour, dv.dimensions, f.dvals) g
+    ),
+    dims as (
+        insert into meter.rollup_hourly_dims as x
+               (customer_id, meter_id, hour, dims_hash, dims, event_count, quantity, max_value)
+        select g.customer_id, g.meter_id, g.hour, g.dims_hash, g.dims, g.n, g.q, g.mx
+        from dim_groups g
         on conflict (customer_id, meter_id, hour, dims_hash) do update
             set event_count = x.event_count + excluded.event_count,
                 quantity    = x.quantity + excluded.quantity,
                 max_value   = greatest(x.max_value, excluded.max_value),
                 updated_at  = pg_catalog.now()
         returning 1
+    ),
+    -- the same groups added to their billing period's totals (gauges excepted: their hours are
+    -- integrated in step 4a, not folded)
+    period as (
+        insert into meter.rollup_period as p (customer_id, meter_id, period_start, event_count, quantity, max_value)
+        select f.customer_id, f.meter_id, meter._period_of(c.billing_timezone, f.hour),
+               pg_catalog.sum(f.n), pg_catalog.sum(f.q), pg_catalog.max(f.mx)
+        from fine f
+        join meter.customers c on c.id = f.customer_id
+        where not (f.meter_id = any (v_tw_meters))
+        group by 1, 2, 3
+        on conflict (customer_id, meter_id, period_start) do update
+            set event_count = p.event_count + excluded.event_count,
+                quantity    = p.quantity + excluded.quantity,
+                max_value   = greatest(p.max_value, excluded.max_value),
+                updated_at  = pg_catalog.now()
+        returning 1
+    ),
+    period_dims as (
+        insert into meter.rollup_period_dims as p
+               (customer_id, meter_id, period_start, dims_hash, dims, event_count, quantity, max_value)
+        select g.customer_id, g.meter_id, meter._period_of(c.billing_timezone, g.hour), g.dims_hash, pg_catalog.min(g.dims::text)::jsonb,
+               pg_catalog.sum(g.n), pg_catalog.sum(g.q), pg_catalog.max(g.mx)
+        from dim_groups g
+        join meter.customers c on c.id = g.customer_id
+        where not (g.meter_id = any (v_tw_meters))
+        group by 1, 2, 3, 4
+        on conflict (customer_id, meter_id, period_start, dims_hash) do update
+            set event_count = p.event_count + excluded.event_count,
+                quantity    = p.quantity + excluded.quantity,
+                max_value   = greatest(p.max_value, excluded.max_value),
+                updated_at  = pg_catalog.now()
+        returning 1
     )
-    -- (uniques and dims are not read below: a data-modifying CTE runs to completion all the same)
+    -- (uniques, dims and the period totals are not read below: a data-modifying CTE runs to
+    -- completion all the same)
     select (select coalesce(pg_catalog.sum(f.n), 0)::bigint from fine f),
            pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
            pg_catalog.array_agg(h.revision)
@@ -302,22 +344,57 @@ begin
           and u.value_hash = pg_catalog.sha256(pg_catalog.convert_to(d.unique_value, 'UTF8'))
         returning 1
     ),
+    -- (each cancelled event with its dimension values and billing period: few rows)
+    due_dims as (
+        select du.customer_id, du.meter_id, du.hour, du.value,
+               meter._period_of(c.billing_timezone, du.hour) as period_start,
+               case when dv.meter_id is not null then meter._dimension_values(du.properties, dv.dimensions) end as dims
+        from due du
+        join meter.customers c on c.id = du.customer_id
+        left join meter.meter_version_ranges dv
+          on du.properties is not null
+         and dv.meter_id = du.meter_id and pg_catalog.cardinality(dv.dimensions) > 0
+         and du.hour >= dv.effective_from and du.hour < dv.effective_until
+    ),
     dims as (
         update meter.rollup_hourly_dims x
         set event_count = x.event_count - d.n,
             quantity    = x.quantity - d.q,
             updated_at  = pg_catalog.now()
-        from (select du.customer_id, du.meter_id, du.hour, meter._dimension_values(du.properties, dv.dimensions) as dims,
+        from (select du.customer_id, du.meter_id, du.hour, du.dims,
                      pg_catalog.count(*) as n,
                      pg_catalog.sum(case when du.meter_id = any (v_tw_meters) then 0 else du.value end) as q
-              from due du
-              join meter.meter_version_ranges dv
-                on dv.meter_id = du.meter_id and pg_catalog.cardinality(dv.dimensions) > 0
-               and du.hour >= dv.effective_from and du.hour < dv.effective_until
-              where du.properties is not null
+              from due_dims du
+              where du.dims is not null
               group by 1, 2, 3, 4) d
         where x.customer_id = d.customer_id and x.meter_id = d.meter_id and x.hour = d.hour
           and x.dims_hash = pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8'))
+        returning 1
+    ),
+    -- ... and from their billing period's totals (gauges excepted, as in step 2)
+    period as (
+        update meter.rollup_period p
+        set event_count = p.event_count - d.n,
+            quantity    = p.quantity - d.q,
+            updated_at  = pg_catalog.now()
+        from (select du.customer_id, du.meter_id, du.period_start, pg_catalog.count(*) as n, pg_catalog.sum(du.value) as q
+              from due_dims du
+              where not (du.meter_id = any (v_tw_meters))
+              group by 1, 2, 3) d
+        where p.customer_id = d.customer_id and p.meter_id = d.meter_id and p.period_start = d.period_start
+        returning 1
+    ),
+    period_dims as (
+        update meter.rollup_period_dims p
+        set event_count = p.event_count - d.n,
+            quantity    = p.quantity - d.q,
+            updated_at  = pg_catalog.now()
+        from (select du.customer_id, du.meter_id, du.period_start, du.dims, pg_catalog.count(*) as n, pg_catalog.sum(du.value) as q
+              from due_dims du
+              where du.dims is not null and not (du.meter_id = any (v_tw_meters))
+              group by 1, 2, 3, 4) d
+        where p.customer_id = d.customer_id and p.meter_id = d.meter_id and p.period_start = d.period_start
+          and p.dims_hash = pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8'))
         returning 1
     )
     select (select pg_catalog.count(*) from due),
@@ -360,6 +437,37 @@ begin
              meter.meter_version_ranges dv
         where x.customer_id = t.customer_id and x.meter_id = t.meter_id and x.hour = t.hour
           and dv.meter_id = x.meter_id and x.hour >= dv.effective_from and x.hour < dv.effective_until;
+        -- ... and the maxima of those hours' billing periods, from their hours (gauges excepted)
+        with touched as (
+            select distinct k.customer_id, k.meter_id, meter._period_of(c.billing_timezone, k.hour) as period_start,
+                   c.billing_timezone as tz
+            from rows from (pg_catalog.unnest(v_c_customers), pg_catalog.unnest(v_c_meters),
+                            pg_catalog.unnest(v_c_hours)) as k(customer_id, meter_id, hour)
+            join meter.customers c on c.id = k.customer_id
+            where not (k.meter_id = any (v_tw_meters))
+        ),
+        whole as (
+            update meter.rollup_period p
+            set max_value = (
+                select pg_catalog.max(r.max_value) filter (where r.event_count > 0)
+                from meter.rollup_hourly r
+                where r.customer_id = p.customer_id and r.meter_id = p.meter_id
+                  and r.hour >= p.period_start
+                  and r.hour < ((p.period_start at time zone t.tz) + interval '1 month') at time zone t.tz)
+            from touched t
+            where p.customer_id = t.customer_id and p.meter_id = t.meter_id and p.period_start = t.period_start
+            returning 1
+        )
+        update meter.rollup_period_dims p
+        set max_value = (
+            select pg_catalog.max(x.max_value) filter (where x.event_count > 0)
+            from meter.rollup_hourly_dims x
+            where x.customer_id = p.customer_id and x.meter_id = p.meter_id and x.dims_hash = p.dims_hash
+              and x.hour >= p.period_start
+              and x.hour < ((p.period_start at time zone t.tz) + interval '1 month') at time zone t.tz)
+        from touched t
+        where p.customer_id = t.customer_id and p.meter_id = t.meter_id and p.period_start = t.period_start
+          and t.meter_id = any (v_dim_meters);
     end if;
 
     -- 4a'. Latest meters: the last event of every hour this run touched (events folded or

@@ -26,49 +26,67 @@ package struct LimitsController: Sendable {
         }
         let customer = decoded("customer"), meter = decoded("meter")
         let named = customer.isEmpty || customer.contains("\u{0}") ? nil : customer
-        if let refused = await APIRequest.authorizeRead(request, context: context, ingest: ingest, customer: named, what: "limits") {
-            return refused
+        guard let token = APIRequest.bearerToken(request) else {
+            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
         }
-        func invalid(_ field: String, _ code: String, _ message: String) -> Response {
-            APIResponse.error(.unprocessableContent, code: code, message: message, field: field)
+        // A request that is not valid gets the key check alone first (a bad key is told before a
+        // bad parameter); a valid one has its key checked in the same statement as the limits.
+        func refusal(_ response: Response) async -> Response {
+            if let refused = await APIRequest.authorizeRead(request, context: context, ingest: ingest, customer: named, what: "limits") {
+                return refused
+            }
+            return response
         }
-        guard let customer = named else { return invalid("customer", "invalid_value", "customer must be a non-empty external id") }
-        guard !meter.isEmpty, !meter.contains("\u{0}") else { return invalid("meter", "invalid_value", "meter must be a non-empty code") }
+        func invalid(_ field: String, _ code: String, _ message: String) async -> Response {
+            await refusal(APIResponse.error(.unprocessableContent, code: code, message: message, field: field))
+        }
+        guard let customer = named else { return await invalid("customer", "invalid_value", "customer must be a non-empty external id") }
+        guard !meter.isEmpty, !meter.contains("\u{0}") else { return await invalid("meter", "invalid_value", "meter must be a non-empty code") }
         var seen: Set<String> = []
         var properties: [(String, JSONValue)] = []
         for (k, v) in request.uri.queryParameters {
             let name = String(k).removingPercentEncoding ?? String(k)
-            if v.contains("\u{0}") { return invalid(name, "invalid_value", "\(name) must not contain NUL (%00)") }
+            if v.contains("\u{0}") { return await invalid(name, "invalid_value", "\(name) must not contain NUL (%00)") }
             if name.hasPrefix("properties[") && name.hasSuffix("]") {
                 let dimension = String(name.dropFirst(11).dropLast())
                 guard dimension.range(of: #"^[A-Za-z0-9_.:-]{1,64}$"#, options: .regularExpression) != nil else {
-                    return invalid(name, "invalid_value", "\(name): a dimension is a property name of 1-64 letters, digits, _ . : or -")
+                    return await invalid(name, "invalid_value", "\(name): a dimension is a property name of 1-64 letters, digits, _ . : or -")
                 }
-                if !seen.insert(name).inserted { return invalid(name, "repeated_parameter", "\(name) is given more than once") }
+                if !seen.insert(name).inserted { return await invalid(name, "repeated_parameter", "\(name) is given more than once") }
                 properties.append((dimension, .string(String(v))))
                 continue
             }
             guard name == "quantity" else {
-                return invalid(name, "unknown_parameter", "unknown query parameter \"\(name)\"; expected quantity or properties[<dimension>]")
+                return await invalid(name, "unknown_parameter", "unknown query parameter \"\(name)\"; expected quantity or properties[<dimension>]")
             }
-            if !seen.insert(name).inserted { return invalid(name, "repeated_parameter", "\(name) is given more than once") }
+            if !seen.insert(name).inserted { return await invalid(name, "repeated_parameter", "\(name) is given more than once") }
         }
         let quantity = request.uri.queryParameters["quantity"].map(String.init) ?? "1"
         guard quantity.range(of: #"^[0-9]{1,20}(\.[0-9]{1,12})?$"#, options: .regularExpression) != nil,
               quantity.contains(where: { $0 != "0" && $0 != "." }) else {
-            return invalid("quantity", "invalid_value", "quantity must be a positive decimal (at most 20 digits before the point and 12 after); got \(quantity)")
+            return await invalid("quantity", "invalid_value", "quantity must be a positive decimal (at most 20 digits before the point and 12 after); got \(quantity)")
         }
         let dimensions: String? = properties.isEmpty ? nil : JSONValue.object(properties).text
+        let keyHash = APIKeys.hashParameter(token)
         do {
+            // the key check and the check, one statement (limit_check gives no row for a null
+            // customer, which it gets when the key may not read)
             let rows = try await pool.withConnection { conn in
                 try conn.executePrepared("""
-                    select l.period, l.aggregation, l.filter::text as filter, pg_catalog.trim_scale(l.limit_quantity)::text as lim,
-                           l.used::text as used, l.remaining::text as remaining, l.applies, l.allowed,
-                           (select c.billing_timezone from meter.customers c where c.external_id = $1) as tz
-                    from meter.limit_check($1, $2, $3::jsonb, $4::numeric) l
-                    """, [customer, meter, dimensions, quantity]).rows
+                    select a.verdict, l.period, l.aggregation, l.filter::text as filter,
+                           pg_catalog.trim_scale(l.limit_quantity)::text as lim,
+                           l.used::text as used, l.remaining::text as remaining, l.applies, l.allowed
+                    from (select meter.api_key_authorize($5::bytea, 'read', $1) as verdict) a
+                    left join lateral meter.limit_check(case when a.verdict = 'ok' then $1 end, $2, $3::jsonb, $4::numeric) l on true
+                    """, [customer, meter, dimensions, quantity, keyHash]).rows
             }
-            return APIResponse.limits(customer: customer, meter: meter, rows: rows)
+            switch rows.first.flatMap({ (try? $0.optionalString("verdict")) ?? nil }).flatMap(IngestService.Authorization.init(rawValue:)) ?? .unauthorized {
+            case .ok: break
+            case .unauthorized: return APIResponse.unauthorized()
+            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read limits")
+            case .customerNotAllowed: return APIResponse.customerNotAllowed(customer)
+            }
+            return APIResponse.limits(customer: customer, meter: meter, rows: rows.filter { (try? $0.optionalString("filter")) != nil })
         } catch let e as PGError where e.sqlState == "P0002" {
             let (field, code) = e.message.hasPrefix("no meter") ? ("meter", "meter_not_found")
                 : e.message.contains("has no plan") ? ("customer", "no_plan") : ("customer", "customer_not_found")

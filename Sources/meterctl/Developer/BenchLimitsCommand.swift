@@ -108,6 +108,14 @@ struct BenchLimits: AsyncParsableCommand {
         print(String(format: "ratio:     check p99 / select 1 p99 = %.1f; check p99 / healthz p99 = %.1f",
                      checks.p(0.99) / selects.p(0.99), checks.p(0.99) / healthz.p(0.99)))
         print(checks.p(0.99) <= 0.005 ? "goal:      p99 <= 5 ms: met" : String(format: "goal:      p99 <= 5 ms: NOT met (%.2f ms)", checks.p(0.99) * 1000))
+        // What the checks read (the period totals) still agrees with the hours after the run.
+        let differing = try {
+            let c = try PGConnection(conninfo: conninfo, statementTimeout: nil)
+            defer { c.close() }
+            return try c.execute("select pg_catalog.count(*)::int as n from meter.rollup_period_verify()").single().int("n")
+        }()
+        print("verify:    \(differing) billing period total(s) differ from their hours (meter.rollup_period_verify)")
+        if differing != 0 { throw ExitCode(1) }
     }
 
     enum Kind: Sendable { case check(token: String), select1, healthz }
