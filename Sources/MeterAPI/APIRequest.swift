@@ -35,6 +35,16 @@ package enum APIRequest {
         }
     }
 
+    /// A dimension name: 1-64 of A-Z a-z 0-9 _ . : - (checked by hand: a regular expression is
+    /// compiled on every call on Linux, and this runs on every read that names one).
+    package static func isDimensionName(_ s: String) -> Bool {
+        let u = s.utf8
+        return (1...64).contains(u.count) && u.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                || b == 0x5F || b == 0x2E || b == 0x3A || b == 0x2D
+        }
+    }
+
     /// The media type of the request body, lower-cased, without parameters ("" when absent).
     package static func mediaType(_ request: Request) -> String {
         (request.headers[.contentType] ?? "").split(separator: ";").first

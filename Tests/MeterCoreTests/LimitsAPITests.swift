@@ -76,6 +76,14 @@ final class LimitsAPITests: XCTestCase {
             // Refusals.
             r = try await Self.check(client, customer, "\(p).calls", "quantity=0", token: fx.token)
             XCTAssertEqual(r.status, 422); XCTAssertEqual(r.field, "quantity")
+            for bad in ["1.", ".5", "1.2.3", "1e3", "-1", "123456789012345678901", "1.1234567890123"] {
+                r = try await Self.check(client, customer, "\(p).calls", "quantity=\(bad)", token: fx.token)
+                XCTAssertEqual(r.status, 422, bad); XCTAssertEqual(r.field, "quantity", bad)
+            }
+            r = try await Self.check(client, customer, "\(p).calls", "quantity=12345678901234567890.123456789012", token: fx.token)
+            XCTAssertEqual(r.status, 200, "20 digits and 12 decimals are a quantity")
+            r = try await Self.check(client, customer, "\(p).tokens", "properties%5Bmo%20del%5D=big", token: fx.token)
+            XCTAssertEqual(r.status, 422); XCTAssertEqual(r.field, "properties[mo del]")
             r = try await Self.check(client, customer, "\(p).calls", "colour=red", token: fx.token)
             XCTAssertEqual(r.status, 422); XCTAssertEqual(r.code, "unknown_parameter")
             r = try await Self.check(client, customer, "\(p).nothing", token: fx.token)

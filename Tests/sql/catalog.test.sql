@@ -35,7 +35,7 @@ select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
-             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_limit_rolled.sql'), ('functions/_invoice_frozen.sql'),
+             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_webhook_emit.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
@@ -51,7 +51,7 @@ select set_eq(
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
              ('functions/usage.sql'), ('functions/webhook_claim.sql'), ('functions/webhook_endpoint_set.sql'), ('functions/webhook_process.sql'),
              ('functions/webhook_redrive.sql'), ('functions/webhook_report.sql'), ('functions/webhook_receive.sql'),
-             ('views/api_keys_public.sql'), ('views/event_daily.sql'), ('views/late_after_close.sql'),
+             ('views/api_keys_public.sql'), ('views/event_daily.sql'), ('views/late_after_close.sql'), ('views/limit_usage.sql'),
              ('views/reconciliation.sql'), ('views/rollup_lag.sql'), ('views/sync_backlog.sql'),
              ('views/sync_status.sql')$$,
     'the ledger names every sql/functions and sql/views file, by path, and nothing else');
@@ -142,9 +142,9 @@ select columns_are('meter', 'meters', array['id', 'code', 'name', 'unit', 'creat
 select col_not_null('meter', 'events', 'xid', 'events.xid (the inserting transaction) is NOT NULL');
 
 select views_are('meter', array['event_daily', 'api_keys_public', 'rollup_lag', 'meter_version_ranges',
-                                'sync_status', 'sync_backlog', 'late_after_close', 'reconciliation']::name[],
+                                'sync_status', 'sync_backlog', 'late_after_close', 'reconciliation', 'limit_usage']::name[],
                  'schema meter has exactly the views event_daily, api_keys_public, rollup_lag, meter_version_ranges, '
-                 'sync_status, sync_backlog, late_after_close and reconciliation');
+                 'sync_status, sync_backlog, late_after_close, reconciliation and limit_usage');
 
 select has_composite('meter', 'ingest_verdict', 'composite type meter.ingest_verdict exists');
 select results_eq(
@@ -212,7 +212,6 @@ select results_eq(
              ('_invoice_draft(p_customer_id bigint, p_plan_id bigint, p_start timestamp with time zone, p_end timestamp with time zone, p_with_hashes boolean)'),
              ('_invoice_frozen()'),
              ('_late_after_close_emit(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_run_key text)'),
-             ('_limit_rolled(p_customer_id bigint, p_meter_id bigint, p_filter jsonb, p_period_start timestamp with time zone, p_aggregation text)'),
              ('_line_events(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_suffix(p_filter jsonb)'),
@@ -265,7 +264,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the sixty-nine documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the sixty-eight documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

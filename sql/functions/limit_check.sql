@@ -8,9 +8,8 @@
 --              event's values; null: every limit applies)
 --   allowed    count/sum: used + quantity <= limit; max: the next value (quantity) <= limit
 --
--- `used` is the period's usage from the rollups (the period totals the rollup keeps,
--- meter._limit_rolled: one row for the whole meter, one per combination of values under a
--- filter), plus what is committed but not rolled up yet: events past the rollup watermark (the
+-- `used` is the period's usage from the rollups (meter.limit_usage: the period totals the rollup
+-- keeps, one row for the whole meter, one per combination of values under a filter), plus what is committed but not rolled up yet: events past the rollup watermark (the
 -- read-only twin of the fold: count, Σ values, max), minus the cancellations of rolled-up events
 -- not subtracted yet (count and sum; a max drops only once rolled up). So a check right after an
 -- ingest or a cancellation sees it, whatever the rollup lag.
@@ -137,10 +136,15 @@ begin
     v_at := coalesce(v_at, '{}') || coalesce(v_c_at, '{}');
 
     -- 3. every limit: its period total so far, plus what is pending under its filter
-    for v_l in select l.filter, l.quantity from meter.plan_limits l
-               where l.plan_id = v_plan and l.meter_id = v_m order by l.filter = '{}' desc, l.filter
+    for v_l in select l.filter, l.quantity, coalesce(u.used, 0) as rolled
+               from meter.plan_limits l
+               left join meter.limit_usage u
+                      on u.customer_id = v_cid and u.plan_id = l.plan_id and u.meter_id = l.meter_id
+                     and u.filter = l.filter and u.period_start = v_start
+               where l.plan_id = v_plan and l.meter_id = v_m
+               order by l.filter = '{}' desc, l.filter
     loop
-        v_used := meter._limit_rolled(v_cid, v_m, v_l.filter, v_start, v_agg);
+        v_used := v_l.rolled;
         if pg_catalog.cardinality(v_signs) > 0 then
             select coalesce(pg_catalog.sum(u.sign), 0), coalesce(pg_catalog.sum(u.sign * u.value), 0),
                    pg_catalog.max(u.value) filter (where u.sign > 0)

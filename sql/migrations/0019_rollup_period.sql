@@ -80,6 +80,6 @@ where not exists (select 1 from meter.meter_versions v
                   where v.meter_id = x.meter_id and v.aggregation = 'time_weighted_sum')
 group by 1, 2, 3, 4;
 
--- meter._limit_rolled reads these totals now, by period start (sql/functions/_limit_rolled.sql):
--- the old signature, over any range of hours, would stay behind.
+-- meter._limit_rolled read a limit's usage from the hourly rows; the view meter.limit_usage
+-- (sql/views/limit_usage.sql) reads it from these totals now.
 drop function if exists meter._limit_rolled(bigint, bigint, jsonb, timestamptz, timestamptz, text);

@@ -49,7 +49,7 @@ package struct LimitsController: Sendable {
             if v.contains("\u{0}") { return await invalid(name, "invalid_value", "\(name) must not contain NUL (%00)") }
             if name.hasPrefix("properties[") && name.hasSuffix("]") {
                 let dimension = String(name.dropFirst(11).dropLast())
-                guard dimension.range(of: #"^[A-Za-z0-9_.:-]{1,64}$"#, options: .regularExpression) != nil else {
+                guard APIRequest.isDimensionName(dimension) else {
                     return await invalid(name, "invalid_value", "\(name): a dimension is a property name of 1-64 letters, digits, _ . : or -")
                 }
                 if !seen.insert(name).inserted { return await invalid(name, "repeated_parameter", "\(name) is given more than once") }
@@ -62,8 +62,7 @@ package struct LimitsController: Sendable {
             if !seen.insert(name).inserted { return await invalid(name, "repeated_parameter", "\(name) is given more than once") }
         }
         let quantity = request.uri.queryParameters["quantity"].map(String.init) ?? "1"
-        guard quantity.range(of: #"^[0-9]{1,20}(\.[0-9]{1,12})?$"#, options: .regularExpression) != nil,
-              quantity.contains(where: { $0 != "0" && $0 != "." }) else {
+        guard Self.isQuantity(quantity), quantity.contains(where: { $0 != "0" && $0 != "." }) else {
             return await invalid("quantity", "invalid_value", "quantity must be a positive decimal (at most 20 digits before the point and 12 after); got \(quantity)")
         }
         let dimensions: String? = properties.isEmpty ? nil : JSONValue.object(properties).text
@@ -94,6 +93,18 @@ package struct LimitsController: Sendable {
         } catch {
             return APIResponse.unavailable(error, context: context, message: "limits are unavailable; retry later")
         }
+    }
+}
+
+extension LimitsController {
+    /// A decimal quantity: 1-20 digits, optionally a point and 1-12 digits.
+    static func isQuantity(_ s: String) -> Bool {
+        let parts = s.utf8.split(separator: 0x2E, maxSplits: 1, omittingEmptySubsequences: false)
+        func digits(_ p: Substring.UTF8View.SubSequence, _ max: Int) -> Bool {
+            (1...max).contains(p.count) && p.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+        }
+        guard let whole = parts.first, digits(whole, 20) else { return false }
+        return parts.count == 1 || digits(parts[1], 12)
     }
 }
 

@@ -58,7 +58,7 @@ package struct UsageController: Sendable {
             if let key = name.removingPercentEncoding, key.hasPrefix("filter[") && key.hasSuffix("]") {
                 let name = key
                 let dimension = String(name.dropFirst(7).dropLast())
-                guard dimension.range(of: #"^[A-Za-z0-9_.:-]{1,64}$"#, options: .regularExpression) != nil else {
+                guard APIRequest.isDimensionName(dimension) else {
                     return invalid(name, "invalid_value", "\(name): a dimension is a property name of 1-64 letters, digits, _ . : or -")
                 }
                 filter[dimension, default: []].append(String(v))
@@ -78,7 +78,7 @@ package struct UsageController: Sendable {
         let meter = query["meter"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         let groupBy = query["group_by"].map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         if let groupBy {
-            guard groupBy.count <= 3, groupBy.allSatisfy({ $0.range(of: #"^[A-Za-z0-9_.:-]{1,64}$"#, options: .regularExpression) != nil }),
+            guard groupBy.count <= 3, groupBy.allSatisfy({ APIRequest.isDimensionName(String($0)) }),
                   Set(groupBy).count == groupBy.count else {
                 return invalid("group_by", "invalid_value", "group_by is 1 to 3 distinct dimension names separated by commas")
             }

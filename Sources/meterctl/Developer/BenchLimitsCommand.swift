@@ -18,10 +18,11 @@ struct BenchLimits: AsyncParsableCommand {
             service in this process (its rollup loop included). Setup (not timed): --bench-customers customers on one \
             plan limiting a count meter and a sum meter with a model dimension (a limit on the whole meter and one on a \
             model), --seed-events events of this month per customer, rolled up. Then, for --duration-seconds, \
-            --rate events/s of HTTP ingest on the same customers and, in the same run and under the same load, three \
+            --rate events/s of HTTP ingest on the same customers and, in the same run and under the same load, four \
             paced probes at --checks-per-second each, one after the other: the limit check over HTTP (a random \
-            customer, meter and model), a bare `select 1` round trip on its own libpq connection (the database \
-            floor), and GET /healthz (the HTTP floor). Prints p50, p99 and max of each and the ratios.
+            customer, meter and model), the same checks as SQL alone (meter.limit_check on its own libpq connection: \
+            where the time goes), a bare `select 1` round trip (the database floor), and GET /healthz (the HTTP \
+            floor). Prints p50, p99 and max of each and the ratios; then checks the period totals against the hours.
             """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var service: ServiceOptions
@@ -88,6 +89,8 @@ struct BenchLimits: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(1))  // the load settles
         say(String(format: "under %d events/s of HTTP ingest: %d limit checks/s for %.0f s", rate, checksPerSecond, duration))
         let checks = try await paced(name: "check", port: port, conninfo: conninfo, kind: .check(token: token))
+        say(String(format: "the same checks in SQL alone: %d meter.limit_check() round trips/s for %.0f s (same load)", checksPerSecond, duration))
+        let sqlChecks = try await paced(name: "checksql", port: port, conninfo: conninfo, kind: .checkSQL)
         say(String(format: "baseline: %d select 1 round trips/s for %.0f s (same load)", checksPerSecond, duration))
         let selects = try await paced(name: "select1", port: port, conninfo: conninfo, kind: .select1)
         say(String(format: "baseline: %d GET /healthz/s for %.0f s (same load)", checksPerSecond, duration))
@@ -102,6 +105,7 @@ struct BenchLimits: AsyncParsableCommand {
                    r.p(0.5) * 1000, r.p(0.99) * 1000, r.p(1) * 1000)
         }
         print(line("check:     ", checks))
+        print(line("check SQL: ", sqlChecks))
         print(line("select 1:  ", selects))
         print(line("healthz:   ", healthz))
         print(String(format: "ingest:    %.0f events/s achieved during the probes (asked %d)", ingested, rate))
@@ -118,7 +122,7 @@ struct BenchLimits: AsyncParsableCommand {
         if differing != 0 { throw ExitCode(1) }
     }
 
-    enum Kind: Sendable { case check(token: String), select1, healthz }
+    enum Kind: Sendable { case check(token: String), checkSQL, select1, healthz }
 
     struct Probe: Sendable {
         var latencies: [Double]
@@ -161,6 +165,12 @@ struct BenchLimits: AsyncParsableCommand {
                                     : "/v1/customers/\(customer)/limits/bench_tokens?quantity=100&properties%5Bmodel%5D=m\(k % 5)"
                                 let r = try client.request("GET", path, headers: [("Authorization", "Bearer \(token)")])
                                 ok = r.status == 200
+                            case .checkSQL:
+                                let customer = "bench-l\((k * 7919 + t) % customers)"
+                                _ = try k % 2 == 0
+                                    ? conn.executePrepared("select * from meter.limit_check($1, 'bench_calls')", [customer])
+                                    : conn.executePrepared("select * from meter.limit_check($1, 'bench_tokens', $2::jsonb, 100)",
+                                                           [customer, #"{"model": "m\#(k % 5)"}"#])
                             case .select1:
                                 _ = try conn.executePrepared("select 1 as one", []).single()
                             case .healthz:

@@ -173,12 +173,18 @@ struct BenchRollup: AsyncParsableCommand {
                 for d in diffs.prefix(10) { say("  DIFF \(d)") }
                 throw ExitCode(1)
             }
+            // ... and the billing period totals the rollup keeps beside the hours
+            let periodDiffs = try conn.execute("select pg_catalog.count(*)::int as n from meter.rollup_period_verify()").single().int("n")
+            if periodDiffs != 0 {
+                say("  \(periodDiffs) billing period total(s) differ from their hours (meter.rollup_period_verify)")
+                throw ExitCode(1)
+            }
             return [
                 "backlog:   \(n) events over \(nCustomers) customers x 3 meters (\(codes.joined(separator: ", ")); dimensions \(nDims)\(gauge ? ", a time-weighted gauge" : "")) x \(nHours) hours (\(groups) groups), written in \(txns) transactions by COPY in \(fmt(copySeconds)) s",
                 "rollup:    \(drained.events) events folded in \(drained.runs) run(s) of max_events \(maxEvents) in \(fmt(rollSeconds)) s = \(fmt0(rollRate)) events/s",
                 "baseline:  read-only GROUP BY of the same rows (1 process) in \(fmt(baseSeconds)) s = \(fmt0(baseRate)) events/s",
                 "ratio:     rollup / baseline = \(fmt(rollRate / baseRate))",
-                "verify:    rollup_verify found 0 differing hours in \(fmt(verifySeconds)) s",
+                "verify:    rollup_verify found 0 differing hours in \(fmt(verifySeconds)) s; rollup_period_verify 0 differing period totals",
             ]
         }
     }
