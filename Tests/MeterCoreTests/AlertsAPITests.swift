@@ -15,26 +15,38 @@ import MeterDevKit
 final class AlertsAPITests: XCTestCase {
     typealias T = APIHarness
 
+    /// The fixture's first customer on a plan (since last month) pricing its calls, with an alert
+    /// at 3 calls; its firings ("period=value") and alert.triggered messages.
+    struct Watched {
+        let c: PGConnection
+        let alert: Int64
+        init(_ c: PGConnection, _ fx: T.Fixture) throws {
+            let p = fx.prefix, plan = "\(fx.prefix)-plan"
+            try c.execute("select meter.plan_upsert($1, 'usd')", [plan])
+            try c.execute("select meter.plan_price_set($1, $2, 'per_unit', 1)", [plan, "\(p).calls"])
+            try c.execute("select meter.customer_subscribe($1, $2, to_char(now() at time zone 'UTC' - interval '1 month', 'YYYY-MM'))",
+                          [fx.customers[0], plan])
+            self.c = c
+            self.alert = try c.execute("select meter.alert_set($1, null, $2, 'quantity', 3) as id",
+                                       [fx.customers[0], "\(p).calls"]).single().int("id")
+        }
+        func fired() throws -> [String] {
+            try c.execute("select period || '=' || value::text as f from meter.alert_firings where alert_id = $1 order by period",
+                          [alert]).rows.map { try $0.string("f") }
+        }
+        func messages() throws -> Int64 {
+            try c.execute("select count(*) as n from meter.webhook_messages where type = 'alert.triggered' and (payload ->> 'alert_id')::bigint = $1",
+                          [alert]).single().int("n")
+        }
+    }
+
     func testAnAlertFiresOncePerPeriodAcrossACrashAndALateEvent() async throws {
         try await T.withApp({ $0.limits.maxPastSeconds = 70 * 86_400 }) { client, fx in
             let c = try PGConnection(conninfo: fx.conninfo)
             defer { c.close() }
-            let p = fx.prefix, customer = fx.customers[0]
-            let plan = "\(p)-plan"
-            try c.execute("select meter.plan_upsert($1, 'usd')", [plan])
-            try c.execute("select meter.plan_price_set($1, $2, 'per_unit', 1)", [plan, "\(p).calls"])
-            try c.execute("select meter.customer_subscribe($1, $2, to_char(now() at time zone 'UTC' - interval '1 month', 'YYYY-MM'))",
-                          [customer, plan])
-            let alert = try c.execute("select meter.alert_set($1, null, $2, 'quantity', 3) as id", [customer, "\(p).calls"]).single().int("id")
-            func fired() throws -> [String] {
-                try c.execute("""
-                    select period || '=' || value::text as f from meter.alert_firings where alert_id = $1 order by period
-                    """, [alert]).rows.map { try $0.string("f") }
-            }
-            func messages() throws -> Int64 {
-                try c.execute("select count(*) as n from meter.webhook_messages where type = 'alert.triggered' and (payload ->> 'alert_id')::bigint = $1",
-                              [alert]).single().int("n")
-            }
+            let watched = try Watched(c, fx)
+            func fired() throws -> [String] { try watched.fired() }
+            func messages() throws -> Int64 { try watched.messages() }
             for k in ["a1", "a2", "a3"] {
                 let r = try await T.post(client, T.event(fx, key: k), token: fx.token)
                 XCTAssertEqual(r.status, 201)
@@ -82,21 +94,10 @@ final class AlertsAPITests: XCTestCase {
         let fx = try T.makeFixture()
         let c = try PGConnection(conninfo: fx.conninfo)
         defer { c.close() }
-        let p = fx.prefix, customer = fx.customers[0]
-        let plan = "\(p)-plan"
-        try c.execute("select meter.plan_upsert($1, 'usd')", [plan])
-        try c.execute("select meter.plan_price_set($1, $2, 'per_unit', 1)", [plan, "\(p).calls"])
-        try c.execute("select meter.customer_subscribe($1, $2, to_char(now() at time zone 'UTC' - interval '1 month', 'YYYY-MM'))",
-                      [customer, plan])
-        let alert = try c.execute("select meter.alert_set($1, null, $2, 'quantity', 3) as id", [customer, "\(p).calls"]).single().int("id")
-        func fired() throws -> [String] {
-            try c.execute("select period || '=' || value::text as f from meter.alert_firings where alert_id = $1 order by period",
-                          [alert]).rows.map { try $0.string("f") }
-        }
-        func messages() throws -> Int64 {
-            try c.execute("select count(*) as n from meter.webhook_messages where type = 'alert.triggered' and (payload ->> 'alert_id')::bigint = $1",
-                          [alert]).single().int("n")
-        }
+        let customer = fx.customers[0]
+        let watched = try Watched(c, fx)
+        func fired() throws -> [String] { try watched.fired() }
+        func messages() throws -> Int64 { try watched.messages() }
         func rolledUp() throws -> Int64 {
             try c.execute("""
                 select coalesce(sum(r.event_count), 0) as n from meter.rollup_hourly r

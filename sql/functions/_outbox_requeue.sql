@@ -22,6 +22,9 @@ as $$
         from rows from (pg_catalog.unnest(p_customers), pg_catalog.unnest(p_meters), pg_catalog.unnest(p_hours),
                         pg_catalog.unnest(p_revisions)) as k(c, m, h, r)
         where exists (select 1 from meter.billing_prices p where p.meter_id = k.m)
+        -- in key order, as the sync's acknowledgements lock them: two writers of overlapping
+        -- rows in different orders could each wait on the other (40P01)
+        order by k.c, k.m, k.h
         on conflict (customer_id, meter_id, hour) do update
             set revision        = greatest(o.revision + 1, excluded.revision),
                 state           = case when o.state = 'in_flight' then 'in_flight'

@@ -329,13 +329,20 @@ public enum BillingSync {
         }
         metrics?.sendDuration.record(ContinuousClock.now - started)
         if failure == nil {
-            // Every hour of the batch acknowledged: one round trip reports them all.
+            // Every hour of the batch acknowledged: one round trip reports them all, locking the
+            // outbox rows in key order (as the rollup writes them), so that the two never wait on
+            // each other in a cycle; the states come back in the batch's order.
             let acknowledged = sendable
             do {
                 let states = try await pool.withConnection { c in
                     try c.execute("""
-                        select meter.sync_succeeded(u.c, u.m, u.h, u.t) as s
-                        from unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::bigint[]) as u(c, m, h, t)
+                        select k.s from (
+                            select u.n, meter.sync_succeeded(u.c, u.m, u.h, u.t) as s
+                            from (select * from unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::bigint[])
+                                                with ordinality as x(c, m, h, t, n)
+                                  order by x.c, x.m, x.h offset 0) u
+                            offset 0) k
+                        order by k.n
                         """, [acknowledged.map(\.customerID), acknowledged.map(\.meterID), acknowledged.map(\.hour),
                               acknowledged.map(\.token)])
                         .rows.map { try $0.string("s") }
