@@ -8,17 +8,30 @@
 -- (meter._line_events, from raw events) all go through it.
 create or replace function meter._dims_priced_by(p_plan_id bigint, p_meter_id bigint, p_dims jsonb)
 returns jsonb
-language sql
+language plpgsql
 stable
 set search_path = pg_catalog, pg_temp
+-- (PL/pgSQL: called per event or per hourly row, its lookup keeps its plan for the session and the
+-- match is a plain expression; as a SQL function the nested meter._dims_match was planned again
+-- on every call)
 as $$
-    select coalesce(
-        (select pp.filter from meter.plan_prices pp
-         where pp.plan_id = p_plan_id and pp.meter_id = p_meter_id and pp.filter <> '{}'::jsonb
-           and meter._dims_match(p_dims, pp.filter)
-         order by pp.filter limit 1),
-        (select pp.filter from meter.plan_prices pp
-         where pp.plan_id = p_plan_id and pp.meter_id = p_meter_id and pp.filter = '{}'::jsonb))
+declare
+    v_filter jsonb;
+    v_default jsonb;
+begin
+    for v_filter in
+        select pp.filter from meter.plan_prices pp
+        where pp.plan_id = p_plan_id and pp.meter_id = p_meter_id
+        order by pp.filter = '{}'::jsonb, pp.filter
+    loop
+        if v_filter = '{}'::jsonb then
+            v_default := v_filter;  -- (sorted last: no filter matched)
+        elsif meter._dims_match(p_dims, v_filter) then
+            return v_filter;
+        end if;
+    end loop;
+    return v_default;
+end;
 $$;
 
 comment on function meter._dims_priced_by(bigint, bigint, jsonb) is

@@ -85,16 +85,16 @@ figures as (
                 join meter.events e2 on e2.id = r.event_id
                 where r.verdict = 'duplicate' and e2.customer_id = li.customer_id and e2.meter_id = li.meter_id
                   and e2.occurred_at >= li.period_start and e2.occurred_at < li.period_end
-                  and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e2.properties, e2.occurred_at)) as duplicates_rejected,
+                  and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e2.properties, e2.occurred_at))) as duplicates_rejected,
                (select pg_catalog.count(*) from meter.event_cancellations x2
                 join meter.events e3 on e3.id = x2.event_id
                 where e3.customer_id = li.customer_id and e3.meter_id = li.meter_id
                   and e3.occurred_at >= li.period_start and e3.occurred_at < li.period_end
-                  and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e3.properties, e3.occurred_at)) as cancelled_events
+                  and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e3.properties, e3.occurred_at))) as cancelled_events
         from meter.events e
         where e.customer_id = li.customer_id and e.meter_id = li.meter_id
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
-          and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at)
+          and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))
           and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
     ) raw
     -- late after close (as meter.late_after_close counts them, computed here per line from the
@@ -115,7 +115,7 @@ figures as (
         ) x
         where e.customer_id = li.customer_id and e.meter_id = li.meter_id
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
-          and meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at)
+          and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))
     ) late
     cross join lateral (
         select coalesce(pg_catalog.sum(a.event_count), 0) as n, coalesce(pg_catalog.sum(a.quantity), 0) as q,

@@ -56,6 +56,9 @@ struct Replay: AsyncParsableCommand {
               + "\(s.conflicts) conflicts, \(s.rejected) rejected; \(s.cancelled) cancelled (\(s.lateCancelled) after close), "
               + "\(s.alreadyCancelled) already cancelled, \(s.cancellationsResent) re-sent after event_not_found, "
               + "\(s.cancellationsRefused.values.reduce(0, +)) never applied; in " + String(format: "%.1f s", s.seconds))
+        // Throughput of the whole job (generation, sending, rollups, sync, closes, checks).
+        print(String(format: "throughput: %.0f elements/s sent end to end (%d in %.1f s)",
+                     Double(s.deliveries) / max(s.seconds, 0.001), s.deliveries, s.seconds))
         print("events:  \(s.ndjsonPath)")
         var mismatch = false
         let source = "meterctl replay --days \(days) --customers \(customers) --seed \(seed) --events-per-customer-day \(eventsPerCustomerDay)"
