@@ -18,10 +18,12 @@ set search_path = pg_catalog, pg_temp
 as $$
     with written as (
         insert into meter.sync_outbox as o (customer_id, meter_id, hour, revision)
-        select k.c, k.m, k.h, k.r
+        select k.c, k.m, k.h, pg_catalog.max(k.r)
         from rows from (pg_catalog.unnest(p_customers), pg_catalog.unnest(p_meters), pg_catalog.unnest(p_hours),
                         pg_catalog.unnest(p_revisions)) as k(c, m, h, r)
         where exists (select 1 from meter.billing_prices p where p.meter_id = k.m)
+        -- (an hour named twice, by two steps of a run, is one row with the larger revision)
+        group by k.c, k.m, k.h
         -- in key order, as the sync's acknowledgements lock them: two writers of overlapping
         -- rows in different orders could each wait on the other (40P01)
         order by k.c, k.m, k.h

@@ -37,8 +37,9 @@
 --     hours; so a period row is always Σ of its hourly rows (meter.rollup_period_verify). Gauges
 --     (time-weighted) are not kept there.
 --   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
---     transaction (meter._outbox_requeue: back to pending unless a send is in flight), and
---     meter_sync is NOTIFied at commit. A rolled-back run leaves neither.
+--     transaction (meter._outbox_requeue: back to pending unless a send is in flight), all in one
+--     statement in key order (step 4d; decision 118), and meter_sync is NOTIFied at commit. A
+--     rolled-back run leaves neither.
 --
 -- max_events bounds the events folded by one run (and so its duration and memory); more_pending
 -- says when it stopped early. Hours are UTC hours of occurred_at (date_bin on absolute time: the
@@ -94,7 +95,10 @@ declare
     v_c_hours        timestamptz[];
     v_hours          bigint;
     v_outbox         bigint := 0;
-    v_outbox_c       bigint := 0;
+    v_c_revisions    bigint[];
+    v_l_customers    bigint[];
+    v_l_meters       bigint[];
+    v_l_hours        timestamptz[];
     v_ms             numeric;
 begin
     if p_max_events is null or p_max_events < 1 then
@@ -280,11 +284,8 @@ begin
            pg_catalog.array_agg(h.revision)
       into v_events, v_customers, v_meters, v_hours_changed, v_revisions
     from hourly h;
-    -- ... and every billed hour changed gets its new revision in the outbox, in this transaction
-    -- (an outbox revision may run ahead of the rollup's: step 4b).
-    if v_customers is not null then
-        v_outbox := meter._outbox_requeue(v_customers, v_meters, v_hours_changed, v_revisions);
-    end if;
+    -- (every billed hour changed gets its new revision in the outbox at step 4d, with the hours
+    -- of the steps below, in one statement)
 
     -- 3. Cancellations whose event is folded (now or before) and that were not subtracted yet.
     with due as (
@@ -310,24 +311,6 @@ begin
               from due group by 1, 2, 3) d
         where r.customer_id = d.customer_id and r.meter_id = d.meter_id and r.hour = d.hour
         returning r.customer_id, r.meter_id, r.hour, r.revision
-    ),
-    outbox as (
-        update meter.sync_outbox o
-        set revision        = greatest(o.revision + 1, h.revision),
-            state           = case when o.state = 'in_flight' then 'in_flight'
-                                   -- parked by the give-up timer with an uncertain request: the
-                                   -- new revision waits for an operator's sync_retry
-                                   when o.state = 'dead' and o.sending_key is not null then 'dead'
-                                   else 'pending' end,
-            attempts        = case when o.state = 'dead' and o.sending_key is not null then o.attempts
-                                   when o.state in ('dead', 'closed') then 0 else o.attempts end,
-            next_attempt_at = case when o.state = 'dead' and o.sending_key is not null then o.next_attempt_at
-                                   when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
-                                   else o.next_attempt_at end,
-            unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
-        from hourly h
-        where o.customer_id = h.customer_id and o.meter_id = h.meter_id and o.hour = h.hour
-        returning 1
     ),
     uniques as (
         update meter.rollup_hourly_unique u
@@ -399,8 +382,8 @@ begin
     )
     select (select pg_catalog.count(*) from due),
            pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
-           (select pg_catalog.count(*) from outbox)
-      into v_cancellations, v_c_customers, v_c_meters, v_c_hours, v_outbox_c
+           pg_catalog.array_agg(h.revision)
+      into v_cancellations, v_c_customers, v_c_meters, v_c_hours, v_c_revisions
     from hourly h;
 
     -- 4. A cancelled event may have been its hour's maximum: recompute those hours' max from the
@@ -581,9 +564,6 @@ begin
                pg_catalog.array_agg(w.revision)
           into v_g_customers, v_g_meters, v_g_hours, v_g_revisions
         from written w;
-        if v_g_customers is not null then
-            v_outbox := v_outbox + meter._outbox_requeue(v_g_customers, v_g_meters, v_g_hours, v_g_revisions);
-        end if;
     end if;
 
     -- 4b. A max meter billed through a Billing Meter sends each hour's running maximum of its
@@ -591,17 +571,8 @@ begin
     -- latest meter (either engine API) each hour's running last value of its month: a changed
     -- hour changes what every later hour of its month must carry, so those get a new outbox
     -- revision (ahead of their rollup's) and are sent again, like any changed hour.
-    update meter.sync_outbox o
-    set revision        = o.revision + 1,
-        state           = case when o.state = 'in_flight' then 'in_flight'
-                               when o.state = 'dead' and o.sending_key is not null then 'dead'
-                               else 'pending' end,
-        attempts        = case when o.state = 'dead' and o.sending_key is not null then o.attempts
-                               when o.state in ('dead', 'closed') then 0 else o.attempts end,
-        next_attempt_at = case when o.state = 'dead' and o.sending_key is not null then o.next_attempt_at
-                               when o.state in ('synced', 'dead', 'closed') then pg_catalog.now()
-                               else o.next_attempt_at end,
-        unsynced_since  = coalesce(o.unsynced_since, pg_catalog.now())
+    select pg_catalog.array_agg(o.customer_id), pg_catalog.array_agg(o.meter_id), pg_catalog.array_agg(o.hour)
+      into v_l_customers, v_l_meters, v_l_hours
     from (select k.c as customer_id, k.m as meter_id, pg_catalog.min(k.h) as first_changed
           from rows from (pg_catalog.unnest(coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}')),
                           pg_catalog.unnest(coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}')),
@@ -610,9 +581,22 @@ begin
                         where b.meter_id = k.m
                           and ((b.engine_api = 'meter_events' and v.aggregation = 'max') or v.aggregation = 'latest'))
           group by k.c, k.m, pg_catalog.date_trunc('month', k.h)) t
-    where o.customer_id = t.customer_id and o.meter_id = t.meter_id
-      and o.hour > t.first_changed
-      and o.hour < pg_catalog.date_trunc('month', t.first_changed) + interval '1 month';
+    join meter.sync_outbox o
+      on o.customer_id = t.customer_id and o.meter_id = t.meter_id
+     and o.hour > t.first_changed
+     and o.hour < pg_catalog.date_trunc('month', t.first_changed) + interval '1 month';
+
+    -- 4d. Every billed hour this run changed (steps 2, 3 and 4a, at least its rollup revision) and
+    -- every later hour step 4b named (one more revision) gets its new outbox revision, in one
+    -- statement that locks the outbox rows in key order, as the sync's acknowledgements do: the
+    -- two cannot wait on each other in a cycle (they did, 40P01, when this run wrote the outbox
+    -- in four statements). Back to pending unless a send is in flight or parked uncertain.
+    v_outbox := meter._outbox_requeue(
+        coalesce(v_customers, '{}') || coalesce(v_c_customers, '{}') || coalesce(v_g_customers, '{}') || coalesce(v_l_customers, '{}'),
+        coalesce(v_meters, '{}') || coalesce(v_c_meters, '{}') || coalesce(v_g_meters, '{}') || coalesce(v_l_meters, '{}'),
+        coalesce(v_hours_changed, '{}') || coalesce(v_c_hours, '{}') || coalesce(v_g_hours, '{}') || coalesce(v_l_hours, '{}'),
+        coalesce(v_revisions, '{}') || coalesce(v_c_revisions, '{}') || coalesce(v_g_revisions, '{}')
+            || pg_catalog.array_fill(0::bigint, array[coalesce(pg_catalog.cardinality(v_l_hours), 0)]));
 
     -- 4c. Alerts and limits the changed hours reach fire now, once per customer and period, with
     -- their webhook messages, in this transaction (meter._alerts_evaluate; nothing to do and one
@@ -653,7 +637,7 @@ begin
 
     -- 6. Wake the billing sync when billed hours changed (delivered at commit, dropped on
     -- rollback, like the rows).
-    if v_outbox + v_outbox_c > 0 then
+    if v_outbox > 0 then
         perform pg_catalog.pg_notify('meter_sync', '');
     end if;
 
