@@ -4,7 +4,7 @@
 --
 -- meter.rollup_run keeps these totals itself; this is for what changes their keys (a customer's
 -- billing timezone: meter.customer_upsert calls it) and for repair (a difference listed by
--- meter.rollup_period_verify). Waits for the rollup's advisory lock, so no run adds to the rows
+-- meter.rollup_period_verify). The totals are meter._rollup_period_from_hours'. Waits for the rollup's advisory lock, so no run adds to the rows
 -- while they are rebuilt; the rebuild is committed with the caller's transaction.
 create or replace function meter.rollup_period_rebuild(p_customer_id bigint default null)
 returns bigint
@@ -21,27 +21,14 @@ begin
     delete from meter.rollup_period p where p_customer_id is null or p.customer_id = p_customer_id;
     delete from meter.rollup_period_dims p where p_customer_id is null or p.customer_id = p_customer_id;
     insert into meter.rollup_period (customer_id, meter_id, period_start, event_count, quantity, max_value)
-    select r.customer_id, r.meter_id, meter._period_of(c.billing_timezone, r.hour),
-           pg_catalog.sum(r.event_count), pg_catalog.sum(r.quantity),
-           pg_catalog.max(r.max_value) filter (where r.event_count > 0)
-    from meter.rollup_hourly r
-    join meter.customers c on c.id = r.customer_id
-    where (p_customer_id is null or r.customer_id = p_customer_id)
-      and not exists (select 1 from meter.meter_versions v
-                      where v.meter_id = r.meter_id and v.aggregation = 'time_weighted_sum')
-    group by 1, 2, 3;
+    select h.customer_id, h.meter_id, h.period_start, h.event_count, h.quantity, h.max_value
+    from meter._rollup_period_from_hours(p_customer_id) h
+    where h.dims_hash is null;
     get diagnostics v_n = row_count;
     insert into meter.rollup_period_dims (customer_id, meter_id, period_start, dims_hash, dims, event_count, quantity, max_value)
-    select x.customer_id, x.meter_id, meter._period_of(c.billing_timezone, x.hour), x.dims_hash,
-           pg_catalog.min(x.dims::text)::jsonb,
-           pg_catalog.sum(x.event_count), pg_catalog.sum(x.quantity),
-           pg_catalog.max(x.max_value) filter (where x.event_count > 0)
-    from meter.rollup_hourly_dims x
-    join meter.customers c on c.id = x.customer_id
-    where (p_customer_id is null or x.customer_id = p_customer_id)
-      and not exists (select 1 from meter.meter_versions v
-                      where v.meter_id = x.meter_id and v.aggregation = 'time_weighted_sum')
-    group by 1, 2, 3, 4;
+    select h.customer_id, h.meter_id, h.period_start, h.dims_hash, h.dims, h.event_count, h.quantity, h.max_value
+    from meter._rollup_period_from_hours(p_customer_id) h
+    where h.dims_hash is not null;
     get diagnostics v_d = row_count;
     return v_n + v_d;
 end;

@@ -3,8 +3,9 @@
 -- values, where meter.rollup_period / meter.rollup_period_dims differ. Empty when all is well.
 --
 -- "All is well": each row holds Σ event_count, Σ quantity and the largest max_value of the hours
--- (with events) of its customer's billing period (meter._period_of), for every meter without a
--- time-weighted version; dims null for the whole-meter row. A missing row counts as zeros. It
+-- (with events) of its customer's billing period, for every meter without a time-weighted
+-- version (meter._rollup_period_from_hours, the same recomputation as rollup_period_rebuild's);
+-- dims null for the whole-meter row. A missing row counts as zeros. It
 -- checks the period totals against the hourly rows; meter.rollup_verify checks the hourly rows
 -- against raw events. One statement, so one snapshot.
 create or replace function meter.rollup_period_verify(p_customer_id bigint default null)
@@ -26,28 +27,11 @@ security definer  -- analysts may run it
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
 as $$
-    with kept as (
-        select m.id from meter.meters m
-        where not exists (select 1 from meter.meter_versions v where v.meter_id = m.id and v.aggregation = 'time_weighted_sum')
-    ),
-    hourly as (
-        select r.customer_id, r.meter_id, meter._period_of(c.billing_timezone, r.hour) as period_start,
-               pg_catalog.sum(r.event_count)::bigint as n, pg_catalog.sum(r.quantity) as q,
-               pg_catalog.max(r.max_value) filter (where r.event_count > 0) as mx
-        from meter.rollup_hourly r
-        join meter.customers c on c.id = r.customer_id
-        where r.meter_id in (select id from kept) and (p_customer_id is null or r.customer_id = p_customer_id)
-        group by 1, 2, 3
+    with hourly as (
+        select h.* from meter._rollup_period_from_hours(p_customer_id) h where h.dims_hash is null
     ),
     hourly_dims as (
-        select x.customer_id, x.meter_id, meter._period_of(c.billing_timezone, x.hour) as period_start, x.dims_hash,
-               pg_catalog.min(x.dims::text)::jsonb as dims,
-               pg_catalog.sum(x.event_count)::bigint as n, pg_catalog.sum(x.quantity) as q,
-               pg_catalog.max(x.max_value) filter (where x.event_count > 0) as mx
-        from meter.rollup_hourly_dims x
-        join meter.customers c on c.id = x.customer_id
-        where x.meter_id in (select id from kept) and (p_customer_id is null or x.customer_id = p_customer_id)
-        group by 1, 2, 3, 4
+        select h.* from meter._rollup_period_from_hours(p_customer_id) h where h.dims_hash is not null
     ),
     period as (
         select p.* from meter.rollup_period p where p_customer_id is null or p.customer_id = p_customer_id
@@ -56,21 +40,21 @@ as $$
         select p.* from meter.rollup_period_dims p where p_customer_id is null or p.customer_id = p_customer_id
     )
     select coalesce(p.customer_id, h.customer_id), coalesce(p.meter_id, h.meter_id), coalesce(p.period_start, h.period_start),
-           null::jsonb, coalesce(p.event_count, 0), coalesce(h.n, 0), coalesce(p.quantity, 0), coalesce(h.q, 0),
-           p.max_value, h.mx
+           null::jsonb, coalesce(p.event_count, 0), coalesce(h.event_count, 0), coalesce(p.quantity, 0), coalesce(h.quantity, 0),
+           p.max_value, h.max_value
     from period p
     full join hourly h on h.customer_id = p.customer_id and h.meter_id = p.meter_id and h.period_start = p.period_start
-    where coalesce(p.event_count, 0) <> coalesce(h.n, 0) or coalesce(p.quantity, 0) <> coalesce(h.q, 0)
-       or p.max_value is distinct from h.mx
+    where coalesce(p.event_count, 0) <> coalesce(h.event_count, 0) or coalesce(p.quantity, 0) <> coalesce(h.quantity, 0)
+       or p.max_value is distinct from h.max_value
     union all
     select coalesce(p.customer_id, h.customer_id), coalesce(p.meter_id, h.meter_id), coalesce(p.period_start, h.period_start),
-           coalesce(p.dims, h.dims), coalesce(p.event_count, 0), coalesce(h.n, 0), coalesce(p.quantity, 0), coalesce(h.q, 0),
-           p.max_value, h.mx
+           coalesce(p.dims, h.dims), coalesce(p.event_count, 0), coalesce(h.event_count, 0), coalesce(p.quantity, 0), coalesce(h.quantity, 0),
+           p.max_value, h.max_value
     from period_dims p
     full join hourly_dims h on h.customer_id = p.customer_id and h.meter_id = p.meter_id
                            and h.period_start = p.period_start and h.dims_hash = p.dims_hash
-    where coalesce(p.event_count, 0) <> coalesce(h.n, 0) or coalesce(p.quantity, 0) <> coalesce(h.q, 0)
-       or p.max_value is distinct from h.mx
+    where coalesce(p.event_count, 0) <> coalesce(h.event_count, 0) or coalesce(p.quantity, 0) <> coalesce(h.quantity, 0)
+       or p.max_value is distinct from h.max_value
     order by 1, 2, 3, 4 nulls first
 $$;
 
