@@ -20,18 +20,27 @@ package enum APIRequest {
     /// else. nil when the request may go on; else the response to send (401, 403, 503).
     package static func authorizeRead(_ request: Request, context: BasicRequestContext, ingest: IngestService,
                                       customer: String?, what: String) async -> Response? {
-        guard let token = bearerToken(request) else {
-            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
-        }
+        guard let token = bearerToken(request) else { return missingKey() }
         do {
-            switch try await ingest.authorize(token: token, scope: "read", customer: customer) {
-            case .ok: return nil
-            case .unauthorized: return APIResponse.unauthorized()
-            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read \(what)")
-            case .customerNotAllowed: return APIResponse.customerNotAllowed(customer ?? "")
-            }
+            return readRefusal(try await ingest.authorize(token: token, scope: "read", customer: customer),
+                               customer: customer, what: what)
         } catch {
             return APIResponse.unavailable(error, context: context)
+        }
+    }
+
+    /// The 401 of a request without a bearer key.
+    package static func missingKey() -> Response {
+        APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+    }
+
+    /// What a read key's verdict answers: nil when it may read (`.ok`), else its 401 or 403.
+    package static func readRefusal(_ verdict: IngestService.Authorization, customer: String?, what: String) -> Response? {
+        switch verdict {
+        case .ok: return nil
+        case .unauthorized: return APIResponse.unauthorized()
+        case .insufficientScope: return APIResponse.insufficientScope("this API key may not read \(what)")
+        case .customerNotAllowed: return APIResponse.customerNotAllowed(customer ?? "")
         }
     }
 

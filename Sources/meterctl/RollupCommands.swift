@@ -79,13 +79,7 @@ struct RollupCommand: AsyncParsableCommand {
                            coalesce($2::timestamptz, now() + interval '1 day')::text as t
                     """, [from, to]).single()
                 let f = try r.string("f"), t = try r.string("t")
-                let periods = try conn.execute("""
-                    select pg_catalog.format('customer %s meter %s period from %s%s: %s events (hours: %s), quantity %s (hours: %s), max %s (hours: %s)',
-                                             customer_id, meter_id, period_start, coalesce(' values ' || dims::text, ''),
-                                             period_events, hourly_events, period_quantity, hourly_quantity,
-                                             coalesce(period_max::text, 'none'), coalesce(hourly_max::text, 'none')) as line
-                    from meter.rollup_period_verify()
-                    """).rows.map { try $0.string("line") }
+                let periods = try Rollup.periodVerify(conn)
                 return (try Rollup.verify(conn, from: f, to: t), "\(f) .. \(t)", periods)
             }
             for d in diffs { print(d) }

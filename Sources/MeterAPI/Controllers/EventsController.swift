@@ -38,7 +38,7 @@ package struct EventsController: Sendable {
         // 1. Who is calling. The key is checked before anything else is answered: inside the
         // ingest call itself for a valid request (one round trip), by `refuse` otherwise.
         guard let token = APIRequest.bearerToken(request) else {
-            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+            return APIRequest.missingKey()
         }
         let gate = APIRequest.KeyGate(token: token, ingest: ingest, context: context, live: live)
 
@@ -117,7 +117,7 @@ package struct EventsController: Sendable {
     /// already cancelled, else 207 with each element's verdict; valid elements are applied either way.
     @Sendable package func cancel(_ request: Request, context: BasicRequestContext) async throws -> Response {
         guard let token = APIRequest.bearerToken(request) else {
-            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
+            return APIRequest.missingKey()
         }
         let gate = APIRequest.KeyGate(token: token, ingest: ingest, context: context, live: live)
         let mediaType = APIRequest.mediaType(request)

@@ -21,7 +21,7 @@ package struct InvoicePreviewController: Sendable {
         let raw = context.parameters.get("customer") ?? ""
         let customer = raw.removingPercentEncoding ?? raw
         let named = customer.isEmpty || customer.contains("\u{0}") ? nil : customer
-        if let refused = await APIRequest.authorizeRead(request, context: context, ingest: ingest, customer: named, what: "invoices") {
+        if let refused = await APIRequest.authorizeRead(request, context: context, ingest: ingest, customer: named, what: "usage or invoices") {
             return refused
         }
         func invalid(_ field: String, _ code: String, _ message: String) -> Response {

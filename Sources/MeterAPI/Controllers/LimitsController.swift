@@ -26,9 +26,7 @@ package struct LimitsController: Sendable {
         }
         let customer = decoded("customer"), meter = decoded("meter")
         let named = customer.isEmpty || customer.contains("\u{0}") ? nil : customer
-        guard let token = APIRequest.bearerToken(request) else {
-            return APIResponse.unauthorized(message: "missing API key: send Authorization: Bearer <key>")
-        }
+        guard let token = APIRequest.bearerToken(request) else { return APIRequest.missingKey() }
         // A request that is not valid gets the key check alone first (a bad key is told before a
         // bad parameter); a valid one has its key checked in the same statement as the limits.
         func refusal(_ response: Response) async -> Response {
@@ -44,6 +42,7 @@ package struct LimitsController: Sendable {
         guard !meter.isEmpty, !meter.contains("\u{0}") else { return await invalid("meter", "invalid_value", "meter must be a non-empty code") }
         var seen: Set<String> = []
         var properties: [(String, JSONValue)] = []
+        var asked = "1"
         for (k, v) in request.uri.queryParameters {
             let name = String(k).removingPercentEncoding ?? String(k)
             if v.contains("\u{0}") { return await invalid(name, "invalid_value", "\(name) must not contain NUL (%00)") }
@@ -60,8 +59,9 @@ package struct LimitsController: Sendable {
                 return await invalid(name, "unknown_parameter", "unknown query parameter \"\(name)\"; expected quantity or properties[<dimension>]")
             }
             if !seen.insert(name).inserted { return await invalid(name, "repeated_parameter", "\(name) is given more than once") }
+            asked = String(v)
         }
-        let quantity = request.uri.queryParameters["quantity"].map(String.init) ?? "1"
+        let quantity = asked
         guard Self.isQuantity(quantity), quantity.contains(where: { $0 != "0" && $0 != "." }) else {
             return await invalid("quantity", "invalid_value", "quantity must be a positive decimal (at most 20 digits before the point and 12 after); got \(quantity)")
         }
@@ -79,12 +79,9 @@ package struct LimitsController: Sendable {
                     left join lateral meter.limit_check(case when a.verdict = 'ok' then $1 end, $2, $3::jsonb, $4::numeric) l on true
                     """, [customer, meter, dimensions, quantity, keyHash]).rows
             }
-            switch rows.first.flatMap({ (try? $0.optionalString("verdict")) ?? nil }).flatMap(IngestService.Authorization.init(rawValue:)) ?? .unauthorized {
-            case .ok: break
-            case .unauthorized: return APIResponse.unauthorized()
-            case .insufficientScope: return APIResponse.insufficientScope("this API key may not read limits")
-            case .customerNotAllowed: return APIResponse.customerNotAllowed(customer)
-            }
+            let verdict = rows.first.flatMap({ (try? $0.optionalString("verdict")) ?? nil })
+                .flatMap(IngestService.Authorization.init(rawValue:)) ?? .unauthorized
+            if let refused = APIRequest.readRefusal(verdict, customer: customer, what: "limits") { return refused }
             return APIResponse.limits(customer: customer, meter: meter, rows: rows.filter { (try? $0.optionalString("filter")) != nil })
         } catch let e as PGError where e.sqlState == "P0002" {
             let (field, code) = e.message.hasPrefix("no meter") ? ("meter", "meter_not_found")

@@ -163,4 +163,16 @@ public enum Rollup {
                        rollupLatest: try r.string("rollup_latest"), rawLatest: try r.string("raw_latest"))
         }
     }
+
+    /// `meter.rollup_period_verify()`: the billing period totals that differ from their hours, one
+    /// line each; empty when all is well.
+    public static func periodVerify(_ conn: PGConnection) throws -> [String] {
+        try conn.execute("""
+            select pg_catalog.format('customer %s meter %s period from %s%s: %s events (hours: %s), quantity %s (hours: %s), max %s (hours: %s)',
+                                     customer_id, meter_id, period_start, coalesce(' values ' || dims::text, ''),
+                                     period_events, hourly_events, period_quantity, hourly_quantity,
+                                     coalesce(period_max::text, 'none'), coalesce(hourly_max::text, 'none')) as line
+            from meter.rollup_period_verify()
+            """).rows.map { try $0.string("line") }
+    }
 }

@@ -125,16 +125,6 @@ public enum WebhookDelivery {
             return "unreported"
         }
     }
-
-    /// Passes until nothing is due (for `meterctl webhooks deliver` and tests).
-    public static func drain(pool: PGPool, config: WebhookDeliveryConfiguration, logger: Logger) async throws -> PassResult {
-        var total = PassResult()
-        while true {
-            let r = try await pass(pool: pool, config: config, logger: logger)
-            total.claimed += r.claimed; total.delivered += r.delivered; total.failed += r.failed; total.dead += r.dead
-            if r.claimed == 0 { return total }
-        }
-    }
 }
 
 /// The delivery loop of `meterctl serve`: a pass whenever NOTIFY meter_webhooks_out arrives, and

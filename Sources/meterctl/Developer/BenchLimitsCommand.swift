@@ -116,7 +116,7 @@ struct BenchLimits: AsyncParsableCommand {
         let differing = try {
             let c = try PGConnection(conninfo: conninfo, statementTimeout: nil)
             defer { c.close() }
-            return try c.execute("select pg_catalog.count(*)::int as n from meter.rollup_period_verify()").single().int("n")
+            return try Rollup.periodVerify(c).count
         }()
         print("verify:    \(differing) billing period total(s) differ from their hours (meter.rollup_period_verify)")
         if differing != 0 { throw ExitCode(1) }

@@ -174,7 +174,7 @@ struct BenchRollup: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             // ... and the billing period totals the rollup keeps beside the hours
-            let periodDiffs = try conn.execute("select pg_catalog.count(*)::int as n from meter.rollup_period_verify()").single().int("n")
+            let periodDiffs = try Rollup.periodVerify(conn).count
             if periodDiffs != 0 {
                 say("  \(periodDiffs) billing period total(s) differ from their hours (meter.rollup_period_verify)")
                 throw ExitCode(1)
