@@ -62,6 +62,9 @@ declare
     v_c_props jsonb[];
     v_c_at    timestamptz[];
     v_signs   integer[];
+    v_dims    jsonb[];
+    v_any     boolean;
+    v_filtered boolean;
     v_l       record;
     v_used    numeric;
     v_pn      numeric;
@@ -101,7 +104,9 @@ begin
     if v_plan is null then
         raise exception 'customer % has no plan in force in %', p_customer, v_period using errcode = 'P0002';
     end if;
-    if not exists (select 1 from meter.plan_limits l where l.plan_id = v_plan and l.meter_id = v_m) then
+    select pg_catalog.count(*) > 0, coalesce(pg_catalog.bool_or(l.filter <> '{}'), false) into v_any, v_filtered
+    from meter.plan_limits l where l.plan_id = v_plan and l.meter_id = v_m;
+    if not v_any then
         return;
     end if;
 
@@ -127,13 +132,26 @@ begin
     cross join lateral (select e.* from meter.events e where e.id = x.event_id offset 0) e
     where x.rolled_up_at is null and (e.xid, e.id) < (v_wm_xid, v_wm_id)
       and e.customer_id = v_cid and e.meter_id = v_m and e.occurred_at >= v_start and e.occurred_at < v_end;
-    -- one list: events past the watermark +1 (when not cancelled), pending cancellations -1
-    v_signs := pg_catalog.array_fill(1, array[coalesce(pg_catalog.cardinality(v_ids), 0)])
-               || pg_catalog.array_fill(-1, array[coalesce(pg_catalog.cardinality(v_c_vals), 0)]);
-    v_ids := coalesce(v_ids, '{}') || pg_catalog.array_fill(null::bigint, array[coalesce(pg_catalog.cardinality(v_c_vals), 0)]);
-    v_values := coalesce(v_values, '{}') || coalesce(v_c_vals, '{}');
-    v_props := coalesce(v_props, '{}') || coalesce(v_c_props, '{}');
-    v_at := coalesce(v_at, '{}') || coalesce(v_c_at, '{}');
+    -- one list of what is pending in the period, once whatever the number of limits: the events
+    -- past the watermark not cancelled (+1) and the pending cancellations (-1), each with its
+    -- dimension values when a limit has a filter (under the meter version in force at its time)
+    if v_ids is not null or v_c_vals is not null then
+        select pg_catalog.array_agg(p.value), pg_catalog.array_agg(p.sign),
+               pg_catalog.array_agg(case when v_filtered then coalesce(meter._dimension_values(p.properties,
+                   (select mv.dimensions from meter.meter_versions mv
+                    where mv.meter_id = v_m and mv.effective_from <= p.occurred_at
+                    order by mv.effective_from desc limit 1)), '{}') end)
+          into v_values, v_signs, v_dims
+        from (select u.value, 1 as sign, u.properties, u.occurred_at
+              from rows from (pg_catalog.unnest(v_ids), pg_catalog.unnest(v_values), pg_catalog.unnest(v_props),
+                              pg_catalog.unnest(v_at)) as u(id, value, properties, occurred_at)
+              where u.occurred_at >= v_start and u.occurred_at < v_end
+                and not exists (select 1 from meter.event_cancellations x where x.event_id = u.id)
+              union all
+              select c.value, -1, c.properties, c.occurred_at
+              from rows from (pg_catalog.unnest(v_c_vals), pg_catalog.unnest(v_c_props), pg_catalog.unnest(v_c_at))
+                   as c(value, properties, occurred_at)) p;
+    end if;
 
     -- 3. every limit: its period total so far, plus what is pending under its filter
     for v_l in select l.filter, l.quantity, coalesce(u.used, 0) as rolled
@@ -145,18 +163,13 @@ begin
                order by l.filter = '{}' desc, l.filter
     loop
         v_used := v_l.rolled;
-        if pg_catalog.cardinality(v_signs) > 0 then
+        if v_signs is not null then
             select coalesce(pg_catalog.sum(u.sign), 0), coalesce(pg_catalog.sum(u.sign * u.value), 0),
                    pg_catalog.max(u.value) filter (where u.sign > 0)
               into v_pn, v_pq, v_pmx
-            from rows from (pg_catalog.unnest(v_ids), pg_catalog.unnest(v_values), pg_catalog.unnest(v_props),
-                            pg_catalog.unnest(v_at), pg_catalog.unnest(v_signs)) as u(id, value, properties, occurred_at, sign)
-            where u.occurred_at >= v_start and u.occurred_at < v_end
-              and (u.sign < 0 or not exists (select 1 from meter.event_cancellations x where x.event_id = u.id))
-              and (v_l.filter = '{}' or meter._dims_match(coalesce(meter._dimension_values(u.properties,
-                       (select mv.dimensions from meter.meter_versions mv
-                        where mv.meter_id = v_m and mv.effective_from <= u.occurred_at
-                        order by mv.effective_from desc limit 1)), '{}'), v_l.filter));
+            from rows from (pg_catalog.unnest(v_values), pg_catalog.unnest(v_signs), pg_catalog.unnest(v_dims))
+                 as u(value, sign, dims)
+            where v_l.filter = '{}' or meter._dims_match(u.dims, v_l.filter);
             v_used := case v_agg when 'count' then v_used + v_pn
                                  when 'sum' then v_used + v_pq
                                  else greatest(v_used, coalesce(v_pmx, 0)) end;
