@@ -43,7 +43,7 @@ select set_eq(
              ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
              ('functions/billing_usage_record.sql'), ('functions/billing_usage_targets.sql'),
              ('functions/customer_subscribe.sql'), ('functions/customer_upsert.sql'),
-             ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/invoice_preview.sql'), ('functions/limit_check.sql'), ('functions/plan_limit_set.sql'), ('functions/meter_upsert.sql'),
+             ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/event_ingest_arrays.sql'), ('functions/invoice_preview.sql'), ('functions/limit_check.sql'), ('functions/plan_limit_set.sql'), ('functions/meter_upsert.sql'),
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
@@ -238,6 +238,7 @@ select results_eq(
              ('customer_upsert(p_external_id text, p_name text, p_billing_timezone text)'),
              ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
              ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
+             ('event_ingest_arrays(p_customers text[], p_meters text[], p_keys text[], p_occurred_at timestamp with time zone[], p_values numeric[], p_properties jsonb[], p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
              ('invoice_preview(p_customer text, p_period text)'),
              ('limit_check(p_customer text, p_meter text, p_dimensions jsonb, p_quantity numeric)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
@@ -310,9 +311,9 @@ select results_eq(
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest'),
+    $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest_arrays'),
              ('invoice_preview'), ('limit_check'), ('rollup_lag_seconds'), ('rollup_period_verify'), ('rollup_verify'), ('usage')$$,
-    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest, invoice_preview, limit_check, rollup_lag_seconds, '
+    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest_arrays (not event_ingest, its JSON form), invoice_preview, limit_check, rollup_lag_seconds, '
     'rollup_period_verify, rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(

@@ -5,7 +5,7 @@
 -- Everything runs in one transaction that is rolled back, so now() is the same instant for the
 -- test and for the function (it uses the transaction clock): window boundaries are exact.
 begin;
-select plan(39);
+select plan(42);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixtures: our own customers and meters, with names nothing else uses.
@@ -28,6 +28,22 @@ as $$
                    else pg_catalog.jsonb_build_object('value', p_value) end
            || case when p_properties is null then '{}'::jsonb
                    else pg_catalog.jsonb_build_object('properties', p_properties) end
+$$;
+
+-- An element as the audit row of a conflict keeps it (meter.event_ingest_arrays): the six
+-- fields, occurred_at in UTC with microseconds, value as exact decimal text (absent = 1),
+-- properties (absent = {}). Written here from the documented format, not from the function.
+create function pg_temp.as_judged(e jsonb)
+returns jsonb
+language sql
+as $$
+    select pg_catalog.jsonb_build_object(
+               'customer', e ->> 'customer', 'meter', e ->> 'meter',
+               'idempotency_key', e ->> 'idempotency_key',
+               'occurred_at', pg_catalog.to_char((e ->> 'occurred_at')::timestamptz at time zone 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'value', coalesce((e ->> 'value')::numeric, 1)::text,
+               'properties', coalesce(e -> 'properties', '{}'::jsonb))
 $$;
 
 create temp table batch (name text primary key, b jsonb not null);
@@ -123,9 +139,9 @@ select results_eq(
 select results_eq(
     $$select event_id, offered from meter.event_redeliveries
       where verdict = 'conflict' and event_id in (select event_id from run1) order by event_id$$,
-    $$select r.event_id, (select b from batch where name = 'conflicting') -> r.ord
+    $$select r.event_id, pg_temp.as_judged((select b from batch where name = 'conflicting') -> r.ord)
       from run3 r order by r.event_id$$,
-    'one conflict redelivery row per conflicting element, with exactly what was offered');
+    'one conflict redelivery row per conflicting element, with what was offered, as judged');
 
 -- ---------------------------------------------------------------------------------------------
 -- Content equality is by value: numeric 1.5 = 1.50, jsonb key order is irrelevant.
@@ -195,8 +211,8 @@ select results_eq(
     $$select verdict, offered from meter.event_redeliveries
       where event_id in (select event_id from run_r) order by id$$,
     $$values ('duplicate'::text, null::jsonb),
-             ('conflict', (select b from batch where name = 'repeats') -> 3),
-             ('conflict', (select b from batch where name = 'repeats') -> 5)$$,
+             ('conflict', pg_temp.as_judged((select b from batch where name = 'repeats') -> 3)),
+             ('conflict', pg_temp.as_judged((select b from batch where name = 'repeats') -> 5))$$,
     'in-batch repeats are audited like any redelivery');
 
 -- ---------------------------------------------------------------------------------------------
@@ -416,8 +432,28 @@ select results_eq(
 select results_eq(
     $$select verdict, offered from meter.event_redeliveries
       where event_id in (select event_id from run_wr where event_id is not null) order by id$$,
-    $$values ('conflict'::text, (select b from batch where name = 'window_repeats') -> 3)$$,
+    $$values ('conflict'::text, pg_temp.as_judged((select b from batch where name = 'window_repeats') -> 3))$$,
     'only the later out-of-window occurrence is audited (as a conflict); the earlier one is no redelivery');
+
+-- ---------------------------------------------------------------------------------------------
+-- The typed form (the service's call): the same verdicts; arrays of different lengths refused.
+-- ---------------------------------------------------------------------------------------------
+select results_eq(
+    $$select ord, status, code from meter.event_ingest_arrays(
+          array['tap-ie-alpha', 'tap-ie-alpha', 'tap-ie-nobody'], array['tap.ie.calls', 'tap.ie.calls', 'tap.ie.calls'],
+          array['tap-ie-arr-1', 'tap-ie-k1', 'tap-ie-arr-2'],
+          array[pg_catalog.now() - interval '5 minutes', pg_catalog.now() - interval '1 hour', pg_catalog.now()],
+          array[null, null, 1]::numeric[], array[null, null, null]::jsonb[])$$,
+    $$values (0, 'accepted'::text, null::text), (1, 'duplicate', null), (2, 'rejected', 'unknown_customer')$$,
+    'event_ingest_arrays: a new key accepted beside a stored one (the plain insert met it: stored again skipping it), an unknown customer rejected');
+
+select is((select value from meter.events where idempotency_key = 'tap-ie-arr-1'), 1::numeric,
+          'event_ingest_arrays: a NULL value is stored as 1');
+
+select throws_ok(
+    $$select * from meter.event_ingest_arrays(array['a'], array['b'], array['c', 'd'],
+          array[pg_catalog.now()], array[1]::numeric[], array['{}']::jsonb[])$$,
+    '22023', null, 'event_ingest_arrays: arrays of different lengths are refused (22023)');
 
 select * from finish();
 rollback;

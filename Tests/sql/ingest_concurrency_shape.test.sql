@@ -118,8 +118,9 @@ select results_eq(
 select volatility_is('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[], 'volatile',
                      'event_ingest is VOLATILE (each call sees fresh snapshots per statement)');
 
-select is_definer('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
-                  'event_ingest is SECURITY DEFINER');
+select is_definer('meter', 'event_ingest_arrays',
+                  array['text[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'numeric[]', 'jsonb[]', 'interval', 'interval', 'bytea']::name[],
+                  'event_ingest_arrays is SECURITY DEFINER (event_ingest, its JSON form, runs as its caller and calls it)');
 
 select * from finish();
 rollback;

@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(158);
+select plan(161);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -47,6 +47,8 @@ select schema_privs_are('meter', 'public',        array[]::name[],        'PUBLI
 -- ---------------------------------------------------------------------------------------------
 select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_ingest');
+select function_privs_are('meter', 'event_ingest_arrays', array['text[]', 'text[]', 'text[]', 'timestamptz[]', 'numeric[]', 'jsonb[]', 'interval', 'interval', 'bytea']::name[],
+                          'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute event_ingest_arrays');
 select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'meter_ingest', array['EXECUTE']::name[], 'meter_ingest may execute api_key_authenticate');
 select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea', 'text[]', 'text[]']::name[],
@@ -92,12 +94,16 @@ select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],
                           'public', array[]::name[], 'PUBLIC may not execute rollup_lag_seconds');
 select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute event_ingest');
+select function_privs_are('meter', 'event_ingest_arrays', array['text[]', 'text[]', 'text[]', 'timestamptz[]', 'numeric[]', 'jsonb[]', 'interval', 'interval', 'bytea']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute event_ingest_arrays');
 select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_authenticate');
 select function_privs_are('meter', 'api_key_create', array['text', 'text', 'bytea', 'text[]', 'text[]']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute api_key_create');
 select function_privs_are('meter', 'event_ingest', array['jsonb', 'interval', 'interval', 'bytea']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute event_ingest');
+select function_privs_are('meter', 'event_ingest_arrays', array['text[]', 'text[]', 'text[]', 'timestamptz[]', 'numeric[]', 'jsonb[]', 'interval', 'interval', 'bytea']::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute event_ingest_arrays');
 select function_privs_are('meter', 'api_key_authenticate', array['bytea']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute api_key_authenticate');
 

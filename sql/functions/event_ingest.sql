@@ -1,43 +1,17 @@
--- meter.event_ingest(events, max_future, max_past, api_key_hash): store a batch of usage events
--- exactly once.
+-- meter.event_ingest(events, max_future, max_past, api_key_hash): store a batch of usage events,
+-- given as one JSON array, exactly once.
 --
--- Guarantees
---   * Exactly once per (customer, idempotency_key), enforced by the UNIQUE constraint on
---     meter.events, not by a lookup: two racing transactions with the same key cannot both insert;
---     the loser waits for the winner's commit (ON CONFLICT) and reports `duplicate`.
---   * Per-event verdicts, never all-or-nothing: each input element gets one row, by position:
---       accepted  - stored now; event_id is the new row
---       duplicate - the key exists with the same content (meter, occurred_at, value, properties);
---                   event_id is the original row; nothing changes
---       conflict  - the key exists with different content; nothing changes
---       rejected  - unknown customer/meter, occurred_at outside the accepted window, or a
---                   customer the key may not act for (customer_not_allowed)
---     A key repeated inside one request: the first occurrence decides, later ones are
---     duplicate or conflict against it.
---   * Time policy uses the database clock (now() of this transaction), so an application host with
---     a skewed clock cannot misjudge it: occurred_at must lie in [now() - max_past, now() + max_future].
---   * Sends no NOTIFY. A NOTIFY takes the cluster-wide notify-queue lock from its pre-commit
---     step until the commit's WAL flush, which serialized every ingest commit behind one fsync
---     (docs/benchmarks.md, "Ingest commit path"). The service wakes its own rollup loop after a
---     commit it made and NOTIFYs meter_events for other processes at most every 100 ms, outside
---     any ingest transaction (EventsNotifier); the rollup polls every second anyway, which is
---     what a direct caller of this function (psql, a script) relies on.
---   * Durability is the caller's commit: the HTTP layer answers 2xx only after this call's
---     transaction committed with synchronous_commit = on.
+-- The same call as meter.event_ingest_arrays() (whose header states the guarantees, the verdicts
+-- and the key check), for callers that hold a JSON array: psql, scripts, the tests. The service
+-- calls meter.event_ingest_arrays() directly with the fields it has already checked.
 --
 -- Input: a JSON array of objects with the members customer, meter, idempotency_key, occurred_at
--- (timestamptz text), value (numeric text), properties (object). The HTTP layer has already
--- checked their syntax, lengths and limits; this function checks what needs the database.
+-- (timestamptz text), value (numeric text or number; absent = 1), properties (object; absent =
+-- {}). Other members are ignored. Not an array: 22023. A member that is not of its type (a
+-- malformed timestamp or number) fails the call, as a cast would (22007, 22P02): nothing stored.
 --
--- api_key_hash: the SHA-256 of the caller's bearer token (the service sends the hash, never the
--- token). When given (the HTTP service always gives it, so that authentication and ingest take
--- one round trip), it must be a live API key, else SQLSTATE 28000 is raised and nothing is stored;
--- a key without the ingest scope raises 42501 (insufficient_scope), and the events of customers
--- outside a key's customer list are rejected one by one (customer_not_allowed).
--- The check is meter.api_key_authenticate()'s, inlined: a nested call would cost a search_path
--- switch per request on the hottest path.
---
--- Runs as its owner (SECURITY DEFINER) so that meter_ingest needs no table privileges.
+-- Runs as its caller: the work and the privileges are meter.event_ingest_arrays()'s (SECURITY
+-- DEFINER); meter_ingest may execute both.
 create or replace function meter.event_ingest(
     p_events     jsonb,
     p_max_future interval default interval '5 minutes',
@@ -47,212 +21,42 @@ create or replace function meter.event_ingest(
 returns setof meter.ingest_verdict
 language plpgsql
 volatile
-security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_now      timestamptz := pg_catalog.now();
-    v_verdicts meter.ingest_verdict[];
-    v_one      meter.ingest_verdict;
-    v_id       bigint;
-    v_scopes   text[];
-    v_allowed  bigint[];  -- the key's customers; NULL = every customer
+    v_customers   text[];
+    v_meters      text[];
+    v_keys        text[];
+    v_occurred_at timestamptz[];
+    v_values      numeric[];
+    v_properties  jsonb[];
 begin
     if p_events is null or pg_catalog.jsonb_typeof(p_events) <> 'array' then
         raise exception 'meter.event_ingest: p_events must be a JSON array'
             using errcode = '22023';
     end if;
 
-    -- Durability is per transaction, not per session: behind a transaction-pooling proxy a
-    -- session setting would not follow. Never commit an ingest with synchronous_commit = off.
-    if pg_catalog.current_setting('synchronous_commit') = 'off' then
-        perform pg_catalog.set_config('synchronous_commit', 'on', true);
-    end if;
-    -- Fast path for the most common request: one new, valid event from a live key, stored by one
-    -- INSERT ... SELECT that also checks the key (one statement on the hottest path). Anything
-    -- else (unknown key, customer or meter, out of window, key already stored) inserts nothing
-    -- here and falls through to the checks and the general path below, which alone decide those
-    -- verdicts: the fast path only ever answers "accepted".
-    if pg_catalog.jsonb_array_length(p_events) = 1 then
-        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-        select c.id, m.id, e.idempotency_key, e.occurred_at,
-               coalesce(e.value, 1), coalesce(e.properties, '{}'::jsonb)
-        from pg_catalog.jsonb_to_record(p_events -> 0)
-             as e(customer text, meter text, idempotency_key text, occurred_at timestamptz,
-                  value numeric, properties jsonb)
-        join meter.customers c on c.external_id = e.customer
-        join meter.meters m on m.code = e.meter
-        where e.occurred_at between v_now - p_max_past and v_now + p_max_future
-          and (p_api_key_hash is null
-               or exists (select 1 from meter.api_keys k
-                          where k.key_hash = p_api_key_hash
-                            and k.revoked_at is null
-                            and 'ingest' = any (k.scopes)
-                            and (k.customer_ids is null or c.id = any (k.customer_ids))))
-        on conflict (customer_id, idempotency_key) do nothing
-        returning id into v_id;
-        if v_id is not null then
-            v_one := row(0, 'accepted', v_id, null, null, null)::meter.ingest_verdict;
-            return next v_one;
-            return;
-        end if;
-    end if;
+    select coalesce(pg_catalog.array_agg(e.customer order by e.ord), '{}'),
+           coalesce(pg_catalog.array_agg(e.meter order by e.ord), '{}'),
+           coalesce(pg_catalog.array_agg(e.idempotency_key order by e.ord), '{}'),
+           coalesce(pg_catalog.array_agg(e.occurred_at order by e.ord), '{}'),
+           coalesce(pg_catalog.array_agg(e.value order by e.ord), '{}'),
+           coalesce(pg_catalog.array_agg(e.properties order by e.ord), '{}')
+      into v_customers, v_meters, v_keys, v_occurred_at, v_values, v_properties
+    from rows from (pg_catalog.jsonb_to_recordset(p_events)
+                    as (customer text, meter text, idempotency_key text, occurred_at timestamptz,
+                        value numeric, properties jsonb))
+         with ordinality as e(customer, meter, idempotency_key, occurred_at, value, properties, ord);
 
-    -- The key (the same check as meter.api_key_authenticate(), inlined: a nested call would cost
-    -- a search_path switch per request).
-    if p_api_key_hash is not null then
-        select k.scopes, k.customer_ids into v_scopes, v_allowed from meter.api_keys k
-        where k.key_hash = p_api_key_hash
-          and k.revoked_at is null;
-        if not found then
-            raise exception 'unknown or revoked API key' using errcode = '28000';
-        end if;
-        if not ('ingest' = any (v_scopes)) then
-            raise exception 'this API key may not ingest events (its scopes: %)', pg_catalog.array_to_string(v_scopes, ', ')
-                using errcode = '42501', hint = 'create a key with the ingest scope: meterctl keys create --scope ingest';
-        end if;
-    end if;
-
-    -- Step 1, one statement: classify every element, insert the first valid occurrence of each
-    -- key (ON CONFLICT DO NOTHING: a key that exists, or that a concurrent transaction is
-    -- inserting, is skipped after waiting for that transaction), and give each element its verdict
-    -- when this statement can: accepted, or rejected for a reason that needs no stored row.
-    -- Elements left with status NULL ("pending") need a look at the stored row: step 2.
-    with input as (
-        select (e.ord - 1)::integer as ord, e.customer, e.meter, e.idempotency_key,
-               e.occurred_at, coalesce(e.value, 1) as value,
-               coalesce(e.properties, '{}'::jsonb) as properties
-        from rows from (pg_catalog.jsonb_to_recordset(p_events)
-                        as (customer text, meter text, idempotency_key text, occurred_at timestamptz,
-                            value numeric, properties jsonb))
-             with ordinality as e(customer, meter, idempotency_key, occurred_at, value, properties, ord)
-    ),
-    checked as (
-        select i.*, c.id as customer_id, m.id as meter_id,
-               case
-                   when c.id is null then 'unknown_customer'
-                   when v_allowed is not null and not (c.id = any (v_allowed)) then 'customer_not_allowed'
-                   when m.id is null then 'unknown_meter'
-                   when i.occurred_at > v_now + p_max_future then 'occurred_at_in_future'
-                   when i.occurred_at < v_now - p_max_past then 'occurred_at_too_old'
-               end as error
-        from input i
-        left join meter.customers c on c.external_id = i.customer
-        left join meter.meters m on m.code = i.meter
-    ),
-    classified as (
-        select k.*,
-               -- the first valid occurrence of its key within this request: the one inserted
-               k.error is null
-               and pg_catalog.row_number() over (
-                       partition by k.customer_id, k.idempotency_key, k.error is null
-                       order by k.ord) = 1 as first_of_key
-        from checked k
-    ),
-    inserted as (
-        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-        select customer_id, meter_id, idempotency_key, occurred_at, value, properties
-        from classified
-        where first_of_key
-        -- One global lock order: ON CONFLICT waits on a key that another transaction holds while
-        -- keeping the keys it already inserted, so two batches inserting overlapping keys in
-        -- different orders could deadlock. Sorted by the unique key, they cannot.
-        order by customer_id, idempotency_key
-        on conflict (customer_id, idempotency_key) do nothing
-        returning id, customer_id, idempotency_key
-    )
-    select pg_catalog.array_agg(
-               row(k.ord,
-                   case
-                       when k.first_of_key and n.id is not null then 'accepted'
-                       when k.error in ('unknown_customer', 'unknown_meter', 'customer_not_allowed') then 'rejected'
-                       -- an out-of-window element may be the retry of a stored event: pending
-                   end,
-                   n.id, k.error,
-                   case k.error
-                       when 'unknown_customer' then 'customer'
-                       when 'customer_not_allowed' then 'customer'
-                       when 'unknown_meter' then 'meter'
-                       when 'occurred_at_in_future' then 'occurred_at'
-                       when 'occurred_at_too_old' then 'occurred_at'
-                   end,
-                   case k.error
-                       when 'unknown_customer' then
-                           pg_catalog.format('no customer with external id %L; create it first', k.customer)
-                       when 'customer_not_allowed' then
-                           pg_catalog.format('this API key may not act for customer %L', k.customer)
-                       when 'unknown_meter' then
-                           pg_catalog.format('no meter with code %L; create it first', k.meter)
-                       when 'occurred_at_in_future' then
-                           pg_catalog.format('occurred_at is more than %s ahead of the server clock',
-                                             pg_catalog.justify_hours(p_max_future))
-                       when 'occurred_at_too_old' then
-                           pg_catalog.format('occurred_at is more than %s behind the server clock',
-                                             pg_catalog.justify_hours(p_max_past))
-                   end
-               )::meter.ingest_verdict
-               order by k.ord)
-      into v_verdicts
-    from classified k
-    left join inserted n
-           on k.first_of_key and n.customer_id = k.customer_id and n.idempotency_key = k.idempotency_key;
-
-    -- Step 2, only when something is pending (the common all-new batch skips it). A new statement
-    -- takes a fresh snapshot (READ COMMITTED), so it sees every row that made step 1 skip a key,
-    -- including rows a concurrent request committed while we waited. Pending elements are judged
-    -- against the stored event: same content = duplicate, else conflict. An out-of-window element
-    -- whose key is stored is judged the same way (a late retry is a duplicate, not an error).
-    if exists (select 1 from pg_catalog.unnest(v_verdicts) v where v.status is null) then
-        select pg_catalog.array_agg(
-                   case
-                       when v.status is not null then v
-                       -- out of window and not a redelivery: nothing stored under its key before
-                       -- this call, or only by a later element of it (a batch behaves as its
-                       -- elements sent one by one, in order)
-                       when v.code is not null and (ev.id is null or acc.ord > v.ord) then
-                           row(v.ord, 'rejected', null, v.code, v.field, v.reason)::meter.ingest_verdict
-                       when ev.id is null then
-                           -- cannot happen while events are never deleted; fail loudly if it does
-                           row(v.ord, 'rejected', null, 'internal_inconsistency', 'idempotency_key',
-                               'key neither inserted nor found; retry the request')::meter.ingest_verdict
-                       when ev.meter_id = m.id and ev.occurred_at = e.occurred_at
-                            and ev.value = coalesce(e.value, 1)
-                            and ev.properties = coalesce(e.properties, '{}'::jsonb) then
-                           row(v.ord, 'duplicate', ev.id, null, null, null)::meter.ingest_verdict
-                       else
-                           row(v.ord, 'conflict', ev.id, 'idempotency_key_conflict', 'idempotency_key',
-                               'this idempotency key was already used for an event with different content'
-                              )::meter.ingest_verdict
-                   end
-                   order by v.ord)
-          into v_verdicts
-        from pg_catalog.unnest(v_verdicts) as v
-        left join lateral pg_catalog.jsonb_to_record(p_events -> v.ord)
-             as e(customer text, meter text, idempotency_key text, occurred_at timestamptz,
-                  value numeric, properties jsonb)
-               on v.status is null
-        left join meter.customers c on c.external_id = e.customer
-        left join meter.meters m on m.code = e.meter
-        left join meter.events ev on ev.customer_id = c.id and ev.idempotency_key = e.idempotency_key
-        left join lateral (
-            select a.ord from pg_catalog.unnest(v_verdicts) as a
-            where a.status = 'accepted' and a.event_id = ev.id
-        ) as acc on true;
-
-        -- Step 3: an audit row for every redelivery (reconciliation counts duplicates from it).
-        insert into meter.event_redeliveries (event_id, verdict, offered)
-        select v.event_id, v.status,
-               case when v.status = 'conflict' then p_events -> v.ord end
-        from pg_catalog.unnest(v_verdicts) as v
-        where v.status in ('duplicate', 'conflict');
-    end if;
-
-    return query select * from pg_catalog.unnest(v_verdicts);
+    return query
+    select * from meter.event_ingest_arrays(v_customers, v_meters, v_keys, v_occurred_at,
+                                            v_values, v_properties,
+                                            p_max_future, p_max_past, p_api_key_hash);
 end;
 $$;
 
 comment on function meter.event_ingest(jsonb, interval, interval, bytea) is
-    'Stores usage events exactly once per (customer, idempotency_key); one verdict per input element.';
+    'Stores usage events given as a JSON array exactly once per (customer, idempotency_key); one verdict per input element. The JSON form of event_ingest_arrays.';
 
 revoke all on function meter.event_ingest(jsonb, interval, interval, bytea) from public;
 grant execute on function meter.event_ingest(jsonb, interval, interval, bytea) to meter_ingest;
