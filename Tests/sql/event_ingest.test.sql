@@ -5,7 +5,7 @@
 -- Everything runs in one transaction that is rolled back, so now() is the same instant for the
 -- test and for the function (it uses the transaction clock): window boundaries are exact.
 begin;
-select plan(42);
+select plan(44);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixtures: our own customers and meters, with names nothing else uses.
@@ -440,12 +440,23 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 select results_eq(
     $$select ord, status, code from meter.event_ingest_arrays(
-          array['tap-ie-alpha', 'tap-ie-alpha', 'tap-ie-nobody'], array['tap.ie.calls', 'tap.ie.calls', 'tap.ie.calls'],
-          array['tap-ie-arr-1', 'tap-ie-k1', 'tap-ie-arr-2'],
-          array[pg_catalog.now() - interval '5 minutes', pg_catalog.now() - interval '1 hour', pg_catalog.now()],
-          array[null, null, 1]::numeric[], array[null, null, null]::jsonb[])$$,
-    $$values (0, 'accepted'::text, null::text), (1, 'duplicate', null), (2, 'rejected', 'unknown_customer')$$,
-    'event_ingest_arrays: a new key accepted beside a stored one (the plain insert met it: stored again skipping it), an unknown customer rejected');
+          array['tap-ie-alpha', 'tap-ie-alpha'], array['tap.ie.calls', 'tap.ie.calls'],
+          array['tap-ie-arr-1', 'tap-ie-k1'],
+          array[pg_catalog.now() - interval '5 minutes', pg_catalog.now() - interval '1 hour'],
+          array[null, null]::numeric[], array[null, null]::jsonb[])$$,
+    $$values (0, 'accepted'::text, null::text), (1, 'duplicate', null)$$,
+    'event_ingest_arrays: a new key beside a stored one, both valid (the plain INSERT meets the stored key and is undone; the general path stores the new one)');
+
+select results_eq(
+    $$select ord, status, code from meter.event_ingest_arrays(
+          array['tap-ie-alpha', 'tap-ie-nobody'], array['tap.ie.calls', 'tap.ie.calls'],
+          array['tap-ie-arr-2', 'tap-ie-arr-3'], array[pg_catalog.now(), pg_catalog.now()],
+          array[1, 1]::numeric[], array['{}', '{}']::jsonb[])$$,
+    $$values (0, 'accepted'::text, null::text), (1, 'rejected', 'unknown_customer')$$,
+    'event_ingest_arrays: a new key beside an unknown customer (the all-or-nothing INSERT stores nothing; the general path decides each)');
+
+select is((select pg_catalog.count(*) from meter.events where idempotency_key in ('tap-ie-arr-1', 'tap-ie-arr-2', 'tap-ie-arr-3')),
+          2::bigint, 'event_ingest_arrays: each accepted element stored once, the rejected one not');
 
 select is((select value from meter.events where idempotency_key = 'tap-ie-arr-1'), 1::numeric,
           'event_ingest_arrays: a NULL value is stored as 1');

@@ -43,10 +43,11 @@
 -- The check is meter.api_key_authenticate()'s, inlined: a nested call would cost a search_path
 -- switch per request on the hottest path.
 --
--- How a batch is stored: a plain INSERT of the batch's new keys first, in a subtransaction; only
--- when it meets a stored key (unique_violation, the rare case: a retry) is it undone and run again
--- with ON CONFLICT DO NOTHING. ON CONFLICT makes every row a speculative insertion (a second
--- index descent and a second WAL record per row): +50 % on an all-new batch (decision 119).
+-- How a batch is stored: when all its events are valid and new (the common batch), by one plain
+-- INSERT in a subtransaction; only when that meets a stored key (unique_violation: a retry) or
+-- an invalid element does the general path classify, insert with ON CONFLICT DO NOTHING and
+-- judge. ON CONFLICT makes every row a speculative insertion (a second index descent and a second
+-- WAL record per row): +50 % on an all-new batch (decision 119).
 --
 -- The audit row of a conflicting element (meter.event_redeliveries.offered) holds the event as
 -- judged: the six fields, occurred_at in UTC, value as exact decimal text.
@@ -75,17 +76,9 @@ declare
     v_verdicts meter.ingest_verdict[];
     v_one      meter.ingest_verdict;
     v_id       bigint;
+    v_stored   bigint;   -- events the batch fast path stored
     v_scopes   text[];
     v_allowed  bigint[];  -- the key's customers; NULL = every customer
-    -- Per element (index = ord + 1), from step 1.
-    v_customer_ids bigint[];
-    v_meter_ids    bigint[];
-    v_errors       text[];
-    v_first        boolean[];  -- the first valid occurrence of its key: the one inserted
-    -- The rows step 2 inserted.
-    v_new_ids       bigint[];
-    v_new_customers bigint[];
-    v_new_keys      text[];
 begin
     if v_n is null
        or pg_catalog.cardinality(p_meters) is distinct from v_n
@@ -102,11 +95,12 @@ begin
     if pg_catalog.current_setting('synchronous_commit') = 'off' then
         perform pg_catalog.set_config('synchronous_commit', 'on', true);
     end if;
-    -- Fast path for the most common request: one new, valid event from a live key, stored by one
-    -- INSERT ... SELECT that also checks the key (one statement on the hottest path). Anything
-    -- else (unknown key, customer or meter, out of window, key already stored) inserts nothing
-    -- here and falls through to the checks and the general path below, which alone decide those
-    -- verdicts: the fast path only ever answers "accepted".
+
+    -- Fast path for one event: one new, valid event from a live key, stored by one INSERT ...
+    -- SELECT that also checks the key (one statement on the hottest path). Anything else
+    -- (unknown key, customer or meter, out of window, key already stored) inserts nothing here
+    -- and falls through to the checks and the general path below, which alone decide those
+    -- verdicts: the fast paths only ever answer "accepted".
     if v_n = 1 then
         insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
         select c.id, m.id, p_keys[1], p_occurred_at[1],
@@ -130,6 +124,65 @@ begin
         end if;
     end if;
 
+    -- Fast path for a batch whose events are all valid and new (the common batch): one plain
+    -- INSERT, all or nothing. An element that is not valid (unknown customer or meter, out of
+    -- window, a customer the key may not act for, no live key with the ingest scope) makes it
+    -- insert nothing; a key stored already, or twice in the batch, makes it fail with
+    -- unique_violation (after waiting for a transaction that holds the key in flight), which
+    -- undoes its subtransaction. Either way the general path below decides. A plain INSERT, not
+    -- ON CONFLICT: ON CONFLICT makes every row a speculative insertion (a second index descent
+    -- and a second WAL record), +50 % on an all-new batch (decision 119).
+    if v_n > 1 then
+        begin
+            with live_key as materialized (
+                select k.customer_ids from meter.api_keys k
+                where k.key_hash = p_api_key_hash
+                  and k.revoked_at is null
+                  and 'ingest' = any (k.scopes)
+            ),
+            valid as materialized (
+                select e.ord, c.id as customer_id, m.id as meter_id, e.idempotency_key, e.occurred_at,
+                       coalesce(e.value, 1) as value, coalesce(e.properties, '{}'::jsonb) as properties
+                from rows from (pg_catalog.unnest(p_customers), pg_catalog.unnest(p_meters),
+                                pg_catalog.unnest(p_keys), pg_catalog.unnest(p_occurred_at),
+                                pg_catalog.unnest(p_values), pg_catalog.unnest(p_properties))
+                     with ordinality as e(customer, meter, idempotency_key, occurred_at, value, properties, ord)
+                join meter.customers c on c.external_id = e.customer
+                join meter.meters m on m.code = e.meter
+                where e.occurred_at between v_now - p_max_past and v_now + p_max_future
+                  and (p_api_key_hash is null
+                       or exists (select 1 from live_key k
+                                  where k.customer_ids is null or c.id = any (k.customer_ids)))
+            ),
+            inserted as (
+                insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+                select customer_id, meter_id, idempotency_key, occurred_at, value, properties
+                from valid
+                where (select pg_catalog.count(*) from valid) = v_n
+                -- One global lock order (see the general path).
+                order by customer_id, idempotency_key
+                returning id, customer_id, idempotency_key
+            )
+            -- The verdicts: both sides sorted by the unique key and zipped (every key once, or
+            -- the INSERT failed), rather than joined: a join planned for a few rows (plpgsql
+            -- caches a generic plan) became a nested loop over the whole batch.
+            select pg_catalog.array_agg(row(z.ord - 1, 'accepted', z.id, null, null, null)::meter.ingest_verdict
+                                        order by z.ord),
+                   pg_catalog.count(z.id)
+              into v_verdicts, v_stored
+            from rows from (
+                pg_catalog.unnest((select pg_catalog.array_agg(v.ord order by v.customer_id, v.idempotency_key) from valid v)),
+                pg_catalog.unnest((select pg_catalog.array_agg(n.id order by n.customer_id, n.idempotency_key) from inserted n))
+            ) as z(ord, id);
+            if v_stored = v_n then
+                return query select * from pg_catalog.unnest(v_verdicts);
+                return;
+            end if;
+        exception when unique_violation then
+            null;  -- a stored or repeated key: the general path decides
+        end;
+    end if;
+
     -- The key (the same check as meter.api_key_authenticate(), inlined: a nested call would cost
     -- a search_path switch per request).
     if p_api_key_hash is not null then
@@ -145,101 +198,77 @@ begin
         end if;
     end if;
 
-    -- Step 1: classify every element: its customer and meter ids, the error that needs no stored
-    -- row, and whether it is the first valid occurrence of its key in this call.
-    select pg_catalog.array_agg(f.customer_id order by f.ord),
-           pg_catalog.array_agg(f.meter_id order by f.ord),
-           pg_catalog.array_agg(f.error order by f.ord),
-           pg_catalog.array_agg(f.first_of_key order by f.ord)
-      into v_customer_ids, v_meter_ids, v_errors, v_first
-    from (
+    -- The general path, step 1, one statement: classify every element, insert the first valid
+    -- occurrence of each key (ON CONFLICT DO NOTHING: a key that exists, or that a concurrent
+    -- transaction is inserting, is skipped after waiting for that transaction), and give each
+    -- element its verdict when this statement can: accepted, or rejected for a reason that needs
+    -- no stored row. Elements left with status NULL ("pending") need a look at the stored row:
+    -- step 2.
+    with input as (
+        select (e.ord - 1)::integer as ord, e.customer, e.meter, e.idempotency_key,
+               e.occurred_at, coalesce(e.value, 1) as value,
+               coalesce(e.properties, '{}'::jsonb) as properties
+        from rows from (pg_catalog.unnest(p_customers), pg_catalog.unnest(p_meters),
+                        pg_catalog.unnest(p_keys), pg_catalog.unnest(p_occurred_at),
+                        pg_catalog.unnest(p_values), pg_catalog.unnest(p_properties))
+             with ordinality as e(customer, meter, idempotency_key, occurred_at, value, properties, ord)
+    ),
+    checked as (
+        select i.*, c.id as customer_id, m.id as meter_id,
+               case
+                   when c.id is null then 'unknown_customer'
+                   when v_allowed is not null and not (c.id = any (v_allowed)) then 'customer_not_allowed'
+                   when m.id is null then 'unknown_meter'
+                   when i.occurred_at > v_now + p_max_future then 'occurred_at_in_future'
+                   when i.occurred_at < v_now - p_max_past then 'occurred_at_too_old'
+               end as error
+        from input i
+        left join meter.customers c on c.external_id = i.customer
+        left join meter.meters m on m.code = i.meter
+    ),
+    classified as (
         select k.*,
+               -- the first valid occurrence of its key within this request: the one inserted
                k.error is null
                and pg_catalog.row_number() over (
                        partition by k.customer_id, k.idempotency_key, k.error is null
                        order by k.ord) = 1 as first_of_key
-        from (
-            select i.ord, i.idempotency_key, c.id as customer_id, m.id as meter_id,
-                   case
-                       when c.id is null then 'unknown_customer'
-                       when v_allowed is not null and not (c.id = any (v_allowed)) then 'customer_not_allowed'
-                       when m.id is null then 'unknown_meter'
-                       when i.occurred_at > v_now + p_max_future then 'occurred_at_in_future'
-                       when i.occurred_at < v_now - p_max_past then 'occurred_at_too_old'
-                   end as error
-            from rows from (pg_catalog.unnest(p_customers), pg_catalog.unnest(p_meters),
-                            pg_catalog.unnest(p_keys), pg_catalog.unnest(p_occurred_at))
-                 with ordinality as i(customer, meter, idempotency_key, occurred_at, ord)
-            left join meter.customers c on c.external_id = i.customer
-            left join meter.meters m on m.code = i.meter
-        ) as k
-    ) as f;
-
-    -- Step 2: insert the first valid occurrence of each key. Sorted by the unique key: one global
-    -- lock order, so two batches inserting overlapping keys cannot deadlock while each waits on
-    -- a key the other holds. A plain INSERT first (all keys new: the common case); a stored key
-    -- makes it fail with unique_violation, after waiting for the transaction holding that key if
-    -- it was in flight, and the same INSERT runs again skipping stored keys (ON CONFLICT DO
-    -- NOTHING, which costs every row a speculative insertion). The two statements differ only by
-    -- that clause.
-    begin
-        with inserted as (
-            insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-            select v_customer_ids[e.ord], v_meter_ids[e.ord], e.idempotency_key, e.occurred_at,
-                   coalesce(e.value, 1), coalesce(e.properties, '{}'::jsonb)
-            from rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(p_occurred_at),
-                            pg_catalog.unnest(p_values), pg_catalog.unnest(p_properties))
-                 with ordinality as e(idempotency_key, occurred_at, value, properties, ord)
-            where v_first[e.ord]
-            order by v_customer_ids[e.ord], e.idempotency_key
-            returning id, customer_id, idempotency_key
-        )
-        select pg_catalog.array_agg(id), pg_catalog.array_agg(customer_id), pg_catalog.array_agg(idempotency_key)
-          into v_new_ids, v_new_customers, v_new_keys
-        from inserted;
-    exception when unique_violation then
-        with inserted as (
-            insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-            select v_customer_ids[e.ord], v_meter_ids[e.ord], e.idempotency_key, e.occurred_at,
-                   coalesce(e.value, 1), coalesce(e.properties, '{}'::jsonb)
-            from rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(p_occurred_at),
-                            pg_catalog.unnest(p_values), pg_catalog.unnest(p_properties))
-                 with ordinality as e(idempotency_key, occurred_at, value, properties, ord)
-            where v_first[e.ord]
-            order by v_customer_ids[e.ord], e.idempotency_key
-            on conflict (customer_id, idempotency_key) do nothing
-            returning id, customer_id, idempotency_key
-        )
-        select pg_catalog.array_agg(id), pg_catalog.array_agg(customer_id), pg_catalog.array_agg(idempotency_key)
-          into v_new_ids, v_new_customers, v_new_keys
-        from inserted;
-    end;
-
-    -- Step 3: a verdict for every element that this call can decide alone: accepted, or
-    -- rejected for a reason that needs no stored row. Elements left with status NULL
-    -- ("pending") need a look at the stored row: step 4.
+        from checked k
+    ),
+    inserted as (
+        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+        select customer_id, meter_id, idempotency_key, occurred_at, value, properties
+        from classified
+        where first_of_key
+        -- One global lock order: ON CONFLICT waits on a key that another transaction holds while
+        -- keeping the keys it already inserted, so two batches inserting overlapping keys in
+        -- different orders could deadlock. Sorted by the unique key, they cannot.
+        order by customer_id, idempotency_key
+        on conflict (customer_id, idempotency_key) do nothing
+        returning id, customer_id, idempotency_key
+    )
     select pg_catalog.array_agg(
-               row(e.ord - 1,
+               row(k.ord,
                    case
-                       when v_first[e.ord] and n.id is not null then 'accepted'
-                       when v_errors[e.ord] in ('unknown_customer', 'unknown_meter', 'customer_not_allowed') then 'rejected'
+                       when k.first_of_key and n.id is not null then 'accepted'
+                       when k.error in ('unknown_customer', 'unknown_meter', 'customer_not_allowed') then 'rejected'
                        -- an out-of-window element may be the retry of a stored event: pending
                    end,
-                   n.id, v_errors[e.ord],
-                   case v_errors[e.ord]
+                   n.id, k.error,
+                   case k.error
                        when 'unknown_customer' then 'customer'
                        when 'customer_not_allowed' then 'customer'
                        when 'unknown_meter' then 'meter'
                        when 'occurred_at_in_future' then 'occurred_at'
                        when 'occurred_at_too_old' then 'occurred_at'
                    end,
-                   case v_errors[e.ord]
+                   case k.error
                        when 'unknown_customer' then
-                           pg_catalog.format('no customer with external id %L; create it first', e.customer)
+                           pg_catalog.format('no customer with external id %L; create it first', k.customer)
                        when 'customer_not_allowed' then
-                           pg_catalog.format('this API key may not act for customer %L', e.customer)
+                           pg_catalog.format('this API key may not act for customer %L', k.customer)
                        when 'unknown_meter' then
-                           pg_catalog.format('no meter with code %L; create it first', e.meter)
+                           pg_catalog.format('no meter with code %L; create it first', k.meter)
                        when 'occurred_at_in_future' then
                            pg_catalog.format('occurred_at is more than %s ahead of the server clock',
                                              pg_catalog.justify_hours(p_max_future))
@@ -248,19 +277,17 @@ begin
                                              pg_catalog.justify_hours(p_max_past))
                    end
                )::meter.ingest_verdict
-               order by e.ord)
+               order by k.ord)
       into v_verdicts
-    from rows from (pg_catalog.unnest(p_customers), pg_catalog.unnest(p_meters), pg_catalog.unnest(p_keys))
-         with ordinality as e(customer, meter, idempotency_key, ord)
-    left join rows from (pg_catalog.unnest(v_new_ids), pg_catalog.unnest(v_new_customers),
-                         pg_catalog.unnest(v_new_keys)) as n(id, customer_id, idempotency_key)
-           on v_first[e.ord] and n.customer_id = v_customer_ids[e.ord] and n.idempotency_key = e.idempotency_key;
+    from classified k
+    left join inserted n
+           on k.first_of_key and n.customer_id = k.customer_id and n.idempotency_key = k.idempotency_key;
 
-    -- Step 4, only when something is pending (the common all-new batch skips it). A new statement
-    -- takes a fresh snapshot (READ COMMITTED), so it sees every row that made step 2 skip a key,
-    -- including rows a concurrent request committed while we waited. Pending elements are judged
-    -- against the stored event: same content = duplicate, else conflict. An out-of-window element
-    -- whose key is stored is judged the same way (a late retry is a duplicate, not an error).
+    -- Step 2, only when something is pending. A new statement takes a fresh snapshot (READ
+    -- COMMITTED), so it sees every row that made step 1 skip a key, including rows a concurrent
+    -- request committed while we waited. Pending elements are judged against the stored event:
+    -- same content = duplicate, else conflict. An out-of-window element whose key is stored is
+    -- judged the same way (a late retry is a duplicate, not an error).
     if exists (select 1 from pg_catalog.unnest(v_verdicts) v where v.status is null) then
         select pg_catalog.array_agg(
                    case
@@ -274,7 +301,7 @@ begin
                            -- cannot happen while events are never deleted; fail loudly if it does
                            row(v.ord, 'rejected', null, 'internal_inconsistency', 'idempotency_key',
                                'key neither inserted nor found; retry the request')::meter.ingest_verdict
-                       when ev.meter_id = v_meter_ids[v.ord + 1]
+                       when ev.meter_id = m.id
                             and ev.occurred_at = p_occurred_at[v.ord + 1]
                             and ev.value = coalesce(p_values[v.ord + 1], 1)
                             and ev.properties = coalesce(p_properties[v.ord + 1], '{}'::jsonb) then
@@ -287,16 +314,15 @@ begin
                    order by v.ord)
           into v_verdicts
         from pg_catalog.unnest(v_verdicts) as v
-        left join meter.events ev
-               on v.status is null
-              and ev.customer_id = v_customer_ids[v.ord + 1]
-              and ev.idempotency_key = p_keys[v.ord + 1]
+        left join meter.customers c on v.status is null and c.external_id = p_customers[v.ord + 1]
+        left join meter.meters m on v.status is null and m.code = p_meters[v.ord + 1]
+        left join meter.events ev on ev.customer_id = c.id and ev.idempotency_key = p_keys[v.ord + 1]
         left join lateral (
             select a.ord from pg_catalog.unnest(v_verdicts) as a
             where a.status = 'accepted' and a.event_id = ev.id
         ) as acc on true;
 
-        -- Step 5: an audit row for every redelivery (reconciliation counts duplicates from it);
+        -- Step 3: an audit row for every redelivery (reconciliation counts duplicates from it);
         -- a conflict keeps the event as offered (as judged: occurred_at in UTC, exact value).
         insert into meter.event_redeliveries (event_id, verdict, offered)
         select v.event_id, v.status,
