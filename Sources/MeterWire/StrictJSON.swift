@@ -883,13 +883,21 @@ public struct RFC3339Timestamp: Sendable, Hashable, Comparable, CustomStringConv
         let secondsOfDay = Int(ofDay / Self.microsPerSecond)
         let fraction = Int(ofDay % Self.microsPerSecond)
 
+        // Digits written in place (no string per field: this runs once per ingested event).
         var out: [UInt8] = []
         out.reserveCapacity(32)
         func put(_ value: Int, width: Int) {
             if value < 0 { out.append(ASCII.minus) }
-            let digits = Array(String(abs(value)).utf8)
-            if digits.count < width { out.append(contentsOf: repeatElement(ASCII.zero, count: width - digits.count)) }
-            out.append(contentsOf: digits)
+            var v = abs(value), n = 1
+            while v >= 10 { v /= 10; n += 1 }
+            if n < width { out.append(contentsOf: repeatElement(ASCII.zero, count: width - n)) }
+            let end = out.count + n
+            out.append(contentsOf: repeatElement(ASCII.zero, count: n))
+            v = abs(value)
+            for i in stride(from: end - 1, through: end - n, by: -1) {
+                out[i] = ASCII.zero + UInt8(v % 10)
+                v /= 10
+            }
         }
         put(year, width: 4); out.append(ASCII.minus)
         put(month, width: 2); out.append(ASCII.minus)

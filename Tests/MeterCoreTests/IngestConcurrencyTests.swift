@@ -126,11 +126,14 @@ final class GroupCommitIsolationTests: XCTestCase {
         let metrics = MeterMetrics()
         let coalescer = IngestCoalescer(pool: pool, sql: IngestService.ingestSQL, params: [300, 3_024_000],
                                         maxEvents: 1000, metrics: metrics)
-        let t = APIHarness.now(offsetSeconds: -30)
-        func item(_ key: String, properties: String = "{}") -> String {
-            #"{"customer":\#(JSONWriter.quote(fx.customers[0])),"meter":"\#(fx.prefix).calls","idempotency_key":"\#(key)","occurred_at":"\#(t)","value":"1","properties":\#(properties)}"#
+        let t = RFC3339Timestamp(epochMicroseconds: Int64((Date().timeIntervalSince1970 - 30) * 1_000_000))
+        func item(_ key: String, properties: String = "{}") throws -> NormalizedEvent {
+            NormalizedEvent(customer: fx.customers[0], meter: "\(fx.prefix).calls", idempotencyKey: key, occurredAt: t,
+                            value: try ExactDecimal(parsing: "1"), properties: try JSONParser.parse(properties))
         }
+        // A number Postgres refuses in jsonb (display scale 16,384) that our parser keeps as written.
         let poison = #"{"n":1."# + String(repeating: "0", count: 6_384) + "e-10000}"
+        let (itemA, itemB, itemC) = (try item("iso-a"), try item("iso-b", properties: poison), try item("iso-c"))
         // The pool's only connection is busy until the three requests are queued.
         let (held, release) = AsyncStream.makeStream(of: Void.self)
         let (holding, holdingSink) = AsyncStream.makeStream(of: Void.self)
@@ -143,11 +146,11 @@ final class GroupCommitIsolationTests: XCTestCase {
             }
         }
         for await _ in holding { break }
-        async let a = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [item("iso-a")]) })
+        async let a = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [itemA]) })
         try await Task.sleep(for: .milliseconds(100))
-        async let b = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [item("iso-b", properties: poison)]) })
+        async let b = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [itemB]) })
         try await Task.sleep(for: .milliseconds(100))
-        async let c = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [item("iso-c")]) })
+        async let c = Result(catching: { try await coalescer.submit(token: APIKeys.hashParameter(fx.token), items: [itemC]) })
         try await Task.sleep(for: .milliseconds(100))
         release.finish()
         let (ra, rb, rc) = await (a, b, c)

@@ -2,6 +2,7 @@
 /// the database. What needs the database (does the customer exist? is the key new?) is decided
 /// by `meter.event_ingest()`; everything else is decided here, with a stable code and the field.
 import MeterWire
+import PGClient
 
 
 
@@ -28,12 +29,45 @@ public struct NormalizedEvent: Sendable, Equatable {
     /// Always a JSON object.
     public var properties: JSONValue
 
-    /// The element sent to `meter.event_ingest()`.
-    package var sqlJSON: String {
-        "{\"customer\":\(JSONWriter.quote(customer)),\"meter\":\(JSONWriter.quote(meter)),"
-            + "\"idempotency_key\":\(JSONWriter.quote(idempotencyKey)),"
-            + "\"occurred_at\":\"\(occurredAt.utcString)\",\"value\":\"\(value.description)\","
-            + "\"properties\":\(JSONWriter.serialize(properties))}"
+    package init(customer: String, meter: String, idempotencyKey: String, occurredAt: RFC3339Timestamp,
+                 value: ExactDecimal, properties: JSONValue) {
+        self.customer = customer
+        self.meter = meter
+        self.idempotencyKey = idempotencyKey
+        self.occurredAt = occurredAt
+        self.value = value
+        self.properties = properties
+    }
+
+}
+
+/// A batch of events as `meter.event_ingest_arrays()` takes it: one array literal per column,
+/// built field by field from the checked events (no JSON document serialized, then parsed again
+/// by Postgres; docs/decisions.md 119).
+package struct IngestArrays {
+    private var customers, meters, keys, occurredAt, values, properties: PGArrayLiteral
+
+    package init(capacity: Int) {
+        customers = PGArrayLiteral(capacity: capacity * 12)
+        meters = PGArrayLiteral(capacity: capacity * 12)
+        keys = PGArrayLiteral(capacity: capacity * 24)
+        occurredAt = PGArrayLiteral(capacity: capacity * 32)
+        values = PGArrayLiteral(capacity: capacity * 8)
+        properties = PGArrayLiteral(capacity: capacity * 8)
+    }
+
+    package mutating func append(_ e: NormalizedEvent) {
+        customers.append(e.customer)
+        meters.append(e.meter)
+        keys.append(e.idempotencyKey)
+        occurredAt.append(e.occurredAt.utcString)
+        values.append(e.value.description)
+        properties.append(JSONWriter.serialize(e.properties))
+    }
+
+    /// $1-$6 of the ingest statement: customers, meters, keys, occurred_at, values, properties.
+    package var parameters: [any PGParameter] {
+        [customers.text, meters.text, keys.text, occurredAt.text, values.text, properties.text]
     }
 }
 

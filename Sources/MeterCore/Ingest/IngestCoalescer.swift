@@ -2,7 +2,7 @@ import Foundation
 import PGClient
 
 /// Group commit for ingest requests: requests that arrive while every database connection is busy
-/// are stored together, in one `meter.event_ingest()` call and one COMMIT, by the next
+/// are stored together, in one `meter.event_ingest_arrays()` call and one COMMIT, by the next
 /// connection that comes free.
 ///
 /// Why: a single-event request costs a statement, a commit and several thread hand-offs, almost
@@ -10,7 +10,7 @@ import PGClient
 /// one statement turns that fixed cost into a per-batch cost. When the service is idle a request
 /// finds a free connection at once and goes alone (no added latency, no timer).
 ///
-/// Guarantees are those of `meter.event_ingest()` for the combined batch: every event gets its
+/// Guarantees are those of `meter.event_ingest_arrays()` for the combined batch: every event gets its
 /// own verdict; each caller is answered only after the COMMIT that holds its events; identical
 /// events from two requests in one group are one `accepted` and one `duplicate`, exactly as if
 /// they had raced. Only requests with the same API key are grouped (the key is checked inside the
@@ -28,20 +28,22 @@ package final class IngestCoalescer: @unchecked Sendable {
     package struct Pending: Sendable {
         /// The caller's key as sent to Postgres: the SHA-256 of its token (APIKeys.hashParameter).
         package let token: String
-        package let items: [String]
+        package let items: [NormalizedEvent]
         package let continuation: CheckedContinuation<Rows, any Error>
     }
 
     private let pool: PGPool
     private let sql: String
-    /// The statement's parameters after $1 (events) and $2 (token); the same for every request.
+    /// The statement's parameters after $1-$6 (the events' columns) and $7 (token); the same for
+    /// every request.
     private let params: [any PGParameter]
     private let maxEvents: Int
     private let metrics: MeterMetrics?
     private let lock = NSLock()
     private var queue: [Pending] = []
 
-    /// `sql` takes $1 = the JSON array of events, $2 = the key's hash, then `params`.
+    /// `sql` takes $1-$6 = the events as parallel arrays (`IngestArrays`), $7 = the key's hash,
+    /// then `params`.
     package init(pool: PGPool, sql: String, params: [any PGParameter], maxEvents: Int, metrics: MeterMetrics? = nil) {
         self.pool = pool
         self.params = params
@@ -50,9 +52,9 @@ package final class IngestCoalescer: @unchecked Sendable {
         self.maxEvents = maxEvents
     }
 
-    /// Stores `items` (serialized events) for the key whose hash is `token`; returns the rows of `meter.event_ingest()`
-    /// for them, with `ord` relative to `items`.
-    package func submit(token: String, items: [String]) async throws -> Rows {
+    /// Stores `items` for the key whose hash is `token`; returns the rows of
+    /// `meter.event_ingest_arrays()` for them, with `ord` relative to `items`.
+    package func submit(token: String, items: [NormalizedEvent]) async throws -> Rows {
         try await withCheckedThrowingContinuation { cont in
             lock.withLock { queue.append(Pending(token: token, items: items, continuation: cont)) }
             Task { await self.drive() }
@@ -86,8 +88,9 @@ package final class IngestCoalescer: @unchecked Sendable {
                 if group.isEmpty { return [] }
                 self.metrics?.requestsPerCommit.record(Double(group.count))
                 func store(_ part: [Pending]) throws -> [(Pending, Result<Rows, any Error>)] {
-                    let payload = "[" + part.flatMap(\.items).joined(separator: ",") + "]"
-                    let rows = try conn.executePrepared(sql, [payload, part[0].token] + params).rows
+                    var columns = IngestArrays(capacity: part.reduce(0) { $0 + $1.items.count })
+                    for p in part { for e in p.items { columns.append(e) } }
+                    let rows = try conn.executePrepared(sql, columns.parameters + [part[0].token] + params).rows
                     // Split the verdicts back by each request's range of positions.
                     var byOrd: [Int: PGRow] = [:]
                     for r in rows { if let o = try? r.int("ord") { byOrd[Int(o)] = r } }

@@ -10,7 +10,7 @@ public struct IngestVerdict: Sendable, Equatable {
     public var error: FieldError?
 }
 
-/// Calls `meter.event_ingest()` for the valid events of a request and merges its verdicts with
+/// Calls `meter.event_ingest_arrays()` for the valid events of a request and merges its verdicts with
 /// those decided before the database (syntax, limits). The SQL function is the single place
 /// where idempotency is decided (UNIQUE constraint); this type only moves data.
 public struct IngestService: Sendable {
@@ -34,7 +34,8 @@ public struct IngestService: Sendable {
     package static let authenticateSQL = "select meter.api_key_authenticate($1::bytea) as id"
     package static let ingestSQL = """
         select ord, status, event_id, code, field, reason
-        from meter.event_ingest($1::jsonb, $3::bigint * interval '1 second', $4::bigint * interval '1 second', $2::bytea)
+        from meter.event_ingest_arrays($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::numeric[], $6::jsonb[],
+                                       $8::bigint * interval '1 second', $9::bigint * interval '1 second', $7::bytea)
         """
 
     public enum Outcome: Sendable {
@@ -73,14 +74,14 @@ public struct IngestService: Sendable {
     /// returns every element's verdict in order, or `.unauthorized` (nothing stored).
     public func ingest(_ decoded: [DecodedEvent], token: String) async throws -> Outcome {
         var verdicts: [IngestVerdict?] = Array(repeating: nil, count: decoded.count)
-        var items: [String] = []
+        var items: [NormalizedEvent] = []
         var positions: [Int] = []
         for (i, d) in decoded.enumerated() {
             switch d {
             case .invalid(let e):
                 verdicts[i] = IngestVerdict(index: i, status: .rejected, eventID: nil, error: e)
             case .valid(let ev):
-                items.append(ev.sqlJSON)
+                items.append(ev)
                 positions.append(i)
             }
         }
