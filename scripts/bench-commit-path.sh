@@ -2,11 +2,13 @@
 # scripts/bench-commit-path.sh [--preload N] [--seconds S] [--clients "1 4 16"]
 #
 # The ingest commit path, measured with pgbench on a private embedded cluster (.meter/bench-pg,
-# port 54349): one new event per transaction through `meter.event_ingest` (the exact call the
-# service makes, API key included), at 1, 4 and 16 clients, beside two baselines run the same way
-# in the same cluster and the same minutes:
+# port 54349): one new event per transaction through `meter.event_ingest_arrays` (the exact call
+# the service makes, API key included), at 1, 4 and 16 clients, beside three baselines run the
+# same way in the same cluster and the same minutes:
 #   insert        a durable one-row INSERT per transaction into a plain table (the ceiling);
-#   ingest+notify meter.event_ingest plus a NOTIFY in the same transaction: what every ingest
+#   events_insert a one-row INSERT into meter.events itself (its indexes and CHECK constraints,
+#                 no function, no key check): what the table alone costs;
+#   ingest+notify the same ingest plus a NOTIFY in its transaction: what every ingest
 #                 transaction did before issue 19 (the NOTIFY queue's lock is held from the
 #                 pre-commit step to the end of the WAL flush, so commits go out one at a time).
 # Prints a table (transactions/s, mean latency) and the ratio ingest / insert per client count.
@@ -50,14 +52,19 @@ vacuum analyze;
 SQL
 
 dir=$(mktemp -d)
+ingest_call="select count(*) from meter.event_ingest_arrays(array['bench-c1'], array['bench_units'], array[gen_random_uuid()::text], array[now()], array[1]::numeric[], array['{}']::jsonb[], interval '5 minutes', interval '35 days', sha256(convert_to('$token', 'UTF8')));"
 cat >"$dir/ingest.sql" <<SQL
-select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', sha256(convert_to('$token', 'UTF8')));
+$ingest_call
 SQL
 cat >"$dir/ingest_notify.sql" <<SQL
 begin;
-select count(*) from meter.event_ingest(jsonb_build_array(jsonb_build_object('customer', 'bench-c1', 'meter', 'bench_units', 'idempotency_key', gen_random_uuid()::text, 'occurred_at', now()::text, 'value', '1')), interval '5 minutes', interval '35 days', sha256(convert_to('$token', 'UTF8')));
+$ingest_call
 select pg_notify('meter_events', '');
 commit;
+SQL
+cat >"$dir/events_insert.sql" <<SQL
+insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+values ((select id from meter.customers where external_id = 'bench-c1'), (select id from meter.meters where code = 'bench_units'), gen_random_uuid()::text, now(), 1, '{}');
 SQL
 cat >"$dir/insert.sql" <<SQL
 insert into public.bench_insert_baseline (k, v) values (gen_random_uuid()::text, 1);
@@ -65,7 +72,7 @@ SQL
 
 declare -A tps lat
 for c in $clients; do
-  for kind in insert ingest ingest_notify; do
+  for kind in insert events_insert ingest ingest_notify; do
     j=$(( c < 2 ? 1 : 2 ))
     echo "== $kind, $c client(s), ${seconds} s"
     out=$(pgbench -n -M prepared -h "$host" -p 54349 -U meter -c "$c" -j "$j" -T "$seconds" -P 5 -f "$dir/$kind.sql" "$db" 2>&1) \
@@ -79,11 +86,11 @@ rm -rf "$dir"
 
 echo
 echo "== ingest commit path, $(nproc) cores, $preload events preloaded, ${seconds} s per run, $(date -u +%Y-%m-%d)"
-printf '| %-7s | %-22s | %-22s | %-22s | %-15s |\n' clients "insert (tx/s, ms)" "event_ingest (tx/s, ms)" "ingest+NOTIFY (tx/s, ms)" "ingest / insert"
-printf '|---|---|---|---|---|\n'
+printf '| %-7s | %-22s | %-22s | %-22s | %-22s | %-15s |\n' clients "insert (tx/s, ms)" "events INSERT (tx/s, ms)" "event_ingest_arrays (tx/s, ms)" "ingest+NOTIFY (tx/s, ms)" "ingest / insert"
+printf '|---|---|---|---|---|---|\n'
 for c in $clients; do
   ratio=$(awk -v a="${tps[ingest,$c]}" -v b="${tps[insert,$c]}" 'BEGIN { printf "%.2f", a / b }')
-  printf '| %-7s | %10.0f, %6.2f ms | %10.0f, %6.2f ms | %10.0f, %6.2f ms | %-15s |\n' "$c" \
-    "${tps[insert,$c]}" "${lat[insert,$c]}" "${tps[ingest,$c]}" "${lat[ingest,$c]}" \
+  printf '| %-7s | %10.0f, %6.2f ms | %10.0f, %6.2f ms | %10.0f, %6.2f ms | %10.0f, %6.2f ms | %-15s |\n' "$c" \
+    "${tps[insert,$c]}" "${lat[insert,$c]}" "${tps[events_insert,$c]}" "${lat[events_insert,$c]}" "${tps[ingest,$c]}" "${lat[ingest,$c]}" \
     "${tps[ingest_notify,$c]}" "${lat[ingest_notify,$c]}" "$ratio"
 done

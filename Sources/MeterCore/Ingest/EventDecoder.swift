@@ -1,6 +1,6 @@
 /// Turns request JSON into normalized events, one verdict per element, before anything touches
 /// the database. What needs the database (does the customer exist? is the key new?) is decided
-/// by `meter.event_ingest()`; everything else is decided here, with a stable code and the field.
+/// by `meter.event_ingest_arrays()`; everything else is decided here, with a stable code and the field.
 import MeterWire
 import PGClient
 

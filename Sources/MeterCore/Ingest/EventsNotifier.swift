@@ -4,7 +4,7 @@ import PGClient
 
 /// The rollup's wake-up after ingest, off the commit path.
 ///
-/// `meter.event_ingest` and `meter.event_cancel` send no NOTIFY: a NOTIFY holds the cluster's
+/// `meter.event_ingest_arrays` and `meter.event_cancel` send no NOTIFY: a NOTIFY holds the cluster's
 /// notify-queue lock from its pre-commit step until the commit's WAL flush, so with one in every
 /// ingest transaction commits went out one fsync at a time and throughput fell as clients were
 /// added (docs/benchmarks.md, "Ingest commit path"). Instead, after a commit that stored events or

@@ -39,7 +39,9 @@ struct BenchIngest: AsyncParsableCommand {
             given, creates bench customers and a meter, then runs --concurrency client threads sending \
             batches of --events-per-request new events (1 = single-event requests) for --duration-seconds or \
             --events events. Then it COPYs the same number of new events into meter.events and prints \
-            events/s, latency p50/p99/max and the ratio HTTP/COPY.
+            events/s, latency p50/p99/max and the ratio HTTP/COPY. With single events it also runs, \
+            same process, GET /healthz (the service's HTTP ceiling, no database) and a one-row INSERT \
+            per transaction (the commit ceiling) with as many clients, and prints both ratios.
             """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var service: ServiceOptions
@@ -140,6 +142,34 @@ struct BenchIngest: AsyncParsableCommand {
         }
         progress.cancel()
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+
+        // Single events only: the service's own HTTP ceiling, GET /healthz (no database) with as
+        // many clients for as long (5 s at most), same process, same load generator: how much of
+        // the single-event time is HTTP and thread hand-offs rather than the ingest itself.
+        var healthzRate: Double?
+        if eventsPerRequest == 1 {
+            let seconds = min(elapsed, 5)
+            print("HTTP baseline: \(concurrency) client(s), GET /healthz, \(String(format: "%.0f", seconds)) s")
+            let n: Int = try await withThrowingTaskGroup(of: Int.self) { group in
+                for worker in 0..<c {
+                    group.addTask {
+                        try await onDedicatedThread("bench-healthz-\(worker)") {
+                            let client = LoadClient(host: h, port: p)
+                            let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+                            var n = 0
+                            while ContinuousClock.now < end {
+                                if try client.request("GET", "/healthz").status == 200 { n += 1 }
+                            }
+                            return n
+                        }
+                    }
+                }
+                var total = 0
+                for try await n in group { total += n }
+                return total
+            }
+            healthzRate = Double(n) / seconds
+        }
         await server?()
         let lat = tally.latenciesNs.sorted()
         func pct(_ q: Double) -> Double { lat.isEmpty ? 0 : Double(lat[min(lat.count - 1, Int(Double(lat.count) * q))]) / 1e6 }
@@ -218,6 +248,12 @@ struct BenchIngest: AsyncParsableCommand {
             print("""
                 INSERT: \(String(format: "%.0f", insertRate)) rows/s (one-row INSERT per transaction, \(concurrency) client(s), durable commits)
                 ratio:  HTTP single events / INSERT = \(String(format: "%.2f", httpRate / insertRate))
+                """)
+        }
+        if let healthzRate {
+            print("""
+                healthz: \(String(format: "%.0f", healthzRate)) requests/s (GET /healthz, no database, \(concurrency) client(s), same service)
+                ratio:  HTTP single events / healthz = \(String(format: "%.2f", httpRate / healthzRate))
                 """)
         }
         if tally.failures > 0 { throw ExitCode(1) }
