@@ -67,6 +67,9 @@ package final class MockWebhookSender: Service, @unchecked Sendable {
                             }
                         }
                     } catch {
+                        // A shutdown cancels the claim under way: that ends the loop, it is no failure
+                        // (the replay's log had a warning for it when the mock stopped mid-claim).
+                        if Task.isCancelled || error is CancellationError { break }
                         logger.warning("billing_mock.webhook_claim_failed", metadata: ["error": "\(error)"])
                         try? await Task.sleep(for: .seconds(1))
                         continue

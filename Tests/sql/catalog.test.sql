@@ -24,7 +24,7 @@ select results_eq(
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
-             (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql')$$,
+             (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql'), (20, '0020_line_figures.sql')$$,
     'migrations 1 to 19 are recorded once each, and no other');
 
 select is_empty(
@@ -35,7 +35,7 @@ select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
-             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
+             ('functions/_hour_lines.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
@@ -132,11 +132,13 @@ select results_eq(
       from pg_catalog.pg_trigger t join pg_catalog.pg_proc p on p.oid = t.tgfoid
       where t.tgrelid in ('meter.invoices'::regclass, 'meter.invoice_lines'::regclass) and not t.tgisinternal
       order by t.tgname$$,
-    $$values ('invoice_lines_frozen'::text, '_invoice_frozen'::text, 'O'::text, true, true, true, true, true),
+    $$values ('invoice_lines_added'::text, '_invoice_frozen'::text, 'O'::text, false, false, false, false, true),
+             ('invoice_lines_frozen', '_invoice_frozen', 'O', true, true, true, true, false),
              ('invoice_lines_no_truncate', '_invoice_frozen', 'O', true, false, false, false, false),
              ('invoices_frozen', '_invoice_frozen', 'O', true, true, true, true, false),
              ('invoices_no_truncate', '_invoice_frozen', 'O', true, false, false, false, false)$$,
-    'all run meter._invoice_frozen, enabled, BEFORE: lines on INSERT, UPDATE, DELETE; invoices on UPDATE, DELETE; both on TRUNCATE (per statement)');
+    'all run meter._invoice_frozen, enabled: lines BEFORE UPDATE, DELETE per row and AFTER INSERT per statement (the lines added); '
+    'invoices BEFORE UPDATE, DELETE; both BEFORE TRUNCATE (per statement)');
 select columns_are('meter', 'meters', array['id', 'code', 'name', 'unit', 'created_at']::name[],
                    'meters no longer holds a definition (aggregation, unique_property moved to meter_versions)');
 select col_not_null('meter', 'events', 'xid', 'events.xid (the inserting transaction) is NOT NULL');
@@ -210,10 +212,12 @@ select results_eq(
              ('_gauge_hours(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_end_xid xid8, p_end_id bigint)'),
              ('_hour_lines(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone)'),
              ('_invoice_draft(p_customer_id bigint, p_plan_id bigint, p_start timestamp with time zone, p_end timestamp with time zone, p_with_hashes boolean)'),
+             ('_invoice_drafts(p_customer_ids bigint[], p_plan_ids bigint[], p_starts timestamp with time zone[], p_ends timestamp with time zone[], p_with_hashes boolean)'),
              ('_invoice_frozen()'),
              ('_late_after_close_emit(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_run_key text)'),
-             ('_line_events(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
+             ('_line_figures(p_customer_ids bigint[], p_meter_ids bigint[], p_from timestamp with time zone[], p_to timestamp with time zone[], p_plan_ids bigint[], p_filters jsonb[])'),
              ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
+             ('_line_hashes(p_customer_ids bigint[], p_meter_ids bigint[], p_from timestamp with time zone[], p_to timestamp with time zone[], p_plan_ids bigint[], p_filters jsonb[])'),
              ('_line_suffix(p_filter jsonb)'),
              ('_line_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_outbox_requeue(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_revisions bigint[])'),
@@ -242,7 +246,7 @@ select results_eq(
              ('invoice_preview(p_customer text, p_period text)'),
              ('limit_check(p_customer text, p_meter text, p_dimensions jsonb, p_quantity numeric)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
-             ('period_close(p_period text, p_customer text, p_grace interval)'),
+             ('period_close(p_period text, p_customer text, p_grace interval, p_customers text[])'),
              ('plan_limit_set(p_plan text, p_meter text, p_quantity numeric, p_filter jsonb)'),
              ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text, p_filter jsonb)'),
              ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_filter jsonb)'),
@@ -290,11 +294,11 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_late_after_close_emit', 'TimeZone=UTC'),
+    $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_invoice_drafts', 'TimeZone=UTC'), ('_invoice_drafts', 'jit=off'), ('_late_after_close_emit', 'TimeZone=UTC'), ('_line_figures', 'jit=off'), ('_line_hashes', 'jit=off'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('invoice_preview', 'TimeZone=UTC'),
              ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'), ('limit_check', 'plan_cache_mode=force_generic_plan'),
-             ('period_close', 'TimeZone=UTC'),
+             ('period_close', 'TimeZone=UTC'), ('period_close', 'jit=off'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_period_rebuild', 'TimeZone=UTC'), ('rollup_period_verify', 'TimeZone=UTC'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
@@ -304,9 +308,10 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
-    'jit and work_mem on rollup_run and rollup_verify, jit and generic plans on limit_check, enable_sort on rollup_run, custom plans '
+    'jit and work_mem on rollup_run and rollup_verify, jit and generic plans on limit_check, jit on the set-based close '
+    '(period_close, _invoice_drafts, _line_figures, _line_hashes), enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(

@@ -7,8 +7,9 @@
 --
 -- Emulated history as in rollup_run.test.sql (xid 100, then 101 for late events).
 begin;
-select plan(14);
+select plan(15);
 \ir support/fixtures.sql
+\ir support/close_reference.sql
 
 select is_empty($$select 1 from meter.events$$,
                 'precondition: no stored events (the suite runs on a freshly migrated database)');
@@ -87,8 +88,11 @@ select results_eq(
     'meter.usage groups the gauge by region: each region''s GB-hours (eu 10 + 20)');
 
 -- The close: eu 30 GB-hours x 2 = 60; the rest 1.5 x 1 = 1.5, rounded half away from zero: 2.
+select pg_temp.ref_expect('2024-03', 'tap-gd-a');
 select results_eq($$select outcome, total from meter.period_close('2024-03', 'tap-gd-a')$$,
                   $$values ('closed'::text, 62::bigint)$$, 'the March invoice: 60 + 2');
+select is_empty($$select * from pg_temp.ref_differences(pg_temp.invoices_of('tap-gd-a', '2024-03'))$$,
+                'gauges with dimensions, 2024-03: the set-based close wrote exactly the lines of the per-customer pricing (support/close_reference.sql)');
 select results_eq(
     $$select r.line, r.raw_events, r.raw_quantity::numeric, r.invoiced_quantity::numeric, r.invoiced_amount::bigint, r.status
       from meter.reconciliation r where r.customer = 'tap-gd-a' order by r.line collate "C"$$,

@@ -16,7 +16,7 @@
 -- cancellations get an explicit received_at / cancelled_at between that close and now().
 -- The suite runs on a freshly migrated database (checked first).
 begin;
-select plan(95);
+select plan(102);
 
 -- Neither the close nor the views may depend on the session's time zone (+05:45 here).
 set local timezone = 'Asia/Kathmandu';
@@ -74,6 +74,7 @@ select meter.customer_subscribe('tap-mc-mix', 'tap-mc-mixp', '2025-07');
 -- An event as the committed transaction p_xid stored it, received at p_received_at (by default
 -- three hours ago: before every close, including the one taken to have happened two hours ago).
 \ir support/fixtures.sql
+\ir support/close_reference.sql
 -- Events of this file arrive three hours before now unless told otherwise: before any close.
 create function pg_temp.put_before_close(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
                                          p_value numeric default 1, p_properties jsonb default '{}', p_xid xid8 default '100',
@@ -230,12 +231,19 @@ select throws_ok($$select * from meter.period_close('2025-05', 'tap-mc-nobody')$
                  'an unknown customer is refused (22023)');
 select throws_ok($$select * from meter.period_close('2025-05', 'tap-mc-a', interval '-1 second')$$, '22023',
                  'grace must be a non-negative interval', 'a negative grace is refused (22023)');
+select throws_ok($$select * from meter.period_close('2025-05', null, interval '1 hour', array['tap-mc-a', 'tap-mc-nobody'])$$, '22023',
+                 'unknown customer tap-mc-nobody', 'an unknown customer in the list of customers is refused (22023)');
+select throws_ok($$select * from meter.period_close('2025-05', 'tap-mc-a', interval '1 hour', array['tap-mc-a'])$$, '22023',
+                 'give customer or customers, not both', 'a customer and a list of customers together are refused (22023)');
 select is_empty($$select 1 from meter.invoices$$, 'the refused closes wrote no invoice');
 
 -- ---------------------------------------------------------------------------------------------
 -- period_close('2025-05'): every customer.
 -- ---------------------------------------------------------------------------------------------
+select pg_temp.ref_expect('2025-05');
 create temp table close1 as select * from meter.period_close('2025-05');
+select is_empty($$select * from pg_temp.ref_differences(array(select invoice_id from close1 where outcome = 'closed'))$$,
+                'close of 2025-05, every customer: the set-based close wrote exactly the lines of the per-customer pricing (support/close_reference.sql)');
 
 select results_eq(
     $$select customer, period, outcome, lines, total, currency, invoice_id is not null
@@ -328,9 +336,16 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- A second close changes nothing.
 -- ---------------------------------------------------------------------------------------------
+select results_eq(
+    $$select customer, outcome from meter.period_close('2025-05', null, interval '1 hour', array['tap-mc-paris', 'tap-mc-a'])$$,
+    $$select customer, 'already_closed'::text from close1 where customer in ('tap-mc-paris', 'tap-mc-a') order by invoice_id$$,
+    'a list of customers: only those, one row each, in customer id order (here both closed already)');
 create temp table counts0 as
 select (select pg_catalog.count(*) from meter.invoices) as invoices, (select pg_catalog.count(*) from meter.invoice_lines) as lines;
+select pg_temp.ref_expect('2025-05');
 create temp table close2 as select * from meter.period_close('2025-05');
+select is_empty($$select * from pg_temp.ref_differences(array(select invoice_id from close2 where outcome = 'closed'))$$,
+                'second close of 2025-05: the set-based close wrote exactly the lines of the per-customer pricing (support/close_reference.sql)');
 
 select results_eq(
     $$select customer, invoice_id, outcome, lines, total, currency from close2 where outcome <> 'no_plan'
@@ -593,10 +608,13 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- The next close adjusts.
 -- ---------------------------------------------------------------------------------------------
+select pg_temp.ref_expect('2025-06', 'tap-mc-a');
 select results_eq(
     $$select period, outcome, lines, total, currency from meter.period_close('2025-06', 'tap-mc-a')$$,
     $$values ('2025-06'::text, 'closed'::text, 6, -99::bigint, 'usd'::text)$$,
     'tap-mc-a closes 2025-06: four usage lines and two adjustments, total 1 - 100 + 0 = -99');
+select is_empty($$select * from pg_temp.ref_differences(pg_temp.invoices_of('tap-mc-a', '2025-06'))$$,
+                'tap-mc-a 2025-06, with adjustments: the set-based close wrote exactly the lines of the per-customer pricing (support/close_reference.sql)');
 select results_eq(
     $$select line_no, kind, meter, adjusts_period, event_count, quantity, amount
       from lines where customer = 'tap-mc-a' and period = '2025-06' order by line_no$$,
@@ -656,10 +674,13 @@ select results_eq(
              ('tap.mc.peak', 0, 0, 'MATCH'), ('tap.mc.users', 0, 0, 'MATCH')$$,
     '2025-06 reconciles on its usage lines alone (its adjustments belong to 2025-05)');
 
+select pg_temp.ref_expect('2025-07', 'tap-mc-a');
 select results_eq(
     $$select period, outcome, lines, total from meter.period_close('2025-07', 'tap-mc-a')$$,
     $$values ('2025-07'::text, 'closed'::text, 4, 0::bigint)$$,
     'tap-mc-a closes 2025-07: four usage lines, nothing more');
+select is_empty($$select * from pg_temp.ref_differences(pg_temp.invoices_of('tap-mc-a', '2025-07'))$$,
+                'tap-mc-a 2025-07: the set-based close wrote exactly the lines of the per-customer pricing (support/close_reference.sql)');
 select results_eq(
     $$select period, pg_catalog.count(*) from lines
       where customer = 'tap-mc-a' and kind = 'adjustment' group by period order by period$$,
@@ -716,14 +737,14 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Function properties.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'period_close', array['text', 'text', 'interval']::name[], 'volatile',
+select volatility_is('meter', 'period_close', array['text', 'text', 'interval', 'text[]']::name[], 'volatile',
                      'period_close is VOLATILE');
-select isnt_definer('meter', 'period_close', array['text', 'text', 'interval']::name[],
+select isnt_definer('meter', 'period_close', array['text', 'text', 'interval', 'text[]']::name[],
                     'period_close runs with its caller''s rights');
 select results_eq(
     $$select tgname::text collate "default", tgenabled::text from pg_catalog.pg_trigger
       where tgrelid in ('meter.invoices'::regclass, 'meter.invoice_lines'::regclass) and not tgisinternal order by tgname$$,
-    $$values ('invoice_lines_frozen'::text, 'O'::text), ('invoice_lines_no_truncate', 'O'), ('invoices_frozen', 'O'),
+    $$values ('invoice_lines_added'::text, 'O'::text), ('invoice_lines_frozen', 'O'), ('invoice_lines_no_truncate', 'O'), ('invoices_frozen', 'O'),
              ('invoices_no_truncate', 'O')$$,
     'the freezing triggers are enabled');
 

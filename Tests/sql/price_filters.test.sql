@@ -9,8 +9,9 @@
 -- Emulated history as in month_close.test.sql: events of long-finished transactions (xid 100,
 -- then 200 for the late ones); the suite runs on a freshly migrated database.
 begin;
-select plan(43);
+select plan(45);
 \ir support/fixtures.sql
+\ir support/close_reference.sql
 -- An event as a long-finished transaction stored it three hours ago (before the close, which is
 -- taken to have happened two hours ago).
 create function pg_temp.put_early(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
@@ -150,10 +151,13 @@ select is((select count(distinct x ->> 'suffix') from claimed, jsonb_array_eleme
 select is((select count(*) from claimed c where meter.sync_succeeded(c.customer_id, c.meter_id, c.hour, c.claim_token) = 'synced'),
           6::bigint, 'the engine acknowledges the six hours');
 
+select pg_temp.ref_expect('2024-03', 'tap-pf-a');
 select results_eq(
     $$select outcome, lines, total from meter.period_close('2024-03', 'tap-pf-a')$$,
     $$values ('closed'::text, 6, 372::bigint)$$,
     'the March close: 6 lines, 6 + 90 + 250 + 25 + 1 + 0 (synced meter, no events) = 372');
+select is_empty($$select * from pg_temp.ref_differences(pg_temp.invoices_of('tap-pf-a', '2024-03'))$$,
+                'prices per filter, 2024-03: the set-based close wrote exactly the lines of the per-customer pricing (support/close_reference.sql)');
 create temp view lines as
 select l.line_no, l.kind, m.code as meter, l.price_filter::text as filter, l.event_count, l.quantity, l.amount,
        l.events_hash, l.description, l.adjusts_period, i.period
@@ -235,10 +239,13 @@ select results_eq(
     'each late change is counted on its own line only (the changed hours are the meter''s: unsynced for every line)');
 select is((select count(*) from meter.sync_claim('tap-pf-worker')), 0::bigint,
           'the changed hours of the closed March are not sent: the next invoice adjusts them');
+select pg_temp.ref_expect('2024-04', 'tap-pf-a');
 select results_eq(
     $$select outcome, total from meter.period_close('2024-04', 'tap-pf-a')$$,
     $$values ('closed'::text, 45::bigint)$$,
     'April: no usage, two adjustments: +60 and -15 = 45');
+select is_empty($$select * from pg_temp.ref_differences(pg_temp.invoices_of('tap-pf-a', '2024-04'))$$,
+                'prices per filter, 2024-04 with adjustments: the set-based close wrote exactly the lines of the per-customer pricing (support/close_reference.sql)');
 select results_eq(
     $$select kind, meter, filter, adjusts_period, event_count, quantity, amount, description from lines
       where period = '2024-04' and kind = 'adjustment' order by line_no$$,

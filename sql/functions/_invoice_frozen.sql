@@ -7,16 +7,24 @@ returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_closed bigint;
 begin
     -- A line added to an invoice whose close committed earlier is refused too; lines written by
-    -- the close itself (same transaction: closed_at = now()) pass.
+    -- the close itself (same transaction: closed_at = now()) pass. Checked once per INSERT
+    -- statement over the lines it added (invoice_lines_added), not once per line: a close adds
+    -- tens of thousands of lines in one statement.
     if tg_op = 'INSERT' then
-        if exists (select 1 from meter.invoices i where i.id = new.invoice_id and i.closed_at < pg_catalog.now()) then
-            raise exception 'invoice % is closed: no line is added to it', new.invoice_id
+        select l.invoice_id into v_closed
+        from added l join meter.invoices i on i.id = l.invoice_id
+        where i.closed_at < pg_catalog.now()
+        limit 1;
+        if found then
+            raise exception 'invoice % is closed: no line is added to it', v_closed
                 using errcode = '42501',
                       hint = 'corrections land as adjustment lines on the next invoice (meterctl close of the next period)';
         end if;
-        return new;
+        return null;
     end if;
     raise exception '% rows are final once their period is closed', tg_table_name
         using errcode = '42501',
@@ -34,8 +42,13 @@ create or replace trigger invoices_frozen
     for each row when (old.closed_at < pg_catalog.now()) execute function meter._invoice_frozen();
 
 create or replace trigger invoice_lines_frozen
-    before insert or update or delete on meter.invoice_lines
+    before update or delete on meter.invoice_lines
     for each row execute function meter._invoice_frozen();
+
+create or replace trigger invoice_lines_added
+    after insert on meter.invoice_lines
+    referencing new table as added
+    for each statement execute function meter._invoice_frozen();
 
 create or replace trigger invoices_no_truncate
     before truncate on meter.invoices

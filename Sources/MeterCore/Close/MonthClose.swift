@@ -55,8 +55,8 @@ package enum MonthClose {
                     outcomes += try c.execute("""
                         select r.customer, r.outcome, coalesce(r.invoice_id::text, '-') as invoice, r.lines,
                                coalesce(r.total::text, '-') as total, coalesce(r.currency, '') as currency
-                        from pg_catalog.unnest($2::text[]) with ordinality as x(external_id, n)
-                        cross join lateral meter.period_close($1, x.external_id, make_interval(secs => $3::int)) r
+                        from meter.period_close($1, null, make_interval(secs => $3::int), $2::text[]) r
+                        join pg_catalog.unnest($2::text[]) with ordinality as x(external_id, n) on x.external_id = r.customer
                         order by x.n
                         """, [period, Array(part), graceSeconds]).rows.map { r in
                         Outcome(customer: try r.string("customer"), outcome: try r.string("outcome"), invoice: try r.string("invoice"),
