@@ -35,8 +35,8 @@ select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
-             ('functions/_hour_lines.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
-             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'),
+             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
+             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
@@ -215,6 +215,7 @@ select results_eq(
              ('_invoice_drafts(p_customer_ids bigint[], p_plan_ids bigint[], p_starts timestamp with time zone[], p_ends timestamp with time zone[], p_with_hashes boolean)'),
              ('_invoice_frozen()'),
              ('_late_after_close_emit(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_run_key text)'),
+             ('_line_events(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_figures(p_customer_ids bigint[], p_meter_ids bigint[], p_from timestamp with time zone[], p_to timestamp with time zone[], p_plan_ids bigint[], p_filters jsonb[])'),
              ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_hashes(p_customer_ids bigint[], p_meter_ids bigint[], p_from timestamp with time zone[], p_to timestamp with time zone[], p_plan_ids bigint[], p_filters jsonb[])'),
@@ -227,6 +228,7 @@ select results_eq(
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('_rollup_period_from_hours(p_customer_id bigint)'),
              ('_webhook_emit(p_type text, p_key text, p_payload jsonb)'),
+             ('_webhook_emit_all(p_type text, p_keys text[], p_payloads jsonb[])'),
              ('alert_set(p_customer text, p_plan text, p_meter text, p_kind text, p_threshold numeric)'),
              ('api_key_authenticate(p_key_hash bytea)'),
              ('api_key_authorize(p_key_hash bytea, p_scope text, p_customer text)'),
@@ -294,7 +296,7 @@ select results_eq(
       from own_functions, pg_catalog.unnest(proconfig) c
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
-    $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_invoice_drafts', 'TimeZone=UTC'), ('_invoice_drafts', 'jit=off'), ('_late_after_close_emit', 'TimeZone=UTC'), ('_line_figures', 'jit=off'), ('_line_hashes', 'jit=off'),
+    $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_invoice_drafts', 'TimeZone=UTC'), ('_invoice_drafts', 'jit=off'), ('_late_after_close_emit', 'TimeZone=UTC'), ('_line_figures', 'jit=off'), ('_line_figures', 'plan_cache_mode=force_generic_plan'), ('_line_hashes', 'jit=off'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('invoice_preview', 'TimeZone=UTC'),
              ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'), ('limit_check', 'plan_cache_mode=force_generic_plan'),
@@ -311,7 +313,7 @@ select results_eq(
     'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, jit and generic plans on limit_check, jit on the set-based close '
-    '(period_close, _invoice_drafts, _line_figures, _line_hashes), enable_sort on rollup_run, custom plans '
+    '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(

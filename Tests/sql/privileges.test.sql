@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(162);
+select plan(161);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -153,12 +153,6 @@ select table_privs_are('meter', 'meters',               'meter_analyst', array[]
 -- Billing sync (0003).
 select table_privs_are('meter', 'billing_prices',        'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_prices');
 select table_privs_are('meter', 'billing_customers',     'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_customers');
-select is((select pg_catalog.array_agg(a.attname::text order by a.attname)
-           from pg_catalog.pg_attribute a
-           where a.attrelid = 'meter.customers'::regclass and a.attnum > 0 and not a.attisdropped
-             and pg_catalog.has_column_privilege('meter_analyst', 'meter.customers'::regclass, a.attnum, 'SELECT')),
-          array['billing_timezone', 'id'],
-          'meter_analyst may read two columns of meter.customers, id and billing_timezone (a line''s billing period), nothing else of it');
 
 select table_privs_are('meter', 'billing_links',         'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.billing_links');
 select table_privs_are('meter', 'sync_outbox',           'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.sync_outbox');
@@ -234,7 +228,8 @@ select is(
      from pg_catalog.pg_proc p, pg_catalog.pg_roles r
      where p.pronamespace = 'meter'::regnamespace
        and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set', 'plan_price_mirror_record',
-                         'customer_subscribe', 'period_close', '_line_hash', '_line_hashes', '_invoice_drafts')
+                         'customer_subscribe', 'period_close', '_line_hash', '_line_events', '_line_hashes', '_line_figures',
+                         '_invoice_drafts')
        and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
        and not r.rolsuper and r.oid <> p.proowner),
     null::text[],
@@ -244,15 +239,14 @@ select is(
     (select pg_catalog.array_agg(p.oid::regprocedure::text || ' by ' || r.rolname order by 1)
      from pg_catalog.pg_proc p, pg_catalog.pg_roles r
      where p.pronamespace = 'meter'::regnamespace
-       and p.proname in ('_period_usage', 'price_amount', '_line_usage', '_line_figures', '_dims_match', '_dims_priced_by',
-                         '_event_in_line', '_filter_label')
+       and p.proname in ('_period_usage', 'price_amount', '_line_usage', '_dims_match', '_dims_priced_by', '_event_in_line',
+                         '_filter_label')
        and pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
        and not r.rolsuper and r.oid <> p.proowner),
     array['meter._dims_match(jsonb,jsonb) by meter_analyst',
           'meter._dims_priced_by(bigint,bigint,jsonb) by meter_analyst',
           'meter._event_in_line(bigint,bigint,jsonb,jsonb,timestamp with time zone) by meter_analyst',
           'meter._filter_label(jsonb,boolean) by meter_analyst',
-          'meter._line_figures(bigint[],bigint[],timestamp with time zone[],timestamp with time zone[],bigint[],jsonb[]) by meter_analyst',
           'meter._line_usage(bigint,bigint,timestamp with time zone,timestamp with time zone,bigint,jsonb) by meter_analyst',
           'meter._period_usage(bigint,bigint,timestamp with time zone,timestamp with time zone) by meter_analyst',
           'meter.price_amount(text,numeric,numeric,jsonb,numeric) by meter_analyst'],
@@ -260,10 +254,10 @@ select is(
 select is((select pg_catalog.count(*) from pg_catalog.pg_proc p
            where p.pronamespace = 'meter'::regnamespace
              and p.proname in ('billing_period', '_events_hash', '_invoice_frozen', 'plan_upsert', 'plan_price_set', 'plan_price_mirror_record',
-                               'customer_subscribe', 'period_close', '_period_usage', 'price_amount', '_line_hash', '_line_hashes',
-                               '_invoice_drafts', '_filter_label', '_line_usage', '_line_figures', '_dims_match', '_dims_priced_by',
-                               '_event_in_line')),
-          19::bigint, 'the two checks above cover the nineteen month close functions');
+                               'customer_subscribe', 'period_close', '_period_usage', 'price_amount', '_line_hash', '_line_events',
+                               '_line_hashes', '_invoice_drafts', '_filter_label', '_line_usage', '_line_figures', '_dims_match',
+                               '_dims_priced_by', '_event_in_line')),
+          20::bigint, 'the two checks above cover the twenty month close functions');
 
 -- ---------------------------------------------------------------------------------------------
 -- Behaviour as meter_ingest.

@@ -3,7 +3,7 @@
 -- SKIP LOCKED and reported (delivered on 2xx; retried with backoff; dead after the give-up time;
 -- re-driven), rotation keeps the previous secret; period_close emits invoice.closed once.
 begin;
-select plan(21);
+select plan(24);
 \ir support/fixtures.sql
 
 create temp table ep as
@@ -23,6 +23,7 @@ select ok(meter._webhook_emit('invoice.closed', 'invoice:t1', '{"invoice_id": 1}
 select is(meter._webhook_emit('invoice.closed', 'invoice:t1', '{"invoice_id": 1}'), null, 'the same occurrence again is no new message');
 select is((select count(*) from meter.webhook_deliveries), 2::bigint, 'one delivery per endpoint taking the type');
 select ok(meter._webhook_emit('sync.dead_letter', 'dead:t1', '{"meter": "x"}') is not null, 'a dead letter message');
+
 select is((select count(*) from meter.webhook_deliveries d join meter.webhook_messages m on m.id = d.message_id
            where m.type = 'sync.dead_letter'), 1::bigint, '... goes to the one endpoint that takes it');
 
@@ -76,6 +77,17 @@ select results_eq($$select payload ->> 'customer', payload ->> 'period', payload
                     from meter.webhook_messages where type = 'usage.late_after_close'$$,
                   $$values ('tap-wo-a'::text, '2024-03'::text, '["tap.wo.calls"]'::jsonb, 1)$$,
                   'a late event folded into a closed period is told, naming the customer, period and meter');
+
+-- Many occurrences at once (meter._webhook_emit_all, the implementation of every emit).
+select ok(meter._webhook_emit('alert.triggered', 'tap-wo-many:1', '{"n": 1}') is not null, 'one occurrence recorded first');
+select results_eq(
+    $$select count(*), count(distinct message_id)
+      from meter._webhook_emit_all('alert.triggered', array['tap-wo-many:1', 'tap-wo-many:2', 'tap-wo-many:3'],
+                                   array['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[])$$,
+    $$values (2::bigint, 2::bigint)$$,
+    'many occurrences at once: a message each for the two new ones, none again for the one recorded');
+select throws_ok($$select * from meter._webhook_emit_all('alert.triggered', array['tap-wo-many:4', null], array['{}', '{}']::jsonb[])$$,
+                 '22023', null, 'a null key among many: refused, nothing recorded (22023)');
 
 select * from finish();
 rollback;

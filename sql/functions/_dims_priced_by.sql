@@ -5,7 +5,7 @@
 --
 -- The one assignment of usage to invoice lines: the close's quantities (meter._line_usage, from
 -- rollup_hourly_dims) and its events hashes and the reconciliation's raw figures
--- (meter._line_figures's hashes, from raw events) all go through it.
+-- (meter._line_events, from raw events) all go through it.
 create or replace function meter._dims_priced_by(p_plan_id bigint, p_meter_id bigint, p_dims jsonb)
 returns jsonb
 language plpgsql

@@ -4,7 +4,7 @@
 -- that filter for the event's dimension values (meter._dimension_values under the meter version in
 -- force at the event's hour, as the rollup groups it).
 --
--- The raw-event side of the line rule: meter._line_figures (the close's hashes) and the
+-- The raw-event side of the line rule: meter._line_events (a line's hash) and the
 -- reconciliation's raw figures, which reads meter.events with the view owner's rights and calls
 -- this with the analyst's (it reads only plan prices and meter versions).
 create or replace function meter._event_in_line(

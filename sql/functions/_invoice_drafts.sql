@@ -16,7 +16,8 @@
 -- events), and for adjustments only on the lines emitted.
 --
 -- Set-based: the figures of every line of every customer come from two calls of
--- meter._line_figures (the usage lines; the earlier periods' lines) and their hashes from two of
+-- meter._line_figures (the usage lines; the earlier periods' lines; both reading a whole billing
+-- period's totals from meter.rollup_period) and their hashes from two of
 -- meter._line_hashes (the usage lines; the adjustments found), instead of a few statements per
 -- line.
 --

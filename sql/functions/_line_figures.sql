@@ -7,8 +7,11 @@
 -- meter). The one implementation of a line's figures: the close computes all its lines with one
 -- call; meter._line_usage, meter._line_hash and meter._period_usage are this for one request.
 --
--- Quantity, from the hourly rollups:
---   * a meter the plan prices without filters: count -> Σ events, sum and time_weighted_sum -> Σ
+-- Quantity, from the rollups:
+--   * a meter the plan prices without filters, over exactly one billing period of the customer
+--     (every usage line of a close or a preview): count, sum and max from that period's totals
+--     (meter.rollup_period, kept by the rollup in its own transaction; rollup verify checks them
+--     against the hours); otherwise from the hourly rows: count -> Σ events, sum and time_weighted_sum -> Σ
 --     quantity, max -> the largest hourly maximum among hours with events (0 without), latest ->
 --     the last value (by time, then key), unique_count -> distinct values over the whole range
 --     (meter.rollup_hourly_unique), not a sum of hours;
@@ -33,6 +36,7 @@ language plpgsql
 stable
 set search_path = pg_catalog, pg_temp
 set jit = off  -- large cost estimates over arrays made JIT compile for ~1 s per call (decision 120)
+set plan_cache_mode = force_generic_plan  -- one plan per statement, kept: a line at a time (the reconciliation) replanned every call
 as $$
 #variable_conflict use_column
 declare
@@ -59,16 +63,24 @@ begin
                 filter (where pg_catalog.cardinality(k.aggs) <> 1
                            or (k.has_filters and k.aggs[1] not in ('count', 'sum', 'max', 'time_weighted_sum'))))[1]
       into v_aggs, v_kinds, v_bad
-    from (select q.i, q.meter_id, q.r_from, q.r_to, c.billing_timezone as tz,
-                 (select pg_catalog.array_agg(distinct v.aggregation) from meter.meter_version_ranges v
-                  where v.meter_id = q.meter_id and v.effective_from < q.r_to and v.effective_until > q.r_from) as aggs,
+    from (select q.i, q.meter_id, q.r_from, q.r_to, c.billing_timezone as tz, r.aggs,
                  exists (select 1 from meter.plan_prices pp
                          where pp.plan_id = q.plan_id and pp.meter_id = q.meter_id and pp.filter <> '{}'::jsonb) as has_filters
           from rows from (pg_catalog.unnest(p_customer_ids), pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from),
                           pg_catalog.unnest(p_to), pg_catalog.unnest(p_plan_ids))
                with ordinality as q(customer_id, meter_id, r_from, r_to, plan_id, i)
           left join meter.customers c on c.id = q.customer_id
-          offset 0) as k;  -- (a fence: each request's subqueries evaluated once, not once per use)
+          -- the aggregations once per distinct meter and range (a close: thousands of requests,
+          -- a handful of ranges)
+          join (select d.meter_id, d.r_from, d.r_to,
+                       (select pg_catalog.array_agg(distinct v.aggregation) from meter.meter_version_ranges v
+                        where v.meter_id = d.meter_id and v.effective_from < d.r_to and v.effective_until > d.r_from) as aggs
+                from (select distinct x.meter_id, x.r_from, x.r_to
+                      from rows from (pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from), pg_catalog.unnest(p_to))
+                           as x(meter_id, r_from, r_to)) as d
+                offset 0) as r
+            on r.meter_id = q.meter_id and r.r_from = q.r_from and r.r_to = q.r_to
+          offset 0) as k;  -- (fences: each subquery evaluated once per row, not once per use)
     if v_bad is not null then
         if pg_catalog.jsonb_array_length(v_bad -> 'aggs') <> 1 then
             raise exception 'meter % changes aggregation within [%, %): %', v_bad ->> 'meter_id',
@@ -205,4 +217,3 @@ $$;
 comment on function meter._line_figures(bigint[], bigint[], timestamptz[], timestamptz[], bigint[], jsonb[]) is
     'Event count, quantity and aggregation of many invoice lines in one call, from the rollups (one row per request): the one implementation of a line''s figures.';
 revoke all on function meter._line_figures(bigint[], bigint[], timestamptz[], timestamptz[], bigint[], jsonb[]) from public;
-grant execute on function meter._line_figures(bigint[], bigint[], timestamptz[], timestamptz[], bigint[], jsonb[]) to meter_analyst;

@@ -1,13 +1,12 @@
 -- meter._line_hash(customer_id, meter_id, from, to, plan_id, filter): the content hash of an
 -- invoice line: the SHA-256 of meter._events_hash's recipe (sorted "key<TAB>value" lines) over the
--- line's events: a priced filter's, or the whole meter's. For a meter its plan prices without
--- filters it equals meter._events_hash, so lines of meters without dimensions keep their hash. The
--- auditor's psql recipe in _events_hash.sql gives it with one more condition: the event's
--- dimension values fall under the line's filter (docs/runbook.md).
+-- line's events (meter._line_events): a priced filter's, or the whole meter's. For a meter its plan
+-- prices without filters it equals meter._events_hash, so lines of meters without dimensions keep
+-- their hash. The auditor's psql recipe in _events_hash.sql gives it with one more condition: the
+-- event's dimension values fall under the line's filter (docs/runbook.md).
 --
 -- As _events_hash: only events the rollups hold (below the watermark; cancelled ones only once the
 -- cancellation was subtracted), so that a close gets the hash of exactly what it counts.
--- meter._line_hashes for one request: the recipe is written there, once.
 create or replace function meter._line_hash(
     p_customer_id bigint,
     p_meter_id    bigint,
@@ -16,15 +15,15 @@ create or replace function meter._line_hash(
     p_plan_id     bigint,
     p_filter      jsonb)
 returns text
-language plpgsql
+language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-begin
-    return (select h.events_hash
-            from meter._line_hashes(array[p_customer_id], array[p_meter_id], array[p_from], array[p_to],
-                                    array[p_plan_id], array[p_filter]) h);
-end;
+    select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
+               e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
+    from meter._line_events(p_customer_id, p_meter_id, p_from, p_to, p_plan_id, p_filter) e
+    where (e.xid, e.id) < (select w.position_xid, w.position_id from meter.rollup_watermark w where w.name = 'events')
+      and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id and c.rolled_up_at is not null);
 $$;
 
 comment on function meter._line_hash(bigint, bigint, timestamptz, timestamptz, bigint, jsonb) is

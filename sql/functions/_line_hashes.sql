@@ -1,7 +1,8 @@
 -- meter._line_hashes(customer_ids, meter_ids, froms, tos, plan_ids, filters): the content hashes of
 -- many invoice lines at once, one row per request (i, from 1, in the arrays' order; the requests
--- of meter._line_figures). The one implementation of a line's hash: the close hashes all its lines
--- with one call; meter._line_hash (and through it meter._events_hash) is this for one request.
+-- of meter._line_figures): the close hashes all its lines with one call. The same recipe for one
+-- line is meter._line_hash (over meter._line_events); the pgTAP suite compares them after every
+-- close (decision 120).
 --
 -- The hash: SHA-256 (hex) over the line's events, one "key<TAB>value" line each, sorted by key
 -- (collation C), joined by newlines (the auditor's recipe in _events_hash.sql); the line's events
@@ -11,8 +12,7 @@
 -- its cancellation was subtracted), so that a close gets the hash of exactly what it counts. No
 -- events: the hash of the empty text.
 --
--- Reads raw events: the owner's (period_close, invoice_preview as SECURITY DEFINER); not granted
--- to meter_analyst, who reads figures from the rollups (meter._line_figures).
+-- Reads raw events: the owner's (period_close, invoice_preview as SECURITY DEFINER).
 create or replace function meter._line_hashes(
     p_customer_ids bigint[],
     p_meter_ids    bigint[],

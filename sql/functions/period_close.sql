@@ -49,6 +49,8 @@ declare
     -- The customers this call covers, in id order, with their plan in force at the period's
     -- start, their billing period and their invoice for it (if closed already).
     v_invoices bigint[];  -- the invoices this call made, by customer id
+    v_keys     text[];    -- their announcements (invoice.closed): occurrence keys and payloads
+    v_payloads jsonb[];
 begin
     if p_period is null or p_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' then
         raise exception 'period must be YYYY-MM, got %', coalesce(p_period, 'null') using errcode = '22023';
@@ -197,14 +199,17 @@ begin
 
     -- Step 4: each invoice announced to the operators' endpoints (in this transaction: exactly
     -- when the invoice exists), in customer order.
-    perform meter._webhook_emit('invoice.closed', 'invoice:' || x.id, pg_catalog.jsonb_build_object(
-                'invoice_id', x.id, 'customer', x.external_id, 'period', p_period, 'currency', x.currency,
-                'total', x.total, 'lines', x.lines, 'period_start', x.period_start, 'period_end', x.period_end))
-    from (select i.id, i.total, i.period_start, i.period_end, b.external_id, b.currency,
-                 (select pg_catalog.count(*) from meter.invoice_lines l where l.invoice_id = i.id) as lines
-          from meter.invoices i join pg_temp.period_close_batch b on b.customer_id = i.customer_id
-          where i.id = any (v_invoices)
-          order by i.customer_id) as x;
+    select pg_catalog.array_agg('invoice:' || i.id order by i.customer_id),
+           pg_catalog.array_agg(pg_catalog.jsonb_build_object(
+               'invoice_id', i.id, 'customer', b.external_id, 'period', p_period, 'currency', b.currency,
+               'total', i.total, 'lines', (select pg_catalog.count(*) from meter.invoice_lines l where l.invoice_id = i.id),
+               'period_start', i.period_start, 'period_end', i.period_end) order by i.customer_id)
+      into v_keys, v_payloads
+    from meter.invoices i join pg_temp.period_close_batch b on b.customer_id = i.customer_id
+    where i.id = any (v_invoices);
+    if v_keys is not null then
+        perform 1 from meter._webhook_emit_all('invoice.closed', v_keys, v_payloads);
+    end if;
 
     -- One row per customer of the call, in id order.
     return query

@@ -51,6 +51,8 @@ public final class EventsNotifier: Service, @unchecked Sendable {
                 try await pool.withConnection { c in _ = try c.execute("select pg_catalog.pg_notify('meter_events', '')") }
                 failures = 0
             } catch {
+                // A shutdown cancels the NOTIFY under way: the loop ends, no failure to report.
+                if Task.isCancelled || error is CancellationError { break }
                 failures += 1
                 // The other processes poll; say it once in a while, not per commit.
                 if failures == 1 || failures % 100 == 0 {
