@@ -60,23 +60,23 @@ begin
         join meter.plan_prices pp on pp.plan_id = b.plan_id
         join meter.meters m on m.id = pp.meter_id
     ),
+    -- The usage lines as requests of meter._line_figures / meter._line_hashes (arrays in k order).
+    usage_arrays as (
+        select pg_catalog.array_agg(u.customer_id order by u.k) as customer_ids,
+               pg_catalog.array_agg(u.meter_id order by u.k) as meter_ids,
+               pg_catalog.array_agg(u.p_start order by u.k) as froms,
+               pg_catalog.array_agg(u.p_end order by u.k) as tos,
+               pg_catalog.array_agg(u.plan_id order by u.k) as plan_ids,
+               pg_catalog.array_agg(u.filter order by u.k) as filters
+        from usage_req u
+    ),
     usage_fig as (
-        select * from meter._line_figures(
-            (select pg_catalog.array_agg(u.customer_id order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.meter_id order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.p_start order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.p_end order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.plan_id order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.filter order by u.k) from usage_req u))
+        select f.* from usage_arrays x
+        cross join lateral meter._line_figures(x.customer_ids, x.meter_ids, x.froms, x.tos, x.plan_ids, x.filters) f
     ),
     usage_hash as (
-        select * from meter._line_hashes(
-            (select pg_catalog.array_agg(u.customer_id order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.meter_id order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.p_start order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.p_end order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.plan_id order by u.k) from usage_req u),
-            (select pg_catalog.array_agg(u.filter order by u.k) from usage_req u))
+        select h.* from usage_arrays x
+        cross join lateral meter._line_hashes(x.customer_ids, x.meter_ids, x.froms, x.tos, x.plan_ids, x.filters) h
         where p_with_hashes
     ),
     -- Adjustment candidates: every usage line of the customer's earlier closed periods, with
@@ -109,13 +109,15 @@ begin
         ) as s on true
     ),
     adj_fig as (
-        select * from meter._line_figures(
-            (select pg_catalog.array_agg(a.customer_id order by a.k) from adj_req a),
-            (select pg_catalog.array_agg(a.meter_id order by a.k) from adj_req a),
-            (select pg_catalog.array_agg(a.period_start order by a.k) from adj_req a),
-            (select pg_catalog.array_agg(a.period_end order by a.k) from adj_req a),
-            (select pg_catalog.array_agg(a.plan_id order by a.k) from adj_req a),
-            (select pg_catalog.array_agg(a.price_filter order by a.k) from adj_req a))
+        select f.*
+        from (select pg_catalog.array_agg(a.customer_id order by a.k) as customer_ids,
+                     pg_catalog.array_agg(a.meter_id order by a.k) as meter_ids,
+                     pg_catalog.array_agg(a.period_start order by a.k) as froms,
+                     pg_catalog.array_agg(a.period_end order by a.k) as tos,
+                     pg_catalog.array_agg(a.plan_id order by a.k) as plan_ids,
+                     pg_catalog.array_agg(a.price_filter order by a.k) as filters
+              from adj_req a) as x
+        cross join lateral meter._line_figures(x.customer_ids, x.meter_ids, x.froms, x.tos, x.plan_ids, x.filters) f
     ),
     -- The adjustments: the candidates whose figures moved.
     adj as materialized (
@@ -128,13 +130,15 @@ begin
            or meter.price_amount(a.model, a.unit_amount, a.package_size, a.tiers, f.quantity) <> a.a_so_far
     ),
     adj_hash as (
-        select * from meter._line_hashes(
-            (select pg_catalog.array_agg(a.customer_id order by a.hk) from adj a),
-            (select pg_catalog.array_agg(a.meter_id order by a.hk) from adj a),
-            (select pg_catalog.array_agg(a.period_start order by a.hk) from adj a),
-            (select pg_catalog.array_agg(a.period_end order by a.hk) from adj a),
-            (select pg_catalog.array_agg(a.plan_id order by a.hk) from adj a),
-            (select pg_catalog.array_agg(a.price_filter order by a.hk) from adj a))
+        select h.*
+        from (select pg_catalog.array_agg(a.customer_id order by a.hk) as customer_ids,
+                     pg_catalog.array_agg(a.meter_id order by a.hk) as meter_ids,
+                     pg_catalog.array_agg(a.period_start order by a.hk) as froms,
+                     pg_catalog.array_agg(a.period_end order by a.hk) as tos,
+                     pg_catalog.array_agg(a.plan_id order by a.hk) as plan_ids,
+                     pg_catalog.array_agg(a.price_filter order by a.hk) as filters
+              from adj a) as x
+        cross join lateral meter._line_hashes(x.customer_ids, x.meter_ids, x.froms, x.tos, x.plan_ids, x.filters) h
         where p_with_hashes
     ),
     lines as (

@@ -1,154 +1,13 @@
--- The per-customer pricing of the month close as it was before the set-based close (decision 120),
--- frozen: meter._invoice_draft, _line_usage, _period_usage, _line_hash and _line_events of commit
--- 0328249, copied here as pg_temp.ref_* (the same text, only the names changed). The tests that
--- close periods compare what meter.period_close wrote with what this computes for the same
--- customer, plan and period: pg_temp.ref_expect before a close, pg_temp.ref_differences after it.
--- The invoices must be the same to the byte. It calls the unchanged meter helpers (price_amount, _dims_priced_by,
--- _event_in_line, _filter_label).
+-- The per-customer pricing of the month close as it was before the set-based close (decision 120):
+-- meter._invoice_draft of commit 0328249, a loop over one customer's prices and earlier invoices,
+-- copied here as pg_temp.ref_invoice_draft (the same text, only its name changed). It prices each
+-- line with the per-line functions meter._line_usage and meter._line_hash, which the product
+-- keeps (the reconciliation's own recomputation of a line). The tests that close periods compare
+-- what meter.period_close wrote with what this computes for the same customer, plan and period:
+-- pg_temp.ref_expect before a close, pg_temp.ref_differences after it. The invoices must be the
+-- same to the byte: the set-based close and the per-line pricing agree.
 --
 -- Include with \ir support/close_reference.sql in a test's transaction.
-
-create function pg_temp.ref_line_events(
-    p_customer_id bigint,
-    p_meter_id    bigint,
-    p_from        timestamptz,
-    p_to          timestamptz,
-    p_plan_id     bigint,
-    p_filter      jsonb)
-returns setof meter.events
-language sql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-    select e.*
-    from meter.events e
-    where e.customer_id = p_customer_id and e.meter_id = p_meter_id
-      and e.occurred_at >= p_from and e.occurred_at < p_to
-      and meter._event_in_line(p_plan_id, p_meter_id, p_filter, e.properties, e.occurred_at)
-$$;
-
-create function pg_temp.ref_period_usage(
-    p_customer_id bigint,
-    p_meter_id    bigint,
-    p_from        timestamptz,
-    p_to          timestamptz)
-returns table (event_count bigint, quantity numeric, aggregation text)
-language plpgsql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_aggs text[];
-begin
-    select pg_catalog.array_agg(distinct v.aggregation) into v_aggs
-    from meter.meter_version_ranges v
-    where v.meter_id = p_meter_id and v.effective_from < p_to and v.effective_until > p_from;
-    if pg_catalog.cardinality(v_aggs) <> 1 then
-        raise exception 'meter % changes aggregation within [%, %): %', p_meter_id, p_from, p_to, v_aggs
-            using errcode = '55000', hint = 'start new meter versions at a period start';
-    end if;
-    aggregation := v_aggs[1];
-
-    select coalesce(pg_catalog.sum(r.event_count), 0)::bigint,
-           case aggregation
-               when 'count' then coalesce(pg_catalog.sum(r.event_count), 0)::numeric
-               when 'sum' then coalesce(pg_catalog.sum(r.quantity), 0)
-               when 'time_weighted_sum' then coalesce(pg_catalog.sum(r.quantity), 0)
-               when 'max' then coalesce(pg_catalog.max(r.max_value) filter (where r.event_count > 0), 0)
-               when 'latest' then coalesce((pg_catalog.array_agg(r.latest_value order by r.latest_at desc, r.latest_key collate "C" desc)
-                                            filter (where r.latest_at is not null))[1], 0)
-           end
-      into event_count, quantity
-    from meter.rollup_hourly r
-    where r.customer_id = p_customer_id and r.meter_id = p_meter_id and r.hour >= p_from and r.hour < p_to;
-
-    if aggregation = 'unique_count' then
-        select pg_catalog.count(distinct u.value_hash)::numeric into quantity
-        from meter.rollup_hourly_unique u
-        where u.customer_id = p_customer_id and u.meter_id = p_meter_id and u.hour >= p_from and u.hour < p_to
-          and u.event_count > 0;
-    end if;
-    return next;
-end;
-$$;
-
-create function pg_temp.ref_line_usage(
-    p_customer_id bigint,
-    p_meter_id    bigint,
-    p_from        timestamptz,
-    p_to          timestamptz,
-    p_plan_id     bigint,
-    p_filter      jsonb)
-returns table (event_count bigint, quantity numeric, aggregation text)
-language plpgsql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-#variable_conflict use_column
-declare
-    v_whole record;
-begin
-    -- the whole meter (and the aggregation check: one aggregation over the range)
-    select * into v_whole from pg_temp.ref_period_usage(p_customer_id, p_meter_id, p_from, p_to);
-    aggregation := v_whole.aggregation;
-    if not exists (select 1 from meter.plan_prices pp
-                   where pp.plan_id = p_plan_id and pp.meter_id = p_meter_id and pp.filter <> '{}'::jsonb) then
-        event_count := v_whole.event_count; quantity := v_whole.quantity;
-        return next;
-        return;
-    end if;
-    if aggregation not in ('count', 'sum', 'max', 'time_weighted_sum') then
-        raise exception 'meter % (%) has prices per filter, which only count, sum, max and time_weighted_sum meters can have',
-            p_meter_id, aggregation using errcode = '0A000';
-    end if;
-
-    -- Grouped by dimension values first, so that each combination is assigned to a price once.
-    -- Hours under a meter version without dimensions have no rollup_hourly_dims rows: their
-    -- rollup_hourly rows count under no values ('{}', where every dimension is "none").
-    select coalesce(pg_catalog.sum(g.n), 0)::bigint,
-           case aggregation
-               when 'count' then coalesce(pg_catalog.sum(g.n), 0)::numeric
-               when 'sum' then coalesce(pg_catalog.sum(g.q), 0)
-               when 'time_weighted_sum' then coalesce(pg_catalog.sum(g.q), 0)
-               when 'max' then coalesce(pg_catalog.max(g.mx), 0)
-           end
-      into event_count, quantity
-    from (select x.dims, pg_catalog.sum(x.event_count) as n, pg_catalog.sum(x.quantity) as q,
-                 pg_catalog.max(x.max_value) filter (where x.event_count > 0) as mx
-          from (select d.dims, d.event_count, d.quantity, d.max_value
-                from meter.rollup_hourly_dims d
-                where d.customer_id = p_customer_id and d.meter_id = p_meter_id and d.hour >= p_from and d.hour < p_to
-                union all
-                select '{}'::jsonb, r.event_count, r.quantity, r.max_value
-                from meter.rollup_hourly r
-                join meter.meter_version_ranges v
-                  on v.meter_id = r.meter_id and r.hour >= v.effective_from and r.hour < v.effective_until
-                where r.customer_id = p_customer_id and r.meter_id = p_meter_id and r.hour >= p_from and r.hour < p_to
-                  and pg_catalog.cardinality(v.dimensions) = 0) x
-          group by x.dims) g
-    where meter._dims_priced_by(p_plan_id, p_meter_id, g.dims) = p_filter;
-    return next;
-end;
-$$;
-
-create function pg_temp.ref_line_hash(
-    p_customer_id bigint,
-    p_meter_id    bigint,
-    p_from        timestamptz,
-    p_to          timestamptz,
-    p_plan_id     bigint,
-    p_filter      jsonb)
-returns text
-language sql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-    select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
-               e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
-    from pg_temp.ref_line_events(p_customer_id, p_meter_id, p_from, p_to, p_plan_id, p_filter) e
-    where (e.xid, e.id) < (select w.position_xid, w.position_id from meter.rollup_watermark w where w.name = 'events')
-      and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id and c.rolled_up_at is not null);
-$$;
 
 create function pg_temp.ref_invoice_draft(
     p_customer_id bigint,
@@ -179,13 +38,13 @@ begin
         from meter.plan_prices pp join meter.meters m on m.id = pp.meter_id
         where pp.plan_id = p_plan_id order by m.code, pp.filter = '{}', pp.filter
     loop
-        select * into v_u from pg_temp.ref_line_usage(p_customer_id, v_p.meter_id, p_start, p_end, p_plan_id, v_p.filter);
+        select * into v_u from meter._line_usage(p_customer_id, v_p.meter_id, p_start, p_end, p_plan_id, v_p.filter);
         line_no := line_no + 1;
         kind := 'usage'; meter_id := v_p.meter_id; price_filter := v_p.filter; adjusts_period := null;
         event_count := v_u.event_count; quantity := v_u.quantity;
         amount := meter.price_amount(v_p.model, v_p.unit_amount, v_p.package_size, v_p.tiers, v_u.quantity);
         events_hash := case when p_with_hashes
-                            then pg_temp.ref_line_hash(p_customer_id, v_p.meter_id, p_start, p_end, p_plan_id, v_p.filter) end;
+                            then meter._line_hash(p_customer_id, v_p.meter_id, p_start, p_end, p_plan_id, v_p.filter) end;
         description := pg_catalog.format('%s%s: %s (%s, %s)', v_p.meter_code, meter._filter_label(v_p.filter, v_p.has_filters),
                                          pg_catalog.trim_scale(v_u.quantity), v_u.aggregation, v_p.model);
         return next;
@@ -214,7 +73,7 @@ begin
         from meter.invoice_lines a join meter.invoices ai on ai.id = a.invoice_id
         where ai.customer_id = p_customer_id and a.kind = 'adjustment' and a.adjusts_period = v_old.period
           and a.meter_id = v_old.meter_id and a.price_filter = v_old.price_filter;
-        select * into v_u from pg_temp.ref_line_usage(p_customer_id, v_old.meter_id, v_old.period_start, v_old.period_end,
+        select * into v_u from meter._line_usage(p_customer_id, v_old.meter_id, v_old.period_start, v_old.period_end,
                                                  v_old.plan_id, v_old.price_filter);
         v_amount := meter.price_amount(v_old.model, v_old.unit_amount, v_old.package_size, v_old.tiers, v_u.quantity);
         if v_u.event_count <> v_old.n or v_u.quantity <> v_old.q or v_amount <> v_old.a then
@@ -223,7 +82,7 @@ begin
             adjusts_period := v_old.period;
             event_count := v_u.event_count - v_old.n; quantity := v_u.quantity - v_old.q; amount := v_amount - v_old.a;
             events_hash := case when p_with_hashes
-                                then pg_temp.ref_line_hash(p_customer_id, v_old.meter_id, v_old.period_start, v_old.period_end,
+                                then meter._line_hash(p_customer_id, v_old.meter_id, v_old.period_start, v_old.period_end,
                                                       v_old.plan_id, v_old.price_filter) end;
             description := pg_catalog.format('%s%s: adjustment for %s (events or cancellations after its close): %s -> %s',
                                              v_old.meter_code, meter._filter_label(v_old.price_filter, v_old.has_filters),
