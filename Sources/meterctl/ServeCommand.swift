@@ -42,7 +42,7 @@ struct ServiceOptions: ParsableArguments {
     var noRollup = false
     @Flag(name: .customLong("no-webhook-delivery"), help: "Do not deliver outgoing webhooks from this process (env METER_WEBHOOK_DELIVERY=off).")
     var noWebhookDelivery = false
-    @Option(name: .customLong("webhook-give-up-seconds"), help: "How long an outgoing webhook is retried before it is dead (env METER_WEBHOOK_GIVE_UP_SECONDS). Default: 259200 (3 days)")
+    @Option(name: .customLong("webhook-give-up-seconds"), help: "How long an outgoing webhook is retried before it is dead (env METER_WEBHOOK_GIVE_UP_SECONDS). Default: 259200 (3 days), at least 60")
     var webhookGiveUpSeconds: Int?
     @Option(name: .customLong("openapi"), help: "OpenAPI document to serve (env METER_OPENAPI). Default: docs/openapi.yaml beside sql/")
     var openAPI: String?
@@ -55,6 +55,7 @@ struct ServiceOptions: ParsableArguments {
         var idleTimeout, maxConnections, keyMaxConcurrent: Int?
         var keyPerSecond: Double?
         var rollupInterval: Double?
+        var webhookGiveUp: Int?
         var retention = Retention.Policy()
     }
 
@@ -79,6 +80,8 @@ struct ServiceOptions: ParsableArguments {
         s.rollupMaxEvents = try whole(rollupMaxEvents, "rollup-max-events", "METER_ROLLUP_MAX_EVENTS", min: 1, max: Int(Int32.max))
         s.rollupStallAfter = try whole(rollupStallAfterSeconds, "rollup-stall-after-seconds", "METER_ROLLUP_STALL_AFTER_SECONDS", min: 1)
         s.retention = try RetentionFlags.policy(conflictPayloadRetentionSeconds, webhookRetentionSeconds)
+        // At least a minute: the delivery backoff is derived from it (a quarter, a twentieth).
+        s.webhookGiveUp = try whole(webhookGiveUpSeconds, "webhook-give-up-seconds", "METER_WEBHOOK_GIVE_UP_SECONDS", min: 60)
         s.rollupInterval = try GlobalOptions.number(rollupIntervalSeconds, "rollup-interval-seconds", "METER_ROLLUP_INTERVAL_SECONDS", min: 0.01)
         // An idle loop finishes an attempt once per interval: a bound within three intervals
         // would report a healthy loop as stalled.
@@ -94,6 +97,9 @@ struct ServiceOptions: ParsableArguments {
         _ = try settings()
         if let v = GlobalOptions.env["METER_ROLLUP"], !["on", "off"].contains(v) {
             throw ValidationError("METER_ROLLUP must be on or off; got \(v)")
+        }
+        if let v = GlobalOptions.env["METER_WEBHOOK_DELIVERY"], !["on", "off"].contains(v) {
+            throw ValidationError("METER_WEBHOOK_DELIVERY must be on or off; got \(v)")
         }
     }
 
@@ -115,7 +121,7 @@ struct ServiceOptions: ParsableArguments {
         c.retention = s.retention
         if noWebhookDelivery || env["METER_WEBHOOK_DELIVERY"] == "off" {
             c.webhookDelivery = nil
-        } else if let v = webhookGiveUpSeconds ?? env["METER_WEBHOOK_GIVE_UP_SECONDS"].flatMap(Int.init), v > 0 {
+        } else if let v = s.webhookGiveUp {
             c.webhookDelivery?.giveUpAfter = .seconds(v)
             c.webhookDelivery?.backoffCap = min(.seconds(3_600), .seconds(max(1, v / 4)))
             c.webhookDelivery?.backoffBase = min(.seconds(5), .seconds(max(1, v / 20)))

@@ -105,7 +105,10 @@ struct WebhooksCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Deliver what is due now, once (what `meterctl serve` does continuously).")
         @OptionGroup var global: GlobalOptions
-        @Option(name: .customLong("give-up-seconds"), help: "Dead after failing for this long. Default: 259200 (3 days)") var giveUp: Int = 259_200
+        @Option(name: .customLong("give-up-seconds"), help: "Dead after failing for this long. Default: 259200 (3 days), at least 60") var giveUp: Int = 259_200
+        func validate() throws {
+            guard giveUp >= 60 else { throw ValidationError("--give-up-seconds must be at least 60; got \(giveUp)") }
+        }
         func run() async throws {
             let logger = global.bootstrapLogging(defaultLevel: .warning)
             let conninfo = try global.conninfo(migrate: global.target.isEmbedded)

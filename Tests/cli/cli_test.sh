@@ -64,6 +64,11 @@ if m serve --rollup-interval-seconds 1 --rollup-stall-after-seconds 2 2>.meter/s
   echo "a stall bound under 3 intervals must be refused"; exit 1
 fi
 grep -q "rollup-stall-after-seconds (METER_ROLLUP_STALL_AFTER_SECONDS) must be at least 3" .meter/stall-bound.log
+# The outgoing webhooks' settings are checked like the others (they were read without a check).
+if m serve --webhook-give-up-seconds 0 2>.meter/give-up.log; then echo "a give-up time of 0 s must be refused"; exit 1; fi
+grep -q "webhook-give-up-seconds (METER_WEBHOOK_GIVE_UP_SECONDS) must be at least 60; got 0" .meter/give-up.log
+if METER_WEBHOOK_DELIVERY=maybe m serve 2>.meter/delivery-env.log; then echo "METER_WEBHOOK_DELIVERY=maybe must be refused"; exit 1; fi
+grep -q "METER_WEBHOOK_DELIVERY must be on or off; got maybe" .meter/delivery-env.log
 echo "CLI smoke test passed"
 
 echo "== mock billing engine: the official Stripe Python SDK (stripe==11.6.0) against it"
