@@ -5,7 +5,7 @@
 -- Everything runs in one transaction that is rolled back, so now() is the same instant for the
 -- test and for the function (it uses the transaction clock): window boundaries are exact.
 begin;
-select plan(44);
+select plan(47);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixtures: our own customers and meters, with names nothing else uses.
@@ -465,6 +465,17 @@ select throws_ok(
     $$select * from meter.event_ingest_arrays(array['a'], array['b'], array['c', 'd'],
           array[pg_catalog.now()], array[1]::numeric[], array['{}']::jsonb[])$$,
     '22023', null, 'event_ingest_arrays: arrays of different lengths are refused (22023)');
+select throws_ok(
+    $$select * from meter.event_ingest_arrays('[0:0]={tap-ie-alpha}'::text[], array['tap.ie.calls'], array['tap-ie-arr-4'],
+          array[pg_catalog.now()], array[1]::numeric[], array['{}']::jsonb[])$$,
+    '22023', null, 'event_ingest_arrays: an array not indexed from 1 is refused (22023), not read askew');
+select results_eq(
+    $$select ord, status, code from meter.event_ingest(pg_catalog.jsonb_build_array(
+          pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-arr-5', pg_catalog.now()),
+          pg_temp.ev('tap-ie-alpha', 'tap.ie.calls', 'tap-ie-arr-5', pg_catalog.now(), '-1')))$$,
+    $$values (0, 'accepted'::text, null::text), (1, 'conflict', 'idempotency_key_conflict')$$,
+    'a repeated key whose later copy breaks a CHECK of meter.events (value -1): the first accepted, the copy a conflict, as before the plain INSERT path');
+select is((select pg_catalog.count(*) from meter.event_ingest('[]'::jsonb)), 0::bigint, 'an empty batch: no verdicts, no error');
 
 select * from finish();
 rollback;

@@ -9,7 +9,8 @@
 --
 -- Quantity, from the rollups:
 --   * a meter the plan prices without filters, over exactly one billing period of the customer
---     (every usage line of a close or a preview): count, sum and max from that period's totals
+--     (every usage line of a close or a preview), never a time-weighted gauge in any of its
+--     versions (the rollup keeps no totals for those): count and sum from that period's totals
 --     (meter.rollup_period, kept by the rollup in its own transaction; rollup verify checks them
 --     against the hours); otherwise from the hourly rows: count -> Σ events, sum and time_weighted_sum -> Σ
 --     quantity, max -> the largest hourly maximum among hours with events (0 without), latest ->
@@ -53,7 +54,13 @@ begin
                                      when k.aggs[1] = 'latest' then 'latest'
                                      when k.aggs[1] = 'unique_count' then 'unique'
                                      -- exactly one billing period of the customer: its totals
-                                     when k.aggs[1] in ('count', 'sum', 'max')
+                                     -- (rollup_run keeps none for a meter with a time-weighted
+                                     -- version, whatever the period: the same rule here, though
+                                     -- meter_upsert lets no meter change to or from a gauge)
+                                     -- (count and sum only: a period's max is kept with greatest(),
+                                     -- which on a tie of 5.0 and 5.00 may keep the other scale than
+                                     -- max() over the hours did, and the invoice stores the number)
+                                     when k.aggs[1] in ('count', 'sum') and not k.ever_gauge
                                           and pg_catalog.date_trunc('month', k.r_from at time zone k.tz) at time zone k.tz = k.r_from
                                           and ((k.r_from at time zone k.tz) + interval '1 month') at time zone k.tz = k.r_to
                                          then 'period'
@@ -63,7 +70,7 @@ begin
                 filter (where pg_catalog.cardinality(k.aggs) <> 1
                            or (k.has_filters and k.aggs[1] not in ('count', 'sum', 'max', 'time_weighted_sum'))))[1]
       into v_aggs, v_kinds, v_bad
-    from (select q.i, q.meter_id, q.r_from, q.r_to, c.billing_timezone as tz, r.aggs,
+    from (select q.i, q.meter_id, q.r_from, q.r_to, c.billing_timezone as tz, r.aggs, r.ever_gauge,
                  exists (select 1 from meter.plan_prices pp
                          where pp.plan_id = q.plan_id and pp.meter_id = q.meter_id and pp.filter <> '{}'::jsonb) as has_filters
           from rows from (pg_catalog.unnest(p_customer_ids), pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from),
@@ -74,7 +81,9 @@ begin
           -- a handful of ranges)
           join (select d.meter_id, d.r_from, d.r_to,
                        (select pg_catalog.array_agg(distinct v.aggregation) from meter.meter_version_ranges v
-                        where v.meter_id = d.meter_id and v.effective_from < d.r_to and v.effective_until > d.r_from) as aggs
+                        where v.meter_id = d.meter_id and v.effective_from < d.r_to and v.effective_until > d.r_from) as aggs,
+                       exists (select 1 from meter.meter_versions v
+                               where v.meter_id = d.meter_id and v.aggregation = 'time_weighted_sum') as ever_gauge
                 from (select distinct x.meter_id, x.r_from, x.r_to
                       from rows from (pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from), pg_catalog.unnest(p_to))
                            as x(meter_id, r_from, r_to)) as d
@@ -92,18 +101,16 @@ begin
             v_bad ->> 'meter_id', v_bad -> 'aggs' ->> 0 using errcode = '0A000';
     end if;
 
-    -- Counted, summed or maximised over exactly one billing period of the customer (a close's, a
-    -- preview's lines): that period's totals, kept by the rollup in its own transaction
-    -- (meter.rollup_period: Σ events, Σ value, the largest hourly maximum among hours with events;
-    -- meter.rollup_period_verify checks them against the hours). One row where the hours were up
-    -- to 744.
+    -- Counted or summed over exactly one billing period of the customer (a close's, a preview's
+    -- lines): that period's totals, kept by the rollup in its own transaction (meter.rollup_period:
+    -- Σ events, Σ value; meter.rollup_period_verify checks them against the hours). One row where
+    -- the hours were up to 744.
     if 'period' = any (v_kinds) then
         return query
         select q.i::integer, coalesce(p.event_count, 0),
                case q.agg
                    when 'count' then coalesce(p.event_count, 0)::numeric
                    when 'sum' then coalesce(p.quantity, 0)
-                   when 'max' then coalesce(p.max_value, 0)
                end,
                q.agg
         from rows from (pg_catalog.unnest(p_customer_ids), pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from),

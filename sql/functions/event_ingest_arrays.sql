@@ -27,7 +27,7 @@
 --   * Durability is the caller's commit: the HTTP layer answers 2xx only after this call's
 --     transaction committed with synchronous_commit = on.
 --
--- Input: six arrays of one length (else 22023): customer external ids, meter codes, idempotency
+-- Input: six arrays of one length, indexed from 1 (else 22023): customer external ids, meter codes, idempotency
 -- keys, occurred_at, values (NULL = 1) and properties (JSON objects; NULL = {}). Typed arrays, not
 -- a JSON document: the service has already parsed and checked every event (syntax, lengths,
 -- limits), so it sends the checked fields as they are and Postgres parses each value once, by its
@@ -73,6 +73,8 @@ as $$
 declare
     v_now      timestamptz := pg_catalog.now();
     v_n        integer := pg_catalog.cardinality(p_customers);
+    v_dims     text := case when pg_catalog.cardinality(p_customers) > 0
+                            then '[1:' || pg_catalog.cardinality(p_customers) || ']' end;  -- (empty: null)
     v_verdicts meter.ingest_verdict[];
     v_one      meter.ingest_verdict;
     v_id       bigint;
@@ -80,13 +82,15 @@ declare
     v_scopes   text[];
     v_allowed  bigint[];  -- the key's customers; NULL = every customer
 begin
+    -- Six one-dimensional arrays indexed from 1, of one length (element i is read as [i]).
     if v_n is null
-       or pg_catalog.cardinality(p_meters) is distinct from v_n
-       or pg_catalog.cardinality(p_keys) is distinct from v_n
-       or pg_catalog.cardinality(p_occurred_at) is distinct from v_n
-       or pg_catalog.cardinality(p_values) is distinct from v_n
-       or pg_catalog.cardinality(p_properties) is distinct from v_n then
-        raise exception 'meter.event_ingest_arrays: the six arrays must be given and have one length'
+       or pg_catalog.array_dims(p_customers) is distinct from v_dims
+       or pg_catalog.array_dims(p_meters) is distinct from v_dims
+       or pg_catalog.array_dims(p_keys) is distinct from v_dims
+       or pg_catalog.array_dims(p_occurred_at) is distinct from v_dims
+       or pg_catalog.array_dims(p_values) is distinct from v_dims
+       or pg_catalog.array_dims(p_properties) is distinct from v_dims then
+        raise exception 'meter.event_ingest_arrays: the six arrays must be given, one-dimensional from 1, and of one length'
             using errcode = '22023';
     end if;
 
@@ -178,8 +182,11 @@ begin
                 return query select * from pg_catalog.unnest(v_verdicts);
                 return;
             end if;
-        exception when unique_violation then
-            null;  -- a stored or repeated key: the general path decides
+        exception when unique_violation or check_violation then
+            -- A stored or repeated key; or a repeated key whose later copy breaks a CHECK of
+            -- meter.events (checked before the unique index), which the general path never
+            -- inserts (it judges it against the first copy). The general path decides.
+            null;
         end;
     end if;
 
