@@ -3,7 +3,7 @@
 -- SKIP LOCKED and reported (delivered on 2xx; retried with backoff; dead after the give-up time;
 -- re-driven), rotation keeps the previous secret; period_close emits invoice.closed once.
 begin;
-select plan(24);
+select plan(25);
 \ir support/fixtures.sql
 
 create temp table ep as
@@ -86,6 +86,10 @@ select results_eq(
                                    array['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[])$$,
     $$values (2::bigint, 2::bigint)$$,
     'many occurrences at once: a message each for the two new ones, none again for the one recorded');
+select results_eq(
+    $$select count(*) from meter._webhook_emit_all('alert.triggered', array['tap-wo-many:5', 'tap-wo-many:5'],
+                                                  array['{"n": 5}', '{"n": 5}']::jsonb[])$$,
+    $$values (1::bigint)$$, 'a key given twice in one call is one message');
 select throws_ok($$select * from meter._webhook_emit_all('alert.triggered', array['tap-wo-many:4', null], array['{}', '{}']::jsonb[])$$,
                  '22023', null, 'a null key among many: refused, nothing recorded (22023)');
 

@@ -24,24 +24,27 @@ begin
                   where x.k is null or x.p is null) then
         raise exception 'type, key and payload are required' using errcode = '22023';
     end if;
-    with recorded as (
-        insert into meter.webhook_messages (id, type, payload)
-        select 'msg_' || pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_type || E'\n' || x.k, 'UTF8')), 'hex'), 32),
-               p_type, x.p
+    -- Each occurrence's id computed once; the ids recorded now, in the keys' order (ids are
+    -- hashes: the order comes from the keys).
+    with wanted as (
+        select x.n, 'msg_' || pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_type || E'\n' || x.k, 'UTF8')), 'hex'), 32) as id,
+               x.p
         from rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(p_payloads)) with ordinality as x(k, p, n)
-        order by x.n
+    ),
+    recorded as (
+        insert into meter.webhook_messages (id, type, payload)
+        select w.id, p_type, w.p from wanted w order by w.n
         on conflict do nothing
         returning id
     )
-    select pg_catalog.array_agg(r.id) into v_ids from recorded r;
+    -- (a key given twice is one occurrence: recorded once, at its first place)
+    select pg_catalog.array_agg(f.id order by f.n) into v_ids
+    from (select distinct on (w.id) w.id, w.n
+          from wanted w join recorded r on r.id = w.id
+          order by w.id, w.n) as f;
     if v_ids is null then
         return;
     end if;
-    -- In the keys' order (ids are hashes: the order comes from the keys, not from the ids).
-    select pg_catalog.array_agg(m.id order by x.n) into v_ids
-    from rows from (pg_catalog.unnest(p_keys)) with ordinality as x(k, n)
-    join pg_catalog.unnest(v_ids) as m(id)
-      on m.id = 'msg_' || pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_type || E'\n' || x.k, 'UTF8')), 'hex'), 32);
     insert into meter.webhook_deliveries (message_id, endpoint_id)
     select m.id, e.id
     from pg_catalog.unnest(v_ids) with ordinality as m(id, n)

@@ -48,7 +48,6 @@ declare
     v_unknown  text;
     -- The customers this call covers, in id order, with their plan in force at the period's
     -- start, their billing period and their invoice for it (if closed already).
-    v_invoices bigint[];  -- the invoices this call made, by customer id
     v_keys     text[];    -- their announcements (invoice.closed): occurrence keys and payloads
     v_payloads jsonb[];
 begin
@@ -81,29 +80,32 @@ begin
     -- Set-based (decision 120): each step below is one statement for every customer of the call.
     -- Step 1: the customers with a plan in force at the period's start, their billing period (the
     -- calendar month in their billing timezone: meter.billing_period's rule, written out here so
-    -- that it is not a function call per customer) and their invoice for it, if any.
+    -- that it is not a function call per customer) and their invoice for it, if any (with its
+    -- total and number of lines). Step 3 fills in the invoices it makes; steps 4 and 5 read it.
     create temp table if not exists pg_temp.period_close_batch (
         customer_id bigint, external_id text, timezone text, plan_id bigint, currency text,
-        p_start timestamptz, p_end timestamptz, invoice_id bigint, invoice_total bigint)
+        p_start timestamptz, p_end timestamptz, invoice_id bigint, invoice_total bigint, lines integer,
+        made boolean)
         on commit drop;
     truncate pg_temp.period_close_batch;
     insert into pg_temp.period_close_batch
-    select cu.id, cu.external_id, cu.billing_timezone, pl.id, pl.currency,
-           ((p_period || '-01')::timestamp at time zone cu.billing_timezone),
-           ((p_period || '-01')::timestamp + interval '1 month') at time zone cu.billing_timezone,
-           null, null
+    select cu.id, cu.external_id, cu.billing_timezone, pl.id, pl.currency, per.p_start, per.p_end,
+           i.id, i.total, (select pg_catalog.count(*) from meter.invoice_lines l where l.invoice_id = i.id)::integer,
+           false
     from meter.customers cu
+    cross join lateral (
+        select (p_period || '-01')::timestamp at time zone cu.billing_timezone as p_start,
+               ((p_period || '-01')::timestamp + interval '1 month') at time zone cu.billing_timezone as p_end
+    ) as per
     left join lateral (
         select pl.id, pl.currency
         from meter.customer_plans cp join meter.plans pl on pl.id = cp.plan_id
         where cp.customer_id = cu.id and cp.effective_from <= p_period
         order by cp.effective_from desc limit 1
     ) as pl on true
+    left join meter.invoices i on pl.id is not null and i.customer_id = cu.id and i.period_start = per.p_start
     where (p_customer is null or cu.external_id = p_customer)
       and (p_customers is null or cu.external_id = any (p_customers));
-    update pg_temp.period_close_batch b set invoice_id = i.id, invoice_total = i.total
-    from meter.invoices i
-    where b.plan_id is not null and i.customer_id = b.customer_id and i.period_start = b.p_start;
 
     -- Step 2: the refusals, for the first customer at fault in id order, in the order a customer
     -- is checked: a billing timezone whose months do not start on a UTC hour (22023), the period
@@ -182,7 +184,7 @@ begin
         left join (select d.customer_id, pg_catalog.sum(d.amount)::bigint as total
                    from drafts d group by d.customer_id) as t on t.customer_id = c.customer_id
         order by c.customer_id
-        returning id, customer_id
+        returning id, customer_id, total
     ),
     lines as (
         insert into meter.invoice_lines (invoice_id, line_no, kind, meter_id, price_filter, adjusts_period, event_count,
@@ -192,37 +194,36 @@ begin
         from drafts d join made m on m.customer_id = d.customer_id
         returning invoice_id
     )
-    -- (A data-modifying WITH runs to completion whether its rows are read or not: `lines` too.)
-    select pg_catalog.array_agg(m.id order by m.customer_id)
-      into v_invoices
-    from made m;
+    -- What the later steps need, noted in the batch (a data-modifying WITH runs to completion
+    -- whether its rows are read or not: `lines` too).
+    update pg_temp.period_close_batch b
+    set invoice_id = m.id, invoice_total = m.total, lines = coalesce(n.lines, 0), made = true
+    from made m
+    left join (select d.customer_id, pg_catalog.count(*)::integer as lines from drafts d group by d.customer_id) as n
+           on n.customer_id = m.customer_id
+    where b.customer_id = m.customer_id;
 
     -- Step 4: each invoice announced to the operators' endpoints (in this transaction: exactly
     -- when the invoice exists), in customer order.
-    select pg_catalog.array_agg('invoice:' || i.id order by i.customer_id),
+    select pg_catalog.array_agg('invoice:' || b.invoice_id order by b.customer_id),
            pg_catalog.array_agg(pg_catalog.jsonb_build_object(
-               'invoice_id', i.id, 'customer', b.external_id, 'period', p_period, 'currency', b.currency,
-               'total', i.total, 'lines', (select pg_catalog.count(*) from meter.invoice_lines l where l.invoice_id = i.id),
-               'period_start', i.period_start, 'period_end', i.period_end) order by i.customer_id)
+               'invoice_id', b.invoice_id, 'customer', b.external_id, 'period', p_period, 'currency', b.currency,
+               'total', b.invoice_total, 'lines', b.lines, 'period_start', b.p_start, 'period_end', b.p_end)
+               order by b.customer_id)
       into v_keys, v_payloads
-    from meter.invoices i join pg_temp.period_close_batch b on b.customer_id = i.customer_id
-    where i.id = any (v_invoices);
+    from pg_temp.period_close_batch b
+    where b.made;
     if v_keys is not null then
         perform 1 from meter._webhook_emit_all('invoice.closed', v_keys, v_payloads);
     end if;
 
     -- One row per customer of the call, in id order.
     return query
-    select b.external_id, p_period,
-           case when b.plan_id is null then null::bigint else coalesce(b.invoice_id, i.id) end,
-           case when b.plan_id is null then 'no_plan' when b.invoice_id is not null then 'already_closed' else 'closed' end,
-           case when b.plan_id is null then 0
-                else (select pg_catalog.count(*) from meter.invoice_lines l where l.invoice_id = coalesce(b.invoice_id, i.id))::integer end,
-           case when b.plan_id is null then null::bigint when b.invoice_id is not null then b.invoice_total else i.total end,
-           b.currency
+    select b.external_id, p_period, b.invoice_id,
+           case when b.plan_id is null then 'no_plan' when b.made then 'closed' else 'already_closed' end,
+           case when b.plan_id is null then 0 else b.lines end,
+           b.invoice_total, b.currency
     from pg_temp.period_close_batch b
-    left join meter.invoices i on b.plan_id is not null and b.invoice_id is null
-                              and i.customer_id = b.customer_id and i.period_start = b.p_start
     order by b.customer_id;
 end;
 $$;

@@ -150,23 +150,9 @@ struct BenchIngest: AsyncParsableCommand {
         if eventsPerRequest == 1 {
             let seconds = min(elapsed, 5)
             print("HTTP baseline: \(concurrency) client(s), GET /healthz, \(String(format: "%.0f", seconds)) s")
-            let n: Int = try await withThrowingTaskGroup(of: Int.self) { group in
-                for worker in 0..<c {
-                    group.addTask {
-                        try await onDedicatedThread("bench-healthz-\(worker)") {
-                            let client = LoadClient(host: h, port: p)
-                            let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-                            var n = 0
-                            while ContinuousClock.now < end {
-                                if try client.request("GET", "/healthz").status == 200 { n += 1 }
-                            }
-                            return n
-                        }
-                    }
-                }
-                var total = 0
-                for try await n in group { total += n }
-                return total
+            let n = try await Self.operations(clients: c, seconds: seconds, name: "bench-healthz") { _ in
+                let client = LoadClient(host: h, port: p)
+                return { try client.request("GET", "/healthz").status == 200 }
             }
             healthzRate = Double(n) / seconds
         }
@@ -210,25 +196,14 @@ struct BenchIngest: AsyncParsableCommand {
             print("insert baseline: \(concurrency) client(s), one-row INSERT per transaction, \(String(format: "%.0f", seconds)) s")
             let setup = try PGConnection(conninfo: conninfo)
             try setup.execute("create table if not exists public.bench_insert_baseline (id bigserial primary key, k text not null unique, v numeric not null)")
-            let rows: Int = try await withThrowingTaskGroup(of: Int.self) { group in
-                for worker in 0..<concurrency {
-                    group.addTask {
-                        try await onDedicatedThread("bench-insert-\(worker)") {
-                            let conn = try PGConnection(conninfo: conninfo)
-                            defer { conn.close() }
-                            let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-                            var n = 0
-                            while ContinuousClock.now < end {
-                                _ = try conn.executePrepared("insert into public.bench_insert_baseline (k, v) values ($1, 1)", ["\(runID)-\(worker)-\(n)"])
-                                n += 1
-                            }
-                            return n
-                        }
-                    }
+            let rows = try await Self.operations(clients: concurrency, seconds: seconds, name: "bench-insert") { worker in
+                let conn = try PGConnection(conninfo: conninfo)
+                var n = 0
+                return {
+                    _ = try conn.executePrepared("insert into public.bench_insert_baseline (k, v) values ($1, 1)", ["\(runID)-\(worker)-\(n)"])
+                    n += 1
+                    return true
                 }
-                var total = 0
-                for try await n in group { total += n }
-                return total
             }
             try setup.execute("drop table public.bench_insert_baseline")
             setup.close()
@@ -257,5 +232,27 @@ struct BenchIngest: AsyncParsableCommand {
                 """)
         }
         if tally.failures > 0 { throw ExitCode(1) }
+    }
+
+    /// A same-run baseline: `clients` threads, each repeating the operation `make` gives it (made
+    /// on its own thread: its connection or client) for `seconds`; returns how many succeeded.
+    private static func operations(clients: Int, seconds: Double, name: String,
+                                   make: @escaping @Sendable (Int) throws -> () throws -> Bool) async throws -> Int {
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for worker in 0..<clients {
+                group.addTask {
+                    try await onDedicatedThread("\(name)-\(worker)") {
+                        let operation = try make(worker)
+                        let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+                        var n = 0
+                        while ContinuousClock.now < end { if try operation() { n += 1 } }
+                        return n
+                    }
+                }
+            }
+            var total = 0
+            for try await n in group { total += n }
+            return total
+        }
     }
 }
