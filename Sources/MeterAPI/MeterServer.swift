@@ -34,9 +34,16 @@ public enum MeterServer {
                 logger.info("serve.listening", metadata: ["host": "\(config.host)", "port": "\(port)"])
                 await onRunning(port)
             })
+        // The monthly partitions of meter.events for this service's whole ingest window, before
+        // it listens (an event whose month has no partition cannot be stored), then hourly.
+        let partitions = PartitionWorker(conninfo: conninfo, pastSeconds: config.limits.maxPastSeconds,
+                                         metrics: metrics, logger: logger)
+        do { try await partitions.pass() } catch {
+            logger.warning("partitions.failed", metadata: ["error": "\(error)"])
+        }
         // Services stop in reverse order: the HTTP server first (drains requests), then the
         // rollup loop (its current run commits or rolls back).
-        var services: [any Service] = []
+        var services: [any Service] = [partitions]
         if let rollupWorker { services.append(rollupWorker) }
         if let sync = config.sync {
             services.append(SyncWorker(conninfo: conninfo, config: sync, metrics: metrics.sync, logger: logger))

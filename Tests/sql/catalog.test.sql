@@ -6,7 +6,7 @@
 -- Functions that belong to an extension (e.g. pgTAP, if it was installed into schema meter) are
 -- not the project's and are left out of the function checks.
 begin;
-select plan(57);
+select plan(58);
 
 -- ---------------------------------------------------------------------------------------------
 -- Migration ledger.
@@ -24,8 +24,9 @@ select results_eq(
              (11, '0011_billing_usage.sql'), (12, '0012_meter_dimensions.sql'),
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
-             (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql'), (20, '0020_line_figures.sql')$$,
-    'migrations 1 to 19 are recorded once each, and no other');
+             (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql'), (20, '0020_line_figures.sql'),
+             (21, '0021_events_partitioned.sql')$$,
+    'migrations 1 to 21 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -33,7 +34,7 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
+    $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
@@ -63,20 +64,29 @@ select is_empty(
 -- ---------------------------------------------------------------------------------------------
 -- Tables, views, types.
 -- ---------------------------------------------------------------------------------------------
-select tables_are('meter',
+select set_eq(
+    $$select c.relname::text from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'meter' and c.relkind in ('r', 'p') and not c.relispartition$$,
     array['schema_migrations', 'schema_functions', 'customers', 'meters', 'api_keys', 'events',
           'event_redeliveries', 'meter_versions', 'event_cancellations', 'rollup_hourly',
           'rollup_hourly_unique', 'rollup_watermark', 'billing_prices', 'billing_customers',
           'billing_links', 'sync_outbox', 'webhook_secrets', 'webhook_events', 'billing_invoices',
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
           'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits',
-          'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings', 'rollup_period', 'rollup_period_dims']::name[],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts and 0019''s period totals');
+          'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings', 'rollup_period', 'rollup_period_dims',
+          'event_keys', 'event_archives'],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts, 0019''s period totals and 0021''s event keys and archives (partitions of meter.events aside)');
+
+select is_empty(
+    $$select c.relname from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+      where i.inhparent = 'meter.events'::regclass
+        and (c.relname !~ '^events_[0-9]{4}_[0-9]{2}$' or pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT')$$,
+    'every partition of meter.events is a month named events_YYYY_MM; there is no default partition');
 
 select col_is_pk('meter', 'customers', 'id', 'customers.id is the primary key');
 select col_is_pk('meter', 'meters', 'id', 'meters.id is the primary key');
 select col_is_pk('meter', 'api_keys', 'id', 'api_keys.id is the primary key');
-select col_is_pk('meter', 'events', 'id', 'events.id is the primary key');
+select col_is_pk('meter', 'events', array['id', 'occurred_at']::name[], 'events'' primary key is (id, occurred_at) (a partitioned table''s keys hold its partition key)');
 select col_is_pk('meter', 'event_redeliveries', 'id', 'event_redeliveries.id is the primary key');
 select col_is_unique('meter', 'customers', 'external_id', 'customers.external_id is unique');
 select col_is_unique('meter', 'meters', 'code', 'meters.code is unique');
@@ -144,9 +154,10 @@ select columns_are('meter', 'meters', array['id', 'code', 'name', 'unit', 'creat
 select col_not_null('meter', 'events', 'xid', 'events.xid (the inserting transaction) is NOT NULL');
 
 select views_are('meter', array['event_daily', 'api_keys_public', 'rollup_lag', 'meter_version_ranges',
-                                'sync_status', 'sync_backlog', 'late_after_close', 'reconciliation', 'limit_usage']::name[],
+                                'sync_status', 'sync_backlog', 'late_after_close', 'reconciliation', 'limit_usage',
+                                'events_partition_runway']::name[],
                  'schema meter has exactly the views event_daily, api_keys_public, rollup_lag, meter_version_ranges, '
-                 'sync_status, sync_backlog, late_after_close, reconciliation and limit_usage');
+                 'sync_status, sync_backlog, late_after_close, reconciliation, limit_usage and events_partition_runway');
 
 select has_composite('meter', 'ingest_verdict', 'composite type meter.ingest_verdict exists');
 select results_eq(
@@ -204,6 +215,7 @@ select results_eq(
              ('_dimension_values(p_properties jsonb, p_dimensions text[])'),
              ('_dims_match(p_dims jsonb, p_filter jsonb)'),
              ('_dims_priced_by(p_plan_id bigint, p_meter_id bigint, p_dims jsonb)'),
+             ('_event_digest(p_meter_id bigint, p_occurred_at timestamp with time zone, p_value numeric, p_properties jsonb)'),
              ('_event_in_line(p_plan_id bigint, p_meter_id bigint, p_filter jsonb, p_properties jsonb, p_occurred_at timestamp with time zone)'),
              ('_events_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_filter_label(p_filter jsonb, p_has_filters boolean)'),
@@ -245,6 +257,7 @@ select results_eq(
              ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
              ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
              ('event_ingest_arrays(p_customers text[], p_meters text[], p_keys text[], p_occurred_at timestamp with time zone[], p_values numeric[], p_properties jsonb[], p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
+             ('events_partitions_ensure(p_from timestamp with time zone, p_through timestamp with time zone)'),
              ('invoice_preview(p_customer text, p_period text)'),
              ('limit_check(p_customer text, p_meter text, p_dimensions jsonb, p_quantity numeric)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
@@ -272,7 +285,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the sixty-nine documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the seventy-one documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -298,6 +311,7 @@ select results_eq(
       order by proname, c collate "C"$$,
     $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_invoice_drafts', 'TimeZone=UTC'), ('_invoice_drafts', 'jit=off'), ('_invoice_drafts', 'plan_cache_mode=force_generic_plan'), ('_late_after_close_emit', 'TimeZone=UTC'), ('_line_figures', 'jit=off'), ('_line_figures', 'plan_cache_mode=force_generic_plan'), ('_line_hashes', 'jit=off'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
+             ('events_partitions_ensure', 'TimeZone=UTC'), ('events_partitions_ensure', 'lock_timeout=2s'),
              ('invoice_preview', 'TimeZone=UTC'),
              ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'), ('limit_check', 'plan_cache_mode=force_generic_plan'),
              ('period_close', 'TimeZone=UTC'), ('period_close', 'jit=off'),
@@ -310,7 +324,7 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC and lock_timeout=2s on events_partitions_ensure, TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, jit and generic plans on limit_check, jit on the set-based close '
     '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on rollup_run, custom plans '

@@ -365,34 +365,34 @@ select is_empty(
 -- ---------------------------------------------------------------------------------------------
 -- The table's own constraints (the last line of defence behind the HTTP layer's checks).
 -- ---------------------------------------------------------------------------------------------
-select throws_ok(
+select throws_like(
     $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value)
       values ((select cust_a from fx), (select m_calls from fx), 'tap-ie-neg', pg_catalog.now(), -1)$$,
-    '23514', 'new row for relation "events" violates check constraint "events_value_range"',
+    '%new row for relation "events_%" violates check constraint "events_value_range"',
     'a negative value is refused (23514)');
 
-select throws_ok(
+select throws_like(
     $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value)
       values ((select cust_a from fx), (select m_calls from fx), 'tap-ie-scale', pg_catalog.now(), 0.0000000000001)$$,
-    '23514', 'new row for relation "events" violates check constraint "events_value_range"',
+    '%new row for relation "events_%" violates check constraint "events_value_range"',
     'more than 12 fractional digits is refused (23514)');
 
-select throws_ok(
+select throws_like(
     $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value)
       values ((select cust_a from fx), (select m_calls from fx), 'tap-ie-big', pg_catalog.now(), 1e26)$$,
-    '23514', 'new row for relation "events" violates check constraint "events_value_range"',
+    '%new row for relation "events_%" violates check constraint "events_value_range"',
     'a value of 1e26 or more is refused (23514)');
 
-select throws_ok(
+select throws_like(
     $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, properties)
       values ((select cust_a from fx), (select m_calls from fx), 'tap-ie-arr', pg_catalog.now(), '[]')$$,
-    '23514', 'new row for relation "events" violates check constraint "events_properties_object"',
+    '%new row for relation "events_%" violates check constraint "events_properties_object"',
     'properties must be a JSON object (23514)');
 
-select throws_ok(
+select throws_like(
     $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at)
       values ((select cust_a from fx), (select m_calls from fx), '', pg_catalog.now())$$,
-    '23514', 'new row for relation "events" violates check constraint "events_key_length"',
+    '%new row for relation "events_%" violates check constraint "events_key_length"',
     'an empty idempotency key is refused (23514)');
 
 -- ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 -- The shape that makes meter.event_ingest() safe under concurrency, checked in one session:
---   * exactly-once is the UNIQUE (customer_id, idempotency_key) constraint, not a lookup;
---   * a row that another request stored first (simulated here by inserting it directly, as a
---     concurrent winner's committed row would appear to step 2) is reported duplicate/conflict
---     with ITS id, never accepted a second time;
+--   * exactly-once is the PRIMARY KEY (customer_id, idempotency_key) of meter.event_keys, not a
+--     lookup (meter.events is partitioned by month and cannot hold that key: decision 121);
+--   * a row that another request stored first (simulated here by inserting it directly, key and
+--     event, as a concurrent winner's committed rows would appear to step 2) is reported
+--     duplicate/conflict with ITS id, never accepted a second time;
 --   * a rolled-back attempt does not consume the key.
 -- Real two-session interleavings (loser waits on the winner's commit / rollback) need an
 -- isolation spec with explicit permutations; they are not expressible inside one pgTAP transaction.
@@ -17,18 +18,19 @@ select meter.customer_upsert('tap-cc-cust') as cust,
 -- ---------------------------------------------------------------------------------------------
 -- The guarantee is a constraint usable as an ON CONFLICT arbiter.
 -- ---------------------------------------------------------------------------------------------
-select col_is_unique('meter', 'events', array['customer_id', 'idempotency_key']::name[],
-                     'meter.events is UNIQUE on (customer_id, idempotency_key)');
+select col_is_pk('meter', 'event_keys', array['customer_id', 'idempotency_key']::name[],
+                 'meter.event_keys has the PRIMARY KEY (customer_id, idempotency_key)');
 
 select results_eq(
-    $$select conname::text collate "default", contype::text, condeferrable
+    $$select conrelid::regclass::text collate "default", conname::text collate "default", contype::text, condeferrable
       from pg_catalog.pg_constraint
-      where conrelid = 'meter.events'::regclass and contype in ('p', 'u') order by conname$$,
-    $$values ('events_customer_key', 'u', false), ('events_pkey', 'p', false)$$,
-    'the only unique constraints on meter.events are the pkey and the immediate (non-deferrable) idempotency key');
+      where conrelid in ('meter.events'::regclass, 'meter.event_keys'::regclass) and contype in ('p', 'u')
+      order by conname$$,
+    $$values ('event_keys', 'event_keys_pkey', 'p', false), ('events', 'events_pkey', 'p', false)$$,
+    'the only unique constraints: the immediate (non-deferrable) key of event_keys and the events'' (id, occurred_at)');
 
-select is_indexed('meter', 'events', array['customer_id', 'idempotency_key']::name[],
-                  'the idempotency constraint is backed by an index on (customer_id, idempotency_key)');
+select is_indexed('meter', 'event_keys', array['customer_id', 'idempotency_key']::name[],
+                  'the idempotency key is backed by an index on (customer_id, idempotency_key)');
 
 select hasnt_fk('meter', 'events',
                 'meter.events has no foreign keys: they would lock parent rows on every insert (0001_init.sql)');
@@ -36,17 +38,25 @@ select hasnt_fk('meter', 'events',
 -- ---------------------------------------------------------------------------------------------
 -- A second row for the same key is impossible, whoever tries.
 -- ---------------------------------------------------------------------------------------------
-insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-values ((select cust from fx), (select m_bytes from fx), 'tap-cc-winner',
-        pg_catalog.now() - interval '1 minute', 42, '{"src": "winner"}');
+with e as materialized (
+    select pg_catalog.nextval('meter.event_ids') as id
+),
+k as (
+    insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+    select (select cust from fx), 'tap-cc-winner', e.id, pg_catalog.date_trunc('second', pg_catalog.now()) - interval '1 minute' from e
+)
+insert into meter.events (id, customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+select e.id, (select cust from fx), (select m_bytes from fx), 'tap-cc-winner',
+       pg_catalog.date_trunc('second', pg_catalog.now()) - interval '1 minute', 42, '{"src": "winner"}'
+from e;
 
 create temp table winner as
-select id from meter.events where customer_id = (select cust from fx) and idempotency_key = 'tap-cc-winner';
+select id, occurred_at from meter.events where customer_id = (select cust from fx) and idempotency_key = 'tap-cc-winner';
 
 select throws_ok(
-    $$insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at)
-      values ((select cust from fx), (select m_calls from fx), 'tap-cc-winner', pg_catalog.now())$$,
-    '23505', 'duplicate key value violates unique constraint "events_customer_key"',
+    $$insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+      values ((select cust from fx), 'tap-cc-winner', pg_catalog.nextval('meter.event_ids'), pg_catalog.now())$$,
+    '23505', 'duplicate key value violates unique constraint "event_keys_pkey"',
     'a direct second insert of a used (customer, key) fails with 23505');
 
 -- ---------------------------------------------------------------------------------------------
@@ -55,7 +65,7 @@ select throws_ok(
 create temp table run_same as
 select * from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-cc-cust', 'meter', 'tap.cc.bytes', 'idempotency_key', 'tap-cc-winner',
-    'occurred_at', pg_catalog.now() - interval '1 minute', 'value', '42.000',
+    'occurred_at', (select occurred_at from winner), 'value', '42.000',
     'properties', '{"src": "winner"}'::jsonb)));
 
 select results_eq(
@@ -66,7 +76,7 @@ select results_eq(
 create temp table run_diff as
 select * from meter.event_ingest(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'customer', 'tap-cc-cust', 'meter', 'tap.cc.bytes', 'idempotency_key', 'tap-cc-winner',
-    'occurred_at', pg_catalog.now() - interval '1 minute', 'value', '43',
+    'occurred_at', (select occurred_at from winner), 'value', '43',
     'properties', '{"src": "winner"}'::jsonb)));
 
 select results_eq(

@@ -22,9 +22,17 @@ select meter.customer_upsert('tap-ri-a') as cust,
        meter.meter_upsert('tap.ri.calls') as m_calls;
 
 -- Work for a run: two committed events (transaction 100), one of them cancelled.
-insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, xid)
-select (select cust from fx), (select m_calls from fx), k, '2024-03-10 10:00+00', '100'
-from (values ('e1'), ('e2')) v(k);
+-- (stored as ingest stores them: each key in meter.event_keys, then its event)
+with e as materialized (
+    select k, pg_catalog.nextval('meter.event_ids') as id from (values ('e1'), ('e2')) v(k)
+),
+keys as (
+    insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+    select (select cust from fx), e.k, e.id, '2024-03-10 10:00+00' from e
+)
+insert into meter.events (id, customer_id, meter_id, idempotency_key, occurred_at, xid)
+select e.id, (select cust from fx), (select m_calls from fx), e.k, '2024-03-10 10:00+00', '100'
+from e;
 select meter.event_cancel('[{"customer": "tap-ri-a", "idempotency_key": "e1"}]');
 
 create temp table wm0 as select * from meter.rollup_watermark;

@@ -1,6 +1,7 @@
 -- meter.event_cancel(cancellations, api_key_hash): retract stored events, idempotently.
 --
 -- Guarantees
+--   * Events are found by their key in meter.event_keys (every event ever stored).
 --   * Exactly once per event: the primary key of meter.event_cancellations. Cancelling again (a
 --     retry, or a concurrent request) answers already_cancelled and changes nothing.
 --   * The event row is never touched: its idempotency key stays taken, so a cancelled event
@@ -10,8 +11,10 @@
 --       cancelled          - retracted now
 --       already_cancelled  - retracted before (or earlier in this request)
 --       rejected           - unknown_customer, customer_not_allowed (the key is restricted to
---                            other customers), or event_not_found (no committed event under this
---                            key: it may still be in flight; retrying later is safe)
+--                            other customers), event_not_found (no committed event under this
+--                            key: it may still be in flight; retrying later is safe), or
+--                            event_archived (the event's month was archived: meterctl events
+--                            archive; its invoice is final, a cancellation cannot change it)
 --   * Sends no NOTIFY, for the reason given in meter.event_ingest: the service wakes the rollup
 --     after its commit (EventsNotifier); the rollup polls every second anyway.
 --
@@ -59,14 +62,18 @@ begin
              with ordinality as i(customer, idempotency_key, reason, ord)
     ),
     found as (
-        select i.*, c.id as customer_id, e.id as event_id,
+        select i.*, c.id as customer_id, e.event_id,
                c.id is not null and v_allowed is not null and not (c.id = any (v_allowed)) as not_allowed,
-               e.id is not null
-               and pg_catalog.row_number() over (partition by e.id order by i.ord) = 1 as first_of_event
+               -- archived and not cancelled before: it can no longer be cancelled
+               e.archived_digest is not null
+               and not exists (select 1 from meter.event_cancellations x where x.event_id = e.event_id) as archived,
+               e.event_id is not null and e.archived_digest is null
+               and pg_catalog.row_number() over (partition by e.event_id, e.archived_digest is null order by i.ord) = 1 as first_of_event
         from input i
         left join meter.customers c on c.external_id = i.customer
-        left join meter.events e on e.customer_id = c.id and e.idempotency_key = i.idempotency_key
-                                 and (v_allowed is null or c.id = any (v_allowed))
+        -- the key table: every event ever stored, archived months included
+        left join meter.event_keys e on e.customer_id = c.id and e.idempotency_key = i.idempotency_key
+                                     and (v_allowed is null or c.id = any (v_allowed))
     ),
     inserted as (
         insert into meter.event_cancellations (event_id, reason)
@@ -79,7 +86,7 @@ begin
     select pg_catalog.array_agg(row(
            f.ord,
            case
-               when f.customer_id is null or f.not_allowed or f.event_id is null then 'rejected'
+               when f.customer_id is null or f.not_allowed or f.event_id is null or f.archived then 'rejected'
                when f.first_of_event and n.event_id is not null then 'cancelled'
                else 'already_cancelled'
            end,
@@ -88,10 +95,11 @@ begin
                when f.customer_id is null then 'unknown_customer'
                when f.not_allowed then 'customer_not_allowed'
                when f.event_id is null then 'event_not_found'
+               when f.archived then 'event_archived'
            end,
            case
                when f.customer_id is null or f.not_allowed then 'customer'
-               when f.event_id is null then 'idempotency_key'
+               when f.event_id is null or f.archived then 'idempotency_key'
            end,
            case
                when f.customer_id is null then
@@ -100,6 +108,9 @@ begin
                    pg_catalog.format('this API key may not act for customer %L', f.customer)
                when f.event_id is null then
                    pg_catalog.format('no stored event of customer %L has idempotency key %L',
+                                     f.customer, f.idempotency_key)
+               when f.archived then
+                   pg_catalog.format('the event of customer %L with idempotency key %L belongs to an archived month; its invoice is final',
                                      f.customer, f.idempotency_key)
            end)::meter.cancel_verdict order by f.ord)
       into v_verdicts

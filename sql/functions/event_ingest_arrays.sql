@@ -3,9 +3,12 @@
 -- events arrive as parallel typed arrays, element i of each array being event i.
 --
 -- Guarantees
---   * Exactly once per (customer, idempotency_key), enforced by the UNIQUE constraint on
---     meter.events, not by a lookup: two racing transactions with the same key cannot both insert;
---     the loser waits for the winner's commit and reports `duplicate`.
+--   * Exactly once per (customer, idempotency_key), enforced by the primary key of
+--     meter.event_keys, not by a lookup: each event's key is inserted there, then the event (with
+--     the id drawn for it) into its month's partition of meter.events, in the same statement. Two
+--     racing transactions with the same key cannot both insert; the loser waits for the winner's
+--     commit and reports `duplicate`. The key table is permanent: a retry of an event whose month
+--     was archived is judged against the digest kept with its key (meter._event_digest).
 --   * Per-event verdicts, never all-or-nothing: each input element gets one row, by position
 --     (ord, from 0):
 --       accepted  - stored now; event_id is the new row
@@ -106,20 +109,29 @@ begin
     -- and falls through to the checks and the general path below, which alone decide those
     -- verdicts: the fast paths only ever answer "accepted".
     if v_n = 1 then
-        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-        select c.id, m.id, p_keys[1], p_occurred_at[1],
+        with e as materialized (
+            select c.id as customer_id, m.id as meter_id, pg_catalog.nextval('meter.event_ids') as id
+            from meter.customers c, meter.meters m
+            where c.external_id = p_customers[1]
+              and m.code = p_meters[1]
+              and p_occurred_at[1] between v_now - p_max_past and v_now + p_max_future
+              and (p_api_key_hash is null
+                   or exists (select 1 from meter.api_keys k
+                              where k.key_hash = p_api_key_hash
+                                and k.revoked_at is null
+                                and 'ingest' = any (k.scopes)
+                                and (k.customer_ids is null or c.id = any (k.customer_ids))))
+        ),
+        claimed as (
+            insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+            select e.customer_id, p_keys[1], e.id, p_occurred_at[1] from e
+            on conflict (customer_id, idempotency_key) do nothing
+            returning event_id
+        )
+        insert into meter.events (id, customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+        select e.id, e.customer_id, e.meter_id, p_keys[1], p_occurred_at[1],
                coalesce(p_values[1], 1), coalesce(p_properties[1], '{}'::jsonb)
-        from meter.customers c, meter.meters m
-        where c.external_id = p_customers[1]
-          and m.code = p_meters[1]
-          and p_occurred_at[1] between v_now - p_max_past and v_now + p_max_future
-          and (p_api_key_hash is null
-               or exists (select 1 from meter.api_keys k
-                          where k.key_hash = p_api_key_hash
-                            and k.revoked_at is null
-                            and 'ingest' = any (k.scopes)
-                            and (k.customer_ids is null or c.id = any (k.customer_ids))))
-        on conflict (customer_id, idempotency_key) do nothing
+        from e join claimed k on k.event_id = e.id
         returning id into v_id;
         if v_id is not null then
             v_one := row(0, 'accepted', v_id, null, null, null)::meter.ingest_verdict;
@@ -158,34 +170,40 @@ begin
                        or exists (select 1 from live_key k
                                   where k.customer_ids is null or c.id = any (k.customer_ids)))
             ),
-            inserted as (
-                insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-                select customer_id, meter_id, idempotency_key, occurred_at, value, properties
-                from valid
+            -- every element valid: each gets its id (ids are drawn only then)
+            new as materialized (
+                select v.*, pg_catalog.nextval('meter.event_ids') as id
+                from valid v
                 where (select pg_catalog.count(*) from valid) = v_n
-                -- One global lock order (see the general path).
+            ),
+            -- the keys first, in one global lock order (see the general path); a plain INSERT
+            claimed as (
+                insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+                select customer_id, idempotency_key, id, occurred_at from new
                 order by customer_id, idempotency_key
-                returning id, customer_id, idempotency_key
+            ),
+            inserted as (
+                insert into meter.events (id, customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+                select id, customer_id, meter_id, idempotency_key, occurred_at, value, properties
+                from new
             )
-            -- The verdicts: both sides sorted by the unique key and zipped (every key once, or
-            -- the INSERT failed), rather than joined: a join planned for a few rows (plpgsql
-            -- caches a generic plan) became a nested loop over the whole batch.
-            select pg_catalog.array_agg(row(z.ord - 1, 'accepted', z.id, null, null, null)::meter.ingest_verdict
-                                        order by z.ord),
-                   pg_catalog.count(z.id)
+            -- Both inserts run to completion (data-modifying CTEs always do) or the statement
+            -- fails; so every element of `new` is stored under its id.
+            select pg_catalog.array_agg(row(n.ord - 1, 'accepted', n.id, null, null, null)::meter.ingest_verdict
+                                        order by n.ord),
+                   pg_catalog.count(*)
               into v_verdicts, v_stored
-            from rows from (
-                pg_catalog.unnest((select pg_catalog.array_agg(v.ord order by v.customer_id, v.idempotency_key) from valid v)),
-                pg_catalog.unnest((select pg_catalog.array_agg(n.id order by n.customer_id, n.idempotency_key) from inserted n))
-            ) as z(ord, id);
+            from new n;
             if v_stored = v_n then
                 return query select * from pg_catalog.unnest(v_verdicts);
                 return;
             end if;
         exception when unique_violation or check_violation then
-            -- A stored or repeated key; or a repeated key whose later copy breaks a CHECK of
-            -- meter.events (checked before the unique index), which the general path never
-            -- inserts (it judges it against the first copy). The general path decides.
+            -- A stored or repeated key (meter.event_keys); or a repeated key whose later copy
+            -- breaks a CHECK of meter.events, which the general path never inserts (it judges it
+            -- against the first copy); or an event whose month has no partition (23514, a
+            -- check_violation too: the general path meets it again and the call fails with it).
+            -- The general path decides.
             null;
         end;
     end if;
@@ -242,17 +260,29 @@ begin
                        order by k.ord) = 1 as first_of_key
         from checked k
     ),
-    inserted as (
-        insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-        select customer_id, meter_id, idempotency_key, occurred_at, value, properties
-        from classified
+    -- the first valid occurrence of each key gets an id
+    ids as materialized (
+        select k.*, case when k.first_of_key then pg_catalog.nextval('meter.event_ids') end as id
+        from classified k
+    ),
+    claimed as (
+        insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+        select customer_id, idempotency_key, id, occurred_at
+        from ids
         where first_of_key
         -- One global lock order: ON CONFLICT waits on a key that another transaction holds while
         -- keeping the keys it already inserted, so two batches inserting overlapping keys in
         -- different orders could deadlock. Sorted by the unique key, they cannot.
         order by customer_id, idempotency_key
         on conflict (customer_id, idempotency_key) do nothing
-        returning id, customer_id, idempotency_key
+        returning event_id
+    ),
+    inserted as (
+        -- the events whose key this statement claimed
+        insert into meter.events (id, customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+        select i.id, i.customer_id, i.meter_id, i.idempotency_key, i.occurred_at, i.value, i.properties
+        from ids i join claimed c on c.event_id = i.id
+        returning id
     )
     select pg_catalog.array_agg(
                row(k.ord,
@@ -286,9 +316,8 @@ begin
                )::meter.ingest_verdict
                order by k.ord)
       into v_verdicts
-    from classified k
-    left join inserted n
-           on k.first_of_key and n.customer_id = k.customer_id and n.idempotency_key = k.idempotency_key;
+    from ids k
+    left join inserted n on n.id = k.id;
 
     -- Step 2, only when something is pending. A new statement takes a fresh snapshot (READ
     -- COMMITTED), so it sees every row that made step 1 skip a key, including rows a concurrent
@@ -302,19 +331,27 @@ begin
                        -- out of window and not a redelivery: nothing stored under its key before
                        -- this call, or only by a later element of it (a batch behaves as its
                        -- elements sent one by one, in order)
-                       when v.code is not null and (ev.id is null or acc.ord > v.ord) then
+                       when v.code is not null and (ek.event_id is null or acc.ord > v.ord) then
                            row(v.ord, 'rejected', null, v.code, v.field, v.reason)::meter.ingest_verdict
-                       when ev.id is null then
-                           -- cannot happen while events are never deleted; fail loudly if it does
+                       when ek.event_id is null or (ev.id is null and ek.archived_digest is null) then
+                           -- cannot happen (a key is stored with its event, in one transaction,
+                           -- and archiving keeps a digest); fail loudly if it does
                            row(v.ord, 'rejected', null, 'internal_inconsistency', 'idempotency_key',
                                'key neither inserted nor found; retry the request')::meter.ingest_verdict
-                       when ev.meter_id = m.id
+                       when ev.id is not null
+                            and ev.meter_id = m.id
                             and ev.occurred_at = p_occurred_at[v.ord + 1]
                             and ev.value = coalesce(p_values[v.ord + 1], 1)
                             and ev.properties = coalesce(p_properties[v.ord + 1], '{}'::jsonb) then
                            row(v.ord, 'duplicate', ev.id, null, null, null)::meter.ingest_verdict
+                       -- an archived event: its content's digest, kept with the key
+                       when ev.id is null
+                            and ek.archived_digest = meter._event_digest(m.id, p_occurred_at[v.ord + 1],
+                                                                         coalesce(p_values[v.ord + 1], 1),
+                                                                         coalesce(p_properties[v.ord + 1], '{}'::jsonb)) then
+                           row(v.ord, 'duplicate', ek.event_id, null, null, null)::meter.ingest_verdict
                        else
-                           row(v.ord, 'conflict', ev.id, 'idempotency_key_conflict', 'idempotency_key',
+                           row(v.ord, 'conflict', ek.event_id, 'idempotency_key_conflict', 'idempotency_key',
                                'this idempotency key was already used for an event with different content'
                               )::meter.ingest_verdict
                    end
@@ -323,10 +360,12 @@ begin
         from pg_catalog.unnest(v_verdicts) as v
         left join meter.customers c on v.status is null and c.external_id = p_customers[v.ord + 1]
         left join meter.meters m on v.status is null and m.code = p_meters[v.ord + 1]
-        left join meter.events ev on ev.customer_id = c.id and ev.idempotency_key = p_keys[v.ord + 1]
+        left join meter.event_keys ek on ek.customer_id = c.id and ek.idempotency_key = p_keys[v.ord + 1]
+        -- (id, occurred_at): the event's own partition only
+        left join meter.events ev on ev.id = ek.event_id and ev.occurred_at = ek.occurred_at
         left join lateral (
             select a.ord from pg_catalog.unnest(v_verdicts) as a
-            where a.status = 'accepted' and a.event_id = ev.id
+            where a.status = 'accepted' and a.event_id = ek.event_id
         ) as acc on true;
 
         -- Step 3: an audit row for every redelivery (reconciliation counts duplicates from it);

@@ -175,7 +175,7 @@ extension APIResponse {
         verdictObject(index: includeIndex ? v.index : nil, status: v.status.rawValue, id: v.eventID, error: v.error)
     }
 
-    /// 200 cancelled / already_cancelled, 404 no such event or customer, 422 malformed.
+    /// 200 cancelled / already_cancelled, 404 no such event or customer, 410 archived, 422 malformed.
     package static func cancelSingle(_ v: CancelVerdict) -> Response {
         let status: HTTPResponse.Status
         switch v.status {
@@ -184,6 +184,7 @@ extension APIResponse {
             switch v.error?.code {
             case "event_not_found", "unknown_customer": status = .notFound
             case "customer_not_allowed": status = .forbidden
+            case "event_archived": status = .gone
             default: status = .unprocessableContent
             }
         }

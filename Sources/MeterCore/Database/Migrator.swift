@@ -33,6 +33,8 @@ public struct Migrator: Sendable {
     public struct Report: Sendable {
         public var applied: [String] = []
         public var functions: Int = 0
+        /// Monthly partitions of meter.events this run created.
+        public var partitionsCreated: Int = 0
     }
 
     public struct MigrationError: Error, CustomStringConvertible, Sendable {
@@ -212,6 +214,16 @@ public struct Migrator: Sendable {
         }
         report.functions = functions.count
         logger.info("migrate.functions", metadata: ["count": "\(functions.count)"])
+        // The monthly partitions of meter.events, 35 days back to three months ahead (serve keeps
+        // them going from its own window; meter.events_partitions_ensure).
+        if try conn.execute("select to_regprocedure('meter.events_partitions_ensure(timestamptz, timestamptz)') is not null as present")
+            .rows.first?.bool("present") == true {
+            let created = try conn.execute(
+                "select count(*) filter (where created) as created from meter.events_partitions_ensure()"
+            ).rows.first?.int("created") ?? 0
+            report.partitionsCreated = Int(created)
+            if created > 0 { logger.info("migrate.partitions", metadata: ["created": "\(created)"]) }
+        }
         return report
     }
 

@@ -4,20 +4,29 @@
 
 -- pg_temp.put(customer, meter, key, occurred_at, value, properties, xid, received_at): one raw
 -- event stored directly (not through meter.event_ingest), by the customer's external id and the
--- meter's code; returns its id.
+-- meter's code, with its key in meter.event_keys as ingest stores it; returns its id.
 --   xid defaults to 100: a long-finished transaction, below any rollup horizon, as committed
 --   history leaves an event (rollup_run.test.sql explains why a test cannot commit its own);
 --   value, properties and received_at default as the table does (1, '{}', now()).
+--   The event's month needs its partition: scripts/test.sh creates 2024-01 to 2027-12.
 create function pg_temp.put(p_customer text, p_meter text, p_key text, p_occurred_at timestamptz,
                             p_value numeric default 1, p_properties jsonb default '{}', p_xid xid8 default '100',
                             p_received_at timestamptz default pg_catalog.now())
 returns bigint
 language sql
 as $$
-    insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid, received_at)
-    select c.id, m.id, p_key, p_occurred_at, p_value, p_properties, p_xid, p_received_at
-    from meter.customers c, meter.meters m
-    where c.external_id = p_customer and m.code = p_meter
+    with e as materialized (
+        select c.id as customer_id, m.id as meter_id, pg_catalog.nextval('meter.event_ids') as id
+        from meter.customers c, meter.meters m
+        where c.external_id = p_customer and m.code = p_meter
+    ),
+    k as (
+        insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+        select e.customer_id, p_key, e.id, p_occurred_at from e
+    )
+    insert into meter.events (id, customer_id, meter_id, idempotency_key, occurred_at, value, properties, xid, received_at)
+    select e.id, e.customer_id, e.meter_id, p_key, p_occurred_at, p_value, p_properties, p_xid, p_received_at
+    from e
     returning id
 $$;
 
