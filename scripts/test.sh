@@ -3,7 +3,8 @@
 #   1. installs what is missing (scripts/setup.sh), builds meterctl and the Swift tests;
 #   2. starts a private test cluster (.meter/test-pg, socket only, port 54339) with the same
 #      mechanism as the embedded default (`meterctl db start`), creates a fresh database;
-#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), then
+#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove) and the test of
+#      migration 0021 on a database holding events (Tests/migration/), then
 #      Tests/cli/cli_test.sh: CLI smoke tests, the official Stripe Python SDK against the mock
 #      billing engine, and a serve smoke test;
 #      then the hostile-input suite (Tests/hostile/: the classic cases, schemathesis against the
@@ -46,6 +47,10 @@ echo "== SQL tests (pgTAP)"
 pg_prove --failures --dbname "$db" --host "$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$conninfo")" \
   --port "$METER_TEST_PG_PORT" --username meter Tests/sql/*.sql | tee .meter/pg_prove.log
 sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.log)
+
+echo "== migration 0021 on a database holding events, made by the product before it (Tests/migration/conversion_test.sh)"
+Tests/migration/conversion_test.sh "$conninfo" 2>&1 | grep -v '^NOTICE:' | tee .meter/conversion.log
+sql_tests=$((sql_tests + $(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/conversion.log)))
 
 echo "== CLI and service as processes, the Stripe SDK against the mock (Tests/cli/cli_test.sh)"
 Tests/cli/cli_test.sh "$tap_conninfo"
