@@ -3,8 +3,9 @@
 #   1. installs what is missing (scripts/setup.sh), builds meterctl and the Swift tests;
 #   2. starts a private test cluster (.meter/test-pg, socket only, port 54339) with the same
 #      mechanism as the embedded default (`meterctl db start`), creates a fresh database;
-#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove) and the test of
-#      migration 0021 on a database holding events (Tests/migration/), then
+#   3. migrates it and runs the SQL tests (Tests/sql/*.sql, pgTAP via pg_prove), the test of
+#      migration 0021 on a database holding events (Tests/migration/) and the archive test
+#      (Tests/archive/), then
 #      Tests/cli/cli_test.sh: CLI smoke tests, the official Stripe Python SDK against the mock
 #      billing engine, and a serve smoke test;
 #      then the hostile-input suite (Tests/hostile/: the classic cases, schemathesis against the
@@ -51,6 +52,10 @@ sql_tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/pg_prove.l
 echo "== migration 0021 on a database holding events, made by the product before it (Tests/migration/conversion_test.sh)"
 Tests/migration/conversion_test.sh "$conninfo" 2>&1 | grep -v '^NOTICE:' | tee .meter/conversion.log
 sql_tests=$((sql_tests + $(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' .meter/conversion.log)))
+
+echo "== archiving a closed month of events: refusals, export, verification, what works after (Tests/archive/archive_test.sh)"
+Tests/archive/archive_test.sh "$conninfo" 2>&1 | grep -v '^NOTICE:' | tee .meter/archive.log
+archive_tests=$(grep -c '^ok ' .meter/archive.log)
 
 echo "== CLI and service as processes, the Stripe SDK against the mock (Tests/cli/cli_test.sh)"
 Tests/cli/cli_test.sh "$tap_conninfo"
@@ -104,6 +109,6 @@ else
 fi
 
 echo
-echo "pgTAP: $sql_tests passed; Stripe SDK: $sdk_tests passed; Standard Webhooks: $webhook_tests passed; hostile input: $hostile_passed passed, $hostile_failed failed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; runbook: $runbook_passed passed, $runbook_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
-echo "tests: $((sql_tests + sdk_tests + webhook_tests + hostile_passed + swift_tests - swift_failed + runbook_passed + chaos_passed)) passed, $((hostile_failed + swift_failed + runbook_failed + chaos_failed)) failed"
+echo "pgTAP: $sql_tests passed; archive: $archive_tests passed; Stripe SDK: $sdk_tests passed; Standard Webhooks: $webhook_tests passed; hostile input: $hostile_passed passed, $hostile_failed failed; XCTest: $((swift_tests - swift_failed)) passed, $swift_failed failed; runbook: $runbook_passed passed, $runbook_failed failed; chaos: $chaos_passed passed, $chaos_failed failed"
+echo "tests: $((sql_tests + archive_tests + sdk_tests + webhook_tests + hostile_passed + swift_tests - swift_failed + runbook_passed + chaos_passed)) passed, $((hostile_failed + swift_failed + runbook_failed + chaos_failed)) failed"
 [[ "$hostile_failed" == 0 && "$swift_failed" == 0 && "$runbook_failed" == 0 && "$chaos_failed" == 0 ]]

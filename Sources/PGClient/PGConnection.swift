@@ -181,6 +181,44 @@ public final class PGConnection: @unchecked Sendable {
         return copied
     }
 
+    /// Streams the rows of `COPY ... TO STDOUT` to `chunk`, one buffer per row as libpq hands
+    /// them over (text format: tab-separated, newline-terminated). Returns the number of rows.
+    @discardableResult
+    public func copyOut(_ copySQL: String, chunk: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+        guard let conn else { throw PGError(kind: .connection, message: "connection is closed") }
+        let start = PQexec(conn, copySQL)
+        guard PQresultStatus(start) == PGRES_COPY_OUT else { _ = try consume(start); return 0 }
+        PQclear(start)
+        var callerError: (any Error)?
+        while true {
+            var buf: UnsafeMutablePointer<CChar>?
+            let n = PQgetCopyData(conn, &buf, 0)
+            if n > 0, let buf {
+                if callerError == nil {
+                    do { try chunk(UnsafeRawBufferPointer(start: buf, count: Int(n))) } catch { callerError = error }
+                }
+                PQfreemem(buf)
+            } else {
+                if let buf { PQfreemem(buf) }
+                if n == -2 { throw PGError.from(result: nil, connection: conn) }
+                break  // -1: the COPY is done
+            }
+        }
+        var failure: PGError?
+        var copied = 0
+        while let res = PQgetResult(conn) {
+            if PQresultStatus(res) == PGRES_COMMAND_OK {
+                copied = Int(String(cString: PQcmdTuples(res))) ?? 0
+            } else if failure == nil {
+                failure = PGError.from(result: res, connection: conn)
+            }
+            PQclear(res)
+        }
+        if let failure { throw failure }
+        if let callerError { throw callerError }
+        return copied
+    }
+
     /// Escapes one value for COPY text format.
     public static func copyEscape(_ s: String) -> String {
         var out = ""

@@ -34,7 +34,7 @@ struct Meterctl: AsyncParsableCommand {
         groupedSubcommands: [
             CommandGroup(name: "Operator", subcommands: [
                 Serve.self, DB.self, Migrate.self, Customers.self, Meters.self, Keys.self, Seed.self, Plans.self,
-                RollupCommand.self, BillingCommand.self, SyncCommand.self, WebhooksCommand.self, AlertsCommand.self, Close.self, Reconcile.self, Prune.self,
+                RollupCommand.self, BillingCommand.self, SyncCommand.self, WebhooksCommand.self, AlertsCommand.self, Close.self, Reconcile.self, Signoff.self, EventsCommand.self, Prune.self,
             ]),
             CommandGroup(name: "Developer", subcommands: [
                 Replay.self, Demo.self, Bench.self, Chaos.self, BillingMockCommand.self,

@@ -34,7 +34,7 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
+    $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('functions/period_signoff.sql'), ('functions/events_archive_check.sql'), ('functions/events_archive.sql'), ('functions/events_archive_sample.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
@@ -74,8 +74,8 @@ select set_eq(
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
           'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits',
           'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings', 'rollup_period', 'rollup_period_dims',
-          'event_keys', 'event_archives'],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts, 0019''s period totals and 0021''s event keys and archives (partitions of meter.events aside)');
+          'event_keys', 'event_archives', 'period_signoffs'],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts, 0019''s period totals and 0021''s event keys, archives and sign-offs (partitions of meter.events aside)');
 
 select is_empty(
     $$select c.relname from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
@@ -257,11 +257,15 @@ select results_eq(
              ('event_cancel(p_cancellations jsonb, p_api_key_hash bytea)'),
              ('event_ingest(p_events jsonb, p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
              ('event_ingest_arrays(p_customers text[], p_meters text[], p_keys text[], p_occurred_at timestamp with time zone[], p_values numeric[], p_properties jsonb[], p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
+             ('events_archive(p_month text, p_file text, p_sha256 text, p_events bigint, p_hashes_checked integer, p_late_window interval)'),
+             ('events_archive_check(p_month text, p_late_window interval)'),
+             ('events_archive_sample(p_month text, p_sample integer)'),
              ('events_partitions_ensure(p_from timestamp with time zone, p_through timestamp with time zone)'),
              ('invoice_preview(p_customer text, p_period text)'),
              ('limit_check(p_customer text, p_meter text, p_dimensions jsonb, p_quantity numeric)'),
              ('meter_upsert(p_code text, p_aggregation text, p_unique_property text, p_name text, p_unit text, p_effective_from timestamp with time zone, p_dimensions text[])'),
              ('period_close(p_period text, p_customer text, p_grace interval, p_customers text[])'),
+             ('period_signoff(p_period text, p_signed_by text, p_note text, p_report_sha256 text)'),
              ('plan_limit_set(p_plan text, p_meter text, p_quantity numeric, p_filter jsonb)'),
              ('plan_price_mirror_record(p_plan text, p_meter text, p_engine_price_id text, p_filter jsonb)'),
              ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_filter jsonb)'),
@@ -285,7 +289,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the seventy-one documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the seventy-five documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -311,6 +315,8 @@ select results_eq(
       order by proname, c collate "C"$$,
     $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_invoice_drafts', 'TimeZone=UTC'), ('_invoice_drafts', 'jit=off'), ('_invoice_drafts', 'plan_cache_mode=force_generic_plan'), ('_late_after_close_emit', 'TimeZone=UTC'), ('_line_figures', 'jit=off'), ('_line_figures', 'plan_cache_mode=force_generic_plan'), ('_line_hashes', 'jit=off'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
+             ('events_archive', 'TimeZone=UTC'), ('events_archive', 'lock_timeout=10s'), ('events_archive_check', 'TimeZone=UTC'),
+             ('events_archive_sample', 'TimeZone=UTC'),
              ('events_partitions_ensure', 'TimeZone=UTC'), ('events_partitions_ensure', 'lock_timeout=2s'),
              ('invoice_preview', 'TimeZone=UTC'),
              ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'), ('limit_check', 'plan_cache_mode=force_generic_plan'),
@@ -324,7 +330,7 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC and lock_timeout=2s on events_partitions_ensure, TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, jit and generic plans on limit_check, jit on the set-based close '
     '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on rollup_run, custom plans '

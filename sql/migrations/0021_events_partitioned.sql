@@ -112,6 +112,28 @@ comment on table meter.event_archives is
     'UTC months of events exported (file, SHA-256), verified against invoice-line hashes, then dropped.';
 grant select on meter.event_archives to meter_analyst;
 
+-- ---------------------------------------------------------------------------------------------
+-- Sign-offs: who signed a period's reconciliation, when, and which report (meterctl signoff). A
+-- month's events are archived only once every period they were billed in is signed off.
+-- ---------------------------------------------------------------------------------------------
+create table meter.period_signoffs (
+    id             bigint generated always as identity primary key,
+    period         text not null,
+    signed_by      text not null,
+    signed_at      timestamptz not null default pg_catalog.now(),
+    note           text,
+    report_sha256  text,        -- SHA-256 of the signed report file, when one was named
+    invoices       integer not null,  -- the period's invoices at signing
+    total_minor    numeric not null,  -- Σ of their totals (minor units, all currencies)
+    constraint period_signoffs_period check (period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'),
+    constraint period_signoffs_signed_by check (pg_catalog.length(signed_by) between 1 and 200),
+    constraint period_signoffs_report_sha256 check (report_sha256 ~ '^[0-9a-f]{64}$')
+);
+create index period_signoffs_period_idx on meter.period_signoffs (period);
+comment on table meter.period_signoffs is
+    'Reconciliation sign-offs per period (meterctl signoff); archiving a month of events requires them.';
+grant select on meter.period_signoffs to meter_analyst;
+
 -- 3. The partitions: from the oldest event's month (or 35 days back) to three months ahead.
 do $$
 declare

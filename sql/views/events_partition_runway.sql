@@ -1,6 +1,5 @@
 -- meter.events_partition_runway: how far ahead meter.events can take events. One row. For
--- operators in psql, `meterctl events partitions` and the meter_events_partition_runway_seconds
--- gauge of serve.
+-- operators in psql and the meter_events_partition_runway_seconds gauge of serve.
 --
 --   covered_until      the end of the last month, counting from the current one, that has its
 --                      partition with no month missing in between: an event at or after it

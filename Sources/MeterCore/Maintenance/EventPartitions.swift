@@ -9,7 +9,7 @@ import MeterWire
 /// by `meter.events_partitions_ensure`, watched through `meter.events_partition_runway`.
 /// `meterctl migrate` creates 35 days back to three months ahead; `serve` creates its own ingest
 /// window (max past) to three months ahead before it listens, then hourly (`PartitionWorker`);
-/// `meterctl events partitions` shows and extends them by hand.
+/// docs/runbook.md ("Capacity") shows and extends them by hand from psql.
 public enum EventPartitions {
     /// Below this, serve logs `partitions.runway_short` on every pass (creation must be failing).
     public static let shortRunwaySeconds: Int64 = 31 * 86_400
@@ -86,7 +86,7 @@ public final class PartitionWorker: Service, Sendable {
         var meta: Logger.Metadata = ["created": "\(n)", "runway_seconds": "\(runway.runwaySeconds)",
                                      "covered_until": "\(runway.coveredUntil ?? "none")", "partitions": "\(runway.partitions)"]
         if runway.runwaySeconds < EventPartitions.shortRunwaySeconds {
-            meta["hint"] = "create partitions: meterctl events partitions --ahead-months 3"
+            meta["hint"] = "psql: select * from meter.events_partitions_ensure(now(), now() + interval '3 months') (docs/runbook.md, Capacity)"
             logger.warning("partitions.runway_short", metadata: meta)
         } else if n > 0 {
             logger.info("partitions.created", metadata: meta)
