@@ -12,6 +12,8 @@ select meter.plan_price_set('arc-plan', 'arc.calls', 'per_unit', 0.25);
 select meter.plan_price_set('arc-plan', 'arc.tokens', 'per_unit', 0.001, null, null, '{"model": "big"}');
 select meter.plan_price_set('arc-plan', 'arc.tokens', 'per_unit', 0.0001);
 select meter.customer_subscribe('arc-utc', 'arc-plan', '2024-04'), meter.customer_subscribe('arc-kiri', 'arc-plan', '2024-04');
+-- arc.calls is billed in the engine too: its hours go through the billing outbox
+select meter.billing_price_set('arc.calls', 'price_arc_calls', '2024-01-01');
 
 -- 2,400 events from 2024-04-01 every 54 minutes (to early June), all three customers
 select count(*) from meter.event_ingest(

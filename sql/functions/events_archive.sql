@@ -5,8 +5,12 @@
 --      that the partition still holds exactly `events` rows (the file's);
 --   2. keeps, with each key of the month in meter.event_keys, the SHA-256 of its event's content
 --      (meter._event_digest), so that a retry still gets duplicate or conflict;
---   3. records the archive (meter.event_archives: file, SHA-256, rows, hashes checked);
---   4. detaches the partition from meter.events and drops it.
+--   3. removes the month's hours from the billing outbox (meter.sync_outbox): the month is final
+--      on both sides, and an hour that was never acknowledged (pending, dead, closed) was a
+--      reconciliation line explained in the sign-off; a send in flight refuses (run again);
+--   4. records the archive (meter.event_archives: file, SHA-256, rows, hashes checked, outbox
+--      rows removed);
+--   5. detaches the partition from meter.events and drops it.
 -- Returns the meter.event_archives row. DETACH takes an ACCESS EXCLUSIVE lock on meter.events
 -- for the end of the transaction (ingest waits that long; lock_timeout 10 s makes it fail rather
 -- than queue behind a long transaction while holding ingest back).
@@ -25,8 +29,9 @@ set timezone = 'UTC'
 set lock_timeout = '10s'
 as $$
 declare
-    v_check record;
-    v_rows  bigint;
+    v_check  record;
+    v_rows   bigint;
+    v_outbox bigint;
 begin
     if p_file is null or pg_catalog.length(p_file) = 0 then
         raise exception 'file must name the archive file' using errcode = '22023';
@@ -58,8 +63,16 @@ begin
             using errcode = 'XX000';
     end if;
 
-    insert into meter.event_archives (period_start, period_end, events, file, sha256, hashes_checked)
-    values (v_check.range_from, v_check.range_to, p_events, p_file, p_sha256, p_hashes_checked);
+    if exists (select 1 from meter.sync_outbox o
+               where o.hour >= v_check.range_from and o.hour < v_check.range_to and o.state = 'in_flight') then
+        raise exception 'a send of an hour of month % to the billing engine is in flight: run again in a minute', p_month
+            using errcode = '55000';
+    end if;
+    delete from meter.sync_outbox o where o.hour >= v_check.range_from and o.hour < v_check.range_to;
+    get diagnostics v_outbox = row_count;
+
+    insert into meter.event_archives (period_start, period_end, events, file, sha256, hashes_checked, outbox_rows)
+    values (v_check.range_from, v_check.range_to, p_events, p_file, p_sha256, p_hashes_checked, v_outbox);
 
     execute pg_catalog.format('alter table meter.events detach partition meter.%I', v_check.partition_name);
     execute pg_catalog.format('drop table meter.%I', v_check.partition_name);

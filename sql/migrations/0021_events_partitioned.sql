@@ -104,6 +104,7 @@ create table meter.event_archives (
     file          text not null,
     sha256        text not null,
     hashes_checked integer not null,        -- invoice-line events hashes recomputed from the file
+    outbox_rows   bigint not null default 0, -- the month's billing outbox rows removed with it
     archived_at   timestamptz not null default pg_catalog.now(),
     constraint event_archives_month check (period_end = period_start + interval '1 month'),
     constraint event_archives_sha256 check (sha256 ~ '^[0-9a-f]{64}$')
