@@ -7,7 +7,7 @@
 # same way in the same cluster and the same minutes:
 #   insert        a durable one-row INSERT per transaction into a plain table (the ceiling);
 #   events_insert a one-row INSERT into meter.events itself (its indexes and CHECK constraints,
-#                 no function, no key check): what the table alone costs;
+#                 no function, no key table, no key check): what the table alone costs;
 #   ingest+notify the same ingest plus a NOTIFY in its transaction: what every ingest
 #                 transaction did before issue 19 (the NOTIFY queue's lock is held from the
 #                 pre-commit step to the end of the WAL flush, so commits go out one at a time).
@@ -42,11 +42,18 @@ psql -X -q "$dbinfo" <<SQL
 select meter.customer_upsert('bench-c1');
 select meter.meter_upsert('bench_units', 'sum');
 select meter.api_key_create('bench-commit', left('$token', 12), sha256(convert_to('$token', 'UTF8')));
-insert into meter.events (customer_id, meter_id, idempotency_key, occurred_at, value, properties)
-select (select id from meter.customers where external_id = 'bench-c1'),
+-- each preloaded event with its key, as ingest stores them (the key table's index sized too)
+with e as materialized (
+  select nextval('meter.event_ids') as id, 'pre-' || g as k from generate_series(1, $preload) g
+), keys as (
+  insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_at)
+  select (select id from meter.customers where external_id = 'bench-c1'), e.k, e.id, now() - interval '1 day' from e
+)
+insert into meter.events (id, customer_id, meter_id, idempotency_key, occurred_at, value, properties)
+select e.id, (select id from meter.customers where external_id = 'bench-c1'),
        (select id from meter.meters where code = 'bench_units'),
-       'pre-' || g, now() - interval '1 day', 1, '{}'
-from generate_series(1, $preload) g;
+       e.k, now() - interval '1 day', 1, '{}'
+from e;
 create table public.bench_insert_baseline (id bigserial primary key, k text not null unique, v numeric not null);
 vacuum analyze;
 SQL

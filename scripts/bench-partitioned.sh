@@ -103,6 +103,7 @@ select count(*) from (select customer_id, meter_id, date_bin('1 hour', occurred_
 select count(*) from meter.rollup_verify(now() - interval '80 days', now() + interval '1 hour');
 SQL
 )
+  out=$(grep -v '^Timing is on' <<<"$out")
   rows[$side]=$(sed -n 1p <<<"$out")
   fold[$side]=$(grep '^Time:' <<<"$out" | sed -n 1p | sed 's/Time: \([0-9.]*\) ms.*/\1/')
   base_s[$side]=$(grep '^Time:' <<<"$out" | sed -n 2p | sed 's/Time: \([0-9.]*\) ms.*/\1/')

@@ -200,7 +200,11 @@ public final class PGConnection: @unchecked Sendable {
                 PQfreemem(buf)
             } else {
                 if let buf { PQfreemem(buf) }
-                if n == -2 { throw PGError.from(result: nil, connection: conn) }
+                if n == -2 {
+                    let e = PGError.from(result: nil, connection: conn)
+                    while let res = PQgetResult(conn) { PQclear(res) }  // leave the connection usable
+                    throw e
+                }
                 break  // -1: the COPY is done
             }
         }

@@ -34,7 +34,7 @@ select is_empty(
 
 select set_eq(
     $$select name from meter.schema_functions$$,
-    $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('functions/period_signoff.sql'), ('functions/events_archive_check.sql'), ('functions/events_archive.sql'), ('functions/events_archive_sample.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
+    $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('functions/period_signoff.sql'), ('functions/events_archive_check.sql'), ('functions/events_archive.sql'), ('functions/events_archive_sample.sql'), ('functions/events_archive_digests.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
@@ -259,6 +259,7 @@ select results_eq(
              ('event_ingest_arrays(p_customers text[], p_meters text[], p_keys text[], p_occurred_at timestamp with time zone[], p_values numeric[], p_properties jsonb[], p_max_future interval, p_max_past interval, p_api_key_hash bytea)'),
              ('events_archive(p_month text, p_file text, p_sha256 text, p_events bigint, p_hashes_checked integer, p_late_window interval)'),
              ('events_archive_check(p_month text, p_late_window interval)'),
+             ('events_archive_digests(p_month text)'),
              ('events_archive_sample(p_month text, p_sample integer)'),
              ('events_partitions_ensure(p_from timestamp with time zone, p_through timestamp with time zone)'),
              ('invoice_preview(p_customer text, p_period text)'),
@@ -289,7 +290,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the seventy-five documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the seventy-six documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

@@ -64,16 +64,22 @@ begin
     found as (
         select i.*, c.id as customer_id, e.event_id,
                c.id is not null and v_allowed is not null and not (c.id = any (v_allowed)) as not_allowed,
-               -- archived and not cancelled before: it can no longer be cancelled
-               e.archived_digest is not null
+               -- archived (its key kept, its row gone with its month) and not cancelled before:
+               -- it can no longer be cancelled
+               e.event_id is not null and ev.id is null
                and not exists (select 1 from meter.event_cancellations x where x.event_id = e.event_id) as archived,
-               e.event_id is not null and e.archived_digest is null
-               and pg_catalog.row_number() over (partition by e.event_id, e.archived_digest is null order by i.ord) = 1 as first_of_event
+               ev.id is not null
+               and pg_catalog.row_number() over (partition by ev.id order by i.ord) = 1 as first_of_event
         from input i
         left join meter.customers c on c.external_id = i.customer
         -- the key table: every event ever stored, archived months included
         left join meter.event_keys e on e.customer_id = c.id and e.idempotency_key = i.idempotency_key
                                      and (v_allowed is null or c.id = any (v_allowed))
+        -- the event row itself, in its month's partition. Reading meter.events also takes its
+        -- share lock, which an archive's DETACH waits for (and which waits for the DETACH): a
+        -- cancellation either commits before the month is detached, and the archive then
+        -- refuses (a cancellation not rolled up), or sees the month archived.
+        left join meter.events ev on ev.id = e.event_id and ev.occurred_at = e.occurred_at
     ),
     inserted as (
         insert into meter.event_cancellations (event_id, reason)

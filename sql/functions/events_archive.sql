@@ -1,19 +1,22 @@
 -- meter.events_archive(month, file, sha256, events, hashes_checked, late_window): the last step
--- of `meterctl events archive`, once the month's partition is exported and the export verified.
--- In one transaction:
---   1. checks again what meter.events_archive_check checks (it raises the same reasons), and
---      that the partition still holds exactly `events` rows (the file's);
---   2. keeps, with each key of the month in meter.event_keys, the SHA-256 of its event's content
---      (meter._event_digest), so that a retry still gets duplicate or conflict;
---   3. removes the month's hours from the billing outbox (meter.sync_outbox): the month is final
+-- of `meterctl events archive`, once the month's partition is exported, the export verified and
+-- the keys' digests written (meter.events_archive_digests). In one transaction:
+--   1. checks again what meter.events_archive_check checks (it raises the same reasons);
+--   2. detaches the month's partition from meter.events. DETACH takes an ACCESS EXCLUSIVE lock on
+--      meter.events: it waits for every transaction that has read or written the events (an
+--      ingest, a cancellation) to end, and from then on holds them until this one commits; so
+--      what follows sees the month as it will stay (lock_timeout 10 s: rather fail than hold
+--      ingest behind a long transaction);
+--   3. checks that the detached partition holds exactly the file's `events` rows, that each of
+--      them has its key's digest, and that no cancellation of them waits for the rollup (one may
+--      have committed while the file was written); any difference refuses, and the DETACH is
+--      undone with the rest;
+--   4. removes the month's hours from the billing outbox (meter.sync_outbox): the month is final
 --      on both sides, and an hour that was never acknowledged (pending, dead, closed) was a
 --      reconciliation line explained in the sign-off; a send in flight refuses (run again);
---   4. records the archive (meter.event_archives: file, SHA-256, rows, hashes checked, outbox
---      rows removed);
---   5. detaches the partition from meter.events and drops it.
--- Returns the meter.event_archives row. DETACH takes an ACCESS EXCLUSIVE lock on meter.events
--- for the end of the transaction (ingest waits that long; lock_timeout 10 s makes it fail rather
--- than queue behind a long transaction while holding ingest back).
+--   5. records the archive (meter.event_archives: file, SHA-256, rows, hashes checked, outbox
+--      rows removed) and drops the partition.
+-- Returns the meter.event_archives row.
 create or replace function meter.events_archive(
     p_month          text,
     p_file           text,
@@ -45,22 +48,29 @@ begin
     -- No event can arrive past the late window; hold the month still all the same.
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.events_partitions'));
     select * into strict v_check from meter.events_archive_check(p_month, p_late_window);
+    execute pg_catalog.format('alter table meter.events detach partition meter.%I', v_check.partition_name);
+
     execute pg_catalog.format('select pg_catalog.count(*) from meter.%I', v_check.partition_name) into v_rows;
     if v_rows is distinct from p_events then
         raise exception 'the partition % holds % events, the file %: export again', v_check.partition_name, v_rows, p_events
             using errcode = '55000';
     end if;
-
     execute pg_catalog.format(
-        'update meter.event_keys k
-         set archived_digest = meter._event_digest(e.meter_id, e.occurred_at, e.value, e.properties)
-         from meter.%I e
-         where k.customer_id = e.customer_id and k.idempotency_key = e.idempotency_key and k.event_id = e.id',
-        v_check.partition_name);
-    get diagnostics v_rows = row_count;
-    if v_rows <> p_events then
-        raise exception 'internal inconsistency: % keys for % events of %', v_rows, p_events, v_check.partition_name
-            using errcode = 'XX000';
+        'select pg_catalog.count(*) from meter.%I e
+         where not exists (select 1 from meter.event_keys k
+                           where k.customer_id = e.customer_id and k.idempotency_key = e.idempotency_key
+                             and k.event_id = e.id and k.archived_digest is not null)',
+        v_check.partition_name) into v_rows;
+    if v_rows > 0 then
+        raise exception '% events of % have no digest on their key: run meter.events_archive_digests(%) first',
+            v_rows, v_check.partition_name, p_month using errcode = '55000';
+    end if;
+    execute pg_catalog.format(
+        'select pg_catalog.count(*) from meter.event_cancellations x join meter.%I e on e.id = x.event_id
+         where x.rolled_up_at is null', v_check.partition_name) into v_rows;
+    if v_rows > 0 then
+        raise exception 'month % has % cancellations not rolled up yet (one arrived during the export): run the rollup, then archive again',
+            p_month, v_rows using errcode = '55000';
     end if;
 
     if exists (select 1 from meter.sync_outbox o
@@ -74,7 +84,6 @@ begin
     insert into meter.event_archives (period_start, period_end, events, file, sha256, hashes_checked, outbox_rows)
     values (v_check.range_from, v_check.range_to, p_events, p_file, p_sha256, p_hashes_checked, v_outbox);
 
-    execute pg_catalog.format('alter table meter.events detach partition meter.%I', v_check.partition_name);
     execute pg_catalog.format('drop table meter.%I', v_check.partition_name);
 
     return query select * from meter.event_archives a where a.period_start = v_check.range_from;

@@ -8,10 +8,15 @@
 --   * its late window has passed: now() >= the month's end + late_window (default 35 days and
 --     5 minutes: serve's default past tolerance and clock allowance; pass the largest
 --     --past-tolerance-seconds any serve uses). After it no event of the month can arrive;
---   * every (customer, billing period) its events fall in is closed (an invoice exists), except
---     for a customer without a plan for that period (nothing bills those events: they are
---     counted in unbilled_events);
---   * every billing period among those has a sign-off (meter.period_signoff);
+--   * every (customer, billing period) its events fall in is past its own late window too
+--     (period end + late_window: local months end up to 14 hours after the UTC month) and closed
+--     (an invoice exists), except for a customer without a plan for that period (nothing bills
+--     those events: they are counted in unbilled_events);
+--   * every change of those events after their close (a late event, a cancellation) is invoiced
+--     already, as an adjustment on a later close of the customer: an adjustment made after the
+--     archive would hash events that are gone;
+--   * every billing period among those has a sign-off made after the period's last close
+--     (meter.period_signoff);
 --   * every event of the month is rolled up (below the watermark) and so is every cancellation of
 --     one, so rollups and invoices no longer need the rows.
 -- A customer's billing period is a calendar month in its timezone, so one UTC month's events are
@@ -70,24 +75,39 @@ begin
     end if;
 
     -- Each (customer, billing period) the month's events fall in, its plan and its invoice.
-    create temp table if not exists events_archive_pairs (customer_id bigint, period text, plan_id bigint,
-                                                          invoiced boolean, events bigint) on commit drop;
+    create temp table if not exists events_archive_pairs (customer_id bigint, period text, period_end timestamptz,
+                                                          plan_id bigint, invoiced boolean, events bigint) on commit drop;
     truncate events_archive_pairs;
     insert into events_archive_pairs
     select p.customer_id, p.period,
+           (p.period_start_local + interval '1 month') at time zone p.tz,
            (select cp.plan_id from meter.customer_plans cp
             where cp.customer_id = p.customer_id and cp.effective_from <= p.period
             order by cp.effective_from desc limit 1),
            exists (select 1 from meter.invoices i where i.customer_id = p.customer_id and i.period = p.period),
            p.events
     from (
-        select e.customer_id,
+        select e.customer_id, c.billing_timezone as tz,
+               meter._period_of(c.billing_timezone, e.occurred_at) at time zone c.billing_timezone as period_start_local,
                pg_catalog.to_char(meter._period_of(c.billing_timezone, e.occurred_at) at time zone c.billing_timezone, 'YYYY-MM') as period,
                pg_catalog.count(*) as events
         from meter.events e join meter.customers c on c.id = e.customer_id
         where e.occurred_at >= range_from and e.occurred_at < range_to
-        group by 1, 2
+        group by 1, 2, 3, 4
     ) p;
+
+    -- Every billing period the month's events fall in must be past its own late window too: a
+    -- local month ends up to 14 hours after (or 12 before) the UTC month, and a late event of
+    -- its other UTC month would be adjusted by hashing this month's events as well.
+    select pg_catalog.format('customer %s, period %s: its late window is open until %s',
+                             c.external_id, a.period, a.period_end + p_late_window)
+      into v_problem
+    from events_archive_pairs a join meter.customers c on c.id = a.customer_id
+    where pg_catalog.now() < a.period_end + p_late_window
+    order by a.period_end desc, c.external_id limit 1;
+    if v_problem is not null then
+        raise exception 'month % cannot be archived: %', p_month, v_problem using errcode = '55000';
+    end if;
 
     select pg_catalog.format('customer %s, period %s: not closed (%s events; meterctl close --period %s)',
                              c.external_id, a.period, a.events, a.period)
@@ -99,10 +119,38 @@ begin
         raise exception 'month % cannot be archived: %', p_month, v_problem using errcode = '55000';
     end if;
 
-    select pg_catalog.format('period %s is not signed off (meterctl signoff --period %s --by NAME)', a.period, a.period)
+    -- Every change that arrived after a close (a late event, a cancellation) must be invoiced
+    -- as an adjustment already (a later close of the customer after it): an adjustment made
+    -- later would hash events this archive removes.
+    select pg_catalog.format('customer %s, period %s: a change of %s after its close is not invoiced yet (close the next period first)',
+                             c.external_id, i.period, x.arrived_at)
+      into v_problem
+    from meter.events e
+    join meter.customers c on c.id = e.customer_id
+    join meter.invoices i on i.customer_id = e.customer_id
+                         and i.period_start = meter._period_of(c.billing_timezone, e.occurred_at)
+    cross join lateral (
+        select e.received_at as arrived_at where e.received_at > i.closed_at
+        union all
+        select xc.cancelled_at from meter.event_cancellations xc where xc.event_id = e.id and xc.cancelled_at > i.closed_at
+    ) x
+    where e.occurred_at >= range_from and e.occurred_at < range_to
+      and not exists (select 1 from meter.invoices ai
+                      where ai.customer_id = e.customer_id and ai.period_start > i.period_start and ai.closed_at > x.arrived_at)
+    order by x.arrived_at limit 1;
+    if v_problem is not null then
+        raise exception 'month % cannot be archived: %', p_month, v_problem using errcode = '55000';
+    end if;
+
+    -- A sign-off counts when it came after the period's last close (one made before some
+    -- customers were closed did not see their invoices).
+    select pg_catalog.format('period %s is not signed off since its last close (meterctl signoff --period %s --by NAME)', a.period, a.period)
       into v_problem
     from events_archive_pairs a
-    where a.invoiced and not exists (select 1 from meter.period_signoffs s where s.period = a.period)
+    where a.invoiced
+      and not exists (select 1 from meter.period_signoffs s
+                      where s.period = a.period
+                        and s.signed_at >= (select pg_catalog.max(i.closed_at) from meter.invoices i where i.period = a.period))
     order by a.period limit 1;
     if v_problem is not null then
         raise exception 'month % cannot be archived: %', p_month, v_problem using errcode = '55000';

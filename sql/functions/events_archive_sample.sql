@@ -6,7 +6,11 @@
 -- overlaps the month (chosen by a hash of (invoice, line): spread, and the same on every run),
 -- returns the line's stored events_hash, the hash recomputed with the file standing in for the
 -- month's partition (the rows of other months from meter.events), and the hash recomputed from
--- meter.events alone. The archive is good when all three agree on every line.
+-- meter.events alone. The file holds the month when the last two agree on every line; the first
+-- is the close's own figure (computed by the rollup watermark at the close, where this recipe
+-- uses arrival and cancellation times: an event in flight at the close can make them differ;
+-- `meterctl events archive` reports such lines). Lines of periods that also overlap a month
+-- archived before are left out (their other month is in its own file).
 --
 -- The recomputation is the auditor's recipe (docs/runbook.md, "Reconciliation MISMATCH
 -- triage"): the line's events of its period (its price filter applied, meter._event_in_line,
@@ -45,6 +49,9 @@ begin
         from meter.invoices i
         join meter.invoice_lines l on l.invoice_id = i.id and l.kind = 'usage' and l.event_count > 0
         where i.period_start < v_to and i.period_end > v_from
+          -- a period that also overlaps a month archived before cannot be recomputed whole
+          and not exists (select 1 from meter.event_archives a
+                          where a.period_start < i.period_end and a.period_end > i.period_start)
         order by pg_catalog.md5(i.id || '/' || l.line_no)
         limit p_sample
     )

@@ -20,9 +20,10 @@
 --   4. every event is copied with all its columns, id and xid included, so the rollup watermark
 --      (xid, id), cancellations and redeliveries (which point at ids) mean what they meant;
 --   5. every key goes into meter.event_keys with its event's id and occurred_at;
---   6. the old table is dropped. Views and functions that depended on its row type are dropped
---      with it and re-created by the migrator's re-application of sql/functions and sql/views,
---      which follows every migration in the same run.
+--   6. the old table is dropped, after the three views and the function built on it (dropped by
+--      name; re-created by the migrator's re-application of sql/functions and sql/views, which
+--      follows every migration in the same run; anything else depending on the table fails the
+--      migration instead of being dropped silently).
 -- Its duration is dominated by writing every event once more (plan it like a restore:
 -- docs/runbook.md, "Upgrading to partitioned events"). The lock it holds blocks ingest throughout.
 --
@@ -175,8 +176,15 @@ insert into meter.event_keys (customer_id, idempotency_key, event_id, occurred_a
 select customer_id, idempotency_key, id, occurred_at
 from meter.events_unpartitioned;
 
--- 6. The old table goes (with the views and functions built on its row type; re-created next).
-drop table meter.events_unpartitioned cascade;
+-- 6. The old table goes. What is built on it is dropped by name first and re-created by the
+-- migrator right after this migration (sql/views, sql/functions); anything else depending on it
+-- (a view of your own) makes the drop fail, and the whole migration with it, rather than
+-- vanish silently: recreate it on meter.events afterwards.
+drop view if exists meter.reconciliation;
+drop view if exists meter.late_after_close;
+drop view if exists meter.event_daily;
+drop function if exists meter._line_events(bigint, bigint, timestamptz, timestamptz, bigint, jsonb);
+drop table meter.events_unpartitioned;
 
 analyze meter.events;
 analyze meter.event_keys;

@@ -12,7 +12,7 @@ public struct IngestVerdict: Sendable, Equatable {
 
 /// Calls `meter.event_ingest_arrays()` for the valid events of a request and merges its verdicts with
 /// those decided before the database (syntax, limits). The SQL function is the single place
-/// where idempotency is decided (UNIQUE constraint); this type only moves data.
+/// where idempotency is decided (the primary key of meter.event_keys); this type only moves data.
 public struct IngestService: Sendable {
     public let pool: PGPool
     public let limits: IngestLimits
