@@ -167,6 +167,12 @@ public final class PGConnection: @unchecked Sendable {
             if ok != 1 { break }
         }
         guard PQputCopyEnd(conn, nil) == 1 else { throw PGError.from(result: nil, connection: conn) }
+        return try copyFinished(conn)
+    }
+
+    /// After a COPY's data: its results until libpq has none left (the connection is usable
+    /// again), the rows the server counted, or the first error.
+    private func copyFinished(_ conn: OpaquePointer) throws(PGError) -> Int {
         var failure: PGError?
         var copied = 0
         while let res = PQgetResult(conn) {
@@ -208,17 +214,7 @@ public final class PGConnection: @unchecked Sendable {
                 break  // -1: the COPY is done
             }
         }
-        var failure: PGError?
-        var copied = 0
-        while let res = PQgetResult(conn) {
-            if PQresultStatus(res) == PGRES_COMMAND_OK {
-                copied = Int(String(cString: PQcmdTuples(res))) ?? 0
-            } else if failure == nil {
-                failure = PGError.from(result: res, connection: conn)
-            }
-            PQclear(res)
-        }
-        if let failure { throw failure }
+        let copied = try copyFinished(conn)
         if let callerError { throw callerError }
         return copied
     }
