@@ -25,8 +25,8 @@ select results_eq(
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
              (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql'), (20, '0020_line_figures.sql'),
-             (21, '0021_events_partitioned.sql')$$,
-    'migrations 1 to 21 are recorded once each, and no other');
+             (21, '0021_events_partitioned.sql'), (22, '0022_reconciliation_lookups.sql')$$,
+    'migrations 1 to 22 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
