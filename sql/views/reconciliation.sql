@@ -56,7 +56,9 @@ figures as (
     join meter.customers c on c.id = li.customer_id
     join meter.meters m on m.id = li.meter_id
     join meter.plan_prices pp on pp.plan_id = li.plan_id and pp.meter_id = li.meter_id and pp.filter = li.price_filter
-    cross join lateral meter._line_usage(li.customer_id, li.meter_id, li.period_start, li.period_end, li.plan_id, li.price_filter) u
+    -- (the price's plan and filter, equal to the line's: the figures are computed once the line
+    -- has found its price, not once per line and price of its plan, as the planner preferred)
+    cross join lateral meter._line_usage(li.customer_id, pp.meter_id, li.period_start, li.period_end, pp.plan_id, pp.filter) u
     cross join lateral (
         select pg_catalog.count(*) as raw_events,
                case u.aggregation
@@ -92,7 +94,8 @@ figures as (
                   and e3.occurred_at >= li.period_start and e3.occurred_at < li.period_end
                   and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e3.properties, e3.occurred_at))) as cancelled_events
         from meter.events e
-        where e.customer_id = li.customer_id and e.meter_id = li.meter_id
+        -- (pp.meter_id, the line's meter: read after the line found its price, as above)
+        where e.customer_id = li.customer_id and e.meter_id = pp.meter_id
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
           and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))
           and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
@@ -113,7 +116,7 @@ figures as (
             select xc.cancelled_at from meter.event_cancellations xc
             where xc.event_id = e.id and xc.cancelled_at > li.closed_at
         ) x
-        where e.customer_id = li.customer_id and e.meter_id = li.meter_id
+        where e.customer_id = li.customer_id and e.meter_id = pp.meter_id
           and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
           and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))
     ) late
