@@ -56,29 +56,31 @@ begin
         limit p_sample
     )
     select li.invoice_id, li.line_no, c.external_id, m.code, li.period, li.events_hash,
-           (select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
-                        e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
-            from (select f.id, f.customer_id, f.meter_id, f.idempotency_key, f.occurred_at, f.received_at, f.value, f.properties
-                  from pg_temp.events_archive_file f
-                  union all
-                  select o.id, o.customer_id, o.meter_id, o.idempotency_key, o.occurred_at, o.received_at, o.value, o.properties
-                  from meter.events o where o.occurred_at < v_from or o.occurred_at >= v_to) e
-            where e.customer_id = li.customer_id and e.meter_id = li.meter_id
-              and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
-              and e.received_at <= li.closed_at
-              and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id and x.cancelled_at <= li.closed_at)
-              and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))),
-           (select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
-                        e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
-            from meter.events e
-            where e.customer_id = li.customer_id and e.meter_id = li.meter_id
-              and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
-              and e.received_at <= li.closed_at
-              and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id and x.cancelled_at <= li.closed_at)
-              and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at)))
+           pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(h.from_file, ''), 'UTF8')), 'hex'),
+           pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(h.from_database, ''), 'UTF8')), 'hex')
     from lines li
     join meter.customers c on c.id = li.customer_id
     join meter.meters m on m.id = li.meter_id
+    -- The line's events by the recipe, once: the file's rows count for the file's hash, the
+    -- table's rows of the month for the database's, the table's other months for both.
+    cross join lateral (
+        select pg_catalog.string_agg(e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C")
+                   filter (where e.for_file) as from_file,
+               pg_catalog.string_agg(e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C")
+                   filter (where e.for_database) as from_database
+        from (select f.id, f.customer_id, f.meter_id, f.idempotency_key, f.occurred_at, f.received_at, f.value, f.properties,
+                     true as for_file, false as for_database
+              from pg_temp.events_archive_file f
+              union all
+              select o.id, o.customer_id, o.meter_id, o.idempotency_key, o.occurred_at, o.received_at, o.value, o.properties,
+                     o.occurred_at < v_from or o.occurred_at >= v_to, true
+              from meter.events o) e
+        where e.customer_id = li.customer_id and e.meter_id = li.meter_id
+          and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
+          and e.received_at <= li.closed_at
+          and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id and x.cancelled_at <= li.closed_at)
+          and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))
+    ) h
     order by li.invoice_id, li.line_no;
 end;
 $$;
