@@ -15,12 +15,16 @@ struct Reconcile: AsyncParsableCommand {
             (--billing-api-base or METER_BILLING_API_BASE) it first asks the engine again for the period's \
             usage (its meter event summaries; usage record summaries on the legacy API) and stores it in \
             meter.billing_usage: the "synced to engine" column (meterctl close --billing-api-base does the \
-            same before closing).
+            same before closing). The report reads what the rollup folded (its ledger), never raw \
+            events; --verify also recomputes every line from raw events (meter.reconciliation_verify: \
+            seconds per million events) and prints what differs to stderr (exit status 1 if anything).
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "Billing period, YYYY-MM.") var period: String
     @Option(help: "md | csv | html. Default: md") var format: String = "md"
     @Option(help: "Write the report to this file instead of stdout.") var output: String?
+    @Flag(help: "Also recompute every line from raw events (meter.reconciliation_verify) and report differences.")
+    var verify = false
     @OptionGroup var billing: BillingAPIOptions
 
     func validate() throws {
@@ -50,6 +54,15 @@ struct Reconcile: AsyncParsableCommand {
             throw ValidationError(e.description)
         }
         if let output { print(try report.write(format, to: output)) } else { print(report.render(format), terminator: "") }
-        if report.hasMismatch { throw ExitCode(1) }
+        var failed = report.hasMismatch
+        if verify {
+            let v = try global.withConnection { c in try ReconciliationReport.verify(c, period: period) }
+            FileHandle.standardError.write(Data((v.summary + "\n").utf8))
+            for d in v.differences {
+                FileHandle.standardError.write(Data("  \(d.customer) \(d.line) \(d.figure): ledger or rollup \(d.ledger), raw events \(d.raw)\n".utf8))
+            }
+            failed = failed || !v.differences.isEmpty
+        }
+        if failed { throw ExitCode(1) }
     }
 }

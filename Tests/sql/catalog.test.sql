@@ -25,8 +25,9 @@ select results_eq(
              (13, '0013_gauge_latest.sql'), (14, '0014_gauge_time_weighted.sql'),
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
              (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql'), (20, '0020_line_figures.sql'),
-             (21, '0021_events_partitioned.sql'), (22, '0022_reconciliation_lookups.sql')$$,
-    'migrations 1 to 22 are recorded once each, and no other');
+             (21, '0021_events_partitioned.sql'), (22, '0022_reconciliation_lookups.sql'),
+             (23, '0023_rollup_ledger.sql')$$,
+    'migrations 1 to 23 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -36,7 +37,7 @@ select set_eq(
     $$select name from meter.schema_functions$$,
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('functions/period_signoff.sql'), ('functions/events_archive_check.sql'), ('functions/events_archive.sql'), ('functions/events_archive_sample.sql'), ('functions/events_archive_digests.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
-             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
+             ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_line_ledger.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
              ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
@@ -46,7 +47,7 @@ select set_eq(
              ('functions/customer_subscribe.sql'), ('functions/customer_upsert.sql'),
              ('functions/event_cancel.sql'), ('functions/event_ingest.sql'), ('functions/event_ingest_arrays.sql'), ('functions/invoice_preview.sql'), ('functions/limit_check.sql'), ('functions/plan_limit_set.sql'), ('functions/meter_upsert.sql'),
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
-             ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'),
+             ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'), ('functions/reconciliation_verify.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
              ('functions/rollup_period_rebuild.sql'), ('functions/rollup_period_verify.sql'), ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
@@ -74,8 +75,8 @@ select set_eq(
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
           'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits',
           'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings', 'rollup_period', 'rollup_period_dims',
-          'event_keys', 'event_archives', 'period_signoffs'],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts, 0019''s period totals and 0021''s event keys, archives and sign-offs (partitions of meter.events aside)');
+          'event_keys', 'event_archives', 'period_signoffs', 'rollup_ledger'],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts, 0019''s period totals, 0021''s event keys, archives and sign-offs and 0023''s rollup ledger (partitions of meter.events aside)');
 
 select is_empty(
     $$select c.relname from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
@@ -231,6 +232,7 @@ select results_eq(
              ('_line_figures(p_customer_ids bigint[], p_meter_ids bigint[], p_from timestamp with time zone[], p_to timestamp with time zone[], p_plan_ids bigint[], p_filters jsonb[])'),
              ('_line_hash(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_hashes(p_customer_ids bigint[], p_meter_ids bigint[], p_from timestamp with time zone[], p_to timestamp with time zone[], p_plan_ids bigint[], p_filters jsonb[])'),
+             ('_line_ledger(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_line_suffix(p_filter jsonb)'),
              ('_line_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone, p_plan_id bigint, p_filter jsonb)'),
              ('_outbox_requeue(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_revisions bigint[])'),
@@ -272,6 +274,7 @@ select results_eq(
              ('plan_price_set(p_plan text, p_meter text, p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_filter jsonb)'),
              ('plan_upsert(p_code text, p_currency text, p_name text)'),
              ('price_amount(p_model text, p_unit_amount numeric, p_package_size numeric, p_tiers jsonb, p_quantity numeric)'),
+             ('reconciliation_verify(p_period text)'),
              ('retention_prune(p_conflict_payload_keep interval, p_webhook_keep interval, p_max_rows integer)'),
              ('rollup_lag_seconds()'),
              ('rollup_period_rebuild(p_customer_id bigint)'), ('rollup_period_verify(p_customer_id bigint)'),
@@ -290,7 +293,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the seventy-six documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the seventy-eight documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -322,6 +325,7 @@ select results_eq(
              ('invoice_preview', 'TimeZone=UTC'),
              ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'), ('limit_check', 'plan_cache_mode=force_generic_plan'),
              ('period_close', 'TimeZone=UTC'), ('period_close', 'jit=off'),
+             ('reconciliation_verify', 'TimeZone=UTC'), ('reconciliation_verify', 'jit=off'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_period_rebuild', 'TimeZone=UTC'), ('rollup_period_verify', 'TimeZone=UTC'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
@@ -331,17 +335,17 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, reconciliation_verify, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
-    'jit and work_mem on rollup_run and rollup_verify, jit and generic plans on limit_check, jit on the set-based close '
+    'jit and work_mem on rollup_run and rollup_verify, jit on reconciliation_verify, jit and generic plans on limit_check, jit on the set-based close '
     '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
     $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest_arrays'),
-             ('invoice_preview'), ('limit_check'), ('rollup_lag_seconds'), ('rollup_period_verify'), ('rollup_verify'), ('usage')$$,
-    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest_arrays (not event_ingest, its JSON form), invoice_preview, limit_check, rollup_lag_seconds, '
+             ('invoice_preview'), ('limit_check'), ('reconciliation_verify'), ('rollup_lag_seconds'), ('rollup_period_verify'), ('rollup_verify'), ('usage')$$,
+    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest_arrays (not event_ingest, its JSON form), invoice_preview, limit_check, reconciliation_verify (raw events, for analysts), rollup_lag_seconds, '
     'rollup_period_verify, rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(

@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(161);
+select plan(163);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -124,6 +124,7 @@ select table_privs_are('meter', 'rollup_hourly_unique', 'meter_ingest', array[]:
 select table_privs_are('meter', 'rollup_hourly_dims', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_hourly_dims');
 select table_privs_are('meter', 'gauge_series', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.gauge_series');
 select table_privs_are('meter', 'rollup_period', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_period');
+select table_privs_are('meter', 'rollup_ledger', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_ledger');
 select table_privs_are('meter', 'rollup_period_dims', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_period_dims');
 select table_privs_are('meter', 'limit_usage', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.limit_usage (limit_check reads it as its owner)');
 select table_privs_are('meter', 'rollup_watermark',     'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_watermark');
@@ -143,6 +144,7 @@ select table_privs_are('meter', 'rollup_hourly_unique', 'meter_analyst', array['
 select table_privs_are('meter', 'rollup_hourly_dims', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_hourly_dims');
 select table_privs_are('meter', 'gauge_series', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.gauge_series');
 select table_privs_are('meter', 'rollup_period', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_period');
+select table_privs_are('meter', 'rollup_ledger', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_ledger');
 select table_privs_are('meter', 'rollup_period_dims', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_period_dims');
 select table_privs_are('meter', 'limit_usage', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.limit_usage');
 select table_privs_are('meter', 'rollup_watermark',     'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_watermark');

@@ -368,9 +368,10 @@ begin
             where a.status = 'accepted' and a.event_id = ek.event_id
         ) as acc on true;
 
-        -- Step 3: an audit row for every redelivery (reconciliation counts duplicates from it);
+        -- Step 3: an audit row for every redelivery (the rollup counts duplicates from it in its
+        -- ledger, finding the event by (id, occurred_at): the stored event's time, from its key);
         -- a conflict keeps the event as offered (as judged: occurred_at in UTC, exact value).
-        insert into meter.event_redeliveries (event_id, verdict, offered)
+        insert into meter.event_redeliveries (event_id, verdict, offered, occurred_at)
         select v.event_id, v.status,
                case when v.status = 'conflict' then
                    pg_catalog.jsonb_build_object(
@@ -381,8 +382,11 @@ begin
                                                          'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                        'value', coalesce(p_values[v.ord + 1], 1)::text,
                        'properties', coalesce(p_properties[v.ord + 1], '{}'::jsonb))
-               end
+               end,
+               ek.occurred_at
         from pg_catalog.unnest(v_verdicts) as v
+        left join meter.customers c on c.external_id = p_customers[v.ord + 1]
+        left join meter.event_keys ek on ek.customer_id = c.id and ek.idempotency_key = p_keys[v.ord + 1]
         where v.status in ('duplicate', 'conflict');
     end if;
 

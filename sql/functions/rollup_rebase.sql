@@ -15,7 +15,9 @@
 --     cluster's own transaction ids are all above 4, so new events come after both.
 --   * refuses when the watermark is not ahead of the horizon (nothing to repair): 55000.
 -- It rewrites every event row once (plan a maintenance window for a large table, then VACUUM).
--- Rollup rows, cancellations and their rolled_up_at are untouched: they do not hold xids.
+-- Redeliveries (meter.event_redeliveries, counted in meter.rollup_ledger in the same order) are
+-- mapped the same way against their own position. Rollup rows, the ledger, cancellations and their
+-- rolled_up_at are untouched: they do not hold xids.
 create or replace function meter.rollup_rebase()
 returns bigint
 language plpgsql
@@ -29,6 +31,7 @@ declare
 begin
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
     lock table meter.events in share row exclusive mode;
+    lock table meter.event_redeliveries in share row exclusive mode;
     v_horizon := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
     select * into strict v_wm from meter.rollup_watermark where name = 'events' for update;
     if (v_wm.position_xid, v_wm.position_id) <= (v_horizon, 0::bigint) then
@@ -42,8 +45,13 @@ begin
                    else '4'::xid8 end;
     get diagnostics v_rows = row_count;
 
+    update meter.event_redeliveries r
+    set xid = case when (r.xid, r.id) < (v_wm.redeliveries_xid, v_wm.redeliveries_id) then '3'::xid8
+                   else '4'::xid8 end;
+
     update meter.rollup_watermark
-    set position_xid = '4', position_id = 0, updated_at = pg_catalog.now()
+    set position_xid = '4', position_id = 0,
+        redeliveries_xid = '4', redeliveries_id = 0, updated_at = pg_catalog.now()
     where name = 'events';
     return v_rows;
 end;

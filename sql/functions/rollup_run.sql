@@ -36,6 +36,12 @@
 --     with them, and a period whose hour had its max recomputed gets its max recomputed from its
 --     hours; so a period row is always Σ of its hourly rows (meter.rollup_period_verify). Gauges
 --     (time-weighted) are not kept there.
+--   * The ledger (meter.rollup_ledger, decision 123): the same events are also counted per hour and
+--     dimension values by their own statements (events, Σ value, a checksum of their keys, those
+--     folded into a period already closed as late), cancellations likewise, and redeliveries
+--     acknowledged as duplicates (meter.event_redeliveries, taken in (xid, id) order below the same
+--     horizon, with their own position on the watermark's row). meter.reconciliation reads it
+--     instead of raw events; meter.reconciliation_verify recomputes it from them.
 --   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
 --     transaction (meter._outbox_requeue: back to pending unless a send is in flight), all in one
 --     statement in key order (step 4d; decision 118), and meter_sync is NOTIFied at commit. A
@@ -100,6 +106,9 @@ declare
     v_l_meters       bigint[];
     v_l_hours        timestamptz[];
     v_ms             numeric;
+    v_r_end_xid      xid8;
+    v_r_end_id       bigint;
+    v_redeliveries   bigint := 0;
 begin
     if p_max_events is null or p_max_events < 1 then
         raise exception 'max_events must be a positive integer, got %', coalesce(p_max_events::text, 'null')
@@ -178,11 +187,13 @@ begin
                case when pg_catalog.cardinality(uv.dimensions) > 0
                     then array[b.properties ->> uv.dimensions[1], b.properties ->> uv.dimensions[2],
                                b.properties ->> uv.dimensions[3]] end as dvals,
-               pg_catalog.count(*) as n, pg_catalog.sum(b.qv) as q, pg_catalog.max(b.value) as mx
+               pg_catalog.count(*) as n, pg_catalog.sum(b.qv) as q, pg_catalog.max(b.value) as mx,
+               -- (the ledger's: Σ value as sent, and the checksum of the keys)
+               pg_catalog.sum(b.value) as vin, pg_catalog.sum(pg_catalog.hashtextextended(b.idempotency_key, 0)) as kh
         from (
             select e.customer_id, e.meter_id,
                    pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
-                   e.value,
+                   e.value, e.idempotency_key,
                    case when e.meter_id = any (v_tw_meters) then 0 else e.value end as qv,
                    case when e.meter_id = any (v_prop_meters) then e.properties end as properties
             from meter.events e
@@ -276,9 +287,36 @@ begin
                 max_value   = greatest(p.max_value, excluded.max_value),
                 updated_at  = pg_catalog.now()
         returning 1
+    ),
+    -- the ledger: the same events counted per hour and dimension values ('{}' under a version
+    -- without dimensions); late when the customer's invoice for the hour's period is closed
+    ledger as (
+        insert into meter.rollup_ledger as l
+               (customer_id, meter_id, hour, dims_hash, dims, events, late, value_in, key_checksum)
+        select g.customer_id, g.meter_id, g.hour, pg_catalog.sha256(pg_catalog.convert_to(g.dims::text, 'UTF8')), g.dims,
+               g.n,
+               case when exists (select 1 from meter.invoices i
+                                 where i.customer_id = g.customer_id and g.hour >= i.period_start and g.hour < i.period_end)
+                    then g.n else 0 end,
+               g.vin, g.kh
+        from (select f.customer_id, f.meter_id, f.hour,
+                     coalesce(meter._dimension_object(dv.dimensions, f.dvals), '{}'::jsonb) as dims,
+                     pg_catalog.sum(f.n) as n, pg_catalog.sum(f.vin) as vin, pg_catalog.sum(f.kh) as kh
+              from fine f
+              left join meter.meter_version_ranges dv
+                on f.dvals is not null
+               and dv.meter_id = f.meter_id and f.hour >= dv.effective_from and f.hour < dv.effective_until
+              group by 1, 2, 3, 4) g
+        on conflict (customer_id, meter_id, hour, dims_hash) do update
+            set events       = l.events + excluded.events,
+                late         = l.late + excluded.late,
+                value_in     = l.value_in + excluded.value_in,
+                key_checksum = l.key_checksum + excluded.key_checksum,
+                updated_at   = pg_catalog.now()
+        returning 1
     )
-    -- (uniques, dims and the period totals are not read below: a data-modifying CTE runs to
-    -- completion all the same)
+    -- (uniques, dims, the period totals and the ledger are not read below: a data-modifying CTE
+    -- runs to completion all the same)
     select (select coalesce(pg_catalog.sum(f.n), 0)::bigint from fine f),
            pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
            pg_catalog.array_agg(h.revision)
@@ -297,7 +335,7 @@ begin
           and (e.xid, e.id) < (v_end_xid, v_end_id)
         returning e.customer_id, e.meter_id,
                   pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
-                  e.value,
+                  e.value, e.idempotency_key,
                   case when e.meter_id = any (v_prop_meters) then e.properties end as properties
     ),
     hourly as (
@@ -329,7 +367,7 @@ begin
     ),
     -- (each cancelled event with its dimension values and billing period: few rows)
     due_dims as (
-        select du.customer_id, du.meter_id, du.hour, du.value,
+        select du.customer_id, du.meter_id, du.hour, du.value, du.idempotency_key,
                meter._period_of(c.billing_timezone, du.hour) as period_start,
                case when dv.meter_id is not null then meter._dimension_values(du.properties, dv.dimensions) end as dims
         from due du
@@ -379,12 +417,88 @@ begin
         where p.customer_id = d.customer_id and p.meter_id = d.meter_id and p.period_start = d.period_start
           and p.dims_hash = pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8'))
         returning 1
+    ),
+    -- ... and counted in the ledger (late when the hour's period is closed)
+    ledger as (
+        insert into meter.rollup_ledger as l
+               (customer_id, meter_id, hour, dims_hash, dims, cancelled, late, value_out, key_checksum)
+        select d.customer_id, d.meter_id, d.hour, pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')), d.dims,
+               d.n,
+               case when exists (select 1 from meter.invoices i
+                                 where i.customer_id = d.customer_id and d.hour >= i.period_start and d.hour < i.period_end)
+                    then d.n else 0 end,
+               d.v, -d.kh
+        from (select du.customer_id, du.meter_id, du.hour, coalesce(du.dims, '{}'::jsonb) as dims,
+                     pg_catalog.count(*) as n, pg_catalog.sum(du.value) as v,
+                     pg_catalog.sum(pg_catalog.hashtextextended(du.idempotency_key, 0)) as kh
+              from due_dims du
+              group by 1, 2, 3, 4) d
+        on conflict (customer_id, meter_id, hour, dims_hash) do update
+            set cancelled    = l.cancelled + excluded.cancelled,
+                late         = l.late + excluded.late,
+                value_out    = l.value_out + excluded.value_out,
+                key_checksum = l.key_checksum + excluded.key_checksum,
+                updated_at   = pg_catalog.now()
+        returning 1
     )
     select (select pg_catalog.count(*) from due),
            pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
            pg_catalog.array_agg(h.revision)
       into v_cancellations, v_c_customers, v_c_meters, v_c_hours, v_c_revisions
     from hourly h;
+
+    -- 3b. Redeliveries acknowledged as duplicates, counted in the ledger under their event's hour
+    -- and dimension values: those recorded since the last run, in (xid, id) order below the
+    -- horizon (a transaction still running records them later, above the position), at most
+    -- max_events of them. A redelivery whose event is no longer stored (an archived month) is
+    -- passed over: its month is closed, signed off and archived.
+    select r.xid, r.id into v_r_end_xid, v_r_end_id
+    from meter.event_redeliveries r
+    where (r.xid, r.id) >= (v_wm.redeliveries_xid, v_wm.redeliveries_id)
+      and r.xid < v_horizon
+    order by r.xid, r.id
+    offset p_max_events
+    limit 1;
+    if found then
+        v_more := true;
+    else
+        v_r_end_xid := v_horizon;
+        v_r_end_id  := 0;
+    end if;
+    if (v_r_end_xid, v_r_end_id) < (v_wm.redeliveries_xid, v_wm.redeliveries_id) then
+        raise exception 'the redeliveries position (%/%) is ahead of this cluster''s oldest running transaction (%)',
+            v_wm.redeliveries_xid, v_wm.redeliveries_id, v_horizon
+            using errcode = '55000',
+                  hint = 'the database was restored or moved from another cluster: run select meter.rollup_rebase(); (docs/runbook.md)';
+    end if;
+    with batch as (
+        select r.event_id, r.occurred_at, r.verdict
+        from meter.event_redeliveries r
+        where (r.xid, r.id) >= (v_wm.redeliveries_xid, v_wm.redeliveries_id)
+          and (r.xid, r.id) < (v_r_end_xid, v_r_end_id)
+    ),
+    counted as (
+        insert into meter.rollup_ledger as l (customer_id, meter_id, hour, dims_hash, dims, duplicates)
+        select d.customer_id, d.meter_id, d.hour, pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')), d.dims, d.n
+        from (select e.customer_id, e.meter_id, x.hour,
+                     case when dv.meter_id is not null then meter._dimension_values(e.properties, dv.dimensions)
+                          else '{}'::jsonb end as dims,
+                     pg_catalog.count(*) as n
+              from batch b
+              join meter.events e on e.id = b.event_id and e.occurred_at = b.occurred_at
+              cross join lateral (select pg_catalog.date_bin(interval '1 hour', e.occurred_at,
+                                                             timestamptz '2000-01-01 00:00:00+00') as hour) x
+              left join meter.meter_version_ranges dv
+                on dv.meter_id = e.meter_id and pg_catalog.cardinality(dv.dimensions) > 0
+               and x.hour >= dv.effective_from and x.hour < dv.effective_until
+              where b.verdict = 'duplicate'
+              group by 1, 2, 3, 4) d
+        on conflict (customer_id, meter_id, hour, dims_hash) do update
+            set duplicates = l.duplicates + excluded.duplicates,
+                updated_at = pg_catalog.now()
+        returning 1
+    )
+    select pg_catalog.count(*) into v_redeliveries from batch;
 
     -- 4. A cancelled event may have been its hour's maximum: recompute those hours' max from the
     -- events folded and not cancelled (this statement sees step 3's rolled_up_at).
@@ -632,7 +746,10 @@ begin
         last_run_events        = v_events,
         last_run_cancellations = v_cancellations,
         last_run_hours         = v_hours,
-        last_run_ms            = v_ms
+        last_run_ms            = v_ms,
+        redeliveries_xid       = v_r_end_xid,
+        redeliveries_id        = v_r_end_id,
+        redeliveries_total     = redeliveries_total + v_redeliveries
     where name = 'events';
 
     -- 6. Wake the billing sync when billed hours changed (delivered at commit, dropped on

@@ -1,16 +1,25 @@
 -- meter.reconciliation: every closed period, customer and invoice line (a meter, or a priced filter
 -- of its dimension values: price_filter, decision 110), each step's figures side by side, for
--- analysts in psql and `meterctl reconcile`. Raw figures are the line's events (meter._event_in_line),
+-- analysts in psql and `meterctl reconcile`. The "raw" figures are what the rollup folded for the
+-- line, counted by its own statements in meter.rollup_ledger (meter._line_ledger; decision 123),
 -- rollups its part of the hourly rollups (meter._line_usage): both assign usage to lines by the
--- same rule (meter._dims_priced_by).
+-- same rule (meter._dims_priced_by). No raw event is read: a month of millions of events reconciles
+-- in the time of its rollups. The recomputation of the ledger from raw events is a separate
+-- verification, meter.reconciliation_verify(period) (`meterctl reconcile --verify`).
 --
 --
---   raw_events, raw_quantity   from meter.events, net of cancellations (quantity per aggregation:
---                              count, Σ value, max value, distinct values, the last event's value,
---                              for a time-weighted gauge its integral over the period)
+--   raw_events, raw_quantity   the events folded, net of the cancellations folded (the ledger), plus
+--                              those stored and not folded yet (events above the rollup watermark,
+--                              cancellations not subtracted yet: normally seconds' worth); the
+--                              quantity of a count meter is that count, of a sum meter Σ value in
+--                              minus out; max, distinct-count, latest and time-weighted meters show
+--                              the rollup's quantity (a maximum or a distinct count is not a sum of
+--                              hours: reconciliation_verify recomputes them from events)
 --   duplicates_rejected        redeliveries of the period's events acknowledged as duplicates
---   cancelled_events           the period's events cancelled (before or after the close)
---   late_after_close           events/cancellations that arrived after the close (late_after_close)
+--   cancelled_events           the period's events whose cancellation was folded (before or after the close)
+--   late_after_close           events/cancellations folded after the close (the hour's period was
+--                              closed when the rollup folded them), and those not folded yet that
+--                              arrived after it
 --   rollup_quantity            the hourly rollups now (meter._period_usage)
 --   synced_quantity            what the billing engine holds for the period, as it reported it before the
 --                              close (meter.billing_usage: its meter event summaries, or usage record
@@ -28,7 +37,10 @@
 --   price_filter, line         the priced filter of the line ('{}': the meter whole or its default) and
 --                              the line's name as on the invoice ("ai_tokens [model=gpt-4o]")
 --   status                     MATCH, or MISMATCH: <first cause> (late-after-close not adjusted
---                              yet, rollup differs from raw events, unsynced hours, dead-letter (", older
+--                              yet: late arrivals not folded yet, or folded and our invoice plus its
+--                              adjustments not at the rollup; rollup differs from raw events: events
+--                              not folded yet, or the ledger and the rollup disagree (a fault: run
+--                              meter.reconciliation_verify); unsynced hours, dead-letter (", older
 --                              than the engine takes" for hours past a Billing Meter's 35 days), engine
 --                              usage not fetched (hours went to the engine, but its figure was never
 --                              asked: `meterctl reconcile --billing-api-base ...`), engine quantity
@@ -36,7 +48,20 @@
 --                              but the outbox says otherwise: a sync defect), engine amount differs,
 --                              amount difference)
 create or replace view meter.reconciliation as
-with lines as (
+with wm as (select w.position_xid, w.position_id from meter.rollup_watermark w where w.name = 'events'),
+-- what is stored and not folded yet: events above the watermark (+1) and cancellations not
+-- subtracted yet (-1). Normally a few seconds' worth, read once by the (xid, id) index and the
+-- partial index of unfolded cancellations; raw figures are the ledger's plus these.
+pending as materialized (
+    select e.customer_id, e.meter_id, e.occurred_at, e.properties, 1 as n, e.value as v, e.received_at as arrived_at
+    from meter.events e cross join wm
+    where (e.xid, e.id) >= (wm.position_xid, wm.position_id)
+    union all
+    select e.customer_id, e.meter_id, e.occurred_at, e.properties, -1, -e.value, x.cancelled_at
+    from meter.event_cancellations x join meter.events e on e.id = x.event_id
+    where x.rolled_up_at is null
+),
+lines as (
     select i.id as invoice_id, i.period, i.period_start, i.period_end, i.closed_at, i.customer_id, i.currency, i.plan_id,
            l.meter_id, l.price_filter, l.event_count, l.quantity, l.amount,
            exists (select 1 from meter.plan_prices f
@@ -45,10 +70,15 @@ with lines as (
 ),
 figures as (
     select li.*, c.external_id as customer, m.code as meter, pp.model, pp.unit_amount, pp.package_size, pp.tiers,
-           raw.raw_events, raw.raw_quantity, raw.duplicates_rejected, raw.cancelled_events,
+           lg.events + pend.n as raw_events,
+           -- (the ledger determines the quantity of count and sum meters; for the others the
+           -- rollup's figure stands, checked by event counts here and by meter.reconciliation_verify)
+           case u.aggregation when 'count' then (lg.events + pend.n)::numeric when 'sum' then lg.value + pend.v
+                              else u.quantity end as raw_quantity,
+           lg.duplicates as duplicates_rejected, lg.cancelled as cancelled_events,
            u.quantity as rollup_quantity, u.event_count as rollup_events,
            adj.n as adj_events, adj.q as adj_quantity, adj.a as adj_amount,
-           late.n as late_after_close, late.unadjusted as late_unadjusted,
+           lg.late + pend.late as late_after_close, lg.late as late_folded, pend.late as late_pending,
            sy.acknowledged_quantity, sy.hours as outbox_hours, sy.unsynced_hours, sy.dead_hours, sy.past_engine_window_hours,
            eng.quantity as engine_invoice_quantity, eng.amount as engine_invoice_amount,
            bu.quantity as synced_quantity, bu.fetched_at as engine_usage_fetched_at
@@ -59,73 +89,24 @@ figures as (
     -- (the price's plan and filter, equal to the line's: the figures are computed once the line
     -- has found its price, not once per line and price of its plan, as the planner preferred)
     cross join lateral meter._line_usage(li.customer_id, pp.meter_id, li.period_start, li.period_end, pp.plan_id, pp.filter) u
+    -- what the rollup folded for the line (meter.rollup_ledger, decision 123): no raw event is read
+    cross join lateral meter._line_ledger(li.customer_id, pp.meter_id, li.period_start, li.period_end, pp.plan_id, pp.filter) lg
+    -- ... and what is stored for it and not folded yet (late: arrived after the close)
     cross join lateral (
-        select pg_catalog.count(*) as raw_events,
-               case u.aggregation
-                   when 'count' then pg_catalog.count(*)::numeric
-                   when 'sum' then coalesce(pg_catalog.sum(e.value), 0)
-                   when 'max' then coalesce(pg_catalog.max(e.value), 0)
-                   when 'latest' then coalesce((pg_catalog.array_agg(e.value order by e.occurred_at desc, e.idempotency_key collate "C" desc))[1], 0)
-                   -- integrated from raw events, carrying in the value held at the period start
-                   when 'time_weighted_sum' then
-                       case when not exists (select 1 from meter.meter_versions v
-                                             where v.meter_id = li.meter_id and pg_catalog.cardinality(v.dimensions) > 0) then (
-                           select coalesce(pg_catalog.sum(g.quantity), 0)
-                           from meter._gauge_hours(li.customer_id, li.meter_id, li.period_start, li.period_end) g)
-                       else (
-                           -- one series per combination of dimension values; the line's combinations
-                           select coalesce(pg_catalog.sum(g.quantity), 0)
-                           from meter._gauge_dims_hours(li.customer_id, li.meter_id, li.period_start, li.period_end) g
-                           where not li.per_filter or meter._dims_priced_by(li.plan_id, li.meter_id, g.dims) = li.price_filter)
-                       end
-                   when 'unique_count' then pg_catalog.count(distinct e.properties ->> (
-                       select v.unique_property from meter.meter_version_ranges v
-                       where v.meter_id = li.meter_id and v.effective_from <= li.period_start
-                         and v.effective_until > li.period_start))::numeric
-               end as raw_quantity,
-               (select pg_catalog.count(*) from meter.event_redeliveries r
-                join meter.events e2 on e2.id = r.event_id
-                where r.verdict = 'duplicate' and e2.customer_id = li.customer_id and e2.meter_id = li.meter_id
-                  and e2.occurred_at >= li.period_start and e2.occurred_at < li.period_end
-                  and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e2.properties, e2.occurred_at))) as duplicates_rejected,
-               (select pg_catalog.count(*) from meter.event_cancellations x2
-                join meter.events e3 on e3.id = x2.event_id
-                where e3.customer_id = li.customer_id and e3.meter_id = li.meter_id
-                  and e3.occurred_at >= li.period_start and e3.occurred_at < li.period_end
-                  and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e3.properties, e3.occurred_at))) as cancelled_events
-        from meter.events e
-        -- (pp.meter_id, the line's meter: read after the line found its price, as above)
-        where e.customer_id = li.customer_id and e.meter_id = pp.meter_id
-          and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
-          and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))
-          and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
-    ) raw
-    -- late after close (as meter.late_after_close counts them, computed here per line from the
-    -- (customer, meter, occurred_at) index): arrivals after the close, and those no later close of
-    -- the customer has seen yet
-    cross join lateral (
-        select pg_catalog.count(*) as n,
-               pg_catalog.count(*) filter (where not exists (
-                   select 1 from meter.invoices ai
-                   where ai.customer_id = li.customer_id and ai.period_start > li.period_start
-                     and ai.closed_at > x.arrived_at)) as unadjusted
-        from meter.events e
-        cross join lateral (
-            select e.received_at as arrived_at where e.received_at > li.closed_at
-            union all
-            select xc.cancelled_at from meter.event_cancellations xc
-            where xc.event_id = e.id and xc.cancelled_at > li.closed_at
-        ) x
-        where e.customer_id = li.customer_id and e.meter_id = pp.meter_id
-          and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
-          and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, e.properties, e.occurred_at))
-    ) late
+        select coalesce(pg_catalog.sum(p.n), 0)::bigint as n, coalesce(pg_catalog.sum(p.v), 0) as v,
+               pg_catalog.count(*) filter (where p.arrived_at > li.closed_at) as late
+        from pending p
+        where p.customer_id = li.customer_id and p.meter_id = pp.meter_id
+          and p.occurred_at >= li.period_start and p.occurred_at < li.period_end
+          and (not li.per_filter or meter._event_in_line(li.plan_id, li.meter_id, li.price_filter, p.properties, p.occurred_at))
+    ) pend
     cross join lateral (
         select coalesce(pg_catalog.sum(a.event_count), 0) as n, coalesce(pg_catalog.sum(a.quantity), 0) as q,
                coalesce(pg_catalog.sum(a.amount), 0) as a
         from meter.invoice_lines a join meter.invoices ai on ai.id = a.invoice_id
+        -- (pp's meter and filter, equal to the line's: after the line found its price, as above)
         where a.kind = 'adjustment' and a.adjusts_period = li.period and ai.customer_id = li.customer_id
-          and a.meter_id = li.meter_id and a.price_filter = li.price_filter
+          and a.meter_id = pp.meter_id and a.price_filter = pp.filter
     ) adj
     cross join lateral (
         select case when pg_catalog.count(*) = 0 then null
@@ -173,7 +154,12 @@ select f.period, f.customer, f.meter, f.currency, f.invoice_id,
        (f.amount + f.adj_amount)
            - meter.price_amount(f.model, f.unit_amount, f.package_size, f.tiers, f.rollup_quantity) as difference,
        case
-           when f.late_unadjusted > 0 then 'MISMATCH: late-after-close not adjusted yet'
+           -- (late events or cancellations not folded yet, or folded and the invoice with its
+           -- adjustments not at the rollup yet)
+           when f.late_pending > 0
+                or (f.late_folded > 0
+                    and ((f.quantity + f.adj_quantity) <> f.rollup_quantity or (f.event_count + f.adj_events) <> f.rollup_events))
+               then 'MISMATCH: late-after-close not adjusted yet'
            when f.raw_quantity <> f.rollup_quantity or f.raw_events <> f.rollup_events
                then 'MISMATCH: rollup differs from raw events'
            when f.past_engine_window_hours > 0 then 'MISMATCH: dead-letter, older than the engine takes'

@@ -84,8 +84,9 @@ package struct ReconciliationReport: Sendable {
                 Row(values: Dictionary(uniqueKeysWithValues: try keys.map { ($0, try row.optionalString($0) ?? "") }))
             }
             guard withChart else { return (rows, []) }
-            // Per meter and UTC day of the period's invoices: events net of cancellations as raw
-            // events and as rolled up, and the rolled-up quantity (Σ for sum meters, events for
+            // Per meter and UTC day of the period's invoices: events net of cancellations as the
+            // ledger counted them (meter.rollup_ledger: no raw event is read) and as rolled up, and
+            // the rolled-up quantity (Σ for sum meters, events for
             // count and unique_count meters, the day's largest hourly figure for max and latest
             // meters: a daily view across customers, not a billed figure).
             let d = try c.execute("""
@@ -102,11 +103,11 @@ package struct ReconciliationReport: Sendable {
                     where r.hour >= p.period_start and r.hour < p.period_end
                     group by 1, 2),
                 raw as (
-                    select m.code as meter, (pg_catalog.date_trunc('day', e.occurred_at, 'UTC'))::date as day, pg_catalog.count(*) as events
-                    from meter.events e join p on p.customer_id = e.customer_id
-                    join meter.meters m on m.id = e.meter_id
-                    where e.occurred_at >= p.period_start and e.occurred_at < p.period_end
-                      and not exists (select 1 from meter.event_cancellations x where x.event_id = e.id)
+                    select m.code as meter, (pg_catalog.date_trunc('day', l.hour, 'UTC'))::date as day,
+                           pg_catalog.sum(l.events - l.cancelled) as events
+                    from meter.rollup_ledger l join p on p.customer_id = l.customer_id
+                    join meter.meters m on m.id = l.meter_id
+                    where l.hour >= p.period_start and l.hour < p.period_end
                     group by 1, 2)
                 select coalesce(r.meter, w.meter) as meter, coalesce(r.day, w.day)::text as day,
                        coalesce(w.events, 0)::text as raw, coalesce(r.events, 0)::text as rolled,
@@ -121,6 +122,36 @@ package struct ReconciliationReport: Sendable {
         }()
         guard !rows.isEmpty else { throw NotClosed(period: period) }
         return ReconciliationReport(period: period, source: source, rows: rows, daily: daily)
+    }
+
+    /// The recomputation from raw events (meter.reconciliation_verify): what differs, and how long
+    /// it took. Separate from the report, which reads the rollup's ledger (decision 123).
+    package struct Verification: Sendable {
+        package struct Difference: Sendable { package let customer, line, figure, ledger, raw: String }
+        package let period: String
+        package let lines: Int
+        package let differences: [Difference]
+        package let seconds: Double
+        package var summary: String {
+            "verify \(period): \(lines) lines recomputed from raw events in \(String(format: "%.1f", seconds)) s: "
+                + (differences.isEmpty ? "no difference" : "\(differences.count) difference(s)")
+        }
+    }
+
+    package static func verify(_ c: PGConnection, period: String) throws -> Verification {
+        let started = ContinuousClock.now
+        let diffs = try c.execute("""
+            select customer, line, figure, coalesce(ledger::text, 'null') as ledger, coalesce(raw::text, 'null') as raw
+            from meter.reconciliation_verify($1)
+            """, [period]).rows.map {
+            Verification.Difference(customer: try $0.string("customer"), line: try $0.string("line"), figure: try $0.string("figure"),
+                                    ledger: try $0.string("ledger"), raw: try $0.string("raw"))
+        }
+        let lines = try c.execute("""
+            select count(*) as n from meter.invoices i join meter.invoice_lines l on l.invoice_id = i.id and l.kind = 'usage'
+            where i.period = $1
+            """, [period]).single().int("n")
+        return Verification(period: period, lines: Int(lines), differences: diffs, seconds: (ContinuousClock.now - started).seconds)
     }
 
     /// Whether any row is not a MATCH.
@@ -347,9 +378,9 @@ package struct ReconciliationReport: Sendable {
             s += "</table>\n"
         }
         // Per meter: the rolled-up quantity per UTC day (bars), and a red mark on any day where the
-        // raw events and the rolled-up events differ (inline SVG, no script: prints as drawn).
+        // events the ledger counted and the rolled-up events differ (inline SVG, no script: prints as drawn).
         s += "<h2>Daily usage per meter</h2>\n<p>Bars: the day's rolled-up quantity over all customers (Σ for sum meters, events for count and unique_count meters, the largest hourly figure for max and latest meters). "
-        s += "A red mark under a day: its raw events and its rolled-up events differ.</p>\n<div class=\"charts\">"
+        s += "A red mark under a day: the events the rollup's ledger counted and its rolled-up events differ.</p>\n<div class=\"charts\">"
         for meter in Array(Set(daily.map(\.meter))).sorted() {
             let days = daily.filter { $0.meter == meter }
             let values = days.map { Double($0.quantity) ?? 0 }

@@ -62,15 +62,31 @@ struct Replay: AsyncParsableCommand {
         print("events:  \(s.ndjsonPath)")
         var mismatch = false
         let source = "meterctl replay --days \(days) --customers \(customers) --seed \(seed) --events-per-customer-day \(eventsPerCustomerDay)"
+        var verified: [ReconciliationReport.Verification] = []
         for p in s.periods {
             // One read of the period's figures, three renderings.
             let c = try PGConnection(conninfo: conninfo)
             defer { c.close() }
+            let started = ContinuousClock.now
             let report = try ReconciliationReport.load(c, period: p, source: source, withChart: true)
+            print(String(format: "report %@: %d rows read in %.2f s (meter.reconciliation and the daily chart)", p, report.rows.count,
+                         (ContinuousClock.now - started).seconds))
             for f in ReconciliationReport.Format.allCases { print(try report.write(f, to: "\(output)/reconciliation-\(p).\(f.rawValue)")) }
             if report.hasMismatch { mismatch = true }
+            // The separate verification: every line recomputed from raw events (decision 123).
+            let v = try ReconciliationReport.verify(c, period: p)
+            print(v.summary)
+            for d in v.differences.prefix(10) { print("  differs: \(d.customer) \(d.line) \(d.figure): ledger or rollup \(d.ledger), raw events \(d.raw)") }
+            if !v.differences.isEmpty { mismatch = true }
+            verified.append(v)
         }
-        try s.markdown(command: source).write(toFile: "\(output)/replay-summary.md", atomically: true, encoding: .utf8)
+        var summary = s.markdown(command: source)
+        summary += "\n## Raw recomputation (meter.reconciliation_verify)\n\n"
+        summary += "The reports read the rollup's ledger; every usage line was then recomputed from raw events:\n\n"
+        for v in verified {
+            summary += "- \(v.period): \(v.lines) lines, " + (v.differences.isEmpty ? "no difference" : "\(v.differences.count) difference(s)") + "\n"
+        }
+        try summary.write(toFile: "\(output)/replay-summary.md", atomically: true, encoding: .utf8)
         let check = s.check
         print("check:   \(check?.linesEqual ?? 0) of \(check?.linesCompared ?? 0) invoice lines equal to the expectation recomputed from the NDJSON; "
               + "\(check?.differences.count ?? -1) difference(s); \(check?.negativeAdjustmentLines ?? 0) adjustment line(s) from cancellations after a close, \(check?.negativeAmountLines ?? 0) with a negative amount")
