@@ -3,7 +3,7 @@
 -- redeliveries, rollups and watermark mean what they meant; every verdict is as before; the
 -- rollup goes on from where it stood.
 begin;
-select plan(16);
+select plan(17);
 
 select is((select c.relkind::text from pg_catalog.pg_class c where c.oid = 'meter.events'::regclass), 'p',
           'meter.events is partitioned after the migration');
@@ -31,7 +31,10 @@ select is_empty(
       select 1 from meter.event_redeliveries r where not exists (select 1 from meter.events e where e.id = r.event_id)$$,
     'every cancellation and redelivery still finds its event by id');
 select set_eq($$select * from meter.rollup_hourly$$, $$select * from conv.rollup_hourly$$, 'rollups unchanged');
-select set_eq($$select * from meter.rollup_watermark$$, $$select * from conv.watermark$$, 'the watermark unchanged');
+select set_eq($$select name, position_xid, position_id, updated_at, runs_total, events_total, cancellations_total,
+                      last_run_at, last_run_events, last_run_cancellations, last_run_hours, last_run_ms
+               from meter.rollup_watermark$$,
+              $$select * from conv.watermark$$, 'the watermark unchanged (its columns before 0023''s redeliveries position)');
 
 -- Verdicts after the conversion.
 create temp table after as
@@ -56,6 +59,18 @@ select results_eq(
     'the first run after the migration folds exactly what was pending before it');
 select is_empty($$select * from meter.rollup_verify('2026-09-01', '2026-12-01')$$,
                 'rollup_verify finds no difference');
+-- 0023's ledger: backfilled from the events folded before, the rest by that run, the stored
+-- redeliveries by it too (this transaction's own duplicate waits, above the horizon).
+select results_eq(
+    $$select sum(events)::bigint, sum(cancelled)::bigint, sum(duplicates)::bigint, sum(value_in - value_out), sum(key_checksum)
+      from meter.rollup_ledger$$,
+    $$select count(*) filter (where e.xid < pg_current_xact_id()),
+             count(*) filter (where x.rolled_up_at is not null),
+             (select count(*) from meter.event_redeliveries r where r.verdict = 'duplicate' and r.xid < pg_current_xact_id()),
+             sum(e.value) filter (where e.xid < pg_current_xact_id() and x.rolled_up_at is null),
+             sum(hashtextextended(e.idempotency_key, 0)) filter (where e.xid < pg_current_xact_id() and x.rolled_up_at is null)
+      from meter.events e left join meter.event_cancellations x on x.event_id = e.id$$,
+    'the ledger (0023: backfilled, then folded) counts the folded events, cancellations, duplicates, values and keys of the raw tables');
 select results_eq(
     $$select status from meter.event_cancel('[{"customer": "conv-a", "idempotency_key": "k-40"},
                                               {"customer": "conv-a", "idempotency_key": "k-20"}]')$$,
