@@ -35,7 +35,9 @@ as $$
                  pg_catalog.sum(l.key_checksum) as key_checksum
           from meter.rollup_ledger l
           where l.customer_id = p_customer_id and l.meter_id = p_meter_id and l.hour >= p_from and l.hour < p_to
-          group by l.dims) g
+          group by l.dims
+          -- (a fence: the price is found once per combination, not pushed down to every hour's row)
+          offset 0) g
     -- (the whole meter when the plan has no filter for it; else the combinations the line prices)
     where not exists (select 1 from meter.plan_prices pp
                       where pp.plan_id = p_plan_id and pp.meter_id = p_meter_id and pp.filter <> '{}'::jsonb)

@@ -63,7 +63,9 @@ begin
                   on v.meter_id = r.meter_id and r.hour >= v.effective_from and r.hour < v.effective_until
                 where r.customer_id = p_customer_id and r.meter_id = p_meter_id and r.hour >= p_from and r.hour < p_to
                   and pg_catalog.cardinality(v.dimensions) = 0) x
-          group by x.dims) g
+          group by x.dims
+          -- (a fence: the price is found once per combination, not pushed down to every hour's row)
+          offset 0) g
     where meter._dims_priced_by(p_plan_id, p_meter_id, g.dims) = p_filter;
     return next;
 end;

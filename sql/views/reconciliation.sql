@@ -121,16 +121,21 @@ figures as (
                -- dead because the engine no longer takes them (Billing Meters: 35 days back)
                pg_catalog.count(*) filter (where o.state = 'dead' and o.last_error like '%timestamp_too_far_in_past%')
                    as past_engine_window_hours
-        from meter.sync_outbox o
-        -- what was acknowledged for this line: the hour's figure, or, for a meter priced per
-        -- filter, the line's own element of it (synced_lines)
-        cross join lateral (
-            select case when not li.per_filter then o.synced_quantity
+        from (
+            -- what was acknowledged for this line: the hour's figure, or, for a meter priced per
+            -- filter, the line's own element of it (synced_lines); computed once per hour (the
+            -- fence keeps the planner from expanding it into each aggregate above)
+            select o.hour, o.state, o.last_error,
+                   case when not li.per_filter then o.synced_quantity
                         else (select (x ->> 'quantity')::numeric from pg_catalog.jsonb_array_elements(o.synced_lines) x
                               where x -> 'filter' = li.price_filter) end as q
-        ) oq
-        where o.customer_id = li.customer_id and o.meter_id = li.meter_id
-          and o.hour >= li.period_start and o.hour < li.period_end
+            from meter.sync_outbox o
+            -- (pp.meter_id, the line's meter: read after the line found its price, as above)
+            where o.customer_id = li.customer_id and o.meter_id = pp.meter_id
+              and o.hour >= li.period_start and o.hour < li.period_end
+            offset 0
+        ) o
+        cross join lateral (select o.q) oq
     ) sy
     cross join lateral (
         select case when pg_catalog.count(*) = 0 then null else pg_catalog.sum(bl.quantity) end as quantity,
