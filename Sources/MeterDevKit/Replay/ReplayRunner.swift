@@ -231,7 +231,7 @@ public enum ReplayRunner {
             let ndjson = try FileHandle(forWritingTo: URL(fileURLWithPath: summary.ndjsonPath))
             defer { try? ndjson.close() }
             func record(_ es: [ReplayEvent]) throws {
-                try ndjson.write(contentsOf: Data((es.map(\.ndjson).joined(separator: "\n") + (es.isEmpty ? "" : "\n")).utf8))
+                try ndjson.write(contentsOf: Self.ndjsonLines(es))
             }
 
             let sender = ReplaySender(port: port, token: token)
@@ -298,6 +298,17 @@ public enum ReplayRunner {
                 }
             }
 
+            // Generation overlapped with sending: the next day's events, cancellations and NDJSON
+            // lines are made on another core while this day's go out (the workload is a pure
+            // function of the seed: the same rows whatever the timing; they are written in order).
+            func generate(_ d: Int) -> Task<(events: [ReplayEvent], cancels: [ReplayEvent], lines: Data), Never> {
+                Task.detached {
+                    let events = workload.day(d)
+                    let cancels = workload.cancellations(events, day: d)
+                    return (events, cancels, Self.ndjsonLines(events + cancels))
+                }
+            }
+            var nextDay = o.days > 0 ? generate(0) : nil
             for d in 0..<o.days {
                 let dayStart = start + Int64(d) * 86_400
                 if d > 0, try monthStart(dayStart) == dayStart {
@@ -307,9 +318,10 @@ public enum ReplayRunner {
                 // The engine's clock follows the replay (usage may not be in its future).
                 _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(dayStart + 86_400 - 1))],
                                           idempotencyKey: "replay-advance-\(clock)-\(dayStart + 86_400 - 1)")
-                let events = workload.day(d)
-                let cancels = workload.cancellations(events, day: d)
-                try record(events + cancels)
+                guard let today = await nextDay?.value else { break }
+                nextDay = d + 1 < o.days ? generate(d + 1) : nil
+                let (events, cancels) = (today.events, today.cancels)
+                try ndjson.write(contentsOf: today.lines)
                 periodEvents[try period(dayStart), default: []] += events
                 // Deliveries: every event once, duplicates again later in the day; 10 % of the
                 // day's first deliveries are held back and sent after the next day's.
@@ -358,6 +370,11 @@ public enum ReplayRunner {
         await stopAll()
         summary.seconds = (ContinuousClock.now - started).seconds
         return summary
+    }
+
+    /// The NDJSON lines of some replay rows, each ended by a newline.
+    package static func ndjsonLines(_ es: [ReplayEvent]) -> Data {
+        Data((es.map(\.ndjson).joined(separator: "\n") + (es.isEmpty ? "" : "\n")).utf8)
     }
 
     /// Waits until rollups and the sync have caught up with everything committed.

@@ -18,10 +18,18 @@ as $$
         select case data ->> 'event_time_window' when 'hour' then 3600 when 'day' then 86400 end as width
         from billing_mock.objects where id = p_meter and object = 'billing.meter'
     ),
+    -- (one customer, or all: two branches, so that the plan of a SQL function, made once for any
+    -- argument, still reads one customer's events by the (meter_id, customer, ts) index: with
+    -- `p_customer is null or ...` it read every event of the meter, 20 ms a call at 5 M events)
     events as (
         select e.customer, e.ts - e.ts % (select width from meter) as window_start, e.ts, e.seq, e.value
         from billing_mock.meter_events e
-        where e.meter_id = p_meter and (p_customer is null or e.customer = p_customer)
+        where p_customer is not null and e.meter_id = p_meter and e.customer = p_customer
+          and e.ts >= p_from and e.ts < p_to and e.cancelled_at is null
+        union all
+        select e.customer, e.ts - e.ts % (select width from meter) as window_start, e.ts, e.seq, e.value
+        from billing_mock.meter_events e
+        where p_customer is null and e.meter_id = p_meter
           and e.ts >= p_from and e.ts < p_to and e.cancelled_at is null
     )
     select * from events where window_start is null
