@@ -61,16 +61,20 @@ select is_empty($$select * from meter.rollup_verify('2026-09-01', '2026-12-01')$
                 'rollup_verify finds no difference');
 -- 0023's ledger: backfilled from the events folded before, the rest by that run, the stored
 -- redeliveries by it too (this transaction's own duplicate waits, above the horizon).
-select results_eq(
-    $$select sum(events)::bigint, sum(cancelled)::bigint, sum(duplicates)::bigint, sum(value_in - value_out), sum(key_checksum)
-      from meter.rollup_ledger$$,
-    $$select count(*) filter (where e.xid < pg_current_xact_id()),
-             count(*) filter (where x.rolled_up_at is not null),
-             (select count(*) from meter.event_redeliveries r where r.verdict = 'duplicate' and r.xid < pg_current_xact_id()),
-             sum(e.value) filter (where e.xid < pg_current_xact_id() and x.rolled_up_at is null),
-             sum(hashtextextended(e.idempotency_key, 0)) filter (where e.xid < pg_current_xact_id() and x.rolled_up_at is null)
-      from meter.events e left join meter.event_cancellations x on x.event_id = e.id$$,
-    'the ledger (0023: backfilled, then folded) counts the folded events, cancellations, duplicates, values and keys of the raw tables');
+select set_eq(
+    $$select customer_id, meter_id, hour, sum(events)::bigint as events, sum(cancelled)::bigint as cancelled,
+             sum(duplicates)::bigint as duplicates, sum(value_in - value_out) as value, sum(key_checksum) as checksum
+      from meter.rollup_ledger group by 1, 2, 3 having sum(events) > 0$$,
+    $$select e.customer_id, e.meter_id, date_trunc('hour', e.occurred_at, 'UTC') as hour,
+             count(*) filter (where e.xid < pg_current_xact_id()) as events,
+             count(*) filter (where x.rolled_up_at is not null) as cancelled,
+             (select count(*) from meter.event_redeliveries r
+              where r.verdict = 'duplicate' and r.xid < pg_current_xact_id() and r.event_id = any (array_agg(e.id))) as duplicates,
+             coalesce(sum(e.value) filter (where e.xid < pg_current_xact_id() and x.rolled_up_at is null), 0) as value,
+             coalesce(sum(hashtextextended(e.idempotency_key, 0)) filter (where e.xid < pg_current_xact_id() and x.rolled_up_at is null), 0) as checksum
+      from meter.events e left join meter.event_cancellations x on x.event_id = e.id
+      group by 1, 2, 3 having count(*) filter (where e.xid < pg_current_xact_id()) > 0$$,
+    'the ledger (0023: backfilled, then folded) counts, hour by hour, the folded events, cancellations, duplicates, values and keys of the raw tables');
 select results_eq(
     $$select status from meter.event_cancel('[{"customer": "conv-a", "idempotency_key": "k-40"},
                                               {"customer": "conv-a", "idempotency_key": "k-20"}]')$$,

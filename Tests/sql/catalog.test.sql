@@ -325,7 +325,7 @@ select results_eq(
              ('invoice_preview', 'TimeZone=UTC'),
              ('limit_check', 'TimeZone=UTC'), ('limit_check', 'jit=off'), ('limit_check', 'plan_cache_mode=force_generic_plan'),
              ('period_close', 'TimeZone=UTC'), ('period_close', 'jit=off'),
-             ('reconciliation_verify', 'TimeZone=UTC'), ('reconciliation_verify', 'jit=off'),
+             ('reconciliation_verify', 'TimeZone=UTC'), ('reconciliation_verify', 'jit=off'), ('reconciliation_verify', 'work_mem=256MB'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_period_rebuild', 'TimeZone=UTC'), ('rollup_period_verify', 'TimeZone=UTC'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
@@ -337,7 +337,7 @@ select results_eq(
              ('webhook_process', 'TimeZone=UTC')$$,
     'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, reconciliation_verify, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
-    'jit and work_mem on rollup_run and rollup_verify, jit on reconciliation_verify, jit and generic plans on limit_check, jit on the set-based close '
+    'jit and work_mem on rollup_run and rollup_verify, jit and work_mem on reconciliation_verify, jit and generic plans on limit_check, jit on the set-based close '
     '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on rollup_run, custom plans '
     'for rollup_run, rollup_lag_seconds and _rollup_pending');
 

@@ -9,7 +9,7 @@
 -- event's xid and the watermark by 1,000,000; one more event arrives that the old cluster had not
 -- folded yet (above the shifted watermark). The suite runs on a freshly migrated database.
 begin;
-select plan(9);
+select plan(11);
 
 select is_empty($$select 1 from meter.events$$,
                 'precondition: no stored events (the suite runs on a freshly migrated database)');
@@ -26,13 +26,22 @@ as $$ select pg_temp.put('tap-rb-a', 'tap.rb.bytes', p_key, '2024-03-10 10:30+00
 select pg_temp.bytes_event('a', 1, '100');
 select pg_temp.bytes_event('b', 2, '101');
 select pg_temp.bytes_event('c', 4, '102');
+-- a duplicate of a, recorded by a finished transaction (the ledger counts it; decision 123)
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
+select id, 'duplicate', occurred_at, '103' from meter.events where idempotency_key = 'a';
 create temp table run1 as select * from meter.rollup_run();
 select is((select events_folded from run1), 3::bigint, 'setup: three events folded before the "restore"');
 
 -- The restore: every id a million higher; one more event, not yet folded by the old cluster.
 update meter.events set xid = (xid::text::bigint + 1000000)::text::xid8;
-update meter.rollup_watermark set position_xid = (position_xid::text::bigint + 1000000)::text::xid8;
+update meter.rollup_watermark set position_xid = (position_xid::text::bigint + 1000000)::text::xid8,
+                                  redeliveries_xid = (redeliveries_xid::text::bigint + 1000000)::text::xid8;
+update meter.event_redeliveries set xid = (xid::text::bigint + 1000000)::text::xid8;
 select pg_temp.bytes_event('d', 8, ((select position_xid from meter.rollup_watermark)::text::bigint + 5)::text::xid8);
+-- and a duplicate of b recorded after the old cluster's last run
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
+select id, 'duplicate', occurred_at, ((select redeliveries_xid from meter.rollup_watermark)::text::bigint + 5)::text::xid8
+from meter.events where idempotency_key = 'b';
 
 select throws_ok($$select * from meter.rollup_run()$$, '55000', null,
                  'before the rebase the rollup refuses: its watermark is ahead of this cluster''s horizon');
@@ -45,9 +54,13 @@ select results_eq(
     'folded events get xid 3, the pending one xid 4');
 
 select results_eq(
-    $$select position_xid, position_id from meter.rollup_watermark$$,
-    $$values ('4'::xid8, 0::bigint)$$,
-    'the watermark is (4, 0): below every id this cluster hands out');
+    $$select position_xid, position_id, redeliveries_xid, redeliveries_id from meter.rollup_watermark$$,
+    $$values ('4'::xid8, 0::bigint, '4'::xid8, 0::bigint)$$,
+    'the watermark is (4, 0), for events and redeliveries: below every id this cluster hands out');
+select results_eq(
+    $$select e.idempotency_key, r.xid from meter.event_redeliveries r join meter.events e on e.id = r.event_id order by 1$$,
+    $$values ('a'::text, '3'::xid8), ('b', '4')$$,
+    'the redelivery counted before gets xid 3, the one recorded after xid 4');
 
 create temp table run2 as select * from meter.rollup_run();
 select results_eq(
@@ -59,6 +72,10 @@ select results_eq(
 
 select is_empty($$select * from meter.rollup_verify('2024-03-10', '2024-03-11')$$,
                 'rollup_verify agrees after the rebase');
+select results_eq(
+    $$select sum(events)::bigint, sum(duplicates)::bigint from meter.rollup_ledger$$,
+    $$values (4::bigint, 2::bigint)$$,
+    'the ledger counts each event and each duplicate once across the rebase');
 
 select throws_ok($$select meter.rollup_rebase()$$, '55000', null,
                  'a second rebase refuses: the watermark is no longer ahead');

@@ -34,9 +34,11 @@ begin
     lock table meter.event_redeliveries in share row exclusive mode;
     v_horizon := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
     select * into strict v_wm from meter.rollup_watermark where name = 'events' for update;
-    if (v_wm.position_xid, v_wm.position_id) <= (v_horizon, 0::bigint) then
-        raise exception 'the rollup watermark (%/%) is not ahead of this cluster''s horizon (%): nothing to re-base',
-            v_wm.position_xid, v_wm.position_id, v_horizon
+    -- (either position: a run cut short by max_events leaves the events' behind the redeliveries')
+    if (v_wm.position_xid, v_wm.position_id) <= (v_horizon, 0::bigint)
+       and (v_wm.redeliveries_xid, v_wm.redeliveries_id) <= (v_horizon, 0::bigint) then
+        raise exception 'the rollup watermark (%/%, redeliveries %/%) is not ahead of this cluster''s horizon (%): nothing to re-base',
+            v_wm.position_xid, v_wm.position_id, v_wm.redeliveries_xid, v_wm.redeliveries_id, v_horizon
             using errcode = '55000';
     end if;
 

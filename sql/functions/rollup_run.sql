@@ -485,7 +485,13 @@ begin
                           else '{}'::jsonb end as dims,
                      pg_catalog.count(*) as n
               from batch b
-              join meter.events e on e.id = b.event_id and e.occurred_at = b.occurred_at
+              -- (by (id, occurred_at): the event's partition; a row recorded without its time, by an
+              -- ingest still on the functions before 0023, finds its event by id in every partition)
+              join lateral (select e1.customer_id, e1.meter_id, e1.occurred_at, e1.properties from meter.events e1
+                            where b.occurred_at is not null and e1.id = b.event_id and e1.occurred_at = b.occurred_at
+                            union all
+                            select e2.customer_id, e2.meter_id, e2.occurred_at, e2.properties from meter.events e2
+                            where b.occurred_at is null and e2.id = b.event_id) e on true
               cross join lateral (select pg_catalog.date_bin(interval '1 hour', e.occurred_at,
                                                              timestamptz '2000-01-01 00:00:00+00') as hour) x
               left join meter.meter_version_ranges dv

@@ -19,6 +19,9 @@
 -- their own position on the watermark's row; they carry their event's occurred_at so that the
 -- fold finds the event in its month's partition.
 --
+-- (A redelivery recorded by an ingest still on the functions before this migration has no
+-- occurred_at: the fold then finds its event by id in every partition.)
+--
 -- Backfilled here, under the rollup's advisory lock, from the events and cancellations folded so
 -- far (late: received or cancelled after the close of the period, as the view counted them) and
 -- from every stored redelivery (position at its start: the next run also folds those recorded
@@ -28,6 +31,24 @@
 -- Forward-only, like every migration: never edit after it has been applied anywhere.
 
 set local client_min_messages = warning;
+
+-- The rollup's lock first, before any table lock: a run holding it would otherwise wait for this
+-- migration's ALTERs while this waited for it.
+select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
+
+-- Until the functions are re-applied (right after the migrations, in another transaction), the
+-- rollup_run before this migration would go on folding without writing the ledger, which would
+-- then be short of those events for good: it refuses instead, until `meterctl migrate` finishes.
+create or replace function meter.rollup_run(p_max_events integer default 1000000)
+returns meter.rollup_result
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $stub$
+begin
+    raise exception 'migration 0023 is applied but not yet the functions that go with it'
+        using errcode = '55000', hint = 'let meterctl migrate finish (it re-applies sql/functions)';
+end;
+$stub$;
 
 create table meter.rollup_ledger (
     customer_id  bigint not null,
@@ -77,8 +98,6 @@ alter table meter.rollup_watermark
     add column redeliveries_total bigint not null default 0;
 comment on column meter.rollup_watermark.redeliveries_xid is
     'Redeliveries with (xid, id) below (redeliveries_xid, redeliveries_id) are counted in meter.rollup_ledger.';
-
-select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
 
 update meter.event_redeliveries r set occurred_at = e.occurred_at
 from meter.events e
