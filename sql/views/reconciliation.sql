@@ -48,18 +48,11 @@
 --                              but the outbox says otherwise: a sync defect), engine amount differs,
 --                              amount difference)
 create or replace view meter.reconciliation as
-with wm as (select w.position_xid, w.position_id from meter.rollup_watermark w where w.name = 'events'),
--- what is stored and not folded yet: events above the watermark (+1) and cancellations not
--- subtracted yet (-1). Normally a few seconds' worth, read once by the (xid, id) index and the
--- partial index of unfolded cancellations; raw figures are the ledger's plus these.
-pending as materialized (
-    select e.customer_id, e.meter_id, e.occurred_at, e.properties, 1 as n, e.value as v, e.received_at as arrived_at
-    from meter.events e cross join wm
-    where (e.xid, e.id) >= (wm.position_xid, wm.position_id)
-    union all
-    select e.customer_id, e.meter_id, e.occurred_at, e.properties, -1, -e.value, x.cancelled_at
-    from meter.event_cancellations x join meter.events e on e.id = x.event_id
-    where x.rolled_up_at is null
+-- what is stored and not folded yet (meter._unfolded: events above the watermark, +1, and
+-- cancellations not subtracted yet, -1; normally seconds' worth): raw figures are the ledger's
+-- plus these
+with pending as materialized (
+    select * from meter._unfolded()
 ),
 lines as (
     select i.id as invoice_id, i.period, i.period_start, i.period_end, i.closed_at, i.customer_id, i.currency, i.plan_id,

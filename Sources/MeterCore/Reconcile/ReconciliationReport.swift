@@ -64,6 +64,9 @@ package struct ReconciliationReport: Sendable {
             let money = { (col: String) in
                 "coalesce(pg_catalog.round((\(col))::numeric / pg_catalog.power(10::numeric, cu.minor_unit), cu.minor_unit)::text, '')"
             }
+            // (the view's estimated cost is high enough for Postgres to JIT-compile it, about a
+            // second on every report of a large month, for nothing: this session does without)
+            try c.execute("set jit = off")
             let r = try c.execute("""
                 select r.customer, r.line as meter, r.currency, r.invoice_id::text, r.raw_events::text, r.raw_quantity::text,
                        r.duplicates_rejected::text, r.cancelled_events::text,
