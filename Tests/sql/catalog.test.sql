@@ -39,7 +39,7 @@ select set_eq(
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_line_ledger.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
              ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
-             ('functions/_rollup_pending.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
+             ('functions/_rollup_pending.sql'), ('functions/_unfolded.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
              ('functions/billing_price_set.sql'), ('functions/billing_unlinked.sql'),
@@ -241,6 +241,7 @@ select results_eq(
              ('_refuse_delete()'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('_rollup_period_from_hours(p_customer_id bigint)'),
+             ('_unfolded()'),
              ('_webhook_emit(p_type text, p_key text, p_payload jsonb)'),
              ('_webhook_emit_all(p_type text, p_keys text[], p_payloads jsonb[])'),
              ('alert_set(p_customer text, p_plan text, p_meter text, p_kind text, p_threshold numeric)'),
@@ -293,7 +294,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the seventy-eight documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the seventy-nine documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -319,6 +320,7 @@ select results_eq(
       order by proname, c collate "C"$$,
     $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_invoice_drafts', 'TimeZone=UTC'), ('_invoice_drafts', 'jit=off'), ('_invoice_drafts', 'plan_cache_mode=force_generic_plan'), ('_late_after_close_emit', 'TimeZone=UTC'), ('_line_figures', 'jit=off'), ('_line_figures', 'plan_cache_mode=force_generic_plan'), ('_line_hashes', 'jit=off'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
+             ('_unfolded', 'plan_cache_mode=force_custom_plan'),
              ('events_archive', 'TimeZone=UTC'), ('events_archive', 'lock_timeout=10s'), ('events_archive_check', 'TimeZone=UTC'),
              ('events_archive_sample', 'TimeZone=UTC'),
              ('events_partitions_ensure', 'TimeZone=UTC'), ('events_partitions_ensure', 'lock_timeout=2s'),
@@ -339,13 +341,13 @@ select results_eq(
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, jit and work_mem on reconciliation_verify, jit and generic plans on limit_check, jit on the set-based close '
     '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on rollup_run, custom plans '
-    'for rollup_run, rollup_lag_seconds and _rollup_pending');
+    'for rollup_run, rollup_lag_seconds, _rollup_pending and _unfolded');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest_arrays'),
+    $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('_unfolded'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest_arrays'),
              ('invoice_preview'), ('limit_check'), ('reconciliation_verify'), ('rollup_lag_seconds'), ('rollup_period_verify'), ('rollup_verify'), ('usage')$$,
-    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, api_key_authenticate, api_key_authorize, event_cancel, event_ingest_arrays (not event_ingest, its JSON form), invoice_preview, limit_check, reconciliation_verify (raw events, for analysts), rollup_lag_seconds, '
+    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, _unfolded (the reconciliation''s rows not folded yet), api_key_authenticate, api_key_authorize, event_cancel, event_ingest_arrays (not event_ingest, its JSON form), invoice_preview, limit_check, reconciliation_verify (raw events, for analysts), rollup_lag_seconds, '
     'rollup_period_verify, rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(
