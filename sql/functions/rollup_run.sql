@@ -81,6 +81,10 @@ declare
     v_prop_meters    bigint[];
     v_latest_meters  bigint[];
     v_tw_meters      bigint[];
+    -- the ledger: the end of the latest closed period (no hour after it can be late), and the
+    -- hash of '{}' (the dimension values of most rows), computed once
+    v_closed_until   timestamptz;
+    v_no_dims_hash   bytea := pg_catalog.sha256(pg_catalog.convert_to('{}', 'UTF8'));
     v_now_hour       timestamptz := pg_catalog.date_trunc('hour', pg_catalog.now());
     v_g_customers    bigint[];
     v_g_meters       bigint[];
@@ -172,6 +176,7 @@ begin
     -- Time-weighted gauges: their events add no quantity (step 4a integrates it).
     select coalesce(pg_catalog.array_agg(distinct meter_id), '{}') into v_tw_meters
     from meter.meter_versions where aggregation = 'time_weighted_sum';
+    select coalesce(pg_catalog.max(i.period_end), '-infinity') into v_closed_until from meter.invoices i;
 
     -- 2. Fold the batch. One aggregation into (customer, meter, hour, distinct value, dimension
     -- values) groups: for meters counting distinct values, the value of the unique_property of the
@@ -236,7 +241,8 @@ begin
     dim_groups as (
         select g.*, pg_catalog.sha256(pg_catalog.convert_to(g.dims::text, 'UTF8')) as dims_hash
         from (select f.customer_id, f.meter_id, f.hour, meter._dimension_object(dv.dimensions, f.dvals) as dims,
-                     pg_catalog.sum(f.n) as n, pg_catalog.sum(f.q) as q, pg_catalog.max(f.mx) as mx
+                     pg_catalog.sum(f.n) as n, pg_catalog.sum(f.q) as q, pg_catalog.max(f.mx) as mx,
+                     pg_catalog.sum(f.vin) as vin, pg_catalog.sum(f.kh) as kh
               from fine f
               join meter.meter_version_ranges dv
                 on dv.meter_id = f.meter_id and f.hour >= dv.effective_from and f.hour < dv.effective_until
@@ -293,20 +299,22 @@ begin
     ledger as (
         insert into meter.rollup_ledger as l
                (customer_id, meter_id, hour, dims_hash, dims, events, late, value_in, key_checksum)
-        select g.customer_id, g.meter_id, g.hour, pg_catalog.sha256(pg_catalog.convert_to(g.dims::text, 'UTF8')), g.dims,
-               g.n,
-               case when exists (select 1 from meter.invoices i
-                                 where i.customer_id = g.customer_id and g.hour >= i.period_start and g.hour < i.period_end)
+        select g.customer_id, g.meter_id, g.hour, g.dims_hash, g.dims, g.n,
+               case when g.hour < v_closed_until
+                         and exists (select 1 from meter.invoices i
+                                     where i.customer_id = g.customer_id and g.hour >= i.period_start and g.hour < i.period_end)
                     then g.n else 0 end,
                g.vin, g.kh
-        from (select f.customer_id, f.meter_id, f.hour,
-                     coalesce(meter._dimension_object(dv.dimensions, f.dvals), '{}'::jsonb) as dims,
+        -- (the groups without dimension values as they are, those with them as step 2 wrote them
+        -- to rollup_hourly_dims: no second join with the meter versions)
+        from (select f.customer_id, f.meter_id, f.hour, v_no_dims_hash as dims_hash, '{}'::jsonb as dims,
                      pg_catalog.sum(f.n) as n, pg_catalog.sum(f.vin) as vin, pg_catalog.sum(f.kh) as kh
               from fine f
-              left join meter.meter_version_ranges dv
-                on f.dvals is not null
-               and dv.meter_id = f.meter_id and f.hour >= dv.effective_from and f.hour < dv.effective_until
-              group by 1, 2, 3, 4) g
+              where f.dvals is null
+              group by 1, 2, 3
+              union all
+              select d.customer_id, d.meter_id, d.hour, d.dims_hash, d.dims, d.n, d.vin, d.kh
+              from dim_groups d) g
         on conflict (customer_id, meter_id, hour, dims_hash) do update
             set events       = l.events + excluded.events,
                 late         = l.late + excluded.late,
@@ -422,10 +430,12 @@ begin
     ledger as (
         insert into meter.rollup_ledger as l
                (customer_id, meter_id, hour, dims_hash, dims, cancelled, late, value_out, key_checksum)
-        select d.customer_id, d.meter_id, d.hour, pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')), d.dims,
-               d.n,
-               case when exists (select 1 from meter.invoices i
-                                 where i.customer_id = d.customer_id and d.hour >= i.period_start and d.hour < i.period_end)
+        select d.customer_id, d.meter_id, d.hour,
+               case when d.dims = '{}'::jsonb then v_no_dims_hash else pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')) end,
+               d.dims, d.n,
+               case when d.hour < v_closed_until
+                         and exists (select 1 from meter.invoices i
+                                     where i.customer_id = d.customer_id and d.hour >= i.period_start and d.hour < i.period_end)
                     then d.n else 0 end,
                d.v, -d.kh
         from (select du.customer_id, du.meter_id, du.hour, coalesce(du.dims, '{}'::jsonb) as dims,
