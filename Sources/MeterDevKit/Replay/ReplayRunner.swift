@@ -52,6 +52,17 @@ public struct ReplaySummary: Sendable {
     public var lateCancelled = 0, lateAlreadyCancelled = 0
     public var ndjsonPath = ""
     public var seconds = 0.0
+    /// Where those seconds went, by phase (in order of first appearance): measured, for the
+    /// progress output only (the summary file stays free of timings).
+    public var phases: [(name: String, seconds: Double)] = []
+    package mutating func time<T>(_ name: String, _ work: () async throws -> T) async rethrows -> T {
+        let started = ContinuousClock.now
+        defer {
+            let d = (ContinuousClock.now - started).seconds
+            if let i = phases.firstIndex(where: { $0.name == name }) { phases[i].seconds += d } else { phases.append((name, d)) }
+        }
+        return try await work()
+    }
     /// The NDJSON's independent expectation compared with the verdicts and meter's invoices.
     public var check: ReplayExpectation.Comparison?
 
@@ -246,7 +257,8 @@ public enum ReplayRunner {
 
             func sendEvents(_ es: [ReplayEvent]) async throws {
                 guard !es.isEmpty else { return }
-                summary.add(try await sender.send(es))
+                let counts = try await summary.time("sending events") { try await sender.send(es) }
+                summary.add(counts)
                 summary.deliveries += es.count
             }
             /// Sends cancellations (and re-sends the refused ones first); returns their counts.
@@ -255,7 +267,7 @@ public enum ReplayRunner {
                 let again = refused
                 refused = []
                 summary.cancellationsResent += again.count
-                let r = try await sender.sendCancels(again + xs)
+                let r = try await summary.time("sending cancellations") { try await sender.sendCancels(again + xs) }
                 summary.deliveries += again.count + xs.count
                 summary.cancelled += r.cancelled; summary.alreadyCancelled += r.alreadyCancelled
                 summary.cancellationsRefused.merge(r.rejectedCodes, uniquingKeysWith: +)
@@ -273,10 +285,13 @@ public enum ReplayRunner {
             // invoices: EngineAlignment), our close, then the late events and cancellations for
             // the closed month, each to its endpoint.
             func endOfPeriod(_ end: Int64, _ p: String, sendLate: Bool = true) async throws {
-                try await drain(c, progress: progress)
+                try await summary.time("waiting for rollups and sync at month ends") { try await drain(c, progress: progress) }
                 // The engine brought to the period's end as `meterctl close` does it.
-                let expected = try await EngineAlignment.align(c, client: client, testClock: clock, period: p, timeout: 120, say: progress)
-                let closed = try MonthClose.run(c, period: p, graceSeconds: 0).filter { $0.outcome == "closed" }.count
+                let expected = try await summary.time("engine invoicing") {
+                    try await EngineAlignment.align(c, client: client, testClock: clock, period: p, timeout: 120, say: progress)
+                }
+                let closed = try await summary.time("closes") { try MonthClose.run(c, period: p, graceSeconds: 0) }
+                    .filter { $0.outcome == "closed" }.count
                 summary.periods.append(p)
                 progress("close \(p): \(closed) invoices; engine invoices \(expected)")
                 // (none after the last close: nothing would follow to adjust them)
@@ -318,7 +333,7 @@ public enum ReplayRunner {
                 // The engine's clock follows the replay (usage may not be in its future).
                 _ = try await client.post("/v1/test_helpers/test_clocks/\(clock)/advance", [("frozen_time", String(dayStart + 86_400 - 1))],
                                           idempotencyKey: "replay-advance-\(clock)-\(dayStart + 86_400 - 1)")
-                guard let today = await nextDay?.value else { break }
+                guard let today = await summary.time("waiting for the day's generation", { await nextDay?.value }) else { break }
                 nextDay = d + 1 < o.days ? generate(d + 1) : nil
                 let (events, cancels) = (today.events, today.cancels)
                 try ndjson.write(contentsOf: today.lines)
@@ -357,9 +372,11 @@ public enum ReplayRunner {
             try? ndjson.synchronize()
 
             // The independent check: the NDJSON's expectation against the verdicts and invoices.
+            let checkStarted = ContinuousClock.now
             let expectation = try ReplayExpectation(ndjsonPath: summary.ndjsonPath, customers: o.customers, periods: summary.periods)
             var check = try expectation.compare(received: summary.received, c)
             try expectation.alertCheck(c, into: &check)
+            summary.phases.append(("the independent check (NDJSON recomputation)", (ContinuousClock.now - checkStarted).seconds))
             summary.check = check
             progress("check: \(check.linesEqual) of \(check.linesCompared) invoice lines equal to the expectation recomputed from the NDJSON"
                      + (check.equal ? "" : "; \(check.differences.count) difference(s)"))
