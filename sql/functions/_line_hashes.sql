@@ -7,7 +7,7 @@
 -- The hash: SHA-256 (hex) over the line's events, one "key<TAB>value" line each, sorted by key
 -- (collation C), joined by newlines (the auditor's recipe in _events_hash.sql); the line's events
 -- are the meter's events of the customer in [from, to) that the plan prices with the filter
--- (meter._event_in_line; every event of the meter when the plan prices it without filters or
+-- (as meter._event_in_line decides it; every event of the meter when the plan prices it without filters or
 -- the plan is NULL). Only the events the rollups hold (below the watermark; a cancelled one once
 -- its cancellation was subtracted), so that a close gets the hash of exactly what it counts. No
 -- events: the hash of the empty text.
@@ -34,17 +34,43 @@ begin
     -- Per request, its events read through the (customer, meter, time) index and hashed, as one
     -- subquery each (the events come grouped by request, as a join would not: it sorted all of
     -- a close's events twice). Subtracted cancellations are matched by hashing (NOT IN over a
-    -- hashed subplan), not by an index probe per event.
+    -- hashed subplan), not by an index probe per event. For a meter priced per filter, each
+    -- event's dimension values (under the version in force at its time) are written out and the
+    -- price of each distinct combination is found once (meter._dims_priced_by), which is what
+    -- meter._event_in_line decides per event (called per event, it made the closes of the
+    -- 6.4 M-event replay's month take 266 s; 1.8 times faster this way, measured per line).
     return query
     select q.i::integer,
-           (select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
-                       e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
-            from meter.events e
-            where e.customer_id = q.customer_id and e.meter_id = q.meter_id
-              and e.occurred_at >= q.r_from and e.occurred_at < q.r_to
-              and (e.xid, e.id) < (v_wm.position_xid, v_wm.position_id)
-              and e.id not in (select c.event_id from meter.event_cancellations c where c.rolled_up_at is not null)
-              and (not q.has_filters or meter._event_in_line(q.plan_id, q.meter_id, q.filter, e.properties, e.occurred_at)))
+           (with ev as materialized (
+                select e.idempotency_key, e.value,
+                       case when not q.has_filters then null
+                            when dv.dimensions is null or pg_catalog.cardinality(dv.dimensions) = 0 then '{}'::jsonb
+                            when pg_catalog.cardinality(dv.dimensions) = 1
+                                then pg_catalog.jsonb_build_object(dv.dimensions[1], e.properties ->> dv.dimensions[1])
+                            when pg_catalog.cardinality(dv.dimensions) = 2
+                                then pg_catalog.jsonb_build_object(dv.dimensions[1], e.properties ->> dv.dimensions[1],
+                                                                   dv.dimensions[2], e.properties ->> dv.dimensions[2])
+                            else pg_catalog.jsonb_build_object(dv.dimensions[1], e.properties ->> dv.dimensions[1],
+                                                               dv.dimensions[2], e.properties ->> dv.dimensions[2],
+                                                               dv.dimensions[3], e.properties ->> dv.dimensions[3])
+                       end as dims
+                from meter.events e
+                left join meter.meter_version_ranges dv
+                  on q.has_filters and dv.meter_id = e.meter_id
+                 and e.occurred_at >= dv.effective_from and e.occurred_at < dv.effective_until
+                where e.customer_id = q.customer_id and e.meter_id = q.meter_id
+                  and e.occurred_at >= q.r_from and e.occurred_at < q.r_to
+                  and (e.xid, e.id) < (v_wm.position_xid, v_wm.position_id)
+                  and e.id not in (select c.event_id from meter.event_cancellations c where c.rolled_up_at is not null)
+            ),
+            priced as (
+                select d.dims from (select distinct ev.dims from ev where q.has_filters) d
+                where meter._dims_priced_by(q.plan_id, q.meter_id, d.dims) = q.filter
+            )
+            select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
+                       ev.idempotency_key || E'\t' || ev.value::text, E'\n' order by ev.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
+            from ev
+            where not q.has_filters or ev.dims in (select priced.dims from priced))
     from (select q.*,
                  exists (select 1 from meter.plan_prices pp
                          where pp.plan_id = q.plan_id and pp.meter_id = q.meter_id and pp.filter <> '{}'::jsonb) as has_filters
