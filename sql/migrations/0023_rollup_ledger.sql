@@ -83,6 +83,9 @@ comment on column meter.rollup_ledger.value_out is 'Σ value of the events whose
 comment on column meter.rollup_ledger.key_checksum is
     'Σ hashtextextended(idempotency_key, 0) of the events folded minus that of the events cancelled: recomputable in psql.';
 grant select on meter.rollup_ledger to meter_analyst;
+-- Every rollup run asks for the end of the latest closed period (no hour after it can be late):
+-- one index probe instead of a scan of all invoices on the hot path.
+create index invoices_period_end on meter.invoices (period_end);
 
 -- Redeliveries: the transaction that recorded them (the fold's order) and their event's time.
 alter table meter.event_redeliveries
