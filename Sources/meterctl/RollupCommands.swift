@@ -67,7 +67,7 @@ struct RollupCommand: AsyncParsableCommand {
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Recompute rollups from raw events and list every hour that differs (meter.rollup_verify), and every billing period total that differs from its hours (meter.rollup_period_verify).",
+            abstract: "Recompute rollups from raw events and list every hour that differs (meter.rollup_verify), and every billing period total or ledger period row that differs from its hours (meter.rollup_period_verify, meter.rollup_ledger_period_verify).",
             discussion: "Exit status 0 when all agree, 1 when any hour or period differs.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "Start (RFC 3339 or any Postgres timestamptz). Default: 35 days ago") var from: String?

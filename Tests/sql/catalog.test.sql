@@ -26,8 +26,8 @@ select results_eq(
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
              (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql'), (20, '0020_line_figures.sql'),
              (21, '0021_events_partitioned.sql'), (22, '0022_reconciliation_lookups.sql'),
-             (23, '0023_rollup_ledger.sql')$$,
-    'migrations 1 to 23 are recorded once each, and no other');
+             (23, '0023_rollup_ledger.sql'), (24, '0024_rollup_ledger_period.sql')$$,
+    'migrations 1 to 24 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -38,7 +38,7 @@ select set_eq(
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('functions/period_signoff.sql'), ('functions/events_archive_check.sql'), ('functions/events_archive.sql'), ('functions/events_archive_sample.sql'), ('functions/events_archive_digests.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_line_ledger.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
-             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
+             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_rollup_ledger_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
              ('functions/_rollup_pending.sql'), ('functions/_unfolded.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
@@ -49,7 +49,7 @@ select set_eq(
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'), ('functions/reconciliation_verify.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
-             ('functions/rollup_period_rebuild.sql'), ('functions/rollup_period_verify.sql'), ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
+             ('functions/rollup_period_rebuild.sql'), ('functions/rollup_period_verify.sql'), ('functions/rollup_ledger_period_verify.sql'), ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
              ('functions/usage.sql'), ('functions/webhook_claim.sql'), ('functions/webhook_endpoint_set.sql'), ('functions/webhook_process.sql'),
              ('functions/webhook_redrive.sql'), ('functions/webhook_report.sql'), ('functions/webhook_receive.sql'),
@@ -75,8 +75,8 @@ select set_eq(
           'billing_invoice_lines', 'currencies', 'plans', 'plan_prices', 'customer_plans', 'invoices',
           'invoice_lines', 'billing_usage', 'rollup_hourly_dims', 'gauge_series', 'plan_limits',
           'webhook_endpoints', 'webhook_messages', 'webhook_deliveries', 'alerts', 'alert_firings', 'limit_firings', 'rollup_period', 'rollup_period_dims',
-          'event_keys', 'event_archives', 'period_signoffs', 'rollup_ledger'],
-    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts, 0019''s period totals, 0021''s event keys, archives and sign-offs and 0023''s rollup ledger (partitions of meter.events aside)');
+          'event_keys', 'event_archives', 'period_signoffs', 'rollup_ledger', 'rollup_ledger_period'],
+    'schema meter holds exactly the ledger, the 0001 tables, the 0002 tables, the 0003 tables, the 0004 tables 0011''s billing_usage, 0012''s rollup_hourly_dims, 0014''s gauge_series, 0016''s plan_limits, 0017''s outgoing webhook tables, 0018''s alerts, 0019''s period totals, 0021''s event keys, archives and sign-offs 0023''s rollup ledger and 0024''s its period rows (partitions of meter.events aside)');
 
 select is_empty(
     $$select c.relname from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
@@ -239,6 +239,7 @@ select results_eq(
              ('_period_of(p_timezone text, p_at timestamp with time zone)'),
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_refuse_delete()'),
+             ('_rollup_ledger_period_from_hours(p_customer_id bigint)'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('_rollup_period_from_hours(p_customer_id bigint)'),
              ('_unfolded()'),
@@ -278,6 +279,7 @@ select results_eq(
              ('reconciliation_verify(p_period text)'),
              ('retention_prune(p_conflict_payload_keep interval, p_webhook_keep interval, p_max_rows integer)'),
              ('rollup_lag_seconds()'),
+             ('rollup_ledger_period_verify(p_customer_id bigint)'),
              ('rollup_period_rebuild(p_customer_id bigint)'), ('rollup_period_verify(p_customer_id bigint)'),
              ('rollup_rebase()'),
              ('rollup_run(p_max_events integer)'),
@@ -294,7 +296,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the seventy-nine documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the eighty-one documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -329,6 +331,7 @@ select results_eq(
              ('period_close', 'TimeZone=UTC'), ('period_close', 'jit=off'),
              ('reconciliation_verify', 'TimeZone=UTC'), ('reconciliation_verify', 'jit=off'), ('reconciliation_verify', 'work_mem=256MB'),
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
+             ('rollup_ledger_period_verify', 'TimeZone=UTC'),
              ('rollup_period_rebuild', 'TimeZone=UTC'), ('rollup_period_verify', 'TimeZone=UTC'),
              ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
              ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
@@ -337,7 +340,7 @@ select results_eq(
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, reconciliation_verify, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, reconciliation_verify, rollup_ledger_period_verify, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
     'jit and work_mem on rollup_run and rollup_verify, jit and work_mem on reconciliation_verify, jit and generic plans on limit_check, jit on the set-based close '
     '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on rollup_run, custom plans '
@@ -345,10 +348,10 @@ select results_eq(
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,
-    $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_rollup_pending'), ('_unfolded'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest_arrays'),
-             ('invoice_preview'), ('limit_check'), ('reconciliation_verify'), ('rollup_lag_seconds'), ('rollup_period_verify'), ('rollup_verify'), ('usage')$$,
-    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _rollup_pending, _unfolded (the reconciliation''s rows not folded yet), api_key_authenticate, api_key_authorize, event_cancel, event_ingest_arrays (not event_ingest, its JSON form), invoice_preview, limit_check, reconciliation_verify (raw events, for analysts), rollup_lag_seconds, '
-    'rollup_period_verify, rollup_verify and usage are SECURITY DEFINER');
+    $$values ('_gauge_dims_hours'::text), ('_gauge_hours'), ('_line_ledger'), ('_line_usage'), ('_rollup_pending'), ('_unfolded'), ('api_key_authenticate'), ('api_key_authorize'), ('event_cancel'), ('event_ingest_arrays'),
+             ('invoice_preview'), ('limit_check'), ('reconciliation_verify'), ('rollup_lag_seconds'), ('rollup_ledger_period_verify'), ('rollup_period_verify'), ('rollup_verify'), ('usage')$$,
+    'only _gauge_hours and _gauge_dims_hours (the reconciliation''s raw integrals), _line_ledger and _line_usage (its per-line figures: they read the customer''s billing timezone), _rollup_pending, _unfolded (the reconciliation''s rows not folded yet), api_key_authenticate, api_key_authorize, event_cancel, event_ingest_arrays (not event_ingest, its JSON form), invoice_preview, limit_check, reconciliation_verify (raw events, for analysts), rollup_lag_seconds, '
+    'rollup_ledger_period_verify, rollup_period_verify, rollup_verify and usage are SECURITY DEFINER');
 
 select is_empty(
     $$select signature from own_functions f

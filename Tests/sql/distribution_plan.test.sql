@@ -17,7 +17,7 @@ insert into distribution_plan values
     -- per customer: events and everything derived from them
     ('events', 'distributed'), ('event_keys', 'distributed'), ('event_cancellations', 'distributed'),
     ('event_redeliveries', 'distributed'), ('rollup_hourly', 'distributed'), ('rollup_hourly_unique', 'distributed'),
-    ('rollup_hourly_dims', 'distributed'), ('rollup_period', 'distributed'), ('rollup_period_dims', 'distributed'), ('rollup_ledger', 'distributed'),
+    ('rollup_hourly_dims', 'distributed'), ('rollup_period', 'distributed'), ('rollup_period_dims', 'distributed'), ('rollup_ledger', 'distributed'), ('rollup_ledger_period', 'distributed'),
     ('gauge_series', 'distributed'), ('sync_outbox', 'distributed'), ('billing_usage', 'distributed'),
     ('customer_plans', 'distributed'), ('invoices', 'distributed'), ('invoice_lines', 'distributed'),
     ('billing_customers', 'distributed'), ('billing_links', 'distributed'), ('limit_firings', 'distributed'),

@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(163);
+select plan(165);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -125,6 +125,7 @@ select table_privs_are('meter', 'rollup_hourly_dims', 'meter_ingest', array[]::n
 select table_privs_are('meter', 'gauge_series', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.gauge_series');
 select table_privs_are('meter', 'rollup_period', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_period');
 select table_privs_are('meter', 'rollup_ledger', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_ledger');
+select table_privs_are('meter', 'rollup_ledger_period', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_ledger_period');
 select table_privs_are('meter', 'rollup_period_dims', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_period_dims');
 select table_privs_are('meter', 'limit_usage', 'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.limit_usage (limit_check reads it as its owner)');
 select table_privs_are('meter', 'rollup_watermark',     'meter_ingest', array[]::name[], 'meter_ingest: no privilege on meter.rollup_watermark');
@@ -145,6 +146,7 @@ select table_privs_are('meter', 'rollup_hourly_dims', 'meter_analyst', array['SE
 select table_privs_are('meter', 'gauge_series', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.gauge_series');
 select table_privs_are('meter', 'rollup_period', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_period');
 select table_privs_are('meter', 'rollup_ledger', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_ledger');
+select table_privs_are('meter', 'rollup_ledger_period', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_ledger_period');
 select table_privs_are('meter', 'rollup_period_dims', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_period_dims');
 select table_privs_are('meter', 'limit_usage', 'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.limit_usage');
 select table_privs_are('meter', 'rollup_watermark',     'meter_analyst', array['SELECT']::name[], 'meter_analyst: SELECT only on meter.rollup_watermark');

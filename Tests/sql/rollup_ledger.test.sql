@@ -6,12 +6,15 @@
 --   * meter.reconciliation reads the ledger (and the few rows not folded yet), not raw events: its
 --     rows for a closed month, per invoice line (a meter priced per filter included);
 --   * meter.reconciliation_verify, the separate recomputation from raw events, is empty while
---     the accounts agree, and names the figure when a rollup row or a raw event is altered.
+--     the accounts agree, and names the figure when a rollup row or a raw event is altered;
+--   * the ledger's period rows (meter.rollup_ledger_period, 0024, decision 124) are Σ of the raw
+--     tables per period, a whole period's line reads them and equals its hours, and
+--     meter.rollup_ledger_period_verify and meter.rollup_period_rebuild find and repair a fault.
 --
 -- Emulated history as in month_close.test.sql: events of long-finished transactions (xid 100,
 -- then 200 for those committed after the first run); the suite runs on a freshly migrated database.
 begin;
-select plan(20);
+select plan(26);
 \ir support/fixtures.sql
 
 select is_empty($$select 1 from meter.events$$,
@@ -148,11 +151,50 @@ select results_eq(
              ('tap.lg.calls', 4, 4, 1, 4, 'MISMATCH: late-after-close not adjusted yet')$$,
     'folded: the rollups moved past the invoice, which no close has adjusted yet');
 
+-- The ledger's period rows (0024, decision 124): Σ of the hours, recomputed here from the raw
+-- tables (the customer bills in UTC: its period is the UTC month), late folds included.
+select set_eq(
+    $$select m.code, p.period_start, p.dims::text, p.events, p.cancelled, p.duplicates, p.late, p.value_in, p.value_out, p.key_checksum
+      from meter.rollup_ledger_period p join meter.meters m on m.id = p.meter_id
+      where p.customer_id = (select cust from fx)$$,
+    $$select r.meter, date_trunc('month', r.hour, 'UTC') as period_start, r.dims, sum(r.events)::bigint as events,
+             sum(r.cancelled)::bigint as cancelled, sum(r.duplicates)::bigint as duplicates, coalesce(sum(n.late), 0)::bigint as late,
+             sum(r.value_in) as value_in, sum(r.value_out) as value_out, sum(r.key_checksum) as key_checksum
+      from ledger_from_raw r
+      left join ledger_now n on n.meter = r.meter and n.hour = r.hour and n.dims = r.dims
+      group by 1, 2, 3$$,
+    'rollup_ledger_period: per meter, period and dimension values, Σ of the raw tables'' events, cancellations, duplicates, late folds, values and key checksums');
+select is_empty($$select * from meter.rollup_ledger_period_verify()$$, 'rollup_ledger_period_verify: every period row is Σ of its hours');
+-- A line read from the period's rows (a whole billing period) equals the same line read from its
+-- hours (the range split in two, which is no billing period).
+select results_eq(
+    $$select l.events, l.cancelled, l.duplicates, l.late, l.value, l.key_checksum
+      from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01', '2024-06-01', (select plan from fx), '{"model": "a"}') l$$,
+    $$select sum(l.events)::bigint as events, sum(l.cancelled)::bigint as cancelled, sum(l.duplicates)::bigint as duplicates,
+             sum(l.late)::bigint as late, sum(l.value) as value, sum(l.key_checksum) as key_checksum
+      from (select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01', '2024-05-15', (select plan from fx), '{"model": "a"}')
+            union all
+            select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-15', '2024-06-01', (select plan from fx), '{"model": "a"}')) l$$,
+    '_line_ledger of a whole period (rollup_ledger_period) equals its two halves (rollup_ledger hours)');
+-- Faults in the period rows are listed, and the rebuild repairs them.
+update meter.rollup_ledger_period set duplicates = duplicates + 1
+where customer_id = (select cust from fx) and meter_id = (select m_calls from fx);
+select results_eq(
+    $$select period_start, (period ->> 'duplicates')::bigint - (hours ->> 'duplicates')::bigint from meter.rollup_ledger_period_verify()$$,
+    $$values ('2024-05-01 00:00+00'::timestamptz, 1::bigint)$$,
+    'rollup_ledger_period_verify names a period row that differs from its hours');
+select ok(meter.rollup_period_rebuild((select cust from fx)) > 0, 'rollup_period_rebuild rewrites the customer''s period rows');
+select is_empty($$select * from meter.rollup_ledger_period_verify()$$, 'after the rebuild, rollup_ledger_period_verify is empty again');
+
 -- ---------------------------------------------------------------------------------------------
 -- Faults: the two accounts disagree.
 -- ---------------------------------------------------------------------------------------------
+-- (a fold gone wrong: the hour's row and its period total, which the line reads, both 5 over)
 update meter.rollup_hourly_dims set quantity = quantity + 5
 where customer_id = (select cust from fx) and meter_id = (select m_tokens from fx) and hour = '2024-05-02 11:00+00'
+  and dims = '{"model": null}';
+update meter.rollup_period_dims set quantity = quantity + 5
+where customer_id = (select cust from fx) and meter_id = (select m_tokens from fx) and period_start = '2024-05-01 00:00+00'
   and dims = '{"model": null}';
 select results_eq(
     $$select status from meter.reconciliation where customer = 'tap-lg-a' and period = '2024-05' and line = 'tap.lg.tokens [other]'$$,
@@ -164,6 +206,9 @@ select results_eq(
     'reconciliation_verify names the line and the figure: the rollup''s quantity against raw events');
 update meter.rollup_hourly_dims set quantity = quantity - 5
 where customer_id = (select cust from fx) and meter_id = (select m_tokens from fx) and hour = '2024-05-02 11:00+00'
+  and dims = '{"model": null}';
+update meter.rollup_period_dims set quantity = quantity - 5
+where customer_id = (select cust from fx) and meter_id = (select m_tokens from fx) and period_start = '2024-05-01 00:00+00'
   and dims = '{"model": null}';
 update meter.events set value = 8 where idempotency_key = 'b-1';
 select results_eq(

@@ -20,7 +20,10 @@
 --     (meter.rollup_hourly_dims; hours under a meter version without dimensions count under no
 --     values, '{}') grouped by values first, each combination assigned to one price
 --     (meter._dims_priced_by), then count / sum / time_weighted_sum / max as above over the
---     combinations this filter prices. meter.plan_price_set admits filters on these four only.
+--     combinations this filter prices; for count and sum over exactly one billing period, never a
+--     gauge and under versions that all have dimensions, the period's rows per combination
+--     (meter.rollup_period_dims, kept as rollup_period is) instead of its hours (decision 124).
+--     meter.plan_price_set admits filters on these four only.
 --
 -- Refusals, for the first request at fault (in request order): its meter changes aggregation
 -- within its range (55000: start new meter versions at a period start); its plan prices it per
@@ -44,13 +47,21 @@ declare
     -- Per request, by position: its meter's aggregations over its range (exactly one, or none
     -- when no version covers it) and whether its plan prices the meter per filter.
     v_aggs    text[];
-    v_kinds   text[];   -- 'period', 'hours', 'latest', 'unique', 'filtered': which statement figures it
+    v_kinds   text[];   -- 'period', 'hours', 'latest', 'unique', 'filtered_period', 'filtered': which statement figures it
     v_bad     jsonb;    -- the first request at fault
 begin
     -- Each request's aggregation and the statement below that figures it (its kind), in one pass
     -- over the requests; the refusals, for the first request at fault, before any figure.
     select pg_catalog.array_agg(k.aggs[1] order by k.i),
-           pg_catalog.array_agg(case when k.has_filters then 'filtered'
+           pg_catalog.array_agg(case when k.has_filters
+                                          -- a whole period of count or sum under versions that all
+                                          -- have dimensions: its rows per combination
+                                          -- (meter.rollup_period_dims; decision 124)
+                                          then case when k.aggs[1] in ('count', 'sum') and not k.ever_gauge
+                                                         and not k.some_undimensioned
+                                                         and pg_catalog.date_trunc('month', k.r_from at time zone k.tz) at time zone k.tz = k.r_from
+                                                         and ((k.r_from at time zone k.tz) + interval '1 month') at time zone k.tz = k.r_to
+                                                    then 'filtered_period' else 'filtered' end
                                      when k.aggs[1] = 'latest' then 'latest'
                                      when k.aggs[1] = 'unique_count' then 'unique'
                                      -- exactly one billing period of the customer: its totals
@@ -70,7 +81,7 @@ begin
                 filter (where pg_catalog.cardinality(k.aggs) <> 1
                            or (k.has_filters and k.aggs[1] not in ('count', 'sum', 'max', 'time_weighted_sum'))))[1]
       into v_aggs, v_kinds, v_bad
-    from (select q.i, q.meter_id, q.r_from, q.r_to, c.billing_timezone as tz, r.aggs, r.ever_gauge,
+    from (select q.i, q.meter_id, q.r_from, q.r_to, c.billing_timezone as tz, r.aggs, r.ever_gauge, r.some_undimensioned,
                  exists (select 1 from meter.plan_prices pp
                          where pp.plan_id = q.plan_id and pp.meter_id = q.meter_id and pp.filter <> '{}'::jsonb) as has_filters
           from rows from (pg_catalog.unnest(p_customer_ids), pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from),
@@ -83,7 +94,10 @@ begin
                        (select pg_catalog.array_agg(distinct v.aggregation) from meter.meter_version_ranges v
                         where v.meter_id = d.meter_id and v.effective_from < d.r_to and v.effective_until > d.r_from) as aggs,
                        exists (select 1 from meter.meter_versions v
-                               where v.meter_id = d.meter_id and v.aggregation = 'time_weighted_sum') as ever_gauge
+                               where v.meter_id = d.meter_id and v.aggregation = 'time_weighted_sum') as ever_gauge,
+                       exists (select 1 from meter.meter_version_ranges v
+                               where v.meter_id = d.meter_id and v.effective_from < d.r_to and v.effective_until > d.r_from
+                                 and pg_catalog.cardinality(v.dimensions) = 0) as some_undimensioned
                 from (select distinct x.meter_id, x.r_from, x.r_to
                       from rows from (pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from), pg_catalog.unnest(p_to))
                            as x(meter_id, r_from, r_to)) as d
@@ -178,6 +192,35 @@ begin
     -- Meters priced per filter: per combination of dimension values first (hours under a meter
     -- version without dimensions count under no values, '{}'), each combination assigned to one
     -- price, then the combinations this request's filter prices.
+    if 'filtered_period' = any (v_kinds) then
+        return query
+        with q as materialized (
+            select q.*
+            from rows from (pg_catalog.unnest(p_customer_ids), pg_catalog.unnest(p_meter_ids), pg_catalog.unnest(p_from),
+                            pg_catalog.unnest(p_plan_ids), pg_catalog.unnest(p_filters),
+                            pg_catalog.unnest(v_aggs), pg_catalog.unnest(v_kinds))
+                 with ordinality as q(customer_id, meter_id, r_from, plan_id, filter, agg, kind, i)
+            where q.kind = 'filtered_period'
+        ),
+        combos as (
+            select q.i, p.dims, p.event_count as n, p.quantity as qty
+            from q
+            join meter.rollup_period_dims p
+              on p.customer_id = q.customer_id and p.meter_id = q.meter_id and p.period_start = q.r_from
+            -- (a fence: the price is found once per combination, after the join)
+            offset 0
+        )
+        select q.i::integer, coalesce(pg_catalog.sum(g.n), 0)::bigint,
+               case q.agg
+                   when 'count' then coalesce(pg_catalog.sum(g.n), 0)::numeric
+                   when 'sum' then coalesce(pg_catalog.sum(g.qty), 0)
+               end,
+               q.agg
+        from q
+        left join combos g on g.i = q.i and meter._dims_priced_by(q.plan_id, q.meter_id, g.dims) = q.filter
+        group by q.i, q.agg;
+    end if;
+
     if 'filtered' = any (v_kinds) then
         return query
         with q as materialized (

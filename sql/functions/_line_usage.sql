@@ -2,7 +2,9 @@
 -- event count of one invoice line: the part of a meter's usage in [from, to) that the plan prices
 -- with `filter`.
 --
--- A meter the plan prices without filters is one line: meter._period_usage, unchanged. Otherwise
+-- A whole billing period of the customer: meter._line_figures (the close's figures, from the
+-- period totals where they are kept). Any other range: a meter the plan prices without filters
+-- is one line: meter._period_usage, unchanged. Otherwise
 -- the hourly rows per dimension values (meter.rollup_hourly_dims) whose values the plan prices with
 -- this filter (meter._dims_priced_by): count -> Σ events, sum and time_weighted_sum -> Σ quantity
 -- (a gauge's dimension rows hold each combination's integral), max -> the largest hourly maximum
@@ -20,12 +22,28 @@ language plpgsql
 stable
 -- (exactly one row: the planner's default of 1,000 made the reconciliation look costly enough to JIT-compile, ~1 s)
 rows 1
+-- (the analyst's reconciliation calls it: it reads the customer's billing timezone, which the
+-- analyst may not, to know a whole period; it returns figures of rollups the analyst may read)
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
     v_whole record;
 begin
+    -- A whole billing period of the customer (every usage line of a close): the close's own
+    -- figures (meter._line_figures), which read the period's totals for count and sum meters
+    -- (meter.rollup_period, and rollup_period_dims per filter; decision 124) instead of its hours.
+    if exists (select 1 from meter.customers c
+               where c.id = p_customer_id
+                 and pg_catalog.date_trunc('month', p_from at time zone c.billing_timezone) at time zone c.billing_timezone = p_from
+                 and ((p_from at time zone c.billing_timezone) + interval '1 month') at time zone c.billing_timezone = p_to) then
+        return query
+        select f.event_count, f.quantity, f.aggregation
+        from meter._line_figures(array[p_customer_id], array[p_meter_id], array[p_from], array[p_to],
+                                 array[p_plan_id], array[p_filter]) f;
+        return;
+    end if;
     -- the whole meter (and the aggregation check: one aggregation over the range)
     select * into v_whole from meter._period_usage(p_customer_id, p_meter_id, p_from, p_to);
     aggregation := v_whole.aggregation;

@@ -41,7 +41,9 @@
 --     folded into a period already closed as late), cancellations likewise, and redeliveries
 --     acknowledged as duplicates (meter.event_redeliveries, taken in (xid, id) order below the same
 --     horizon, with their own position on the watermark's row). meter.reconciliation reads it
---     instead of raw events; meter.reconciliation_verify recomputes it from them.
+--     instead of raw events; meter.reconciliation_verify recomputes it from them. The same rows
+--     are added to their billing period's (meter.rollup_ledger_period, decision 124) by the same
+--     statements, so a period row is always Σ of its hours (meter.rollup_ledger_period_verify).
 --   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
 --     transaction (meter._outbox_requeue: back to pending unless a send is in flight), all in one
 --     statement in key order (step 4d; decision 118), and meter_sync is NOTIFied at commit. A
@@ -296,14 +298,12 @@ begin
     ),
     -- the ledger: the same events counted per hour and dimension values ('{}' under a version
     -- without dimensions); late when the customer's invoice for the hour's period is closed
-    ledger as (
-        insert into meter.rollup_ledger as l
-               (customer_id, meter_id, hour, dims_hash, dims, events, late, value_in, key_checksum)
+    ledger_rows as materialized (
         select g.customer_id, g.meter_id, g.hour, g.dims_hash, g.dims, g.n,
                case when g.hour < v_closed_until
                          and exists (select 1 from meter.invoices i
                                      where i.customer_id = g.customer_id and g.hour >= i.period_start and g.hour < i.period_end)
-                    then g.n else 0 end,
+                    then g.n else 0 end as late,
                g.vin, g.kh
         -- (the groups without dimension values as they are, those with them as step 2 wrote them
         -- to rollup_hourly_dims: no second join with the meter versions)
@@ -315,7 +315,31 @@ begin
               union all
               select d.customer_id, d.meter_id, d.hour, d.dims_hash, d.dims, d.n, d.vin, d.kh
               from dim_groups d) g
+    ),
+    ledger as (
+        insert into meter.rollup_ledger as l
+               (customer_id, meter_id, hour, dims_hash, dims, events, late, value_in, key_checksum)
+        select g.customer_id, g.meter_id, g.hour, g.dims_hash, g.dims, g.n, g.late, g.vin, g.kh
+        from ledger_rows g
         on conflict (customer_id, meter_id, hour, dims_hash) do update
+            set events       = l.events + excluded.events,
+                late         = l.late + excluded.late,
+                value_in     = l.value_in + excluded.value_in,
+                key_checksum = l.key_checksum + excluded.key_checksum,
+                updated_at   = pg_catalog.now()
+        returning 1
+    ),
+    -- ... and the same rows added to their billing period's (meter.rollup_ledger_period, decision 124)
+    ledger_period as (
+        insert into meter.rollup_ledger_period as l
+               (customer_id, meter_id, period_start, dims_hash, dims, events, late, value_in, key_checksum)
+        select g.customer_id, g.meter_id, meter._period_of(c.billing_timezone, g.hour), g.dims_hash,
+               pg_catalog.min(g.dims::text)::jsonb, pg_catalog.sum(g.n), pg_catalog.sum(g.late),
+               pg_catalog.sum(g.vin), pg_catalog.sum(g.kh)
+        from ledger_rows g
+        join meter.customers c on c.id = g.customer_id
+        group by 1, 2, 3, 4
+        on conflict (customer_id, meter_id, period_start, dims_hash) do update
             set events       = l.events + excluded.events,
                 late         = l.late + excluded.late,
                 value_in     = l.value_in + excluded.value_in,
@@ -427,23 +451,46 @@ begin
         returning 1
     ),
     -- ... and counted in the ledger (late when the hour's period is closed)
-    ledger as (
-        insert into meter.rollup_ledger as l
-               (customer_id, meter_id, hour, dims_hash, dims, cancelled, late, value_out, key_checksum)
+    ledger_rows as materialized (
         select d.customer_id, d.meter_id, d.hour,
-               case when d.dims = '{}'::jsonb then v_no_dims_hash else pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')) end,
+               case when d.dims = '{}'::jsonb then v_no_dims_hash else pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')) end
+                   as dims_hash,
                d.dims, d.n,
                case when d.hour < v_closed_until
                          and exists (select 1 from meter.invoices i
                                      where i.customer_id = d.customer_id and d.hour >= i.period_start and d.hour < i.period_end)
-                    then d.n else 0 end,
-               d.v, -d.kh
+                    then d.n else 0 end as late,
+               d.v, -d.kh as kh
         from (select du.customer_id, du.meter_id, du.hour, coalesce(du.dims, '{}'::jsonb) as dims,
                      pg_catalog.count(*) as n, pg_catalog.sum(du.value) as v,
                      pg_catalog.sum(pg_catalog.hashtextextended(du.idempotency_key, 0)) as kh
               from due_dims du
               group by 1, 2, 3, 4) d
+    ),
+    ledger as (
+        insert into meter.rollup_ledger as l
+               (customer_id, meter_id, hour, dims_hash, dims, cancelled, late, value_out, key_checksum)
+        select d.customer_id, d.meter_id, d.hour, d.dims_hash, d.dims, d.n, d.late, d.v, d.kh
+        from ledger_rows d
         on conflict (customer_id, meter_id, hour, dims_hash) do update
+            set cancelled    = l.cancelled + excluded.cancelled,
+                late         = l.late + excluded.late,
+                value_out    = l.value_out + excluded.value_out,
+                key_checksum = l.key_checksum + excluded.key_checksum,
+                updated_at   = pg_catalog.now()
+        returning 1
+    ),
+    -- ... and in the period's (meter.rollup_ledger_period)
+    ledger_period as (
+        insert into meter.rollup_ledger_period as l
+               (customer_id, meter_id, period_start, dims_hash, dims, cancelled, late, value_out, key_checksum)
+        select d.customer_id, d.meter_id, meter._period_of(c.billing_timezone, d.hour), d.dims_hash,
+               pg_catalog.min(d.dims::text)::jsonb, pg_catalog.sum(d.n), pg_catalog.sum(d.late),
+               pg_catalog.sum(d.v), pg_catalog.sum(d.kh)
+        from ledger_rows d
+        join meter.customers c on c.id = d.customer_id
+        group by 1, 2, 3, 4
+        on conflict (customer_id, meter_id, period_start, dims_hash) do update
             set cancelled    = l.cancelled + excluded.cancelled,
                 late         = l.late + excluded.late,
                 value_out    = l.value_out + excluded.value_out,
@@ -487,9 +534,9 @@ begin
         where (r.xid, r.id) >= (v_wm.redeliveries_xid, v_wm.redeliveries_id)
           and (r.xid, r.id) < (v_r_end_xid, v_r_end_id)
     ),
-    counted as (
-        insert into meter.rollup_ledger as l (customer_id, meter_id, hour, dims_hash, dims, duplicates)
-        select d.customer_id, d.meter_id, d.hour, pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')), d.dims, d.n
+    dup_rows as materialized (
+        select d.customer_id, d.meter_id, d.hour, pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')) as dims_hash,
+               d.dims, d.n
         from (select e.customer_id, e.meter_id, x.hour,
                      case when dv.meter_id is not null then meter._dimension_values(e.properties, dv.dimensions)
                           else '{}'::jsonb end as dims,
@@ -509,7 +556,24 @@ begin
                and x.hour >= dv.effective_from and x.hour < dv.effective_until
               where b.verdict = 'duplicate'
               group by 1, 2, 3, 4) d
+    ),
+    counted as (
+        insert into meter.rollup_ledger as l (customer_id, meter_id, hour, dims_hash, dims, duplicates)
+        select d.customer_id, d.meter_id, d.hour, d.dims_hash, d.dims, d.n
+        from dup_rows d
         on conflict (customer_id, meter_id, hour, dims_hash) do update
+            set duplicates = l.duplicates + excluded.duplicates,
+                updated_at = pg_catalog.now()
+        returning 1
+    ),
+    counted_period as (
+        insert into meter.rollup_ledger_period as l (customer_id, meter_id, period_start, dims_hash, dims, duplicates)
+        select d.customer_id, d.meter_id, meter._period_of(c.billing_timezone, d.hour), d.dims_hash,
+               pg_catalog.min(d.dims::text)::jsonb, pg_catalog.sum(d.n)
+        from dup_rows d
+        join meter.customers c on c.id = d.customer_id
+        group by 1, 2, 3, 4
+        on conflict (customer_id, meter_id, period_start, dims_hash) do update
             set duplicates = l.duplicates + excluded.duplicates,
                 updated_at = pg_catalog.now()
         returning 1

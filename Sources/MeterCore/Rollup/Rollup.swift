@@ -164,8 +164,9 @@ public enum Rollup {
         }
     }
 
-    /// `meter.rollup_period_verify()`: the billing period totals that differ from their hours, one
-    /// line each; empty when all is well.
+    /// `meter.rollup_period_verify()` and `meter.rollup_ledger_period_verify()`: the billing period
+    /// totals and the ledger's period rows that differ from their hours, one line each; empty when
+    /// all is well.
     public static func periodVerify(_ conn: PGConnection) throws -> [String] {
         try conn.execute("""
             select pg_catalog.format('customer %s meter %s period from %s%s: %s events (hours: %s), quantity %s (hours: %s), max %s (hours: %s)',
@@ -173,6 +174,11 @@ public enum Rollup {
                                      period_events, hourly_events, period_quantity, hourly_quantity,
                                      coalesce(period_max::text, 'none'), coalesce(hourly_max::text, 'none')) as line
             from meter.rollup_period_verify()
+            union all
+            select pg_catalog.format('customer %s meter %s period from %s values %s: ledger %s (hours: %s)',
+                                     customer_id, meter_id, period_start, dims::text,
+                                     coalesce(period::text, 'none'), coalesce(hours::text, 'none'))
+            from meter.rollup_ledger_period_verify()
             """).rows.map { try $0.string("line") }
     }
 }

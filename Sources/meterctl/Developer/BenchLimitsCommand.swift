@@ -118,7 +118,7 @@ struct BenchLimits: AsyncParsableCommand {
             defer { c.close() }
             return try Rollup.periodVerify(c).count
         }()
-        print("verify:    \(differing) billing period total(s) differ from their hours (meter.rollup_period_verify)")
+        print("verify:    \(differing) billing period total(s) differ from their hours (meter.rollup_period_verify, meter.rollup_ledger_period_verify)")
         if differing != 0 { throw ExitCode(1) }
     }
 

@@ -176,7 +176,7 @@ struct BenchRollup: AsyncParsableCommand {
             // ... and the billing period totals the rollup keeps beside the hours
             let periodDiffs = try Rollup.periodVerify(conn).count
             if periodDiffs != 0 {
-                say("  \(periodDiffs) billing period total(s) differ from their hours (meter.rollup_period_verify)")
+                say("  \(periodDiffs) billing period total(s) differ from their hours (meter.rollup_period_verify, meter.rollup_ledger_period_verify)")
                 throw ExitCode(1)
             }
             return [
@@ -184,7 +184,7 @@ struct BenchRollup: AsyncParsableCommand {
                 "rollup:    \(drained.events) events folded in \(drained.runs) run(s) of max_events \(maxEvents) in \(fmt(rollSeconds)) s = \(fmt0(rollRate)) events/s",
                 "baseline:  read-only GROUP BY of the same rows (1 process) in \(fmt(baseSeconds)) s = \(fmt0(baseRate)) events/s",
                 "ratio:     rollup / baseline = \(fmt(rollRate / baseRate))",
-                "verify:    rollup_verify found 0 differing hours in \(fmt(verifySeconds)) s; rollup_period_verify 0 differing period totals",
+                "verify:    rollup_verify found 0 differing hours in \(fmt(verifySeconds)) s; rollup_period_verify and rollup_ledger_period_verify 0 differing period rows",
             ]
         }
     }
