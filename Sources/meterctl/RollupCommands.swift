@@ -2,13 +2,13 @@ import ArgumentParser
 import Foundation
 import MeterCore
 
-/// `meterctl rollup run|status|verify`: the hourly rollup by hand. `meterctl serve` runs the same
+/// `meterctl rollup run|status|verify|shards`: the hourly rollup by hand. `meterctl serve` runs the same
 /// `meter.rollup_run()` in its loop; running both at once is safe (one waits its turn).
 struct RollupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollup",
         abstract: "Run, inspect and verify the hourly rollups.",
-        subcommands: [Run.self, Status.self, Verify.self])
+        subcommands: [Run.self, Status.self, Verify.self, Shards.self])
 
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -59,8 +59,45 @@ struct RollupCommand: AsyncParsableCommand {
             print("pending cancellations: \(lag.pendingCancellations)")
             print("last run:              \(lag.lastRunAt ?? "never")")
             print("totals:                \(lag.runsTotal) runs, \(lag.eventsTotal) events, \(lag.cancellationsTotal) cancellations")
+            print("shards:                \(lag.shards) (watermark: the lowest shard's; meterctl rollup shards)")
             if let pid = lag.horizonHeldByPID {
                 print("horizon held by:       pid \(pid), \(lag.horizonState ?? "?") since \(lag.horizonXactStart ?? "?"): \(lag.horizonQuery ?? "")")
+            }
+        }
+    }
+
+    struct Shards: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the rollup shards, or split the rollup into N (meter.rollup_shards_set).",
+            discussion: """
+                A customer's events belong to shard customer_id % N; each shard has its own watermark and \
+                lock, and meterctl serve's --rollup-workers loops fold them at once (decision 125). --set N \
+                first folds every shard to one common position, inside its transaction and with ingest \
+                waiting (run it when the rollup has caught up), then writes N watermark rows.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .customLong("set"), help: "Split the rollup into this many shards (1 to 64).") var set: Int?
+        func validate() throws {
+            if let n = set, n < 1 || n > 64 { throw ValidationError("--set must be between 1 and 64; got \(n)") }
+        }
+        func run() async throws {
+            try global.withConnection(migrate: global.target.isEmbedded) { conn in
+                if let n = set {
+                    print("rollup shards: folding every shard to one common position, then splitting into \(n)")
+                    let folded = try conn.execute("select meter.rollup_shards_set($1) as n", [n]).single().int("n")
+                    print("rollup shards: \(n) shard(s); \(folded) events and cancellations folded on the way")
+                }
+                for r in try conn.execute("""
+                    select shard, shard_count, position_xid || '/' || position_id as position,
+                           redeliveries_xid || '/' || redeliveries_id as redeliveries,
+                           coalesce(to_char(last_run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'never') as last_run_at,
+                           runs_total, events_total
+                    from meter.rollup_watermark order by shard
+                    """).rows {
+                    print("shard \(try r.int("shard")) of \(try r.int("shard_count")): watermark \(try r.string("position")), "
+                          + "redeliveries \(try r.string("redeliveries")), last run \(try r.string("last_run_at")), "
+                          + "\(try r.int("runs_total")) runs, \(try r.int("events_total")) events")
+                }
             }
         }
     }

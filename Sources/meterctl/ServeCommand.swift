@@ -26,6 +26,8 @@ struct ServiceOptions: ParsableArguments {
     var rollupMaxEvents: Int?
     @Option(name: .customLong("rollup-stall-after-seconds"), help: "The rollup loop counts as stalled after this long without a finished run attempt: meter_rollup_loop_stalled = 1, an error log line rollup.loop_stalled, /readyz says so (env METER_ROLLUP_STALL_AFTER_SECONDS). Default: 120")
     var rollupStallAfterSeconds: Int?
+    @Option(name: .customLong("rollup-workers"), help: "Rollup loops in this process, each folding its share of the rollup shards (meterctl rollup shards) at once (env METER_ROLLUP_WORKERS). Default: the number of cores")
+    var rollupWorkers: Int?
     @Option(name: .customLong("http-idle-timeout-seconds"), help: "Close a connection that sends nothing for this long: idle keep-alive, or a request stalled halfway (env METER_HTTP_IDLE_TIMEOUT_SECONDS). Default: 60")
     var httpIdleTimeoutSeconds: Int?
     @Option(name: .customLong("max-connections"), help: "HTTP connections served at once; more wait in the listen backlog (env METER_MAX_CONNECTIONS). Default: 1024")
@@ -51,7 +53,7 @@ struct ServiceOptions: ParsableArguments {
     /// read by configuration().
     struct Settings {
         var port, poolSize, maxEventsPerRequest, maxBodyBytes, maxPropertiesBytes: Int?
-        var futureTolerance, pastTolerance, rollupMaxEvents, rollupStallAfter: Int?
+        var futureTolerance, pastTolerance, rollupMaxEvents, rollupStallAfter, rollupWorkers: Int?
         var idleTimeout, maxConnections, keyMaxConcurrent: Int?
         var keyPerSecond: Double?
         var rollupInterval: Double?
@@ -79,6 +81,7 @@ struct ServiceOptions: ParsableArguments {
         s.keyPerSecond = try GlobalOptions.number(keyRequestsPerSecond, "key-requests-per-second", "METER_KEY_REQUESTS_PER_SECOND", min: 0)
         s.rollupMaxEvents = try whole(rollupMaxEvents, "rollup-max-events", "METER_ROLLUP_MAX_EVENTS", min: 1, max: Int(Int32.max))
         s.rollupStallAfter = try whole(rollupStallAfterSeconds, "rollup-stall-after-seconds", "METER_ROLLUP_STALL_AFTER_SECONDS", min: 1)
+        s.rollupWorkers = try whole(rollupWorkers, "rollup-workers", "METER_ROLLUP_WORKERS", min: 1, max: 64)
         s.retention = try RetentionFlags.policy(conflictPayloadRetentionSeconds, webhookRetentionSeconds)
         // At least a minute: the delivery backoff is derived from it (a quarter, a twentieth).
         s.webhookGiveUp = try whole(webhookGiveUpSeconds, "webhook-give-up-seconds", "METER_WEBHOOK_GIVE_UP_SECONDS", min: 60)
@@ -136,6 +139,7 @@ struct ServiceOptions: ParsableArguments {
             }
             if let v = s.rollupMaxEvents { r.maxEvents = v }
             if let v = s.rollupStallAfter { r.stallAfter = .seconds(v) }
+            if let v = s.rollupWorkers { r.workers = v }
             c.rollup = r
         }
         c.openAPIPath = openAPI ?? env["METER_OPENAPI"]

@@ -26,8 +26,9 @@ select results_eq(
              (15, '0015_price_filters.sql'), (16, '0016_usage_limits.sql'),
              (17, '0017_outgoing_webhooks.sql'), (18, '0018_alerts.sql'), (19, '0019_rollup_period.sql'), (20, '0020_line_figures.sql'),
              (21, '0021_events_partitioned.sql'), (22, '0022_reconciliation_lookups.sql'),
-             (23, '0023_rollup_ledger.sql'), (24, '0024_rollup_ledger_period.sql')$$,
-    'migrations 1 to 24 are recorded once each, and no other');
+             (23, '0023_rollup_ledger.sql'), (24, '0024_rollup_ledger_period.sql'),
+             (25, '0025_rollup_shards.sql')$$,
+    'migrations 1 to 25 are recorded once each, and no other');
 
 select is_empty(
     $$select version from meter.schema_migrations where checksum !~ '^[0-9a-f]{64}$' or execution_ms < 0$$,
@@ -49,7 +50,7 @@ select set_eq(
              ('functions/period_close.sql'), ('functions/plan_price_mirror_record.sql'),
              ('functions/plan_price_set.sql'), ('functions/plan_upsert.sql'), ('functions/price_amount.sql'), ('functions/reconciliation_verify.sql'),
              ('functions/retention_prune.sql'), ('functions/rollup_lag_seconds.sql'), ('functions/rollup_rebase.sql'),
-             ('functions/rollup_period_rebuild.sql'), ('functions/rollup_period_verify.sql'), ('functions/rollup_ledger_period_verify.sql'), ('functions/rollup_run.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
+             ('functions/rollup_period_rebuild.sql'), ('functions/rollup_period_verify.sql'), ('functions/rollup_ledger_period_verify.sql'), ('functions/rollup_run.sql'), ('functions/rollup_shards_set.sql'), ('functions/rollup_verify.sql'), ('functions/sync_claim.sql'), ('functions/sync_refused.sql'),
              ('functions/sync_failed.sql'), ('functions/sync_retry.sql'), ('functions/sync_succeeded.sql'),
              ('functions/usage.sql'), ('functions/webhook_claim.sql'), ('functions/webhook_endpoint_set.sql'), ('functions/webhook_process.sql'),
              ('functions/webhook_redrive.sql'), ('functions/webhook_report.sql'), ('functions/webhook_receive.sql'),
@@ -282,7 +283,8 @@ select results_eq(
              ('rollup_ledger_period_verify(p_customer_id bigint)'),
              ('rollup_period_rebuild(p_customer_id bigint)'), ('rollup_period_verify(p_customer_id bigint)'),
              ('rollup_rebase()'),
-             ('rollup_run(p_max_events integer)'),
+             ('rollup_run(p_max_events integer, p_shard integer)'),
+             ('rollup_shards_set(p_shard_count integer)'),
              ('rollup_verify(p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('sync_claim(p_worker text, p_limit integer, p_lease interval)'),
              ('sync_failed(p_customer_id bigint, p_meter_id bigint, p_hour timestamp with time zone, p_claim_token bigint, p_error text, p_definitive boolean, p_max_attempts integer, p_base interval, p_cap interval, p_give_up_after interval)'),
@@ -296,7 +298,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the eighty-one documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the eighty-two documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

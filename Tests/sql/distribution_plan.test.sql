@@ -39,7 +39,6 @@ insert into distribution_gaps values
     ('events', 'key events_pkey', 'PRIMARY KEY (customer_id, id, occurred_at)'),
     ('event_cancellations', 'no customer_id column', 'customer_id added (the event''s), filled from meter.events'),
     ('event_cancellations', 'key event_cancellations_pkey', 'PRIMARY KEY (customer_id, event_id)'),
-    ('event_redeliveries', 'no customer_id column', 'customer_id added (the event''s)'),
     ('event_redeliveries', 'key event_redeliveries_pkey', 'PRIMARY KEY (customer_id, id)'),
     ('invoices', 'key invoices_pkey', 'PRIMARY KEY (customer_id, id)'),
     ('invoice_lines', 'no customer_id column', 'customer_id added (the invoice''s)'),

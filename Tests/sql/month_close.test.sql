@@ -208,8 +208,8 @@ select pg_temp.put_before_close('tap-mc-mix', 'tap.mc.mixed', 'mx-4', '2025-09-0
 -- Redeliveries acknowledged as duplicates (two of a-c-1, one of the April a-c-prev) and a conflict,
 -- recorded by a long-finished transaction with their event's time, as ingest records them (the
 -- rollup counts the duplicates in its ledger, which the reconciliation reads).
-insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
-select k.id, k.verdict, e.occurred_at, '100'
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid, customer_id)
+select k.id, k.verdict, e.occurred_at, '100', e.customer_id
 from (values (pg_temp.eid('tap-mc-a', 'a-c-1'), 'duplicate'), (pg_temp.eid('tap-mc-a', 'a-c-1'), 'duplicate'),
              (pg_temp.eid('tap-mc-a', 'a-c-1'), 'conflict'), (pg_temp.eid('tap-mc-a', 'a-c-prev'), 'duplicate')) as k(id, verdict)
 join meter.events e on e.id = k.id;

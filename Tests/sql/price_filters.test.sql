@@ -108,8 +108,8 @@ select pg_temp.put_early('tap-pf-a', 'tap.pf.calls', 'c-1', '2024-03-10 10:05+00
 select pg_temp.put_early('tap-pf-a', 'tap.pf.calls', 'c-2', '2024-03-10 10:06+00');
 -- (recorded by a long-finished transaction too, with its event's time, as ingest records it: the
 -- rollup counts it in its ledger, which the reconciliation reads)
-insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
-select e.id, 'duplicate', e.occurred_at, '100' from meter.events e where e.idempotency_key = 'g-1';
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid, customer_id)
+select e.id, 'duplicate', e.occurred_at, '100', e.customer_id from meter.events e where e.idempotency_key = 'g-1';
 select results_eq($$select status from meter.event_cancel('[{"customer": "tap-pf-a", "idempotency_key": "g-x"}]')$$,
                   $$values ('cancelled'::text)$$, 'setup: g-x is cancelled');
 update meter.event_cancellations set cancelled_at = pg_catalog.now() - interval '3 hours';

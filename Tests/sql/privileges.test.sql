@@ -21,7 +21,7 @@ begin
         true);
 end
 $$;
-select plan(165);
+select plan(168);
 \ir support/fixtures.sql
 
 -- ---------------------------------------------------------------------------------------------
@@ -73,17 +73,23 @@ select function_privs_are('meter', 'rollup_verify', array['timestamptz', 'timest
                           'meter_analyst', array['EXECUTE']::name[], 'meter_analyst may execute rollup_verify');
 select function_privs_are('meter', 'rollup_verify', array['timestamptz', 'timestamptz']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute rollup_verify');
-select function_privs_are('meter', 'rollup_run', array['integer']::name[],
+select function_privs_are('meter', 'rollup_run', array['integer', 'integer']::name[],
                           'meter_ingest', array[]::name[], 'meter_ingest may not execute rollup_run');
-select function_privs_are('meter', 'rollup_run', array['integer']::name[],
+select function_privs_are('meter', 'rollup_run', array['integer', 'integer']::name[],
                           'meter_analyst', array[]::name[], 'meter_analyst may not execute rollup_run');
-select function_privs_are('meter', 'rollup_run', array['integer']::name[],
+select function_privs_are('meter', 'rollup_run', array['integer', 'integer']::name[],
                           'public', array[]::name[], 'PUBLIC may not execute rollup_run');
+select function_privs_are('meter', 'rollup_shards_set', array['integer']::name[],
+                          'meter_ingest', array[]::name[], 'meter_ingest may not execute rollup_shards_set');
+select function_privs_are('meter', 'rollup_shards_set', array['integer']::name[],
+                          'meter_analyst', array[]::name[], 'meter_analyst may not execute rollup_shards_set');
+select function_privs_are('meter', 'rollup_shards_set', array['integer']::name[],
+                          'public', array[]::name[], 'PUBLIC may not execute rollup_shards_set');
 select is((select pg_catalog.array_agg(r.rolname::text order by r.rolname)
            from pg_catalog.pg_roles r
-           where pg_catalog.has_function_privilege(r.oid, 'meter.rollup_run(integer)', 'EXECUTE')
+           where pg_catalog.has_function_privilege(r.oid, 'meter.rollup_run(integer, integer)', 'EXECUTE')
              and not r.rolsuper
-             and r.oid <> (select proowner from pg_catalog.pg_proc where oid = 'meter.rollup_run(integer)'::regprocedure)),
+             and r.oid <> (select proowner from pg_catalog.pg_proc where oid = 'meter.rollup_run(integer, integer)'::regprocedure)),
           null::text[],
           'no role but the owner (and superusers) may execute rollup_run');
 select function_privs_are('meter', 'rollup_lag_seconds', array[]::name[],

@@ -11,8 +11,8 @@ select meter.customer_upsert('tap-rt'), meter.meter_upsert('tap.rt.calls', 'coun
 select pg_temp.put('tap-rt', 'tap.rt.calls', 'rt-' || i, pg_catalog.now() - interval '100 days')
 from pg_catalog.generate_series(1, 4) as i;
 -- Conflicts of 200, 120 and 10 days ago; a duplicate of 200 days ago (no payload).
-insert into meter.event_redeliveries (event_id, verdict, received_at, offered)
-select e.id, v.verdict, pg_catalog.now() - v.age, v.offered
+insert into meter.event_redeliveries (event_id, verdict, received_at, offered, customer_id)
+select e.id, v.verdict, pg_catalog.now() - v.age, v.offered, e.customer_id
 from (values ('rt-1', 'conflict', interval '200 days', '{"value": 7, "k": "old"}'::jsonb),
              ('rt-2', 'conflict', interval '120 days', '{"value": 8}'::jsonb),
              ('rt-3', 'conflict', interval '10 days',  '{"value": 9}'::jsonb),

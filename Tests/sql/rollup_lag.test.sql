@@ -20,7 +20,7 @@ select columns_are('meter', 'rollup_lag',
     array['position_xid', 'position_id', 'horizon_xid', 'lag_seconds', 'pending_events', 'waiting_on_horizon',
           'pending_cancellations', 'last_run_at', 'last_run_events',
           'last_run_cancellations', 'last_run_ms', 'runs_total', 'events_total', 'cancellations_total',
-          'horizon_held_by_pid', 'horizon_state', 'horizon_xact_start', 'horizon_query']::name[],
+          'horizon_held_by_pid', 'horizon_state', 'horizon_xact_start', 'horizon_query', 'shards']::name[],
     'rollup_lag has exactly its documented columns');
 
 update meter.rollup_watermark set position_xid = '0', position_id = 0;

@@ -55,8 +55,8 @@ select pg_temp.put_may('tap.lg.tokens', 't-b1', '2024-05-02 10:40+00', 5, '{"mod
 select pg_temp.put_may('tap.lg.tokens', 't-n1', '2024-05-02 11:40+00', 3);
 -- Redeliveries as ingest records them (a long-finished transaction, the event's time): two
 -- duplicates of t-a1, one of c-1, a conflict of b-1 (not counted).
-insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
-select e.id, k.verdict, e.occurred_at, '100'
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid, customer_id)
+select e.id, k.verdict, e.occurred_at, '100', e.customer_id
 from (values ('t-a1', 'duplicate'), ('t-a1', 'duplicate'), ('c-1', 'duplicate'), ('b-1', 'conflict')) as k(key, verdict)
 join meter.events e on e.idempotency_key = k.key;
 select results_eq($$select status from meter.event_cancel(

@@ -27,8 +27,8 @@ select pg_temp.bytes_event('a', 1, '100');
 select pg_temp.bytes_event('b', 2, '101');
 select pg_temp.bytes_event('c', 4, '102');
 -- a duplicate of a, recorded by a finished transaction (the ledger counts it; decision 123)
-insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
-select id, 'duplicate', occurred_at, '103' from meter.events where idempotency_key = 'a';
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid, customer_id)
+select id, 'duplicate', occurred_at, '103', customer_id from meter.events where idempotency_key = 'a';
 create temp table run1 as select * from meter.rollup_run();
 select is((select events_folded from run1), 3::bigint, 'setup: three events folded before the "restore"');
 
@@ -39,8 +39,8 @@ update meter.rollup_watermark set position_xid = (position_xid::text::bigint + 1
 update meter.event_redeliveries set xid = (xid::text::bigint + 1000000)::text::xid8;
 select pg_temp.bytes_event('d', 8, ((select position_xid from meter.rollup_watermark)::text::bigint + 5)::text::xid8);
 -- and a duplicate of b recorded after the old cluster's last run
-insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
-select id, 'duplicate', occurred_at, ((select redeliveries_xid from meter.rollup_watermark)::text::bigint + 5)::text::xid8
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid, customer_id)
+select id, 'duplicate', occurred_at, ((select redeliveries_xid from meter.rollup_watermark)::text::bigint + 5)::text::xid8, customer_id
 from meter.events where idempotency_key = 'b';
 
 select throws_ok($$select * from meter.rollup_run()$$, '55000', null,

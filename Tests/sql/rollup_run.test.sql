@@ -230,9 +230,9 @@ select results_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Function properties.
 -- ---------------------------------------------------------------------------------------------
-select volatility_is('meter', 'rollup_run', array['integer']::name[], 'volatile',
+select volatility_is('meter', 'rollup_run', array['integer', 'integer']::name[], 'volatile',
                      'rollup_run is VOLATILE (each statement takes a fresh snapshot)');
-select isnt_definer('meter', 'rollup_run', array['integer']::name[],
+select isnt_definer('meter', 'rollup_run', array['integer', 'integer']::name[],
                     'rollup_run runs with its caller''s rights (operators and the rollup worker only)');
 
 select * from finish();

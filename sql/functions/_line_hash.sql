@@ -22,7 +22,9 @@ as $$
     select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(
                e.idempotency_key || E'\t' || e.value::text, E'\n' order by e.idempotency_key collate "C"), ''), 'UTF8')), 'hex')
     from meter._line_events(p_customer_id, p_meter_id, p_from, p_to, p_plan_id, p_filter) e
-    where (e.xid, e.id) < (select w.position_xid, w.position_id from meter.rollup_watermark w where w.name = 'events')
+    -- (folded: below the watermark of the customer's rollup shard)
+    where (e.xid, e.id) < (select w.position_xid, w.position_id from meter.rollup_watermark w
+                           where w.shard = p_customer_id % w.shard_count)
       and not exists (select 1 from meter.event_cancellations c where c.event_id = e.id and c.rolled_up_at is not null);
 $$;
 

@@ -27,10 +27,7 @@ set search_path = pg_catalog, pg_temp
 set jit = off  -- large cost estimates over arrays made JIT compile for ~1 s per call (decision 120)
 as $$
 #variable_conflict use_column
-declare
-    v_wm meter.rollup_watermark;
 begin
-    select * into strict v_wm from meter.rollup_watermark where name = 'events';
     -- Per request, its events read through the (customer, meter, time) index and hashed, as one
     -- subquery each (the events come grouped by request, as a join would not: it sorted all of
     -- a close's events twice). Subtracted cancellations are matched by hashing (NOT IN over a
@@ -60,7 +57,9 @@ begin
                  and e.occurred_at >= dv.effective_from and e.occurred_at < dv.effective_until
                 where e.customer_id = q.customer_id and e.meter_id = q.meter_id
                   and e.occurred_at >= q.r_from and e.occurred_at < q.r_to
-                  and (e.xid, e.id) < (v_wm.position_xid, v_wm.position_id)
+                  -- (folded: below the watermark of the customer's rollup shard)
+                  and (e.xid, e.id) < (select w.position_xid, w.position_id from meter.rollup_watermark w
+                                       where w.shard = q.customer_id % w.shard_count)
                   and e.id not in (select c.event_id from meter.event_cancellations c where c.rolled_up_at is not null)
             ),
             priced as (

@@ -369,9 +369,10 @@ begin
         ) as acc on true;
 
         -- Step 3: an audit row for every redelivery (the rollup counts duplicates from it in its
-        -- ledger, finding the event by (id, occurred_at): the stored event's time, from its key);
+        -- ledger, finding the event by (id, occurred_at): the stored event's time, from its key,
+        -- in the shard of its customer);
         -- a conflict keeps the event as offered (as judged: occurred_at in UTC, exact value).
-        insert into meter.event_redeliveries (event_id, verdict, offered, occurred_at)
+        insert into meter.event_redeliveries (event_id, verdict, offered, occurred_at, customer_id)
         select v.event_id, v.status,
                case when v.status = 'conflict' then
                    pg_catalog.jsonb_build_object(
@@ -383,7 +384,7 @@ begin
                        'value', coalesce(p_values[v.ord + 1], 1)::text,
                        'properties', coalesce(p_properties[v.ord + 1], '{}'::jsonb))
                end,
-               ek.occurred_at
+               ek.occurred_at, ek.customer_id
         from pg_catalog.unnest(v_verdicts) as v
         left join meter.customers c on c.external_id = p_customers[v.ord + 1]
         left join meter.event_keys ek on ek.customer_id = c.id and ek.idempotency_key = p_keys[v.ord + 1]

@@ -34,7 +34,6 @@ as $$
 declare
     v_part    regclass;
     v_problem text;
-    v_wm      meter.rollup_watermark;
 begin
     if p_month is null or p_month !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' then
         raise exception 'month must be YYYY-MM, got %', coalesce(p_month, 'null') using errcode = '22023';
@@ -61,10 +60,13 @@ begin
             p_month, range_to + p_late_window using errcode = '55000';
     end if;
 
-    select * into strict v_wm from meter.rollup_watermark where name = 'events';
-    if exists (select 1 from meter.events e
-               where e.occurred_at >= range_from and e.occurred_at < range_to
-                 and (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)) then
+    -- (per rollup shard: its customers' events past its watermark)
+    if exists (select 1 from meter.rollup_watermark w
+               cross join lateral (select 1 from meter.events e
+                                   where e.occurred_at >= range_from and e.occurred_at < range_to
+                                     and (e.xid, e.id) >= (w.position_xid, w.position_id)
+                                     and e.customer_id % w.shard_count = w.shard
+                                   limit 1) pending) then
         raise exception 'month % has events not rolled up yet: run the rollup (meterctl rollup run)', p_month
             using errcode = '55000';
     end if;

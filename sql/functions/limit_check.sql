@@ -87,8 +87,8 @@ begin
     left join lateral (select mv.aggregation from meter.meter_versions mv
                        where mv.meter_id = m.id and mv.effective_from <= pg_catalog.now()
                        order by mv.effective_from desc limit 1) v on true
-    cross join meter.rollup_watermark w
-    where w.name = 'events';
+    -- (the watermark of the customer's rollup shard)
+    left join meter.rollup_watermark w on w.shard = c.id % w.shard_count;
     if v_cid is null then
         raise exception 'no customer with external id %', p_customer using errcode = 'P0002';
     end if;

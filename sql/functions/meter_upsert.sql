@@ -110,10 +110,12 @@ begin
     -- committed before the lock was granted, and the check below would read the old watermark
     -- (and add a version over hours already rolled up). Locking the watermark row raises 40001
     -- (retry) when it changed after the snapshot; under READ COMMITTED it just reads the latest.
-    perform 1 from meter.rollup_watermark where name = 'events' for share;
+    -- (every rollup shard's row; an event is rolled up when below its customer's shard's watermark)
+    perform 1 from meter.rollup_watermark for share;
     if exists (
         select 1
-        from meter.events e, meter.rollup_watermark w
+        from meter.events e
+        join meter.rollup_watermark w on w.shard = e.customer_id % w.shard_count
         where e.meter_id = v_id and e.occurred_at >= v_from
           and (e.xid, e.id) < (w.position_xid, w.position_id)
     ) then

@@ -43,7 +43,6 @@ set timezone = 'UTC'
 as $$
 #variable_conflict use_column
 declare
-    v_wm       meter.rollup_watermark;
     v_bad      record;
     v_unknown  text;
     -- The customers this call covers, in id order, with their plan in force at the period's
@@ -75,7 +74,6 @@ begin
     -- rollups, the watermark and the events they hold stay as this close reads them, so a line's
     -- quantity and its events_hash describe the same events (meter._line_figures).
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'));
-    select * into strict v_wm from meter.rollup_watermark where name = 'events';
 
     -- Set-based (decision 120): each step below is one statement for every customer of the call.
     -- Step 1: the customers with a plan in force at the period's start, their billing period (the
@@ -120,9 +118,12 @@ begin
            b.invoice_id is null and canc.first_at < b.p_end as not_subtracted
       into v_bad
     from pg_temp.period_close_batch b
+    -- (per rollup shard: its customers' events past its watermark)
     left join (select e.customer_id, pg_catalog.min(e.occurred_at) as first_at
-               from meter.events e
-               where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
+               from meter.rollup_watermark w
+               cross join lateral (select e.customer_id, e.occurred_at from meter.events e
+                                   where (e.xid, e.id) >= (w.position_xid, w.position_id)
+                                     and e.customer_id % w.shard_count = w.shard) e
                group by e.customer_id) as pend on pend.customer_id = b.customer_id
     left join (select g.customer_id, pg_catalog.min(g.accrued_until) as first_until
                from meter.gauge_series g group by g.customer_id) as gauge on gauge.customer_id = b.customer_id

@@ -33,9 +33,10 @@ set timezone = 'UTC'
 set jit = off
 set work_mem = '256MB'
 as $$
+    -- (one row per rollup shard: a customer's events and redeliveries count against its shard's)
     with w as (
-        select x.position_xid, x.position_id, x.redeliveries_xid, x.redeliveries_id
-        from meter.rollup_watermark x where x.name = 'events'
+        select x.shard, x.shard_count, x.position_xid, x.position_id, x.redeliveries_xid, x.redeliveries_id
+        from meter.rollup_watermark x
     ),
     -- the period's usage lines, with what the ledger and the rollups hold for each
     lines as materialized (
@@ -67,7 +68,7 @@ as $$
     ),
     duplicates as (
         select r.event_id, pg_catalog.count(*) as n
-        from meter.event_redeliveries r cross join w
+        from meter.event_redeliveries r join w on w.shard = r.customer_id % w.shard_count
         where r.verdict = 'duplicate' and (r.xid, r.id) < (w.redeliveries_xid, w.redeliveries_id)
         group by r.event_id
     ),
@@ -92,7 +93,7 @@ as $$
                                                        dv.dimensions[3], e.properties ->> dv.dimensions[3])
                end as dims
         from lines li
-        cross join w
+        join w on w.shard = li.customer_id % w.shard_count
         join meter.events e
           on e.customer_id = li.customer_id and e.meter_id = li.meter_id
          and e.occurred_at >= li.period_start and e.occurred_at < li.period_end
@@ -146,12 +147,14 @@ as $$
                                              where v.meter_id = li.meter_id and pg_catalog.cardinality(v.dimensions) > 0) then (
                            select coalesce(pg_catalog.sum(g.quantity), 0)
                            from w, meter._gauge_hours(li.customer_id, li.meter_id, li.period_start, li.period_end,
-                                                      w.position_xid, w.position_id) g)
+                                                      w.position_xid, w.position_id) g
+                           where w.shard = li.customer_id % w.shard_count)
                        else (
                            select coalesce(pg_catalog.sum(g.quantity), 0)
                            from w, meter._gauge_dims_hours(li.customer_id, li.meter_id, li.period_start, li.period_end,
                                                            w.position_xid, w.position_id) g
-                           where not li.per_filter or meter._dims_priced_by(li.plan_id, li.meter_id, g.dims) = li.price_filter)
+                           where w.shard = li.customer_id % w.shard_count
+                             and (not li.per_filter or meter._dims_priced_by(li.plan_id, li.meter_id, g.dims) = li.price_filter))
                        end
                end as quantity
         from lines li left join raw r on r.n = li.n

@@ -19,16 +19,23 @@ declare
     v_id      bigint;
     v_horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
     v_oldest  timestamptz;
+    v_shard   integer;
+    v_shards  integer;
 begin
-    select w.position_xid, w.position_id into v_xid, v_id
-    from meter.rollup_watermark w where w.name = 'events';
-    select least(
-        (select e.received_at from meter.events e
-         where (e.xid, e.id) >= (v_xid, v_id) order by e.xid, e.id limit 1),
-        (select e.received_at from meter.events e
-         where (e.xid, e.id) >= (v_xid, v_id) and e.xid >= v_horizon order by e.xid, e.id limit 1),
-        (select pg_catalog.min(c.cancelled_at) from meter.event_cancellations c where c.rolled_up_at is null))
-      into v_oldest;
+    select pg_catalog.min(c.cancelled_at) into v_oldest from meter.event_cancellations c where c.rolled_up_at is null;
+    -- per rollup shard: the first of its customers' events past its watermark, and the first
+    -- waiting on the horizon
+    for v_shard, v_shards, v_xid, v_id in
+        select w.shard, w.shard_count, w.position_xid, w.position_id from meter.rollup_watermark w order by w.shard
+    loop
+        select least(v_oldest,
+            (select e.received_at from meter.events e
+             where (e.xid, e.id) >= (v_xid, v_id) and e.customer_id % v_shards = v_shard order by e.xid, e.id limit 1),
+            (select e.received_at from meter.events e
+             where (e.xid, e.id) >= (v_xid, v_id) and e.xid >= v_horizon and e.customer_id % v_shards = v_shard
+             order by e.xid, e.id limit 1))
+          into v_oldest;
+    end loop;
     return coalesce(round(extract(epoch from pg_catalog.clock_timestamp() - v_oldest)::numeric, 3), 0);
 end;
 $$;

@@ -16,7 +16,8 @@
 --   * refuses when the watermark is not ahead of the horizon (nothing to repair): 55000.
 -- It rewrites every event row once (plan a maintenance window for a large table, then VACUUM).
 -- Redeliveries (meter.event_redeliveries, counted in meter.rollup_ledger in the same order) are
--- mapped the same way against their own position. Rollup rows, the ledger, cancellations and their
+-- mapped the same way against their own position. With rollup shards (decision 125), each row
+-- against the positions of its customer's shard; every shard ends at (4, 0). Rollup rows, the ledger, cancellations and their
 -- rolled_up_at are untouched: they do not hold xids.
 create or replace function meter.rollup_rebase()
 returns bigint
@@ -25,7 +26,7 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_wm      meter.rollup_watermark;
+    v_ahead   text;
     v_horizon xid8;
     v_rows    bigint;
 begin
@@ -33,28 +34,38 @@ begin
     lock table meter.events in share row exclusive mode;
     lock table meter.event_redeliveries in share row exclusive mode;
     v_horizon := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
-    select * into strict v_wm from meter.rollup_watermark where name = 'events' for update;
-    -- (either position: a run cut short by max_events leaves the events' behind the redeliveries')
-    if (v_wm.position_xid, v_wm.position_id) <= (v_horizon, 0::bigint)
-       and (v_wm.redeliveries_xid, v_wm.redeliveries_id) <= (v_horizon, 0::bigint) then
-        raise exception 'the rollup watermark (%/%, redeliveries %/%) is not ahead of this cluster''s horizon (%): nothing to re-base',
-            v_wm.position_xid, v_wm.position_id, v_wm.redeliveries_xid, v_wm.redeliveries_id, v_horizon
+    perform 1 from meter.rollup_watermark for update;
+    -- (any shard, either position: a run cut short by max_events leaves the events' behind the
+    -- redeliveries')
+    select pg_catalog.string_agg(pg_catalog.format('shard %s: %s/%s, redeliveries %s/%s', w.shard, w.position_xid, w.position_id,
+                                                   w.redeliveries_xid, w.redeliveries_id), '; ' order by w.shard)
+      into v_ahead
+    from meter.rollup_watermark w;
+    if not exists (select 1 from meter.rollup_watermark w
+                   where (w.position_xid, w.position_id) > (v_horizon, 0::bigint)
+                      or (w.redeliveries_xid, w.redeliveries_id) > (v_horizon, 0::bigint)) then
+        raise exception 'the rollup watermark (%) is not ahead of this cluster''s horizon (%): nothing to re-base',
+            v_ahead, v_horizon
             using errcode = '55000';
     end if;
 
+    -- (each row against the position of its customer's rollup shard)
     update meter.events e
-    set xid = case when (e.xid, e.id) < (v_wm.position_xid, v_wm.position_id) then '3'::xid8
-                   else '4'::xid8 end;
+    set xid = case when (e.xid, e.id) < (w.position_xid, w.position_id) then '3'::xid8
+                   else '4'::xid8 end
+    from meter.rollup_watermark w
+    where w.shard = e.customer_id % w.shard_count;
     get diagnostics v_rows = row_count;
 
     update meter.event_redeliveries r
-    set xid = case when (r.xid, r.id) < (v_wm.redeliveries_xid, v_wm.redeliveries_id) then '3'::xid8
-                   else '4'::xid8 end;
+    set xid = case when (r.xid, r.id) < (w.redeliveries_xid, w.redeliveries_id) then '3'::xid8
+                   else '4'::xid8 end
+    from meter.rollup_watermark w
+    where w.shard = r.customer_id % w.shard_count;
 
     update meter.rollup_watermark
     set position_xid = '4', position_id = 0,
-        redeliveries_xid = '4', redeliveries_id = 0, updated_at = pg_catalog.now()
-    where name = 'events';
+        redeliveries_xid = '4', redeliveries_id = 0, updated_at = pg_catalog.now();
     return v_rows;
 end;
 $$;

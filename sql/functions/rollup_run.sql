@@ -1,9 +1,17 @@
--- meter.rollup_run(max_events): fold the events and cancellations not yet rolled up into
+-- meter.rollup_run(max_events, shard): fold the events and cancellations not yet rolled up into
 -- meter.rollup_hourly, once. Safe to call from psql at any time: `select * from meter.rollup_run();`
 --
+-- Shards (decision 125): the customers are split into meter.rollup_watermark's shard_count shards
+-- (customer_id % shard_count); each shard has its own watermark row and lock, and everything below
+-- holds per shard: a run folds the events, cancellations and redeliveries of one shard's customers
+-- only, so runs of different shards (one per core, e.g. meterctl serve's loops) fold at once and
+-- never write the same rows. Without a shard, every shard in turn, in this one transaction.
+--
 -- Guarantees
---   * One run at a time: a transaction-scoped advisory lock (hashtext('meter.rollup')). A second
---     caller does not wait: it returns ran = false and changes nothing.
+--   * One run per shard at a time: transaction-scoped advisory locks, hashtext('meter.rollup')
+--     shared by every run (what must exclude all runs takes it exclusively) and
+--     (hashtext('meter.rollup'), shard) for the shard. A second caller does not wait: it returns
+--     ran = false and changes nothing.
 --   * Exactly once, by construction: the folded rows and the new watermark are written by the same
 --     transaction. A crash, a pg_terminate_backend or an error anywhere in the run rolls back both;
 --     the next run starts from the old watermark.
@@ -57,7 +65,7 @@
 -- (max_events+1)-th pending event in (xid, id) order, from the (xid, id) index alone; then one
 -- scan of [watermark, end) aggregated straight into per (customer, meter, hour, distinct value)
 -- groups, with no ordering and nothing materialized per event.
-create or replace function meter.rollup_run(p_max_events integer default 1000000)
+create or replace function meter.rollup_run(p_max_events integer default 1000000, p_shard integer default null)
 returns meter.rollup_result
 language plpgsql
 volatile
@@ -115,10 +123,41 @@ declare
     v_r_end_xid      xid8;
     v_r_end_id       bigint;
     v_redeliveries   bigint := 0;
+    v_shards         integer;
+    v_s              integer;
+    v_one            meter.rollup_result;
+    v_all            meter.rollup_result;
 begin
     if p_max_events is null or p_max_events < 1 then
         raise exception 'max_events must be a positive integer, got %', coalesce(p_max_events::text, 'null')
             using errcode = '22023';
+    end if;
+
+    -- Without a shard: every shard in turn, in this transaction (what a psql call or a single
+    -- process wants). The result adds up the runs (duration_ms too); its position is the lowest
+    -- shard's; ran is true when every shard ran (one busy with another caller's run: false, call
+    -- again, as with one shard). With one shard, exactly that shard's run.
+    if p_shard is null then
+        for v_s in select w.shard from meter.rollup_watermark w order by w.shard loop
+            select * into strict v_one from meter.rollup_run(p_max_events, v_s);
+            if v_all is null then
+                v_all := v_one;
+            else
+                v_all.ran                  := v_all.ran and v_one.ran;
+                v_all.events_folded        := v_all.events_folded + v_one.events_folded;
+                v_all.cancellations_folded := v_all.cancellations_folded + v_one.cancellations_folded;
+                v_all.hours_touched        := v_all.hours_touched + v_one.hours_touched;
+                v_all.more_pending         := v_all.more_pending or v_one.more_pending;
+                if v_one.ran and (v_all.position_xid is null
+                                  or (v_one.position_xid, v_one.position_id) < (v_all.position_xid, v_all.position_id)) then
+                    v_all.position_xid := v_one.position_xid;
+                    v_all.position_id  := v_one.position_id;
+                end if;
+                v_all.horizon_xid := coalesce(v_all.horizon_xid, v_one.horizon_xid);
+                v_all.duration_ms  := v_all.duration_ms + v_one.duration_ms;
+            end if;
+        end loop;
+        return v_all;
     end if;
 
     -- The design needs a fresh snapshot per statement (the meter versions and cancellations read
@@ -130,7 +169,11 @@ begin
                   hint = 'call it outside an explicit REPEATABLE READ/SERIALIZABLE transaction, and check default_transaction_isolation';
     end if;
 
-    if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('meter.rollup')) then
+    -- The rollup's lock, shared by the runs of every shard (what must exclude all runs, such as
+    -- meter_upsert, period_close or rollup_period_rebuild, takes it exclusively), and the shard's
+    -- own: one run per shard at a time.
+    if not pg_catalog.pg_try_advisory_xact_lock_shared(pg_catalog.hashtext('meter.rollup'))
+       or not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('meter.rollup'), p_shard) then
         return row(false, 0, 0, 0, null, null, null, false,
                    round(extract(epoch from pg_catalog.clock_timestamp() - v_started) * 1000, 3)
                   )::meter.rollup_result;
@@ -138,7 +181,14 @@ begin
 
     -- The horizon first, before this transaction takes an xid of its own.
     v_horizon := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
-    select * into strict v_wm from meter.rollup_watermark where name = 'events' for update;
+    select * into v_wm from meter.rollup_watermark where shard = p_shard for update;
+    if not found then
+        raise exception 'no rollup shard %: there are % (0 to %)', p_shard,
+            (select pg_catalog.max(w.shard_count) from meter.rollup_watermark w),
+            (select pg_catalog.max(w.shard_count) - 1 from meter.rollup_watermark w)
+            using errcode = '22023';
+    end if;
+    v_shards := v_wm.shard_count;
 
     -- 1. Where this batch ends: at the first pending event beyond max_events, or else at the
     -- horizon (everything below it is folded). The batch is [watermark, end) in (xid, id) order.
@@ -146,6 +196,7 @@ begin
     from meter.events e
     where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
       and e.xid < v_horizon
+      and e.customer_id % v_shards = p_shard
     order by e.xid, e.id
     offset p_max_events
     limit 1;
@@ -206,6 +257,7 @@ begin
             from meter.events e
             where (e.xid, e.id) >= (v_wm.position_xid, v_wm.position_id)
               and (e.xid, e.id) < (v_end_xid, v_end_id)
+              and e.customer_id % v_shards = p_shard
         ) b
         left join meter.meter_version_ranges uv
                on b.properties is not null
@@ -365,6 +417,7 @@ begin
         where c.rolled_up_at is null
           and e.id = c.event_id
           and (e.xid, e.id) < (v_end_xid, v_end_id)
+          and e.customer_id % v_shards = p_shard
         returning e.customer_id, e.meter_id,
                   pg_catalog.date_bin(interval '1 hour', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as hour,
                   e.value, e.idempotency_key,
@@ -513,6 +566,7 @@ begin
     from meter.event_redeliveries r
     where (r.xid, r.id) >= (v_wm.redeliveries_xid, v_wm.redeliveries_id)
       and r.xid < v_horizon
+      and r.customer_id % v_shards = p_shard
     order by r.xid, r.id
     offset p_max_events
     limit 1;
@@ -533,6 +587,7 @@ begin
         from meter.event_redeliveries r
         where (r.xid, r.id) >= (v_wm.redeliveries_xid, v_wm.redeliveries_id)
           and (r.xid, r.id) < (v_r_end_xid, v_r_end_id)
+          and r.customer_id % v_shards = p_shard
     ),
     dup_rows as materialized (
         select d.customer_id, d.meter_id, d.hour, pg_catalog.sha256(pg_catalog.convert_to(d.dims::text, 'UTF8')) as dims_hash,
@@ -688,7 +743,9 @@ begin
             select coalesce(t.c, g.customer_id) as c, coalesce(t.m, g.meter_id) as m,
                    least(t.h, g.accrued_until) as from_h
             from touched t
-            full join meter.gauge_series g on g.customer_id = t.c and g.meter_id = t.m
+            -- (the series of this shard's customers)
+            full join (select * from meter.gauge_series s where s.customer_id % v_shards = p_shard) g
+                   on g.customer_id = t.c and g.meter_id = t.m
             where t.c is not null or g.accrued_until < v_now_hour
         ),
         -- (a gauge with dimensions: one series per combination of values, meter._gauge_dims_hours;
@@ -830,7 +887,7 @@ begin
         redeliveries_xid       = v_r_end_xid,
         redeliveries_id        = v_r_end_id,
         redeliveries_total     = redeliveries_total + v_redeliveries
-    where name = 'events';
+    where shard = p_shard;
 
     -- 6. Wake the billing sync when billed hours changed (delivered at commit, dropped on
     -- rollback, like the rows).
@@ -843,7 +900,7 @@ begin
 end;
 $$;
 
-comment on function meter.rollup_run(integer) is
+comment on function meter.rollup_run(integer, integer) is
     'Folds events and cancellations past the watermark into rollup_hourly, exactly once; one run at a time.';
 
-revoke all on function meter.rollup_run(integer) from public;
+revoke all on function meter.rollup_run(integer, integer) from public;

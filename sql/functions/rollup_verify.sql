@@ -53,9 +53,9 @@ folded as (
            e.value, e.properties, e.occurred_at, e.idempotency_key,
            exists (select 1 from meter.event_cancellations c
                    where c.event_id = e.id and c.rolled_up_at is not null) as cancelled
-    from meter.events e, meter.rollup_watermark w, bounds b
-    where w.name = 'events'
-      and e.occurred_at >= b.lo and e.occurred_at < b.hi
+    -- (folded: below the watermark of the customer's rollup shard)
+    from meter.events e join meter.rollup_watermark w on w.shard = e.customer_id % w.shard_count, bounds b
+    where e.occurred_at >= b.lo and e.occurred_at < b.hi
       and (e.xid, e.id) < (w.position_xid, w.position_id)
 ),
 raw_events as (
@@ -78,20 +78,20 @@ gauge_dims as (
     select g.customer_id, g.meter_id, q.hour, q.dims, q.quantity
     from meter.gauge_series g
     cross join bounds b
-    cross join meter.rollup_watermark w
+    join meter.rollup_watermark w on w.shard = g.customer_id % w.shard_count
     cross join lateral meter._gauge_dims_hours(g.customer_id, g.meter_id, b.lo, least(b.hi, g.accrued_until),
                                                w.position_xid, w.position_id) q
-    where w.name = 'events' and b.lo < least(b.hi, g.accrued_until) and q.quantity <> 0
+    where b.lo < least(b.hi, g.accrued_until) and q.quantity <> 0
       and exists (select 1 from meter.meter_versions v where v.meter_id = g.meter_id and pg_catalog.cardinality(v.dimensions) > 0)
 ),
 raw_gauges as (
     select g.customer_id, g.meter_id, q.hour, q.quantity
     from meter.gauge_series g
     cross join bounds b
-    cross join meter.rollup_watermark w
+    join meter.rollup_watermark w on w.shard = g.customer_id % w.shard_count
     cross join lateral meter._gauge_hours(g.customer_id, g.meter_id, b.lo, least(b.hi, g.accrued_until),
                                           w.position_xid, w.position_id) q
-    where w.name = 'events' and b.lo < least(b.hi, g.accrued_until) and q.quantity <> 0
+    where b.lo < least(b.hi, g.accrued_until) and q.quantity <> 0
       and not exists (select 1 from meter.meter_versions v where v.meter_id = g.meter_id and pg_catalog.cardinality(v.dimensions) > 0)
     union all
     select x.customer_id, x.meter_id, x.hour, pg_catalog.sum(x.quantity) from gauge_dims x group by 1, 2, 3

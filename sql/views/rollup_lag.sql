@@ -10,9 +10,23 @@
 --   horizon_xact_start     start and query (pg_stat_activity), or a prepared transaction (state
 --   horizon_query          'prepared transaction <gid>', no pid). A long or idle-in-transaction
 --                          session there holds every rollup back: see docs/runbook.md.
+--   shards                 how many rollup shards fold at once (meter.rollup_watermark, one row
+--                          each; position_* is the lowest shard's, last_run_* the latest run's,
+--                          the totals sum every shard's)
 create or replace view meter.rollup_lag as
+-- (with rollup shards, decision 125: the lowest shard's position, the latest run of any shard,
+-- totals over all shards, and how many shards there are)
 with w as (
-    select * from meter.rollup_watermark where name = 'events'
+    select lo.position_xid, lo.position_id, lr.last_run_at, lr.last_run_events, lr.last_run_cancellations, lr.last_run_ms,
+           agg.runs_total, agg.events_total, agg.cancellations_total, agg.shards
+    from (select x.position_xid, x.position_id from meter.rollup_watermark x
+          order by x.position_xid, x.position_id limit 1) lo
+    cross join (select x.last_run_at, x.last_run_events, x.last_run_cancellations, x.last_run_ms from meter.rollup_watermark x
+                order by x.last_run_at desc nulls last limit 1) lr
+    cross join (select pg_catalog.sum(x.runs_total)::bigint as runs_total, pg_catalog.sum(x.events_total)::bigint as events_total,
+                       pg_catalog.sum(x.cancellations_total)::bigint as cancellations_total,
+                       pg_catalog.count(*)::integer as shards
+                from meter.rollup_watermark x) agg
 ),
 h as (
     select pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) as horizon
@@ -54,7 +68,8 @@ select w.position_xid,
        b.pid        as horizon_held_by_pid,
        b.state      as horizon_state,
        b.xact_start as horizon_xact_start,
-       b.query      as horizon_query
+       b.query      as horizon_query,
+       w.shards
 from w cross join h cross join pending cross join cancels
 left join blocker b on pending.waiting > 0;
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import PGClient
 
 /// The Swift side of the hourly rollup. The work (locking, the (xid, id) watermark, folding,
@@ -37,6 +38,8 @@ public enum Rollup {
         public var horizonState: String?
         public var horizonXactStart: String?
         public var horizonQuery: String?
+        /// How many rollup shards fold at once.
+        public var shards: Int64 = 1
     }
 
     /// One hour whose rollup differs from raw events (`meter.rollup_verify()`).
@@ -64,14 +67,15 @@ public enum Rollup {
 
     public static let defaultMaxEvents = 1_000_000
 
-    /// One pass: `select * from meter.rollup_run(maxEvents)`, in its own transaction (autocommit).
-    public static func run(_ conn: PGConnection, maxEvents: Int = defaultMaxEvents) throws -> RunResult {
+    /// One pass: `select * from meter.rollup_run(maxEvents, shard)`, in its own transaction
+    /// (autocommit): one rollup shard, or every shard in turn (`shard` nil; decision 125).
+    public static func run(_ conn: PGConnection, maxEvents: Int = defaultMaxEvents, shard: Int? = nil) throws -> RunResult {
         let r = try conn.executePrepared("""
             select ran, events_folded, cancellations_folded, hours_touched,
                    position_xid || '/' || position_id as position, horizon_xid::text as horizon,
                    more_pending, duration_ms::float8 as duration_ms
-            from meter.rollup_run($1)
-            """, [maxEvents]).single()
+            from meter.rollup_run($1, $2::integer)
+            """, [maxEvents, shard]).single()
         return RunResult(ran: try r.bool("ran"), eventsFolded: try r.int("events_folded"),
                          cancellationsFolded: try r.int("cancellations_folded"),
                          hoursTouched: try r.int("hours_touched"),
@@ -91,14 +95,15 @@ public enum Rollup {
 
     /// Runs until nothing is left below the horizon (or `maxRuns`); `progress` sees every run.
     /// While another caller holds the lock, retries every 50 ms, for `lockWait` seconds at most.
+    /// `shard` nil: every shard in turn, in each run's one transaction.
     @discardableResult
     public static func drain(_ conn: PGConnection, maxEvents: Int = defaultMaxEvents, maxRuns: Int = .max,
-                             lockWait: Double = 300,
+                             lockWait: Double = 300, shard: Int? = nil,
                              progress: (RunResult) -> Void = { _ in }) throws -> (runs: Int, events: Int64, cancellations: Int64) {
         var runs = 0, events: Int64 = 0, cancellations: Int64 = 0
         var skippedSince: ContinuousClock.Instant?
         while runs < maxRuns {
-            let r = try run(conn, maxEvents: maxEvents)
+            let r = try run(conn, maxEvents: maxEvents, shard: shard)
             runs += 1
             events += r.eventsFolded
             cancellations += r.cancellationsFolded
@@ -119,6 +124,42 @@ public enum Rollup {
         return (runs, events, cancellations)
     }
 
+    /// How many rollup shards there are (`meter.rollup_watermark`, decision 125).
+    public static func shardCount(_ conn: PGConnection) throws -> Int {
+        Int(try conn.executePrepared("select shard_count from meter.rollup_watermark where shard = 0").single().int("shard_count"))
+    }
+
+    /// Drains every shard at once, one connection and one thread per shard (what the service's
+    /// loops do, for a backlog): each as `drain(shard:)`. Returns the totals; the first error, if
+    /// any, after every thread has finished.
+    @discardableResult
+    public static func drainParallel(conninfo: String, maxEvents: Int = defaultMaxEvents, lockWait: Double = 300,
+                                     progress: @escaping @Sendable (Int, RunResult) -> Void = { _, _ in })
+        throws -> (runs: Int, events: Int64, cancellations: Int64) {
+        let shards: Int = try {
+            let conn = try PGConnection(conninfo: conninfo, statementTimeout: nil)
+            defer { conn.close() }
+            return try shardCount(conn)
+        }()
+        let results = Mutex<[Result<(runs: Int, events: Int64, cancellations: Int64), any Error>]>([])
+        DispatchQueue.concurrentPerform(iterations: shards) { shard in
+            let r = Result { () throws -> (runs: Int, events: Int64, cancellations: Int64) in
+                let conn = try PGConnection(conninfo: conninfo, statementTimeout: nil)
+                defer { conn.close() }
+                return try drain(conn, maxEvents: maxEvents, lockWait: lockWait, shard: shard) { progress(shard, $0) }
+            }
+            results.withLock { $0.append(r) }
+        }
+        var total = (runs: 0, events: Int64(0), cancellations: Int64(0))
+        for r in results.withLock({ $0 }) {
+            let one = try r.get()
+            total.runs += one.runs
+            total.events += one.events
+            total.cancellations += one.cancellations
+        }
+        return total
+    }
+
     public static func lag(_ conn: PGConnection) throws -> Lag {
         let r = try conn.executePrepared("""
             select lag_seconds::float8 as lag_seconds, pending_events, waiting_on_horizon, pending_cancellations,
@@ -127,7 +168,7 @@ public enum Rollup {
                    runs_total, events_total, cancellations_total,
                    horizon_held_by_pid, horizon_state,
                    to_char(horizon_xact_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as horizon_xact_start,
-                   left(horizon_query, 200) as horizon_query
+                   left(horizon_query, 200) as horizon_query, shards
             from meter.rollup_lag
             """).single()
         return Lag(lagSeconds: Double(try r.string("lag_seconds")) ?? 0,
@@ -139,7 +180,7 @@ public enum Rollup {
                    horizonHeldByPID: try r.optionalInt("horizon_held_by_pid"),
                    horizonState: try r.optionalString("horizon_state"),
                    horizonXactStart: try r.optionalString("horizon_xact_start"),
-                   horizonQuery: try r.optionalString("horizon_query"))
+                   horizonQuery: try r.optionalString("horizon_query"), shards: try r.int("shards"))
     }
 
     /// `meter.rollup_verify(from, to)`: empty when the rollups agree with raw events.

@@ -13,7 +13,11 @@ import PGClient
 /// `meter.rollup_run()`, which may run in several processes at once (the advisory lock lets one
 /// through) and may be killed at any instant (its transaction rolls back).
 ///
-/// The loop uses its own one-connection pool, so a saturated ingest pool never delays rollups.
+/// Rollup shards (decision 125): `workers` loops run at once, loop i folding the shards s with
+/// s % workers == i of the current shard count (read before every pass, so `meterctl rollup shards
+/// --set N` takes effect without a restart); with one shard, one loop works and the others wait.
+/// The loops share their own pool (one connection each, plus one for the lag gauges), so a
+/// saturated ingest pool never delays rollups.
 public final class RollupWorker: Service, @unchecked Sendable {
     public struct Configuration: Sendable {
         /// Longest wait between runs when nothing wakes the loop.
@@ -26,6 +30,8 @@ public final class RollupWorker: Service, @unchecked Sendable {
         /// The loop counts as stalled when it has finished no run attempt for this long
         /// (LoopWatchdog: a metric, an error log line, /readyz's body).
         public var stallAfter: Duration = .seconds(120)
+        /// Loops folding shards at once (at most one per shard is ever busy).
+        public var workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
         public init() {}
     }
 
@@ -34,7 +40,7 @@ public final class RollupWorker: Service, @unchecked Sendable {
     private let pool: PGPool
     private let metrics: MeterMetrics
     private let logger: Logger
-    private let wake = WakeSignal()
+    private let wakes: [WakeSignal]
     /// The loop's liveness, on the monotonic clock (read by /readyz).
     public let watchdog: LoopWatchdog
 
@@ -44,30 +50,38 @@ public final class RollupWorker: Service, @unchecked Sendable {
         self.metrics = metrics
         self.logger = logger
         self.watchdog = LoopWatchdog(name: "rollup", stallAfter: configuration.stallAfter, metrics: metrics, logger: logger)
+        let workers = max(1, configuration.workers)
+        self.wakes = (0..<workers).map { _ in WakeSignal() }
         // Runs are bounded by max_events, but a large backlog can make one take seconds.
-        self.pool = PGPool(conninfo: conninfo, maxConnections: 1, acquireTimeout: .seconds(30),
+        self.pool = PGPool(conninfo: conninfo, maxConnections: workers + 1, acquireTimeout: .seconds(30),
                            statementTimeout: "300s", applicationName: "meter-rollup", logger: logger)
     }
 
     /// Runs the loop now (or right after the current run): this process committed events or
     /// cancellations (EventsNotifier). Cheap; repeated calls fold into one run.
-    public func wakeUp() { wake.signal() }
+    public func wakeUp() { for w in wakes { w.signal() } }
 
     public func run() async throws {
         let listener = PGListener(conninfo: conninfo, channels: ["meter_events"], logger: logger)
         listener.start()
-        let wake = self.wake
+        let wakes = self.wakes
         let relay = Task {
             // Every notification (and every reconnect, after which some may have been missed)
-            // wakes the loop; repeated wakes before it runs collapse into one.
-            for await _ in listener.events { wake.signal() }
+            // wakes the loops; repeated wakes before a loop runs collapse into one.
+            for await _ in listener.events { for w in wakes { w.signal() } }
         }
         logger.info("rollup.worker.started", metadata: [
             "interval_ms": "\(configuration.interval.milliseconds)", "max_events": "\(configuration.maxEvents)",
-            "stall_after_ms": "\(configuration.stallAfter.milliseconds)",
+            "stall_after_ms": "\(configuration.stallAfter.milliseconds)", "workers": "\(wakes.count)",
         ])
         watchdog.start()
-        await cancelWhenGracefulShutdown { [self] in await loop() }
+        await cancelWhenGracefulShutdown { [self] in
+            await withTaskGroup(of: Void.self) { group in
+                for worker in 0..<wakes.count {
+                    group.addTask { [self] in await loop(worker: worker) }
+                }
+            }
+        }
         watchdog.stop()
         listener.stop()
         relay.cancel()
@@ -75,23 +89,28 @@ public final class RollupWorker: Service, @unchecked Sendable {
         logger.info("rollup.worker.stopped")
     }
 
-    private func loop() async {
+    /// Loop `worker`: a run of each of its shards, then a wait (none while one has more pending).
+    private func loop(worker: Int) async {
+        let wake = wakes[worker], workers = wakes.count
         var lastLag = ContinuousClock.now - configuration.lagRefresh
         var failures = 0
         while !Task.isCancelled {
-            let started = ContinuousClock.now
             var more = false
             do {
                 let maxEvents = configuration.maxEvents
-                let r = try await pool.withConnection { conn in try Rollup.run(conn, maxEvents: maxEvents) }
-                metrics.rollupRun(r, duration: ContinuousClock.now - started)
-                if r.ran && (r.eventsFolded > 0 || r.cancellationsFolded > 0) {
-                    logger.debug("rollup.run", metadata: [
-                        "events": "\(r.eventsFolded)", "cancellations": "\(r.cancellationsFolded)",
-                        "hours": "\(r.hoursTouched)", "position": "\(r.position ?? "")", "ms": "\(r.durationMs)",
-                    ])
+                let shardCount = try await pool.withConnection { conn in try Rollup.shardCount(conn) }
+                for shard in stride(from: worker, to: shardCount, by: workers) {
+                    let started = ContinuousClock.now
+                    let r = try await pool.withConnection { conn in try Rollup.run(conn, maxEvents: maxEvents, shard: shard) }
+                    metrics.rollupRun(r, duration: ContinuousClock.now - started)
+                    if r.ran && (r.eventsFolded > 0 || r.cancellationsFolded > 0) {
+                        logger.debug("rollup.run", metadata: [
+                            "shard": "\(shard)", "events": "\(r.eventsFolded)", "cancellations": "\(r.cancellationsFolded)",
+                            "hours": "\(r.hoursTouched)", "position": "\(r.position ?? "")", "ms": "\(r.durationMs)",
+                        ])
+                    }
+                    more = more || r.morePending
                 }
-                more = r.morePending
                 failures = 0
             } catch {
                 failures += 1
@@ -99,10 +118,10 @@ public final class RollupWorker: Service, @unchecked Sendable {
                 logger.warning("rollup.run_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
             }
             watchdog.beat()
-            // While catching up a backlog, ten times less often (the next run matters more), but
-            // never stale: the lag alert must see a backlog that lasts.
+            // (loop 0 refreshes the lag gauges) While catching up a backlog, ten times less often
+            // (the next run matters more), but never stale: the lag alert must see a backlog that lasts.
             let refreshEvery = more ? configuration.lagRefresh * 10 : configuration.lagRefresh
-            if ContinuousClock.now - lastLag >= refreshEvery {
+            if worker == 0 && ContinuousClock.now - lastLag >= refreshEvery {
                 lastLag = ContinuousClock.now
                 if let lag = try? await pool.withConnection({ conn in try Rollup.lag(conn) }) {
                     metrics.rollupLag(lag)

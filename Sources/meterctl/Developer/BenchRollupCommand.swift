@@ -40,11 +40,13 @@ struct BenchRollup: AsyncParsableCommand {
     @Option(name: .customLong("duration-seconds"), help: "Length of the freshness phase. Default: 30") var duration: Double = 30
     @Option(help: "Dimensions of the sum and count meters: 0, 1 (model) or 2 (model, region). Default: 0") var dimensions: Int = 0
     @Flag(help: "The third meter is a time_weighted_sum gauge instead of unique_count.") var gauge = false
+    @Option(help: "Rollup shards (meter.rollup_shards_set) for the run; the backlog is drained by one thread per shard at once. Default: 1") var shards: Int = 1
     @Flag(name: .customLong("skip-backlog"), help: "Only the freshness phase.") var skipBacklog = false
     @Flag(name: .customLong("skip-freshness"), help: "Only the backlog phase.") var skipFreshness = false
 
     func validate() throws {
         guard (0...2).contains(dimensions) else { throw ValidationError("--dimensions must be 0, 1 or 2") }
+        guard (1...64).contains(shards) else { throw ValidationError("--shards must be between 1 and 64") }
         if events < 1 || transactions < 1 || benchCustomers < 1 || hours < 1 || maxEvents < 1 || rate < 1 || duration <= 0 {
             throw ValidationError("--events, --transactions, --bench-customers, --hours, --max-events, --rate and --duration-seconds must be positive")
         }
@@ -92,12 +94,16 @@ struct BenchRollup: AsyncParsableCommand {
 
     func backlogPhase(conninfo: String) async throws -> [String] {
         let (n, txns, nCustomers, nHours, maxEvents) = (events, transactions, benchCustomers, hours, self.maxEvents)
-        let (codes, nDims, gauge) = (meterCodes, dimensions, self.gauge)
+        let (codes, nDims, gauge, nShards) = (meterCodes, dimensions, self.gauge, shards)
         return try await onDedicatedThread("bench-rollup") {
             let conn = try PGConnection(conninfo: conninfo, statementTimeout: nil)
             defer { conn.close() }
             let before = try Rollup.drain(conn, maxEvents: maxEvents)
             if before.events > 0 { say("drained \(before.events) events already pending") }
+            if try Rollup.shardCount(conn) != nShards {
+                say("rollup shards: \(nShards) (meter.rollup_shards_set)")
+                try conn.execute("select meter.rollup_shards_set($1)", [nShards])
+            }
             let ids = try conn.execute("""
                 select (select min(id) from meter.customers where external_id like 'bench-c%') as first_customer,
                        (select id from meter.meters where code = $1) as units,
@@ -140,12 +146,18 @@ struct BenchRollup: AsyncParsableCommand {
             let copySeconds = seconds(since: copyStart)
             try conn.execute("analyze meter.events")
 
-            say("rolling up the backlog: meter.rollup_run(\(maxEvents)) until caught up")
+            say("rolling up the backlog: meter.rollup_run(\(maxEvents)\(nShards > 1 ? ", shard)" : ")") until caught up"
+                + (nShards > 1 ? ", \(nShards) shards at once" : ""))
             let rollStart = DispatchTime.now().uptimeNanoseconds
-            let drained = try Rollup.drain(conn, maxEvents: maxEvents) { r in
-                say(String(format: "  [%5.1fs] run: %d events, %d hours, %.0f ms", seconds(since: rollStart),
-                           r.eventsFolded, r.hoursTouched, r.durationMs))
-            }
+            let drained = nShards == 1
+                ? try Rollup.drain(conn, maxEvents: maxEvents) { r in
+                    say(String(format: "  [%5.1fs] run: %d events, %d hours, %.0f ms", seconds(since: rollStart),
+                               r.eventsFolded, r.hoursTouched, r.durationMs))
+                }
+                : try Rollup.drainParallel(conninfo: conninfo, maxEvents: maxEvents) { shard, r in
+                    say(String(format: "  [%5.1fs] shard %d run: %d events, %d hours, %.0f ms", seconds(since: rollStart),
+                               shard, r.eventsFolded, r.hoursTouched, r.durationMs))
+                }
             let rollSeconds = seconds(since: rollStart)
             let rollRate = Double(drained.events) / rollSeconds
 
@@ -181,7 +193,7 @@ struct BenchRollup: AsyncParsableCommand {
             }
             return [
                 "backlog:   \(n) events over \(nCustomers) customers x 3 meters (\(codes.joined(separator: ", ")); dimensions \(nDims)\(gauge ? ", a time-weighted gauge" : "")) x \(nHours) hours (\(groups) groups), written in \(txns) transactions by COPY in \(fmt(copySeconds)) s",
-                "rollup:    \(drained.events) events folded in \(drained.runs) run(s) of max_events \(maxEvents) in \(fmt(rollSeconds)) s = \(fmt0(rollRate)) events/s",
+                "rollup:    \(drained.events) events folded in \(drained.runs) run(s) of max_events \(maxEvents)\(nShards > 1 ? " (\(nShards) shards at once)" : "") in \(fmt(rollSeconds)) s = \(fmt0(rollRate)) events/s",
                 "baseline:  read-only GROUP BY of the same rows (1 process) in \(fmt(baseSeconds)) s = \(fmt0(baseRate)) events/s",
                 "ratio:     rollup / baseline = \(fmt(rollRate / baseRate))",
                 "verify:    rollup_verify found 0 differing hours in \(fmt(verifySeconds)) s; rollup_period_verify and rollup_ledger_period_verify 0 differing period rows",
