@@ -83,6 +83,9 @@ struct RollupCommand: AsyncParsableCommand {
         func run() async throws {
             try global.withConnection(migrate: global.target.isEmbedded) { conn in
                 if let n = set {
+                    // the backlog first, outside the change's transaction (which holds ingest back)
+                    let drained = try Rollup.drain(conn)
+                    print("rollup shards: \(drained.events) events and \(drained.cancellations) cancellations folded first")
                     print("rollup shards: folding every shard to one common position, then splitting into \(n)")
                     let folded = try conn.execute("select meter.rollup_shards_set($1) as n", [n]).single().int("n")
                     print("rollup shards: \(n) shard(s); \(folded) events and cancellations folded on the way")

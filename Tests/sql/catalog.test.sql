@@ -39,7 +39,7 @@ select set_eq(
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('functions/period_signoff.sql'), ('functions/events_archive_check.sql'), ('functions/events_archive.sql'), ('functions/events_archive_sample.sql'), ('functions/events_archive_digests.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_line_ledger.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
-             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_rollup_ledger_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
+             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_rollup_fold.sql'), ('functions/_redelivery_customer.sql'), ('functions/_rollup_ledger_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
              ('functions/_rollup_pending.sql'), ('functions/_unfolded.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
@@ -239,7 +239,8 @@ select results_eq(
              ('_outbox_requeue(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_revisions bigint[])'),
              ('_period_of(p_timezone text, p_at timestamp with time zone)'),
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
-             ('_refuse_delete()'),
+             ('_redelivery_customer()'), ('_refuse_delete()'),
+             ('_rollup_fold(p_max_events integer, p_shard integer, OUT result rollup_result, OUT outbox_customers bigint[], OUT outbox_meters bigint[], OUT outbox_hours timestamp with time zone[], OUT outbox_revisions bigint[])'),
              ('_rollup_ledger_period_from_hours(p_customer_id bigint)'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('_rollup_period_from_hours(p_customer_id bigint)'),
@@ -298,7 +299,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the eighty-two documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the eighty-four documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions
@@ -323,6 +324,9 @@ select results_eq(
       where c not like 'search_path=%'
       order by proname, c collate "C"$$,
     $$values ('_alerts_evaluate'::text, 'TimeZone=UTC'::text), ('_gauge_dims_hours', 'TimeZone=UTC'), ('_gauge_hours', 'TimeZone=UTC'), ('_hour_lines', 'TimeZone=UTC'), ('_invoice_draft', 'TimeZone=UTC'), ('_invoice_drafts', 'TimeZone=UTC'), ('_invoice_drafts', 'jit=off'), ('_invoice_drafts', 'plan_cache_mode=force_generic_plan'), ('_late_after_close_emit', 'TimeZone=UTC'), ('_line_figures', 'jit=off'), ('_line_figures', 'plan_cache_mode=force_generic_plan'), ('_line_hashes', 'jit=off'),
+             ('_rollup_fold', 'TimeZone=UTC'), ('_rollup_fold', 'enable_sort=off'),
+             ('_rollup_fold', 'jit=off'), ('_rollup_fold', 'plan_cache_mode=force_custom_plan'),
+             ('_rollup_fold', 'work_mem=256MB'),
              ('_rollup_pending', 'plan_cache_mode=force_custom_plan'),
              ('_unfolded', 'plan_cache_mode=force_custom_plan'),
              ('events_archive', 'TimeZone=UTC'), ('events_archive', 'lock_timeout=10s'), ('events_archive_check', 'TimeZone=UTC'),
@@ -335,18 +339,15 @@ select results_eq(
              ('rollup_lag_seconds', 'plan_cache_mode=force_custom_plan'),
              ('rollup_ledger_period_verify', 'TimeZone=UTC'),
              ('rollup_period_rebuild', 'TimeZone=UTC'), ('rollup_period_verify', 'TimeZone=UTC'),
-             ('rollup_run', 'TimeZone=UTC'), ('rollup_run', 'enable_sort=off'),
-             ('rollup_run', 'jit=off'), ('rollup_run', 'plan_cache_mode=force_custom_plan'),
-             ('rollup_run', 'work_mem=256MB'),
              ('rollup_verify', 'TimeZone=UTC'), ('rollup_verify', 'jit=off'), ('rollup_verify', 'work_mem=256MB'),
              ('sync_claim', 'TimeZone=UTC'),
              ('usage', 'TimeZone=UTC'),
              ('webhook_process', 'TimeZone=UTC')$$,
-    'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, reconciliation_verify, rollup_ledger_period_verify, rollup_period_rebuild, rollup_period_verify, rollup_run, rollup_verify, usage, sync_claim, '
+    'the only other settings: TimeZone=UTC on the archive functions and events_partitions_ensure, lock_timeout on events_archive (10s) and events_partitions_ensure (2s), TimeZone=UTC on _alerts_evaluate, _gauge_hours, _gauge_dims_hours, _hour_lines, _invoice_draft, _invoice_drafts, _late_after_close_emit, invoice_preview, reconciliation_verify, rollup_ledger_period_verify, rollup_period_rebuild, rollup_period_verify, _rollup_fold, rollup_verify, usage, sync_claim, '
     'webhook_process and period_close (UTC hours and timestamps), '
-    'jit and work_mem on rollup_run and rollup_verify, jit and work_mem on reconciliation_verify, jit and generic plans on limit_check, jit on the set-based close '
-    '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on rollup_run, custom plans '
-    'for rollup_run, rollup_lag_seconds, _rollup_pending and _unfolded');
+    'jit and work_mem on _rollup_fold (rollup_run''s fold) and rollup_verify, jit and work_mem on reconciliation_verify, jit and generic plans on limit_check, jit on the set-based close '
+    '(period_close, _invoice_drafts, _line_figures, _line_hashes), generic plans on _line_figures and _invoice_drafts, enable_sort on _rollup_fold, custom plans '
+    'for _rollup_fold, rollup_lag_seconds, _rollup_pending and _unfolded');
 
 select results_eq(
     $$select proname from own_functions where prosecdef order by proname$$,

@@ -14,7 +14,7 @@
 -- Emulated history as in month_close.test.sql: events of long-finished transactions (xid 100,
 -- then 200 for those committed after the first run); the suite runs on a freshly migrated database.
 begin;
-select plan(26);
+select plan(27);
 \ir support/fixtures.sql
 
 select is_empty($$select 1 from meter.events$$,
@@ -169,13 +169,24 @@ select is_empty($$select * from meter.rollup_ledger_period_verify()$$, 'rollup_l
 -- hours (the range split in two, which is no billing period).
 select results_eq(
     $$select l.events, l.cancelled, l.duplicates, l.late, l.value, l.key_checksum
-      from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01', '2024-06-01', (select plan from fx), '{"model": "a"}') l$$,
+      from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01 00:00+00', '2024-06-01 00:00+00', (select plan from fx), '{"model": ["a"]}') l$$,
     $$select sum(l.events)::bigint as events, sum(l.cancelled)::bigint as cancelled, sum(l.duplicates)::bigint as duplicates,
              sum(l.late)::bigint as late, sum(l.value) as value, sum(l.key_checksum) as key_checksum
-      from (select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01', '2024-05-15', (select plan from fx), '{"model": "a"}')
+      from (select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01 00:00+00', '2024-05-15 00:00+00', (select plan from fx), '{"model": ["a"]}')
             union all
-            select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-15', '2024-06-01', (select plan from fx), '{"model": "a"}')) l$$,
+            select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-15 00:00+00', '2024-06-01 00:00+00', (select plan from fx), '{"model": ["a"]}')) l$$,
     '_line_ledger of a whole period (rollup_ledger_period) equals its two halves (rollup_ledger hours)');
+update meter.rollup_ledger_period set events = events + 100
+where customer_id = (select cust from fx) and meter_id = (select m_tokens from fx) and dims = '{"model": "a"}';
+select results_eq(
+    $$select (select l.events from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01 00:00+00', '2024-06-01 00:00+00', (select plan from fx), '{"model": ["a"]}') l)
+           - (select sum(l.events) from (select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-01 00:00+00', '2024-05-15 00:00+00', (select plan from fx), '{"model": ["a"]}')
+                                         union all
+                                         select * from meter._line_ledger((select cust from fx), (select m_tokens from fx), '2024-05-15 00:00+00', '2024-06-01 00:00+00', (select plan from fx), '{"model": ["a"]}')) l)$$,
+    $$values (100::numeric)$$,
+    'the whole period is read from rollup_ledger_period (a period row altered by 100 moves it by 100, not the halves)');
+update meter.rollup_ledger_period set events = events - 100
+where customer_id = (select cust from fx) and meter_id = (select m_tokens from fx) and dims = '{"model": "a"}';
 -- Faults in the period rows are listed, and the rebuild repairs them.
 update meter.rollup_ledger_period set duplicates = duplicates + 1
 where customer_id = (select cust from fx) and meter_id = (select m_calls from fx);

@@ -12,7 +12,7 @@
 -- then 200 for those committed after a first run); the positions are set by hand where a test
 -- needs the shards apart.
 begin;
-select plan(26);
+select plan(28);
 
 \ir support/fixtures.sql
 
@@ -67,9 +67,17 @@ select results_eq(
     $$select status from meter.event_cancel(pg_catalog.jsonb_build_array(
           pg_catalog.jsonb_build_object('customer', (select b from ext), 'idempotency_key', 'b-1')))$$,
     $$values ('cancelled'::text)$$, 'setup: b-1 is cancelled');
+-- (b-2's written without its customer, as an ingest on the functions before 0025 would: the
+-- trigger fills it in)
 insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid, customer_id)
 select e.id, 'duplicate', e.occurred_at, '200', e.customer_id
-from meter.events e where e.idempotency_key in ('a-1', 'b-2');
+from meter.events e where e.idempotency_key = 'a-1';
+insert into meter.event_redeliveries (event_id, verdict, occurred_at, xid)
+select e.id, 'duplicate', e.occurred_at, '200'
+from meter.events e where e.idempotency_key = 'b-2';
+select results_eq(
+    $$select r.customer_id from meter.event_redeliveries r join meter.events e on e.id = r.event_id where e.idempotency_key = 'b-2'$$,
+    $$select b from fx$$, 'a redelivery written without its customer gets it from its event (trigger)');
 
 -- Shard of b only.
 create temp table run_b as
@@ -144,7 +152,9 @@ select is_empty($$select * from meter.rollup_verify('2024-05-01', '2024-06-01')$
 select is_empty($$select * from meter.rollup_ledger_period_verify()$$, 'the ledger''s period rows agree with its hours');
 
 -- Refusals.
-select throws_ok($$select * from meter.rollup_run(10, 3)$$, '22023', null, 'rollup_run of a shard that does not exist: 22023');
+select results_eq($$select ran, events_folded from meter.rollup_run(10, 3)$$, $$values (false, 0::bigint)$$,
+                  'rollup_run of a shard that does not exist (any more: the count changed): ran = false, nothing done');
+select throws_ok($$select * from meter.rollup_run(10, 64)$$, '22023', null, 'rollup_run of shard 64 (beyond any count): 22023');
 select throws_ok($$select meter.rollup_shards_set(0)$$, '22023', null, 'rollup_shards_set(0): 22023');
 
 -- Back to one.

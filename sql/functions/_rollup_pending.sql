@@ -22,26 +22,21 @@ declare
     v_xid     xid8;
     v_id      bigint;
     v_horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
-    v_shard   integer;
-    v_shards  integer;
-    v_n       bigint;
 begin
-    events := 0;
-    waiting := 0;
-    -- per rollup shard: its customers' events past its watermark (an index range each)
-    for v_shard, v_shards, v_xid, v_id in
-        select w.shard, w.shard_count, w.position_xid, w.position_id from meter.rollup_watermark w order by w.shard
-    loop
-        select pg_catalog.count(*) into v_n
-        from (select 1 from meter.events e
-              where (e.xid, e.id) >= (v_xid, v_id) and e.customer_id % v_shards = v_shard limit 1000000) p;
-        events := least(events + v_n, 1000000::bigint);
-        select pg_catalog.count(*) into v_n
-        from (select 1 from meter.events e
-              where (e.xid, e.id) >= (v_xid, v_id) and e.xid >= v_horizon and e.customer_id % v_shards = v_shard
-              limit 1000000) p;
-        waiting := least(waiting + v_n, 1000000::bigint);
-    end loop;
+    -- one scan from the lowest shard's position; each event against its customer's shard's
+    select w.position_xid, w.position_id into v_xid, v_id
+    from meter.rollup_watermark w order by w.position_xid, w.position_id limit 1;
+    select pg_catalog.count(*) into events
+    from (select 1 from meter.events e
+          join meter.rollup_watermark w on w.shard = e.customer_id % w.shard_count
+          where (e.xid, e.id) >= (v_xid, v_id) and (e.xid, e.id) >= (w.position_xid, w.position_id)
+          limit 1000000) p;
+    select pg_catalog.count(*) into waiting
+    from (select 1 from meter.events e
+          join meter.rollup_watermark w on w.shard = e.customer_id % w.shard_count
+          where (e.xid, e.id) >= (v_xid, v_id) and (e.xid, e.id) >= (w.position_xid, w.position_id)
+            and e.xid >= v_horizon
+          limit 1000000) p;
 end;
 $$;
 

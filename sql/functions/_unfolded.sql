@@ -17,21 +17,18 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 declare
-    v_xid    xid8;
-    v_id     bigint;
-    v_shard  integer;
-    v_shards integer;
+    v_xid xid8;
+    v_id  bigint;
 begin
-    -- per rollup shard: its customers' events past its watermark (an index range each)
-    for v_shard, v_shards, v_xid, v_id in
-        select w.shard, w.shard_count, w.position_xid, w.position_id from meter.rollup_watermark w order by w.shard
-    loop
-        return query
-            select e.customer_id, e.meter_id, e.occurred_at, e.properties, 1, e.value, e.received_at
-            from meter.events e
-            where (e.xid, e.id) >= (v_xid, v_id) and e.customer_id % v_shards = v_shard;
-    end loop;
+    -- one scan from the lowest shard's position; each event against its customer's shard's
+    select w.position_xid, w.position_id into v_xid, v_id
+    from meter.rollup_watermark w order by w.position_xid, w.position_id limit 1;
     return query
+        select e.customer_id, e.meter_id, e.occurred_at, e.properties, 1, e.value, e.received_at
+        from meter.events e
+        join meter.rollup_watermark w on w.shard = e.customer_id % w.shard_count
+        where (e.xid, e.id) >= (v_xid, v_id) and (e.xid, e.id) >= (w.position_xid, w.position_id)
+        union all
         select e.customer_id, e.meter_id, e.occurred_at, e.properties, -1, -e.value, x.cancelled_at
         from meter.event_cancellations x join meter.events e on e.id = x.event_id
         where x.rolled_up_at is null;

@@ -17,8 +17,9 @@
 --     archive would hash events that are gone;
 --   * every billing period among those has a sign-off made after the period's last close
 --     (meter.period_signoff);
---   * every event of the month is rolled up (below the watermark) and so is every cancellation of
---     one, so rollups and invoices no longer need the rows.
+--   * every event of the month is rolled up (below its customer's shard's watermark) and so is
+--     every cancellation of one and every duplicate of one (counted in the rollup's ledger), so
+--     rollups, the ledger and invoices no longer need the rows.
 -- A customer's billing period is a calendar month in its timezone, so one UTC month's events are
 -- billed in up to two periods per customer (e.g. 2026-10 and 2026-11 east of UTC).
 create or replace function meter.events_archive_check(
@@ -73,6 +74,18 @@ begin
     if exists (select 1 from meter.event_cancellations x join meter.events e on e.id = x.event_id
                where e.occurred_at >= range_from and e.occurred_at < range_to and x.rolled_up_at is null) then
         raise exception 'month % has cancellations not rolled up yet: run the rollup (meterctl rollup run)', p_month
+            using errcode = '55000';
+    end if;
+    -- (and duplicates the ledger has not counted yet: once the month is gone, the fold could not
+    -- find their events)
+    if exists (select 1 from meter.rollup_watermark w
+               cross join lateral (select 1 from meter.event_redeliveries r
+                                   where r.occurred_at >= range_from and r.occurred_at < range_to
+                                     and r.verdict = 'duplicate'
+                                     and (r.xid, r.id) >= (w.redeliveries_xid, w.redeliveries_id)
+                                     and r.customer_id % w.shard_count = w.shard
+                                   limit 1) pending) then
+        raise exception 'month % has duplicates not counted in the rollup''s ledger yet: run the rollup (meterctl rollup run)', p_month
             using errcode = '55000';
     end if;
 

@@ -57,3 +57,27 @@ from meter.event_keys k
 where k.event_id = r.event_id;
 alter table meter.event_redeliveries alter column customer_id set not null;
 comment on column meter.event_redeliveries.customer_id is 'The event''s customer: its rollup shard.';
+
+-- An ingest still on the former functions (until `meterctl migrate` re-applies them, moments
+-- later) inserts redeliveries without the customer: a trigger fills it in, so that ingest does not
+-- fail on NOT NULL meanwhile (sql/functions/_redelivery_customer.sql keeps the function; this is
+-- its first version, written here because the functions are applied after the migrations).
+create or replace function meter._redelivery_customer()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+    select e.customer_id into new.customer_id
+    from meter.events e
+    where e.id = new.event_id and (new.occurred_at is null or e.occurred_at = new.occurred_at);
+    if new.customer_id is null then
+        select k.customer_id into new.customer_id from meter.event_keys k where k.event_id = new.event_id;
+    end if;
+    return new;
+end;
+$fn$;
+create trigger event_redeliveries_customer
+    before insert on meter.event_redeliveries
+    for each row when (new.customer_id is null)
+    execute function meter._redelivery_customer();

@@ -95,11 +95,22 @@ public enum Rollup {
 
     /// Runs until nothing is left below the horizon (or `maxRuns`); `progress` sees every run.
     /// While another caller holds the lock, retries every 50 ms, for `lockWait` seconds at most.
-    /// `shard` nil: every shard in turn, in each run's one transaction.
+    /// `shard` nil: every shard (with several, one after the other, each drained in its own runs:
+    /// a shard busy with the service's loop does not hold back the others).
     @discardableResult
     public static func drain(_ conn: PGConnection, maxEvents: Int = defaultMaxEvents, maxRuns: Int = .max,
                              lockWait: Double = 300, shard: Int? = nil,
                              progress: (RunResult) -> Void = { _ in }) throws -> (runs: Int, events: Int64, cancellations: Int64) {
+        if shard == nil, case let shards = try shardCount(conn), shards > 1 {
+            var total = (runs: 0, events: Int64(0), cancellations: Int64(0))
+            for s in 0..<shards {
+                let one = try drain(conn, maxEvents: maxEvents, maxRuns: maxRuns, lockWait: lockWait, shard: s, progress: progress)
+                total.runs += one.runs
+                total.events += one.events
+                total.cancellations += one.cancellations
+            }
+            return total
+        }
         var runs = 0, events: Int64 = 0, cancellations: Int64 = 0
         var skippedSince: ContinuousClock.Instant?
         while runs < maxRuns {

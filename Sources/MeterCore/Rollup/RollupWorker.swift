@@ -41,6 +41,9 @@ public final class RollupWorker: Service, @unchecked Sendable {
     private let metrics: MeterMetrics
     private let logger: Logger
     private let wakes: [WakeSignal]
+    /// The loops that finished an attempt since the watchdog's last beat.
+    private let beats = Mutex(Beats())
+    private struct Beats { var done = Set<Int>() }
     /// The loop's liveness, on the monotonic clock (read by /readyz).
     public let watchdog: LoopWatchdog
 
@@ -89,37 +92,61 @@ public final class RollupWorker: Service, @unchecked Sendable {
         logger.info("rollup.worker.stopped")
     }
 
-    /// Loop `worker`: a run of each of its shards, then a wait (none while one has more pending).
+    /// The watchdog hears a beat once every loop has finished an attempt since the last one: a
+    /// loop that hangs stalls the whole worker (metric, log line, /readyz), whatever the others do.
+    private func beat(worker: Int) {
+        let all: Bool = beats.withLock { b in
+            b.done.insert(worker)
+            guard b.done.count == wakes.count else { return false }
+            b.done.removeAll()
+            return true
+        }
+        if all { watchdog.beat() }
+    }
+
+    /// Loop `worker`: a run of each of its shards (those s with s % workers == worker of the
+    /// current count), then a wait (none while one has more pending). A shard that fails does not
+    /// keep the loop's other shards from running.
     private func loop(worker: Int) async {
         let wake = wakes[worker], workers = wakes.count
         var lastLag = ContinuousClock.now - configuration.lagRefresh
         var failures = 0
         while !Task.isCancelled {
             var more = false
+            var failed = false
+            let maxEvents = configuration.maxEvents
             do {
-                let maxEvents = configuration.maxEvents
                 let shardCount = try await pool.withConnection { conn in try Rollup.shardCount(conn) }
                 for shard in stride(from: worker, to: shardCount, by: workers) {
                     let started = ContinuousClock.now
-                    let r = try await pool.withConnection { conn in try Rollup.run(conn, maxEvents: maxEvents, shard: shard) }
-                    metrics.rollupRun(r, duration: ContinuousClock.now - started)
-                    if r.ran && (r.eventsFolded > 0 || r.cancellationsFolded > 0) {
-                        logger.debug("rollup.run", metadata: [
-                            "shard": "\(shard)", "events": "\(r.eventsFolded)", "cancellations": "\(r.cancellationsFolded)",
-                            "hours": "\(r.hoursTouched)", "position": "\(r.position ?? "")", "ms": "\(r.durationMs)",
+                    do {
+                        let r = try await pool.withConnection { conn in try Rollup.run(conn, maxEvents: maxEvents, shard: shard) }
+                        metrics.rollupRun(r, duration: ContinuousClock.now - started)
+                        if r.ran && (r.eventsFolded > 0 || r.cancellationsFolded > 0) {
+                            logger.debug("rollup.run", metadata: [
+                                "shard": "\(shard)", "events": "\(r.eventsFolded)", "cancellations": "\(r.cancellationsFolded)",
+                                "hours": "\(r.hoursTouched)", "position": "\(r.position ?? "")", "ms": "\(r.durationMs)",
+                            ])
+                        }
+                        more = more || r.morePending
+                    } catch {
+                        failed = true
+                        metrics.rollupFailed()
+                        logger.warning("rollup.run_failed", metadata: [
+                            "shard": "\(shard)", "error": "\(error)", "consecutive": "\(failures + 1)",
                         ])
                     }
-                    more = more || r.morePending
                 }
-                failures = 0
             } catch {
-                failures += 1
+                failed = true
                 metrics.rollupFailed()
-                logger.warning("rollup.run_failed", metadata: ["error": "\(error)", "consecutive": "\(failures)"])
+                logger.warning("rollup.run_failed", metadata: ["error": "\(error)", "consecutive": "\(failures + 1)"])
             }
-            watchdog.beat()
-            // (loop 0 refreshes the lag gauges) While catching up a backlog, ten times less often
-            // (the next run matters more), but never stale: the lag alert must see a backlog that lasts.
+            failures = failed ? failures + 1 : 0
+            beat(worker: worker)
+            // The lag gauges, by the loop of shard 0 and, should it be busy or stuck, by none: the
+            // watchdog then says so. While catching up a backlog, ten times less often (the next
+            // run matters more), but never stale: the lag alert must see a backlog that lasts.
             let refreshEvery = more ? configuration.lagRefresh * 10 : configuration.lagRefresh
             if worker == 0 && ContinuousClock.now - lastLag >= refreshEvery {
                 lastLag = ContinuousClock.now
@@ -133,7 +160,7 @@ public final class RollupWorker: Service, @unchecked Sendable {
                     }
                 }
             }
-            if more { continue }
+            if more && !failed { continue }
             // After a failure, wait the full interval (at most 30 s with repeated failures).
             let wait = failures > 0
                 ? min(configuration.interval * min(failures, 30), .seconds(30))
