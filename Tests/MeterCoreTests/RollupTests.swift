@@ -168,6 +168,88 @@ final class RollupTests: XCTestCase {
         XCTAssertEqual(try c.execute("select sum(event_count) as n from meter.rollup_hourly").single().int("n"), 300 - 30)
     }
 
+    // MARK: shards (decision 125)
+
+    /// Three shards: workers run single shards (and one runs them all) while two writers ingest
+    /// and cancel for three customers; a shard held by an open run is skipped, not waited for, and
+    /// the others run. At the end every event is counted once, hours and period rows agree.
+    func testShardsFoldAtOnceAndCountEveryEventOnce() throws {
+        let db = try RollupDB.make("shards")
+        let c = try PGConnection(conninfo: db.info)
+        for cu in ["acme2", "acme3"] { try c.execute("select meter.customer_upsert($1)", [cu]) }
+        try c.execute("select meter.rollup_shards_set(3)")
+        XCTAssertEqual(try Rollup.shardCount(c), 3)
+        let customers = ["acme", "acme2", "acme3"]
+        @Sendable func put(_ conn: PGConnection, _ customer: String, _ key: String, _ hour: Int, _ value: Int) throws {
+            let at = RFC3339Timestamp(epochMicroseconds: Int64(db.base.timeIntervalSince1970 - Double(hour) * 3600 + 17 * 60) * 1_000_000).iso8601
+            let status = try conn.execute("select status from meter.event_ingest($1::jsonb)", [
+                #"[{"customer":"\#(customer)","meter":"gb","idempotency_key":"\#(key)","occurred_at":"\#(at)","value":"\#(value)"}]"#,
+            ]).single().string("status")
+            precondition(status == "accepted", "\(key): \(status)")
+        }
+
+        // A shard held by an open run: the others run, that one is skipped at once.
+        try put(c, "acme", "first", 1, 1)
+        let holder = try PGConnection(conninfo: db.info)
+        try holder.execute("begin")
+        XCTAssertTrue(try holder.execute("select ran from meter.rollup_run(1000, 1)").single().bool("ran"))
+        let started = Date()
+        XCTAssertFalse(try Rollup.run(c, shard: 1).ran, "shard 1 is held by the open transaction")
+        XCTAssertTrue(try Rollup.run(c, shard: 0).ran, "shard 0 is not")
+        XCTAssertTrue(try Rollup.run(c, shard: 2).ran, "nor shard 2")
+        XCTAssertFalse(try Rollup.run(c).ran, "every shard in turn: not all of them ran")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "nobody waits for a held shard")
+        try holder.execute("commit")
+
+        let stop = RollupDB.Box<Bool>(false)
+        let failures = RollupDB.Box<[String]>([])
+        let group = DispatchGroup()
+        for w in 0..<4 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                do {
+                    let conn = try PGConnection(conninfo: db.info)
+                    while !(stop.value ?? false) {
+                        _ = try Rollup.run(conn, maxEvents: 5 + w * 7, shard: w == 3 ? nil : w)
+                    }
+                } catch { failures.mutate { $0?.append("worker \(w): \(error)") } }
+            }
+        }
+        for wr in 0..<2 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                do {
+                    let conn = try PGConnection(conninfo: db.info)
+                    for i in 0..<120 {
+                        let customer = customers[(i + wr) % 3]
+                        try put(conn, customer, "w\(wr)-\(i)", i % 5, i % 13)
+                        if i % 10 == 9 {
+                            let victim = customers[(i - 3 + wr) % 3]
+                            _ = try conn.execute("select status from meter.event_cancel($1::jsonb)", [
+                                #"[{"customer":"\#(victim)","idempotency_key":"w\#(wr)-\#(i - 3)"}]"#,
+                            ])
+                        }
+                    }
+                } catch { failures.mutate { $0?.append("writer \(wr): \(error)") } }
+            }
+        }
+        try RollupDB.waitUntil("both writers finished", timeout: 60) {
+            try c.execute("select count(*) as n from meter.events").single().int("n") == 241
+        }
+        stop.value = true
+        group.wait()
+        XCTAssertEqual(failures.value ?? [], [])
+        try Rollup.drainParallel(conninfo: db.info)
+        XCTAssertEqual(try db.verify(c), [])
+        XCTAssertEqual(try Rollup.periodVerify(c), [])
+        XCTAssertEqual(try db.totals(c), try db.expectedTotals(c))
+        XCTAssertEqual(try c.execute("select count(distinct customer_id) as n from meter.rollup_hourly").single().int("n"), 3)
+        XCTAssertEqual(try Rollup.lag(c).pendingEvents, 0)
+        XCTAssertEqual(try Rollup.lag(c).shards, 3)
+    }
+
     // MARK: late events, cancellations
 
     func testLateEventUpdatesItsHourAndCancellationSubtractsOnce() throws {

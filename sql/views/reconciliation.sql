@@ -2,9 +2,13 @@
 -- of its dimension values: price_filter, decision 110), each step's figures side by side, for
 -- analysts in psql and `meterctl reconcile`. The "raw" figures are what the rollup folded for the
 -- line, counted by its own statements in meter.rollup_ledger (meter._line_ledger; decision 123),
--- rollups its part of the hourly rollups (meter._line_usage): both assign usage to lines by the
--- same rule (meter._dims_priced_by). No raw event is read: a month of millions of events reconciles
--- in the time of its rollups. The recomputation of the ledger from raw events is a separate
+-- rollups its part of the rollups (meter._line_usage, the close's figures): both assign usage to
+-- lines by the same rule (meter._dims_priced_by). For a whole billing period (every line of a
+-- close) both read the period's rows the rollup keeps beside its hours (rollup_ledger_period,
+-- rollup_period, rollup_period_dims; decision 124): one row per line and dimension values, not
+-- ~720 hours. No raw event is read: a month of millions of events reconciles in the time of its
+-- rollups. That the period rows are Σ of the hours is `meterctl rollup verify`'s (with the hours
+-- against raw events). The recomputation of the ledger from raw events is a separate
 -- verification, meter.reconciliation_verify(period) (`meterctl reconcile --verify`).
 --
 --
@@ -20,7 +24,8 @@
 --   late_after_close           events/cancellations folded after the close (the hour's period was
 --                              closed when the rollup folded them), and those not folded yet that
 --                              arrived after it
---   rollup_quantity            the hourly rollups now (meter._period_usage)
+--   rollup_quantity            the rollups now, as the close reads them (meter._line_usage: the
+--                              period totals for count and sum meters, the hours otherwise)
 --   synced_quantity            what the billing engine holds for the period, as it reported it before the
 --                              close (meter.billing_usage: its meter event summaries, or usage record
 --                              summaries on the legacy API; null: not billed there, or not fetched);
