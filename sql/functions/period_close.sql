@@ -127,9 +127,11 @@ begin
                group by e.customer_id) as pend on pend.customer_id = b.customer_id
     left join (select g.customer_id, pg_catalog.min(g.accrued_until) as first_until
                from meter.gauge_series g group by g.customer_id) as gauge on gauge.customer_id = b.customer_id
+    -- (the few cancellations not subtracted first, then their events by id: joined the other way
+    -- round, the planner read every event of the table in customer order, 150 ms per 400,000)
     left join (select e.customer_id, pg_catalog.min(e.occurred_at) as first_at
-               from meter.event_cancellations x join meter.events e on e.id = x.event_id
-               where x.rolled_up_at is null
+               from (select x.event_id from meter.event_cancellations x where x.rolled_up_at is null offset 0) x
+               join meter.events e on e.id = x.event_id
                group by e.customer_id) as canc on canc.customer_id = b.customer_id
     where b.plan_id is not null
       and (pg_catalog.date_trunc('hour', b.p_start, 'UTC') <> b.p_start
