@@ -23,10 +23,11 @@
 --     already invoiced for it, adjustments included). Nothing is ever dropped or re-invoiced.
 -- Set-based (decision 120): one statement per step for every customer of the call (the batch in
 -- a temporary table, dropped at commit), where it was a loop of a dozen statements per customer;
--- the invoices are the same to the byte (Tests/sql/close_set_based.test.sql compares them with
--- the former per-customer pricing). When several customers are at fault, the refusal names the
--- first in id order, as before; when one customer's period cannot be priced (a meter changing
--- aggregation mid-period, 55000), that refusal now comes after the other customers' checks.
+-- the invoices are the same to the byte (the tests that close periods compare them with the
+-- former per-customer pricing, Tests/sql/support/close_reference.sql). When several customers
+-- are at fault, the refusal names the first in id order, as before; when one customer's period
+-- cannot be priced (a meter changing aggregation mid-period, 55000), that refusal now comes
+-- after the other customers' checks.
 -- The invoice row is the period's freeze: the unique (customer, period_start) key makes a second
 -- close (or a concurrent one) create nothing, and triggers refuse any later change.
 create or replace function meter.period_close(
