@@ -74,11 +74,7 @@ declare
     v_redeliveries   bigint := 0;
     v_shards         integer;
 begin
-    if p_max_events is null or p_max_events < 1 then
-        raise exception 'max_events must be a positive integer, got %', coalesce(p_max_events::text, 'null')
-            using errcode = '22023';
-    end if;
-
+    -- (meter.rollup_run has checked max_events and the shard number)
     -- The design needs a fresh snapshot per statement (the meter versions and cancellations read
     -- after the lock must be the latest): READ COMMITTED, Postgres' default.
     if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
