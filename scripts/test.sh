@@ -98,7 +98,7 @@ set -e
 chaos_passed=$(grep -c '^chaos [a-z-]* (seed [0-9]*): PASS$' .meter/chaos.log || true)
 chaos_failed=$((5 - chaos_passed))
 
-echo "== chaos verdict self-test: with one rollup hour and one engine hour altered, the verdict must FAIL"
+echo "== chaos verdict self-test: with one rollup hour (and its period total) and one engine hour altered, the verdict must FAIL"
 if timeout -k 30 600 .build/debug/meterctl chaos ingest-restart --quick --events 3000 --kills 3 --sabotage >.meter/chaos-sabotage.log 2>&1; then
   echo "a sabotaged chaos run passed"; chaos_failed=$((chaos_failed + 1))
 elif grep -q '^\s*\[FAIL\] rollups' .meter/chaos-sabotage.log && grep -q '^\s*\[FAIL\] engine: every hour billed exactly its rollup (2 differing' .meter/chaos-sabotage.log \

@@ -292,16 +292,26 @@ public final class ChaosHarness: @unchecked Sendable {
         let c = try connect()
         defer { c.close() }
         if o.sabotage {
+            // The first rollup hour one event and one unit over, and its billing period's total with
+            // it, as a wrong fold would write them (the period total is what the reconciliation
+            // reads for a whole period, decision 124; an hour altered alone is rollup verify's).
             try c.execute("""
-                update meter.rollup_hourly set event_count = event_count + 1, quantity = quantity + 1
-                where (customer_id, meter_id, hour) = (select customer_id, meter_id, hour from meter.rollup_hourly order by 1, 2, 3 limit 1)
+                with h as (
+                    update meter.rollup_hourly set event_count = event_count + 1, quantity = quantity + 1
+                    where (customer_id, meter_id, hour) = (select customer_id, meter_id, hour from meter.rollup_hourly order by 1, 2, 3 limit 1)
+                    returning customer_id, meter_id, hour
+                )
+                update meter.rollup_period p set event_count = p.event_count + 1, quantity = p.quantity + 1
+                from h join meter.customers cu on cu.id = h.customer_id
+                where p.customer_id = h.customer_id and p.meter_id = h.meter_id
+                  and p.period_start = meter._period_of(cu.billing_timezone, h.hour)
                 """)
             // The newest event of the latest hour window: the one the engine bills for that hour.
             try c.execute("""
                 update billing_mock.meter_events set value = value + 1
                 where seq = (select seq from billing_mock.meter_events order by ts desc, seq desc limit 1)
                 """)
-            faults.append("sabotage: the first rollup hour and the last engine hour altered before the checks (the verdict must FAIL, with 2 engine hours differing)")
+            faults.append("sabotage: the first rollup hour (and its period total) and the last engine hour altered before the checks (the verdict must FAIL, with 2 engine hours differing)")
         }
         try c.execute("create schema if not exists chaos")
         try c.execute("drop table if exists chaos.expected")
