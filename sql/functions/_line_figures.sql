@@ -59,8 +59,7 @@ begin
                                           -- (meter.rollup_period_dims; decision 124)
                                           then case when k.aggs[1] in ('count', 'sum') and not k.ever_gauge
                                                          and not k.some_undimensioned
-                                                         and pg_catalog.date_trunc('month', k.r_from at time zone k.tz) at time zone k.tz = k.r_from
-                                                         and ((k.r_from at time zone k.tz) + interval '1 month') at time zone k.tz = k.r_to
+                                                         and meter._is_billing_period(k.tz, k.r_from, k.r_to)
                                                     then 'filtered_period' else 'filtered' end
                                      when k.aggs[1] = 'latest' then 'latest'
                                      when k.aggs[1] = 'unique_count' then 'unique'
@@ -72,8 +71,7 @@ begin
                                      -- which on a tie of 5.0 and 5.00 may keep the other scale than
                                      -- max() over the hours did, and the invoice stores the number)
                                      when k.aggs[1] in ('count', 'sum') and not k.ever_gauge
-                                          and pg_catalog.date_trunc('month', k.r_from at time zone k.tz) at time zone k.tz = k.r_from
-                                          and ((k.r_from at time zone k.tz) + interval '1 month') at time zone k.tz = k.r_to
+                                          and meter._is_billing_period(k.tz, k.r_from, k.r_to)
                                          then 'period'
                                      else 'hours' end order by k.i),
            (pg_catalog.array_agg(pg_catalog.jsonb_build_object('meter_id', k.meter_id, 'r_from', k.r_from, 'r_to', k.r_to,

@@ -31,6 +31,11 @@ rows 1
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+    -- (whether [from, to) is a whole billing period of the customer, asked once)
+    with w as (
+        select coalesce(pg_catalog.bool_or(meter._is_billing_period(c.billing_timezone, p_from, p_to)), false) as whole
+        from meter.customers c where c.id = p_customer_id
+    )
     select coalesce(pg_catalog.sum(g.events - g.cancelled), 0)::bigint, coalesce(pg_catalog.sum(g.cancelled), 0)::bigint,
            coalesce(pg_catalog.sum(g.duplicates), 0)::bigint, coalesce(pg_catalog.sum(g.late), 0)::bigint,
            coalesce(pg_catalog.sum(g.value_in - g.value_out), 0), coalesce(pg_catalog.sum(g.key_checksum), 0)
@@ -40,21 +45,15 @@ as $$
                  pg_catalog.sum(l.key_checksum) as key_checksum
           -- a whole billing period of the customer (every line of a close, unless its plan changed
           -- within the period): its rows in rollup_ledger_period, one per combination (decision 124)
-          from meter.rollup_ledger_period l
-          where l.customer_id = p_customer_id and l.meter_id = p_meter_id and l.period_start = p_from
-            and exists (select 1 from meter.customers c
-                        where c.id = p_customer_id and pg_catalog.date_trunc('month', p_from at time zone c.billing_timezone) at time zone c.billing_timezone = p_from
-                          and ((p_from at time zone c.billing_timezone) + interval '1 month') at time zone c.billing_timezone = p_to)
+          from meter.rollup_ledger_period l, w
+          where w.whole and l.customer_id = p_customer_id and l.meter_id = p_meter_id and l.period_start = p_from
           group by l.dims
           union all
           -- any other range: its hours
           select l.dims, pg_catalog.sum(l.events), pg_catalog.sum(l.cancelled), pg_catalog.sum(l.duplicates),
                  pg_catalog.sum(l.late), pg_catalog.sum(l.value_in), pg_catalog.sum(l.value_out), pg_catalog.sum(l.key_checksum)
-          from meter.rollup_ledger l
-          where l.customer_id = p_customer_id and l.meter_id = p_meter_id and l.hour >= p_from and l.hour < p_to
-            and not exists (select 1 from meter.customers c
-                            where c.id = p_customer_id and pg_catalog.date_trunc('month', p_from at time zone c.billing_timezone) at time zone c.billing_timezone = p_from
-                              and ((p_from at time zone c.billing_timezone) + interval '1 month') at time zone c.billing_timezone = p_to)
+          from meter.rollup_ledger l, w
+          where not w.whole and l.customer_id = p_customer_id and l.meter_id = p_meter_id and l.hour >= p_from and l.hour < p_to
           group by l.dims
           -- (a fence: the price is found once per combination, not pushed down to every hour's row)
           offset 0) g

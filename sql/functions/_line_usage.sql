@@ -35,9 +35,7 @@ begin
     -- figures (meter._line_figures), which read the period's totals for count and sum meters
     -- (meter.rollup_period, and rollup_period_dims per filter; decision 124) instead of its hours.
     if exists (select 1 from meter.customers c
-               where c.id = p_customer_id
-                 and pg_catalog.date_trunc('month', p_from at time zone c.billing_timezone) at time zone c.billing_timezone = p_from
-                 and ((p_from at time zone c.billing_timezone) + interval '1 month') at time zone c.billing_timezone = p_to) then
+               where c.id = p_customer_id and meter._is_billing_period(c.billing_timezone, p_from, p_to)) then
         return query
         select f.event_count, f.quantity, f.aggregation
         from meter._line_figures(array[p_customer_id], array[p_meter_id], array[p_from], array[p_to],
