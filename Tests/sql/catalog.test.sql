@@ -39,7 +39,7 @@ select set_eq(
     $$values ('functions/_alerts_evaluate.sql'::text), ('functions/_event_digest.sql'), ('functions/events_partitions_ensure.sql'), ('functions/period_signoff.sql'), ('functions/events_archive_check.sql'), ('functions/events_archive.sql'), ('functions/events_archive_sample.sql'), ('functions/events_archive_digests.sql'), ('views/events_partition_runway.sql'), ('functions/_dimension_object.sql'), ('functions/_dimension_values.sql'), ('functions/_dims_match.sql'), ('functions/_dims_priced_by.sql'),
              ('functions/_event_in_line.sql'), ('functions/_events_hash.sql'), ('functions/_filter_label.sql'), ('functions/_filter_normalize.sql'),
              ('functions/_hour_lines.sql'), ('functions/_is_billing_period.sql'), ('functions/_line_events.sql'), ('functions/_line_figures.sql'), ('functions/_line_hashes.sql'), ('functions/_line_ledger.sql'), ('functions/_invoice_drafts.sql'), ('functions/_line_suffix.sql'), ('functions/_line_hash.sql'), ('functions/_line_usage.sql'), ('functions/_gauge_dims_hours.sql'), ('functions/_gauge_hours.sql'), ('functions/_outbox_requeue.sql'), ('functions/_invoice_draft.sql'), ('functions/_late_after_close_emit.sql'), ('functions/_invoice_frozen.sql'),
-             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_rollup_fold.sql'), ('functions/_redelivery_customer.sql'), ('functions/_rollup_ledger_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
+             ('functions/_period_of.sql'), ('functions/_period_usage.sql'), ('functions/_refuse_delete.sql'), ('functions/_rollup_period_from_hours.sql'), ('functions/_rollup_fold.sql'), ('functions/_rollup_ledger_add.sql'), ('functions/_redelivery_customer.sql'), ('functions/_rollup_ledger_period_from_hours.sql'), ('functions/_webhook_emit.sql'), ('functions/_webhook_emit_all.sql'),
              ('functions/_rollup_pending.sql'), ('functions/_unfolded.sql'), ('functions/api_key_authenticate.sql'), ('functions/api_key_authorize.sql'),
              ('functions/api_key_create.sql'), ('functions/alert_set.sql'), ('functions/api_key_revoke.sql'),
              ('functions/billing_link_record.sql'), ('functions/billing_period.sql'),
@@ -242,6 +242,7 @@ select results_eq(
              ('_period_usage(p_customer_id bigint, p_meter_id bigint, p_from timestamp with time zone, p_to timestamp with time zone)'),
              ('_redelivery_customer()'), ('_refuse_delete()'),
              ('_rollup_fold(p_max_events integer, p_shard integer, OUT result rollup_result, OUT outbox_customers bigint[], OUT outbox_meters bigint[], OUT outbox_hours timestamp with time zone[], OUT outbox_revisions bigint[])'),
+             ('_rollup_ledger_add(p_customers bigint[], p_meters bigint[], p_hours timestamp with time zone[], p_dims_hashes bytea[], p_dims jsonb[], p_events bigint[], p_cancelled bigint[], p_duplicates bigint[], p_late bigint[], p_value_in numeric[], p_value_out numeric[], p_key_checksums numeric[])'),
              ('_rollup_ledger_period_from_hours(p_customer_id bigint)'),
              ('_rollup_pending(OUT events bigint, OUT waiting bigint)'),
              ('_rollup_period_from_hours(p_customer_id bigint)'),
@@ -300,7 +301,7 @@ select results_eq(
              ('webhook_receive(p_event_id text, p_type text, p_created timestamp with time zone, p_payload jsonb)'),
              ('webhook_redrive(p_endpoint_id bigint)'),
              ('webhook_report(p_message_id text, p_endpoint_id bigint, p_claim_token bigint, p_status integer, p_error text, p_give_up_after interval, p_base interval, p_cap interval)')$$,
-    'schema meter has exactly the eighty-five documented functions (no leftover five-argument meter_upsert)');
+    'schema meter has exactly the eighty-six documented functions (no leftover five-argument meter_upsert)');
 
 select is_empty(
     $$select signature from own_functions

@@ -73,6 +73,16 @@ declare
     v_r_end_id       bigint;
     v_redeliveries   bigint := 0;
     v_shards         integer;
+    -- a step's ledger rows, for meter._rollup_ledger_add
+    v_lg_customers   bigint[];
+    v_lg_meters      bigint[];
+    v_lg_hours       timestamptz[];
+    v_lg_dims_hashes bytea[];
+    v_lg_dims        jsonb[];
+    v_lg_n           bigint[];
+    v_lg_late        bigint[];
+    v_lg_values      numeric[];
+    v_lg_checksums   numeric[];
 begin
     -- (meter.rollup_run has checked max_events and the shard number)
     -- The design needs a fresh snapshot per statement (the meter versions and cancellations read
@@ -285,45 +295,22 @@ begin
               union all
               select d.customer_id, d.meter_id, d.hour, d.dims_hash, d.dims, d.n, d.vin, d.kh
               from dim_groups d) g
-    ),
-    ledger as (
-        insert into meter.rollup_ledger as l
-               (customer_id, meter_id, hour, dims_hash, dims, events, late, value_in, key_checksum)
-        select g.customer_id, g.meter_id, g.hour, g.dims_hash, g.dims, g.n, g.late, g.vin, g.kh
-        from ledger_rows g
-        on conflict (customer_id, meter_id, hour, dims_hash) do update
-            set events       = l.events + excluded.events,
-                late         = l.late + excluded.late,
-                value_in     = l.value_in + excluded.value_in,
-                key_checksum = l.key_checksum + excluded.key_checksum,
-                updated_at   = pg_catalog.now()
-        returning 1
-    ),
-    -- ... and the same rows added to their billing period's (meter.rollup_ledger_period, decision 124)
-    ledger_period as (
-        insert into meter.rollup_ledger_period as l
-               (customer_id, meter_id, period_start, dims_hash, dims, events, late, value_in, key_checksum)
-        select g.customer_id, g.meter_id, meter._period_of(c.billing_timezone, g.hour), g.dims_hash,
-               pg_catalog.min(g.dims::text)::jsonb, pg_catalog.sum(g.n), pg_catalog.sum(g.late),
-               pg_catalog.sum(g.vin), pg_catalog.sum(g.kh)
-        from ledger_rows g
-        join meter.customers c on c.id = g.customer_id
-        group by 1, 2, 3, 4
-        on conflict (customer_id, meter_id, period_start, dims_hash) do update
-            set events       = l.events + excluded.events,
-                late         = l.late + excluded.late,
-                value_in     = l.value_in + excluded.value_in,
-                key_checksum = l.key_checksum + excluded.key_checksum,
-                updated_at   = pg_catalog.now()
-        returning 1
     )
-    -- (uniques, dims, the period totals and the ledger are not read below: a data-modifying CTE
-    -- runs to completion all the same)
-    select (select coalesce(pg_catalog.sum(f.n), 0)::bigint from fine f),
-           pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
-           pg_catalog.array_agg(h.revision)
-      into v_events, v_customers, v_meters, v_hours_changed, v_revisions
-    from hourly h;
+    -- (uniques, dims and the period totals are not read below: a data-modifying CTE runs to
+    -- completion all the same; the ledger's rows go to meter._rollup_ledger_add just after)
+    select (select coalesce(pg_catalog.sum(f.n), 0)::bigint from fine f), hh.*, lr.*
+      into v_events, v_customers, v_meters, v_hours_changed, v_revisions,
+           v_lg_customers, v_lg_meters, v_lg_hours, v_lg_dims_hashes, v_lg_dims, v_lg_n, v_lg_late, v_lg_values, v_lg_checksums
+    from (select pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
+                 pg_catalog.array_agg(h.revision)
+          from hourly h) hh,
+         (select pg_catalog.array_agg(g.customer_id), pg_catalog.array_agg(g.meter_id), pg_catalog.array_agg(g.hour),
+                 pg_catalog.array_agg(g.dims_hash), pg_catalog.array_agg(g.dims), pg_catalog.array_agg(g.n::bigint),
+                 pg_catalog.array_agg(g.late::bigint), pg_catalog.array_agg(g.vin), pg_catalog.array_agg(g.kh)
+          from ledger_rows g) lr;
+    -- ... counted in the ledger, by the hour and by the billing period
+    perform meter._rollup_ledger_add(v_lg_customers, v_lg_meters, v_lg_hours, v_lg_dims_hashes, v_lg_dims,
+                                     v_lg_n, null, null, v_lg_late, v_lg_values, null, v_lg_checksums);
     -- (every billed hour changed gets its new revision in the outbox at step 4d, with the hours
     -- of the steps below, in one statement)
 
@@ -437,43 +424,19 @@ begin
                      pg_catalog.sum(pg_catalog.hashtextextended(du.idempotency_key, 0)) as kh
               from due_dims du
               group by 1, 2, 3, 4) d
-    ),
-    ledger as (
-        insert into meter.rollup_ledger as l
-               (customer_id, meter_id, hour, dims_hash, dims, cancelled, late, value_out, key_checksum)
-        select d.customer_id, d.meter_id, d.hour, d.dims_hash, d.dims, d.n, d.late, d.v, d.kh
-        from ledger_rows d
-        on conflict (customer_id, meter_id, hour, dims_hash) do update
-            set cancelled    = l.cancelled + excluded.cancelled,
-                late         = l.late + excluded.late,
-                value_out    = l.value_out + excluded.value_out,
-                key_checksum = l.key_checksum + excluded.key_checksum,
-                updated_at   = pg_catalog.now()
-        returning 1
-    ),
-    -- ... and in the period's (meter.rollup_ledger_period)
-    ledger_period as (
-        insert into meter.rollup_ledger_period as l
-               (customer_id, meter_id, period_start, dims_hash, dims, cancelled, late, value_out, key_checksum)
-        select d.customer_id, d.meter_id, meter._period_of(c.billing_timezone, d.hour), d.dims_hash,
-               pg_catalog.min(d.dims::text)::jsonb, pg_catalog.sum(d.n), pg_catalog.sum(d.late),
-               pg_catalog.sum(d.v), pg_catalog.sum(d.kh)
-        from ledger_rows d
-        join meter.customers c on c.id = d.customer_id
-        group by 1, 2, 3, 4
-        on conflict (customer_id, meter_id, period_start, dims_hash) do update
-            set cancelled    = l.cancelled + excluded.cancelled,
-                late         = l.late + excluded.late,
-                value_out    = l.value_out + excluded.value_out,
-                key_checksum = l.key_checksum + excluded.key_checksum,
-                updated_at   = pg_catalog.now()
-        returning 1
     )
-    select (select pg_catalog.count(*) from due),
-           pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
-           pg_catalog.array_agg(h.revision)
-      into v_cancellations, v_c_customers, v_c_meters, v_c_hours, v_c_revisions
-    from hourly h;
+    select (select pg_catalog.count(*) from due), hh.*, lr.*
+      into v_cancellations, v_c_customers, v_c_meters, v_c_hours, v_c_revisions,
+           v_lg_customers, v_lg_meters, v_lg_hours, v_lg_dims_hashes, v_lg_dims, v_lg_n, v_lg_late, v_lg_values, v_lg_checksums
+    from (select pg_catalog.array_agg(h.customer_id), pg_catalog.array_agg(h.meter_id), pg_catalog.array_agg(h.hour),
+                 pg_catalog.array_agg(h.revision)
+          from hourly h) hh,
+         (select pg_catalog.array_agg(d.customer_id), pg_catalog.array_agg(d.meter_id), pg_catalog.array_agg(d.hour),
+                 pg_catalog.array_agg(d.dims_hash), pg_catalog.array_agg(d.dims), pg_catalog.array_agg(d.n::bigint),
+                 pg_catalog.array_agg(d.late::bigint), pg_catalog.array_agg(d.v), pg_catalog.array_agg(d.kh)
+          from ledger_rows d) lr;
+    perform meter._rollup_ledger_add(v_lg_customers, v_lg_meters, v_lg_hours, v_lg_dims_hashes, v_lg_dims,
+                                     null, v_lg_n, null, v_lg_late, null, v_lg_values, v_lg_checksums);
 
     -- 3b. Redeliveries acknowledged as duplicates, counted in the ledger under their event's hour
     -- and dimension values: those recorded since the last run, in (xid, id) order below the
@@ -529,29 +492,14 @@ begin
                and x.hour >= dv.effective_from and x.hour < dv.effective_until
               where b.verdict = 'duplicate'
               group by 1, 2, 3, 4) d
-    ),
-    counted as (
-        insert into meter.rollup_ledger as l (customer_id, meter_id, hour, dims_hash, dims, duplicates)
-        select d.customer_id, d.meter_id, d.hour, d.dims_hash, d.dims, d.n
-        from dup_rows d
-        on conflict (customer_id, meter_id, hour, dims_hash) do update
-            set duplicates = l.duplicates + excluded.duplicates,
-                updated_at = pg_catalog.now()
-        returning 1
-    ),
-    counted_period as (
-        insert into meter.rollup_ledger_period as l (customer_id, meter_id, period_start, dims_hash, dims, duplicates)
-        select d.customer_id, d.meter_id, meter._period_of(c.billing_timezone, d.hour), d.dims_hash,
-               pg_catalog.min(d.dims::text)::jsonb, pg_catalog.sum(d.n)
-        from dup_rows d
-        join meter.customers c on c.id = d.customer_id
-        group by 1, 2, 3, 4
-        on conflict (customer_id, meter_id, period_start, dims_hash) do update
-            set duplicates = l.duplicates + excluded.duplicates,
-                updated_at = pg_catalog.now()
-        returning 1
     )
-    select pg_catalog.count(*) into v_redeliveries from batch;
+    select (select pg_catalog.count(*) from batch), lr.*
+      into v_redeliveries, v_lg_customers, v_lg_meters, v_lg_hours, v_lg_dims_hashes, v_lg_dims, v_lg_n
+    from (select pg_catalog.array_agg(d.customer_id), pg_catalog.array_agg(d.meter_id), pg_catalog.array_agg(d.hour),
+                 pg_catalog.array_agg(d.dims_hash), pg_catalog.array_agg(d.dims), pg_catalog.array_agg(d.n::bigint)
+          from dup_rows d) lr;
+    perform meter._rollup_ledger_add(v_lg_customers, v_lg_meters, v_lg_hours, v_lg_dims_hashes, v_lg_dims,
+                                     null, null, v_lg_n, null, null, null, null);
 
     -- 4. A cancelled event may have been its hour's maximum: recompute those hours' max from the
     -- events folded and not cancelled (this statement sees step 3's rolled_up_at).

@@ -49,9 +49,10 @@
 --     folded into a period already closed as late), cancellations likewise, and redeliveries
 --     acknowledged as duplicates (meter.event_redeliveries, taken in (xid, id) order below the same
 --     horizon, with their own position on the watermark's row). meter.reconciliation reads it
---     instead of raw events; meter.reconciliation_verify recomputes it from them. The same rows
---     are added to their billing period's (meter.rollup_ledger_period, decision 124) by the same
---     statements, so a period row is always Σ of its hours (meter.rollup_ledger_period_verify).
+--     instead of raw events; meter.reconciliation_verify recomputes it from them. Each step's
+--     rows go through meter._rollup_ledger_add, which adds them to their hours and, grouped, to
+--     their billing period's (meter.rollup_ledger_period, decision 124): the one place both are
+--     written, so a period row is always Σ of its hours (meter.rollup_ledger_period_verify).
 --   * Billing outbox: every hour changed gets its new revision in meter.sync_outbox in the same
 --     transaction (meter._outbox_requeue: back to pending unless a send is in flight), all in one
 --     statement in key order (step 4d; decision 118), and meter_sync is NOTIFied at commit. A
